@@ -1,0 +1,117 @@
+"""Dataset primitives shared by every source: an ``Example``, a ``Dataset`` and the loader registry."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+DATA_DIR_ENV = "SQLENV_DATA_DIR"
+CACHE_DIR_ENV = "SQLENV_CACHE_DIR"
+
+
+class DatasetError(ValueError):
+    """A dataset could not be found or read; the message names the file, row or field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One benchmark question.
+
+    ``db_key`` identifies the database the question is asked against; a ``Dataset``
+    turns it into a SQLite file with ``dataset.database(example)``.
+    """
+
+    id: str
+    question: str
+    answer: str
+    db_key: str
+    question_type: str = ""
+    difficulty: str | None = None
+    context: str | None = None
+    gold_sql: str | None = None
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Dataset(Sequence[Example]):
+    """A sized, indexable split of examples plus the way to obtain each example's database.
+
+    Subclasses implement ``database(example) -> Path``: the path of a SQLite file (built and
+    cached on first use) that the executor opens read-only.
+    """
+
+    name: str = ""
+    split: str = ""
+    schema: str = "tables"
+
+    def __init__(self, examples: Sequence[Example]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            raise TypeError("slice a Dataset with dataset.subset(indices)")
+        return self.examples[index]
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.examples)
+
+    def database(self, example: Example) -> Path:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, schema={self.schema!r}, n={len(self)})"
+
+
+Loader = Callable[..., Dataset]
+_LOADERS: dict[str, Loader] = {}
+_SPLITS: dict[str, tuple[str, ...]] = {}
+
+
+def register_dataset(name: str, loader: Loader, splits: Sequence[str]) -> None:
+    """Register ``loader(split=..., data_dir=..., schema=..., **kwargs) -> Dataset`` under ``name``."""
+    _LOADERS[name] = loader
+    _SPLITS[name] = tuple(splits)
+
+
+def available_datasets() -> dict[str, tuple[str, ...]]:
+    """Registered dataset names mapped to their splits."""
+    return dict(_SPLITS)
+
+
+def load_dataset(name: str = "generated", split: str | None = None, data_dir: str | os.PathLike | None = None,
+                 schema: str = "tables", **kwargs) -> Dataset:
+    """Load split ``split`` of dataset ``name`` (see ``available_datasets()``)."""
+    if name not in _LOADERS:
+        raise DatasetError(f"unknown dataset {name!r}; available: {sorted(_LOADERS)}")
+    if split is None:
+        split = _SPLITS[name][0]
+    if split not in _SPLITS[name]:
+        raise DatasetError(f"unknown split {split!r} for dataset {name!r}; available: {list(_SPLITS[name])}")
+    return _LOADERS[name](split=split, data_dir=data_dir, schema=schema, **kwargs)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None, dataset: str) -> Path:
+    """The data directory from the argument, else ``$SQLENV_DATA_DIR``; a clear error otherwise."""
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV)
+    if not data_dir:
+        raise DatasetError(
+            f"dataset {dataset!r} needs its files: pass data_dir=... or set the environment "
+            f"variable {DATA_DIR_ENV} to the folder that holds them"
+        )
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"data_dir {str(path)!r} for dataset {dataset!r} is not a directory "
+                           f"(from the data_dir argument or {DATA_DIR_ENV})")
+    return path
+
+
+def cache_dir() -> Path:
+    """Where built databases are cached: ``$SQLENV_CACHE_DIR`` or ``~/.cache/sqlenv``."""
+    path = Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "sqlenv")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
