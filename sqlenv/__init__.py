@@ -1,5 +1,27 @@
-"""sqlenv: a Gymnasium Text-to-SQL environment whose rewards come from executing SQL."""
+"""sqlenv: a Gymnasium Text-to-SQL environment whose rewards come from executing SQL.
+
+>>> import gymnasium as gym, sqlenv
+>>> env = gym.make("TextToSQL-v0")              # the built-in generated benchmark
+>>> obs, info = env.reset(seed=0)
+>>> obs, reward, terminated, truncated, info = env.step("SELECT COUNT(*) FROM Medal")
+"""
+
+from gymnasium.envs.registration import register, registry
 
 from sqlenv.datasets import Dataset, DatasetError, Example, available_datasets, load_dataset
 
-__all__ = ["Dataset", "DatasetError", "Example", "available_datasets", "load_dataset"]
+ENV_ID = "TextToSQL-v0"
+
+if ENV_ID not in registry:
+    register(id=ENV_ID, entry_point="sqlenv.env:TextToSQLEnv")
+
+
+def __getattr__(name):  # lazy: keeps `import sqlenv` light for worker processes
+    if name == "TextToSQLEnv":
+        from sqlenv.env import TextToSQLEnv
+
+        return TextToSQLEnv
+    raise AttributeError(name)
+
+
+__all__ = ["ENV_ID", "Dataset", "DatasetError", "Example", "TextToSQLEnv", "available_datasets", "load_dataset"]

@@ -1,0 +1,275 @@
+"""TextToSQLEnv: one benchmark question per episode, answered by one SQL query."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from sqlenv import infobox
+from sqlenv.datasets import Dataset, Example, load_dataset
+from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
+from sqlenv.matching import MatchResult, match_answer, result_to_answer
+from sqlenv.rewards import REWARD_PRESETS, reward as compute_reward, reward_range
+
+MAX_QUESTION_CHARS = 2_000
+MAX_SCHEMA_CHARS = 20_000
+MAX_SAMPLE_ROWS_CHARS = 20_000
+#: Characters an action may contain; the executor accepts any string, this only bounds ``sample()``.
+ACTION_CHARSET = frozenset(string.printable)
+
+
+@dataclass(frozen=True)
+class _Database:
+    path: str
+    schema: str
+    sample_rows: str
+
+
+class TextToSQLEnv(gym.Env[dict, str]):
+    """Answer a natural-language question about a database with one SQL query.
+
+    ## Description
+    Each episode is one question from a Text-to-SQL benchmark (by default the built-in generated
+    benchmark; also TempTabQA-C, the reference work's benchmark). The agent writes one SQL
+    query; the environment executes it in a hardened, read-only SQLite sandbox
+    (:mod:`sqlenv.executor`) and rewards it by comparing the result with the gold answer
+    (:mod:`sqlenv.matching`, :mod:`sqlenv.rewards`). No gold SQL is needed to score.
+
+    ## Action Space
+    ``Text``: one SQL statement as a string. Any string is accepted (garbage is penalised,
+    never raised on); ``sample()`` draws printable strings.
+
+    ## Observation Space
+    ``Dict`` of ``Text``: ``question`` (the question), ``schema`` (the database's
+    ``CREATE TABLE`` statements) and ``sample_rows`` (the first ``sample_rows`` rows of each
+    table as text; empty when 0).
+
+    ## Rewards
+    Set by ``reward``: ``"binary"`` (default; execution error -1, executed but wrong 0,
+    correct +1), ``"partial"`` (error -1, else the F1 of the answer items, 1 when correct) or
+    ``"paper"`` (our reading of the reference work: error -100, valid SQL +1, up to +100 by
+    relaxed match, +1000 for an exact match). ``info`` carries every component.
+
+    ## Starting State
+    ``reset`` picks a question uniformly with ``self.np_random``; ``options={"index": i}``
+    pins question ``i`` (a GRPO group pins one question for all its samples).
+
+    ## Episode End
+    Every episode is one step: ``terminated=True`` after ``step``.
+
+    ## Arguments
+    ``gym.make("sqlenv:TextToSQL-v0", dataset="generated", split="train", data_dir=None,
+    reward="binary", schema="tables", sample_rows=3, timeout=1.0, max_rows=10_000,
+    workers=0, render_mode=None)``; ``dataset`` may also be a :class:`~sqlenv.Dataset`.
+    ``schema="flat"`` swaps the benchmark's five tables for one denormalised table.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(
+        self,
+        dataset: str | Dataset = "generated",
+        split: str | None = None,
+        data_dir: str | None = None,
+        reward: str = "binary",
+        schema: str = "tables",
+        sample_rows: int = 3,
+        timeout: float = 1.0,
+        max_rows: int = 10_000,
+        workers: int = 0,
+        render_mode: str | None = None,
+    ):
+        if reward not in REWARD_PRESETS:
+            raise ValueError(f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}")
+        if schema not in infobox.SCHEMAS:
+            raise ValueError(f"schema={schema!r} is not a schema variant; choose one of {list(infobox.SCHEMAS)}")
+        if not isinstance(sample_rows, int) or sample_rows < 0:
+            raise ValueError(f"sample_rows={sample_rows!r} must be an integer >= 0")
+        if not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers={workers!r} must be an integer >= 0")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
+        if isinstance(dataset, Dataset):
+            self.dataset = dataset
+        else:
+            self.dataset = load_dataset(dataset, split=split, data_dir=data_dir, schema=schema)
+        if len(self.dataset) == 0:
+            raise ValueError(f"dataset {self.dataset!r} has no questions")
+        self.reward_preset = reward
+        self.schema_variant = getattr(self.dataset, "schema", schema)
+        self.num_sample_rows = sample_rows
+        self.workers = workers
+        self.render_mode = render_mode
+        self.executor = Executor(ExecutorConfig(timeout=timeout, max_rows=max_rows))
+        self.reward_range = reward_range(reward)
+
+        charset = frozenset(string.printable) | _charset_of(self.dataset)
+        self.observation_space = spaces.Dict(
+            {
+                "question": spaces.Text(MAX_QUESTION_CHARS, min_length=0, charset=charset),
+                "schema": spaces.Text(MAX_SCHEMA_CHARS, min_length=0, charset=charset),
+                "sample_rows": spaces.Text(MAX_SAMPLE_ROWS_CHARS, min_length=0, charset=charset),
+            }
+        )
+        self.action_space = spaces.Text(self.executor.config.max_sql_length, min_length=0, charset=ACTION_CHARSET)
+        self._databases: dict[str, _Database] = {}
+        self._index: int | None = None
+        self._last: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ episode API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "index" in options:
+            index = options["index"]
+            if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.dataset):
+                raise ValueError(f"options['index']={index!r} is out of range for {len(self.dataset)} questions")
+            index = int(index)
+        else:
+            index = int(self.np_random.integers(len(self.dataset)))
+        self._index = index
+        self._last = None
+        example = self.dataset[index]
+        return self._observation(example), self._reset_info(index, example)
+
+    def step(self, action: str):
+        if self._index is None:
+            raise RuntimeError("Cannot call env.step() before calling env.reset()")
+        if self._last is not None:
+            raise RuntimeError("The episode has ended (one step per question). Call reset before using step method.")
+        example = self.dataset[self._index]
+        result = self.executor.execute(self._database(example).path, action)
+        reward, info = self._score(example, action, result)
+        self._last = {"sql": action, "result": result, "info": info}
+        return self._observation(example), reward, True, False, info
+
+    def score_group(self, sqls: Sequence[str], workers: int | None = None,
+                    deadline: float | None = None) -> list[tuple[float, dict]]:
+        """Score G queries for the current question in one call (the GRPO group path).
+
+        ``workers`` > 0 executes them in parallel worker processes (default: the env's
+        ``workers``); each query gets its time budget, and a worker that overruns ``deadline``
+        seconds is killed and its sample scored as a timeout. Does not end the episode.
+        """
+        if self._index is None:
+            raise RuntimeError("Cannot call env.score_group() before calling env.reset()")
+        return self.score_sqls(self._index, sqls, workers=workers, deadline=deadline)
+
+    def score_sqls(self, index: int, sqls: Sequence[str], workers: int | None = None,
+                   deadline: float | None = None) -> list[tuple[float, dict]]:
+        """Score queries against question ``index`` without touching the episode state."""
+        example = self.dataset[index]
+        path = self._database(example).path
+        workers = self.workers if workers is None else workers
+        results = self.executor.execute_group(path, list(sqls), workers=workers, deadline=deadline)
+        return [self._score(example, sql, result, index) for sql, result in zip(sqls, results)]
+
+    def render(self):
+        if self.render_mode != "ansi":
+            return None
+        if self._index is None:
+            return "(call reset first)\n"
+        example = self.dataset[self._index]
+        lines = [f"Question [{self._index}]: {example.question}"]
+        if self._last is None:
+            return "\n".join(lines) + "\n"
+        result: ExecutionResult = self._last["result"]
+        info = self._last["info"]
+        lines.append("SQL: " + _one_line(self._last["sql"]))
+        if result.error is not None:
+            lines.append(f"Error ({result.error}): {result.message}")
+        else:
+            lines.append(_format_table(result.columns, result.rows))
+        lines.append(f"Gold answer: {example.answer}")
+        lines.append(f"Reward: {info['reward']:g}  correct={info['correct']}  exact={info['exact']:g}  "
+                     f"relaxed={info['relaxed']:g}  f1={info['f1']:.2f}")
+        return "\n".join(lines) + "\n"
+
+    def close(self):
+        self.executor.close()
+        super().close()
+
+    # ------------------------------------------------------------------ helpers
+    def example(self, index: int) -> Example:
+        return self.dataset[index]
+
+    def observation_for(self, index: int) -> dict[str, str]:
+        """The observation of question ``index``, without resetting (for batched rollouts)."""
+        return self._observation(self.dataset[index])
+
+    def _observation(self, example: Example) -> dict[str, str]:
+        db = self._database(example)
+        return {"question": example.question[:MAX_QUESTION_CHARS], "schema": db.schema, "sample_rows": db.sample_rows}
+
+    def _reset_info(self, index: int, example: Example) -> dict[str, Any]:
+        return {
+            "index": index,
+            "id": example.id,
+            "question_type": example.question_type,
+            "difficulty": example.difficulty,
+            "gold_sql": example.gold_sql,
+        }
+
+    def _database(self, example: Example) -> _Database:
+        db = self._databases.get(example.db_key)
+        if db is None:
+            path = str(self.dataset.database(example))
+            schema = infobox.schema_sql(path)[:MAX_SCHEMA_CHARS]
+            rows = infobox.sample_rows(path, self.num_sample_rows)[:MAX_SAMPLE_ROWS_CHARS] if self.num_sample_rows else ""
+            db = _Database(path, schema, rows)
+            if len(self._databases) > 4096:
+                self._databases.clear()
+            self._databases[example.db_key] = db
+        return db
+
+    def _score(self, example: Example, sql: Any, result: ExecutionResult, index: int | None = None):
+        match: MatchResult | None = match_answer(result.rows, example.answer) if result.error is None else None
+        value = float(compute_reward(self.reward_preset, result, match))
+        info = {
+            "index": self._index if index is None else index,
+            "sql": sql if isinstance(sql, str) else repr(sql),
+            "executed": result.error is None,
+            "error": result.error,
+            "error_message": result.message,
+            "correct": bool(match.correct) if match else False,
+            "exact": float(match.exact) if match else 0.0,
+            "relaxed": float(match.relaxed) if match else 0.0,
+            "f1": float(match.f1) if match else 0.0,
+            "prediction": result_to_answer(result.rows) if result.error is None else "",
+            "answer": example.answer,
+            "reward": value,
+        }
+        return value, info
+
+
+def _charset_of(dataset: Dataset) -> frozenset[str]:
+    chars: set[str] = set()
+    for example in dataset:
+        chars.update(example.question)
+        chars.update(example.context or "")
+    return frozenset(chars)
+
+
+def _one_line(sql: Any, limit: int = 500) -> str:
+    text = sql if isinstance(sql, str) else repr(sql)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = 20) -> str:
+    header = [str(c) for c in columns]
+    body = [["NULL" if v is None else str(v) for v in row] for row in rows[:limit]]
+    widths = [max([len(h)] + [len(r[i]) for r in body if i < len(r)]) for i, h in enumerate(header)]
+    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    lines = [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in body]
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows")
+    return "\n".join(lines)
