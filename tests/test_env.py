@@ -1,0 +1,169 @@
+"""TextToSQLEnv: the Gymnasium contract, rewards in info, group scoring, vector envs."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sqlenv  # noqa: F401  (registers TextToSQL-v0)
+from sqlenv.env import TextToSQLEnv
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = TextToSQLEnv(split="dev", render_mode="ansi")
+    yield env
+    env.close()
+
+
+def _gold_index(env):
+    return next(i for i, ex in enumerate(env.dataset) if ex.gold_sql)
+
+
+def test_check_env_builtin_passes_without_warnings():
+    env = gym.make("TextToSQL-v0", split="dev")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_check_env_temptabqa_passes_without_warnings(data_dir, schema):
+    env = gym.make("sqlenv:TextToSQL-v0", dataset="temptabqa-c", split="dev", data_dir=str(data_dir), schema=schema)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_default_make_uses_builtin_benchmark():
+    env = gym.make("TextToSQL-v0")
+    assert env.unwrapped.dataset.name == "generated"
+    obs, info = env.reset(seed=0)
+    assert set(obs) == {"question", "schema", "sample_rows"}
+    assert "CREATE TABLE" in obs["schema"] and obs["question"]
+    env.close()
+
+
+def test_reset_pins_index_and_seed_is_deterministic(env):
+    _, info = env.reset(options={"index": 5})
+    assert info["index"] == 5
+    a = env.reset(seed=7)[1]["index"]
+    b = env.reset(seed=7)[1]["index"]
+    assert a == b
+
+
+def test_reset_rejects_bad_index(env):
+    with pytest.raises(ValueError, match="index"):
+        env.reset(options={"index": len(env.dataset)})
+
+
+def test_gold_sql_is_rewarded_and_info_has_components(env):
+    i = _gold_index(env)
+    _, info0 = env.reset(options={"index": i})
+    _, reward, terminated, truncated, info = env.step(info0["gold_sql"])
+    assert (reward, terminated, truncated) == (1.0, True, False)
+    assert info["error"] is None and info["executed"] and info["correct"] is True
+    for key in ("exact", "relaxed", "f1", "prediction", "answer", "error_message"):
+        assert key in info
+
+
+@pytest.mark.parametrize("sql,kind", [
+    ("SELEC 1", "syntax"),
+    ("SELECT * FROM NoSuchTable", "no_such_table"),
+    ("SELECT nope FROM Medal", "no_such_column"),
+    ("DROP TABLE Medal", "forbidden"),
+    ("SELECT 1; SELECT 2", "multiple_statements"),
+    ("\x00\xff garbage", None),
+])
+def test_failing_sql_is_penalised_never_raised(env, sql, kind):
+    env.reset(options={"index": 0})
+    _, reward, terminated, _, info = env.step(sql)
+    assert reward == -1.0 and terminated
+    assert info["error"] is not None and info["correct"] is False
+    if kind:
+        assert info["error"] == kind
+
+
+def test_non_string_action_is_penalised(env):
+    env.reset(options={"index": 0})
+    _, reward, _, _, info = env.step(12345)
+    assert reward == -1.0 and info["error"] is not None
+
+
+def test_wrong_answer_scores_zero(env):
+    env.reset(options={"index": 0})
+    _, reward, _, _, info = env.step("SELECT 'certainly not the answer'")
+    assert reward == 0.0 and info["executed"] and not info["correct"]
+
+
+def test_step_requires_reset():
+    env = TextToSQLEnv(split="dev")
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step("SELECT 1")
+    env.reset(seed=0)
+    env.step("SELECT 1")
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step("SELECT 1")
+
+
+def test_render_ansi_shows_question_sql_and_table(env):
+    i = _gold_index(env)
+    _, info = env.reset(options={"index": i})
+    env.step(info["gold_sql"])
+    text = env.render()
+    assert env.dataset[i].question in text and "Reward: 1" in text and "|" in text
+
+
+def test_score_group_serial_and_parallel_agree(env):
+    i = _gold_index(env)
+    _, info = env.reset(options={"index": i})
+    sqls = [info["gold_sql"], "SELECT 'x'", "SELEC", "DELETE FROM Medal"] * 2
+    serial = env.score_group(sqls)
+    parallel = env.score_group(sqls, workers=2)
+    assert [r for r, _ in serial] == [1.0, 0.0, -1.0, -1.0] * 2
+    assert [r for r, _ in parallel] == [r for r, _ in serial]
+    assert [i["error"] for _, i in parallel] == [i["error"] for _, i in serial]
+
+
+@pytest.mark.parametrize("reward,lo,hi", [("binary", -1, 1), ("partial", -1, 1), ("paper", -100, 1101)])
+def test_reward_presets(reward, lo, hi):
+    env = TextToSQLEnv(split="dev", reward=reward)
+    i = _gold_index(env)
+    _, info = env.reset(options={"index": i})
+    (good, _), (bad, _) = env.score_group([info["gold_sql"], "SELEC"])
+    assert lo <= bad < good <= hi
+    assert bad == lo
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"reward": "nope"}, "reward"), ({"schema": "wide"}, "schema"),
+    ({"sample_rows": -1}, "sample_rows"), ({"workers": -2}, "workers"), ({"render_mode": "human"}, "render_mode"),
+    ({"split": "nope"}, "split"), ({"dataset": "nope"}, "dataset"),
+])
+def test_invalid_config_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        TextToSQLEnv(**kwargs)
+
+
+def test_flat_schema_observation(data_dir):
+    env = TextToSQLEnv(dataset="temptabqa-c", split="dev", data_dir=str(data_dir), schema="flat", sample_rows=2)
+    obs, _ = env.reset(seed=0)
+    assert obs["schema"].count("CREATE TABLE") == 1 and obs["sample_rows"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_env_same_step_autoreset(mode):
+    from gymnasium.vector import AutoresetMode
+
+    envs = gym.make_vec("TextToSQL-v0", num_envs=2, vectorization_mode=mode, split="dev",
+                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    obs, infos = envs.reset(seed=0)
+    for _ in range(3):
+        obs, rewards, terminated, truncated, infos = envs.step(["SELECT COUNT(*) FROM Medal", "SELEC"])
+        assert terminated.all() and rewards[1] == -1.0
+        assert len(obs["question"]) == 2
+    envs.close()
