@@ -13,7 +13,7 @@ from gymnasium import spaces
 from sqlenv import infobox
 from sqlenv.datasets import Dataset, Example, load_dataset
 from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
-from sqlenv.matching import MatchResult, match_answer, result_to_answer
+from sqlenv.matching import MatchResult, result_to_answer
 from sqlenv.rewards import REWARD_PRESETS, reward as compute_reward, reward_range
 
 MAX_QUESTION_CHARS = 2_000
@@ -222,16 +222,15 @@ class TextToSQLEnv(gym.Env[dict, str]):
         db = self._databases.get(example.db_key)
         if db is None:
             path = str(self.dataset.database(example))
-            schema = infobox.schema_sql(path)[:MAX_SCHEMA_CHARS]
-            rows = infobox.sample_rows(path, self.num_sample_rows)[:MAX_SAMPLE_ROWS_CHARS] if self.num_sample_rows else ""
-            db = _Database(path, schema, rows)
+            schema, rows = self.dataset.describe(path, self.num_sample_rows)
+            db = _Database(path, schema[:MAX_SCHEMA_CHARS], rows[:MAX_SAMPLE_ROWS_CHARS])
             if len(self._databases) > 4096:
                 self._databases.clear()
             self._databases[example.db_key] = db
         return db
 
     def _score(self, example: Example, sql: Any, result: ExecutionResult, index: int | None = None):
-        match: MatchResult | None = match_answer(result.rows, example.answer) if result.error is None else None
+        match: MatchResult | None = self.dataset.match(example, result.rows) if result.error is None else None
         value = float(compute_reward(self.reward_preset, result, match))
         info = {
             "index": self._index if index is None else index,

@@ -62,6 +62,21 @@ class Dataset(Sequence[Example]):
     def database(self, example: Example) -> Path:
         raise NotImplementedError
 
+    def describe(self, path: str | os.PathLike, sample_rows: int) -> tuple[str, str]:
+        """The observation's ``(schema, sample_rows)`` texts for the database at ``path``."""
+        from sqlenv import infobox
+
+        return infobox.schema_sql(path), (infobox.sample_rows(path, sample_rows) if sample_rows else "")
+
+    def match(self, example: Example, rows):
+        """Score a query's result rows against the example's gold answer (a ``MatchResult``).
+
+        Datasets whose gold is a query result (Spider, BIRD) override this with a result-set comparator.
+        """
+        from sqlenv.matching import match_answer
+
+        return match_answer(rows, example.answer)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, schema={self.schema!r}, n={len(self)})"
 
