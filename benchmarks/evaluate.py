@@ -1,0 +1,451 @@
+"""Evaluate a policy on a Text-to-SQL split through the environment and write the paper-style table.
+
+    python benchmarks/evaluate.py --policy oracle --dataset generated --split dev
+    python benchmarks/evaluate.py --policy template --dataset temptabqa-c --split dev --data-dir ../shared/data/temptabqa-c
+    python benchmarks/evaluate.py --policy oracle --dataset temptabqa-c --gold-sql --data-dir ../shared/data/temptabqa-c
+    python benchmarks/evaluate.py --policy few-shot --dataset temptabqa-c --split dev --limit 50 --threads 1
+    python benchmarks/evaluate.py --policy runs/grpo/adapter --samples 8      # pass@1..8 from 8 samples
+    python benchmarks/evaluate.py --summarize results/                        # one table of every run in results/
+
+What is measured (every figure is over the evaluated questions, the greedy query unless noted):
+
+* execution accuracy: % of questions whose query executes and whose result matches the gold answer
+  under the environment's default matcher (``info["correct"]``);
+* EMS / REMS: means of the dataset scripts' exact and relaxed exact match scores (``info["exact"]``,
+  ``info["relaxed"]``), in % like the reference work;
+* errors: % of queries that fail to execute, broken down by the executor's error kind;
+* accuracy and errors by question type and by difficulty;
+* pass@k (``--samples K`` > 1): the unbiased estimator 1 - C(n-c, k) / C(n, k) over K sampled
+  queries per question (Chen et al. 2021), for k = 1, 2, 4, ... up to K.
+
+Questions are taken in dataset order; ``--limit N`` takes a seeded random subset of N (in dataset
+order), so every policy evaluated with the same seed and limit sees the same questions.
+
+The core, :func:`evaluate`, takes a policy (anything with ``act``/``act_batch``, see
+:mod:`agents.baselines`) and a :class:`~sqlenv.env.TextToSQLEnv`; the GRPO trainer reuses it for its
+held-out evaluations. Nothing here imports torch unless an LM policy is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` importable
+    sys.path.insert(0, str(REPO))
+
+from sqlenv.executor import ERROR_KINDS  # noqa: E402
+
+UNKNOWN = "n/a"
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
+    if n - c < k:
+        return 1.0
+    # Product form: numerically stable, no big binomials.
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def pass_ks(samples: int) -> list[int]:
+    """The k reported for ``samples`` samples: 1, 2, 4, ... and ``samples`` itself."""
+    ks, k = [], 1
+    while k < samples:
+        ks.append(k)
+        k *= 2
+    return ks + [samples] if samples >= 1 else []
+
+
+def _pct(numerator: float, denominator: int) -> float:
+    return 100.0 * numerator / denominator if denominator else 0.0
+
+
+def _group_stats(records: Sequence[dict]) -> dict[str, Any]:
+    n = len(records)
+    return {
+        "n": n,
+        "accuracy": _pct(sum(r["correct"] for r in records), n),
+        "ems": _pct(sum(r["exact"] for r in records), n),
+        "rems": _pct(sum(r["relaxed"] for r in records), n),
+        "error_rate": _pct(sum(r["error"] is not None for r in records), n),
+    }
+
+
+def _sort_key(value: str):
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
+
+
+def _breakdown(records: Sequence[dict], field: str) -> dict[str, dict]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        value = r.get(field)
+        groups[UNKNOWN if value in (None, "") else str(value)].append(r)
+    return {key: _group_stats(groups[key]) for key in sorted(groups, key=_sort_key)}
+
+
+def compute_metrics(records: Sequence[dict], samples: int = 1) -> dict[str, Any]:
+    """Aggregate per-question records (as :func:`evaluate` makes them) into the reported metrics.
+
+    A record needs ``correct`` (bool), ``exact`` and ``relaxed`` (0..1), ``error`` (None or an
+    error kind), ``question_type``, ``difficulty``, ``reward``; for pass@k also ``num_samples``
+    and ``num_correct`` (correct among the samples).
+    """
+    n = len(records)
+    errors = Counter(r["error"] for r in records if r["error"] is not None)
+    kinds = list(ERROR_KINDS) + sorted(k for k in errors if k not in ERROR_KINDS)
+    metrics: dict[str, Any] = {
+        "n": n,
+        "execution_accuracy": _pct(sum(r["correct"] for r in records), n),
+        "ems": _pct(sum(r["exact"] for r in records), n),
+        "rems": _pct(sum(r["relaxed"] for r in records), n),
+        "f1": _pct(sum(r.get("f1", 0.0) for r in records), n),
+        "error_rate": _pct(sum(errors.values()), n),
+        "errors": {kind: {"count": errors.get(kind, 0), "percent": _pct(errors.get(kind, 0), n)} for kind in kinds},
+        "mean_reward": sum(r.get("reward", 0.0) for r in records) / n if n else 0.0,
+        "by_question_type": _breakdown(records, "question_type"),
+        "by_difficulty": _breakdown(records, "difficulty"),
+    }
+    if samples > 1 and n:
+        metrics["pass_at_k"] = {
+            str(k): 100.0 * sum(pass_at_k(r["num_samples"], r["num_correct"], k) for r in records) / n
+            for k in pass_ks(samples)
+        }
+        metrics["sample_error_rate"] = _pct(sum(r["num_errors"] for r in records), sum(r["num_samples"] for r in records))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------- the loop
+def select_indices(num_questions: int, limit: int | None = None, seed: int = 0) -> list[int]:
+    """All question indices, or a seeded random subset of ``limit`` of them, in dataset order."""
+    if limit is None or limit >= num_questions:
+        return list(range(num_questions))
+    if limit < 0:
+        raise ValueError(f"limit={limit!r} must be >= 0")
+    import numpy as np
+
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(num_questions)[:limit])
+
+
+def _record(index: int, info: dict, score: dict, sample_scores: list[dict] | None) -> dict:
+    record = {
+        "index": index,
+        "id": info.get("id"),
+        "question_type": info.get("question_type"),
+        "difficulty": info.get("difficulty"),
+        "sql": score["sql"],
+        "error": score["error"],
+        "error_message": score.get("error_message", "") if score["error"] else "",
+        "correct": bool(score["correct"]),
+        "exact": float(score["exact"]),
+        "relaxed": float(score["relaxed"]),
+        "f1": float(score["f1"]),
+        "reward": float(score["reward"]),
+        "prediction": score["prediction"],
+        "answer": score["answer"],
+    }
+    if sample_scores is not None:
+        record["num_samples"] = len(sample_scores)
+        record["num_correct"] = sum(bool(s["correct"]) for s in sample_scores)
+        record["num_errors"] = sum(s["error"] is not None for s in sample_scores)
+    return record
+
+
+def _score_unique(env, sqls: Sequence[str]) -> list[dict]:
+    """Score the queries for the current question, executing each distinct query once."""
+    unique = list(dict.fromkeys(sqls))
+    scored = {sql: info for sql, (_, info) in zip(unique, env.score_group(unique))}
+    return [scored[sql] for sql in sqls]
+
+
+def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int = 0, *,
+             batch_size: int = 8, progress: bool = False, indices: Iterable[int] | None = None) -> dict[str, Any]:
+    """Evaluate ``policy`` on the questions of ``env`` and return ``{"metrics", "records", "config"}``.
+
+    Each question gets one greedy query (accuracy, EMS, REMS, errors, breakdowns) and, when
+    ``samples`` > 1, ``samples`` sampled queries for pass@k (a deterministic policy's samples are
+    its greedy query repeated). ``limit`` takes a seeded subset (see :func:`select_indices`),
+    ``indices`` pins the questions instead. Scoring goes through ``env.score_group``; the
+    episode state of ``env`` is left reset on the last question.
+    """
+    if samples < 1:
+        raise ValueError(f"samples={samples!r} must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be >= 1")
+    base = getattr(env, "unwrapped", env)
+    chosen = list(indices) if indices is not None else select_indices(len(base.dataset), limit, seed)
+    if hasattr(policy, "seed"):
+        policy.seed(seed)
+    base.reset(seed=seed)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(chosen), desc=f"{getattr(policy, 'name', 'policy')}", unit="q", dynamic_ncols=True)
+    stochastic = bool(getattr(policy, "stochastic", False))
+    records: list[dict] = []
+    started = time.perf_counter()
+    for start in range(0, len(chosen), batch_size):
+        batch = chosen[start:start + batch_size]
+        pairs = [base.reset(options={"index": i}) for i in batch]
+        observations = [obs for obs, _ in pairs]
+        infos = [info for _, info in pairs]
+        greedy = policy.act_batch(observations, infos, n=1, greedy=True)
+        sampled = None
+        if samples > 1:
+            if stochastic:
+                sampled = policy.act_batch(observations, infos, n=samples, greedy=False)
+            else:
+                sampled = [[g[0]] * samples for g in greedy]
+        for j, (index, info) in enumerate(zip(batch, infos)):
+            base.reset(options={"index": index})
+            queries = [greedy[j][0]] + (list(sampled[j]) if sampled is not None else [])
+            scores = _score_unique(base, queries)
+            records.append(_record(index, info, scores[0], scores[1:] if sampled is not None else None))
+        if bar is not None:
+            bar.update(len(batch))
+            done = records
+            bar.set_postfix(acc=f"{_pct(sum(r['correct'] for r in done), len(done)):.1f}",
+                            err=f"{_pct(sum(r['error'] is not None for r in done), len(done)):.1f}")
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    dataset = base.dataset
+    return {
+        "config": {
+            "policy": getattr(policy, "name", type(policy).__name__),
+            "policy_repr": repr(policy),
+            "dataset": getattr(dataset, "name", ""),
+            "split": getattr(dataset, "split", ""),
+            "schema": getattr(base, "schema_variant", getattr(dataset, "schema", "")),
+            "reward": getattr(base, "reward_preset", ""),
+            "num_questions_in_split": len(dataset),
+            "limit": limit,
+            "samples": samples,
+            "seed": seed,
+            "elapsed_s": round(elapsed, 2),
+            "seconds_per_question": round(elapsed / len(records), 4) if records else None,
+        },
+        "metrics": compute_metrics(records, samples),
+        "records": records,
+    }
+
+
+# ---------------------------------------------------------------------------------------- report
+def _f(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def summary_header(samples: int = 1) -> list[str]:
+    head = ["Policy", "Dataset", "Split", "Schema", "N", "Exec. acc. (%)", "EMS (%)", "REMS (%)", "Errors (%)"]
+    return head + [f"pass@{k} (%)" for k in pass_ks(samples)] if samples > 1 else head
+
+
+def summary_row(result: dict, samples: int | None = None) -> list[str]:
+    c, m = result["config"], result["metrics"]
+    row = [c["policy"], c["dataset"], c["split"], c["schema"], str(m["n"]), _f(m["execution_accuracy"]),
+           _f(m["ems"]), _f(m["rems"]), _f(m["error_rate"])]
+    samples = c["samples"] if samples is None else samples
+    if samples > 1:
+        pk = m.get("pass_at_k", {})
+        row += [_f(pk[str(k)]) if str(k) in pk else "" for k in pass_ks(samples)]
+    return row
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _breakdown_table(title: str, groups: dict[str, dict]) -> str:
+    rows = [[key, str(g["n"]), _f(g["accuracy"]), _f(g["ems"]), _f(g["rems"]), _f(g["error_rate"])]
+            for key, g in groups.items()]
+    return _table([title, "N", "Exec. acc. (%)", "EMS (%)", "REMS (%)", "Errors (%)"], rows)
+
+
+def format_markdown(result: dict, command: str | None = None) -> str:
+    """The Markdown report of one evaluation: summary, errors by kind, by question type, by difficulty."""
+    c, m = result["config"], result["metrics"]
+    out = [f"# {c['policy']} on {c['dataset']}/{c['split']} ({c['schema']} schema)", ""]
+    if command:
+        out += ["```", command, "```", ""]
+    subset = f"a seeded subset (seed {c['seed']}) of {m['n']} of {c['num_questions_in_split']}" \
+        if m["n"] < c["num_questions_in_split"] else f"all {m['n']}"
+    out += [f"Questions: {subset}. Greedy query per question; {c['elapsed_s']} s "
+            f"({c['seconds_per_question']} s/question).", ""]
+    out += [_table(summary_header(c["samples"]), [summary_row(result)]), ""]
+    if "sample_error_rate" in m:
+        out += [f"Errors among the {c['samples']} samples per question: {_f(m['sample_error_rate'])} %.", ""]
+    out += ["## Failing queries by error kind", ""]
+    out += [_table(["Error kind", "Count", "% of questions"],
+                   [[k, str(v["count"]), _f(v["percent"])] for k, v in m["errors"].items() if v["count"]]
+                   + [["total", str(sum(v["count"] for v in m["errors"].values())), _f(m["error_rate"])]]), ""]
+    out += ["## By question type", "", _breakdown_table("Type", m["by_question_type"]), ""]
+    out += ["## By difficulty", "", _breakdown_table("Difficulty", m["by_difficulty"]), ""]
+    return "\n".join(out)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "x"
+
+
+def result_stem(result: dict) -> str:
+    """``<policy>_<dataset>_<split>_<schema>[_n<limit>][_k<samples>]`` for the result files."""
+    c = result["config"]
+    stem = "_".join(_slug(c[k]) for k in ("policy", "dataset", "split", "schema"))
+    if c["limit"] is not None and result["metrics"]["n"] < c["num_questions_in_split"]:
+        stem += f"_n{result['metrics']['n']}"
+    if c["samples"] > 1:
+        stem += f"_k{c['samples']}"
+    return stem
+
+
+def write_result(result: dict, out_dir: str | Path, command: str | None = None) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (config, metrics, per-question records) and ``<stem>.md`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = result_stem(result)
+    payload = dict(result, command=command)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    md_path.write_text(format_markdown(result, command) + "\n")
+    return json_path, md_path
+
+
+def summarize(paths: Iterable[str | Path]) -> str:
+    """One Markdown table of the runs in the given JSON files or folders of them."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(p.glob("*.json")) if p.is_dir() else [p]
+    results = [json.loads(f.read_text()) for f in files]
+    samples = max([r["config"]["samples"] for r in results] + [1])
+    return _table(summary_header(samples), [summary_row(r, samples) for r in results])
+
+
+# ---------------------------------------------------------------------------------------- datasets
+def gold_sql_only(dataset):
+    """A copy of ``dataset`` holding only the questions that carry gold SQL (split renamed ``<split>-gold``)."""
+    subset = copy.copy(dataset)
+    subset.examples = [ex for ex in dataset if ex.gold_sql]
+    subset.split = f"{getattr(dataset, 'split', '')}-gold"
+    return subset
+
+
+def load_eval_dataset(name: str, split: str | None, data_dir: str | None, schema: str, gold_sql: bool):
+    """The dataset to evaluate; ``gold_sql`` selects the questions with gold SQL.
+
+    For TempTabQA-C, ``gold_sql`` with no split means the benchmark's 47 gold-SQL samples (one per
+    question type, from ``One_Sample_Per_Question_Template.csv``) as its loader exposes them.
+    """
+    from sqlenv.datasets import available_datasets, load_dataset
+
+    if gold_sql and name == "temptabqa-c" and split is None:
+        splits = available_datasets().get(name, ())
+        for candidate in ("gold", "gold_sql", "gold-sql", "samples", "one_sample"):
+            if candidate in splits:
+                return load_dataset(name, split=candidate, data_dir=data_dir, schema=schema)
+        from sqlenv.datasets import temptabqa_c
+
+        for fn in ("load_gold_sql", "gold_sql_samples", "load_gold_samples", "load_samples"):
+            if hasattr(temptabqa_c, fn):
+                dataset = getattr(temptabqa_c, fn)(data_dir=data_dir, schema=schema)
+                return gold_sql_only(dataset)
+        raise SystemExit("the temptabqa-c loader exposes no gold-SQL samples; pass --split to filter a split")
+    dataset = load_dataset(name, split=split, data_dir=data_dir, schema=schema)
+    return gold_sql_only(dataset) if gold_sql else dataset
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/evaluate.py",
+        description="Evaluate a policy through the Text-to-SQL environment; write a Markdown + JSON report.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = parser.add_argument_group("what to evaluate")
+    g.add_argument("--policy", default="oracle",
+                   help="oracle, constant, template, zero-shot, few-shot, or the path of a trained adapter folder")
+    g.add_argument("--dataset", default="generated", help="dataset name (python -m sqlenv datasets)")
+    g.add_argument("--split", default=None, help="split (default: dev; with --gold-sql on temptabqa-c: its gold-SQL samples)")
+    g.add_argument("--schema", default="tables", choices=["tables", "flat"], help="database schema variant")
+    g.add_argument("--data-dir", default=None, help="dataset folder (default: $SQLENV_DATA_DIR)")
+    g.add_argument("--gold-sql", action="store_true",
+                   help="evaluate only questions with gold SQL (temptabqa-c without --split: its 47 gold-SQL samples)")
+    g.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N questions")
+    g.add_argument("--samples", type=int, default=1, help="K sampled queries per question for pass@k (1 = greedy only)")
+    g.add_argument("--seed", type=int, default=0, help="seed for the subset and for sampling")
+    g.add_argument("--reward", default="binary", help="reward preset recorded as mean_reward")
+    g.add_argument("--sample-rows", type=int, default=3, help="sample rows per table in the observation")
+    m = parser.add_argument_group("language-model policies")
+    m.add_argument("--model", default=None, help="model name or folder (default: the policy's, smollm2-135m)")
+    m.add_argument("--adapter", default=None, help="LoRA adapter folder to load")
+    m.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (few-shot default: the policy's)")
+    m.add_argument("--temperature", type=float, default=None, help="sampling temperature for --samples > 1")
+    m.add_argument("--max-completion-length", type=int, default=None, help="max generated tokens")
+    m.add_argument("--device", default="auto", help="torch device")
+    m.add_argument("--threads", type=int, default=None, help="torch CPU threads (use 1 on a shared machine)")
+    m.add_argument("--batch-size", type=int, default=8, help="questions per generate call")
+    o = parser.add_argument_group("output")
+    o.add_argument("--out", default="results", help="folder for the Markdown and JSON reports")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--summarize", nargs="+", metavar="PATH", default=None,
+                   help="print one table of the JSON results in these files/folders and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
+    if args.samples < 1:
+        raise SystemExit("--samples must be >= 1")
+
+    from agents.baselines import make_policy
+    from sqlenv.datasets import DatasetError
+    from sqlenv.env import TextToSQLEnv
+
+    split = args.split if (args.split is not None or (args.gold_sql and args.dataset == "temptabqa-c")) else "dev"
+    try:
+        dataset = load_eval_dataset(args.dataset, split, args.data_dir, args.schema, args.gold_sql)
+    except DatasetError as exc:
+        raise SystemExit(f"error: {exc}")
+    env = TextToSQLEnv(dataset=dataset, reward=args.reward, schema=args.schema, sample_rows=args.sample_rows)
+    policy_kwargs: dict[str, Any] = {}
+    if args.policy not in ("oracle", "constant", "template"):
+        policy_kwargs = dict(model=args.model, adapter=args.adapter, few_shot=args.few_shot, device=args.device,
+                             threads=args.threads, temperature=args.temperature,
+                             max_completion_length=args.max_completion_length, batch_size=args.batch_size)
+    policy = make_policy(args.policy, **policy_kwargs)
+    command = "python benchmarks/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        result = evaluate(policy, env, limit=args.limit, samples=args.samples, seed=args.seed,
+                          batch_size=args.batch_size, progress=not args.no_progress)
+    finally:
+        env.close()
+    json_path, md_path = write_result(result, args.out, command)
+    print(_table(summary_header(args.samples), [summary_row(result)]))
+    print(f"wrote {md_path} and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
