@@ -1,0 +1,78 @@
+"""Reward presets: one scalar per executed (or failed) query, built from a :class:`~sqlenv.matching.MatchResult`.
+
+==========  ===============  ==================================  ===================================
+preset      execution error  executed, wrong                     correct
+==========  ===============  ==================================  ===================================
+``binary``  -1               0                                   +1                 (the default)
+``partial`` -1               F1 of the answer items, in [0, 1)   +1
+``paper``   -100             +1 + 100 x REMS                     +1 + 100 x REMS, +1000 when EMS = 1
+==========  ===============  ==================================  ===================================
+
+``binary`` and ``partial`` judge correctness with the normalised matcher (``match.correct``);
+``partial`` adds precision-aware partial credit, so returning every row scores low.
+
+``paper`` is *our reading* of the reward in Kulkarni & Srikumar (2025), "Reinforcing Code
+Generation: Improving Text-to-SQL with Execution-Based Learning": a large penalty (-100) for a
+query that fails to execute, +1 for valid SQL, partial credit from 0 to 100 scaled by the
+dataset's relaxed exact match score (REMS), and a +1000 bonus for an exact match, which we take
+to be the dataset's EMS (``match.exact``). The paper does not publish code for it; the exact
+constants and their combination are our interpretation. Note that the dataset's EMS/REMS ignore
+extra predicted items, so under ``paper`` a query returning every row can earn the full
+1101; ``binary`` (the default) and ``partial`` do not have that hole.
+
+``reward(preset, result, match)`` duck-types ``result``: anything with an ``.error`` attribute
+that is ``None`` when the query executed (an :class:`sqlenv.executor.ExecutionResult`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlenv.matching import MatchResult
+
+__all__ = ["REWARD_PRESETS", "reward", "reward_range"]
+
+REWARD_PRESETS = ("binary", "paper", "partial")
+
+_ERROR = {"binary": -1.0, "paper": -100.0, "partial": -1.0}
+_RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.0)}
+
+
+def _check(preset: str) -> None:
+    if preset not in REWARD_PRESETS:
+        raise ValueError(f"reward={preset!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}")
+
+
+def reward(preset: str, result: Any, match: MatchResult | None) -> float:
+    """The reward of one query under ``preset``.
+
+    ``result.error`` is ``None`` when the query executed; ``match`` compares its rows with the
+    gold answer and may be ``None`` only when the query errored (it is then ignored).
+
+    >>> class Ok: error = None
+    >>> reward("binary", Ok(), MatchResult(correct=True, exact=1.0, relaxed=1.0, f1=1.0))
+    1.0
+    >>> reward("paper", Ok(), MatchResult(correct=False, exact=0.0, relaxed=0.5, f1=0.4))
+    51.0
+    """
+    _check(preset)
+    if result.error is not None:
+        return _ERROR[preset]
+    if match is None:
+        raise ValueError("reward needs a MatchResult for a query that executed (result.error is None)")
+    if preset == "binary":
+        return 1.0 if match.correct else 0.0
+    if preset == "partial":
+        return 1.0 if match.correct else float(match.f1)
+    # paper
+    return 1.0 + 100.0 * float(match.relaxed) + (1000.0 if match.exact >= 1.0 else 0.0)
+
+
+def reward_range(preset: str) -> tuple[float, float]:
+    """The (lowest, highest) reward ``preset`` can give.
+
+    >>> reward_range("paper")
+    (-100.0, 1101.0)
+    """
+    _check(preset)
+    return _RANGE[preset]
