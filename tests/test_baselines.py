@@ -1,0 +1,168 @@
+"""agents/baselines.py: the oracle reaches 100 %, trivial baselines give sensible numbers, the LM baseline runs."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.baselines import (
+    ConstantPolicy,
+    MissingGoldSQLError,
+    OraclePolicy,
+    Policy,
+    TemplatePolicy,
+    make_policy,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "evaluate.py"
+
+
+def _load_evaluate():
+    spec = importlib.util.spec_from_file_location("sqlenv_benchmarks_evaluate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ev = _load_evaluate()
+
+
+def _env(dataset="generated", split="dev", schema="tables", data_dir=None):
+    from sqlenv.env import TextToSQLEnv
+
+    if isinstance(dataset, str):
+        return TextToSQLEnv(dataset=dataset, split=split, schema=schema, data_dir=data_dir)
+    return TextToSQLEnv(dataset=dataset, schema=schema)
+
+
+# ------------------------------------------------------------------ interface and registry
+def test_registry_builds_the_trivial_policies_without_torch():
+    code = ("import sys\nfrom agents.baselines import make_policy\n"
+            "for name in ('oracle', 'constant', 'template'):\n    make_policy(name)\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_registry_names_and_errors(tmp_path):
+    assert isinstance(make_policy("oracle"), OraclePolicy)
+    assert isinstance(make_policy("constant"), ConstantPolicy)
+    assert make_policy("constant", sql="SELECT 1").act({}, {}) == ["SELECT 1"]
+    assert isinstance(make_policy("template"), TemplatePolicy)
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("nonesuch")
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy(str(tmp_path / "missing-adapter"))
+
+
+def test_act_returns_n_queries_and_act_batch_one_list_per_question():
+    policy = ConstantPolicy()
+    assert policy.act({}, {}, n=3) == ["SELECT 0"] * 3
+    assert policy.act_batch([{}, {}], [{}, {}], n=2) == [["SELECT 0"] * 2] * 2
+    assert isinstance(policy, Policy)
+
+
+def test_oracle_without_gold_sql_raises_a_clear_error():
+    with pytest.raises(MissingGoldSQLError, match="no gold SQL"):
+        OraclePolicy().act({}, {"id": "q7", "gold_sql": None})
+
+
+def test_template_fits_each_schema():
+    tables = "CREATE TABLE Athlete (athlete_id INTEGER, name TEXT);\nCREATE TABLE Medal (medal_id INTEGER, type TEXT);"
+    flat = 'CREATE TABLE "Medals" (athlete TEXT, medal TEXT)'
+    assert TemplatePolicy.query_for(tables) == "SELECT COUNT(*) FROM Medal"
+    assert TemplatePolicy.query_for(flat) == "SELECT COUNT(*) FROM Medals"
+    assert TemplatePolicy.query_for("CREATE TABLE singer (id INT)") == 'SELECT COUNT(*) FROM "singer"'
+    assert TemplatePolicy.query_for("") == "SELECT 0"
+
+
+# ------------------------------------------------------------------ the oracle reaches 100 %
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_oracle_scores_100_on_generated_dev(schema):
+    env = _env(schema=schema)
+    m = ev.evaluate(OraclePolicy(), env)["metrics"]
+    env.close()
+    assert m["n"] == len(env.dataset) > 0
+    assert m["execution_accuracy"] == 100.0
+    assert m["ems"] == 100.0 and m["rems"] == 100.0
+    assert m["error_rate"] == 0.0
+
+
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_oracle_scores_100_on_the_temptabqa_gold_sql_samples(data_dir, schema):
+    dataset = ev.load_eval_dataset("temptabqa-c", None, str(data_dir), schema, gold_sql=True)
+    assert len(dataset) == 47
+    env = _env(dataset, schema=schema)
+    result = ev.evaluate(OraclePolicy(), env)
+    env.close()
+    failures = [(r["id"], r["error"], r["prediction"], r["answer"]) for r in result["records"] if not r["correct"]]
+    assert not failures
+    assert result["metrics"]["execution_accuracy"] == 100.0
+
+
+# ------------------------------------------------------------------ trivial baselines: sensible numbers
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_constant_executes_everywhere_and_is_rarely_right(schema):
+    env = _env(schema=schema)
+    m = ev.evaluate(ConstantPolicy(), env)["metrics"]
+    env.close()
+    assert m["error_rate"] == 0.0
+    assert m["execution_accuracy"] < 20.0
+
+
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_template_executes_and_beats_nothing_only_on_count_questions(schema):
+    env = _env(schema=schema)
+    result = ev.evaluate(TemplatePolicy(), env)
+    env.close()
+    m = result["metrics"]
+    assert m["error_rate"] == 0.0
+    assert 0.0 <= m["execution_accuracy"] < 50.0
+    assert all(r["sql"].startswith("SELECT COUNT(*) FROM Medal") for r in result["records"])
+
+
+def test_failing_policy_errors_are_broken_down_by_kind():
+    env = _env()
+    m = ev.evaluate(ConstantPolicy("SELECT nothing FROM NoSuchTable"), env, limit=10)["metrics"]
+    env.close()
+    assert m["error_rate"] == 100.0
+    assert m["errors"]["no_such_table"]["count"] == 10
+    assert m["execution_accuracy"] == 0.0
+
+
+def test_trivial_baselines_on_temptabqa_dev(data_dir):
+    env = _env("temptabqa-c", "dev", data_dir=str(data_dir))
+    constant = ev.evaluate(ConstantPolicy(), env, limit=60)["metrics"]
+    template = ev.evaluate(TemplatePolicy(), env, limit=60)["metrics"]
+    env.close()
+    assert constant["error_rate"] == template["error_rate"] == 0.0
+    # Counting questions whose answer is 0 make SELECT 0 right sometimes; neither gets far.
+    assert constant["execution_accuracy"] < 40.0 and template["execution_accuracy"] < 40.0
+    assert len(template["by_question_type"]) > 5
+
+
+# ------------------------------------------------------------------ the LM baseline (real model)
+@pytest.mark.slow
+def test_zero_shot_lm_baseline_runs_through_the_cli(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--policy", "zero-shot", "--dataset", "generated", "--split", "dev",
+         "--limit", "2", "--threads", "1", "--max-completion-length", "48", "--out", str(tmp_path), "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "zero-shot_generated_dev_tables_n2.md").read_text()
+    assert "Exec. acc. (%)" in report
+
+
+@pytest.mark.slow
+def test_few_shot_lm_policy_returns_sql_strings():
+    policy = make_policy("few-shot", threads=1, max_completion_length=48)
+    env = _env()
+    obs, info = env.reset(options={"index": 0})
+    [greedy] = policy.act(obs, info)
+    samples = policy.act(obs, info, n=2, greedy=False)
+    env.close()
+    assert isinstance(greedy, str) and len(samples) == 2 and all(isinstance(s, str) for s in samples)

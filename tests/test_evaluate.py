@@ -1,0 +1,210 @@
+"""benchmarks/evaluate.py: the metrics on hand-made results, the evaluate loop, the CLI in a subprocess."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "evaluate.py"
+
+
+def _load_module():
+    spec = importlib.util.spec_from_file_location("sqlenv_benchmarks_evaluate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ev = _load_module()
+
+
+def _rec(correct, error=None, qtype="1", difficulty=None, exact=None, relaxed=None, num_samples=None,
+         num_correct=None, reward=0.0):
+    r = {"correct": correct, "error": error, "question_type": qtype, "difficulty": difficulty,
+         "exact": float(correct) if exact is None else exact,
+         "relaxed": float(correct) if relaxed is None else relaxed, "f1": float(correct), "reward": reward}
+    if num_samples is not None:
+        r.update(num_samples=num_samples, num_correct=num_correct, num_errors=0)
+    return r
+
+
+# ------------------------------------------------------------------ pass@k
+def test_pass_at_k_matches_the_combinatorial_definition():
+    for n, c, k in [(10, 3, 1), (10, 3, 5), (8, 0, 4), (8, 8, 2), (5, 2, 4), (20, 7, 10)]:
+        expected = 1.0 - math.comb(n - c, k) / math.comb(n, k)
+        assert ev.pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_1_is_the_fraction_correct():
+    assert ev.pass_at_k(8, 3, 1) == pytest.approx(3 / 8)
+
+
+def test_pass_at_k_is_one_when_too_few_wrong_samples():
+    assert ev.pass_at_k(4, 3, 2) == 1.0
+    assert ev.pass_at_k(4, 0, 4) == 0.0
+
+
+def test_pass_at_k_rejects_impossible_counts():
+    with pytest.raises(ValueError):
+        ev.pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        ev.pass_at_k(4, 1, 5)
+
+
+def test_pass_ks_are_powers_of_two_then_k():
+    assert ev.pass_ks(1) == [1]
+    assert ev.pass_ks(8) == [1, 2, 4, 8]
+    assert ev.pass_ks(6) == [1, 2, 4, 6]
+
+
+# ------------------------------------------------------------------ aggregation
+def test_compute_metrics_on_hand_made_results():
+    records = [
+        _rec(True, qtype="1", difficulty="easy", reward=1.0),
+        _rec(False, qtype="1", difficulty="easy", exact=0.0, relaxed=0.5),
+        _rec(False, error="syntax", qtype="2", difficulty="hard", reward=-1.0),
+        _rec(False, error="no_such_column", qtype="2", difficulty=None, reward=-1.0),
+    ]
+    m = ev.compute_metrics(records)
+    assert m["n"] == 4
+    assert m["execution_accuracy"] == pytest.approx(25.0)
+    assert m["ems"] == pytest.approx(25.0)
+    assert m["rems"] == pytest.approx(100 * 1.5 / 4)
+    assert m["error_rate"] == pytest.approx(50.0)
+    assert m["errors"]["syntax"] == {"count": 1, "percent": 25.0}
+    assert m["errors"]["no_such_column"]["count"] == 1
+    assert m["errors"]["timeout"]["count"] == 0
+    assert m["mean_reward"] == pytest.approx(-0.25)
+    assert "pass_at_k" not in m
+
+    by_type = m["by_question_type"]
+    assert list(by_type) == ["1", "2"]
+    assert by_type["1"] == {"n": 2, "accuracy": 50.0, "ems": 50.0, "rems": 75.0, "error_rate": 0.0}
+    assert by_type["2"]["error_rate"] == 100.0
+    by_diff = m["by_difficulty"]
+    assert set(by_diff) == {"easy", "hard", ev.UNKNOWN}
+    assert by_diff["easy"]["accuracy"] == 50.0 and by_diff[ev.UNKNOWN]["n"] == 1
+
+
+def test_question_types_sort_numerically():
+    records = [_rec(True, qtype=t) for t in ["10", "2", "1", "b", "a"]]
+    assert list(ev.compute_metrics(records)["by_question_type"]) == ["1", "2", "10", "a", "b"]
+
+
+def test_compute_metrics_pass_at_k_averages_the_estimator():
+    records = [_rec(True, num_samples=4, num_correct=4), _rec(False, num_samples=4, num_correct=1),
+               _rec(False, num_samples=4, num_correct=0)]
+    m = ev.compute_metrics(records, samples=4)
+    assert set(m["pass_at_k"]) == {"1", "2", "4"}
+    assert m["pass_at_k"]["1"] == pytest.approx(100 * (1 + 0.25 + 0) / 3)
+    assert m["pass_at_k"]["2"] == pytest.approx(100 * (1 + 0.5 + 0) / 3)
+    assert m["pass_at_k"]["4"] == pytest.approx(100 * 2 / 3)
+
+
+def test_empty_results_do_not_divide_by_zero():
+    m = ev.compute_metrics([])
+    assert m["n"] == 0 and m["execution_accuracy"] == 0.0
+
+
+def test_select_indices_is_seeded_sorted_and_bounded():
+    a = ev.select_indices(100, limit=10, seed=3)
+    assert a == ev.select_indices(100, limit=10, seed=3)
+    assert a == sorted(a) and len(set(a)) == 10
+    assert a != ev.select_indices(100, limit=10, seed=4)
+    assert ev.select_indices(5, limit=None) == [0, 1, 2, 3, 4]
+    assert ev.select_indices(5, limit=50) == [0, 1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------ evaluate through the env
+@pytest.fixture(scope="module")
+def generated_env():
+    from sqlenv.env import TextToSQLEnv
+
+    env = TextToSQLEnv(dataset="generated", split="dev")
+    yield env
+    env.close()
+
+
+class _Scripted:
+    """A stochastic test policy: greedy = the gold SQL, samples = gold once then SELECT 0."""
+
+    name = "scripted"
+    stochastic = True
+
+    def act_batch(self, observations, infos, n=1, greedy=True):
+        if greedy:
+            return [[info["gold_sql"]] * n for info in infos]
+        return [[info["gold_sql"]] + ["SELECT 0"] * (n - 1) for info in infos]
+
+
+def test_evaluate_counts_samples_for_pass_at_k(generated_env):
+    result = ev.evaluate(_Scripted(), generated_env, limit=6, samples=4, seed=0)
+    m = result["metrics"]
+    assert m["n"] == 6 and m["execution_accuracy"] == 100.0
+    assert all(r["num_samples"] == 4 and r["num_correct"] >= 1 for r in result["records"])
+    assert m["pass_at_k"]["4"] == 100.0
+    assert m["pass_at_k"]["1"] < 100.0
+
+
+def test_evaluate_result_round_trips_to_files(generated_env, tmp_path):
+    from agents.baselines import ConstantPolicy
+
+    result = ev.evaluate(ConstantPolicy(), generated_env, limit=5, seed=1)
+    assert result["config"]["policy"] == "constant" and result["config"]["dataset"] == "generated"
+    json_path, md_path = ev.write_result(result, tmp_path, command="python benchmarks/evaluate.py --policy constant")
+    assert json_path.name == "constant_generated_dev_tables_n5.json"
+    loaded = json.loads(json_path.read_text())
+    assert loaded["metrics"]["n"] == 5 and len(loaded["records"]) == 5
+    text = md_path.read_text()
+    assert "Exec. acc. (%)" in text and "By question type" in text and "--policy constant" in text
+    assert "constant" in ev.summarize([tmp_path])
+
+
+def test_evaluate_rejects_bad_samples(generated_env):
+    from agents.baselines import ConstantPolicy
+
+    with pytest.raises(ValueError, match="samples"):
+        ev.evaluate(ConstantPolicy(), generated_env, samples=0)
+
+
+# ------------------------------------------------------------------ CLI
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def test_help_runs():
+    proc = _run("--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--policy", "--dataset", "--split", "--schema", "--limit", "--samples", "--seed", "--out",
+                 "--gold-sql", "--threads", "--model", "--adapter"):
+        assert flag in proc.stdout
+
+
+def test_help_does_not_import_torch():
+    code = (f"import sys; sys.argv=['evaluate.py', '--help']; sys.path.insert(0, {str(REPO)!r});\n"
+            f"import runpy\ntry:\n    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
+            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_tiny_subprocess_run_writes_reports(tmp_path):
+    proc = _run("--policy", "template", "--dataset", "generated", "--split", "dev", "--limit", "4",
+                "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["template_generated_dev_tables_n4.json", "template_generated_dev_tables_n4.md"]
+    assert json.loads((tmp_path / files[0]).read_text())["metrics"]["n"] == 4
+
+
+def test_unknown_policy_is_a_clear_error(tmp_path):
+    proc = _run("--policy", "nonesuch", "--limit", "1", "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode != 0
+    assert "unknown policy" in proc.stderr
