@@ -1,0 +1,758 @@
+"""Fine-tune a LoRA policy with GRPO on the Text-to-SQL environment, from execution rewards.
+
+    python agents/grpo_train.py                        # CPU preset: SmolLM2-135M, G=4, 4 questions a step
+    python agents/grpo_train.py --preset gpu           # bf16 on CUDA, G=8, 16 questions a step
+    python agents/grpo_train.py --help                 # every option, with its meaning and default
+
+One step, top to bottom (``train`` below):
+  1. pick ``batch_size`` questions (seeded), reset the env on each to get its observation;
+  2. sample G completions per question (``policy.generate``), extract the SQL;
+  3. score each group through the env's group path (``env.score_group``) -> rewards, errors, matches;
+  4. group-relative advantages (``agents.grpo``); optionally drop groups whose rewards are all equal;
+  5. ``num_iterations`` times: log-probs with grad in micro-batches, clipped GRPO loss, backward,
+     gradient clipping, AdamW step on the LoRA parameters only (a non-finite loss skips the step);
+  6. log metrics to ``<output_dir>/metrics.jsonl``; every ``eval_every`` steps greedy accuracy on
+     held-out questions; every ``save_every`` steps a checkpoint that ``--resume`` continues exactly.
+
+Before the first step the untuned policy is probed on a few training questions: the share of groups
+with mixed rewards is the share that will carry any learning signal (a group whose samples are all
+wrong, or all right, has advantage 0). If it is near 0, GRPO cannot learn; pick another model, prompt,
+temperature or reward first.
+
+What is kept from PPO/GRPO and why: see the docstring of ``agents/grpo.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import textwrap
+import time
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a file: make `agents` and `sqlenv` importable from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import grpo  # noqa: E402  (pure torch math; torch itself is imported on first use)
+
+SCHEMAS = ("tables", "flat")
+REWARDS = ("binary", "paper", "partial")
+PRESET_NAMES = ("cpu", "gpu")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field and says what to set."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # ---------------------------------------------------------------- model and policy
+    model: str = "smollm2-135m"
+    """Base model: "smollm2-135m", "qwen2.5-coder-0.5b", a local Hugging Face folder or a hub id."""
+    device: str = "auto"
+    """Torch device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
+    dtype: str = "auto"
+    """Weights' dtype: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16"."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch (keep 0 for exact resumes and ratio 1 on the first iteration)."""
+    few_shot: int = 2
+    """Worked examples in the prompt (0 = zero-shot)."""
+    max_completion_length: int = 96
+    """Most tokens sampled per completion; also the constant of the "dr_grpo" loss."""
+    temperature: float = 0.8
+    """Sampling temperature of the G training samples (evaluation is greedy)."""
+
+    # ---------------------------------------------------------------- data and environment
+    dataset: str = "temptabqa-c"
+    """Benchmark; "temptabqa-c" falls back to "generated" (with a notice) when its files are absent and no
+    data dir was given."""
+    split: str = "train"
+    """Split the policy trains on."""
+    eval_split: str = "dev"
+    """Held-out split for the periodic greedy evaluation."""
+    data_dir: str | None = None
+    """Folder holding the dataset's files (default: $SQLENV_DATA_DIR)."""
+    schema: str = "flat"
+    """Database layout shown to the model: "flat" (one table; easiest for a small model) or "tables"
+    (the benchmark's five tables)."""
+    reward: str = "binary"
+    """Reward preset of the env: "binary" (-1 error / 0 wrong / 1 right), "partial" or "paper"."""
+    sample_rows: int = 3
+    """Rows per table shown in the observation (0 = none)."""
+    workers: int = 0
+    """Executor worker processes scoring a group in parallel (0 = in this process)."""
+
+    # ---------------------------------------------------------------- GRPO
+    num_generations: int = 4
+    """G: completions sampled per question (a group)."""
+    batch_size: int = 4
+    """Questions per step (the step trains on batch_size * G completions)."""
+    micro_batch_size: int = 4
+    """Completions per forward/backward pass (gradients accumulate over micro-batches)."""
+    num_iterations: int = 1
+    """Updates per batch of rollouts (mu); above 1 the PPO ratio and clipping come into play."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate of the LoRA parameters."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip (0 = no clipping)."""
+    epsilon: float = 0.2
+    """Lower clip range of the ratio (1 - epsilon); also the upper one unless epsilon_high is set."""
+    epsilon_high: float | None = None
+    """Upper clip range of the ratio (1 + epsilon_high), e.g. 0.28 for DAPO's clip-higher; none = epsilon."""
+    beta: float = 0.0
+    """Weight of the k3 KL penalty to the base model (adapter off); 0 skips the reference pass."""
+    scale_rewards: str = "group"
+    """Advantage scaling: "group" (divide by the group's std), "batch" (by the batch's std) or "none"."""
+    loss_type: str = "dr_grpo"
+    """Aggregation: "grpo" (token mean per sequence, then mean) or "dr_grpo" (token sum / (N * max_completion_length))."""
+    skip_zero_std: bool = True
+    """Dynamic filtering: leave groups whose rewards are all equal out of the update (they have advantage 0)."""
+
+    # ---------------------------------------------------------------- loop, evaluation, checkpoints
+    steps: int = 100
+    """Optimizer steps (batches of rollouts) to train for, counting those of a resumed run."""
+    eval_every: int = 25
+    """Greedy evaluation on the eval split every this many steps (0 = only at the end)."""
+    eval_limit: int = 50
+    """Eval questions (a fixed seeded sample, the same for every run; 0 = skip evaluation)."""
+    eval_batch_size: int = 8
+    """Questions per greedy generation call during evaluation."""
+    probe_questions: int = 8
+    """Training questions on which the untuned policy's share of mixed-reward groups is measured (0 = skip)."""
+    save_every: int = 25
+    """Checkpoint (adapter + optimizer + RNG + step) every this many steps (0 = only at the end)."""
+    output_dir: str = ""
+    """Run folder (metrics.jsonl, checkpoints/, curves.png); default runs/grpo__<dataset>__<seed>__<time>,
+    or the resumed run's folder."""
+    resume: str | None = None
+    """Checkpoint folder to continue from, or a run folder (its latest checkpoint)."""
+    seed: int = 0
+    """Seed of question sampling, LoRA initialisation and token sampling."""
+    threads: int | None = None
+    """Torch CPU threads (default: torch's choice)."""
+    plot: bool = True
+    """Write curves.png (matplotlib) at the end."""
+    preset: str = "cpu"
+    """Defaults for a machine: "cpu" (the values above) or "gpu" (bf16 on CUDA, G=8, 16 questions a step,
+    longer completions, a larger eval); flags given explicitly win over the preset."""
+
+    def __post_init__(self):
+        for name, choices in (("schema", SCHEMAS), ("reward", REWARDS), ("preset", PRESET_NAMES),
+                              ("dtype", DTYPES), ("scale_rewards", grpo.SCALE_REWARDS),
+                              ("loss_type", grpo.LOSS_TYPES)):
+            if getattr(self, name) not in choices:
+                _bad(name, getattr(self, name), f"must be one of {', '.join(choices)}")
+        for name in ("lora_r", "lora_alpha", "max_completion_length", "batch_size", "micro_batch_size",
+                     "num_iterations", "steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                _bad(name, getattr(self, name), "must be >= 1")
+        for name in ("few_shot", "sample_rows", "workers", "eval_every", "eval_limit", "save_every",
+                     "probe_questions", "learning_rate", "weight_decay", "max_grad_norm", "beta"):
+            if getattr(self, name) < 0:
+                _bad(name, getattr(self, name), "must be >= 0")
+        if self.num_generations < 2:
+            _bad("num_generations", self.num_generations,
+                 "must be >= 2: GRPO compares samples of the same question")
+        if not 0 < self.epsilon < 1:
+            _bad("epsilon", self.epsilon, "must be in (0, 1)")
+        if self.epsilon_high is not None and self.epsilon_high <= 0:
+            _bad("epsilon_high", self.epsilon_high, "must be > 0 (or none)")
+        if not self.temperature > 0:
+            _bad("temperature", self.temperature, "must be > 0 (evaluation is already greedy)")
+        if not 0 <= self.lora_dropout < 1:
+            _bad("lora_dropout", self.lora_dropout, "must be in [0, 1)")
+        if self.threads is not None and self.threads < 1:
+            _bad("threads", self.threads, "must be >= 1 (or none)")
+        if not self.dataset:
+            _bad("dataset", self.dataset, "must name a dataset, e.g. temptabqa-c or generated")
+
+
+def _bad(name: str, value: Any, what: str):
+    raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}) {what}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "gpu": dict(device="cuda", dtype="bfloat16", num_generations=8, batch_size=16, micro_batch_size=32,
+                max_completion_length=128, eval_limit=200, eval_batch_size=32, probe_questions=32),
+}
+
+
+# ====================================================================================== CLI
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (as CleanRL/tyro read them), joined to one line."""
+    docs: dict[str, str] = {}
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _converter(tp: Any, name: str):
+    """argparse type for a field annotation: int, float, str, or X | None ("none" -> None)."""
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), tp) if args else tp
+
+    def convert(text: str):
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            return base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} expects {base.__name__}, got {text!r}") from None
+
+    convert.__name__ = base.__name__  # argparse's "invalid <name> value" message
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python agents/grpo_train.py",
+        usage="%(prog)s [options]   (--help lists every option)",
+        description=__doc__.split("\n\n")[0],
+    )
+    docs = field_docs(Config)
+    hints = typing.get_type_hints(Config)
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = docs.get(f.name, "")
+        overrides = {p: v[f.name] for p, v in PRESETS.items() if f.name in v}
+        if overrides:
+            help_text += " [" + "; ".join(f"{p} preset: {v}" for p, v in overrides.items()) + "]"
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text + f" (default: {f.default})")
+        else:
+            parser.add_argument(flag, dest=f.name, type=_converter(hints[f.name], f.name),
+                                default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                help=help_text + f" (default: {f.default})")
+    return parser
+
+
+def make_config(preset: str = "cpu", **overrides: Any) -> Config:
+    """A Config from a preset's defaults and explicit values (explicit wins)."""
+    if preset not in PRESETS:
+        _bad("preset", preset, f"must be one of {', '.join(PRESETS)}")
+    return Config(**{**PRESETS[preset], **overrides, "preset": preset})
+
+
+def parse_config(argv: Sequence[str] | None = None) -> Config:
+    """CLI -> Config; an invalid value exits with status 2 and a message naming the field."""
+    parser = build_parser()
+    explicit = vars(parser.parse_args(argv))
+    try:
+        return make_config(**explicit)
+    except ConfigError as error:
+        parser.error(str(error))
+
+
+# ====================================================================================== data
+def resolve_dataset(cfg: Config) -> str:
+    """The dataset to train on: TempTabQA-C when its files are found, else the generated benchmark."""
+    if cfg.dataset != "temptabqa-c" or cfg.data_dir:
+        return cfg.dataset
+    from sqlenv.datasets.base import DatasetError, resolve_data_dir
+
+    try:
+        resolve_data_dir(None, cfg.dataset)
+        return cfg.dataset
+    except DatasetError as error:
+        print(f"notice: {error}.\nnotice: TempTabQA-C not found; training on the built-in 'generated' "
+              "dataset instead (pass --data-dir or set SQLENV_DATA_DIR to use TempTabQA-C).", flush=True)
+        return "generated"
+
+
+def make_env(cfg: Config, dataset: str, split: str):
+    from sqlenv.env import TextToSQLEnv
+
+    return TextToSQLEnv(dataset=dataset, split=split, data_dir=cfg.data_dir, reward=cfg.reward,
+                        schema=cfg.schema, sample_rows=cfg.sample_rows, workers=cfg.workers)
+
+
+def observations(env, indices: Sequence[int]) -> list[dict]:
+    """Each question's observation, through the env's own reset (pinning the question)."""
+    return [env.reset(options={"index": int(i)})[0] for i in indices]
+
+
+def score_groups(env, indices: Sequence[int], sqls: Sequence[str], group_size: int,
+                 workers: int | None = None) -> tuple[list[float], list[dict]]:
+    """Score len(indices) groups of group_size SQL strings (grouped by question) via env.score_group."""
+    assert len(sqls) == len(indices) * group_size, (len(sqls), len(indices), group_size)
+    rewards: list[float] = []
+    infos: list[dict] = []
+    for k, index in enumerate(indices):
+        env.reset(options={"index": int(index)})
+        for reward, info in env.score_group(list(sqls[k * group_size:(k + 1) * group_size]), workers=workers):
+            rewards.append(float(reward))
+            infos.append(info)
+    return rewards, infos
+
+
+def error_kinds() -> tuple[str, ...]:
+    try:
+        from sqlenv.executor import ERROR_KINDS
+    except ImportError:  # pragma: no cover - the executor is part of the package
+        return ()
+    return tuple(ERROR_KINDS)
+
+
+def outcome_metrics(prefix: str, rewards: Sequence[float], infos: Sequence[dict]) -> dict[str, float]:
+    """Reward, accuracy and error shares of scored samples, under ``prefix/`` (one key per error kind)."""
+    n = max(len(infos), 1)
+    out = {
+        f"{prefix}/reward_mean": float(np.mean(rewards)) if rewards else 0.0,
+        f"{prefix}/reward_std": float(np.std(rewards)) if rewards else 0.0,
+        f"{prefix}/accuracy": sum(bool(i["correct"]) for i in infos) / n,
+        f"{prefix}/exact": sum(float(i.get("exact", 0.0)) for i in infos) / n,
+        f"{prefix}/f1": sum(float(i.get("f1", 0.0)) for i in infos) / n,
+        f"{prefix}/error_frac": sum(i["error"] is not None for i in infos) / n,
+    }
+    kinds = list(error_kinds()) + sorted({i["error"] for i in infos if i["error"]} - set(error_kinds()))
+    for kind in kinds:
+        out[f"{prefix}/error/{kind}"] = sum(i["error"] == kind for i in infos) / n
+    return out
+
+
+# ====================================================================================== rollouts
+def sample_questions(rng: np.random.Generator, num_questions: int, batch_size: int) -> list[int]:
+    """batch_size distinct question indices (all of them, shuffled, when there are fewer)."""
+    return [int(i) for i in rng.choice(num_questions, size=min(batch_size, num_questions), replace=False)]
+
+
+def generate_groups(policy, env, indices: Sequence[int], group_size: int, chunk: int,
+                    greedy: bool = False) -> list:
+    """Rollouts for each question (group_size each, grouped by question), chunk questions per call."""
+    rollouts = []
+    for start in range(0, len(indices), chunk):
+        part = indices[start:start + chunk]
+        prompts = [policy.prompt(obs) for obs in observations(env, part)]
+        rollouts += policy.generate(prompts, group_size, greedy=greedy)
+    return rollouts
+
+
+def probe_mixed_share(policy, env, indices: Sequence[int], cfg: Config) -> dict[str, float]:
+    """Share of groups with mixed rewards for the current policy: the groups GRPO can learn from."""
+    rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
+    rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], cfg.num_generations)
+    metrics = outcome_metrics("probe", rewards, infos)
+    metrics["probe/mixed_frac"] = 1.0 - grpo.frac_zero_std(_tensor(rewards), cfg.num_generations)
+    metrics["probe/questions"] = len(indices)
+    return metrics
+
+
+def evaluate(policy, env, indices: Sequence[int], cfg: Config) -> dict[str, float]:
+    """Greedy accuracy, reward and error shares on held-out questions (one sample each)."""
+    if not indices:
+        return {}
+    start = time.perf_counter()
+    rollouts = generate_groups(policy, env, indices, 1, cfg.eval_batch_size, greedy=True)
+    rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], 1)
+    metrics = outcome_metrics("eval", rewards, infos)
+    metrics["eval/completion_len"] = float(np.mean([len(r.completion_ids) for r in rollouts]))
+    metrics["eval/questions"] = len(indices)
+    metrics["perf/eval_s"] = time.perf_counter() - start
+    return metrics
+
+
+# ====================================================================================== update
+def _tensor(values, dtype=None):
+    import torch
+
+    return torch.as_tensor(values, dtype=dtype or torch.float32)
+
+
+def pad_right(seqs: Sequence, length: int, value: float = 0.0, device=None):
+    """Stack 1-D tensors into [N, length], right-padded with value (truncated when longer)."""
+    import torch
+
+    out = torch.full((len(seqs), length), value, dtype=torch.float32, device=device)
+    for row, seq in enumerate(seqs):
+        seq = torch.as_tensor(seq, dtype=torch.float32).flatten()[:length]
+        out[row, :seq.numel()] = seq.to(device)
+    return out
+
+
+def _logprobs_no_grad(policy, rollouts, chunks, disable_adapter: bool = False) -> list:
+    """Per-rollout 1-D log-probs under the current policy (or the base model), without grad."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for chunk in chunks:
+            logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
+                                                  [rollouts[i].completion_ids for i in chunk],
+                                                  disable_adapter=disable_adapter)
+            for row in range(len(chunk)):
+                out.append(logp[row][mask[row].bool()].detach().float().cpu())
+    return out
+
+
+def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config) -> dict[str, float]:
+    """num_iterations optimizer steps on these rollouts; returns averaged metrics.
+
+    old log-probs: the sampling ones when the rollouts are used once (num_iterations == 1), else one
+    no-grad pass before the first update. Reference log-probs (adapter off) only when beta > 0.
+    A non-finite loss or gradient norm skips that optimizer step (counted in "skipped_nonfinite").
+    """
+    import torch
+
+    n = len(rollouts)
+    chunks = [list(range(i, min(i + cfg.micro_batch_size, n))) for i in range(0, n, cfg.micro_batch_size)]
+    params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    if cfg.num_iterations == 1:
+        old = [r.logprobs for r in rollouts]
+    else:
+        old = _logprobs_no_grad(policy, rollouts, chunks)
+    ref = _logprobs_no_grad(policy, rollouts, chunks, disable_adapter=True) if cfg.beta > 0 else None
+    advantages = _tensor(advantages)
+
+    totals: dict[str, float] = {}
+    weight_total = 0.0
+    skipped = 0
+    for _ in range(cfg.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        finite = True
+        loss_sum = 0.0
+        for chunk in chunks:
+            logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
+                                                  [rollouts[i].completion_ids for i in chunk])
+            logp = logp.float()
+            length = logp.shape[1]
+            old_logp = pad_right([old[i] for i in chunk], length, device=logp.device)
+            ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device)
+            loss, metrics = grpo.grpo_loss(
+                logp, old_logp, advantages[chunk].to(logp.device), mask, ref_logp=ref_logp, beta=cfg.beta,
+                epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                max_completion_length=cfg.max_completion_length, num_sequences=n)
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            loss.backward()
+            loss_sum += float(loss.detach())
+            tokens = float(mask.sum())
+            weight_total += tokens
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value * tokens
+        grad_norm = float("nan")
+        if finite:
+            if cfg.max_grad_norm > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                grad_norm = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None)))
+            finite = math.isfinite(grad_norm)
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            skipped += 1
+            continue
+        optimizer.step()
+        totals["loss"] = totals.get("loss", 0.0) + loss_sum
+        totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
+    done = cfg.num_iterations - skipped
+    out = {key: value / max(weight_total, 1.0) for key, value in totals.items()
+           if key not in ("loss", "grad_norm")}
+    if done:
+        out["loss"] = totals["loss"] / done
+        out["grad_norm"] = totals["grad_norm"] / done
+    out["skipped_nonfinite"] = skipped
+    return out
+
+
+# ====================================================================================== checkpoints
+def save_checkpoint(path: Path, policy, optimizer, step: int, rng: np.random.Generator, cfg: Config):
+    """adapter/ (PEFT format) + state.pt (optimizer, RNG states, step, config), written atomically."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    policy.save(tmp / "adapter")
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "numpy_rng": rng.bit_generator.state,
+        "python_rng": random.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "config": asdict(cfg),
+    }
+    torch.save(state, tmp / "state.pt")
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return path
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder itself, or the latest one under <run>/checkpoints/."""
+    path = Path(path)
+    if (path / "state.pt").is_file():
+        return path
+    candidates = sorted((path / "checkpoints").glob("step_*[0-9]"))
+    candidates = [c for c in candidates if (c / "state.pt").is_file()]
+    if not candidates:
+        raise ConfigError(f"resume={str(path)!r} (--resume) holds no checkpoint (state.pt, or "
+                          "checkpoints/step_*/state.pt)")
+    return candidates[-1]
+
+
+def load_checkpoint(path: Path, policy, cfg: Config) -> dict:
+    """Load the adapter into the policy and return the trainer state (restore RNGs after building)."""
+    import torch
+
+    state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+    saved = state.get("config", {})
+    for name in ("model", "lora_r", "lora_alpha"):
+        if name in saved and saved[name] != getattr(cfg, name):
+            _bad(name, getattr(cfg, name), f"differs from the checkpoint's {saved[name]!r}; resume with the same value")
+    policy.load(Path(path) / "adapter")
+    return state
+
+
+def restore_rng(state: dict, rng: np.random.Generator):
+    import torch
+
+    rng.bit_generator.state = state["numpy_rng"]
+    random.setstate(state["python_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+# ====================================================================================== logging
+class JsonlLogger:
+    """One JSON object per line: {"step": n, "train/...": ...}; flushed every line."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = open(self.path, "a", encoding="utf-8")
+
+    def log(self, step: int, metrics: dict[str, Any]):
+        record = {"step": step, "time": time.time(), **{k: _jsonable(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+def _jsonable(value: Any):
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/accuracy"),
+         ("train/error_frac", "eval/error_frac"), ("train/frac_zero_std",), ("train/loss",),
+         ("train/completion_len",), ("train/kl",), ("train/clip_frac",))
+
+
+def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
+    """Training curves (one panel per metric family) from metrics.jsonl to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    panels = [keys for keys in PLOTS if any(k in r and r[k] is not None for r in records for k in keys)]
+    if not panels:
+        return None
+    cols = 3
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, keys in zip(axes.flat, panels):
+        for key in keys:
+            points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, markersize=3, label=key)
+        ax.set_title(keys[0].split("/", 1)[1])
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return png_path
+
+
+# ====================================================================================== the loop
+def default_output_dir(cfg: Config, dataset: str) -> Path:
+    return Path("runs") / f"grpo__{dataset}__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_policy(cfg: Config):
+    from agents.policy import LoRAPolicy, PolicyConfig
+
+    return LoRAPolicy(PolicyConfig(
+        model=cfg.model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, few_shot=cfg.few_shot,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature))
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Run GRPO as configured; returns a summary (output_dir, last step, final eval metrics)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    # ---- setup: seeds, data, env, policy, optimizer, output folder
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    checkpoint = find_checkpoint(cfg.resume) if cfg.resume else None
+    dataset = resolve_dataset(cfg)
+    if cfg.output_dir:
+        out = Path(cfg.output_dir)
+    elif checkpoint is not None:
+        out = checkpoint.parent.parent
+    else:
+        out = default_output_dir(cfg, dataset)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "resolved_dataset": dataset}, indent=2))
+
+    env = make_env(cfg, dataset, cfg.split)
+    eval_env = make_env(cfg, dataset, cfg.eval_split) if cfg.eval_limit else None
+    eval_indices = ([] if eval_env is None else
+                    sorted(np.random.default_rng(0).permutation(len(eval_env.dataset))[:cfg.eval_limit].tolist()))
+    policy = build_policy(cfg)
+    rng = np.random.default_rng(cfg.seed)  # question sampling
+    start_step = 0
+    state = load_checkpoint(checkpoint, policy, cfg) if checkpoint is not None else None
+    params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    logger = JsonlLogger(out / "metrics.jsonl")
+    print(f"GRPO on {dataset}/{cfg.split} ({len(env.dataset)} questions), {cfg.model}, "
+          f"{sum(p.numel() for p in params):,} trainable LoRA parameters -> {out}", flush=True)
+
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state, rng)
+        start_step = int(state["step"])
+        print(f"resumed from {checkpoint} at step {start_step}", flush=True)
+    elif cfg.probe_questions:
+        # ---- before training: can GRPO learn at all? (groups with mixed rewards carry the signal)
+        probe_rng = np.random.default_rng(cfg.seed + 1)
+        probe = probe_mixed_share(policy, env, sample_questions(probe_rng, len(env.dataset), cfg.probe_questions), cfg)
+        logger.log(0, probe)
+        print(f"untuned policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups have mixed "
+              f"rewards (accuracy {probe['probe/accuracy']:.1%}, errors {probe['probe/error_frac']:.1%})", flush=True)
+        if probe["probe/mixed_frac"] == 0:
+            print("warning: no group had mixed rewards; GRPO gets no signal from such batches", flush=True)
+
+    summary: dict[str, Any] = {"output_dir": str(out), "dataset": dataset, "start_step": start_step}
+    eval_metrics: dict[str, float] = {}
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
+    for step in bar:
+        step_start = time.perf_counter()
+        # ---- 1-2. questions -> observations -> G samples each
+        indices = sample_questions(rng, len(env.dataset), cfg.batch_size)
+        t0 = time.perf_counter()
+        rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
+        gen_s = time.perf_counter() - t0
+        # ---- 3. execute and score each group through the env
+        t0 = time.perf_counter()
+        rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], cfg.num_generations)
+        score_s = time.perf_counter() - t0
+        # ---- 4. group-relative advantages; dynamic filtering of groups without signal
+        rewards_t = _tensor(rewards)
+        advantages = grpo.group_advantages(rewards_t, cfg.num_generations, cfg.scale_rewards)
+        zero = grpo.zero_std_mask(rewards_t, cfg.num_generations)
+        keep_groups = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
+        keep = keep_groups.repeat_interleave(cfg.num_generations).tolist()
+        kept = [r for r, k in zip(rollouts, keep) if k]
+        # ---- 5. the update
+        t0 = time.perf_counter()
+        update = grpo_update(policy, optimizer, kept, advantages[torch.tensor(keep)], cfg) if kept else {}
+        update_s = time.perf_counter() - t0
+
+        # ---- 6. metrics, evaluation, checkpoint
+        lengths = [len(r.completion_ids) for r in rollouts]
+        metrics = outcome_metrics("train", rewards, infos)
+        metrics.update({f"train/{k}": v for k, v in update.items()})
+        metrics.update({
+            "train/frac_zero_std": float(zero.float().mean()),
+            "train/groups_kept": int(keep_groups.sum()),
+            "train/skipped_update": int(not kept),
+            "train/adv_abs_mean": float(advantages.abs().mean()),
+            "train/completion_len": float(np.mean(lengths)),
+            "train/truncated_frac": float(np.mean([n >= cfg.max_completion_length for n in lengths])),
+            "perf/gen_s": gen_s, "perf/score_s": score_s, "perf/update_s": update_s,
+            "perf/tokens_per_s": sum(lengths) / max(gen_s, 1e-9),
+        })
+        if update.get("skipped_nonfinite"):
+            tqdm.write(f"step {step + 1}: non-finite loss or gradient, skipped "
+                       f"{update['skipped_nonfinite']}/{cfg.num_iterations} optimizer step(s)")
+        done = step + 1
+        if eval_env is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
+            metrics.update(eval_metrics)
+            tqdm.write(f"step {done}: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
+                       f"errors {eval_metrics['eval/error_frac']:.1%}")
+        metrics["perf/step_s"] = time.perf_counter() - step_start
+        logger.log(done, metrics)
+        bar.set_postfix(reward=f"{metrics['train/reward_mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
+                        mixed=f"{1 - metrics['train/frac_zero_std']:.2f}")
+        if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+            save_checkpoint(out / "checkpoints" / f"step_{done:06d}", policy, optimizer, done, rng, cfg)
+    bar.close()
+
+    # ---- the end: final checkpoint, final evaluation, curves
+    last = max(cfg.steps, start_step)
+    summary["checkpoint"] = str(save_checkpoint(out / "checkpoints" / f"step_{last:06d}", policy, optimizer,
+                                                last, rng, cfg))
+    if eval_env is not None:
+        eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
+        logger.log(last, eval_metrics)
+        print(f"final eval on {len(eval_indices)} {cfg.eval_split} questions: accuracy "
+              f"{eval_metrics['eval/accuracy']:.1%}, errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
+    logger.close()
+    if cfg.plot:
+        png = plot_curves(out / "metrics.jsonl", out / "curves.png")
+        if png:
+            print(f"curves: {png}", flush=True)
+    env.close()
+    if eval_env is not None:
+        eval_env.close()
+    summary.update(step=last, eval=eval_metrics)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    return train(parse_config(argv))
+
+
+if __name__ == "__main__":
+    main()
