@@ -1,0 +1,483 @@
+"""The LoRA policy: prompt an observation, sample G completions, extract SQL, score log-probs.
+
+``LoRAPolicy`` wraps a causal LM (``agents.models``) in a PEFT LoRA adapter; only the adapter's
+weights are trainable. It knows nothing about rewards: the trainer scores the SQL it returns.
+
+Sampling (``generate``) prefills each prompt once and samples ``num_generations`` continuations
+from copies of that prompt's KV cache, dropping sequences from the batch as they finish. A
+sequence finishes at the EOS token, at a closing code fence, at a ';' outside string literals
+(the end of the SQL statement) or after ``max_completion_length`` tokens; the stopping token is
+kept in ``completion_ids``.
+
+Log-probs: ``Rollout.logprobs`` and ``sequence_logprobs`` are the same quantity,
+``log softmax(logits)`` of the unmodified model at temperature 1 (no temperature, no top-p), so the
+GRPO ratio is exactly 1 before the first update. The sampling distribution itself is tempered
+(``temperature``, ``top_p``); that difference is the usual GRPO approximation, not a bug.
+
+The KL reference is the base model: ``sequence_logprobs(..., disable_adapter=True)`` switches the
+adapter off for one forward pass, so there is no second copy of the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from agents import prompts
+from agents.prompts import PREFILL
+
+# --------------------------------------------------------------------------- SQL extraction
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n?")
+_SQL_START = re.compile(
+    r"\b(SELECT|WITH|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA|ATTACH|DETACH|VALUES|EXPLAIN|VACUUM)\b",
+    re.IGNORECASE,
+)
+# In free prose, only a SELECT or a CTE ("WITH name AS (") is taken for the start of a query.
+_PROSE_SQL_START = re.compile(r"\bSELECT\b|\bWITH\s+\w+\s+AS\s*\(", re.IGNORECASE)
+
+
+def statement_end(sql: str) -> int | None:
+    """Index of the first ';' outside string literals, quoted identifiers and comments, or None.
+
+    Understands '...' and "..." (doubled quote escapes), `...`, [...], -- line and /* */ comments.
+    """
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c == ";":
+            return i
+        if c in "'\"`":
+            j = i + 1
+            while j < n:
+                if sql[j] == c:
+                    if j + 1 < n and sql[j + 1] == c:  # '' escapes a quote
+                        j += 2
+                        continue
+                    break
+                j += 1
+            i = j + 1
+        elif c == "[":
+            j = sql.find("]", i + 1)
+            i = n if j < 0 else j + 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+        else:
+            i += 1
+    return None
+
+
+def _first_statement(text: str) -> str:
+    """``text`` up to its first statement end, stripped, without the ';'."""
+    end = statement_end(text)
+    return (text if end is None else text[:end]).strip()
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    """Contents of ```-fenced blocks in order; an unclosed last block runs to the end of text."""
+    blocks, pos = [], 0
+    while True:
+        opening = _FENCE.search(text, pos)
+        if opening is None:
+            return blocks
+        close = text.find("```", opening.end())
+        if close < 0:
+            blocks.append(text[opening.end():])
+            return blocks
+        blocks.append(text[opening.end():close])
+        pos = close + 3
+
+
+def _sql_from_prose(text: str) -> str:
+    match = _PROSE_SQL_START.search(text)
+    if match is None:
+        return ""
+    rest = text[match.start():]
+    end = statement_end(rest)
+    if end is not None:
+        return rest[:end].strip()
+    # No ';': a bare query ends at the first blank line (prose usually follows one).
+    return re.split(r"\n[ \t]*\n", rest, maxsplit=1)[0].strip()
+
+
+def extract_sql(text: str) -> str:
+    """The first SQL statement in a model's answer, without its ';'; "" when there is none.
+
+    Looks in ```-fenced blocks first (```sql, ```sqlite or bare ```; a missing closing fence is
+    fine), then in the bare text. Stops at the first ';' outside string literals, so trailing
+    prose or a second statement is dropped.
+    """
+    if not text:
+        return ""
+    for block in _fenced_blocks(text):
+        stripped = block.strip()
+        if _SQL_START.match(stripped):
+            return _first_statement(stripped)
+        found = _sql_from_prose(block)
+        if found:
+            return found
+    if "```" in text:
+        text = text.replace("```", "\n\n")
+    stripped = text.strip()
+    if _SQL_START.match(stripped):
+        return _sql_from_prose(stripped) or _first_statement(stripped)
+    return _sql_from_prose(text)
+
+
+def _finished(completion: str) -> bool:
+    """Whether a completion (text after ``PREFILL``) has ended its SQL statement."""
+    return "```" in completion or statement_end(completion) is not None
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclass
+class PolicyConfig:
+    """How to build a ``LoRAPolicy``.
+
+    Model
+      model: an ``agents.models`` name ("smollm2-135m", "qwen2.5-coder-0.5b"), a local folder,
+        a ``.gguf`` file or a hub id.
+      device / dtype: "auto" = CUDA bfloat16 when a GPU is visible, else CPU float32.
+      threads: ``torch.set_num_threads`` (None leaves torch's default).
+    LoRA
+      lora_r, lora_alpha, lora_dropout, target_modules: passed to ``peft.LoraConfig``.
+      adapter: a saved adapter folder to start from (``LoRAPolicy.save``), or None for a fresh one.
+    Prompt and sampling
+      few_shot: worked examples in the prompt (``agents.prompts``).
+      max_completion_length: new tokens per completion, at most.
+      temperature, top_p: the sampling distribution (``generate(greedy=True)`` ignores both).
+    """
+
+    model: str = "smollm2-135m"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int | None = None
+    few_shot: int = 2
+    max_completion_length: int = 96
+    temperature: float = 0.8
+    top_p: float = 1.0
+    adapter: str | None = None
+
+    def __post_init__(self):
+        self.target_modules = tuple(self.target_modules)
+        if self.lora_r <= 0:
+            raise ValueError(f"lora_r must be positive, got {self.lora_r}")
+        if self.max_completion_length <= 0:
+            raise ValueError(f"max_completion_length must be positive, got {self.max_completion_length}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.few_shot < 0:
+            raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
+
+
+@dataclass
+class Rollout:
+    """One sampled completion.
+
+    ``text`` is ``PREFILL + completion`` (just the completion when the prompt does not end with
+    ``PREFILL``); ``sql`` is ``extract_sql(text)``; ``logprobs[i]`` is the log-prob of
+    ``completion_ids[i]`` (CPU tensors, no grad).
+    """
+
+    prompt_index: int
+    prompt_ids: torch.Tensor
+    completion_ids: torch.Tensor
+    text: str
+    sql: str
+    logprobs: torch.Tensor
+
+
+@dataclass
+class GenerationStats:
+    """Counters of the last ``generate`` call (for logs and benchmarks)."""
+
+    prompts: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class LoRAPolicy:
+    """A causal LM with a LoRA adapter, as a policy over SQL strings.
+
+    ``LoRAPolicy(PolicyConfig())`` loads the default offline model. Pass ``model=`` and
+    ``tokenizer=`` to wrap an already-loaded base model instead (the config's model/device/dtype
+    are then ignored). The model stays in eval mode (dropout off) unless the caller switches it.
+    """
+
+    def __init__(self, config: PolicyConfig | None = None, *, model=None, tokenizer=None):
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        self.config = config = config or PolicyConfig()
+        if (model is None) != (tokenizer is None):
+            raise ValueError("pass both model= and tokenizer=, or neither")
+        if model is None:
+            from agents.models import load_model_and_tokenizer
+
+            model, tokenizer = load_model_and_tokenizer(config.model, config.device, config.dtype,
+                                                        config.threads)
+        elif config.threads:
+            torch.set_num_threads(int(config.threads))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        if config.adapter:
+            self.model = PeftModel.from_pretrained(model, config.adapter, is_trainable=True)
+        else:
+            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                              lora_dropout=config.lora_dropout,
+                              target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+            self.model = get_peft_model(model, lora)
+        self.model.eval()
+        self.device = next(self.model.parameters()).device
+        eos = {tokenizer.eos_token_id}
+        generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
+        self.eos_token_ids = sorted(e for e in eos if e is not None)
+        self.stats = GenerationStats()
+        # transformers 5 renamed the forward argument past_key_values to cache
+        forward_args = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+
+    # ------------------------------------------------------------------ prompts
+
+    def prompt(self, observation: dict) -> str:
+        """The full prompt text for an observation: chat template applied, ending with PREFILL."""
+        messages = prompts.build_messages(observation, self.config.few_shot)
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        else:
+            text = prompts.render_plain(messages)
+        return text + PREFILL
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Token ids of a prompt (no special tokens added: the chat template has them)."""
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], num_generations: int, temperature: float | None = None,
+                 greedy: bool = False) -> list[Rollout]:
+        """Sample ``num_generations`` completions per prompt, grouped by prompt.
+
+        Returns ``len(prompts) * num_generations`` rollouts; rollout ``k`` belongs to prompt
+        ``k // num_generations``. ``greedy`` (or temperature 0) takes the argmax: all G
+        completions of a prompt are then identical and computed once.
+        """
+        if num_generations <= 0:
+            raise ValueError(f"num_generations must be positive, got {num_generations}")
+        temperature = self.config.temperature if temperature is None else temperature
+        greedy = greedy or temperature == 0
+        was_training = self.model.training
+        self.model.eval()
+        start = time.perf_counter()
+        stats = GenerationStats(prompts=len(prompts), completions=len(prompts) * num_generations)
+        rollouts: list[Rollout] = []
+        try:
+            for index, text in enumerate(prompts):
+                prompt_ids = self.encode(text)
+                stats.prompt_tokens += len(prompt_ids)
+                rows = 1 if greedy else num_generations
+                completions = self._sample(prompt_ids, rows, temperature=temperature,
+                                           top_p=self.config.top_p, greedy=greedy,
+                                           max_new_tokens=self.config.max_completion_length)
+                if greedy:
+                    ids, logprobs = completions[0]
+                    completions = [(ids.clone(), logprobs.clone()) for _ in range(num_generations)]
+                for ids, logprobs in completions:
+                    stats.completion_tokens += len(ids)
+                    completion = self.tokenizer.decode(ids, skip_special_tokens=True)
+                    full = PREFILL + completion if text.endswith(PREFILL) else completion
+                    rollouts.append(Rollout(index, prompt_ids, ids, full, extract_sql(full), logprobs))
+        finally:
+            self.model.train(was_training)
+        stats.seconds = time.perf_counter() - start
+        self.stats = stats
+        return rollouts
+
+    def _sample(self, prompt_ids: torch.Tensor, rows: int, *, temperature: float, top_p: float,
+                greedy: bool, max_new_tokens: int, shared_prefill: bool = True,
+                stop: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Sample ``rows`` continuations of one prompt; ``[(completion_ids, logprobs)] * rows``.
+
+        ``shared_prefill`` runs the prompt once and copies its KV cache ``rows`` times (the fast
+        path); False runs the prompt ``rows`` times as a batch (kept for benchmarks). ``stop=False``
+        always samples ``max_new_tokens`` tokens (benchmarks).
+        """
+        ids = prompt_ids.to(self.device)[None]
+        if shared_prefill:
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            cache = _cache_of(out)
+            cache.batch_repeat_interleave(rows)
+            logits = out.logits[:, -1, :].float().expand(rows, -1)
+        else:
+            out = self.model(input_ids=ids.expand(rows, -1), use_cache=True, logits_to_keep=1)
+            cache, logits = _cache_of(out), out.logits[:, -1, :].float()
+        eos = torch.tensor(self.eos_token_ids, device=self.device)
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        logps: list[list[float]] = [[] for _ in range(rows)]
+        active = list(range(rows))  # active[i] = the row whose cache entry is i
+        for step in range(max_new_tokens):
+            logp_all = torch.log_softmax(logits, dim=-1)
+            if greedy:
+                chosen = logits.argmax(dim=-1)
+            else:
+                chosen = _sample_tokens(logits, temperature, top_p)
+            chosen_logp = logp_all.gather(-1, chosen[:, None])[:, 0]
+            is_eos = torch.isin(chosen, eos).tolist()
+            chosen_list, logp_list = chosen.tolist(), chosen_logp.tolist()
+            keep = []
+            for i, row in enumerate(active):
+                tokens[row].append(chosen_list[i])
+                logps[row].append(logp_list[i])
+                done = stop and (is_eos[i] or _finished(self.tokenizer.decode(tokens[row])))
+                if not done:
+                    keep.append(i)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                chosen = chosen[index]
+                active = [active[i] for i in keep]
+            out = self.model(input_ids=chosen[:, None], use_cache=True, **{self._cache_arg: cache})
+            logits = out.logits[:, -1, :].float()
+        return [(torch.tensor(tokens[r], dtype=torch.long), torch.tensor(logps[r], dtype=torch.float32))
+                for r in range(rows)]
+
+    # ------------------------------------------------------------------ scoring
+
+    def sequence_logprobs(self, prompt_ids_list: Sequence[torch.Tensor],
+                          completion_ids_list: Sequence[torch.Tensor], disable_adapter: bool = False):
+        """Per-token log-probs of completions given prompts, in one padded forward pass.
+
+        Returns ``(logprobs, mask)``, both float32 ``[B, T]`` with ``T`` the longest completion;
+        ``logprobs`` carries grad (unless ``disable_adapter`` or under ``torch.no_grad``) and is 0
+        where ``mask`` is 0. Sequences are right-padded; logits are computed only at the positions
+        that predict completion tokens. ``disable_adapter=True`` scores with the base model (the
+        KL reference).
+        """
+        if len(prompt_ids_list) != len(completion_ids_list):
+            raise ValueError("prompt_ids_list and completion_ids_list must have the same length")
+        batch = len(prompt_ids_list)
+        prompt_lens = [len(p) for p in prompt_ids_list]
+        completion_lens = [len(c) for c in completion_ids_list]
+        width = max(p + c for p, c in zip(prompt_lens, completion_lens))
+        steps = max(completion_lens) if completion_lens else 0
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((batch, width), pad, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        targets = torch.full((batch, steps), pad, dtype=torch.long)
+        mask = torch.zeros((batch, steps), dtype=torch.float32)
+        positions = torch.zeros((batch, steps), dtype=torch.long)
+        for b, (p, c) in enumerate(zip(prompt_ids_list, completion_ids_list)):
+            lp, lc = len(p), len(c)
+            if lp == 0:
+                raise ValueError("every prompt needs at least one token")
+            input_ids[b, :lp] = p
+            input_ids[b, lp:lp + lc] = c
+            attention[b, :lp + lc] = 1
+            targets[b, :lc] = c
+            mask[b, :lc] = 1.0
+            # the logit at position t predicts token t + 1; padding steps read the last position
+            positions[b] = torch.clamp(torch.arange(lp - 1, lp - 1 + steps), max=width - 1)
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        targets, mask, positions = targets.to(self.device), mask.to(self.device), positions.to(self.device)
+        if steps == 0:
+            return torch.zeros((batch, 0), device=self.device), mask
+        base = self.model.get_base_model()
+        with self.model.disable_adapter() if disable_adapter else contextlib.nullcontext():
+            hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention,
+                                        use_cache=False).last_hidden_state
+            hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+            logits = base.get_output_embeddings()(hidden).float()
+        logprobs = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+        return logprobs * mask, mask
+
+    # ------------------------------------------------------------------ adapter
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The LoRA weights (the only parameters with ``requires_grad``), for the optimizer."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def save(self, path) -> Path:
+        """Write the adapter in PEFT format (``PeftModel.from_pretrained(base, path)`` reads it).
+
+        Also writes ``policy_config.json`` (this policy's ``PolicyConfig``) beside it.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(path))
+        (path / "policy_config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        return path
+
+    def load(self, path) -> None:
+        """Load a saved adapter's weights into this policy, in place (optimizer state stays valid).
+
+        The adapter must have this policy's rank, alpha and target modules; for another shape
+        build a new policy with ``PolicyConfig(adapter=path)``.
+        """
+        from peft import PeftConfig
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        saved = PeftConfig.from_pretrained(str(path))
+        current = self.model.peft_config["default"]
+        for name in ("r", "lora_alpha", "target_modules"):
+            if getattr(saved, name) != getattr(current, name):
+                raise ValueError(
+                    f"adapter at {path} has {name}={getattr(saved, name)!r} but this policy has "
+                    f"{getattr(current, name)!r}; build a new policy with PolicyConfig(adapter={str(path)!r})"
+                )
+        weights = load_peft_weights(str(path), device=str(self.device))
+        result = set_peft_model_state_dict(self.model, weights)
+        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+        if missing:
+            raise ValueError(f"adapter at {path} lacks {len(missing)} LoRA weights, e.g. {missing[0]}")
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _sample_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row from ``softmax(logits / temperature)``, restricted to the top-p nucleus."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keeps the top token always
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1)[:, 0]
+
