@@ -176,7 +176,7 @@ def ems(prediction: str, gold: str, *, case_sensitive: bool = True) -> float:
 
 
 def rems(prediction: str, gold: str, *, case_sensitive: bool = True) -> float:
-    """The dataset's relaxed exact match score: the fraction of gold items found, rounded to 2 places.
+    """The dataset's relaxed exact match score: the fraction of gold items found (2 places).
 
     Same item test as :func:`ems`.
 
@@ -255,8 +255,10 @@ def _value_items(value: Any) -> list[str]:
 # --------------------------------------------------------------------------- row tiling
 
 
-def _tile(item: str, values: Sequence[str], optional: Sequence[str], leftover: Sequence[str]) -> bool:
-    """Whether ``values`` (each used once, longest first) tile ``item``'s words, leaving ``leftover``.
+def _tile(
+    item: str, values: Sequence[str], optional: Sequence[str], leftover: Sequence[str]
+) -> bool:
+    """Whether ``values`` (each once, longest first) tile ``item``'s words, leaving ``leftover``.
 
     ``optional`` values may be used or not. Words compare after normalisation.
     """
@@ -298,7 +300,7 @@ def _words_signature(keys: Iterable[str]) -> tuple[str, ...]:
 
 
 def _max_matching(candidates: list[list[int]]) -> int:
-    """Size of a maximum matching; ``candidates[g]`` lists the predicted units gold item g may take."""
+    """Size of a maximum matching; ``candidates[g]``: the predicted units gold item g may take."""
     owner: dict[int, int] = {}
 
     def augment(g: int, seen: set[int]) -> bool:
@@ -394,26 +396,22 @@ def _score(rows: Sequence[Sequence[Any]], gold: str) -> tuple[bool, float]:
 
 
 def _distinct(rows: Sequence[Sequence[Any]], *, by_value: bool) -> list[tuple]:
-    """Rows with repeated items removed (after normalisation), for set comparison."""
+    """Rows with repeated items removed (after normalisation), for set comparison.
+
+    ``by_value``: every value becomes a one-item row; otherwise one-column rows are deduplicated
+    by item and multi-column rows by their normalised values.
+    """
     seen: set = set()
     out: list[tuple] = []
     for row in rows:
-        if by_value:
-            for value in row:
-                for key in _value_items(value):
-                    if key not in seen:
-                        seen.add(key)
-                        out.append((key,))
+        if by_value or len(row) == 1:
+            for key in chain.from_iterable(_value_items(v) for v in row):
+                if key not in seen:
+                    seen.add(key)
+                    out.append((key,))
         else:
-            keys = tuple(chain.from_iterable(_value_items(v) for v in row)) if len(row) == 1 else tuple(
-                normalize_item(v) for v in row
-            )
-            if len(row) == 1:
-                for key in keys:
-                    if key not in seen:
-                        seen.add(key)
-                        out.append((key,))
-            elif keys not in seen:
+            keys = tuple(normalize_item(v) for v in row)
+            if keys not in seen:
                 seen.add(keys)
                 out.append(tuple(row))
     return out
@@ -426,7 +424,7 @@ def _as_rows(rows: Iterable[Sequence[Any]] | None) -> list[tuple]:
 
 
 def f1(rows: Iterable[Sequence[Any]], gold: str) -> float:
-    """F1 over normalised items of ``rows`` against ``gold`` (1.0 exactly when the matcher says correct).
+    """F1 over normalised items of ``rows`` against ``gold`` (1.0 exactly when ``correct``).
 
     >>> round(f1([("Cairo",), ("Doha",), ("Lima",), ("Oslo",)], "Cairo"), 2)
     0.4

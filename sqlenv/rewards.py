@@ -1,4 +1,4 @@
-"""Reward presets: one scalar per executed (or failed) query, built from a :class:`~sqlenv.matching.MatchResult`.
+"""Reward presets: one scalar per query, built from a :class:`~sqlenv.matching.MatchResult`.
 
 ==========  ===============  ==================================  ===================================
 preset      execution error  executed, wrong                     correct
@@ -40,7 +40,9 @@ _RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.
 
 def _check(preset: str) -> None:
     if preset not in REWARD_PRESETS:
-        raise ValueError(f"reward={preset!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}")
+        raise ValueError(
+            f"reward={preset!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}"
+        )
 
 
 def reward(preset: str, result: Any, match: MatchResult | None) -> float:
@@ -59,7 +61,7 @@ def reward(preset: str, result: Any, match: MatchResult | None) -> float:
     if result.error is not None:
         return _ERROR[preset]
     if match is None:
-        raise ValueError("reward needs a MatchResult for a query that executed (result.error is None)")
+        raise ValueError("reward needs a MatchResult for a query that executed (error is None)")
     if preset == "binary":
         return 1.0 if match.correct else 0.0
     if preset == "partial":
