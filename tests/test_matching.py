@@ -334,7 +334,7 @@ def _template_rows(data_dir):
 
 
 def _medals_in(context):
-    """(medal, year, location, format, tournament) rows of an infobox, as the gold SQL joins them."""
+    """(medal, year, location, format, tournament) rows of an infobox, as the gold SQL joins."""
     medals, tournament = [], None
     lines = context.split("Country Representing", 1)[-1].splitlines()[1:]
     for line in lines:
