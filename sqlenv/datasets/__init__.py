@@ -8,5 +8,6 @@ from sqlenv.datasets.base import (
     load_dataset,
     register_dataset,
 )
+from sqlenv.datasets import generated  # noqa: F401  (registers "generated")
 
 __all__ = ["Dataset", "DatasetError", "Example", "available_datasets", "load_dataset", "register_dataset"]
