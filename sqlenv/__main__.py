@@ -74,7 +74,8 @@ def cmd_demo(args) -> int:
             env.reset(options={"index": index})
             _, reward, _, _, info = env.step(sql)
             print(f"[{index}] {label:9s} reward={reward:+g} error={info['error']} correct={info['correct']}")
-        print(env.render())
+            if label == "gold":
+                print(env.render())
     return 0
 
 
