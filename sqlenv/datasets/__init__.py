@@ -9,5 +9,6 @@ from sqlenv.datasets.base import (
     register_dataset,
 )
 from sqlenv.datasets import generated  # noqa: F401  (registers "generated")
+from sqlenv.datasets import temptabqa_c  # noqa: F401  (registers "temptabqa-c")
 
 __all__ = ["Dataset", "DatasetError", "Example", "available_datasets", "load_dataset", "register_dataset"]
