@@ -1,4 +1,4 @@
-"""The built-in "generated" benchmark: determinism, disjoint splits, gold SQL agreeing with answers."""
+"""The built-in "generated" benchmark: determinism, disjoint splits, gold SQL = Python answers."""
 
 import hashlib
 import inspect
