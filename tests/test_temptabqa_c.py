@@ -1,0 +1,165 @@
+"""The TempTabQA-C loader: splits, examples, databases, errors, and the MySQL -> SQLite conversion."""
+
+import sqlite3
+
+import pytest
+
+from sqlenv import infobox
+from sqlenv.datasets import DatasetError, available_datasets, load_dataset
+from sqlenv.datasets.temptabqa_c import SPLIT_FILES, load_gold_sql, load_temptabqa_c, mysql_to_sqlite
+
+ROWS = {"train": 2961, "dev": 282, "original": 578, "counterfactual": 699, "small": 855, "large": 538,
+        "easy": 732, "medium": 507, "hard": 719, "gold-sql": 47}
+CONTEXT = "Ann Lee\n\nCountry Representing: X\nCup\nSolo\tMedalGold | 2020 | Oslo\n"
+HEADER = "Types\tQuestions\tAnswers\tPlayerName\tSportCategory\tContext\tPopularity\tUnnamed: 0\n"
+
+
+def good_row(question="How many Cup medals did Ann Lee win ?", context=CONTEXT):
+    return f'1\t{question}\t1\tAnn Lee\tSwimming\t"{context}"\tNeutral\t\n'
+
+
+def write_dev(tmp_path, text):
+    (tmp_path / "Dev_set").mkdir(exist_ok=True)
+    (tmp_path / "Dev_set" / "dev_set.tsv").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def test_registered_with_every_split():
+    assert available_datasets()["temptabqa-c"] == (*SPLIT_FILES, "gold-sql")
+
+
+@pytest.mark.parametrize("split", list(ROWS))
+def test_every_split_loads_with_its_row_count(data_dir, split):
+    dataset = load_dataset("temptabqa-c", split, data_dir=data_dir)
+    assert len(dataset) == ROWS[split]
+    assert dataset.name == "temptabqa-c" and dataset.split == split and dataset.schema == "tables"
+    assert len({e.id for e in dataset}) == len(dataset)
+    for example in dataset:
+        assert example.question and example.context and example.answer
+        assert example.db_key == infobox.context_key(example.context)
+        assert example.metadata["question"].strip() == example.question
+        assert example.metadata["player_name"] and example.metadata["row"] >= 1
+        assert example.question_type == example.metadata["question_type"]
+    if split in ("easy", "medium", "hard"):
+        assert {e.difficulty for e in dataset} == {split.capitalize()}
+        assert {e.metadata["difficulty_source"] for e in dataset} == {"column", "file"}
+    else:
+        assert {e.difficulty for e in dataset} == {None}
+    assert all((e.gold_sql is not None) == (split == "gold-sql") for e in dataset)
+
+
+def test_examples_keep_the_row_metadata(data_dir):
+    first = load_temptabqa_c("dev", data_dir)[0]
+    assert first.id == "dev-1"
+    assert first.question == "How many European Games Silver Medals did Linda Efler win ?"
+    assert first.answer == "0" and first.question_type == "1"
+    assert first.metadata["player_name"] == "Linda Efler"
+    assert first.metadata["sport_category"] == "Badminton" and first.metadata["popularity"] == "Neutral"
+    assert first.metadata["file"].endswith("Dev_set/dev_set.tsv") and first.metadata["line"] == 2
+
+
+@pytest.mark.parametrize("schema, table", [("tables", "Athlete"), ("flat", "Medals")])
+def test_database_is_built_from_the_context(data_dir, schema, table):
+    dataset = load_temptabqa_c("dev", data_dir, schema=schema)
+    example = dataset[0]
+    path = dataset.database(example)
+    assert path == infobox.database_for_context(example.context, schema)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    conn.close()
+    assert table in names
+
+
+def test_gold_sql_split_exposes_sqlite_gold(data_dir):
+    tables = load_gold_sql(data_dir)
+    assert all(e.gold_sql and e.metadata["gold_sql_mysql"] for e in tables)
+    assert {e.question_type for e in tables if e.metadata["gold_sql_correction"]} == {"55", "66", "75", "77"}
+    flat = load_dataset("temptabqa-c", "gold-sql", data_dir=data_dir, schema="flat")
+    assert all(e.gold_sql is None and e.metadata["gold_sql_tables"] for e in flat)
+
+
+def test_no_data_dir_names_the_argument_and_the_variable(monkeypatch):
+    monkeypatch.delenv("SQLENV_DATA_DIR", raising=False)
+    with pytest.raises(DatasetError, match="data_dir.*SQLENV_DATA_DIR"):
+        load_dataset("temptabqa-c", "dev")
+
+
+def test_environment_variable_is_used(data_dir, monkeypatch):
+    monkeypatch.setenv("SQLENV_DATA_DIR", str(data_dir))
+    assert len(load_dataset("temptabqa-c", "dev")) == 282
+
+
+def test_missing_file_names_the_file_and_both_sources(tmp_path):
+    with pytest.raises(DatasetError) as error:
+        load_temptabqa_c("hard", tmp_path)
+    message = str(error.value)
+    assert "Test_Dataset_with_Splits/Hard.tsv" in message
+    assert "data_dir" in message and "SQLENV_DATA_DIR" in message
+
+
+def test_row_with_missing_columns_names_file_and_row(tmp_path):
+    write_dev(tmp_path, HEADER + good_row() + "1\tHow many ?\t2\n")
+    with pytest.raises(DatasetError, match=r"dev_set\.tsv, row 2 \(line \d+\).*missing"):
+        load_temptabqa_c("dev", tmp_path)
+
+
+@pytest.mark.parametrize("row, column", [
+    (good_row(question="  "), "Questions"),
+    (good_row(context=""), "Context"),
+])
+def test_empty_question_or_context_names_file_row_and_column(tmp_path, row, column):
+    write_dev(tmp_path, HEADER + good_row() + row)
+    with pytest.raises(DatasetError, match=rf"dev_set\.tsv, row 2 .*{column}"):
+        load_temptabqa_c("dev", tmp_path)
+
+
+def test_missing_header_column_and_empty_file(tmp_path):
+    write_dev(tmp_path, HEADER.replace("Context", "Ctx") + good_row())
+    with pytest.raises(DatasetError, match=r"dev_set\.tsv: header lacks.*Context"):
+        load_temptabqa_c("dev", tmp_path)
+    write_dev(tmp_path, "")
+    with pytest.raises(DatasetError, match="empty"):
+        load_temptabqa_c("dev", tmp_path)
+
+
+def test_good_rows_load_and_blank_lines_are_skipped(tmp_path):
+    dataset = load_temptabqa_c("dev", write_dev(tmp_path, HEADER + good_row() + "\n" + good_row()))
+    assert [e.id for e in dataset] == ["dev-1", "dev-2"]
+    assert dataset[1].metadata["line"] == 9  # the first row spans lines 2-7 (a quoted multi-line context), 8 is blank
+
+
+def test_unknown_split_and_schema(tmp_path):
+    with pytest.raises(DatasetError, match="unknown split"):
+        load_dataset("temptabqa-c", "test", data_dir=tmp_path)
+    with pytest.raises(DatasetError, match="schema"):
+        load_temptabqa_c("dev", write_dev(tmp_path, HEADER + good_row()), schema="wide")
+
+
+def _run(sql, setup=""):
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(setup)
+    return conn.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize("mysql, expected", [
+    ("SELECT CONCAT('a', '-', 1)", [("a-1",)]),
+    ("SELECT YEAR('2021-03-04'), MONTH('2021-03-04'), DAY('2021-03-04')", [(2021, 3, 4)]),
+    ("SELECT TIMESTAMPDIFF(YEAR, '1995-09-23', '2015-09-22'), TIMESTAMPDIFF(YEAR, '1995-09-23', '2015-09-23')",
+     [(19, 20)]),
+    ("SELECT TIMESTAMPDIFF(MONTH, '2020-01-31', '2020-03-01'), TIMESTAMPDIFF(DAY, '2020-01-01', '2020-03-01')",
+     [(1, 60)]),
+    ("SELECT STR_TO_DATE('2020-01-05', '%Y-%m-%d')", [("2020-01-05",)]),
+    ("SELECT 7 / 2, 7 DIV 2", [(3.5, 3)]),
+    ("SELECT IF(1 > 0, 'Yes', 'No')", [("Yes",)]),
+])
+def test_mysql_functions_are_rewritten_for_sqlite(mysql, expected):
+    assert _run(mysql_to_sqlite(mysql)) == expected
+
+
+def test_mysql_to_sqlite_keeps_the_benchmark_query_shape():
+    sql = mysql_to_sqlite("SELECT t.name AS tournament_name, m.year FROM Medal m JOIN Tournament t "
+                          "ON m.format_id = t.tournament_id WHERE a.name = 'Rubén' LIMIT 1, 2;\r\n", pretty=False)
+    assert sql == ("SELECT t.name AS tournament_name, m.year FROM Medal AS m JOIN Tournament AS t "
+                   "ON m.format_id = t.tournament_id WHERE a.name = 'Rubén' LIMIT 2 OFFSET 1")
+    with pytest.raises(ValueError, match="one SQL statement"):
+        mysql_to_sqlite("SELECT 1; SELECT 2")
