@@ -350,26 +350,17 @@ def gold_sql_only(dataset):
 
 
 def load_eval_dataset(name: str, split: str | None, data_dir: str | None, schema: str, gold_sql: bool):
-    """The dataset to evaluate; ``gold_sql`` selects the questions with gold SQL.
+    """The dataset to evaluate; ``gold_sql`` keeps only the questions that carry gold SQL.
 
-    For TempTabQA-C, ``gold_sql`` with no split means the benchmark's 47 gold-SQL samples (one per
-    question type, from ``One_Sample_Per_Question_Template.csv``) as its loader exposes them.
+    For TempTabQA-C, ``gold_sql`` with no split is its ``gold-sql`` split: the benchmark's 47
+    gold-SQL samples (one per question type, ``One_Sample_Per_Question_Template.csv``). Their
+    gold SQL is written for the five-table schema; with ``schema="flat"`` they carry none.
     """
-    from sqlenv.datasets import available_datasets, load_dataset
+    from sqlenv.datasets import load_dataset
 
     if gold_sql and name == "temptabqa-c" and split is None:
-        splits = available_datasets().get(name, ())
-        for candidate in ("gold", "gold_sql", "gold-sql", "samples", "one_sample"):
-            if candidate in splits:
-                return load_dataset(name, split=candidate, data_dir=data_dir, schema=schema)
-        from sqlenv.datasets import temptabqa_c
-
-        for fn in ("load_gold_sql", "gold_sql_samples", "load_gold_samples", "load_samples"):
-            if hasattr(temptabqa_c, fn):
-                dataset = getattr(temptabqa_c, fn)(data_dir=data_dir, schema=schema)
-                return gold_sql_only(dataset)
-        raise SystemExit("the temptabqa-c loader exposes no gold-SQL samples; pass --split to filter a split")
-    dataset = load_dataset(name, split=split, data_dir=data_dir, schema=schema)
+        return load_dataset(name, split="gold-sql", data_dir=data_dir, schema=schema)
+    dataset = load_dataset(name, split=split or "dev", data_dir=data_dir, schema=schema)
     return gold_sql_only(dataset) if gold_sql else dataset
 
 
@@ -384,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--policy", default="oracle",
                    help="oracle, constant, template, zero-shot, few-shot, or the path of a trained adapter folder")
     g.add_argument("--dataset", default="generated", help="dataset name (python -m sqlenv datasets)")
-    g.add_argument("--split", default=None, help="split (default: dev; with --gold-sql on temptabqa-c: its gold-SQL samples)")
+    g.add_argument("--split", default=None,
+                   help="split (default: dev; with --gold-sql on temptabqa-c: its 47 gold-SQL samples, split gold-sql)")
     g.add_argument("--schema", default="tables", choices=["tables", "flat"], help="database schema variant")
     g.add_argument("--data-dir", default=None, help="dataset folder (default: $SQLENV_DATA_DIR)")
     g.add_argument("--gold-sql", action="store_true",
@@ -423,12 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sqlenv.datasets import DatasetError
     from sqlenv.env import TextToSQLEnv
 
-    split = args.split if (args.split is not None or (args.gold_sql and args.dataset == "temptabqa-c")) else "dev"
     try:
-        dataset = load_eval_dataset(args.dataset, split, args.data_dir, args.schema, args.gold_sql)
-    except DatasetError as exc:
+        dataset = load_eval_dataset(args.dataset, args.split, args.data_dir, args.schema, args.gold_sql)
+        env = TextToSQLEnv(dataset=dataset, reward=args.reward, schema=args.schema, sample_rows=args.sample_rows)
+    except (DatasetError, ValueError) as exc:
         raise SystemExit(f"error: {exc}")
-    env = TextToSQLEnv(dataset=dataset, reward=args.reward, schema=args.schema, sample_rows=args.sample_rows)
     policy_kwargs: dict[str, Any] = {}
     if args.policy not in ("oracle", "constant", "template"):
         policy_kwargs = dict(model=args.model, adapter=args.adapter, few_shot=args.few_shot, device=args.device,
