@@ -167,3 +167,13 @@ def test_vector_env_same_step_autoreset(mode):
         assert terminated.all() and rewards[1] == -1.0
         assert len(obs["question"]) == 2
     envs.close()
+
+
+def test_dataset_subset_keeps_scoring():
+    from sqlenv import load_dataset
+
+    ds = load_dataset("generated", split="dev")
+    sub = ds.subset([3, 1])
+    assert len(sub) == 2 and sub[0] is ds[3] and sub.database(sub[1]) == ds.database(ds[1])
+    with pytest.raises(TypeError, match="subset"):
+        ds[0:2]

@@ -59,6 +59,14 @@ class Dataset(Sequence[Example]):
     def __iter__(self) -> Iterator[Example]:
         return iter(self.examples)
 
+    def subset(self, indices) -> "Dataset":
+        """A copy of this dataset holding only ``indices`` (same databases, same scoring)."""
+        import copy
+
+        clone = copy.copy(self)
+        clone.examples = [self.examples[i] for i in indices]
+        return clone
+
     def database(self, example: Example) -> Path:
         raise NotImplementedError
 
