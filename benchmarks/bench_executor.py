@@ -1,0 +1,152 @@
+"""Executor overhead and worker speed-up.
+
+    .venv/bin/python benchmarks/bench_executor.py ratio     # Executor.execute vs raw sqlite3, small queries
+    .venv/bin/python benchmarks/bench_executor.py group     # execute_group: 2 workers vs serial, 8 heavy queries
+
+ratio: for each query, the best of `--repeats` timings of `--number` calls of
+  executor  Executor().execute(db, sql)            (cached connection, authorizer, caps, ExecutionResult)
+  raw       cursor.execute(sql).fetchall()          on sqlite3.connect(db), the plain way
+  raw_same  cursor.execute(sql).fetchall()          on a connection opened exactly as the Executor opens it
+            (mode=ro&immutable=1, limits, authorizer, progress handler): isolates the Python-side overhead.
+  --cpu times with process_time, which a busy shared machine disturbs less than wall time.
+group: wall time of execute_group(db, sqls) with workers=0 and workers=2 on a warm pool, best of --repeats.
+Builds its own databases in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sqlenv.executor import Executor, ExecutorConfig, _open  # noqa: E402
+
+
+def build_infobox_db(path: str) -> None:
+    """A small five-table database shaped like one infobox (the env's common case)."""
+    rng = random.Random(0)
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE Athlete(athlete_id INTEGER PRIMARY KEY, name TEXT);
+        CREATE TABLE Tournament(tournament_id INTEGER PRIMARY KEY, athlete_id INTEGER, name TEXT);
+        CREATE TABLE Format(format_id INTEGER PRIMARY KEY, tournament_id INTEGER, name TEXT);
+        CREATE TABLE Medal(medal_id INTEGER PRIMARY KEY, format_id INTEGER, type TEXT, year INTEGER, location TEXT);
+        CREATE TABLE PersonalInformation(info_id INTEGER PRIMARY KEY, athlete_id INTEGER, birth_year INTEGER,
+                                         birth_month TEXT, birth_day INTEGER);
+        INSERT INTO Athlete VALUES (1, 'Jane Doe');
+        INSERT INTO PersonalInformation VALUES (1, 1, 1980, 'March', 3);
+    """)
+    for t in range(1, 5):
+        conn.execute("INSERT INTO Tournament VALUES (?, 1, ?)", (t, f"Tournament {t}"))
+        for f in range(1, 4):
+            conn.execute("INSERT INTO Format VALUES (?, ?, ?)", (t * 10 + f, t, f"Format {f}"))
+    for m in range(40):
+        conn.execute("INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
+                     (m, rng.randint(1, 4) * 10 + rng.randint(1, 3),
+                      rng.choice(["MedalGold", "MedalSilver", "MedalBronze"]),
+                      rng.randint(1998, 2016), rng.choice(["Paris", "Tokyo", "Rome", "Oslo"])))
+    conn.commit()
+    conn.close()
+
+
+def build_medal_db(path: str, rows: int = 3000) -> None:
+    rng = random.Random(0)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE Medal(medal_id INTEGER PRIMARY KEY, format_id INTEGER, type TEXT, year INTEGER, "
+                 "location TEXT)")
+    conn.executemany("INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
+                     [(i, i % 50, rng.choice(["MedalGold", "MedalSilver", "MedalBronze"]), 1950 + i % 70,
+                       rng.choice(["Paris", "Tokyo", "Rome", "Oslo"])) for i in range(rows)])
+    conn.commit()
+    conn.close()
+
+
+SMALL_QUERIES = [  # (database, sql)
+    ("infobox", "SELECT name FROM Athlete"),
+    ("infobox", "SELECT birth_year FROM PersonalInformation WHERE athlete_id = 1"),
+    ("infobox", "SELECT COUNT(*) FROM Medal WHERE type = 'MedalGold'"),
+    ("infobox", "SELECT MIN(year) FROM Medal WHERE location = 'Paris'"),
+    ("infobox", "SELECT DISTINCT T.name FROM Tournament T JOIN Format F ON F.tournament_id = T.tournament_id "
+                "JOIN Medal M ON M.format_id = F.format_id WHERE M.type = 'MedalGold' AND M.year > 2005"),
+    ("infobox", "SELECT year, location FROM Medal ORDER BY year"),
+    ("medal", "SELECT type FROM Medal WHERE medal_id = 17"),
+    ("medal", "SELECT type, COUNT(*) FROM Medal GROUP BY type"),
+]
+
+
+def best_of(fn, number: int, repeats: int, clock=time.perf_counter) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = clock()
+        for _ in range(number):
+            fn()
+        best = min(best, (clock() - start) / number)
+    return best
+
+
+def bench_ratio(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        dbs = {"infobox": os.path.join(tmp, "infobox.sqlite"), "medal": os.path.join(tmp, "medal.sqlite")}
+        build_infobox_db(dbs["infobox"])
+        build_medal_db(dbs["medal"])
+        executor = Executor()
+        plain = {k: sqlite3.connect(v) for k, v in dbs.items()}
+        same = {k: _open(v, (), executor.config) for k, v in dbs.items()}
+        for entry in same.values():
+            entry.deadline = float("inf")
+        print(f"{'query':<70} {'executor':>9} {'raw':>9} {'raw_same':>9} {'ratio':>6} {'ratio_same':>10}")
+        totals = [0.0, 0.0, 0.0]
+        for db, sql in SMALL_QUERIES:
+            path = dbs[db]
+            assert executor.execute(path, sql).ok
+            raw_conn, same_conn = plain[db], same[db].conn
+            clock = time.process_time if args.cpu else time.perf_counter
+            t_ex = best_of(lambda: executor.execute(path, sql), args.number, args.repeats, clock)
+            t_raw = best_of(lambda: raw_conn.execute(sql).fetchall(), args.number, args.repeats, clock)
+            t_same = best_of(lambda: same_conn.execute(sql).fetchall(), args.number, args.repeats, clock)
+            totals = [totals[0] + t_ex, totals[1] + t_raw, totals[2] + t_same]
+            print(f"{(db + ': ' + sql)[:70]:<70} {t_ex * 1e6:8.1f}u {t_raw * 1e6:8.1f}u {t_same * 1e6:8.1f}u "
+                  f"{t_ex / t_raw:6.2f} {t_ex / t_same:10.2f}")
+        print(f"{'TOTAL (sum of per-query times)':<70} {totals[0] * 1e6:8.1f}u {totals[1] * 1e6:8.1f}u "
+              f"{totals[2] * 1e6:8.1f}u {totals[0] / totals[1]:6.2f} {totals[0] / totals[2]:10.2f}")
+        executor.close()
+
+
+def bench_group(args) -> None:
+    heavy = [f"SELECT COUNT(*) FROM Medal a JOIN Medal b ON a.year = b.year + {k} WHERE a.type <> b.type"
+             for k in range(8)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "medal.sqlite")
+        build_medal_db(path, rows=args.rows)
+        with Executor(ExecutorConfig(timeout=30.0)) as executor:
+            one = best_of(lambda: executor.execute(path, heavy[0]), 1, 3)
+            print(f"one heavy query: {one * 1e3:.1f} ms; group of {len(heavy)}")
+            assert all(r.ok for r in executor.execute_group(path, heavy, workers=2))  # warm the pool
+            serial = best_of(lambda: executor.execute_group(path, heavy), 1, args.repeats)
+            pooled = best_of(lambda: executor.execute_group(path, heavy, workers=2), 1, args.repeats)
+            check = executor.execute_group(path, heavy, workers=2)
+            assert [r.rows for r in check] == [r.rows for r in executor.execute_group(path, heavy)]
+        print(f"serial (workers=0): {serial * 1e3:.1f} ms   workers=2: {pooled * 1e3:.1f} ms   "
+              f"speed-up: {serial / pooled:.2f}x   (os.cpu_count()={os.cpu_count()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["ratio", "group"])
+    parser.add_argument("--number", type=int, default=2000, help="calls per timing (ratio)")
+    parser.add_argument("--repeats", type=int, default=5, help="timings; the best is kept")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time with process_time (CPU time: steadier on a loaded machine) instead of wall time")
+    parser.add_argument("--rows", type=int, default=3000, help="Medal rows (group)")
+    args = parser.parse_args()
+    bench_ratio(args) if args.what == "ratio" else bench_group(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""
+Persistent worker processes for `Executor.execute_group(..., workers=N)`.
+
+Each worker is a fresh interpreter (`python sqlenv/_worker.py FD_IN FD_OUT CONFIG`), the equivalent of
+multiprocessing's "spawn" start method without its one drawback here: spawn re-imports the caller's
+`__main__` module in every child, and the training script's `__main__` imports torch. The worker loads
+only `executor.py` (by file path, so not even `sqlenv/__init__.py`), caps SQLite's heap, ignores SIGINT
+(the parent shuts it down) and answers queries over a pair of pipes framed by
+`multiprocessing.connection.Connection` until it reads `None` or end-of-file (the parent is gone).
+
+The parent side (`WorkerPool`) dispatches one query at a time to each idle worker, waits with
+`multiprocessing.connection.wait` until a reply or the earliest hard deadline, and kills and replaces a
+worker that is late or dead. No threads. Workers are stopped by `close()`, and by a `weakref.finalize`
+hook when the pool is garbage-collected or the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":  # run as a script: don't let sqlenv/ shadow top-level modules
+    sys.path.pop(0)
+
+import json
+import os
+import signal
+import subprocess
+import time
+import weakref
+from collections import deque
+from dataclasses import asdict
+from multiprocessing.connection import Connection, wait
+
+STARTUP_TIMEOUT = 20.0  # seconds a fresh worker may take to report ready
+STOP_TIMEOUT = 1.0
+MAX_FAILED_STARTS = 3  # consecutive workers that die before reporting ready: stop replacing them  # seconds a worker gets to exit after the stop message before it is killed
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# --------------------------------------------------------------------------- child side
+
+def _load_executor_module():
+    """Import executor.py by path under a private name (skips sqlenv/__init__ and its imports)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_sqlenv_worker_executor", os.path.join(_HERE, "executor.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _child_main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fd_in, fd_out, config_json = int(argv[1]), int(argv[2]), argv[3]
+    inbox = Connection(fd_in, writable=False)
+    outbox = Connection(fd_out, readable=False)
+    executor_module = _load_executor_module()
+    config = executor_module.ExecutorConfig(**json.loads(config_json))
+    if config.worker_heap_limit:
+        import sqlite3
+
+        probe = sqlite3.connect(":memory:")
+        probe.execute(f"PRAGMA hard_heap_limit={int(config.worker_heap_limit)}")  # process-wide
+        probe.close()
+    executor = executor_module.Executor(config)
+    outbox.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = inbox.recv()
+        except (EOFError, OSError):
+            break
+        if message is None:
+            break
+        task_id, db_path, sql, budget = message
+        result = executor._execute(db_path, sql, budget)
+        try:
+            outbox.send((task_id, result.rows, result.columns, result.error, result.message, result.elapsed))
+        except (BrokenPipeError, OSError):
+            break
+        except Exception as exc:  # unpicklable value (should not happen with sqlite types)
+            outbox.send((task_id, (), (), "other", f"result could not be sent: {exc!r}", result.elapsed))
+    executor.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- parent side
+
+class _Worker:
+    __slots__ = ("proc", "inbox", "outbox", "ready", "started", "task", "dispatched", "kill_at")
+
+    def __init__(self, config_json: str):
+        child_in, parent_out = os.pipe()
+        parent_in, child_out = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, os.path.join(_HERE, "_worker.py"), str(child_in), str(child_out), config_json],
+                pass_fds=(child_in, child_out), stdin=subprocess.DEVNULL, close_fds=True,
+            )
+        except BaseException:
+            for fd in (child_in, parent_out, parent_in, child_out):
+                os.close(fd)
+            raise
+        os.close(child_in)
+        os.close(child_out)
+        self.inbox = Connection(parent_in, writable=False)  # replies from the worker
+        self.outbox = Connection(parent_out, readable=False)  # tasks to the worker
+        self.ready = False
+        self.started = time.perf_counter()
+        self.task = None  # index of the query it is running
+        self.dispatched = 0.0
+        self.kill_at = 0.0
+
+    def stop(self, graceful: bool) -> int | None:
+        """Stop the process (politely if graceful), reap it, close both pipes. Returns its exit code."""
+        if graceful:
+            try:
+                self.outbox.send(None)
+            except Exception:
+                graceful = False
+        try:
+            if graceful:
+                try:
+                    self.proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        except Exception:
+            pass
+        for conn in (self.inbox, self.outbox):
+            try:
+                conn.close()
+            except Exception:
+                pass
+        return self.proc.returncode
+
+
+def _stop_all(workers: list, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:  # a forked child must not touch its parent's workers
+        return
+    for worker in workers:
+        worker.stop(graceful=True)
+    workers.clear()
+
+
+class WorkerPool:
+    """N persistent worker processes, each with its own Executor; see the module docstring."""
+
+    def __init__(self, config, size: int):
+        self.config = config
+        self._config_json = json.dumps(asdict(config))
+        self._workers: list[_Worker] = []
+        self._task_ids = 0
+        self._failed_starts = 0
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers, os.getpid())
+        self.resize(size)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
+
+    def resize(self, size: int) -> None:
+        while len(self._workers) < size:
+            self._workers.append(_Worker(self._config_json))
+        while len(self._workers) > size:
+            self._workers.pop().stop(graceful=True)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def _replace(self, worker: _Worker, failed_start: bool = False) -> int | None:
+        """Kill `worker` and start another in its place (none after repeated failed starts)."""
+        code = worker.stop(graceful=False)
+        self._failed_starts = self._failed_starts + 1 if failed_start else self._failed_starts
+        index = self._workers.index(worker)
+        if self._failed_starts > MAX_FAILED_STARTS:
+            del self._workers[index]
+            return code
+        try:
+            self._workers[index] = _Worker(self._config_json)
+        except Exception:
+            del self._workers[index]  # could not start one; the others go on
+        return code
+
+    def run(self, db_path, sqls: list, end: float | None, fallback) -> list:
+        """Run sqls across the workers; results in order. `fallback` (an Executor) runs what no worker can."""
+        from sqlenv.executor import ExecutionResult
+
+        config = self.config
+        results: list = [None] * len(sqls)
+        try:
+            path = os.fspath(db_path)
+        except TypeError as exc:
+            return [ExecutionResult(error="other", message=f"cannot open database {db_path!r}: {exc}")] * len(sqls)
+        for index, sql in enumerate(sqls):  # what needs no worker is answered here at once
+            if type(sql) is not str or len(sql) > config.max_sql_length:
+                results[index] = fallback._execute(path, sql, config.timeout)
+        pending = deque(i for i in range(len(sqls)) if results[i] is None)
+        late = "group deadline passed before this query ran"
+
+        while True:
+            now = time.perf_counter()
+            for worker in list(self._workers):  # dead idle workers, or ones that never started
+                if worker.task is None and worker.proc.poll() is not None:
+                    self._replace(worker, failed_start=not worker.ready)
+                elif not worker.ready and now - worker.started > STARTUP_TIMEOUT:
+                    self._replace(worker, failed_start=True)
+            if end is not None and now >= end:  # the whole call's deadline
+                for worker in [w for w in self._workers if w.task is not None]:
+                    results[worker.task] = ExecutionResult(
+                        error="timeout", message="group deadline passed while this query ran; worker killed",
+                        elapsed=now - worker.dispatched)
+                    self._replace(worker)
+                for index in pending:
+                    results[index] = ExecutionResult(error="timeout", message=late)
+                break
+            for worker in self._workers:  # dispatch to idle, ready workers
+                if not pending:
+                    break
+                if worker.ready and worker.task is None:
+                    index = pending.popleft()
+                    budget = config.timeout if end is None else max(1e-3, min(config.timeout, end - now))
+                    self._task_ids += 1
+                    try:
+                        worker.outbox.send((self._task_ids, path, sqls[index], budget))
+                    except Exception:  # it died while idle
+                        pending.appendleft(index)
+                        worker.task = -1  # not dispatchable until replaced below
+                        continue
+                    worker.task = index
+                    worker.dispatched = now
+                    worker.kill_at = now + budget + config.kill_grace
+            for worker in [w for w in self._workers if w.task == -1]:
+                worker.task = None
+                self._replace(worker)
+            busy = [w for w in self._workers if w.task is not None]
+            starting = [w for w in self._workers if not w.ready]
+            if not busy and not pending:
+                break
+            if not busy and not starting and not any(w.ready for w in self._workers):
+                for index in pending:  # no worker could be started at all: run the rest here
+                    budget = config.timeout if end is None else min(config.timeout, end - time.perf_counter())
+                    results[index] = (fallback._execute(path, sqls[index], budget) if budget > 0
+                                      else ExecutionResult(error="timeout", message=late))
+                break
+            # Sleep until a reply, a ready message, or the earliest deadline.
+            wake = [w.kill_at for w in busy] + [w.started + STARTUP_TIMEOUT for w in starting]
+            if end is not None:
+                wake.append(end)
+            watched = {id(w.inbox): w for w in busy + starting}
+            readable = wait([w.inbox for w in busy + starting], max(0.0, min(wake) - time.perf_counter()))
+            answered = set()
+            for conn in readable:
+                worker = watched[id(conn)]
+                answered.add(id(worker))
+                try:
+                    message = worker.inbox.recv()
+                except Exception:  # end of file: the worker died
+                    index = worker.task
+                    code = self._replace(worker, failed_start=not worker.ready)
+                    if index is not None:
+                        results[index] = ExecutionResult(
+                            error="other", message=f"worker process died while running this query (exit code {code})",
+                            elapsed=time.perf_counter() - worker.dispatched)
+                    continue
+                if not worker.ready:
+                    if isinstance(message, tuple) and message[:1] == ("ready",):
+                        worker.ready = True
+                        self._failed_starts = 0
+                    else:
+                        self._replace(worker, failed_start=True)
+                    continue
+                _, rows, columns, error, text, elapsed = message
+                results[worker.task] = ExecutionResult(rows, columns, error, text, elapsed)
+                worker.task = None
+            now = time.perf_counter()
+            for worker in busy:  # late answers: kill, replace, report a timeout
+                if id(worker) not in answered and worker.task is not None and now >= worker.kill_at:
+                    index = worker.task
+                    self._replace(worker)
+                    results[index] = ExecutionResult(
+                        error="timeout", elapsed=now - worker.dispatched,
+                        message=f"worker did not answer within {worker.kill_at - worker.dispatched:.3g} s; killed")
+        return results
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv))

@@ -1,0 +1,532 @@
+"""
+Run untrusted SQL (written by a policy under RL) against a SQLite file and return a result object.
+
+`Executor.execute` never raises: every failure, whatever the input, comes back as an `ExecutionResult`
+whose `error` is one of `ERROR_KINDS` (`None` on success). Modelled on nanochat's `execution.py`.
+
+What is covered:
+- Read-only by construction, three layers deep: the file is opened through a `file:...?mode=ro&immutable=1`
+  URI (no locks, no journal, nothing ever created beside it), `PRAGMA query_only=ON` is set, and an
+  authorizer allows only SELECT, READ, recursive CTEs and functions. Everything else is refused at
+  prepare time, before anything runs: INSERT/UPDATE/DELETE/REPLACE, all DDL, ATTACH/DETACH (so
+  `VACUUM INTO` cannot create a file), PRAGMA, BEGIN/COMMIT/SAVEPOINT, ANALYZE, REINDEX, virtual-table
+  creation and table-valued functions (json_each, pragma_*, dbstat, sqlite_stmt). -> "forbidden"
+- Dangerous or internal functions are refused: load_extension, fts3_tokenizer (leaks and sets C
+  pointers), the fts5/rtree introspection helpers and every sqlite_* function. Extension loading is
+  also off at the connection level. -> "forbidden"
+- A time budget (`timeout`): a progress handler aborts the statement once the deadline passes
+  (runaway recursive CTEs, cartesian products, huge sorts); the connection stays usable. -> "timeout"
+- Result size: at most `max_rows` rows and `max_bytes` bytes (Python memory of the values, counted while
+  fetching in chunks sized so that one chunk cannot overshoot by much). -> "too_large"
+- SQLite limits: one value (string/blob, so randomblob/zeroblob/printf/group_concat) is capped at
+  `max_value_bytes`, plus caps on SQL length, expression depth, compound SELECT terms, columns,
+  function arguments, LIKE patterns, bound variables and attached databases (0). -> "too_large"
+- Exactly one statement: a second statement after `;` is never prepared (the tokenizer-aware check of
+  the sqlite3 module; `;` inside strings and comments is fine, so are trailing `;`, whitespace and
+  comments). -> "multiple_statements"
+- Malformed input: non-str SQL -> "other"; NUL bytes, lone surrogates (not UTF-8 encodable), empty SQL
+  -> "syntax"; SQL longer than `max_sql_length` -> "too_large". sqlite error messages map to kinds in
+  `_classify`.
+- Connections are cached per path (LRU, `max_connections`), so repeated queries pay no open cost; the
+  file's identity (inode, size, mtime) is checked on every call and a replaced file is reopened.
+- `execute_group(..., workers=N)` runs a group in N persistent worker processes (fresh interpreters,
+  each with its own Executor). A worker that does not answer by its hard deadline (the query budget plus
+  `kill_grace`) or by the group `deadline` is killed and replaced; that sample comes back as "timeout"
+  (or "other" if the worker died). The workers also cap SQLite's heap (`worker_heap_limit`).
+
+What is not covered:
+- Not an OS sandbox: a bug in SQLite's C code reachable from a SELECT could still crash or compromise the
+  process. Use `workers>0` to keep such crashes out of the training process.
+- In-process (`workers=0`) the timeout is cooperative: it is checked every `progress_steps` virtual-machine
+  instructions, so one very slow instruction (a big sort, a large blob copy) can overrun the budget,
+  and SQLite's own memory is not capped (each value is, and the result is). Workers add a hard kill and a
+  heap cap.
+- The sorter may spill to temporary files while a heavy query runs (bounded by the time budget; SQLite
+  deletes them).
+- The database must not be rewritten in place while it is open (`immutable=1`); atomic replacement
+  (write + rename), as `infobox.build_database` does, is detected and handled. WAL-mode databases are read
+  without their WAL.
+- Nondeterministic functions (random, randomblob, current_timestamp) are allowed.
+- One Executor may be shared by threads (a lock serialises its calls), but not across fork: a forked
+  child starts with an empty cache and pool.
+"""
+
+from __future__ import annotations
+
+import collections
+import marshal
+import math
+import os
+import sqlite3
+import sys
+import threading
+import time
+import urllib.parse
+import weakref
+from dataclasses import asdict, dataclass
+from itertools import chain
+from typing import Sequence
+
+__all__ = ["ERROR_KINDS", "ExecutionResult", "ExecutorConfig", "Executor", "execute"]
+
+ERROR_KINDS = (
+    "syntax",
+    "no_such_table",
+    "no_such_column",
+    "timeout",
+    "too_large",
+    "forbidden",
+    "multiple_statements",
+    "other",
+)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What one SQL statement produced: rows and column names on success, else an error kind and message."""
+
+    rows: tuple[tuple, ...] = ()
+    columns: tuple[str, ...] = ()
+    error: str | None = None  # None on success, else one of ERROR_KINDS
+    message: str = ""  # the error message ("" on success)
+    elapsed: float = 0.0  # seconds spent in execute()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ExecutorConfig:
+    """Budgets for one query. The first four fields are the interface contract; the rest are tuning."""
+
+    timeout: float = 1.0
+    """Seconds a query may run before it is aborted ("timeout")."""
+    max_rows: int = 10_000
+    """Most rows a result may have ("too_large" beyond)."""
+    max_bytes: int = 8_000_000
+    """Most bytes a result may hold, as Python memory of its values ("too_large" beyond)."""
+    max_sql_length: int = 100_000
+    """Most characters of SQL accepted ("too_large" beyond)."""
+    max_value_bytes: int = 100_000
+    """Largest single string or blob SQLite may build (SQLITE_LIMIT_LENGTH), capped at max_bytes. Fetch chunks
+    are sized so that even rows of such values overshoot max_bytes by at most one row."""
+    max_connections: int = 64
+    """Open read-only connections kept per Executor (least recently used are closed)."""
+    progress_steps: int = 1000
+    """SQLite VM instructions between deadline checks (smaller: sharper timeouts, more overhead)."""
+    kill_grace: float = 0.5
+    """Workers only: seconds past the query budget before an unresponsive worker is killed."""
+    worker_heap_limit: int = 1 << 30
+    """Workers only: SQLite's hard heap limit in each worker process, bytes (0 = none)."""
+
+    def __post_init__(self):
+        for name in ("timeout", "max_rows", "max_bytes", "max_sql_length", "max_value_bytes",
+                     "max_connections", "progress_steps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"ExecutorConfig.{name} must be a positive number, got {value!r}")
+        if self.kill_grace < 0 or self.worker_heap_limit < 0:
+            raise ValueError("ExecutorConfig.kill_grace and worker_heap_limit must be >= 0")
+
+
+_now = time.perf_counter
+_new = object.__new__
+
+
+def _result(rows, columns, error, message, elapsed) -> ExecutionResult:
+    """ExecutionResult(...) without the frozen dataclass's __init__ (1.3 us of the hot path)."""
+    result = _new(ExecutionResult)
+    fields = result.__dict__
+    fields["rows"] = rows
+    fields["columns"] = columns
+    fields["error"] = error
+    fields["message"] = message
+    fields["elapsed"] = elapsed
+    return result
+
+
+# --------------------------------------------------------------------------- authorizer
+
+_OK, _DENY = sqlite3.SQLITE_OK, sqlite3.SQLITE_DENY
+_READ, _SELECT, _FUNCTION = sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION
+_RECURSIVE = getattr(sqlite3, "SQLITE_RECURSIVE", 33)
+_DENIED_FUNCTIONS = frozenset({
+    "load_extension", "fts3_tokenizer", "fts5", "fts5_source_id", "optimize", "matchinfo", "offsets",
+    "snippet", "highlight", "bm25", "rtreenode", "rtreedepth", "rtreecheck",
+    # Not in the stock build, refused should one appear (the sqlite3 shell's file functions).
+    "readfile", "writefile", "edit", "fsdir", "sqlar_compress", "sqlar_uncompress", "zipfile",
+})
+
+
+def _authorizer(action, arg1, arg2, db_name, source):
+    """Allow reads, SELECTs, recursive CTEs and safe functions; deny everything else at prepare time."""
+    if action == _READ or action == _SELECT or action == _RECURSIVE:
+        return _OK
+    if action == _FUNCTION:
+        name = (arg2 or "").lower()
+        if name in _DENIED_FUNCTIONS or name.startswith("sqlite_"):
+            return _DENY
+        return _OK
+    # Writes, DDL, ATTACH/DETACH, PRAGMA, transactions, ANALYZE, REINDEX, and the implicit UPDATE of
+    # sqlite_master that declaring a table-valued function (eponymous virtual table) performs.
+    return _DENY
+
+
+# --------------------------------------------------------------------------- errors
+
+_RULES = (  # (substring of the lower-cased message, kind); first match wins
+    ("interrupted", "timeout"),
+    ("one statement at a time", "multiple_statements"),
+    ("not authorized", "forbidden"),
+    ("prohibited", "forbidden"),
+    ("readonly database", "forbidden"),
+    ("vtable constructor failed", "forbidden"),
+    ("authorization denied", "forbidden"),
+    ("no such table", "no_such_table"),
+    ("no such column", "no_such_column"),
+    ("syntax error", "syntax"),
+    ("incomplete input", "syntax"),
+    ("unrecognized token", "syntax"),
+    ("null character", "syntax"),
+    ("too big", "too_large"),
+    ("too large", "too_large"),
+    ("too long", "too_large"),
+    ("too many", "too_large"),
+    ("stack overflow", "too_large"),
+    ("out of memory", "too_large"),
+)
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """Map an exception raised while running SQL to (error kind, message)."""
+    if isinstance(exc, MemoryError):
+        return "too_large", "out of memory"
+    if isinstance(exc, UnicodeError):
+        return "syntax", f"SQL is not valid UTF-8 text: {exc}"
+    if isinstance(exc, RecursionError):
+        return "too_large", f"too deeply nested: {exc}"
+    message = str(exc) or type(exc).__name__
+    low = message.lower()
+    for needle, kind in _RULES:
+        if needle in low:
+            return kind, message
+    return "other", message
+
+
+def _strip_trailing_semicolons(sql: str) -> str:
+    return sql.rstrip(" \t\r\n\f;")
+
+
+# --------------------------------------------------------------------------- connections
+
+class _Entry:
+    """A cached read-only connection, the file identity it was opened on, and the running deadline."""
+
+    __slots__ = ("conn", "identity", "deadline", "__weakref__")
+
+    def __init__(self, conn, identity):
+        self.conn = conn
+        self.identity = identity
+        self.deadline = 0.0
+
+
+_LIMITS = (  # (limit name, value or a function of the config)
+    ("SQLITE_LIMIT_LENGTH", lambda c: max(1, min(c.max_value_bytes, c.max_bytes))),
+    ("SQLITE_LIMIT_SQL_LENGTH", lambda c: 4 * c.max_sql_length + 16),  # bytes; chars checked first
+    ("SQLITE_LIMIT_COLUMN", 100),
+    ("SQLITE_LIMIT_EXPR_DEPTH", 100),
+    ("SQLITE_LIMIT_COMPOUND_SELECT", 50),
+    ("SQLITE_LIMIT_VDBE_OP", 250_000),
+    ("SQLITE_LIMIT_FUNCTION_ARG", 32),
+    ("SQLITE_LIMIT_ATTACHED", 0),
+    ("SQLITE_LIMIT_LIKE_PATTERN_LENGTH", 10_000),
+    ("SQLITE_LIMIT_VARIABLE_NUMBER", 100),
+    ("SQLITE_LIMIT_TRIGGER_DEPTH", 1),
+    ("SQLITE_LIMIT_WORKER_THREADS", 0),
+)
+
+
+def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                           cached_statements=256)
+    try:
+        if hasattr(conn, "enable_load_extension"):  # absent when Python was built without it
+            conn.enable_load_extension(False)
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA trusted_schema=OFF")
+        if hasattr(conn, "setlimit"):  # Python >= 3.11
+            for name, value in _LIMITS:
+                category = getattr(sqlite3, name, None)
+                if category is not None:
+                    conn.setlimit(category, value(config) if callable(value) else value)
+        entry = _Entry(conn, identity)
+        conn.set_authorizer(_authorizer)  # last: our own PRAGMAs above would be refused
+        now = time.perf_counter
+
+        def past_deadline(entry_ref=weakref.ref(entry)) -> bool:
+            current = entry_ref()
+            return current is None or now() > current.deadline
+
+        conn.set_progress_handler(past_deadline, config.progress_steps)
+        return entry
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _byte_size(rows: list) -> int:
+    """Bytes of the values in `rows`: the length of their marshal encoding (C speed, about 10% of a fetch)."""
+    try:
+        return len(marshal.dumps(rows))
+    except ValueError:  # a type marshal does not know (only with custom converters)
+        return sum(map(sys.getsizeof, chain.from_iterable(rows)))
+
+
+# --------------------------------------------------------------------------- executor
+
+class Executor:
+    """Runs untrusted SELECTs against SQLite files; `execute` never raises (see the module docstring).
+
+    >>> with Executor(ExecutorConfig(timeout=0.5)) as ex:
+    ...     result = ex.execute("db.sqlite", "SELECT name FROM Athlete")
+    """
+
+    def __init__(self, config: ExecutorConfig | None = None, **config_kwargs):
+        if config is None:
+            config = ExecutorConfig(**config_kwargs)
+        elif config_kwargs:
+            config = ExecutorConfig(**{**asdict(config), **config_kwargs})
+        self.config = config
+        self._cache: collections.OrderedDict[object, _Entry] = collections.OrderedDict()
+        self._lock = threading.RLock()
+        self._pool = None
+        self._pid = os.getpid()
+        self._max_rows, self._max_bytes = config.max_rows, config.max_bytes
+        # marshal bytes one value may take: SQLite's cap on a string or blob plus a little framing
+        self._value_room = max(1, min(config.max_value_bytes, config.max_bytes)) + 16
+
+    # -- public API
+
+    def execute(self, db_path, sql) -> ExecutionResult:
+        """Run one SELECT `sql` against the SQLite file `db_path`. Never raises."""
+        return self._execute(db_path, sql, self.config.timeout)
+
+    def execute_group(self, db_path, sqls: Sequence, workers: int = 0,
+                      deadline: float | None = None) -> list[ExecutionResult]:
+        """Run a group of SQL strings (a GRPO group) against one database; results in input order.
+
+        workers=0 runs them here, one after another. workers>0 runs them in that many persistent worker
+        processes (started on first use, kept for later calls): a worker that does not answer within
+        `timeout + kill_grace` seconds of getting its query, or dies, is killed and replaced, and its sample
+        comes back as "timeout" (or "other" naming the crash). `deadline`, in seconds from the call, bounds
+        the whole call: queries still running or not started by then come back as "timeout". Never raises.
+        """
+        start = time.perf_counter()
+        try:
+            sqls = list(sqls)
+            end = None if deadline is None else start + max(0.0, float(deadline))
+            n_workers = int(workers)
+        except Exception as exc:  # a bad argument is still a result, per query if we know how many
+            message = f"bad execute_group arguments: {exc!r}"
+            count = len(sqls) if isinstance(sqls, list) else 0
+            return [ExecutionResult(error="other", message=message)] * count
+        if n_workers <= 0 or len(sqls) == 0:
+            return self._execute_serial(db_path, sqls, end)
+        try:
+            with self._lock:
+                pool = self._get_pool(n_workers)
+                return pool.run(db_path, sqls, end, self)
+        except Exception as exc:  # pool trouble must not lose the group: fall back to in-process
+            results = self._execute_serial(db_path, sqls, end)
+            note = f" (worker pool failed: {exc!r}; ran in-process)"
+            return [r if r.ok else _replace_message(r, r.message + note) for r in results]
+
+    def close(self) -> None:
+        """Close every cached connection and stop the worker pool. The Executor stays usable."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+            entries = list(self._cache.values())
+            self._cache.clear()
+        for entry in entries:
+            try:
+                entry.conn.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- internals
+
+    def _execute_serial(self, db_path, sqls: list, end: float | None) -> list[ExecutionResult]:
+        results = []
+        timeout = self.config.timeout
+        for sql in sqls:
+            budget = timeout if end is None else min(timeout, end - time.perf_counter())
+            if budget <= 0:
+                results.append(ExecutionResult(error="timeout", message="group deadline passed before this query ran"))
+            else:
+                results.append(self._execute(db_path, sql, budget))
+        return results
+
+    def _execute(self, db_path, sql, budget: float) -> ExecutionResult:
+        """execute() with an explicit time budget in seconds (the group paths pass what is left)."""
+        start = _now()
+        try:
+            if type(sql) is not str:
+                if not isinstance(sql, str):
+                    return _result((), (), "other", f"SQL must be a str, got {type(sql).__name__}", _now() - start)
+                sql = str.__str__(sql)  # a str subclass: use the plain string, never its methods
+            if len(sql) > self.config.max_sql_length:
+                return _result((), (), "too_large", f"SQL is {len(sql)} characters long; the limit is "
+                               f"{self.config.max_sql_length}", _now() - start)
+            with self._lock:
+                entry = self._entry(db_path)
+                if type(entry) is str:
+                    return _result((), (), "other", entry, _now() - start)
+                entry.deadline = start + budget
+                try:
+                    rows, columns, error, message = self._run(entry.conn, sql)
+                finally:
+                    entry.deadline = 0.0
+            if error == "timeout" and not message:
+                message = f"query exceeded its {budget:.3g} s time budget"
+            return _result(rows, columns, error, message, _now() - start)
+        except Exception as exc:  # last resort: the contract is "never raises"
+            kind, message = _classify(exc)
+            return _result((), (), kind, message, _now() - start)
+
+    def _run(self, conn: sqlite3.Connection, sql: str):
+        """Execute and fetch under the caps. Returns (rows, columns, error, message)."""
+        try:
+            cursor = conn.execute(sql)
+        except sqlite3.ProgrammingError as exc:
+            kind, message = _classify(exc)
+            stripped = _strip_trailing_semicolons(sql)
+            if kind != "multiple_statements" or stripped == sql:
+                return (), (), kind, message
+            try:  # "SELECT 1;;" or "SELECT 1; ;": empty statements after the first are harmless
+                cursor = conn.execute(stripped)
+            except Exception as exc2:
+                return (), (), *_classify(exc2)
+        except Exception as exc:
+            kind, message = _classify(exc)
+            return (), (), kind, "" if kind == "timeout" else message
+        finished = False
+        try:
+            description = cursor.description
+            if description is None:
+                finished = True
+                return (), (), "syntax", "empty SQL statement: nothing to run"
+            columns = tuple([d[0] for d in description])
+            # A chunk is as many rows as fit in the byte budget even if every value were as large as SQLite
+            # allows; results that fit in the first chunk need no accounting at all.
+            per_row = len(columns) * self._value_room + 64
+            max_rows, max_bytes = self._max_rows, self._max_bytes
+            chunk = max(1, min(max_rows + 1, max_bytes // per_row, 1024))
+            rows = cursor.fetchmany(chunk)
+            if len(rows) < chunk:  # done: the sqlite3 module has already reset the statement
+                finished = True
+                if len(rows) * per_row > max_bytes and _byte_size(rows) > max_bytes:
+                    return (), columns, "too_large", f"result holds more than {max_bytes} bytes"
+                return tuple(rows), columns, None, ""
+            size = _byte_size(rows)
+            while True:
+                if len(rows) > max_rows:
+                    return (), columns, "too_large", f"result has more than {max_rows} rows"
+                if size > max_bytes:
+                    return (), columns, "too_large", f"result holds more than {max_bytes} bytes"
+                want = max(1, min(max_rows + 1 - len(rows), (max_bytes - size) // per_row, 4096))
+                more = cursor.fetchmany(want)
+                size += _byte_size(more)
+                rows.extend(more)
+                if len(more) < want:
+                    finished = True
+                    if len(rows) > max_rows:
+                        return (), columns, "too_large", f"result has more than {max_rows} rows"
+                    if size > max_bytes:
+                        return (), columns, "too_large", f"result holds more than {max_bytes} bytes"
+                    return tuple(rows), columns, None, ""
+        except Exception as exc:
+            kind, message = _classify(exc)
+            return (), (), kind, "" if kind == "timeout" else message
+        finally:
+            if not finished:
+                try:
+                    cursor.close()  # resets the unfinished statement
+                except Exception:
+                    pass
+
+    def _entry(self, db_path):
+        """The cached connection for db_path (opened or reopened as needed), or an error message."""
+        if self._pid != os.getpid():
+            self._forget_after_fork()
+        try:
+            key = os.fspath(db_path)
+            st = os.stat(key)
+        except (OSError, TypeError, ValueError) as exc:
+            return f"cannot open database {db_path!r}: {exc}"
+        cache = self._cache
+        entry = cache.get(key)
+        if entry is not None:
+            if entry.identity == (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns):
+                cache.move_to_end(key)
+                return entry
+            del cache[key]  # the file was replaced or changed: reopen
+            entry.conn.close()
+        try:
+            entry = _open(key, (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), self.config)
+        except Exception as exc:
+            return f"cannot open database {db_path!r}: {exc}"
+        cache[key] = entry
+        while len(cache) > self.config.max_connections:
+            _, old = cache.popitem(last=False)
+            old.conn.close()
+        return entry
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child the parent's connections and workers are not ours: drop them, unclosed."""
+        self._cache = collections.OrderedDict()
+        self._pool = None
+        self._pid = os.getpid()
+
+    def _get_pool(self, workers: int):
+        from sqlenv._worker import WorkerPool  # noqa: PLC0415 (only the group path needs it)
+
+        if self._pid != os.getpid():
+            self._forget_after_fork()
+        if self._pool is None:
+            self._pool = WorkerPool(self.config, workers)
+        else:
+            self._pool.resize(workers)
+        return self._pool
+
+
+def _replace_message(result: ExecutionResult, message: str) -> ExecutionResult:
+    return _result(result.rows, result.columns, result.error, message, result.elapsed)
+
+
+_DEFAULT_EXECUTORS: dict = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def execute(db_path, sql, **config_kwargs) -> ExecutionResult:
+    """Module-level convenience: run `sql` on `db_path` with a shared Executor per configuration."""
+    try:
+        key = tuple(sorted(config_kwargs.items()))
+        with _DEFAULT_LOCK:
+            executor = _DEFAULT_EXECUTORS.get(key)
+            if executor is None:
+                if len(_DEFAULT_EXECUTORS) >= 8:
+                    _DEFAULT_EXECUTORS.pop(next(iter(_DEFAULT_EXECUTORS))).close()
+                executor = _DEFAULT_EXECUTORS[key] = Executor(ExecutorConfig(**config_kwargs))
+    except Exception as exc:
+        return ExecutionResult(error="other", message=f"bad executor configuration: {exc}")
+    return executor.execute(db_path, sql)
