@@ -11,6 +11,9 @@ What is covered:
   prepare time, before anything runs: INSERT/UPDATE/DELETE/REPLACE, all DDL, ATTACH/DETACH (so
   `VACUUM INTO` cannot create a file), PRAGMA, BEGIN/COMMIT/SAVEPOINT, ANALYZE, REINDEX, virtual-table
   creation and table-valued functions (json_each, pragma_*, dbstat, sqlite_stmt). -> "forbidden"
+- printf/format are replaced by a wrapper that returns NULL for widths or precisions above the value cap
+  (SQLite 3.40 spends time linear in a `%.*c` precision inside one instruction, which no progress handler
+  can interrupt) and otherwise runs SQLite's own printf.
 - Dangerous or internal functions are refused: load_extension, fts3_tokenizer (leaks and sets C
   pointers), the fts5/rtree introspection helpers and every sqlite_* function. Extension loading is
   also off at the connection level. -> "forbidden"
@@ -57,6 +60,7 @@ import collections
 import marshal
 import math
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -183,6 +187,7 @@ _RULES = (  # (substring of the lower-cased message, kind); first match wins
     ("readonly database", "forbidden"),
     ("vtable constructor failed", "forbidden"),
     ("authorization denied", "forbidden"),
+    ("may not be modified", "forbidden"),
     ("no such table", "no_such_table"),
     ("no such column", "no_such_column"),
     ("syntax error", "syntax"),
@@ -270,10 +275,66 @@ def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
             return current is None or now() > current.deadline
 
         conn.set_progress_handler(past_deadline, config.progress_steps)
+        safe_printf = _make_safe_printf(_LIMITS[0][1](config))
+        for name in ("printf", "format"):
+            conn.create_function(name, -1, safe_printf, deterministic=True)
         return entry
     except BaseException:
         conn.close()
         raise
+
+
+_PRINTF_SPEC = re.compile(r"%[-+ 0#!,]*(\*|\d+)?(?:\.(\*|\d+))?l{0,2}(.)?", re.DOTALL)
+
+
+def _printf_is_bounded(fmt, args, limit: int) -> bool:
+    """False if a width or precision in printf's format (literal or `*`) exceeds `limit`.
+
+    SQLite 3.40's printf spends time linear in the precision of `%c` even when the result is too big to keep:
+    printf('%.*c', 2000000000, 'x') takes half a minute inside one VM instruction, out of the progress
+    handler's reach.
+    """
+    if not isinstance(fmt, str):
+        return True  # a NULL or numeric format has no conversions
+    position = 0
+    for match in _PRINTF_SPEC.finditer(fmt):
+        if match.group(3) == "%":
+            continue
+        for part in match.group(1, 2):
+            if part is None:
+                continue
+            if part == "*":
+                value = args[position] if position < len(args) else 0
+                position += 1
+                try:
+                    number = abs(float(value)) if value is not None else 0.0
+                except (TypeError, ValueError, OverflowError):
+                    number = 0.0  # text that is not a number reads as 0, as in SQLite
+                if not number <= limit:  # also catches NaN
+                    return False
+            elif len(part) > 12 or int(part) > limit:
+                return False
+        position += 1
+    return True
+
+
+def _make_safe_printf(limit: int):
+    """printf/format that refuses (returns NULL, as SQLite does for a too-big result) oversized widths, and
+    otherwise runs SQLite's own printf on a private in-memory connection."""
+    helper: list = []
+
+    def safe_printf(*args):
+        if not args or not _printf_is_bounded(args[0], args[1:], limit):
+            return None
+        if not helper:
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
+            if hasattr(conn, "setlimit"):
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+            helper.append(conn)
+        placeholders = ", ".join(["?"] * len(args))
+        return helper[0].execute(f"SELECT printf({placeholders})", args).fetchone()[0]
+
+    return safe_printf
 
 
 def _byte_size(rows: list) -> int:

@@ -121,7 +121,7 @@ def test_no_such_column(ex, db):
 
 
 def test_timeout_kind(ex, db):
-    result = ex.execute(db, "SELECT COUNT(*) FROM Medal a, Medal b")
+    result = ex.execute(db, "SELECT COUNT(*) FROM Medal a, Medal b, Medal c")
     assert result.error == "timeout" and "0.5" in result.message
 
 
@@ -232,7 +232,7 @@ def test_group_serial_matches_execute(ex, db):
 
 def test_group_serial_deadline(ex, db):
     start = time.perf_counter()
-    results = ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b"] * 4 + ["SELECT 1"], deadline=0.3)
+    results = ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c"] * 4 + ["SELECT 1"], deadline=0.3)
     assert time.perf_counter() - start < 0.3 + 0.5
     assert [r.error for r in results] == ["timeout"] * 5
 
