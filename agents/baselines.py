@@ -172,7 +172,7 @@ class LMPolicy(Policy):
             if greedy:
                 # One greedy completion per prompt is enough: all n would be identical.
                 rollouts = self.lm.generate(prompts, 1, greedy=True)
-                sqls = [[r.sql] * n for r in _by_prompt(rollouts, len(prompts))]
+                sqls = [[group[0].sql] * n for group in _by_prompt(rollouts, len(prompts))]
             else:
                 rollouts = self.lm.generate(prompts, n, greedy=False)
                 sqls = [[r.sql for r in group] for group in _by_prompt(rollouts, len(prompts))]

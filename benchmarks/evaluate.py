@@ -29,7 +29,6 @@ held-out evaluations. Nothing here imports torch unless an LM policy is asked fo
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import re
@@ -343,8 +342,7 @@ def summarize(paths: Iterable[str | Path]) -> str:
 # ---------------------------------------------------------------------------------------- datasets
 def gold_sql_only(dataset):
     """A copy of ``dataset`` holding only the questions that carry gold SQL (split renamed ``<split>-gold``)."""
-    subset = copy.copy(dataset)
-    subset.examples = [ex for ex in dataset if ex.gold_sql]
+    subset = dataset.subset([i for i, ex in enumerate(dataset) if ex.gold_sql])
     subset.split = f"{getattr(dataset, 'split', '')}-gold"
     return subset
 
