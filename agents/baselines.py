@@ -154,6 +154,15 @@ class LMPolicy(Policy):
         self.batch_size = batch_size
         self.name = name or (Path(adapter).name if adapter else ("zero-shot" if few_shot == 0 else "few-shot"))
 
+    @classmethod
+    def wrap(cls, lm, name: str = "policy", batch_size: int = 8) -> "LMPolicy":
+        """An ``LMPolicy`` around an already-built ``LoRAPolicy`` (the trainer's, mid-training)."""
+        self = cls.__new__(cls)
+        self.lm, self.config = lm, lm.config
+        self.few_shot, self.adapter = lm.config.few_shot, lm.config.adapter
+        self.batch_size, self.name = batch_size, name
+        return self
+
     def seed(self, seed: int) -> None:
         """Seed torch's sampler so sampled evaluations repeat."""
         import torch

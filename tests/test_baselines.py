@@ -4,11 +4,13 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agents.baselines import (
     ConstantPolicy,
+    LMPolicy,
     MissingGoldSQLError,
     OraclePolicy,
     Policy,
@@ -167,6 +169,44 @@ def test_trivial_baselines_on_temptabqa_dev(data_dir):
     # Counting questions whose answer is 0 make SELECT 0 right sometimes; neither gets far.
     assert constant["execution_accuracy"] < 40.0 and template["execution_accuracy"] < 40.0
     assert len(template["by_question_type"]) > 5
+
+
+class _FakeLM:
+    """Stands in for LoRAPolicy: generate() returns rollouts grouped by prompt, like the real one."""
+
+    config = SimpleNamespace(few_shot=2, adapter=None, model="fake")
+
+    def __init__(self):
+        self.calls = []
+
+    def prompt(self, observation):
+        return observation["question"]
+
+    def generate(self, prompts, num_generations, temperature=None, greedy=False):
+        self.calls.append((len(prompts), num_generations, greedy))
+        return [SimpleNamespace(prompt_index=i, sql=f"SELECT '{p}', {0 if greedy else k}")
+                for i, p in enumerate(prompts) for k in range(1 if greedy else num_generations)]
+
+
+def test_lm_policy_groups_rollouts_by_question_and_batches_prompts():
+    lm = _FakeLM()
+    policy = LMPolicy.wrap(lm, name="trained", batch_size=2)
+    observations = [{"question": q} for q in "abc"]
+    greedy = policy.act_batch(observations, [{}] * 3, n=2, greedy=True)
+    assert greedy == [["SELECT 'a', 0"] * 2, ["SELECT 'b', 0"] * 2, ["SELECT 'c', 0"] * 2]
+    sampled = policy.act_batch(observations, [{}] * 3, n=3, greedy=False)
+    assert sampled[1] == ["SELECT 'b', 0", "SELECT 'b', 1", "SELECT 'b', 2"]
+    assert lm.calls == [(2, 1, True), (1, 1, True), (2, 3, False), (1, 3, False)]
+    assert policy.act({"question": "z"}, {}) == ["SELECT 'z', 0"]
+    assert policy.stochastic and policy.name == "trained"
+
+
+def test_evaluate_runs_a_wrapped_lm_policy_with_samples():
+    env = _env()
+    result = ev.evaluate(LMPolicy.wrap(_FakeLM(), name="fake"), env, limit=3, samples=2)
+    env.close()
+    assert result["config"]["policy"] == "fake"
+    assert [r["num_samples"] for r in result["records"]] == [2, 2, 2]
 
 
 # ------------------------------------------------------------------ the LM baseline (real model)
