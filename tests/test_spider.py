@@ -323,3 +323,10 @@ def test_gym_make_bird_flagged_empty_gold_pays_nothing():
     _, reward, _, _, info = env.step("SELECT order_id FROM orders WHERE order_date LIKE '2022%'")
     assert reward == 0.0 and not info["correct"]
     env.close()
+
+
+def test_subset_keeps_databases_and_gold():
+    ds = load_dataset("spider", split="dev", data_dir=SPIDER)
+    sub = ds.subset([0, 3])
+    assert len(sub) == 2 and sub.summary is ds.summary
+    assert sub.match(sub[0], [(6,)]).correct and sub.database(sub[1]) == ds.database(ds[3])

@@ -119,8 +119,8 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
 
 def _check_schema(schema: str, name: str) -> None:
     if schema not in ("tables", None):
-        raise DatasetError(f"schema={schema!r} does not apply to {name!r}: its databases have their own schema "
-                           "(leave schema='tables')")
+        raise DatasetError(f"schema={schema!r} does not apply to {name!r}: its databases have their own schema; "
+                           "pass schema='tables' (agents/grpo_train.py: --schema tables)")
 
 
 def _limit(items: list, limit: int | None) -> list:
