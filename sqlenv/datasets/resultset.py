@@ -101,12 +101,17 @@ class LoadSummary:
         return list(self.problems) if self.on_invalid == "flag" else []
 
     def __str__(self) -> str:
-        head = (f"{self.dataset}/{self.split}: {self.read} questions read, {self.kept} kept "
-                f"({self.executed} gold queries executed, {self.cached} from cache, {self.seconds:.1f}s)")
+        head = (
+            f"{self.dataset}/{self.split}: {self.read} questions read, {self.kept} kept "
+            f"({self.executed} gold queries executed, {self.cached} from cache, {self.seconds:.1f}s)"
+        )
         if not self.problems:
             return head + "; every gold result validated"
         verb = "excluded" if self.on_invalid == "exclude" else "flagged"
-        parts = ", ".join(f"{n} {_STATUS_WORDS.get(s, 'gold error: ' + s)}" for s, n in sorted(self.counts.items()))
+        parts = ", ".join(
+            f"{n} {_STATUS_WORDS.get(s, 'gold error: ' + s)}"
+            for s, n in sorted(self.counts.items())
+        )
         lines = [head, f"{verb} {len(self.problems)}: {parts}"]
         for p in self.problems[:10]:
             lines.append(f"  {p.id} [{p.db_id}] {p.status}: {p.message}")
@@ -115,8 +120,12 @@ class LoadSummary:
         return "\n".join(lines)
 
 
-_STATUS_WORDS = {EMPTY: "empty gold result", MISSING_DB: "missing database", "timeout": "gold timeout",
-                 "too_large": "gold result too large"}
+_STATUS_WORDS = {
+    EMPTY: "empty gold result",
+    MISSING_DB: "missing database",
+    "timeout": "gold timeout",
+    "too_large": "gold result too large",
+}
 
 
 @dataclass(frozen=True)
@@ -143,9 +152,18 @@ class ResultSetDataset(Dataset):
     :mod:`sqlenv.schema`, cut to ``schema_tokens``; ``summary`` is the :class:`LoadSummary`.
     """
 
-    def __init__(self, examples: Sequence[Example], *, name: str, split: str, databases: dict[str, Path],
-                 gold: dict[str, GoldResult], comparator: Comparator, summary: LoadSummary,
-                 schema_tokens: int | None = schema_mod.DEFAULT_MAX_TOKENS):
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        *,
+        name: str,
+        split: str,
+        databases: dict[str, Path],
+        gold: dict[str, GoldResult],
+        comparator: Comparator,
+        summary: LoadSummary,
+        schema_tokens: int | None = schema_mod.DEFAULT_MAX_TOKENS,
+    ):
         super().__init__(examples)
         self.name, self.split, self.schema = name, split, "tables"
         self.databases = dict(databases)
@@ -169,25 +187,41 @@ class ResultSetDataset(Dataset):
     def match(self, example: Example, rows) -> MatchResult:
         gold = self.gold.get(example.id)
         if gold is None or gold.status not in (OK, EMPTY, "answer"):
-            return MatchResult(correct=False, exact=0.0, relaxed=0.0, f1=0.0)  # gold failed: flagged
+            return MatchResult(
+                correct=False, exact=0.0, relaxed=0.0, f1=0.0
+            )  # gold failed: flagged
         if gold.status == "answer":  # a gold answer string (JSONL without SQL or rows)
             return match_answer(rows, gold.message)
         return self.comparator(rows, gold.rows, example.gold_sql)
 
 
 # ---------------------------------------------------------------------- building a dataset
-def build(questions: Sequence[Question], *, name: str, split: str, comparator: str | Comparator = "bird",
-          empty_match: bool = False, float_tol: float | None = None, normalize: bool = True,
-          on_invalid: str = "exclude", gold_timeout: float = 10.0, gold_max_rows: int = 10_000,
-          gold_workers: int = 0, use_cache: bool = True, schema_tokens: int | None = schema_mod.DEFAULT_MAX_TOKENS,
-          evidence_in_question: bool = False) -> ResultSetDataset:
+def build(
+    questions: Sequence[Question],
+    *,
+    name: str,
+    split: str,
+    comparator: str | Comparator = "bird",
+    empty_match: bool = False,
+    float_tol: float | None = None,
+    normalize: bool = True,
+    on_invalid: str = "exclude",
+    gold_timeout: float = 10.0,
+    gold_max_rows: int = 10_000,
+    gold_workers: int = 0,
+    use_cache: bool = True,
+    schema_tokens: int | None = schema_mod.DEFAULT_MAX_TOKENS,
+    evidence_in_question: bool = False,
+) -> ResultSetDataset:
     """Validate the gold of ``questions`` and make the dataset (see the module docstring)."""
     if on_invalid not in ON_INVALID:
         raise ValueError(f"on_invalid={on_invalid!r}; choose one of {list(ON_INVALID)}")
     if isinstance(comparator, Comparator):
         cmp = comparator
     else:
-        cmp = get_comparator(comparator, empty_match=empty_match, float_tol=float_tol, normalize=normalize)
+        cmp = get_comparator(
+            comparator, empty_match=empty_match, float_tol=float_tol, normalize=normalize
+        )
     start = time.perf_counter()
     summary = LoadSummary(dataset=name, split=split, read=len(questions), on_invalid=on_invalid)
     ids = Counter(q.id for q in questions)
@@ -196,7 +230,9 @@ def build(questions: Sequence[Question], *, name: str, split: str, comparator: s
         raise DatasetError(f"{name}/{split}: question ids repeat: {duplicates[:5]}")
 
     config = ExecutorConfig(timeout=gold_timeout, max_rows=gold_max_rows)
-    gold = compute_gold(questions, config, workers=gold_workers, use_cache=use_cache, summary=summary)
+    gold = compute_gold(
+        questions, config, workers=gold_workers, use_cache=use_cache, summary=summary
+    )
 
     examples: list[Example] = []
     databases: dict[str, Path] = {}
@@ -215,9 +251,18 @@ def build(questions: Sequence[Question], *, name: str, split: str, comparator: s
         else:
             answer = _cut(result_to_answer(g.rows))
             metadata["gold_columns"] = list(g.columns)
-        examples.append(Example(id=q.id, question=text, answer=answer, db_key=q.db_id,
-                                question_type=q.question_type, difficulty=q.difficulty,
-                                gold_sql=q.sql, metadata=metadata))
+        examples.append(
+            Example(
+                id=q.id,
+                question=text,
+                answer=answer,
+                db_key=q.db_id,
+                question_type=q.question_type,
+                difficulty=q.difficulty,
+                gold_sql=q.sql,
+                metadata=metadata,
+            )
+        )
         if q.db_path is not None:
             databases[q.db_id] = q.db_path
     if on_invalid == "raise" and summary.problems:
@@ -225,9 +270,16 @@ def build(questions: Sequence[Question], *, name: str, split: str, comparator: s
         raise DatasetError(f"gold validation failed (on_invalid='raise'):\n{summary}")
     summary.kept = len(examples)
     summary.seconds = time.perf_counter() - start
-    return ResultSetDataset(examples, name=name, split=split, databases=databases,
-                            gold={e.id: gold[e.id] for e in examples}, comparator=cmp, summary=summary,
-                            schema_tokens=schema_tokens)
+    return ResultSetDataset(
+        examples,
+        name=name,
+        split=split,
+        databases=databases,
+        gold={e.id: gold[e.id] for e in examples},
+        comparator=cmp,
+        summary=summary,
+        schema_tokens=schema_tokens,
+    )
 
 
 def _cut(text: str) -> str:
@@ -241,24 +293,37 @@ def _given_rows(answer: Any) -> tuple[tuple, ...]:
     return tuple(rows)
 
 
-def compute_gold(questions: Sequence[Question], config: ExecutorConfig, *, workers: int = 0,
-                 use_cache: bool = True, summary: LoadSummary | None = None) -> dict[str, GoldResult]:
+def compute_gold(
+    questions: Sequence[Question],
+    config: ExecutorConfig,
+    *,
+    workers: int = 0,
+    use_cache: bool = True,
+    summary: LoadSummary | None = None,
+) -> dict[str, GoldResult]:
     """Gold result of each question id: given rows/answer, or its gold SQL run once (cached)."""
     out: dict[str, GoldResult] = {}
     todo: dict[Path, dict[str, list[str]]] = {}  # db -> sql -> question ids
     for q in questions:
         if q.sql is None:
             if q.answer is None:
-                out[q.id] = GoldResult("no_gold", message="the question has neither gold SQL nor a gold answer")
+                out[q.id] = GoldResult(
+                    "no_gold", message="the question has neither gold SQL nor a gold answer"
+                )
             elif isinstance(q.answer, str):
                 out[q.id] = GoldResult("answer", message=q.answer)
             else:
                 rows = _given_rows(q.answer)
-                out[q.id] = GoldResult(OK if rows else EMPTY, rows, message="" if rows else "the gold rows are empty")
+                out[q.id] = GoldResult(
+                    OK if rows else EMPTY, rows, message="" if rows else "the gold rows are empty"
+                )
             continue
         if q.db_path is None or not Path(q.db_path).is_file():
-            out[q.id] = GoldResult(MISSING_DB, message=f"no SQLite file for db_id {q.db_id!r}"
-                                   + (f" at {str(q.db_path)!r}" if q.db_path else ""))
+            out[q.id] = GoldResult(
+                MISSING_DB,
+                message=f"no SQLite file for db_id {q.db_id!r}"
+                + (f" at {str(q.db_path)!r}" if q.db_path else ""),
+            )
             continue
         todo.setdefault(Path(q.db_path), {}).setdefault(q.sql, []).append(q.id)
     if not todo:
@@ -273,7 +338,9 @@ def compute_gold(questions: Sequence[Question], config: ExecutorConfig, *, worke
             found = cache.get_many(keys) if cache is not None else {}
             missing = [(sql, key) for sql, key in zip(sqls, keys) if key not in found]
             if missing:
-                results = executor.execute_group(db_path, [sql for sql, _ in missing], workers=workers)
+                results = executor.execute_group(
+                    db_path, [sql for sql, _ in missing], workers=workers
+                )
                 fresh = {key: _gold_from(result) for (_, key), result in zip(missing, results)}
                 if cache is not None:
                     cache.put_many(fresh)
@@ -298,7 +365,9 @@ def _gold_from(result: ExecutionResult) -> GoldResult:
 
 
 def _key(db_hash: str, sql: str, config: ExecutorConfig) -> str:
-    text = json.dumps([GOLD_CACHE_VERSION, db_hash, sql, config.timeout, config.max_rows, config.max_bytes])
+    text = json.dumps(
+        [GOLD_CACHE_VERSION, db_hash, sql, config.timeout, config.max_rows, config.max_bytes]
+    )
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
@@ -350,8 +419,12 @@ class _GoldCache:
         path = cache_dir() / "gold.sqlite"
         try:
             conn = sqlite3.connect(path, timeout=30)
-            conn.execute("CREATE TABLE IF NOT EXISTS gold (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS file_hash (ident TEXT PRIMARY KEY, sha256 TEXT NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS gold (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS file_hash (ident TEXT PRIMARY KEY, sha256 TEXT NOT NULL)"
+            )
             return conn
         except sqlite3.Error:  # a read-only or broken cache only costs speed
             return None
@@ -365,12 +438,18 @@ class _GoldCache:
             if conn is not None:
                 try:
                     for i in range(0, len(rest), 500):
-                        chunk = rest[i:i + 500]
+                        chunk = rest[i : i + 500]
                         marks = ",".join("?" * len(chunk))
-                        for key, value in conn.execute(f"SELECT key, value FROM gold WHERE key IN ({marks})", chunk):
+                        for key, value in conn.execute(
+                            f"SELECT key, value FROM gold WHERE key IN ({marks})", chunk
+                        ):
                             data = json.loads(value)
-                            out[key] = GoldResult(data["status"], tuple(tuple(_decode(v) for v in r) for r in data["rows"]),
-                                                  tuple(data["columns"]), data["message"])
+                            out[key] = GoldResult(
+                                data["status"],
+                                tuple(tuple(_decode(v) for v in r) for r in data["rows"]),
+                                tuple(data["columns"]),
+                                data["message"],
+                            )
                 except (sqlite3.Error, ValueError, KeyError):
                     pass
                 finally:
@@ -387,9 +466,20 @@ class _GoldCache:
             with conn:
                 conn.executemany(
                     "INSERT OR REPLACE INTO gold (key, value) VALUES (?, ?)",
-                    [(k, json.dumps({"status": g.status, "rows": [[_encode(v) for v in r] for r in g.rows],
-                                     "columns": list(g.columns), "message": g.message}))
-                     for k, g in items.items()],
+                    [
+                        (
+                            k,
+                            json.dumps(
+                                {
+                                    "status": g.status,
+                                    "rows": [[_encode(v) for v in r] for r in g.rows],
+                                    "columns": list(g.columns),
+                                    "message": g.message,
+                                }
+                            ),
+                        )
+                        for k, g in items.items()
+                    ],
                 )
         except sqlite3.Error:
             pass
@@ -414,7 +504,10 @@ class _GoldCache:
             return
         try:
             with conn:
-                conn.execute("INSERT OR REPLACE INTO file_hash (ident, sha256) VALUES (?, ?)", (ident, digest))
+                conn.execute(
+                    "INSERT OR REPLACE INTO file_hash (ident, sha256) VALUES (?, ?)",
+                    (ident, digest),
+                )
         except sqlite3.Error:
             pass
         finally:

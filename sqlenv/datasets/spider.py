@@ -41,20 +41,45 @@ SPIDER_SPLITS = ("train", "dev", "test")
 BIRD_SPLITS = ("train", "dev")
 JSONL_SPLITS = ("train", "dev", "test")
 
-SPIDER_FILES = {"train": ("train_spider.json", "train_others.json"), "dev": ("dev.json",), "test": ("test.json",)}
-SPIDER_DB_DIRS = {"train": ("database",), "dev": ("database",), "test": ("test_database", "database")}
+SPIDER_FILES = {
+    "train": ("train_spider.json", "train_others.json"),
+    "dev": ("dev.json",),
+    "test": ("test.json",),
+}
+SPIDER_DB_DIRS = {
+    "train": ("database",),
+    "dev": ("database",),
+    "test": ("test_database", "database"),
+}
 BIRD_FILES = {"train": ("train.json",), "dev": ("dev.json",)}
-BIRD_DB_DIRS = {"train": ("train_databases", "databases", "database"),
-                "dev": ("dev_databases", "databases", "database")}
+BIRD_DB_DIRS = {
+    "train": ("train_databases", "databases", "database"),
+    "dev": ("dev_databases", "databases", "database"),
+}
 _BIRD_NO_EVIDENCE = {"", "false", "none"}  # BIRD writes "False" where a question has no evidence
-_BUILD_OPTIONS = ("comparator", "empty_match", "float_tol", "normalize", "on_invalid", "gold_timeout",
-                  "gold_max_rows", "gold_workers", "use_cache", "schema_tokens", "evidence_in_question")
+_BUILD_OPTIONS = (
+    "comparator",
+    "empty_match",
+    "float_tol",
+    "normalize",
+    "on_invalid",
+    "gold_timeout",
+    "gold_max_rows",
+    "gold_workers",
+    "use_cache",
+    "schema_tokens",
+    "evidence_in_question",
+)
 
 
 def find_database(db_root: Path, db_id: str) -> Path | None:
     """``<root>/<db_id>/<db_id>.sqlite`` (or ``.db``), else ``<root>/<db_id>.sqlite``; None if absent."""
-    for candidate in (db_root / db_id / f"{db_id}.sqlite", db_root / db_id / f"{db_id}.db",
-                      db_root / f"{db_id}.sqlite", db_root / f"{db_id}.db"):
+    for candidate in (
+        db_root / db_id / f"{db_id}.sqlite",
+        db_root / db_id / f"{db_id}.db",
+        db_root / f"{db_id}.sqlite",
+        db_root / f"{db_id}.db",
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -70,12 +95,16 @@ def _read_json_list(path: Path) -> list[dict]:
     return data
 
 
-def _field(record: dict, names: Sequence[str], path: Path, index: int, required: bool = True) -> Any:
+def _field(
+    record: dict, names: Sequence[str], path: Path, index: int, required: bool = True
+) -> Any:
     for name in names:
         if name in record and record[name] is not None:
             return record[name]
     if required:
-        raise DatasetError(f"{str(path)!r} record {index}: missing field {' / '.join(repr(n) for n in names)}")
+        raise DatasetError(
+            f"{str(path)!r} record {index}: missing field {' / '.join(repr(n) for n in names)}"
+        )
     return None
 
 
@@ -90,7 +119,9 @@ def _pick_root(data_dir: Path, first_file: str, subdirs: Sequence[str]) -> Path:
         if (root / first_file).is_file():
             return root
     tried = ", ".join(repr(str(c / first_file)) for c in candidates)
-    raise DatasetError(f"questions file not found; looked for {tried} (pass questions_file=... to name it)")
+    raise DatasetError(
+        f"questions file not found; looked for {tried} (pass questions_file=... to name it)"
+    )
 
 
 def _pick_db_root(roots: Sequence[Path], db_dirs: Sequence[str], db_ids: Sequence[str]) -> Path:
@@ -107,8 +138,10 @@ def _pick_db_root(roots: Sequence[Path], db_dirs: Sequence[str], db_ids: Sequenc
             best, best_hits = c, hits
     if best is None:
         looked = ", ".join(repr(str(r / d)) for r in roots for d in db_dirs)
-        raise DatasetError(f"no database folder holding <db_id>/<db_id>.sqlite found; looked in {looked} "
-                           "(pass db_dir=... to name it)")
+        raise DatasetError(
+            f"no database folder holding <db_id>/<db_id>.sqlite found; looked in {looked} "
+            "(pass db_dir=... to name it)"
+        )
     return best
 
 
@@ -119,8 +152,10 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
 
 def _check_schema(schema: str, name: str) -> None:
     if schema not in ("tables", None):
-        raise DatasetError(f"schema={schema!r} does not apply to {name!r}: its databases have their own schema; "
-                           "pass schema='tables' (agents/grpo_train.py: --schema tables)")
+        raise DatasetError(
+            f"schema={schema!r} does not apply to {name!r}: its databases have their own schema; "
+            "pass schema='tables' (agents/grpo_train.py: --schema tables)"
+        )
 
 
 def _limit(items: list, limit: int | None) -> list:
@@ -133,14 +168,22 @@ def _limit(items: list, limit: int | None) -> list:
 
 def _reject_unknown(name: str, kwargs: dict) -> None:
     if kwargs:
-        raise TypeError(f"load_dataset({name!r}) got unknown options {sorted(kwargs)}; "
-                        f"known: questions_file, db_dir, limit, {', '.join(_BUILD_OPTIONS)}")
+        raise TypeError(
+            f"load_dataset({name!r}) got unknown options {sorted(kwargs)}; "
+            f"known: questions_file, db_dir, limit, {', '.join(_BUILD_OPTIONS)}"
+        )
 
 
 # ---------------------------------------------------------------------- Spider
-def load_spider(split: str = "train", data_dir: str | os.PathLike | None = None, schema: str = "tables",
-                questions_file: str | Sequence[str] | None = None, db_dir: str | os.PathLike | None = None,
-                limit: int | None = None, **kwargs) -> ResultSetDataset:
+def load_spider(
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    schema: str = "tables",
+    questions_file: str | Sequence[str] | None = None,
+    db_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    **kwargs,
+) -> ResultSetDataset:
     """Spider (or any dataset in Spider's format); see the module docstring."""
     _check_schema(schema, "spider")
     build_kw, rest = _split_kwargs(kwargs)
@@ -150,7 +193,9 @@ def load_spider(split: str = "train", data_dir: str | os.PathLike | None = None,
         files = _as_files(questions_file, data)
         root = files[0].parent
     else:
-        root = _pick_root(data, SPIDER_FILES[split][0], ("spider", "spider_data", "spider_data/spider"))
+        root = _pick_root(
+            data, SPIDER_FILES[split][0], ("spider", "spider_data", "spider_data/spider")
+        )
         files = [root / f for f in SPIDER_FILES[split] if (root / f).is_file()]
     records: list[tuple[Path, int, dict]] = []
     for f in files:
@@ -159,28 +204,39 @@ def load_spider(split: str = "train", data_dir: str | os.PathLike | None = None,
         records += [(f, i, r) for i, r in enumerate(_read_json_list(f))]
     records = _limit(records, limit)
     db_ids = [str(_field(r, ("db_id",), f, i)) for f, i, r in records]
-    db_root = Path(db_dir).expanduser() if db_dir is not None else _pick_db_root(
-        [root, data], SPIDER_DB_DIRS[split], db_ids)
+    db_root = (
+        Path(db_dir).expanduser()
+        if db_dir is not None
+        else _pick_db_root([root, data], SPIDER_DB_DIRS[split], db_ids)
+    )
     questions = []
     for n, ((f, i, r), db_id) in enumerate(zip(records, db_ids)):
-        questions.append(Question(
-            id=f"spider-{split}-{n:05d}",
-            question=str(_field(r, ("question",), f, i)).strip(),
-            db_id=db_id,
-            db_path=find_database(db_root, db_id),
-            sql=str(_field(r, ("query", "SQL", "sql"), f, i)).strip(),
-            evidence=str(r.get("evidence") or ""),
-            difficulty=r.get("difficulty") or r.get("hardness"),
-            metadata={"source": f.name, "row": i},
-        ))
+        questions.append(
+            Question(
+                id=f"spider-{split}-{n:05d}",
+                question=str(_field(r, ("question",), f, i)).strip(),
+                db_id=db_id,
+                db_path=find_database(db_root, db_id),
+                sql=str(_field(r, ("query", "SQL", "sql"), f, i)).strip(),
+                evidence=str(r.get("evidence") or ""),
+                difficulty=r.get("difficulty") or r.get("hardness"),
+                metadata={"source": f.name, "row": i},
+            )
+        )
     build_kw.setdefault("comparator", "spider")
     return build(questions, name="spider", split=split, **build_kw)
 
 
 # ---------------------------------------------------------------------- BIRD
-def load_bird(split: str = "train", data_dir: str | os.PathLike | None = None, schema: str = "tables",
-              questions_file: str | os.PathLike | None = None, db_dir: str | os.PathLike | None = None,
-              limit: int | None = None, **kwargs) -> ResultSetDataset:
+def load_bird(
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    schema: str = "tables",
+    questions_file: str | os.PathLike | None = None,
+    db_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    **kwargs,
+) -> ResultSetDataset:
     """BIRD (or any dataset in BIRD's format); see the module docstring."""
     _check_schema(schema, "bird")
     build_kw, rest = _split_kwargs(kwargs)
@@ -191,40 +247,55 @@ def load_bird(split: str = "train", data_dir: str | os.PathLike | None = None, s
         root = path.parent
     else:
         subdirs = [split, f"bird/{split}", "bird"] + sorted(
-            p.name for p in data.glob(f"{split}_*") if p.is_dir() and not p.name.endswith("_databases"))
+            p.name
+            for p in data.glob(f"{split}_*")
+            if p.is_dir() and not p.name.endswith("_databases")
+        )
         root = _pick_root(data, BIRD_FILES[split][0], subdirs)
         path = root / BIRD_FILES[split][0]
     if not path.is_file():
         raise DatasetError(f"questions file {str(path)!r} not found")
     records = _limit(list(enumerate(_read_json_list(path))), limit)
     db_ids = [str(_field(r, ("db_id",), path, i)) for i, r in records]
-    db_root = Path(db_dir).expanduser() if db_dir is not None else _pick_db_root(
-        [root, data], BIRD_DB_DIRS[split], db_ids)
+    db_root = (
+        Path(db_dir).expanduser()
+        if db_dir is not None
+        else _pick_db_root([root, data], BIRD_DB_DIRS[split], db_ids)
+    )
     questions = []
     for (i, r), db_id in zip(records, db_ids):
         evidence = str(r.get("evidence") or "").strip()
         if evidence.lower() in _BIRD_NO_EVIDENCE:
             evidence = ""
         qid = r.get("question_id", i)
-        questions.append(Question(
-            id=f"bird-{split}-{qid}",
-            question=str(_field(r, ("question",), path, i)).strip(),
-            db_id=db_id,
-            db_path=find_database(db_root, db_id),
-            sql=str(_field(r, ("SQL", "query", "sql"), path, i)).strip(),
-            evidence=evidence,
-            difficulty=r.get("difficulty"),
-            metadata={"source": path.name, "row": i, "question_id": qid},
-        ))
+        questions.append(
+            Question(
+                id=f"bird-{split}-{qid}",
+                question=str(_field(r, ("question",), path, i)).strip(),
+                db_id=db_id,
+                db_path=find_database(db_root, db_id),
+                sql=str(_field(r, ("SQL", "query", "sql"), path, i)).strip(),
+                evidence=evidence,
+                difficulty=r.get("difficulty"),
+                metadata={"source": path.name, "row": i, "question_id": qid},
+            )
+        )
     build_kw.setdefault("comparator", "bird")
     build_kw.setdefault("evidence_in_question", True)
     return build(questions, name="bird", split=split, **build_kw)
 
 
 # ---------------------------------------------------------------------- JSONL
-def load_jsonl(split: str = "train", data_dir: str | os.PathLike | None = None, schema: str = "tables",
-               file: str | os.PathLike | None = None, db: str | os.PathLike | None = None,
-               limit: int | None = None, name: str = "jsonl", **kwargs) -> ResultSetDataset:
+def load_jsonl(
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    schema: str = "tables",
+    file: str | os.PathLike | None = None,
+    db: str | os.PathLike | None = None,
+    limit: int | None = None,
+    name: str = "jsonl",
+    **kwargs,
+) -> ResultSetDataset:
     """Questions from a JSONL file over any SQLite database(s); see the module docstring."""
     _check_schema(schema, "jsonl")
     build_kw, rest = _split_kwargs(kwargs)
@@ -236,7 +307,9 @@ def load_jsonl(split: str = "train", data_dir: str | os.PathLike | None = None, 
         data = resolve_data_dir(data_dir, "jsonl")
         path = data / (file if file is not None else f"{split}.jsonl")
     if not path.is_file():
-        raise DatasetError(f"questions file {str(path)!r} not found (pass file=... relative to data_dir)")
+        raise DatasetError(
+            f"questions file {str(path)!r} not found (pass file=... relative to data_dir)"
+        )
     default_db = None
     if db is not None:
         default_db = Path(db).expanduser()
@@ -259,37 +332,52 @@ def load_jsonl(split: str = "train", data_dir: str | os.PathLike | None = None, 
         sql = _field(r, ("sql", "query", "SQL", "gold_sql"), path, lineno, required=False)
         answer = r.get("answer")
         if sql is None and answer is None:
-            raise DatasetError(f"{str(path)!r} line {lineno}: needs a gold 'sql' (or 'query') or an 'answer'")
+            raise DatasetError(
+                f"{str(path)!r} line {lineno}: needs a gold 'sql' (or 'query') or an 'answer'"
+            )
         if answer is not None and not isinstance(answer, (str, list)):
-            raise DatasetError(f"{str(path)!r} line {lineno}: 'answer' must be a string or a list of rows")
+            raise DatasetError(
+                f"{str(path)!r} line {lineno}: 'answer' must be a string or a list of rows"
+            )
         if r.get("db"):
             db_path = Path(str(r["db"])).expanduser()
             db_path = db_path if db_path.is_absolute() else path.parent / db_path
             db_id = str(r.get("db_id") or db_path.stem)
         elif r.get("db_id"):
             db_id = str(r["db_id"])
-            db_path = find_database(data, db_id) or find_database(data / "database", db_id) or (
-                default_db if default_db is not None and default_db.stem == db_id else None)
+            db_path = (
+                find_database(data, db_id)
+                or find_database(data / "database", db_id)
+                or (default_db if default_db is not None and default_db.stem == db_id else None)
+            )
         elif default_db is not None:
             db_path, db_id = default_db, default_db.stem
         else:
-            raise DatasetError(f"{str(path)!r} line {lineno}: no database: give 'db' or 'db_id', or pass db=...")
+            raise DatasetError(
+                f"{str(path)!r} line {lineno}: no database: give 'db' or 'db_id', or pass db=..."
+            )
         if db_path is None or not db_path.is_file():
             if sql is None:  # nothing to execute, but the env needs the file
                 raise DatasetError(f"{str(path)!r} line {lineno}: database for {db_id!r} not found")
-        questions.append(Question(
-            id=str(r.get("id", f"{name}-{split}-{lineno:05d}")),
-            question=str(_field(r, ("question",), path, lineno)).strip(),
-            db_id=_db_key(db_id, db_path),
-            db_path=db_path,
-            sql=None if sql is None else str(sql).strip(),
-            answer=answer if sql is None else None,
-            evidence=str(r.get("evidence") or ""),
-            difficulty=r.get("difficulty"),
-            question_type=str(r.get("question_type") or ""),
-            metadata={"source": path.name, "line": lineno, "db_name": db_id,
-                      **({"given_answer": answer} if sql is not None and answer is not None else {})},
-        ))
+        questions.append(
+            Question(
+                id=str(r.get("id", f"{name}-{split}-{lineno:05d}")),
+                question=str(_field(r, ("question",), path, lineno)).strip(),
+                db_id=_db_key(db_id, db_path),
+                db_path=db_path,
+                sql=None if sql is None else str(sql).strip(),
+                answer=answer if sql is None else None,
+                evidence=str(r.get("evidence") or ""),
+                difficulty=r.get("difficulty"),
+                question_type=str(r.get("question_type") or ""),
+                metadata={
+                    "source": path.name,
+                    "line": lineno,
+                    "db_name": db_id,
+                    **({"given_answer": answer} if sql is not None and answer is not None else {}),
+                },
+            )
+        )
     build_kw.setdefault("comparator", "spider")
     return build(questions, name=name, split=split, **build_kw)
 

@@ -40,7 +40,14 @@ SYSTEM_PROMPT = (
 )
 USER_TEMPLATE = "Database schema:\n{schema}\n\n{sample_block}Question: {question}"
 
-__all__ = ["SQLReward", "SYSTEM_PROMPT", "completion_text", "extract_sql", "default_messages", "to_trl_dataset"]
+__all__ = [
+    "SQLReward",
+    "SYSTEM_PROMPT",
+    "completion_text",
+    "extract_sql",
+    "default_messages",
+    "to_trl_dataset",
+]
 
 
 # ---------------------------------------------------------------------- SQL extraction
@@ -96,9 +103,9 @@ def extract_sql(text: str, prefix: str = "") -> str:
         body = block.group(1)
         found = _SQL_START.search(body)
         if found:
-            return _first_statement(body[found.start():])
+            return _first_statement(body[found.start() :])
     found = _SQL_START.search(text)
-    return _first_statement(text[found.start():].split("```", 1)[0]) if found else ""
+    return _first_statement(text[found.start() :].split("```", 1)[0]) if found else ""
 
 
 def completion_text(completion: Any) -> str:
@@ -138,10 +145,21 @@ class SQLReward:
     holds the per-completion details (sql, error, correct, f1, reward) of the latest call.
     """
 
-    def __init__(self, dataset: Dataset, reward: str = "binary", *, timeout: float = 1.0, max_rows: int = 10_000,
-                 workers: int = 0, prefix: str = "", name: str | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        reward: str = "binary",
+        *,
+        timeout: float = 1.0,
+        max_rows: int = 10_000,
+        workers: int = 0,
+        prefix: str = "",
+        name: str | None = None,
+    ):
         if reward not in REWARD_PRESETS:
-            raise ValueError(f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}")
+            raise ValueError(
+                f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}"
+            )
         self.dataset = dataset
         self.preset = reward
         self.workers = workers
@@ -150,18 +168,24 @@ class SQLReward:
         self.__name__ = name or f"sqlenv_{reward}"
         self.last_infos: list[dict] = []
 
-    def __call__(self, completions: Sequence[Any], index: Sequence[int] | None = None, **kwargs) -> list[float]:
+    def __call__(
+        self, completions: Sequence[Any], index: Sequence[int] | None = None, **kwargs
+    ) -> list[float]:
         if index is None:
-            raise ValueError("SQLReward needs the dataset column 'index' (build the TRL dataset with "
-                             "sqlenv.integrations.trl.to_trl_dataset, which adds it)")
+            raise ValueError(
+                "SQLReward needs the dataset column 'index' (build the TRL dataset with "
+                "sqlenv.integrations.trl.to_trl_dataset, which adds it)"
+            )
         if len(index) != len(completions):
             raise ValueError(f"got {len(completions)} completions but {len(index)} 'index' values")
         ids = kwargs.get("id")
         if ids is not None:
             for i, qid in zip(index, ids):
                 if self.dataset[int(i)].id != qid:
-                    raise ValueError(f"index {i} is question {self.dataset[int(i)].id!r} in {self.dataset!r}, "
-                                     f"but the TRL row says {qid!r}: the reward was built on another dataset")
+                    raise ValueError(
+                        f"index {i} is question {self.dataset[int(i)].id!r} in {self.dataset!r}, "
+                        f"but the TRL row says {qid!r}: the reward was built on another dataset"
+                    )
         sqls = [extract_sql(completion_text(c), self.prefix) for c in completions]
         scored = self.score([int(i) for i in index], sqls)
         self.last_infos = [info for _, info in scored]
@@ -181,7 +205,9 @@ class SQLReward:
         for i, positions in groups.items():
             example = self.dataset[i]
             path = self.dataset.database(example)
-            results = self.executor.execute_group(path, [sqls[k] for k in positions], workers=self.workers)
+            results = self.executor.execute_group(
+                path, [sqls[k] for k in positions], workers=self.workers
+            )
             for k, result in zip(positions, results):
                 out[k] = self._score(example, i, sqls[k], result)
         return out  # type: ignore[return-value]
@@ -189,15 +215,24 @@ class SQLReward:
     def _score(self, example: Example, index: int, sql: str, result) -> tuple[float, dict]:
         match = self.dataset.match(example, result.rows) if result.error is None else None
         value = float(compute_reward(self.preset, result, match))
-        return value, {"index": index, "sql": sql, "executed": result.error is None, "error": result.error,
-                       "correct": bool(match.correct) if match else False,
-                       "f1": float(match.f1) if match else 0.0, "reward": value}
+        return value, {
+            "index": index,
+            "sql": sql,
+            "executed": result.error is None,
+            "error": result.error,
+            "correct": bool(match.correct) if match else False,
+            "f1": float(match.f1) if match else 0.0,
+            "reward": value,
+        }
 
     def summary(self) -> dict[str, float]:
         """Error kinds and correctness of the latest call (for logging)."""
         counts = Counter(i["error"] or "ok" for i in self.last_infos)
         n = max(1, len(self.last_infos))
-        return {"correct": sum(i["correct"] for i in self.last_infos) / n, **{k: v / n for k, v in counts.items()}}
+        return {
+            "correct": sum(i["correct"] for i in self.last_infos) / n,
+            **{k: v / n for k, v in counts.items()},
+        }
 
     def close(self) -> None:
         self.executor.close()
@@ -215,18 +250,28 @@ class SQLReward:
 
 
 # ---------------------------------------------------------------------- the prompt dataset
-def default_messages(observation: dict[str, str], system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
+def default_messages(
+    observation: dict[str, str], system_prompt: str = SYSTEM_PROMPT
+) -> list[dict[str, str]]:
     """Chat messages for one observation: a system prompt and a user turn with schema, rows and question."""
     rows = observation.get("sample_rows") or ""
-    user = USER_TEMPLATE.format(schema=observation["schema"], question=observation["question"],
-                                sample_block=f"Sample rows:\n{rows}\n\n" if rows else "")
+    user = USER_TEMPLATE.format(
+        schema=observation["schema"],
+        question=observation["question"],
+        sample_block=f"Sample rows:\n{rows}\n\n" if rows else "",
+    )
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
 
 
-def to_trl_dataset(dataset: Dataset, *, conversational: bool = True, sample_rows: int = 3,
-                   system_prompt: str = SYSTEM_PROMPT,
-                   prompt_fn: Callable[[dict, Example], Any] | None = None,
-                   indices: Sequence[int] | None = None):
+def to_trl_dataset(
+    dataset: Dataset,
+    *,
+    conversational: bool = True,
+    sample_rows: int = 3,
+    system_prompt: str = SYSTEM_PROMPT,
+    prompt_fn: Callable[[dict, Example], Any] | None = None,
+    indices: Sequence[int] | None = None,
+):
     """A ``datasets.Dataset`` of prompts for TRL's GRPOTrainer, one row per example.
 
     Columns: ``prompt`` (chat messages, or with ``conversational=False`` one string ending in an
@@ -238,10 +283,14 @@ def to_trl_dataset(dataset: Dataset, *, conversational: bool = True, sample_rows
     try:
         import datasets as hf_datasets
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError("to_trl_dataset needs the 'datasets' package: pip install 'sqlenv[trl]'") from exc
+        raise ImportError(
+            "to_trl_dataset needs the 'datasets' package: pip install 'sqlenv[trl]'"
+        ) from exc
     described: dict[str, tuple[str, str, str]] = {}
-    rows: dict[str, list] = {k: [] for k in ("prompt", "index", "id", "db_path", "question", "gold_sql", "answer")}
-    for i in (range(len(dataset)) if indices is None else indices):
+    rows: dict[str, list] = {
+        k: [] for k in ("prompt", "index", "id", "db_path", "question", "gold_sql", "answer")
+    }
+    for i in range(len(dataset)) if indices is None else indices:
         example = dataset[i]
         if example.db_key not in described:
             path = str(dataset.database(example))
@@ -253,8 +302,11 @@ def to_trl_dataset(dataset: Dataset, *, conversational: bool = True, sample_rows
             prompt = prompt_fn(observation, example)
         else:
             messages = default_messages(observation, system_prompt)
-            prompt = messages if conversational else (
-                f"{messages[0]['content']}\n\n{messages[1]['content']}\n\n```sql\n")
+            prompt = (
+                messages
+                if conversational
+                else (f"{messages[0]['content']}\n\n{messages[1]['content']}\n\n```sql\n")
+            )
         rows["prompt"].append(prompt)
         rows["index"].append(int(i))
         rows["id"].append(example.id)
