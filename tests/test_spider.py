@@ -269,11 +269,12 @@ def test_jsonl_gold_sql_rows_and_answers(tmp_path):
             {"question": "Who has the best GPA?", "answer": "Ines"},
             {"question": "Empty?", "query": "SELECT name FROM student WHERE gpa > 10"},
             {"question": "Broken?", "sql": "SELEC name"},
+            {"question": "Nothing?", "answer": " "},
         ],
     )
     ds = load_dataset("jsonl", split="train", data_dir=tmp_path, db="my.sqlite")
-    assert ds.summary.read == 5 and len(ds) == 3
-    assert ds.summary.counts == {"empty": 1, "syntax": 1}
+    assert ds.summary.read == 6 and len(ds) == 3
+    assert ds.summary.counts == {"empty": 2, "syntax": 1}
     count, rows, answer = ds
     assert count.answer == "5" and count.gold_sql == "SELECT count(*) FROM student"
     assert ds.database(count) == db

@@ -310,6 +310,8 @@ def compute_gold(
                 out[q.id] = GoldResult(
                     "no_gold", message="the question has neither gold SQL nor a gold answer"
                 )
+            elif isinstance(q.answer, str) and not q.answer.strip():
+                out[q.id] = GoldResult(EMPTY, message="the gold answer is empty")
             elif isinstance(q.answer, str):
                 out[q.id] = GoldResult("answer", message=q.answer)
             else:
