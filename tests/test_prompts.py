@@ -1,0 +1,125 @@
+"""agents.prompts: message layout, schema detection, and worked examples that really run."""
+
+import sqlite3
+
+import pytest
+
+from agents import prompts
+from agents.prompts import FLAT_EXAMPLES, PREFILL, TABLES_EXAMPLES, build_messages, detect_schema
+
+TABLES_SCHEMA = """\
+CREATE TABLE [Athlete] ([athlete_id] INTEGER PRIMARY KEY, [name] TEXT NOT NULL);
+CREATE TABLE [Tournament] ([tournament_id] INTEGER PRIMARY KEY, [athlete_id] INTEGER, [name] TEXT NOT NULL);
+CREATE TABLE [Format] ([format_id] INTEGER PRIMARY KEY, [tournament_id] INTEGER, [name] TEXT NOT NULL);
+CREATE TABLE [Medal] ([medal_id] INTEGER PRIMARY KEY, [format_id] INTEGER, [type] TEXT NOT NULL, [year] INTEGER, [location] TEXT NOT NULL);
+CREATE TABLE [PersonalInformation] ([info_id] INTEGER PRIMARY KEY, [athlete_id] INTEGER, [birth_year] INTEGER, [birth_month] INTEGER, [birth_day] INTEGER);"""
+
+FLAT_SCHEMA = """\
+CREATE TABLE "Medals" ("athlete" TEXT, "tournament" TEXT, "format" TEXT, "medal" TEXT, "year" INTEGER, "location" TEXT, "birth_year" INTEGER, "birth_month" INTEGER, "birth_day" INTEGER);"""
+
+# Anna Berg, born 1995: (tournament, format, medal, year, location)
+MEDALS = [
+    ("World Championships", "Singles", "MedalSilver", 2017, "Oslo"),
+    ("World Championships", "Singles", "MedalSilver", 2019, "Kazan"),
+    ("World Championships", "Team", "MedalGold", 2021, "Vantaa"),
+    ("European Games", "Singles", "MedalGold", 2015, "Baku"),
+    ("World Cup", "Team", "MedalBronze", 2018, "London"),
+    ("World Cup", "Mixed doubles", "MedalSilver", 2016, "Paris"),
+]
+EXPECTED = {  # question -> answer rows, the same for both schemas
+    "How many World Championships Silver Medals did Anna Berg win?": [(2,)],
+    "In which year did Anna Berg win her first Gold Medal?": [(2015,)],
+    "Has Anna Berg ever won a Bronze Medal in the European Games?": [("No",)],
+    "How old was Anna Berg when she won her first medal?": [(20,)],
+    "In which formats did Anna Berg win medals at the World Cup?": [("Mixed doubles",), ("Team",)],
+}
+
+
+def tables_db() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.executescript(TABLES_SCHEMA)
+    db.execute("INSERT INTO Athlete VALUES (1, 'Anna Berg')")
+    db.execute("INSERT INTO PersonalInformation VALUES (1, 1, 1995, 3, 14)")
+    tournaments, formats = {}, {}
+    for tournament, fmt, medal, year, location in MEDALS:
+        if tournament not in tournaments:
+            tournaments[tournament] = len(tournaments) + 1
+            db.execute("INSERT INTO Tournament VALUES (?, 1, ?)", (tournaments[tournament], tournament))
+        if (tournament, fmt) not in formats:
+            formats[tournament, fmt] = len(formats) + 1
+            db.execute("INSERT INTO Format VALUES (?, ?, ?)", (formats[tournament, fmt], tournaments[tournament], fmt))
+        db.execute("INSERT INTO Medal (format_id, type, year, location) VALUES (?, ?, ?, ?)",
+                   (formats[tournament, fmt], medal, year, location))
+    return db
+
+
+def flat_db() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.executescript(FLAT_SCHEMA)
+    for row in MEDALS:
+        db.execute("INSERT INTO Medals VALUES ('Anna Berg', ?, ?, ?, ?, ?, 1995, 3, 14)", row)
+    return db
+
+
+def observation(schema=TABLES_SCHEMA, rows="Athlete: (1, 'Nouran Gohar')"):
+    return {"question": "  How many medals did Nouran Gohar win? ", "schema": schema, "sample_rows": rows}
+
+
+def test_prefill_opens_a_select_in_a_sql_fence():
+    assert PREFILL == "```sql\nSELECT"
+
+
+@pytest.mark.parametrize("schema, kind", [
+    (TABLES_SCHEMA, "tables"),
+    (FLAT_SCHEMA, "flat"),
+    ("CREATE TABLE `Medals` (x)", "flat"),
+    ("create table if not exists Athlete (a); CREATE TABLE Medal (b)", "tables"),
+    ("CREATE TABLE singer (id INTEGER)", None),
+    ("", None),
+])
+def test_detect_schema(schema, kind):
+    assert detect_schema(schema) == kind
+
+
+@pytest.mark.parametrize("few_shot", [0, 1, 2, 5, 9])
+def test_messages_alternate_and_end_with_the_question(few_shot):
+    messages = build_messages(observation(), few_shot)
+    shots = min(few_shot, len(TABLES_EXAMPLES))
+    assert len(messages) == 2 + 2 * shots
+    assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * shots + ["user"]
+    assert messages[-1]["content"] == "Question: How many medals did Nouran Gohar win?"
+    for answer in messages[2:-1:2]:
+        assert answer["content"].startswith(PREFILL) and answer["content"].endswith(";\n```")
+
+
+def test_system_message_holds_schema_and_sample_rows():
+    system = build_messages(observation(), 0)[0]["content"]
+    assert system.startswith(prompts.SYSTEM_PROMPT)
+    assert TABLES_SCHEMA in system and "Nouran Gohar" in system and "MedalGold" in system
+    assert "Sample rows" not in build_messages(observation(rows=""), 0)[0]["content"]
+
+
+def test_flat_schema_gets_flat_examples_and_unknown_gets_none():
+    flat = build_messages(observation(FLAT_SCHEMA), 2)
+    assert "FROM Medals" in flat[2]["content"] and "JOIN" not in flat[2]["content"]
+    assert len(build_messages(observation("CREATE TABLE singer (id INTEGER)"), 2)) == 2
+
+
+def test_negative_few_shot_is_rejected():
+    with pytest.raises(ValueError, match="few_shot"):
+        build_messages(observation(), -1)
+
+
+@pytest.mark.parametrize("connect, examples", [(tables_db, TABLES_EXAMPLES), (flat_db, FLAT_EXAMPLES)],
+                         ids=["tables", "flat"])
+def test_worked_examples_run_and_give_the_right_answer(connect, examples):
+    db = connect()
+    assert [e.question for e in examples] == list(EXPECTED)
+    for example in examples:
+        rows = sorted(db.execute(example.sql).fetchall())
+        assert rows == EXPECTED[example.question], example.question
+
+
+def test_render_plain_ends_with_an_assistant_cue():
+    text = prompts.render_plain(build_messages(observation(), 1))
+    assert text.startswith("System: ") and text.endswith("Assistant: ")
