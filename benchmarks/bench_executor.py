@@ -9,7 +9,8 @@ ratio: for each query, the best of `--repeats` timings of `--number` calls of
   raw_same  cursor.execute(sql).fetchall()          on a connection opened exactly as the Executor opens it
             (mode=ro&immutable=1, limits, authorizer, progress handler): isolates the Python-side overhead.
   --cpu times with process_time, which a busy shared machine disturbs less than wall time.
-group: wall time of execute_group(db, sqls) with workers=0 and workers=2 on a warm pool, best of --repeats.
+group: wall time of execute_group(db, sqls) with workers=0 and workers=2 on a warm pool, best of --repeats,
+  and the machine's current capacity (two spinning processes vs one), which bounds any speed-up.
 Builds its own databases in a temporary folder.
 """
 
@@ -118,6 +119,23 @@ def bench_ratio(args) -> None:
         executor.close()
 
 
+def machine_capacity(seconds_of_work: float = 0.3) -> float:
+    """Wall-time speed-up two processes get right now on a fixed pure-CPU job: the ceiling for any pool."""
+    import subprocess
+
+    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<%r: pass" % seconds_of_work
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-S", "-c", code]) for _ in range(n)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - start
+
+    one, two = min(run(1) for _ in range(2)), min(run(2) for _ in range(2))
+    return 2 * one / two
+
+
 def bench_group(args) -> None:
     heavy = [f"SELECT COUNT(*) FROM Medal a JOIN Medal b ON a.year = b.year + {k} WHERE a.type <> b.type"
              for k in range(8)]
@@ -134,6 +152,8 @@ def bench_group(args) -> None:
             assert [r.rows for r in check] == [r.rows for r in executor.execute_group(path, heavy)]
         print(f"serial (workers=0): {serial * 1e3:.1f} ms   workers=2: {pooled * 1e3:.1f} ms   "
               f"speed-up: {serial / pooled:.2f}x   (os.cpu_count()={os.cpu_count()})")
+        print(f"machine capacity now: two CPU-bound processes run {machine_capacity():.2f}x as fast as one "
+              f"(the ceiling for any 2-worker speed-up; 2.00 on an idle 2-core machine)")
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ from multiprocessing.connection import Connection, wait
 
 STARTUP_TIMEOUT = 20.0  # seconds a fresh worker may take to report ready
 STOP_TIMEOUT = 1.0
+PIPELINE = 2  # queries in flight per worker: one running, one waiting in its pipe
+PIPELINE_MAX_SQL = 8192  # longer SQL waits for an idle worker (a send must never block on a full pipe)
 MAX_FAILED_STARTS = 3  # consecutive workers that die before reporting ready: stop replacing them  # seconds a worker gets to exit after the stop message before it is killed
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -72,7 +74,11 @@ def _child_main(argv: list[str]) -> int:
             break
         if message is None:
             break
-        task_id, db_path, sql, budget = message
+        task_id, db_path, sql, timeout, end = message
+        budget = timeout if end is None else min(timeout, end - time.monotonic())  # monotonic: system-wide
+        if budget <= 0:
+            outbox.send((task_id, (), (), "timeout", "group deadline passed before this query ran", 0.0))
+            continue
         result = executor._execute(db_path, sql, budget)
         try:
             outbox.send((task_id, result.rows, result.columns, result.error, result.message, result.elapsed))
@@ -87,7 +93,7 @@ def _child_main(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- parent side
 
 class _Worker:
-    __slots__ = ("proc", "inbox", "outbox", "ready", "started", "task", "dispatched", "kill_at")
+    __slots__ = ("proc", "inbox", "outbox", "ready", "started", "tasks", "dispatched", "kill_at")
 
     def __init__(self, config_json: str):
         child_in, parent_out = os.pipe()
@@ -107,9 +113,9 @@ class _Worker:
         self.outbox = Connection(parent_out, readable=False)  # tasks to the worker
         self.ready = False
         self.started = time.perf_counter()
-        self.task = None  # index of the query it is running
-        self.dispatched = 0.0
-        self.kill_at = 0.0
+        self.tasks: deque = deque()  # indices of the queries sent to it: the first is running
+        self.dispatched = 0.0  # when the first of `tasks` started, as far as the parent knows
+        self.kill_at = 0.0  # when the first of `tasks` is overdue
 
     def stop(self, graceful: bool) -> int | None:
         """Stop the process (politely if graceful), reap it, close both pipes. Returns its exit code."""
@@ -185,7 +191,14 @@ class WorkerPool:
         return code
 
     def run(self, db_path, sqls: list, end: float | None, fallback) -> list:
-        """Run sqls across the workers; results in order. `fallback` (an Executor) runs what no worker can."""
+        """Run sqls across the workers; results in input order. `end` is a time.perf_counter() deadline for the
+        whole call (None: none). `fallback` (an Executor) answers what needs no worker, or what no worker can
+        run because none could be started.
+
+        Each worker gets up to PIPELINE queries at a time (one running, the next already in its pipe, so it
+        never waits for this process to wake up); a query's hard deadline counts from when the previous
+        answer arrived. Large SQL is only sent to an idle worker, so a send can never block on a full pipe.
+        """
         from sqlenv.executor import ExecutionResult
 
         config = self.config
@@ -198,44 +211,51 @@ class WorkerPool:
             if type(sql) is not str or len(sql) > config.max_sql_length:
                 results[index] = fallback._execute(path, sql, config.timeout)
         pending = deque(i for i in range(len(sqls)) if results[i] is None)
+        end_monotonic = None if end is None else time.monotonic() + (end - time.perf_counter())
         late = "group deadline passed before this query ran"
+
+        def retire(worker: _Worker, result) -> None:
+            """Give the running query `result`, requeue the rest of the worker's queries, replace it."""
+            if worker.tasks:
+                results[worker.tasks.popleft()] = result
+            pending.extendleft(reversed(worker.tasks))
+            worker.tasks.clear()
+            self._replace(worker, failed_start=not worker.ready)
 
         while True:
             now = time.perf_counter()
             for worker in list(self._workers):  # dead idle workers, or ones that never started
-                if worker.task is None and worker.proc.poll() is not None:
+                if not worker.tasks and worker.proc.poll() is not None:
                     self._replace(worker, failed_start=not worker.ready)
                 elif not worker.ready and now - worker.started > STARTUP_TIMEOUT:
                     self._replace(worker, failed_start=True)
             if end is not None and now >= end:  # the whole call's deadline
-                for worker in [w for w in self._workers if w.task is not None]:
-                    results[worker.task] = ExecutionResult(
-                        error="timeout", message="group deadline passed while this query ran; worker killed",
-                        elapsed=now - worker.dispatched)
-                    self._replace(worker)
+                for worker in [w for w in self._workers if w.tasks]:
+                    retire(worker, ExecutionResult(error="timeout", elapsed=now - worker.dispatched,
+                                                   message="group deadline passed while this query ran; worker killed"))
                 for index in pending:
                     results[index] = ExecutionResult(error="timeout", message=late)
                 break
-            for worker in self._workers:  # dispatch to idle, ready workers
-                if not pending:
-                    break
-                if worker.ready and worker.task is None:
-                    index = pending.popleft()
-                    budget = config.timeout if end is None else max(1e-3, min(config.timeout, end - now))
+            broken = []
+            for worker in self._workers:  # dispatch: fill each ready worker's pipeline
+                while pending and worker.ready and len(worker.tasks) < PIPELINE:
+                    index = pending[0]
+                    if worker.tasks and len(sqls[index]) > PIPELINE_MAX_SQL:
+                        break
                     self._task_ids += 1
                     try:
-                        worker.outbox.send((self._task_ids, path, sqls[index], budget))
+                        worker.outbox.send((self._task_ids, path, sqls[index], config.timeout, end_monotonic))
                     except Exception:  # it died while idle
-                        pending.appendleft(index)
-                        worker.task = -1  # not dispatchable until replaced below
-                        continue
-                    worker.task = index
-                    worker.dispatched = now
-                    worker.kill_at = now + budget + config.kill_grace
-            for worker in [w for w in self._workers if w.task == -1]:
-                worker.task = None
-                self._replace(worker)
-            busy = [w for w in self._workers if w.task is not None]
+                        broken.append(worker)
+                        break
+                    pending.popleft()
+                    if not worker.tasks:
+                        worker.dispatched = now
+                        worker.kill_at = now + config.timeout + config.kill_grace
+                    worker.tasks.append(index)
+            for worker in broken:
+                retire(worker, ExecutionResult(error="other", message="worker process died before this query ran"))
+            busy = [w for w in self._workers if w.tasks]
             starting = [w for w in self._workers if not w.ready]
             if not busy and not pending:
                 break
@@ -245,7 +265,7 @@ class WorkerPool:
                     results[index] = (fallback._execute(path, sqls[index], budget) if budget > 0
                                       else ExecutionResult(error="timeout", message=late))
                 break
-            # Sleep until a reply, a ready message, or the earliest deadline.
+            # Sleep until an answer, a ready message, or the earliest deadline.
             wake = [w.kill_at for w in busy] + [w.started + STARTUP_TIMEOUT for w in starting]
             if end is not None:
                 wake.append(end)
@@ -255,34 +275,32 @@ class WorkerPool:
             for conn in readable:
                 worker = watched[id(conn)]
                 answered.add(id(worker))
-                try:
-                    message = worker.inbox.recv()
-                except Exception:  # end of file: the worker died
-                    index = worker.task
-                    code = self._replace(worker, failed_start=not worker.ready)
-                    if index is not None:
-                        results[index] = ExecutionResult(
-                            error="other", message=f"worker process died while running this query (exit code {code})",
-                            elapsed=time.perf_counter() - worker.dispatched)
-                    continue
-                if not worker.ready:
-                    if isinstance(message, tuple) and message[:1] == ("ready",):
-                        worker.ready = True
-                        self._failed_starts = 0
-                    else:
-                        self._replace(worker, failed_start=True)
-                    continue
-                _, rows, columns, error, text, elapsed = message
-                results[worker.task] = ExecutionResult(rows, columns, error, text, elapsed)
-                worker.task = None
+                while worker in self._workers and worker.inbox.poll():  # every answer already in the pipe
+                    try:
+                        message = worker.inbox.recv()
+                    except Exception:  # end of file: the worker died
+                        code = worker.proc.poll()
+                        retire(worker, ExecutionResult(
+                            error="other", elapsed=time.perf_counter() - worker.dispatched,
+                            message=f"worker process died while running this query (exit code {code})"))
+                        break
+                    if not worker.ready:
+                        if isinstance(message, tuple) and message[:1] == ("ready",):
+                            worker.ready = True
+                            self._failed_starts = 0
+                        else:
+                            retire(worker, None)
+                        break
+                    _, rows, columns, error, text, elapsed = message
+                    results[worker.tasks.popleft()] = ExecutionResult(rows, columns, error, text, elapsed)
+                    worker.dispatched = time.perf_counter()  # the next one, if any, has just started
+                    worker.kill_at = worker.dispatched + config.timeout + config.kill_grace
             now = time.perf_counter()
-            for worker in busy:  # late answers: kill, replace, report a timeout
-                if id(worker) not in answered and worker.task is not None and now >= worker.kill_at:
-                    index = worker.task
-                    self._replace(worker)
-                    results[index] = ExecutionResult(
+            for worker in busy:  # overdue: kill, replace, report a timeout, requeue what was queued behind
+                if id(worker) not in answered and worker.tasks and worker in self._workers and now >= worker.kill_at:
+                    retire(worker, ExecutionResult(
                         error="timeout", elapsed=now - worker.dispatched,
-                        message=f"worker did not answer within {worker.kill_at - worker.dispatched:.3g} s; killed")
+                        message=f"worker did not answer within {worker.kill_at - worker.dispatched:.3g} s; killed"))
         return results
 
 
