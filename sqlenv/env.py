@@ -23,6 +23,14 @@ MAX_SAMPLE_ROWS_CHARS = 20_000
 ACTION_CHARSET = frozenset(string.printable)
 
 
+class UnicodeText(spaces.Text):
+    """A ``Text`` space whose members may hold any Unicode character (database values do:
+    ``Kraków``, ``Zürich``); ``sample()`` still draws from ``charset``."""
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+
 @dataclass(frozen=True)
 class _Database:
     path: str
@@ -111,12 +119,12 @@ class TextToSQLEnv(gym.Env[dict, str]):
         self.executor = Executor(ExecutorConfig(timeout=timeout, max_rows=max_rows))
         self.reward_range = reward_range(reward)
 
-        charset = frozenset(string.printable) | _charset_of(self.dataset)
+        charset = frozenset(string.printable)
         self.observation_space = spaces.Dict(
             {
-                "question": spaces.Text(MAX_QUESTION_CHARS, min_length=0, charset=charset),
-                "schema": spaces.Text(MAX_SCHEMA_CHARS, min_length=0, charset=charset),
-                "sample_rows": spaces.Text(MAX_SAMPLE_ROWS_CHARS, min_length=0, charset=charset),
+                "question": UnicodeText(MAX_QUESTION_CHARS, min_length=0, charset=charset),
+                "schema": UnicodeText(MAX_SCHEMA_CHARS, min_length=0, charset=charset),
+                "sample_rows": UnicodeText(MAX_SAMPLE_ROWS_CHARS, min_length=0, charset=charset),
             }
         )
         self.action_space = spaces.Text(self.executor.config.max_sql_length, min_length=0, charset=ACTION_CHARSET)
@@ -247,14 +255,6 @@ class TextToSQLEnv(gym.Env[dict, str]):
             "reward": value,
         }
         return value, info
-
-
-def _charset_of(dataset: Dataset) -> frozenset[str]:
-    chars: set[str] = set()
-    for example in dataset:
-        chars.update(example.question)
-        chars.update(example.context or "")
-    return frozenset(chars)
 
 
 def _one_line(sql: Any, limit: int = 500) -> str:

@@ -177,3 +177,11 @@ def test_dataset_subset_keeps_scoring():
     assert len(sub) == 2 and sub[0] is ds[3] and sub.database(sub[1]) == ds.database(ds[1])
     with pytest.raises(TypeError, match="subset"):
         ds[0:2]
+
+
+def test_observation_space_accepts_any_unicode_value():
+    env = TextToSQLEnv(split="dev")
+    obs, _ = env.reset(seed=0)
+    obs = dict(obs, sample_rows="Zürich | Kraków | 東京")
+    assert env.observation_space.contains(obs)
+    assert not env.observation_space["question"].contains(12)
