@@ -19,8 +19,9 @@ What is covered:
   also off at the connection level. -> "forbidden"
 - A time budget (`timeout`): a progress handler aborts the statement once the deadline passes
   (runaway recursive CTEs, cartesian products, huge sorts); the connection stays usable. -> "timeout"
-- Result size: at most `max_rows` rows and `max_bytes` bytes (Python memory of the values, counted while
-  fetching in chunks sized so that one chunk cannot overshoot by much). -> "too_large"
+- Result size: at most `max_rows` rows and `max_bytes` bytes (the values' marshal size), counted while
+  fetching, in chunks sized so that even a chunk of maximal values cannot overshoot by more than a row.
+  -> "too_large"
 - SQLite limits: one value (string/blob, so randomblob/zeroblob/printf/group_concat) is capped at
   `max_value_bytes`, plus caps on SQL length, expression depth, compound SELECT terms, columns,
   function arguments, LIKE patterns, bound variables and attached databases (0). -> "too_large"
@@ -109,7 +110,8 @@ class ExecutorConfig:
     max_rows: int = 10_000
     """Most rows a result may have ("too_large" beyond)."""
     max_bytes: int = 8_000_000
-    """Most bytes a result may hold, as Python memory of its values ("too_large" beyond)."""
+    """Most bytes a result may hold ("too_large" beyond): the size of its values' marshal encoding, i.e. the
+    string and blob bytes plus 2 to 9 bytes per value."""
     max_sql_length: int = 100_000
     """Most characters of SQL accepted ("too_large" beyond)."""
     max_value_bytes: int = 100_000
@@ -125,11 +127,13 @@ class ExecutorConfig:
     """Workers only: SQLite's hard heap limit in each worker process, bytes (0 = none)."""
 
     def __post_init__(self):
-        for name in ("timeout", "max_rows", "max_bytes", "max_sql_length", "max_value_bytes",
-                     "max_connections", "progress_steps"):
+        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ValueError(f"ExecutorConfig.timeout must be a positive number of seconds, got {self.timeout!r}")
+        for name in ("max_rows", "max_bytes", "max_sql_length", "max_value_bytes", "max_connections",
+                     "progress_steps"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"ExecutorConfig.{name} must be a positive number, got {value!r}")
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"ExecutorConfig.{name} must be a positive int, got {value!r}")
         if self.kill_grace < 0 or self.worker_heap_limit < 0:
             raise ValueError("ExecutorConfig.kill_grace and worker_heap_limit must be >= 0")
 
@@ -355,10 +359,8 @@ class Executor:
     """
 
     def __init__(self, config: ExecutorConfig | None = None, **config_kwargs):
-        if config is None:
-            config = ExecutorConfig(**config_kwargs)
-        elif config_kwargs:
-            config = ExecutorConfig(**{**asdict(config), **config_kwargs})
+        # A private copy: later changes to the caller's config object cannot half-apply.
+        config = ExecutorConfig(**{**(asdict(config) if config is not None else {}), **config_kwargs})
         self.config = config
         self._cache: collections.OrderedDict[object, _Entry] = collections.OrderedDict()
         self._lock = threading.RLock()

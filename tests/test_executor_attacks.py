@@ -107,6 +107,7 @@ def attack(ex, db, sql, kind, budget=BUDGET):
     "INSERT OR REPLACE INTO Athlete VALUES (1, 'Mallory')",
     "WITH x AS (SELECT 1) DELETE FROM Medal",
     "UPDATE sqlite_master SET sql = 'x'",
+    "EXPLAIN DELETE FROM Medal",
 ])
 def test_write_and_ddl_refused(ex, db, sql):
     attack(ex, db, sql, "forbidden")
@@ -320,6 +321,15 @@ def test_invalid_utf8_bytes(ex, db):
 
 @pytest.mark.parametrize("sql", [None, 42, 3.5, ["SELECT 1"], object()])
 def test_non_string_sql(ex, db, sql):
+    attack(ex, db, sql, "other")
+
+
+def test_invalid_utf8_in_a_result_value(ex, db):
+    attack(ex, db, "SELECT CAST(x'fffe' AS TEXT)", "other")
+
+
+@pytest.mark.parametrize("sql", ["SELECT ?", "SELECT :name", "SELECT * FROM Medal WHERE year = ?1"])
+def test_unbound_parameters(ex, db, sql):
     attack(ex, db, sql, "other")
 
 
