@@ -8,9 +8,9 @@ only `executor.py` (by file path, so not even `sqlenv/__init__.py`), caps SQLite
 (the parent shuts it down) and answers queries over a pair of pipes framed by
 `multiprocessing.connection.Connection` until it reads `None` or end-of-file (the parent is gone).
 
-The parent side (`WorkerPool`) dispatches one query at a time to each idle worker, waits with
-`multiprocessing.connection.wait` until a reply or the earliest hard deadline, and kills and replaces a
-worker that is late or dead. No threads. Workers are stopped by `close()`, and by a `weakref.finalize`
+The parent side (`WorkerPool`) keeps up to two queries in flight per worker (one running, one waiting in
+its pipe), waits with `multiprocessing.connection.wait` until a reply or the earliest hard deadline, and
+kills and replaces a worker that is late or dead, requeueing the query that waited behind it. No threads. Workers are stopped by `close()`, and by a `weakref.finalize`
 hook when the pool is garbage-collected or the interpreter exits.
 """
 
@@ -32,10 +32,10 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection, wait
 
 STARTUP_TIMEOUT = 20.0  # seconds a fresh worker may take to report ready
-STOP_TIMEOUT = 1.0
+STOP_TIMEOUT = 1.0  # seconds a worker gets to exit after the stop message before it is killed
 PIPELINE = 2  # queries in flight per worker: one running, one waiting in its pipe
 PIPELINE_MAX_SQL = 8192  # longer SQL waits for an idle worker (a send must never block on a full pipe)
-MAX_FAILED_STARTS = 3  # consecutive workers that die before reporting ready: stop replacing them  # seconds a worker gets to exit after the stop message before it is killed
+MAX_FAILED_STARTS = 3  # consecutive workers that die before reporting ready: stop replacing them
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -117,13 +117,17 @@ class _Worker:
         self.dispatched = 0.0  # when the first of `tasks` started, as far as the parent knows
         self.kill_at = 0.0  # when the first of `tasks` is overdue
 
-    def stop(self, graceful: bool) -> int | None:
+    def ask_to_stop(self) -> bool:
+        try:
+            self.outbox.send(None)
+            return True
+        except Exception:
+            return False
+
+    def stop(self, graceful: bool, asked: bool = False) -> int | None:
         """Stop the process (politely if graceful), reap it, close both pipes. Returns its exit code."""
-        if graceful:
-            try:
-                self.outbox.send(None)
-            except Exception:
-                graceful = False
+        if graceful and not asked:
+            graceful = self.ask_to_stop()
         try:
             if graceful:
                 try:
@@ -146,8 +150,9 @@ class _Worker:
 def _stop_all(workers: list, owner_pid: int) -> None:
     if os.getpid() != owner_pid:  # a forked child must not touch its parent's workers
         return
-    for worker in workers:
-        worker.stop(graceful=True)
+    asked = [worker.ask_to_stop() for worker in workers]  # all at once, then reap each
+    for worker, ok in zip(workers, asked):
+        worker.stop(graceful=ok, asked=True)
     workers.clear()
 
 

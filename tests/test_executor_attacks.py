@@ -458,6 +458,22 @@ def test_close_leaves_no_processes_fds_or_threads(db):
     assert threading.active_count() == threads_before
 
 
+def test_interpreter_exit_without_close_stops_the_workers(db, tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom sqlenv.executor import Executor\nex = Executor(timeout=0.5)\n"
+              f"assert all(r.ok for r in ex.execute_group({str(db)!r}, ['SELECT 1'] * 2, workers=2))\n"
+              "print(*ex._pool.pids)\n")  # and exit without close(): the atexit hook must stop them
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    for pid in map(int, done.stdout.split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def test_context_manager_stops_the_pool(db):
     with Executor(ExecutorConfig(timeout=BUDGET)) as ex:
         ex.execute_group(db, ["SELECT 1"], workers=1)
