@@ -240,14 +240,14 @@ class _Entry:
         self.deadline = 0.0
 
 
-_LIMITS = (  # (limit name, value or a function of the config)
+_LIMITS = (  # (limit, value or a function of the config). Generous where real schemas or SQL could need it.
     ("SQLITE_LIMIT_LENGTH", lambda c: max(1, min(c.max_value_bytes, c.max_bytes))),
     ("SQLITE_LIMIT_SQL_LENGTH", lambda c: 4 * c.max_sql_length + 16),  # bytes; chars checked first
-    ("SQLITE_LIMIT_COLUMN", 100),
-    ("SQLITE_LIMIT_EXPR_DEPTH", 100),
-    ("SQLITE_LIMIT_COMPOUND_SELECT", 50),
+    ("SQLITE_LIMIT_COLUMN", 1000),  # also bounds a row: 1000 values of max_value_bytes
+    ("SQLITE_LIMIT_EXPR_DEPTH", 1000),
+    ("SQLITE_LIMIT_COMPOUND_SELECT", 500),
     ("SQLITE_LIMIT_VDBE_OP", 250_000),
-    ("SQLITE_LIMIT_FUNCTION_ARG", 32),
+    ("SQLITE_LIMIT_FUNCTION_ARG", 127),  # json_object with many pairs
     ("SQLITE_LIMIT_ATTACHED", 0),
     ("SQLITE_LIMIT_LIKE_PATTERN_LENGTH", 10_000),
     ("SQLITE_LIMIT_VARIABLE_NUMBER", 100),

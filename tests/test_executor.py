@@ -251,3 +251,18 @@ def test_group_workers_match_serial(db):
 def test_group_bad_arguments_are_results(ex, db):
     assert ex.execute_group(db, []) == []
     assert ex.execute_group(db, ["SELECT 1"], workers="many")[0].error == "other"
+
+
+def test_limits_leave_room_for_real_schemas_and_sql(ex, tmp_path):
+    wide = tmp_path / "wide.sqlite"
+    conn = sqlite3.connect(wide)
+    conn.execute("CREATE TABLE t(" + ", ".join(f"c{i} INTEGER" for i in range(300)) + ")")
+    conn.execute("INSERT INTO t VALUES (" + ", ".join(str(i) for i in range(300)) + ")")
+    conn.commit()
+    conn.close()
+    result = ex.execute(wide, "SELECT * FROM t")
+    assert result.ok and len(result.columns) == 300 and result.rows[0][299] == 299
+    pairs = ", ".join(f"'k{i}', {i}" for i in range(30))
+    assert ex.execute(wide, f"SELECT json_object({pairs})").ok
+    assert ex.execute(wide, "SELECT 1 WHERE " + " OR ".join(f"c0 = {i}" for i in range(300))).ok
+    assert ex.execute(wide, " UNION ALL ".join(["SELECT c1 FROM t"] * 100)).ok

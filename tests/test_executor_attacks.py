@@ -223,7 +223,7 @@ def test_cartesian_product_times_out(ex, db):
 
 
 def test_huge_sort_times_out(ex, db):
-    attack(ex, db, "SELECT a.type FROM Medal a, Medal b ORDER BY random() LIMIT 1", "timeout")
+    attack(ex, db, "SELECT a.type FROM Medal a, Medal b, Medal c ORDER BY random() LIMIT 1", "timeout")
 
 
 def test_group_concat_of_cartesian_product_is_stopped(ex, db):
