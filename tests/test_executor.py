@@ -264,5 +264,5 @@ def test_limits_leave_room_for_real_schemas_and_sql(ex, tmp_path):
     assert result.ok and len(result.columns) == 300 and result.rows[0][299] == 299
     pairs = ", ".join(f"'k{i}', {i}" for i in range(30))
     assert ex.execute(wide, f"SELECT json_object({pairs})").ok
-    assert ex.execute(wide, "SELECT 1 WHERE " + " OR ".join(f"c0 = {i}" for i in range(300))).ok
+    assert ex.execute(wide, "SELECT 1 FROM t WHERE " + " OR ".join(f"c0 = {i}" for i in range(300))).ok
     assert ex.execute(wide, " UNION ALL ".join(["SELECT c1 FROM t"] * 100)).ok
