@@ -5,6 +5,7 @@
 
 ratio: for each query, the best of `--repeats` timings of `--number` calls of
   executor  Executor().execute(db, sql)            (cached connection, authorizer, caps, ExecutionResult)
+  no_stat   Executor(revalidate=False).execute      (the same without the per-call stat of the file)
   raw       cursor.execute(sql).fetchall()          on sqlite3.connect(db), the plain way
   raw_same  cursor.execute(sql).fetchall()          on a connection opened exactly as the Executor opens it
             (mode=ro&immutable=1, limits, authorizer, progress handler): isolates the Python-side overhead.
@@ -97,12 +98,14 @@ def bench_ratio(args) -> None:
         build_infobox_db(dbs["infobox"])
         build_medal_db(dbs["medal"])
         executor = Executor()
+        trusting = Executor(revalidate=False)
         plain = {k: sqlite3.connect(v) for k, v in dbs.items()}
         same = {k: _open(v, (), executor.config) for k, v in dbs.items()}
         for entry in same.values():
             entry.deadline = float("inf")
-        print(f"{'query':<70} {'executor':>9} {'raw':>9} {'raw_same':>9} {'ratio':>6} {'ratio_same':>10}")
-        totals = [0.0, 0.0, 0.0]
+        print(f"{'query':<62} {'executor':>9} {'no_stat':>9} {'raw':>9} {'raw_same':>9} {'ratio':>6} "
+              f"{'ratio_same':>10} {'no_stat/same':>12}")
+        totals = [0.0, 0.0, 0.0, 0.0]
         for db, sql in SMALL_QUERIES:
             path = dbs[db]
             assert executor.execute(path, sql).ok
@@ -111,12 +114,15 @@ def bench_ratio(args) -> None:
             t_ex = best_of(lambda: executor.execute(path, sql), args.number, args.repeats, clock)
             t_raw = best_of(lambda: raw_conn.execute(sql).fetchall(), args.number, args.repeats, clock)
             t_same = best_of(lambda: same_conn.execute(sql).fetchall(), args.number, args.repeats, clock)
-            totals = [totals[0] + t_ex, totals[1] + t_raw, totals[2] + t_same]
-            print(f"{(db + ': ' + sql)[:70]:<70} {t_ex * 1e6:8.1f}u {t_raw * 1e6:8.1f}u {t_same * 1e6:8.1f}u "
-                  f"{t_ex / t_raw:6.2f} {t_ex / t_same:10.2f}")
-        print(f"{'TOTAL (sum of per-query times)':<70} {totals[0] * 1e6:8.1f}u {totals[1] * 1e6:8.1f}u "
-              f"{totals[2] * 1e6:8.1f}u {totals[0] / totals[1]:6.2f} {totals[0] / totals[2]:10.2f}")
+            t_trust = best_of(lambda: trusting.execute(path, sql), args.number, args.repeats, clock)
+            times = (t_ex, t_trust, t_raw, t_same)
+            totals = [a + b for a, b in zip(totals, times)]
+            print(f"{(db + ': ' + sql)[:62]:<62} " + " ".join(f"{t * 1e6:8.1f}u" for t in times) +
+                  f" {t_ex / t_raw:6.2f} {t_ex / t_same:10.2f} {t_trust / t_same:12.2f}")
+        print(f"{'TOTAL (sum of per-query times)':<62} " + " ".join(f"{t * 1e6:8.1f}u" for t in totals) +
+              f" {totals[0] / totals[2]:6.2f} {totals[0] / totals[3]:10.2f} {totals[1] / totals[3]:12.2f}")
         executor.close()
+        trusting.close()
 
 
 def machine_capacity(seconds_of_work: float = 0.3) -> float:

@@ -32,7 +32,8 @@ What is covered:
   -> "syntax"; SQL longer than `max_sql_length` -> "too_large". sqlite error messages map to kinds in
   `_classify`.
 - Connections are cached per path (LRU, `max_connections`), so repeated queries pay no open cost; the
-  file's identity (inode, size, mtime) is checked on every call and a replaced file is reopened.
+  file's identity (inode, size, mtime) is checked on every call and a replaced file is reopened (one stat,
+  cheaper than the per-statement checks SQLite itself skips under `immutable=1`; `revalidate=False` skips it).
 - `execute_group(..., workers=N)` runs a group in N persistent worker processes (fresh interpreters,
   each with its own Executor). A worker that does not answer by its hard deadline (the query budget plus
   `kill_grace`) or by the group `deadline` is killed and replaced; that sample comes back as "timeout"
@@ -119,6 +120,9 @@ class ExecutorConfig:
     are sized so that even rows of such values overshoot max_bytes by at most one row."""
     max_connections: int = 64
     """Open read-only connections kept per Executor (least recently used are closed)."""
+    revalidate: bool = True
+    """stat() the file on every call and reopen it if it was replaced or changed (about 2 us). False is
+    for paths whose content never changes, such as the content-addressed database cache."""
     progress_steps: int = 1000
     """SQLite VM instructions between deadline checks (smaller: sharper timeouts, more overhead)."""
     kill_grace: float = 0.5
@@ -367,6 +371,7 @@ class Executor:
         self._pool = None
         self._pid = os.getpid()
         self._max_rows, self._max_bytes = config.max_rows, config.max_bytes
+        self._revalidate = bool(config.revalidate)
         # marshal bytes one value may take: SQLite's cap on a string or blob plus a little framing
         self._value_room = max(1, min(config.max_value_bytes, config.max_bytes)) + 16
 
@@ -531,13 +536,16 @@ class Executor:
         """The cached connection for db_path (opened or reopened as needed), or an error message."""
         if self._pid != os.getpid():
             self._forget_after_fork()
+        cache = self._cache
         try:
             key = os.fspath(db_path)
+            entry = cache.get(key)
+            if entry is not None and not self._revalidate:
+                cache.move_to_end(key)
+                return entry
             st = os.stat(key)
         except (OSError, TypeError, ValueError) as exc:
             return f"cannot open database {db_path!r}: {exc}"
-        cache = self._cache
-        entry = cache.get(key)
         if entry is not None:
             if entry.identity == (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns):
                 cache.move_to_end(key)

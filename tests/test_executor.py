@@ -266,3 +266,14 @@ def test_limits_leave_room_for_real_schemas_and_sql(ex, tmp_path):
     assert ex.execute(wide, f"SELECT json_object({pairs})").ok
     assert ex.execute(wide, "SELECT 1 FROM t WHERE " + " OR ".join(f"c0 = {i}" for i in range(300))).ok
     assert ex.execute(wide, " UNION ALL ".join(["SELECT c1 FROM t"] * 100)).ok
+
+
+def test_revalidate_false_trusts_the_cached_connection(tmp_path):
+    path = build_medal_db(tmp_path / "db.sqlite", rows=5)
+    with Executor(revalidate=False) as ex:
+        assert ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((5,),)
+        build_medal_db(tmp_path / "new.sqlite", rows=7)
+        os.replace(tmp_path / "new.sqlite", path)
+        assert ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((5,),)  # by design: no stat
+        ex.close()
+        assert ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((7,),)
