@@ -277,3 +277,16 @@ def test_revalidate_false_trusts_the_cached_connection(tmp_path):
         assert ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((5,),)  # by design: no stat
         ex.close()
         assert ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((7,),)
+
+
+def test_path_with_uri_characters_stays_read_only(ex, tmp_path):
+    folder = tmp_path / "odd ?mode=rwc#frag %41"
+    folder.mkdir()
+    path = build_medal_db(folder / "db?mode=rw.sqlite", rows=3)
+    assert ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((3,),)
+    assert ex.execute(path, "DELETE FROM Medal").error == "forbidden"
+    assert sorted(p.name for p in folder.iterdir()) == ["db?mode=rw.sqlite"]
+
+
+def test_directory_path_is_other(ex, tmp_path):
+    assert ex.execute(tmp_path, "SELECT 1").error == "other"
