@@ -12,13 +12,17 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sqlenv.executor import Executor, ExecutorConfig
+from sqlenv.executor import ERROR_KINDS, Executor, ExecutorConfig
 
 BUDGET = 0.25  # seconds: the executor's time budget in these tests
 MARGIN = 1.0  # seconds of slack on a loaded, shared 2-core machine
@@ -459,9 +463,6 @@ def test_close_leaves_no_processes_fds_or_threads(db):
 
 
 def test_interpreter_exit_without_close_stops_the_workers(db, tmp_path):
-    import subprocess
-    import sys
-
     script = ("import sys\nfrom sqlenv.executor import Executor\nex = Executor(timeout=0.5)\n"
               f"assert all(r.ok for r in ex.execute_group({str(db)!r}, ['SELECT 1'] * 2, workers=2))\n"
               "print(*ex._pool.pids)\n")  # and exit without close(): the atexit hook must stop them
@@ -481,3 +482,30 @@ def test_context_manager_stops_the_pool(db):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+_TOKENS = ["SELECT", "FROM", "Medal", "Athlete", "WHERE", "year", "type", "*", ",", ";", "(", ")", "'", "'x'", '"',
+           "--", "/*", "*/", "UNION", "ALL", "WITH", "RECURSIVE", "r(x)", "AS", "DROP", "TABLE", "ATTACH",
+           "PRAGMA", "printf", "'%.*c'", "2000000000", "zeroblob", "randomblob", "1e9", "load_extension",
+           "COUNT", "GROUP", "BY", "ORDER", "LIMIT", "1", "0", "-1", "NULL", "JOIN", "ON", "=", "<", "||", "\x00",
+           "\udcff", "x'ff'", "CAST", "TEXT", "VACUUM", "INTO", "sqlite_version()", "?", ":a"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_ex():
+    executor = Executor(ExecutorConfig(timeout=0.05))
+    yield executor
+    executor.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(sql=st.one_of(st.text(max_size=200), st.lists(st.sampled_from(_TOKENS), max_size=25).map(" ".join)))
+def test_fuzz_never_raises_and_never_writes(pristine, fuzz_ex, sql):
+    path, digest = pristine
+    result = fuzz_ex.execute(path, sql)
+    assert result.error is None or result.error in ERROR_KINDS
+    assert isinstance(result.rows, tuple) and isinstance(result.message, str)
+    assert result.elapsed < 0.05 + MARGIN
+    assert sha256(path) == digest
