@@ -72,6 +72,20 @@ def pass_ks(samples: int) -> list[int]:
     return ks + [samples] if samples >= 1 else []
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95 % by default) of a proportion, in %; (0, 0) when n is 0.
+
+    Small ``--limit`` runs carry wide intervals: 1 of 30 correct is 0.6-16.7 %.
+    """
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+
+
 def _pct(numerator: float, denominator: int) -> float:
     return 100.0 * numerator / denominator if denominator else 0.0
 
@@ -112,6 +126,7 @@ def compute_metrics(records: Sequence[dict], samples: int = 1) -> dict[str, Any]
     metrics: dict[str, Any] = {
         "n": n,
         "execution_accuracy": _pct(sum(r["correct"] for r in records), n),
+        "execution_accuracy_ci95": list(wilson_interval(sum(bool(r["correct"]) for r in records), n)),
         "ems": _pct(sum(r["exact"] for r in records), n),
         "rems": _pct(sum(r["relaxed"] for r in records), n),
         "f1": _pct(sum(r.get("f1", 0.0) for r in records), n),
@@ -253,14 +268,16 @@ def _f(x: float) -> str:
 
 
 def summary_header(samples: int = 1) -> list[str]:
-    head = ["Policy", "Dataset", "Split", "Schema", "N", "Exec. acc. (%)", "EMS (%)", "REMS (%)", "Errors (%)"]
+    head = ["Policy", "Dataset", "Split", "Schema", "N", "Exec. acc. (%)", "95% CI", "EMS (%)", "REMS (%)",
+            "Errors (%)"]
     return head + [f"pass@{k} (%)" for k in pass_ks(samples)] if samples > 1 else head
 
 
 def summary_row(result: dict, samples: int | None = None) -> list[str]:
     c, m = result["config"], result["metrics"]
+    lo, hi = m.get("execution_accuracy_ci95", (float("nan"), float("nan")))
     row = [c["policy"], c["dataset"], c["split"], c["schema"], str(m["n"]), _f(m["execution_accuracy"]),
-           _f(m["ems"]), _f(m["rems"]), _f(m["error_rate"])]
+           f"{lo:.1f}-{hi:.1f}", _f(m["ems"]), _f(m["rems"]), _f(m["error_rate"])]
     samples = c["samples"] if samples is None else samples
     if samples > 1:
         pk = m.get("pass_at_k", {})
@@ -335,8 +352,19 @@ def summarize(paths: Iterable[str | Path]) -> str:
     for p in map(Path, paths):
         files += sorted(p.glob("*.json")) if p.is_dir() else [p]
     results = [json.loads(f.read_text()) for f in files]
+    for r in results:  # recompute from the per-question records, so older files get newer metrics
+        if r.get("records") is not None:
+            r["metrics"] = compute_metrics(r["records"], r["config"]["samples"])
     samples = max([r["config"]["samples"] for r in results] + [1])
-    return _table(summary_header(samples), [summary_row(r, samples) for r in results])
+    summary = _table(summary_header(samples), [summary_row(r, samples) for r in results])
+    kinds = [k for k in dict.fromkeys(k for r in results for k, v in r["metrics"]["errors"].items() if v["count"])]
+    if not kinds:
+        return summary
+    errors = _table(["Policy", "Dataset", "Split", "Schema", "Errors (%)"] + [f"{k} (%)" for k in kinds],
+                    [[r["config"][f] for f in ("policy", "dataset", "split", "schema")] + [_f(r["metrics"]["error_rate"])]
+                     + [_f(r["metrics"]["errors"].get(k, {"percent": 0.0})["percent"]) for k in kinds]
+                     for r in results if r["metrics"]["error_rate"] > 0])
+    return summary + "\n\nFailing queries by error kind (% of questions):\n\n" + errors
 
 
 # ---------------------------------------------------------------------------------------- datasets

@@ -57,6 +57,13 @@ def test_pass_at_k_rejects_impossible_counts():
         ev.pass_at_k(4, 1, 5)
 
 
+def test_wilson_interval_brackets_the_proportion():
+    lo, hi = ev.wilson_interval(1, 30)
+    assert lo == pytest.approx(0.59, abs=0.01) and hi == pytest.approx(16.67, abs=0.01)
+    assert ev.wilson_interval(0, 10)[0] == 0.0 and ev.wilson_interval(10, 10)[1] == 100.0
+    assert ev.wilson_interval(0, 0) == (0.0, 0.0)
+
+
 def test_pass_ks_are_powers_of_two_then_k():
     assert ev.pass_ks(1) == [1]
     assert ev.pass_ks(8) == [1, 2, 4, 8]
