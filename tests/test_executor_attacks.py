@@ -421,13 +421,18 @@ def test_group_deadline_bounds_the_call(pool_ex, db):
     assert [r.error for r in results] == ["timeout"] * 6
 
 
-def test_worker_killed_mid_query_reports_other(pool_ex, db):
-    pool_ex.execute_group(db, ["SELECT 1"], workers=1)
-    pid = pool_ex._pool.pids[0]
-    threading.Timer(0.1, os.kill, (pid, signal.SIGKILL)).start()
-    results = pool_ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c", "SELECT 3"], workers=1)
-    assert results[0].error == "other" and "died" in results[0].message
-    assert results[1].rows == ((3,),)
+def test_worker_killed_mid_query_reports_other(db):
+    with Executor(ExecutorConfig(timeout=5.0)) as ex:  # a budget the kill below lands well inside
+        ex.execute_group(db, ["SELECT 1"], workers=1)
+        pid = ex._pool.pids[0]
+        killer = threading.Timer(0.2, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        start = time.perf_counter()
+        results = ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c", "SELECT 3"], workers=1)
+        killer.join()
+        assert results[0].error == "other" and "died" in results[0].message
+        assert results[1].rows == ((3,),)  # requeued onto the replacement worker
+        assert time.perf_counter() - start < 0.2 + MARGIN + 2.0
 
 
 def test_idle_worker_killed_between_groups_is_replaced(pool_ex, db):
