@@ -48,9 +48,11 @@ What is not covered:
   heap cap.
 - The sorter may spill to temporary files while a heavy query runs (bounded by the time budget; SQLite
   deletes them).
-- The database must not be rewritten in place while it is open (`immutable=1`); atomic replacement
-  (write + rename), as `infobox.build_database` does, is detected and handled. WAL-mode databases are read
-  without their WAL.
+- The database must not be rewritten in place while a query runs on it (`immutable=1`: no locks). A change
+  between calls, or an atomic replacement (write + rename, as `infobox.build_database` does), is seen by the
+  per-call stat and the file is reopened. WAL-mode databases are read without their WAL.
+- `trusted_schema` is off, so a view stored in the database that calls printf/format (here an application
+  function) fails with "unsafe use of printf()" -> "other".
 - Nondeterministic functions (random, randomblob, current_timestamp) are allowed.
 - One Executor may be shared by threads (a lock serialises its calls), but not across fork: a forked
   child starts with an empty cache and pool.
