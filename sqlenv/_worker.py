@@ -113,7 +113,7 @@ class _Worker:
         self.outbox = Connection(parent_out, readable=False)  # tasks to the worker
         self.ready = False
         self.started = time.perf_counter()
-        self.tasks: deque = deque()  # indices of the queries sent to it: the first is running
+        self.tasks: deque = deque()  # (index, task id) of the queries sent to it: the first is running
         self.dispatched = 0.0  # when the first of `tasks` started, as far as the parent knows
         self.kill_at = 0.0  # when the first of `tasks` is overdue
 
@@ -196,6 +196,21 @@ class WorkerPool:
         return code
 
     def run(self, db_path, sqls: list, end: float | None, fallback) -> list:
+        """Run sqls across the workers (see `_run`). If anything interrupts it (an exception, Ctrl-C), the
+        workers with queries in flight are replaced, so that no stale answer is read by a later call."""
+        try:
+            return self._run(db_path, sqls, end, fallback)
+        except BaseException:
+            for worker in list(self._workers):
+                if worker.tasks:
+                    worker.tasks.clear()
+                    try:
+                        self._replace(worker)
+                    except BaseException:
+                        pass
+            raise
+
+    def _run(self, db_path, sqls: list, end: float | None, fallback) -> list:
         """Run sqls across the workers; results in input order. `end` is a time.perf_counter() deadline for the
         whole call (None: none). `fallback` (an Executor) answers what needs no worker, or what no worker can
         run because none could be started.
@@ -222,8 +237,8 @@ class WorkerPool:
         def retire(worker: _Worker, result) -> None:
             """Give the running query `result`, requeue the rest of the worker's queries, replace it."""
             if worker.tasks:
-                results[worker.tasks.popleft()] = result
-            pending.extendleft(reversed(worker.tasks))
+                results[worker.tasks.popleft()[0]] = result
+            pending.extendleft(reversed([index for index, _ in worker.tasks]))
             worker.tasks.clear()
             self._replace(worker, failed_start=not worker.ready)
 
@@ -257,9 +272,9 @@ class WorkerPool:
                     if not worker.tasks:
                         worker.dispatched = now
                         worker.kill_at = now + config.timeout + config.kill_grace
-                    worker.tasks.append(index)
+                    worker.tasks.append((index, self._task_ids))
             for worker in broken:
-                retire(worker, ExecutionResult(error="other", message="worker process died before this query ran"))
+                retire(worker, ExecutionResult(error="other", message="worker process died while running this query"))
             busy = [w for w in self._workers if w.tasks]
             starting = [w for w in self._workers if not w.ready]
             if not busy and not pending:
@@ -296,8 +311,11 @@ class WorkerPool:
                         else:
                             retire(worker, None)
                         break
-                    _, rows, columns, error, text, elapsed = message
-                    results[worker.tasks.popleft()] = ExecutionResult(rows, columns, error, text, elapsed)
+                    task_id, rows, columns, error, text, elapsed = message
+                    if task_id != worker.tasks[0][1]:  # not the query it was given: never trust it
+                        retire(worker, ExecutionResult(error="other", message="worker answered out of turn; replaced"))
+                        break
+                    results[worker.tasks.popleft()[0]] = ExecutionResult(rows, columns, error, text, elapsed)
                     worker.dispatched = time.perf_counter()  # the next one, if any, has just started
                     worker.kill_at = worker.dispatched + config.timeout + config.kill_grace
             now = time.perf_counter()

@@ -409,6 +409,13 @@ class Executor:
                 pool = self._get_pool(n_workers)
                 return pool.run(db_path, sqls, end, self)
         except Exception as exc:  # pool trouble must not lose the group: fall back to in-process
+            with self._lock:
+                pool, self._pool = self._pool, None
+            if pool is not None:
+                try:
+                    pool.close()
+                except Exception:
+                    pass
             results = self._execute_serial(db_path, sqls, end)
             note = f" (worker pool failed: {exc!r}; ran in-process)"
             return [r if r.ok else _replace_message(r, r.message + note) for r in results]

@@ -514,3 +514,31 @@ def test_fuzz_never_raises_and_never_writes(pristine, fuzz_ex, sql):
     assert isinstance(result.rows, tuple) and isinstance(result.message, str)
     assert result.elapsed < 0.05 + MARGIN
     assert sha256(path) == digest
+
+
+def test_interrupted_group_leaves_no_stale_answers(db, monkeypatch):
+    from sqlenv import _worker
+
+    with Executor(ExecutorConfig(timeout=2.0)) as ex:
+        ex.execute_group(db, ["SELECT 1"], workers=1)
+        real_wait = _worker.wait
+
+        def interrupted_wait(*args, **kwargs):  # Ctrl-C while a query is in flight
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_worker, "wait", interrupted_wait)
+        with pytest.raises(KeyboardInterrupt):
+            ex.execute_group(db, ["SELECT 'stale'", "SELECT 'stale too'"], workers=1)
+        monkeypatch.setattr(_worker, "wait", real_wait)
+        result = ex.execute_group(db, ["SELECT 'fresh'"], workers=1)[0]
+        assert result.rows == (("fresh",),) and ex._pool is not None  # answered by a worker, the right one
+
+
+def test_pool_failure_falls_back_in_process(db, monkeypatch):
+    from sqlenv import _worker
+
+    with Executor(ExecutorConfig(timeout=BUDGET)) as ex:
+        monkeypatch.setattr(_worker.WorkerPool, "_run", lambda *a, **k: 1 / 0)
+        results = ex.execute_group(db, ["SELECT 7", "DROP TABLE Medal"], workers=2)
+        assert results[0].rows == ((7,),) and results[1].error == "forbidden"
+        assert "ran in-process" in results[1].message and ex._pool is None
