@@ -542,3 +542,24 @@ def test_pool_failure_falls_back_in_process(db, monkeypatch):
         results = ex.execute_group(db, ["SELECT 7", "DROP TABLE Medal"], workers=2)
         assert results[0].rows == ((7,),) and results[1].error == "forbidden"
         assert "ran in-process" in results[1].message and ex._pool is None
+
+
+# --------------------------------------------------------------------------- defence in depth
+
+def test_without_the_authorizer_writes_still_fail(ex, db, tmp_path):
+    assert ex.execute(db, "SELECT 1").ok
+    conn = ex._cache[str(db)].conn
+    conn.set_authorizer(None)  # peel off two layers: only the mode=ro&immutable=1 connection remains
+    conn.execute("PRAGMA query_only = OFF")
+    for sql in ["DELETE FROM Medal", "UPDATE Medal SET year = 0", "DROP TABLE Medal", "CREATE TABLE t(x)"]:
+        assert ex.execute(db, sql).error == "forbidden", sql  # "attempt to write a readonly database"
+    result = ex.execute(db, f"ATTACH '{tmp_path / 'evil.sqlite'}' AS evil")  # SQLITE_LIMIT_ATTACHED = 0
+    assert result.error is not None and list(tmp_path.iterdir()) == []
+
+
+def test_without_the_authorizer_extension_loading_is_off(ex, db):
+    assert ex.execute(db, "SELECT 1").ok
+    conn = ex._cache[str(db)].conn
+    conn.set_authorizer(None)
+    result = ex.execute(db, "SELECT load_extension('/nonexistent/evil.so')")
+    assert result.error == "forbidden" and "not authorized" in result.message  # SQLite's own switch is off
