@@ -571,6 +571,15 @@ def read_metrics(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def truncate_metrics(path: Path, step: int):
+    """Drop the records logged after ``step`` (resuming a run that had gone on past its checkpoint)."""
+    path = Path(path)
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
 PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/accuracy"),
          ("train/error_frac", "eval/error_frac"), ("train/frac_zero_std",), ("train/loss",),
          ("train/completion_len",), ("train/kl",), ("train/clip_frac",))
@@ -653,6 +662,8 @@ def train(cfg: Config) -> dict[str, Any]:
     state = load_checkpoint(checkpoint, policy, cfg) if checkpoint is not None else None
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if state is not None:  # records past the checkpoint belong to the abandoned continuation
+        truncate_metrics(out / "metrics.jsonl", int(state["step"]))
     logger = JsonlLogger(out / "metrics.jsonl")
     print(f"GRPO on {dataset}/{cfg.split} ({len(env.dataset)} questions), {cfg.model}, "
           f"{sum(p.numel() for p in params):,} trainable LoRA parameters -> {out}", flush=True)
