@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sqlenv.executor import Executor, ExecutorConfig, _open  # noqa: E402
+from sqlenv.executor import Executor, ExecutorConfig, _open  # noqa: E402 (after sys.path)
 
 
 def build_infobox_db(path: str) -> None:
@@ -49,10 +49,16 @@ def build_infobox_db(path: str) -> None:
         for f in range(1, 4):
             conn.execute("INSERT INTO Format VALUES (?, ?, ?)", (t * 10 + f, t, f"Format {f}"))
     for m in range(40):
-        conn.execute("INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
-                     (m, rng.randint(1, 4) * 10 + rng.randint(1, 3),
-                      rng.choice(["MedalGold", "MedalSilver", "MedalBronze"]),
-                      rng.randint(1998, 2016), rng.choice(["Paris", "Tokyo", "Rome", "Oslo"])))
+        conn.execute(
+            "INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
+            (
+                m,
+                rng.randint(1, 4) * 10 + rng.randint(1, 3),
+                rng.choice(["MedalGold", "MedalSilver", "MedalBronze"]),
+                rng.randint(1998, 2016),
+                rng.choice(["Paris", "Tokyo", "Rome", "Oslo"]),
+            ),
+        )
     conn.commit()
     conn.close()
 
@@ -60,11 +66,23 @@ def build_infobox_db(path: str) -> None:
 def build_medal_db(path: str, rows: int = 3000) -> None:
     rng = random.Random(0)
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE Medal(medal_id INTEGER PRIMARY KEY, format_id INTEGER, type TEXT, year INTEGER, "
-                 "location TEXT)")
-    conn.executemany("INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
-                     [(i, i % 50, rng.choice(["MedalGold", "MedalSilver", "MedalBronze"]), 1950 + i % 70,
-                       rng.choice(["Paris", "Tokyo", "Rome", "Oslo"])) for i in range(rows)])
+    conn.execute(
+        "CREATE TABLE Medal(medal_id INTEGER PRIMARY KEY, format_id INTEGER, type TEXT, year INTEGER, "
+        "location TEXT)"
+    )
+    conn.executemany(
+        "INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
+        [
+            (
+                i,
+                i % 50,
+                rng.choice(["MedalGold", "MedalSilver", "MedalBronze"]),
+                1950 + i % 70,
+                rng.choice(["Paris", "Tokyo", "Rome", "Oslo"]),
+            )
+            for i in range(rows)
+        ],
+    )
     conn.commit()
     conn.close()
 
@@ -74,8 +92,11 @@ SMALL_QUERIES = [  # (database, sql)
     ("infobox", "SELECT birth_year FROM PersonalInformation WHERE athlete_id = 1"),
     ("infobox", "SELECT COUNT(*) FROM Medal WHERE type = 'MedalGold'"),
     ("infobox", "SELECT MIN(year) FROM Medal WHERE location = 'Paris'"),
-    ("infobox", "SELECT DISTINCT T.name FROM Tournament T JOIN Format F ON F.tournament_id = T.tournament_id "
-                "JOIN Medal M ON M.format_id = F.format_id WHERE M.type = 'MedalGold' AND M.year > 2005"),
+    (
+        "infobox",
+        "SELECT DISTINCT T.name FROM Tournament T JOIN Format F ON F.tournament_id = T.tournament_id "
+        "JOIN Medal M ON M.format_id = F.format_id WHERE M.type = 'MedalGold' AND M.year > 2005",
+    ),
     ("infobox", "SELECT year, location FROM Medal ORDER BY year"),
     ("medal", "SELECT type FROM Medal WHERE medal_id = 17"),
     ("medal", "SELECT type, COUNT(*) FROM Medal GROUP BY type"),
@@ -94,7 +115,10 @@ def best_of(fn, number: int, repeats: int, clock=time.perf_counter) -> float:
 
 def bench_ratio(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        dbs = {"infobox": os.path.join(tmp, "infobox.sqlite"), "medal": os.path.join(tmp, "medal.sqlite")}
+        dbs = {
+            "infobox": os.path.join(tmp, "infobox.sqlite"),
+            "medal": os.path.join(tmp, "medal.sqlite"),
+        }
         build_infobox_db(dbs["infobox"])
         build_medal_db(dbs["medal"])
         executor = Executor()
@@ -103,8 +127,10 @@ def bench_ratio(args) -> None:
         same = {k: _open(v, (), executor.config) for k, v in dbs.items()}
         for entry in same.values():
             entry.deadline = float("inf")
-        print(f"{'query':<62} {'executor':>9} {'no_stat':>9} {'raw':>9} {'raw_same':>9} {'ratio':>6} "
-              f"{'ratio_same':>10} {'no_stat/same':>12}")
+        print(
+            f"{'query':<62} {'executor':>9} {'no_stat':>9} {'raw':>9} {'raw_same':>9} {'ratio':>6} "
+            f"{'ratio_same':>10} {'no_stat/same':>12}"
+        )
         totals = [0.0, 0.0, 0.0, 0.0]
         for db, sql in SMALL_QUERIES:
             path = dbs[db]
@@ -112,15 +138,25 @@ def bench_ratio(args) -> None:
             raw_conn, same_conn = plain[db], same[db].conn
             clock = time.process_time if args.cpu else time.perf_counter
             t_ex = best_of(lambda: executor.execute(path, sql), args.number, args.repeats, clock)
-            t_raw = best_of(lambda: raw_conn.execute(sql).fetchall(), args.number, args.repeats, clock)
-            t_same = best_of(lambda: same_conn.execute(sql).fetchall(), args.number, args.repeats, clock)
+            t_raw = best_of(
+                lambda: raw_conn.execute(sql).fetchall(), args.number, args.repeats, clock
+            )
+            t_same = best_of(
+                lambda: same_conn.execute(sql).fetchall(), args.number, args.repeats, clock
+            )
             t_trust = best_of(lambda: trusting.execute(path, sql), args.number, args.repeats, clock)
             times = (t_ex, t_trust, t_raw, t_same)
             totals = [a + b for a, b in zip(totals, times)]
-            print(f"{(db + ': ' + sql)[:62]:<62} " + " ".join(f"{t * 1e6:8.1f}u" for t in times) +
-                  f" {t_ex / t_raw:6.2f} {t_ex / t_same:10.2f} {t_trust / t_same:12.2f}")
-        print(f"{'TOTAL (sum of per-query times)':<62} " + " ".join(f"{t * 1e6:8.1f}u" for t in totals) +
-              f" {totals[0] / totals[2]:6.2f} {totals[0] / totals[3]:10.2f} {totals[1] / totals[3]:12.2f}")
+            print(
+                f"{(db + ': ' + sql)[:62]:<62} "
+                + " ".join(f"{t * 1e6:8.1f}u" for t in times)
+                + f" {t_ex / t_raw:6.2f} {t_ex / t_same:10.2f} {t_trust / t_same:12.2f}"
+            )
+        print(
+            f"{'TOTAL (sum of per-query times)':<62} "
+            + " ".join(f"{t * 1e6:8.1f}u" for t in totals)
+            + f" {totals[0] / totals[2]:6.2f} {totals[0] / totals[3]:10.2f} {totals[1] / totals[3]:12.2f}"
+        )
         executor.close()
         trusting.close()
 
@@ -129,7 +165,9 @@ def machine_capacity(seconds_of_work: float = 0.3) -> float:
     """Wall-time speed-up two processes get right now on a fixed pure-CPU job: the ceiling for any pool."""
     import subprocess
 
-    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<%r: pass" % seconds_of_work
+    code = (
+        "import time\nt=time.process_time()\nwhile time.process_time()-t<%r: pass" % seconds_of_work
+    )
 
     def run(n: int) -> float:
         start = time.perf_counter()
@@ -143,32 +181,47 @@ def machine_capacity(seconds_of_work: float = 0.3) -> float:
 
 
 def bench_group(args) -> None:
-    heavy = [f"SELECT COUNT(*) FROM Medal a JOIN Medal b ON a.year = b.year + {k} WHERE a.type <> b.type"
-             for k in range(8)]
+    heavy = [
+        f"SELECT COUNT(*) FROM Medal a JOIN Medal b ON a.year = b.year + {k} WHERE a.type <> b.type"
+        for k in range(8)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "medal.sqlite")
         build_medal_db(path, rows=args.rows)
         with Executor(ExecutorConfig(timeout=30.0)) as executor:
             one = best_of(lambda: executor.execute(path, heavy[0]), 1, 3)
             print(f"one heavy query: {one * 1e3:.1f} ms; group of {len(heavy)}")
-            assert all(r.ok for r in executor.execute_group(path, heavy, workers=2))  # warm the pool
+            assert all(
+                r.ok for r in executor.execute_group(path, heavy, workers=2)
+            )  # warm the pool
             serial = best_of(lambda: executor.execute_group(path, heavy), 1, args.repeats)
-            pooled = best_of(lambda: executor.execute_group(path, heavy, workers=2), 1, args.repeats)
+            pooled = best_of(
+                lambda: executor.execute_group(path, heavy, workers=2), 1, args.repeats
+            )
             check = executor.execute_group(path, heavy, workers=2)
             assert [r.rows for r in check] == [r.rows for r in executor.execute_group(path, heavy)]
-        print(f"serial (workers=0): {serial * 1e3:.1f} ms   workers=2: {pooled * 1e3:.1f} ms   "
-              f"speed-up: {serial / pooled:.2f}x   (os.cpu_count()={os.cpu_count()})")
-        print(f"machine capacity now: two CPU-bound processes run {machine_capacity():.2f}x as fast as one "
-              f"(the ceiling for any 2-worker speed-up; 2.00 on an idle 2-core machine)")
+        print(
+            f"serial (workers=0): {serial * 1e3:.1f} ms   workers=2: {pooled * 1e3:.1f} ms   "
+            f"speed-up: {serial / pooled:.2f}x   (os.cpu_count()={os.cpu_count()})"
+        )
+        print(
+            f"machine capacity now: two CPU-bound processes run {machine_capacity():.2f}x as fast as one "
+            f"(the ceiling for any 2-worker speed-up; 2.00 on an idle 2-core machine)"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["ratio", "group"])
     parser.add_argument("--number", type=int, default=2000, help="calls per timing (ratio)")
     parser.add_argument("--repeats", type=int, default=5, help="timings; the best is kept")
-    parser.add_argument("--cpu", action="store_true",
-                        help="time with process_time (CPU time: steadier on a loaded machine) instead of wall time")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time with process_time (CPU time: steadier on a loaded machine) instead of wall time",
+    )
     parser.add_argument("--rows", type=int, default=3000, help="Medal rows (group)")
     args = parser.parse_args()
     bench_ratio(args) if args.what == "ratio" else bench_group(args)

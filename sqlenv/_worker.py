@@ -34,18 +34,23 @@ from multiprocessing.connection import Connection, wait
 STARTUP_TIMEOUT = 20.0  # seconds a fresh worker may take to report ready
 STOP_TIMEOUT = 1.0  # seconds a worker gets to exit after the stop message before it is killed
 PIPELINE = 2  # queries in flight per worker: one running, one waiting in its pipe
-PIPELINE_MAX_SQL = 8192  # longer SQL waits for an idle worker (a send must never block on a full pipe)
+PIPELINE_MAX_SQL = (
+    8192  # longer SQL waits for an idle worker (a send must never block on a full pipe)
+)
 MAX_FAILED_STARTS = 3  # consecutive workers that die before reporting ready: stop replacing them
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # --------------------------------------------------------------------------- child side
 
+
 def _load_executor_module():
     """Import executor.py by path under a private name (skips sqlenv/__init__ and its imports)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_sqlenv_worker_executor", os.path.join(_HERE, "executor.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_sqlenv_worker_executor", os.path.join(_HERE, "executor.py")
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -75,22 +80,31 @@ def _child_main(argv: list[str]) -> int:
         if message is None:
             break
         task_id, db_path, sql, timeout, end = message
-        budget = timeout if end is None else min(timeout, end - time.monotonic())  # monotonic: system-wide
+        budget = (
+            timeout if end is None else min(timeout, end - time.monotonic())
+        )  # monotonic: system-wide
         if budget <= 0:
-            outbox.send((task_id, (), (), "timeout", "group deadline passed before this query ran", 0.0))
+            outbox.send(
+                (task_id, (), (), "timeout", "group deadline passed before this query ran", 0.0)
+            )
             continue
         result = executor._execute(db_path, sql, budget)
         try:
-            outbox.send((task_id, result.rows, result.columns, result.error, result.message, result.elapsed))
+            outbox.send(
+                (task_id, result.rows, result.columns, result.error, result.message, result.elapsed)
+            )
         except (BrokenPipeError, OSError):
             break
         except Exception as exc:  # unpicklable value (should not happen with sqlite types)
-            outbox.send((task_id, (), (), "other", f"result could not be sent: {exc!r}", result.elapsed))
+            outbox.send(
+                (task_id, (), (), "other", f"result could not be sent: {exc!r}", result.elapsed)
+            )
     executor.close()
     return 0
 
 
 # --------------------------------------------------------------------------- parent side
+
 
 class _Worker:
     __slots__ = ("proc", "inbox", "outbox", "ready", "started", "tasks", "dispatched", "kill_at")
@@ -100,8 +114,16 @@ class _Worker:
         parent_in, child_out = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, os.path.join(_HERE, "_worker.py"), str(child_in), str(child_out), config_json],
-                pass_fds=(child_in, child_out), stdin=subprocess.DEVNULL, close_fds=True,
+                [
+                    sys.executable,
+                    os.path.join(_HERE, "_worker.py"),
+                    str(child_in),
+                    str(child_out),
+                    config_json,
+                ],
+                pass_fds=(child_in, child_out),
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
             )
         except BaseException:
             for fd in (child_in, parent_out, parent_in, child_out):
@@ -113,7 +135,9 @@ class _Worker:
         self.outbox = Connection(parent_out, readable=False)  # tasks to the worker
         self.ready = False
         self.started = time.perf_counter()
-        self.tasks: deque = deque()  # (index, task id) of the queries sent to it: the first is running
+        self.tasks: deque = (
+            deque()
+        )  # (index, task id) of the queries sent to it: the first is running
         self.dispatched = 0.0  # when the first of `tasks` started, as far as the parent knows
         self.kill_at = 0.0  # when the first of `tasks` is overdue
 
@@ -226,7 +250,9 @@ class WorkerPool:
         try:
             path = os.fspath(db_path)
         except TypeError as exc:
-            return [ExecutionResult(error="other", message=f"cannot open database {db_path!r}: {exc}")] * len(sqls)
+            return [
+                ExecutionResult(error="other", message=f"cannot open database {db_path!r}: {exc}")
+            ] * len(sqls)
         for index, sql in enumerate(sqls):  # what needs no worker is answered here at once
             if type(sql) is not str or len(sql) > config.max_sql_length:
                 results[index] = fallback._execute(path, sql, config.timeout)
@@ -251,8 +277,14 @@ class WorkerPool:
                     self._replace(worker, failed_start=True)
             if end is not None and now >= end:  # the whole call's deadline
                 for worker in [w for w in self._workers if w.tasks]:
-                    retire(worker, ExecutionResult(error="timeout", elapsed=now - worker.dispatched,
-                                                   message="group deadline passed while this query ran; worker killed"))
+                    retire(
+                        worker,
+                        ExecutionResult(
+                            error="timeout",
+                            elapsed=now - worker.dispatched,
+                            message="group deadline passed while this query ran; worker killed",
+                        ),
+                    )
                 for index in pending:
                     results[index] = ExecutionResult(error="timeout", message=late)
                 break
@@ -264,7 +296,9 @@ class WorkerPool:
                         break
                     self._task_ids += 1
                     try:
-                        worker.outbox.send((self._task_ids, path, sqls[index], config.timeout, end_monotonic))
+                        worker.outbox.send(
+                            (self._task_ids, path, sqls[index], config.timeout, end_monotonic)
+                        )
                     except Exception:  # it died while idle
                         broken.append(worker)
                         break
@@ -274,35 +308,56 @@ class WorkerPool:
                         worker.kill_at = now + config.timeout + config.kill_grace
                     worker.tasks.append((index, self._task_ids))
             for worker in broken:
-                retire(worker, ExecutionResult(error="other", message="worker process died while running this query"))
+                retire(
+                    worker,
+                    ExecutionResult(
+                        error="other", message="worker process died while running this query"
+                    ),
+                )
             busy = [w for w in self._workers if w.tasks]
             starting = [w for w in self._workers if not w.ready]
             if not busy and not pending:
                 break
             if not busy and not starting and not any(w.ready for w in self._workers):
                 for index in pending:  # no worker could be started at all: run the rest here
-                    budget = config.timeout if end is None else min(config.timeout, end - time.perf_counter())
-                    results[index] = (fallback._execute(path, sqls[index], budget) if budget > 0
-                                      else ExecutionResult(error="timeout", message=late))
+                    budget = (
+                        config.timeout
+                        if end is None
+                        else min(config.timeout, end - time.perf_counter())
+                    )
+                    results[index] = (
+                        fallback._execute(path, sqls[index], budget)
+                        if budget > 0
+                        else ExecutionResult(error="timeout", message=late)
+                    )
                 break
             # Sleep until an answer, a ready message, or the earliest deadline.
             wake = [w.kill_at for w in busy] + [w.started + STARTUP_TIMEOUT for w in starting]
             if end is not None:
                 wake.append(end)
             watched = {id(w.inbox): w for w in busy + starting}
-            readable = wait([w.inbox for w in busy + starting], max(0.0, min(wake) - time.perf_counter()))
+            readable = wait(
+                [w.inbox for w in busy + starting], max(0.0, min(wake) - time.perf_counter())
+            )
             answered = set()
             for conn in readable:
                 worker = watched[id(conn)]
                 answered.add(id(worker))
-                while worker in self._workers and worker.inbox.poll():  # every answer already in the pipe
+                while (
+                    worker in self._workers and worker.inbox.poll()
+                ):  # every answer already in the pipe
                     try:
                         message = worker.inbox.recv()
                     except Exception:  # end of file: the worker died
                         code = worker.proc.poll()
-                        retire(worker, ExecutionResult(
-                            error="other", elapsed=time.perf_counter() - worker.dispatched,
-                            message=f"worker process died while running this query (exit code {code})"))
+                        retire(
+                            worker,
+                            ExecutionResult(
+                                error="other",
+                                elapsed=time.perf_counter() - worker.dispatched,
+                                message=f"worker process died while running this query (exit code {code})",
+                            ),
+                        )
                         break
                     if not worker.ready:
                         if isinstance(message, tuple) and message[:1] == ("ready",):
@@ -313,17 +368,38 @@ class WorkerPool:
                         break
                     task_id, rows, columns, error, text, elapsed = message
                     if task_id != worker.tasks[0][1]:  # not the query it was given: never trust it
-                        retire(worker, ExecutionResult(error="other", message="worker answered out of turn; replaced"))
+                        retire(
+                            worker,
+                            ExecutionResult(
+                                error="other", message="worker answered out of turn; replaced"
+                            ),
+                        )
                         break
-                    results[worker.tasks.popleft()[0]] = ExecutionResult(rows, columns, error, text, elapsed)
-                    worker.dispatched = time.perf_counter()  # the next one, if any, has just started
+                    results[worker.tasks.popleft()[0]] = ExecutionResult(
+                        rows, columns, error, text, elapsed
+                    )
+                    worker.dispatched = (
+                        time.perf_counter()
+                    )  # the next one, if any, has just started
                     worker.kill_at = worker.dispatched + config.timeout + config.kill_grace
             now = time.perf_counter()
-            for worker in busy:  # overdue: kill, replace, report a timeout, requeue what was queued behind
-                if id(worker) not in answered and worker.tasks and worker in self._workers and now >= worker.kill_at:
-                    retire(worker, ExecutionResult(
-                        error="timeout", elapsed=now - worker.dispatched,
-                        message=f"worker did not answer within {worker.kill_at - worker.dispatched:.3g} s; killed"))
+            for (
+                worker
+            ) in busy:  # overdue: kill, replace, report a timeout, requeue what was queued behind
+                if (
+                    id(worker) not in answered
+                    and worker.tasks
+                    and worker in self._workers
+                    and now >= worker.kill_at
+                ):
+                    retire(
+                        worker,
+                        ExecutionResult(
+                            error="timeout",
+                            elapsed=now - worker.dispatched,
+                            message=f"worker did not answer within {worker.kill_at - worker.dispatched:.3g} s; killed",
+                        ),
+                    )
         return results
 
 

@@ -71,9 +71,9 @@ import threading
 import time
 import urllib.parse
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain
-from typing import Sequence
 
 __all__ = ["ERROR_KINDS", "ExecutionResult", "ExecutorConfig", "Executor", "execute"]
 
@@ -133,10 +133,22 @@ class ExecutorConfig:
     """Workers only: SQLite's hard heap limit in each worker process, bytes (0 = none)."""
 
     def __post_init__(self):
-        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ValueError(f"ExecutorConfig.timeout must be a positive number of seconds, got {self.timeout!r}")
-        for name in ("max_rows", "max_bytes", "max_sql_length", "max_value_bytes", "max_connections",
-                     "progress_steps"):
+        if not (
+            isinstance(self.timeout, (int, float))
+            and self.timeout > 0
+            and math.isfinite(self.timeout)
+        ):
+            raise ValueError(
+                f"ExecutorConfig.timeout must be a positive number of seconds, got {self.timeout!r}"
+            )
+        for name in (
+            "max_rows",
+            "max_bytes",
+            "max_sql_length",
+            "max_value_bytes",
+            "max_connections",
+            "progress_steps",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"ExecutorConfig.{name} must be a positive int, got {value!r}")
@@ -165,12 +177,31 @@ def _result(rows, columns, error, message, elapsed) -> ExecutionResult:
 _OK, _DENY = sqlite3.SQLITE_OK, sqlite3.SQLITE_DENY
 _READ, _SELECT, _FUNCTION = sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION
 _RECURSIVE = getattr(sqlite3, "SQLITE_RECURSIVE", 33)
-_DENIED_FUNCTIONS = frozenset({
-    "load_extension", "fts3_tokenizer", "fts5", "fts5_source_id", "optimize", "matchinfo", "offsets",
-    "snippet", "highlight", "bm25", "rtreenode", "rtreedepth", "rtreecheck",
-    # Not in the stock build, refused should one appear (the sqlite3 shell's file functions).
-    "readfile", "writefile", "edit", "fsdir", "sqlar_compress", "sqlar_uncompress", "zipfile",
-})
+_DENIED_FUNCTIONS = frozenset(
+    {
+        "load_extension",
+        "fts3_tokenizer",
+        "fts5",
+        "fts5_source_id",
+        "optimize",
+        "matchinfo",
+        "offsets",
+        "snippet",
+        "highlight",
+        "bm25",
+        "rtreenode",
+        "rtreedepth",
+        "rtreecheck",
+        # Not in the stock build, refused should one appear (the sqlite3 shell's file functions).
+        "readfile",
+        "writefile",
+        "edit",
+        "fsdir",
+        "sqlar_compress",
+        "sqlar_uncompress",
+        "zipfile",
+    }
+)
 
 
 def _authorizer(action, arg1, arg2, db_name, source):
@@ -235,6 +266,7 @@ def _strip_trailing_semicolons(sql: str) -> str:
 
 # --------------------------------------------------------------------------- connections
 
+
 class _Entry:
     """A cached read-only connection, the file identity it was opened on, and the running deadline."""
 
@@ -264,8 +296,9 @@ _LIMITS = (  # (limit, value or a function of the config). Generous where real s
 
 def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                           cached_statements=256)
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, cached_statements=256
+    )
     try:
         if hasattr(conn, "enable_load_extension"):  # absent when Python was built without it
             conn.enable_load_extension(False)
@@ -357,6 +390,7 @@ def _byte_size(rows: list) -> int:
 
 # --------------------------------------------------------------------------- executor
 
+
 class Executor:
     """Runs untrusted SELECTs against SQLite files; `execute` never raises (see the module docstring).
 
@@ -366,7 +400,9 @@ class Executor:
 
     def __init__(self, config: ExecutorConfig | None = None, **config_kwargs):
         # A private copy: later changes to the caller's config object cannot half-apply.
-        config = ExecutorConfig(**{**(asdict(config) if config is not None else {}), **config_kwargs})
+        config = ExecutorConfig(
+            **{**(asdict(config) if config is not None else {}), **config_kwargs}
+        )
         self.config = config
         self._cache: collections.OrderedDict[object, _Entry] = collections.OrderedDict()
         self._lock = threading.RLock()
@@ -383,8 +419,9 @@ class Executor:
         """Run one SELECT `sql` against the SQLite file `db_path`. Never raises."""
         return self._execute(db_path, sql, self.config.timeout)
 
-    def execute_group(self, db_path, sqls: Sequence, workers: int = 0,
-                      deadline: float | None = None) -> list[ExecutionResult]:
+    def execute_group(
+        self, db_path, sqls: Sequence, workers: int = 0, deadline: float | None = None
+    ) -> list[ExecutionResult]:
         """Run a group of SQL strings (a GRPO group) against one database; results in input order.
 
         workers=0 runs them here, one after another. workers>0 runs them in that many persistent worker
@@ -448,7 +485,11 @@ class Executor:
         for sql in sqls:
             budget = timeout if end is None else min(timeout, end - time.perf_counter())
             if budget <= 0:
-                results.append(ExecutionResult(error="timeout", message="group deadline passed before this query ran"))
+                results.append(
+                    ExecutionResult(
+                        error="timeout", message="group deadline passed before this query ran"
+                    )
+                )
             else:
                 results.append(self._execute(db_path, sql, budget))
         return results
@@ -459,11 +500,22 @@ class Executor:
         try:
             if type(sql) is not str:
                 if not isinstance(sql, str):
-                    return _result((), (), "other", f"SQL must be a str, got {type(sql).__name__}", _now() - start)
+                    return _result(
+                        (),
+                        (),
+                        "other",
+                        f"SQL must be a str, got {type(sql).__name__}",
+                        _now() - start,
+                    )
                 sql = str.__str__(sql)  # a str subclass: use the plain string, never its methods
             if len(sql) > self.config.max_sql_length:
-                return _result((), (), "too_large", f"SQL is {len(sql)} characters long; the limit is "
-                               f"{self.config.max_sql_length}", _now() - start)
+                return _result(
+                    (),
+                    (),
+                    "too_large",
+                    f"SQL is {len(sql)} characters long; the limit is {self.config.max_sql_length}",
+                    _now() - start,
+                )
             with self._lock:
                 entry = self._entry(db_path)
                 if type(entry) is str:
@@ -578,7 +630,7 @@ class Executor:
         self._pid = os.getpid()
 
     def _get_pool(self, workers: int):
-        from sqlenv._worker import WorkerPool  # noqa: PLC0415 (only the group path needs it)
+        from sqlenv._worker import WorkerPool  # only the group path needs it
 
         if self._pid != os.getpid():
             self._forget_after_fork()

@@ -31,8 +31,17 @@ def build_medal_db(path: Path, rows: int = N_MEDALS) -> Path:
     """)
     conn.executemany(
         "INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
-        [(i, i % 50, ("MedalGold", "MedalSilver", "MedalBronze")[i % 3], 1950 + i % 70,
-          rng.choice(["Paris", "Tokyo", "Rome", "Oslo"])) for i in range(rows)])
+        [
+            (
+                i,
+                i % 50,
+                ("MedalGold", "MedalSilver", "MedalBronze")[i % 3],
+                1950 + i % 70,
+                rng.choice(["Paris", "Tokyo", "Rome", "Oslo"]),
+            )
+            for i in range(rows)
+        ],
+    )
     conn.commit()
     conn.close()
     return path
@@ -52,8 +61,11 @@ def ex():
 
 # --------------------------------------------------------------------------- results
 
+
 def test_select_returns_rows_and_columns(ex, db):
-    result = ex.execute(db, "SELECT medal_id, type AS kind FROM Medal WHERE medal_id < 3 ORDER BY medal_id")
+    result = ex.execute(
+        db, "SELECT medal_id, type AS kind FROM Medal WHERE medal_id < 3 ORDER BY medal_id"
+    )
     assert result.ok and result.error is None and result.message == ""
     assert result.columns == ("medal_id", "kind")
     assert result.rows == ((0, "MedalGold"), (1, "MedalSilver"), (2, "MedalBronze"))
@@ -62,7 +74,9 @@ def test_select_returns_rows_and_columns(ex, db):
 
 
 def test_aggregate_and_join(ex, db):
-    result = ex.execute(db, "SELECT a.name, COUNT(*) FROM Athlete a JOIN Medal m ON m.type = 'MedalGold'")
+    result = ex.execute(
+        db, "SELECT a.name, COUNT(*) FROM Athlete a JOIN Medal m ON m.type = 'MedalGold'"
+    )
     assert result.ok and result.rows == (("Jane Doe", N_MEDALS // 3),)
 
 
@@ -81,8 +95,16 @@ def test_result_is_frozen_and_comparable(ex, db):
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.rows = ()
     assert result == ExecutionResult(rows=((1,),), columns=("1",), elapsed=result.elapsed)
-    assert set(ERROR_KINDS) == {"syntax", "no_such_table", "no_such_column", "timeout", "too_large",
-                                "forbidden", "multiple_statements", "other"}
+    assert set(ERROR_KINDS) == {
+        "syntax",
+        "no_such_table",
+        "no_such_column",
+        "timeout",
+        "too_large",
+        "forbidden",
+        "multiple_statements",
+        "other",
+    }
 
 
 def test_path_and_str_share_one_connection(ex, db):
@@ -93,7 +115,9 @@ def test_path_and_str_share_one_connection(ex, db):
 def test_module_level_execute(db):
     result = execute(db, "SELECT COUNT(*) FROM Medal", timeout=0.5)
     assert result.rows == ((N_MEDALS,),)
-    assert execute(db, "SELECT 1", timeout=-1).error == "other"  # bad configuration: a result, not a raise
+    assert (
+        execute(db, "SELECT 1", timeout=-1).error == "other"
+    )  # bad configuration: a result, not a raise
 
 
 def test_config_validation_says_what_to_set():
@@ -104,6 +128,7 @@ def test_config_validation_says_what_to_set():
 
 
 # --------------------------------------------------------------------------- error kinds
+
 
 @pytest.mark.parametrize("sql", ["SELEC 1", "SELECT (", "SELECT 'abc", "SELECT FROM WHERE", ""])
 def test_syntax_errors(ex, db, sql):
@@ -171,6 +196,7 @@ def test_bad_db_path_type_is_other(ex):
 
 # --------------------------------------------------------------------------- connection cache
 
+
 def test_connection_is_reused(ex, db):
     ex.execute(db, "SELECT 1")
     conn = ex._cache[str(db)].conn
@@ -220,19 +246,29 @@ def test_threads_share_an_executor(ex, db):
 
 # --------------------------------------------------------------------------- execute_group
 
-GROUP = ["SELECT COUNT(*) FROM Medal", "SELECT nope FROM Medal", "DROP TABLE Medal",
-         "SELECT type FROM Medal WHERE medal_id = 4", "SELECT 1; SELECT 2", 42]
+GROUP = [
+    "SELECT COUNT(*) FROM Medal",
+    "SELECT nope FROM Medal",
+    "DROP TABLE Medal",
+    "SELECT type FROM Medal WHERE medal_id = 4",
+    "SELECT 1; SELECT 2",
+    42,
+]
 
 
 def test_group_serial_matches_execute(ex, db):
     group = ex.execute_group(db, GROUP)
     single = [ex.execute(db, sql) for sql in GROUP]
-    assert [(r.rows, r.columns, r.error) for r in group] == [(r.rows, r.columns, r.error) for r in single]
+    assert [(r.rows, r.columns, r.error) for r in group] == [
+        (r.rows, r.columns, r.error) for r in single
+    ]
 
 
 def test_group_serial_deadline(ex, db):
     start = time.perf_counter()
-    results = ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c"] * 4 + ["SELECT 1"], deadline=0.3)
+    results = ex.execute_group(
+        db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c"] * 4 + ["SELECT 1"], deadline=0.3
+    )
     assert time.perf_counter() - start < 0.3 + 0.5
     assert [r.error for r in results] == ["timeout"] * 5
 
@@ -241,8 +277,9 @@ def test_group_workers_match_serial(db):
     with Executor(ExecutorConfig(timeout=0.5)) as ex:
         pooled = ex.execute_group(db, GROUP, workers=2)
         serial = ex.execute_group(db, GROUP)
-        assert [(r.rows, r.columns, r.error, r.message) for r in pooled] == \
-               [(r.rows, r.columns, r.error, r.message) for r in serial]
+        assert [(r.rows, r.columns, r.error, r.message) for r in pooled] == [
+            (r.rows, r.columns, r.error, r.message) for r in serial
+        ]
         assert len(ex._pool.pids) == 2
         again = ex.execute_group(db, GROUP, workers=2)  # persistent: the same processes answer
         assert [r.rows for r in again] == [r.rows for r in serial]
@@ -264,7 +301,9 @@ def test_limits_leave_room_for_real_schemas_and_sql(ex, tmp_path):
     assert result.ok and len(result.columns) == 300 and result.rows[0][299] == 299
     pairs = ", ".join(f"'k{i}', {i}" for i in range(30))
     assert ex.execute(wide, f"SELECT json_object({pairs})").ok
-    assert ex.execute(wide, "SELECT 1 FROM t WHERE " + " OR ".join(f"c0 = {i}" for i in range(300))).ok
+    assert ex.execute(
+        wide, "SELECT 1 FROM t WHERE " + " OR ".join(f"c0 = {i}" for i in range(300))
+    ).ok
     assert ex.execute(wide, " UNION ALL ".join(["SELECT c1 FROM t"] * 100)).ok
 
 

@@ -40,8 +40,17 @@ def build_medal_db(path: Path) -> Path:
     """)
     conn.executemany(
         "INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
-        [(i, i % 50, ("MedalGold", "MedalSilver", "MedalBronze")[i % 3], 1950 + i % 70,
-          rng.choice(["Paris", "Tokyo", "Rome", "Oslo"])) for i in range(N_MEDALS)])
+        [
+            (
+                i,
+                i % 50,
+                ("MedalGold", "MedalSilver", "MedalBronze")[i % 3],
+                1950 + i % 70,
+                rng.choice(["Paris", "Tokyo", "Rome", "Oslo"]),
+            )
+            for i in range(N_MEDALS)
+        ],
+    )
     conn.commit()
     conn.close()
     return path
@@ -65,7 +74,9 @@ def db(pristine, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     yield path
     assert sha256(path) == digest, "the database file changed"
-    assert sorted(os.listdir(path.parent)) == ["medals.sqlite"], "a file appeared beside the database"
+    assert sorted(os.listdir(path.parent)) == ["medals.sqlite"], (
+        "a file appeared beside the database"
+    )
 
 
 @pytest.fixture
@@ -91,39 +102,55 @@ def attack(ex, db, sql, kind, budget=BUDGET):
 
 # --------------------------------------------------------------------------- writes and DDL
 
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO Medal (type) VALUES ('MedalGold')",
-    "INSERT INTO Medal SELECT * FROM Medal",
-    "UPDATE Medal SET year = 0",
-    "DELETE FROM Medal",
-    "DROP TABLE Medal",
-    "DROP INDEX medal_year",
-    "CREATE TABLE t(x)",
-    "CREATE TEMP TABLE t(x)",
-    "CREATE TABLE t AS SELECT * FROM Medal",
-    "CREATE INDEX i ON Medal(type)",
-    "CREATE VIEW v AS SELECT 1",
-    "CREATE TRIGGER tr AFTER INSERT ON Medal BEGIN DELETE FROM Medal; END",
-    "CREATE VIRTUAL TABLE f USING fts5(x)",
-    "ALTER TABLE Medal RENAME TO Gone",
-    "ALTER TABLE Medal ADD COLUMN x",
-    "REPLACE INTO Medal VALUES (1, 1, 'MedalGold', 2000, 'Paris')",
-    "INSERT OR REPLACE INTO Athlete VALUES (1, 'Mallory')",
-    "WITH x AS (SELECT 1) DELETE FROM Medal",
-    "UPDATE sqlite_master SET sql = 'x'",
-    "EXPLAIN DELETE FROM Medal",
-])
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO Medal (type) VALUES ('MedalGold')",
+        "INSERT INTO Medal SELECT * FROM Medal",
+        "UPDATE Medal SET year = 0",
+        "DELETE FROM Medal",
+        "DROP TABLE Medal",
+        "DROP INDEX medal_year",
+        "CREATE TABLE t(x)",
+        "CREATE TEMP TABLE t(x)",
+        "CREATE TABLE t AS SELECT * FROM Medal",
+        "CREATE INDEX i ON Medal(type)",
+        "CREATE VIEW v AS SELECT 1",
+        "CREATE TRIGGER tr AFTER INSERT ON Medal BEGIN DELETE FROM Medal; END",
+        "CREATE VIRTUAL TABLE f USING fts5(x)",
+        "ALTER TABLE Medal RENAME TO Gone",
+        "ALTER TABLE Medal ADD COLUMN x",
+        "REPLACE INTO Medal VALUES (1, 1, 'MedalGold', 2000, 'Paris')",
+        "INSERT OR REPLACE INTO Athlete VALUES (1, 'Mallory')",
+        "WITH x AS (SELECT 1) DELETE FROM Medal",
+        "UPDATE sqlite_master SET sql = 'x'",
+        "EXPLAIN DELETE FROM Medal",
+    ],
+)
 def test_write_and_ddl_refused(ex, db, sql):
     attack(ex, db, sql, "forbidden")
 
 
-@pytest.mark.parametrize("sql", ["BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT s", "RELEASE s",
-                                 "ANALYZE", "REINDEX"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "BEGIN",
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT s",
+        "RELEASE s",
+        "ANALYZE",
+        "REINDEX",
+    ],
+)
 def test_transactions_and_maintenance_refused(ex, db, sql):
     attack(ex, db, sql, "forbidden")
 
 
 # --------------------------------------------------------------------------- files
+
 
 def test_attach_new_file_creates_nothing(ex, db, tmp_path):
     target = tmp_path / "evil.sqlite"
@@ -156,51 +183,64 @@ def test_vacuum_into_creates_nothing(ex, db, tmp_path):
 
 # --------------------------------------------------------------------------- pragmas and internals
 
-@pytest.mark.parametrize("sql", [
-    "PRAGMA writable_schema = ON",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA journal_mode = DELETE",
-    "PRAGMA query_only = OFF",
-    "PRAGMA trusted_schema = ON",
-    "PRAGMA temp_store_directory = '/tmp'",
-    "PRAGMA mmap_size = 1000000000",
-    "PRAGMA hard_heap_limit = 0",
-    "PRAGMA table_info(Medal)",
-    "PRAGMA integrity_check",
-])
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PRAGMA writable_schema = ON",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA journal_mode = DELETE",
+        "PRAGMA query_only = OFF",
+        "PRAGMA trusted_schema = ON",
+        "PRAGMA temp_store_directory = '/tmp'",
+        "PRAGMA mmap_size = 1000000000",
+        "PRAGMA hard_heap_limit = 0",
+        "PRAGMA table_info(Medal)",
+        "PRAGMA integrity_check",
+    ],
+)
 def test_pragma_refused(ex, db, sql):
     attack(ex, db, sql, "forbidden")
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT * FROM pragma_table_info('Medal')",
-    "SELECT * FROM pragma_database_list",
-    "SELECT * FROM json_each('[1, 2]')",
-    "SELECT * FROM dbstat",
-    "SELECT * FROM sqlite_stmt",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM pragma_table_info('Medal')",
+        "SELECT * FROM pragma_database_list",
+        "SELECT * FROM json_each('[1, 2]')",
+        "SELECT * FROM dbstat",
+        "SELECT * FROM sqlite_stmt",
+    ],
+)
 def test_table_valued_functions_refused(ex, db, sql):
     attack(ex, db, sql, "forbidden")
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT load_extension('/tmp/evil.so')",
-    "SELECT load_extension('libc.so.6', 'system')",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT load_extension('/tmp/evil.so')",
+        "SELECT load_extension('libc.so.6', 'system')",
+    ],
+)
 def test_load_extension_refused(ex, db, sql):
     attack(ex, db, sql, "forbidden")
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT sqlite_version()",
-    "SELECT sqlite_source_id()",
-    "SELECT sqlite_compileoption_get(0)",
-    "SELECT sqlite_compileoption_used('ENABLE_FTS3_TOKENIZER')",
-    "SELECT SQLITE_VERSION()",
-    "SELECT fts3_tokenizer('simple')",  # returns a C pointer; with two arguments it installs one
-    "SELECT fts3_tokenizer('simple', x'4141414141414141')",
-    "SELECT rtreenode(2, x'00')",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT sqlite_version()",
+        "SELECT sqlite_source_id()",
+        "SELECT sqlite_compileoption_get(0)",
+        "SELECT sqlite_compileoption_used('ENABLE_FTS3_TOKENIZER')",
+        "SELECT SQLITE_VERSION()",
+        "SELECT fts3_tokenizer('simple')",  # returns a C pointer; with two arguments it installs one
+        "SELECT fts3_tokenizer('simple', x'4141414141414141')",
+        "SELECT rtreenode(2, x'00')",
+    ],
+)
 def test_internal_functions_refused(ex, db, sql):
     attack(ex, db, sql, "forbidden")
 
@@ -212,14 +252,24 @@ def test_reading_the_schema_is_allowed(ex, db):
 
 # --------------------------------------------------------------------------- time
 
+
 def test_runaway_recursive_cte_times_out(ex, db):
-    attack(ex, db, "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) FROM r",
-           "timeout")
+    attack(
+        ex,
+        db,
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) FROM r",
+        "timeout",
+    )
 
 
 def test_exponential_recursive_cte_times_out(ex, db):
-    attack(ex, db, "WITH RECURSIVE r(x) AS (SELECT zeroblob(90000) UNION ALL SELECT x FROM r "
-                   "UNION ALL SELECT x FROM r) SELECT COUNT(*) FROM r", "timeout")
+    attack(
+        ex,
+        db,
+        "WITH RECURSIVE r(x) AS (SELECT zeroblob(90000) UNION ALL SELECT x FROM r "
+        "UNION ALL SELECT x FROM r) SELECT COUNT(*) FROM r",
+        "timeout",
+    )
 
 
 def test_cartesian_product_times_out(ex, db):
@@ -227,21 +277,33 @@ def test_cartesian_product_times_out(ex, db):
 
 
 def test_huge_sort_times_out(ex, db):
-    attack(ex, db, "SELECT a.type FROM Medal a, Medal b, Medal c ORDER BY random() LIMIT 1", "timeout")
+    attack(
+        ex, db, "SELECT a.type FROM Medal a, Medal b, Medal c ORDER BY random() LIMIT 1", "timeout"
+    )
 
 
 def test_group_concat_of_cartesian_product_is_stopped(ex, db):
     # whichever comes first: the 100 kB value cap or the time budget
-    attack(ex, db, "SELECT group_concat(a.location || b.location) FROM Medal a, Medal b", ("too_large", "timeout"))
+    attack(
+        ex,
+        db,
+        "SELECT group_concat(a.location || b.location) FROM Medal a, Medal b",
+        ("too_large", "timeout"),
+    )
 
 
 def test_like_pattern_bomb_is_stopped(ex, db):
     pattern = "%a" * 4000 + "%b"
-    attack(ex, db, f"SELECT COUNT(*) FROM Medal a, Medal b WHERE a.location || '{'a' * 5000}' LIKE '{pattern}'",
-           ("timeout", "too_large"))
+    attack(
+        ex,
+        db,
+        f"SELECT COUNT(*) FROM Medal a, Medal b WHERE a.location || '{'a' * 5000}' LIKE '{pattern}'",
+        ("timeout", "too_large"),
+    )
 
 
 # --------------------------------------------------------------------------- size
+
 
 def test_randomblob_gigabyte_too_large(ex, db):
     attack(ex, db, "SELECT randomblob(1000000000)", "too_large")
@@ -251,8 +313,14 @@ def test_zeroblob_gigabyte_too_large(ex, db):
     attack(ex, db, "SELECT zeroblob(1000000000)", "too_large")
 
 
-@pytest.mark.parametrize("sql", ["SELECT printf('%.*c', 2000000000, 'x')", "SELECT format('%.2000000000c', 'x')",
-                                 "SELECT printf('%.*c', '2e9', 'x') FROM Medal"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT printf('%.*c', 2000000000, 'x')",
+        "SELECT format('%.2000000000c', 'x')",
+        "SELECT printf('%.*c', '2e9', 'x') FROM Medal",
+    ],
+)
 def test_printf_precision_bomb_returns_null_at_once(ex, db, sql):
     # SQLite 3.40 loops over the whole precision inside one instruction (30 s); the wrapper refuses it
     start = time.perf_counter()
@@ -262,14 +330,21 @@ def test_printf_precision_bomb_returns_null_at_once(ex, db, sql):
 
 
 def test_printf_still_formats(ex, db):
-    result = ex.execute(db, "SELECT printf('%d-%s|%5.1f|%-*d|%.*c', year, type, 2.25, 3, 7, 3, 'x') FROM Medal "
-                            "WHERE medal_id = 1")
+    result = ex.execute(
+        db,
+        "SELECT printf('%d-%s|%5.1f|%-*d|%.*c', year, type, 2.25, 3, 7, 3, 'x') FROM Medal "
+        "WHERE medal_id = 1",
+    )
     assert result.rows == (("1951-MedalSilver|  2.3|7  |xxx",),)
 
 
 def test_string_doubling_too_large(ex, db):
-    attack(ex, db, "WITH RECURSIVE r(s) AS (SELECT 'ab' UNION ALL SELECT s || s FROM r) SELECT max(length(s)) FROM r",
-           "too_large")
+    attack(
+        ex,
+        db,
+        "WITH RECURSIVE r(s) AS (SELECT 'ab' UNION ALL SELECT s || s FROM r) SELECT max(length(s)) FROM r",
+        "too_large",
+    )
 
 
 def test_wide_rows_of_blobs_hit_the_byte_cap(ex, db):
@@ -278,7 +353,12 @@ def test_wide_rows_of_blobs_hit_the_byte_cap(ex, db):
 
 
 def test_unbounded_rows_hit_the_row_cap(ex, db):
-    attack(ex, db, "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x FROM r", "too_large")
+    attack(
+        ex,
+        db,
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x FROM r",
+        "too_large",
+    )
 
 
 def test_cartesian_rows_hit_the_row_cap(ex, db):
@@ -310,6 +390,7 @@ def test_megabyte_whitespace(ex, db):
 
 
 # --------------------------------------------------------------------------- malformed input
+
 
 def test_nul_byte(ex, db):
     attack(ex, db, "SELECT 1\x00; DROP TABLE Medal", "syntax")
@@ -351,6 +432,7 @@ def test_str_subclass_cannot_lie(ex, db):
 
 # --------------------------------------------------------------------------- statements
 
+
 def test_second_statement_refused(ex, db):
     attack(ex, db, "SELECT 1; DROP TABLE Medal", "multiple_statements")
 
@@ -378,7 +460,14 @@ def test_semicolon_inside_comment_succeeds(ex, db):
 
 
 def test_trailing_semicolons_and_comments_succeed(ex, db):
-    for sql in ["SELECT 1;", "SELECT 1 ;  \n", "SELECT 1;;", "SELECT 1; ;", "SELECT 1; -- done", "SELECT 1; /* x */"]:
+    for sql in [
+        "SELECT 1;",
+        "SELECT 1 ;  \n",
+        "SELECT 1;;",
+        "SELECT 1; ;",
+        "SELECT 1; -- done",
+        "SELECT 1; /* x */",
+    ]:
         result = ex.execute(db, sql)
         assert result.ok and result.rows == ((1,),), sql
 
@@ -389,6 +478,7 @@ def test_quoted_identifier_with_semicolon(ex, db):
 
 # --------------------------------------------------------------------------- worker processes
 
+
 @pytest.fixture
 def pool_ex():
     executor = Executor(ExecutorConfig(timeout=BUDGET, kill_grace=0.25))
@@ -398,11 +488,15 @@ def pool_ex():
 
 def test_worker_hung_beyond_progress_handler_is_killed(db):
     # progress_steps so large the handler never fires: only the hard kill can stop this query
-    with Executor(ExecutorConfig(timeout=BUDGET, kill_grace=0.25, progress_steps=2_000_000_000)) as ex:
+    with Executor(
+        ExecutorConfig(timeout=BUDGET, kill_grace=0.25, progress_steps=2_000_000_000)
+    ) as ex:
         assert ex.execute_group(db, ["SELECT 1"], workers=1)[0].ok  # start the worker
         pid = ex._pool.pids[0]
         start = time.perf_counter()
-        results = ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c", "SELECT 2"], workers=1)
+        results = ex.execute_group(
+            db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c", "SELECT 2"], workers=1
+        )
         took = time.perf_counter() - start
         assert results[0].error == "timeout" and "killed" in results[0].message
         assert results[1].rows == ((2,),)  # the replacement worker answered
@@ -415,8 +509,9 @@ def test_worker_hung_beyond_progress_handler_is_killed(db):
 def test_group_deadline_bounds_the_call(pool_ex, db):
     pool_ex.execute_group(db, ["SELECT 1"], workers=2)
     start = time.perf_counter()
-    results = pool_ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c"] * 6, workers=2,
-                                    deadline=0.1)
+    results = pool_ex.execute_group(
+        db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c"] * 6, workers=2, deadline=0.1
+    )
     assert time.perf_counter() - start < 0.1 + MARGIN
     assert [r.error for r in results] == ["timeout"] * 6
 
@@ -428,7 +523,9 @@ def test_worker_killed_mid_query_reports_other(db):
         killer = threading.Timer(0.2, os.kill, (pid, signal.SIGKILL))
         killer.start()
         start = time.perf_counter()
-        results = ex.execute_group(db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c", "SELECT 3"], workers=1)
+        results = ex.execute_group(
+            db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c", "SELECT 3"], workers=1
+        )
         killer.join()
         assert results[0].error == "other" and "died" in results[0].message
         assert results[1].rows == ((3,),)  # requeued onto the replacement worker
@@ -445,12 +542,27 @@ def test_idle_worker_killed_between_groups_is_replaced(pool_ex, db):
 
 
 def test_pool_attacks_are_refused_in_workers(pool_ex, db):
-    sqls = ["DROP TABLE Medal", "ATTACH 'w.sqlite' AS w", "SELECT load_extension('x')", "SELECT 1; DELETE FROM Medal",
-            "SELECT randomblob(1000000000)", "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x FROM r) "
-            "SELECT COUNT(*) FROM r", "SELECT '\udcff'", None]
+    sqls = [
+        "DROP TABLE Medal",
+        "ATTACH 'w.sqlite' AS w",
+        "SELECT load_extension('x')",
+        "SELECT 1; DELETE FROM Medal",
+        "SELECT randomblob(1000000000)",
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x FROM r) SELECT COUNT(*) FROM r",
+        "SELECT '\udcff'",
+        None,
+    ]
     results = pool_ex.execute_group(db, sqls, workers=2)
-    assert [r.error for r in results] == ["forbidden", "forbidden", "forbidden", "multiple_statements", "too_large",
-                                          "timeout", "syntax", "other"]
+    assert [r.error for r in results] == [
+        "forbidden",
+        "forbidden",
+        "forbidden",
+        "multiple_statements",
+        "too_large",
+        "timeout",
+        "syntax",
+        "other",
+    ]
 
 
 def test_close_leaves_no_processes_fds_or_threads(db):
@@ -468,12 +580,16 @@ def test_close_leaves_no_processes_fds_or_threads(db):
 
 
 def test_interpreter_exit_without_close_stops_the_workers(db, tmp_path):
-    script = ("import sys\nfrom sqlenv.executor import Executor\nex = Executor(timeout=0.5)\n"
-              f"assert all(r.ok for r in ex.execute_group({str(db)!r}, ['SELECT 1'] * 2, workers=2))\n"
-              "print(*ex._pool.pids)\n")  # and exit without close(): the atexit hook must stop them
+    script = (
+        "import sys\nfrom sqlenv.executor import Executor\nex = Executor(timeout=0.5)\n"
+        f"assert all(r.ok for r in ex.execute_group({str(db)!r}, ['SELECT 1'] * 2, workers=2))\n"
+        "print(*ex._pool.pids)\n"
+    )  # and exit without close(): the atexit hook must stop them
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
     assert done.returncode == 0, done.stderr
     for pid in map(int, done.stdout.split()):
         with pytest.raises(ProcessLookupError):
@@ -491,11 +607,67 @@ def test_context_manager_stops_the_pool(db):
 
 # --------------------------------------------------------------------------- fuzzing
 
-_TOKENS = ["SELECT", "FROM", "Medal", "Athlete", "WHERE", "year", "type", "*", ",", ";", "(", ")", "'", "'x'", '"',
-           "--", "/*", "*/", "UNION", "ALL", "WITH", "RECURSIVE", "r(x)", "AS", "DROP", "TABLE", "ATTACH",
-           "PRAGMA", "printf", "'%.*c'", "2000000000", "zeroblob", "randomblob", "1e9", "load_extension",
-           "COUNT", "GROUP", "BY", "ORDER", "LIMIT", "1", "0", "-1", "NULL", "JOIN", "ON", "=", "<", "||", "\x00",
-           "\udcff", "x'ff'", "CAST", "TEXT", "VACUUM", "INTO", "sqlite_version()", "?", ":a"]
+_TOKENS = [
+    "SELECT",
+    "FROM",
+    "Medal",
+    "Athlete",
+    "WHERE",
+    "year",
+    "type",
+    "*",
+    ",",
+    ";",
+    "(",
+    ")",
+    "'",
+    "'x'",
+    '"',
+    "--",
+    "/*",
+    "*/",
+    "UNION",
+    "ALL",
+    "WITH",
+    "RECURSIVE",
+    "r(x)",
+    "AS",
+    "DROP",
+    "TABLE",
+    "ATTACH",
+    "PRAGMA",
+    "printf",
+    "'%.*c'",
+    "2000000000",
+    "zeroblob",
+    "randomblob",
+    "1e9",
+    "load_extension",
+    "COUNT",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "LIMIT",
+    "1",
+    "0",
+    "-1",
+    "NULL",
+    "JOIN",
+    "ON",
+    "=",
+    "<",
+    "||",
+    "\x00",
+    "\udcff",
+    "x'ff'",
+    "CAST",
+    "TEXT",
+    "VACUUM",
+    "INTO",
+    "sqlite_version()",
+    "?",
+    ":a",
+]
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +678,11 @@ def fuzz_ex():
 
 
 @settings(max_examples=300, deadline=None)
-@given(sql=st.one_of(st.text(max_size=200), st.lists(st.sampled_from(_TOKENS), max_size=25).map(" ".join)))
+@given(
+    sql=st.one_of(
+        st.text(max_size=200), st.lists(st.sampled_from(_TOKENS), max_size=25).map(" ".join)
+    )
+)
 def test_fuzz_never_raises_and_never_writes(pristine, fuzz_ex, sql):
     path, digest = pristine
     result = fuzz_ex.execute(path, sql)
@@ -531,7 +707,9 @@ def test_interrupted_group_leaves_no_stale_answers(db, monkeypatch):
             ex.execute_group(db, ["SELECT 'stale'", "SELECT 'stale too'"], workers=1)
         monkeypatch.setattr(_worker, "wait", real_wait)
         result = ex.execute_group(db, ["SELECT 'fresh'"], workers=1)[0]
-        assert result.rows == (("fresh",),) and ex._pool is not None  # answered by a worker, the right one
+        assert (
+            result.rows == (("fresh",),) and ex._pool is not None
+        )  # answered by a worker, the right one
 
 
 def test_pool_failure_falls_back_in_process(db, monkeypatch):
@@ -546,14 +724,26 @@ def test_pool_failure_falls_back_in_process(db, monkeypatch):
 
 # --------------------------------------------------------------------------- defence in depth
 
+
 def test_without_the_authorizer_writes_still_fail(ex, db, tmp_path):
     assert ex.execute(db, "SELECT 1").ok
     conn = ex._cache[str(db)].conn
-    conn.set_authorizer(None)  # peel off two layers: only the mode=ro&immutable=1 connection remains
+    conn.set_authorizer(
+        None
+    )  # peel off two layers: only the mode=ro&immutable=1 connection remains
     conn.execute("PRAGMA query_only = OFF")
-    for sql in ["DELETE FROM Medal", "UPDATE Medal SET year = 0", "DROP TABLE Medal", "CREATE TABLE t(x)"]:
-        assert ex.execute(db, sql).error == "forbidden", sql  # "attempt to write a readonly database"
-    result = ex.execute(db, f"ATTACH '{tmp_path / 'evil.sqlite'}' AS evil")  # SQLITE_LIMIT_ATTACHED = 0
+    for sql in [
+        "DELETE FROM Medal",
+        "UPDATE Medal SET year = 0",
+        "DROP TABLE Medal",
+        "CREATE TABLE t(x)",
+    ]:
+        assert ex.execute(db, sql).error == "forbidden", (
+            sql
+        )  # "attempt to write a readonly database"
+    result = ex.execute(
+        db, f"ATTACH '{tmp_path / 'evil.sqlite'}' AS evil"
+    )  # SQLITE_LIMIT_ATTACHED = 0
     assert result.error is not None and list(tmp_path.iterdir()) == []
 
 
@@ -562,4 +752,6 @@ def test_without_the_authorizer_extension_loading_is_off(ex, db):
     conn = ex._cache[str(db)].conn
     conn.set_authorizer(None)
     result = ex.execute(db, "SELECT load_extension('/nonexistent/evil.so')")
-    assert result.error == "forbidden" and "not authorized" in result.message  # SQLite's own switch is off
+    assert (
+        result.error == "forbidden" and "not authorized" in result.message
+    )  # SQLite's own switch is off
