@@ -19,6 +19,13 @@ with mixed rewards is the share that will carry any learning signal (a group who
 wrong, or all right, has advantage 0). If it is near 0, GRPO cannot learn; pick another model, prompt,
 temperature or reward first.
 
+Metrics (metrics.jsonl, one object per line with "step"): probe/* (step 0: mixed_frac, accuracy,
+error shares of the untuned policy); train/reward_mean, accuracy, exact, f1, error_frac, error/<kind>,
+frac_zero_std, groups_kept, skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
+clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only when beta > 0: the
+reference pass is skipped otherwise); eval/* (greedy, held-out); perf/gen_s, score_s, update_s, step_s,
+eval_s, tokens_per_s (sampled completion tokens per second of generation).
+
 What is kept from PPO/GRPO and why: see the docstring of ``agents/grpo.py``.
 """
 
