@@ -240,6 +240,7 @@ def load_model_and_tokenizer(name: str = DEFAULT_MODEL, device: str = "auto", dt
     full model raise "not serializable": save only the LoRA adapter (``LoRAPolicy.save``).
     """
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if threads:
@@ -254,7 +255,9 @@ def load_model_and_tokenizer(name: str = DEFAULT_MODEL, device: str = "auto", dt
     else:
         folder = source
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
+    # transformers 5 names the argument dtype; 4.x calls it torch_dtype
+    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model = AutoModelForCausalLM.from_pretrained(folder, **{dtype_arg: torch_dtype}, **kwargs)
     model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:

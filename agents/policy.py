@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from agents import prompts
+from agents import prompts as prompt_texts
 from agents.prompts import PREFILL
 
 # --------------------------------------------------------------------------- SQL extraction
@@ -269,12 +269,12 @@ class LoRAPolicy:
 
     def prompt(self, observation: dict) -> str:
         """The full prompt text for an observation: chat template applied, ending with PREFILL."""
-        messages = prompts.build_messages(observation, self.config.few_shot)
+        messages = prompt_texts.build_messages(observation, self.config.few_shot)
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                       add_generation_prompt=True)
         else:
-            text = prompts.render_plain(messages)
+            text = prompt_texts.render_plain(messages)
         return text + PREFILL
 
     def encode(self, text: str) -> torch.Tensor:
@@ -438,7 +438,7 @@ class LoRAPolicy:
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))
+        self.model.save_pretrained(str(path), save_embedding_layers=False)
         (path / "policy_config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         return path
 
