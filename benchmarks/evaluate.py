@@ -350,7 +350,7 @@ def summarize(paths: Iterable[str | Path]) -> str:
     """One Markdown table of the runs in the given JSON files or folders of them."""
     files: list[Path] = []
     for p in map(Path, paths):
-        files += sorted(p.glob("*.json")) if p.is_dir() else [p]
+        files += sorted(p.glob("*.json")) if p.is_dir() else ([p] if p.suffix == ".json" else [])
     results = [json.loads(f.read_text()) for f in files]
     for r in results:  # recompute from the per-question records, so older files get newer metrics
         if r.get("records") is not None:
