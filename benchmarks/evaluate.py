@@ -351,7 +351,7 @@ def summarize(paths: Iterable[str | Path]) -> str:
     files: list[Path] = []
     for p in map(Path, paths):
         files += sorted(p.glob("*.json")) if p.is_dir() else ([p] if p.suffix == ".json" else [])
-    results = [json.loads(f.read_text()) for f in files]
+    results = [json.loads(f.read_text()) for f in dict.fromkeys(files)]
     for r in results:  # recompute from the per-question records, so older files get newer metrics
         if r.get("records") is not None:
             r["metrics"] = compute_metrics(r["records"], r["config"]["samples"])
