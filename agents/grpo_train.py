@@ -3,6 +3,7 @@
     python agents/grpo_train.py                        # CPU preset: SmolLM2-135M, G=4, 4 questions a step
     python agents/grpo_train.py --preset gpu           # bf16 on CUDA, G=8, 16 questions a step
     python agents/grpo_train.py --help                 # every option, with its meaning and default
+    torchrun --nproc_per_node 4 agents/grpo_train.py --preset gpu   # data-parallel on 4 GPUs
 
 One step, top to bottom (``train`` below):
   1. pick ``batch_size`` questions (seeded), reset the env on each to get its observation;
@@ -26,6 +27,16 @@ clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only w
 reference pass is skipped otherwise); eval/* (greedy, held-out); perf/gen_s, score_s, update_s, step_s,
 eval_s, tokens_per_s (sampled completion tokens per second of generation).
 
+Data parallel (``torchrun``, WORLD_SIZE > 1; a plain run never touches torch.distributed): every rank
+draws the same ``batch_size`` questions and takes its share (``batch[rank::world_size]``), samples
+(its own seed) and scores its groups; advantages are per group, so they stay local, except that
+``scale_rewards="batch"`` uses the std of the whole batch (all-reduced). After each backward pass the
+LoRA gradients are summed across ranks with one all-reduce, the loss being normalised by the global
+number of sequences, so every rank applies the gradient of the whole batch and all ranks keep identical
+adapters. Rank 0 alone logs, probes, evaluates, plots and writes checkpoints (with every rank's RNG
+state); the others wait at a barrier. Backend: nccl on CUDA (one GPU per rank, LOCAL_RANK), else gloo.
+See ``World`` and docs/training.md.
+
 What is kept from PPO/GRPO and why: see the docstring of ``agents/grpo.py``.
 """
 
@@ -43,7 +54,7 @@ import sys
 import textwrap
 import time
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -417,16 +428,27 @@ def _logprobs_no_grad(policy, rollouts, chunks, disable_adapter: bool = False) -
     return out
 
 
-def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config) -> dict[str, float]:
+UPDATE_METRICS = ("clip_frac", "clip_low", "clip_high", "ratio_mean")  # from grpo.grpo_loss (+ "kl")
+
+
+def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
+                world: World | None = None) -> dict[str, float]:
     """num_iterations optimizer steps on these rollouts; returns averaged metrics.
 
     old log-probs: the sampling ones when the rollouts are used once (num_iterations == 1), else one
     no-grad pass before the first update. Reference log-probs (adapter off) only when beta > 0.
     A non-finite loss or gradient norm skips that optimizer step (counted in "skipped_nonfinite").
+
+    With a distributed ``world`` every rank calls this (with its own rollouts, possibly none): the
+    loss is normalised by the number of sequences on all ranks, the gradients are summed across
+    ranks before clipping (so each rank steps with the gradient of the whole batch), a non-finite
+    loss on any rank skips the step on all of them, and the returned metrics are global.
     """
     import torch
 
+    distributed = world is not None and world.distributed
     n = len(rollouts)
+    total = int(world.sum([n])[0]) if distributed else n
     chunks = [list(range(i, min(i + cfg.micro_batch_size, n))) for i in range(0, n, cfg.micro_batch_size)]
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
     if cfg.num_iterations == 1:
@@ -453,7 +475,7 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config) 
             loss, metrics = grpo.grpo_loss(
                 logp, old_logp, advantages[chunk].to(logp.device), mask, ref_logp=ref_logp, beta=cfg.beta,
                 epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-                max_completion_length=cfg.max_completion_length, num_sequences=n)
+                max_completion_length=cfg.max_completion_length, num_sequences=total)
             if not torch.isfinite(loss):
                 finite = False
                 break
@@ -463,6 +485,8 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config) 
             weight_total += tokens
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value * tokens
+        if distributed:  # one all-reduce: the summed gradients, any rank's non-finite flag, the loss
+            finite, loss_sum = world.reduce_gradients(params, finite, loss_sum)
         grad_norm = float("nan")
         if finite:
             if cfg.max_grad_norm > 0:
@@ -477,6 +501,11 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config) 
         optimizer.step()
         totals["loss"] = totals.get("loss", 0.0) + loss_sum
         totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
+    if distributed:  # token-weighted metric sums of all ranks (loss and grad_norm are global already)
+        keys = UPDATE_METRICS + (("kl",) if cfg.beta > 0 else ())
+        sums = world.sum([weight_total] + [totals.get(key, 0.0) for key in keys])
+        weight_total = sums[0]
+        totals.update(zip(keys, sums[1:]))
     done = cfg.num_iterations - skipped
     out = {key: value / max(weight_total, 1.0) for key, value in totals.items()
            if key not in ("loss", "grad_norm")}
@@ -487,9 +516,207 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config) 
     return out
 
 
+# ====================================================================================== data parallel
+DIST_TIMEOUT_S = 3600  # how long ranks wait at a collective (rank 0 may be evaluating or saving)
+BATCH_STD_EPS = 1e-4  # as grpo.group_advantages' eps
+
+
+@dataclass
+class World:
+    """This process's place in a data-parallel run; rank 0 of 1 (no torch.distributed) when run plainly.
+
+    Every collective is a method here, and each one is a no-op (or the identity) in a plain run, so the
+    training loop reads the same either way. ``device`` is the device of this rank's policy ("cuda:<local
+    rank>" under torchrun on GPUs), ``comm_device`` where collective tensors live (nccl needs CUDA).
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: str | None = None
+    comm_device: str = "cpu"
+    initialised: bool = False  # this process called init_process_group (and destroys it at the end)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def shard(self, items: Sequence) -> list:
+        """This rank's share of a list that is the same on every rank (strided: rank, rank + size, ...)."""
+        return list(items[self.rank::self.size]) if self.distributed else list(items)
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sum over ranks (float64)."""
+        if not self.distributed:
+            return [float(v) for v in values]
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.comm_device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def gather(self, obj: Any) -> list:
+        """Every rank's (picklable) object, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def on_main(self, fn):
+        """Run ``fn`` on rank 0 only and hand its result to every rank; its error is raised on every rank."""
+        if not self.distributed:
+            return fn()
+        import torch.distributed as dist
+
+        result = error = None
+        if self.main:
+            try:
+                result = fn()
+            except Exception as exc:  # re-raised below, on every rank, after the broadcast
+                error = exc
+        box = [(result, None if error is None else (isinstance(error, ConfigError), str(error)))]
+        dist.broadcast_object_list(box, src=0)
+        result, failure = box[0]
+        if error is not None:
+            raise error
+        if failure is not None:
+            raise (ConfigError if failure[0] else RuntimeError)(failure[1] if failure[0] else
+                                                                f"rank 0 failed: {failure[1]}")
+        return result
+
+    def broadcast_parameters(self, params: Sequence):
+        """Copy rank 0's values of ``params`` to every rank (as DDP does when it wraps a model)."""
+        if not self.distributed:
+            return
+        import torch
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for param in params:
+                buffer = param.data.to(self.comm_device)
+                dist.broadcast(buffer, src=0)
+                if buffer is not param.data:
+                    param.data.copy_(buffer)
+
+    def reduce_gradients(self, params: Sequence, finite: bool, loss_sum: float) -> tuple[bool, float]:
+        """Sum the gradients of ``params`` over ranks in place (one flat float32 all-reduce).
+
+        A rank without gradients (no rollouts kept, or a non-finite loss) contributes zeros. Returns
+        (every rank was finite, the summed loss); when some rank was not, the gradients are left as
+        they are and the caller skips the step, on every rank alike.
+        """
+        import torch
+        import torch.distributed as dist
+
+        sizes = [p.numel() for p in params]
+        flat = torch.zeros(sum(sizes) + 2, dtype=torch.float32, device=self.comm_device)
+        offset = 0
+        for param, size in zip(params, sizes):
+            if finite and param.grad is not None:
+                flat[offset:offset + size] = param.grad.detach().reshape(-1).to(flat.device, torch.float32)
+            offset += size
+        flat[-2] = 0.0 if finite else 1.0
+        flat[-1] = loss_sum if finite else 0.0
+        dist.all_reduce(flat)
+        if float(flat[-2]) > 0:
+            return False, float("nan")
+        offset = 0
+        for param, size in zip(params, sizes):
+            grad = flat[offset:offset + size].view_as(param).to(param.device, param.dtype)
+            if param.grad is None:
+                param.grad = grad.clone()
+            else:
+                param.grad.copy_(grad)
+            offset += size
+        return True, float(flat[-1])
+
+
+def setup_world(cfg: Config) -> World:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); else World()."""
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if size <= 1:
+        return World()
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = cfg.device
+    if device in ("auto", "cuda"):
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu" if device == "auto" else device
+    on_cuda = device.startswith("cuda")
+    if on_cuda:
+        torch.cuda.set_device(torch.device(device))
+    initialised = False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if on_cuda else "gloo",
+                                timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
+        initialised = True
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank, device=device,
+                 comm_device=device if on_cuda else "cpu", initialised=initialised)
+
+
+def teardown_world(world: World):
+    if world.initialised:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def seed_rank(seed: int, world: World, step: int = 0):
+    """Give ranks other than 0 their own token-sampling streams (rank 0 keeps the plain run's)."""
+    if world.rank == 0:
+        return
+    import torch
+
+    python_seed, torch_seed = np.random.SeedSequence([seed, world.rank, step]).generate_state(2)
+    random.seed(int(python_seed))
+    torch.manual_seed(int(torch_seed))
+
+
+def batch_advantages(rewards, cfg: Config, world: World):
+    """``grpo.group_advantages``; with several ranks and scale_rewards="batch" the std is the whole batch's."""
+    if not (world.distributed and cfg.scale_rewards == "batch"):
+        return grpo.group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)
+    count, total, squares = world.sum([rewards.numel(), float(rewards.double().sum()),
+                                       float((rewards.double() ** 2).sum())])
+    variance = (squares - total * total / count) / (count - 1) if count > 1 else 0.0
+    std = math.sqrt(max(variance, 0.0))
+    return grpo.group_advantages(rewards, cfg.num_generations, "none") / (std + BATCH_STD_EPS)
+
+
+def rng_state() -> dict:
+    """This process's token-sampling RNG states (saved per rank in a distributed checkpoint)."""
+    import torch
+
+    return {"python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
 # ====================================================================================== checkpoints
-def save_checkpoint(path: Path, policy, optimizer, step: int, rng: np.random.Generator, cfg: Config):
-    """adapter/ (PEFT format) + state.pt (optimizer, RNG states, step, config), written atomically."""
+def save_checkpoint(path: Path, policy, optimizer, step: int, rng: np.random.Generator, cfg: Config,
+                    rank_rng: list[dict] | None = None):
+    """adapter/ (PEFT format) + state.pt (optimizer, RNG states, step, config), written atomically.
+
+    ``rank_rng``: every rank's ``rng_state()`` in a distributed run (the top-level RNG states are then
+    rank 0's, so a plain run can resume a distributed checkpoint).
+    """
     import torch
 
     path = Path(path)
@@ -506,6 +733,8 @@ def save_checkpoint(path: Path, policy, optimizer, step: int, rng: np.random.Gen
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "config": asdict(cfg),
     }
+    if rank_rng is not None:
+        state.update(world_size=len(rank_rng), rank_rng=rank_rng)
     torch.save(state, tmp / "state.pt")
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
@@ -538,10 +767,27 @@ def load_checkpoint(path: Path, policy, cfg: Config) -> dict:
     return state
 
 
-def restore_rng(state: dict, rng: np.random.Generator):
+def restore_rng(state: dict, rng: np.random.Generator, world: World | None = None, seed: int = 0):
+    """Restore the question RNG (shared by all ranks) and this process's token-sampling RNGs.
+
+    Distributed: each rank takes its own saved state when the checkpoint has one per rank of this
+    world size; otherwise rank 0 takes the top-level one and the others get fresh streams.
+    """
     import torch
 
     rng.bit_generator.state = state["numpy_rng"]
+    if world is not None and world.distributed:
+        ranks = state.get("rank_rng")
+        if ranks and len(ranks) == world.size:
+            mine = ranks[world.rank]
+            random.setstate(mine["python_rng"])
+            torch.set_rng_state(mine["torch_rng"])
+            if mine.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state(mine["cuda_rng"])
+            return
+        if not world.main:
+            seed_rank(seed, world, int(state["step"]))
+            return
     random.setstate(state["python_rng"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -638,65 +884,107 @@ def build_policy(cfg: Config):
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Run GRPO as configured; returns a summary (output_dir, last step, final eval metrics)."""
+    """Run GRPO as configured; returns a summary (output_dir, last step, final eval metrics).
+
+    Under torchrun (WORLD_SIZE > 1) this joins the process group first and leaves it at the end.
+    """
+    world = setup_world(cfg)
+    try:
+        return _train(cfg, world)
+    finally:
+        teardown_world(world)
+
+
+def _train(cfg: Config, world: World) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
-    # ---- setup: seeds, data, env, policy, optimizer, output folder
+    main = world.main
+
+    def say(text: str):
+        if main:
+            print(text, flush=True)
+
+    # ---- setup: seeds, data, env, policy, optimizer, output folder (folders and files: rank 0 only)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same on every rank: the same LoRA initialisation
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    checkpoint = find_checkpoint(cfg.resume) if cfg.resume else None
-    dataset = resolve_dataset(cfg)
-    if cfg.output_dir:
-        out = Path(cfg.output_dir)
-    elif checkpoint is not None:
-        out = checkpoint.parent.parent
-    else:
-        out = default_output_dir(cfg, dataset)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "resolved_dataset": dataset}, indent=2))
+    checkpoint = world.on_main(lambda: find_checkpoint(cfg.resume)) if cfg.resume else None
+    dataset = world.on_main(lambda: resolve_dataset(cfg))
+
+    def make_output_dir() -> Path:
+        if cfg.output_dir:
+            out = Path(cfg.output_dir)
+        elif checkpoint is not None:
+            out = checkpoint.parent.parent
+        else:
+            out = default_output_dir(cfg, dataset)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "resolved_dataset": dataset}, indent=2))
+        return out
+
+    out = world.on_main(make_output_dir)
 
     env = make_env(cfg, dataset, cfg.split)
-    eval_env = make_env(cfg, dataset, cfg.eval_split) if cfg.eval_limit else None
+    evaluating = bool(cfg.eval_limit)
+    eval_env = make_env(cfg, dataset, cfg.eval_split) if evaluating and main else None
     eval_indices = ([] if eval_env is None else
                     sorted(np.random.default_rng(0).permutation(len(eval_env.dataset))[:cfg.eval_limit].tolist()))
-    policy = build_policy(cfg)
-    rng = np.random.default_rng(cfg.seed)  # question sampling
+    policy = build_policy(cfg if world.device in (None, cfg.device) else replace(cfg, device=world.device))
+    rng = np.random.default_rng(cfg.seed)  # question sampling: the same stream on every rank
     start_step = 0
-    state = load_checkpoint(checkpoint, policy, cfg) if checkpoint is not None else None
+    state = (world.on_main(lambda: load_checkpoint(checkpoint, policy, cfg))
+             if checkpoint is not None else None)
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    world.broadcast_parameters(params)  # every rank starts from rank 0's adapter (fresh or resumed)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if state is not None:  # records past the checkpoint belong to the abandoned continuation
+    if state is not None and main:  # records past the checkpoint belong to the abandoned continuation
         truncate_metrics(out / "metrics.jsonl", int(state["step"]))
-    logger = JsonlLogger(out / "metrics.jsonl")
-    print(f"GRPO on {dataset}/{cfg.split} ({len(env.dataset)} questions), {cfg.model}, "
-          f"{sum(p.numel() for p in params):,} trainable LoRA parameters -> {out}", flush=True)
+    logger = JsonlLogger(out / "metrics.jsonl") if main else None
+    ranks = (f", data-parallel over {world.size} processes ({world.device or cfg.device})"
+             if world.distributed else "")
+    say(f"GRPO on {dataset}/{cfg.split} ({len(env.dataset)} questions), {cfg.model}, "
+        f"{sum(p.numel() for p in params):,} trainable LoRA parameters{ranks} -> {out}")
+    if world.distributed and cfg.batch_size % world.size:
+        say(f"notice: batch_size={cfg.batch_size} is not a multiple of {world.size} processes; "
+            "some ranks get one question fewer each step")
 
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state, rng)
+        restore_rng(state, rng, world, cfg.seed)
         start_step = int(state["step"])
-        print(f"resumed from {checkpoint} at step {start_step}", flush=True)
-    elif cfg.probe_questions:
-        # ---- before training: can GRPO learn at all? (groups with mixed rewards carry the signal)
-        probe_rng = np.random.default_rng(cfg.seed + 1)
-        probe = probe_mixed_share(policy, env, sample_questions(probe_rng, len(env.dataset), cfg.probe_questions), cfg)
-        logger.log(0, probe)
-        print(f"untuned policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups have mixed "
-              f"rewards (accuracy {probe['probe/accuracy']:.1%}, errors {probe['probe/error_frac']:.1%})", flush=True)
-        if probe["probe/mixed_frac"] == 0:
-            print("warning: no group had mixed rewards; GRPO gets no signal from such batches", flush=True)
+        say(f"resumed from {checkpoint} at step {start_step}")
+    else:
+        seed_rank(cfg.seed, world)  # ranks sample different completions of their own questions
+        if cfg.probe_questions:
+            # ---- before training: can GRPO learn at all? (groups with mixed rewards carry the signal)
+            if main:
+                probe_rng = np.random.default_rng(cfg.seed + 1)
+                probe = probe_mixed_share(policy, env, sample_questions(probe_rng, len(env.dataset),
+                                                                        cfg.probe_questions), cfg)
+                logger.log(0, probe)
+                print(f"untuned policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups "
+                      f"have mixed rewards (accuracy {probe['probe/accuracy']:.1%}, errors "
+                      f"{probe['probe/error_frac']:.1%})", flush=True)
+                if probe["probe/mixed_frac"] == 0:
+                    print("warning: no group had mixed rewards; GRPO gets no signal from such batches", flush=True)
+            world.barrier()
+
+    def save(step: int) -> Path:
+        rank_rng = world.gather(rng_state()) if world.distributed else None
+        return world.on_main(lambda: save_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy,
+                                                     optimizer, step, rng, cfg, rank_rng=rank_rng))
 
     summary: dict[str, Any] = {"output_dir": str(out), "dataset": dataset, "start_step": start_step}
     eval_metrics: dict[str, float] = {}
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="grpo",
+               dynamic_ncols=True, disable=not main)
     for step in bar:
         step_start = time.perf_counter()
-        # ---- 1-2. questions -> observations -> G samples each
-        indices = sample_questions(rng, len(env.dataset), cfg.batch_size)
+        # ---- 1-2. questions (the same batch on every rank; each takes its share) -> G samples each
+        indices = world.shard(sample_questions(rng, len(env.dataset), cfg.batch_size))
         t0 = time.perf_counter()
         rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
         gen_s = time.perf_counter() - t0
@@ -706,64 +994,83 @@ def train(cfg: Config) -> dict[str, Any]:
         score_s = time.perf_counter() - t0
         # ---- 4. group-relative advantages; dynamic filtering of groups without signal
         rewards_t = _tensor(rewards)
-        advantages = grpo.group_advantages(rewards_t, cfg.num_generations, cfg.scale_rewards)
+        advantages = batch_advantages(rewards_t, cfg, world)
         zero = grpo.zero_std_mask(rewards_t, cfg.num_generations)
         keep_groups = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
         keep = keep_groups.repeat_interleave(cfg.num_generations).tolist()
         kept = [r for r, k in zip(rollouts, keep) if k]
-        # ---- 5. the update
+        kept_total = int(world.sum([len(kept)])[0]) if world.distributed else len(kept)
+        # ---- 5. the update (every rank joins it while any rank kept a group)
         t0 = time.perf_counter()
-        update = grpo_update(policy, optimizer, kept, advantages[torch.tensor(keep)], cfg) if kept else {}
+        update = (grpo_update(policy, optimizer, kept, advantages[torch.tensor(keep, dtype=torch.bool)], cfg,
+                              world) if kept_total else {})
         update_s = time.perf_counter() - t0
 
-        # ---- 6. metrics, evaluation, checkpoint
+        # ---- 6. metrics (of the whole batch: gathered from every rank), evaluation, checkpoint
         lengths = [len(r.completion_ids) for r in rollouts]
-        metrics = outcome_metrics("train", rewards, infos)
-        metrics.update({f"train/{k}": v for k, v in update.items()})
-        metrics.update({
-            "train/frac_zero_std": float(zero.float().mean()),
-            "train/groups_kept": int(keep_groups.sum()),
-            "train/skipped_update": int(not kept),
-            "train/adv_abs_mean": float(advantages.abs().mean()),
-            "train/completion_len": float(np.mean(lengths)),
-            "train/truncated_frac": float(np.mean([n >= cfg.max_completion_length for n in lengths])),
-            "perf/gen_s": gen_s, "perf/score_s": score_s, "perf/update_s": update_s,
-            "perf/tokens_per_s": sum(lengths) / max(gen_s, 1e-9),
-        })
-        if update.get("skipped_nonfinite"):
-            tqdm.write(f"step {step + 1}: non-finite loss or gradient, skipped "
-                       f"{update['skipped_nonfinite']}/{cfg.num_iterations} optimizer step(s)")
+        if world.distributed:
+            parts = world.gather(dict(
+                rewards=rewards, lengths=lengths, zero=zero.tolist(), advantages=advantages.tolist(),
+                infos=[{k: i.get(k) for k in ("correct", "exact", "f1", "error")} for i in infos],
+                gen_s=gen_s, score_s=score_s, update_s=update_s))
+            rewards = [x for part in parts for x in part["rewards"]]
+            infos = [x for part in parts for x in part["infos"]]
+            lengths = [x for part in parts for x in part["lengths"]]
+            zero = torch.tensor([x for part in parts for x in part["zero"]], dtype=torch.bool)
+            keep_groups = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
+            advantages = _tensor([x for part in parts for x in part["advantages"]])
+            gen_s, score_s, update_s = (max(part[key] for part in parts) for key in ("gen_s", "score_s", "update_s"))
         done = step + 1
-        if eval_env is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
-            metrics.update(eval_metrics)
-            tqdm.write(f"step {done}: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
-                       f"errors {eval_metrics['eval/error_frac']:.1%}")
-        metrics["perf/step_s"] = time.perf_counter() - step_start
-        logger.log(done, metrics)
-        bar.set_postfix(reward=f"{metrics['train/reward_mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
-                        mixed=f"{1 - metrics['train/frac_zero_std']:.2f}")
+        if main:
+            metrics = outcome_metrics("train", rewards, infos)
+            metrics.update({f"train/{k}": v for k, v in update.items()})
+            metrics.update({
+                "train/frac_zero_std": float(zero.float().mean()) if zero.numel() else 0.0,
+                "train/groups_kept": int(keep_groups.sum()),
+                "train/skipped_update": int(not kept_total),
+                "train/adv_abs_mean": float(advantages.abs().mean()) if advantages.numel() else 0.0,
+                "train/completion_len": float(np.mean(lengths)),
+                "train/truncated_frac": float(np.mean([n >= cfg.max_completion_length for n in lengths])),
+                "perf/gen_s": gen_s, "perf/score_s": score_s, "perf/update_s": update_s,
+                "perf/tokens_per_s": sum(lengths) / max(gen_s, 1e-9),
+            })
+            if update.get("skipped_nonfinite"):
+                tqdm.write(f"step {step + 1}: non-finite loss or gradient, skipped "
+                           f"{update['skipped_nonfinite']}/{cfg.num_iterations} optimizer step(s)")
+        if evaluating and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            if main:
+                eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
+                metrics.update(eval_metrics)
+                tqdm.write(f"step {done}: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
+                           f"errors {eval_metrics['eval/error_frac']:.1%}")
+            world.barrier()
+        if main:
+            metrics["perf/step_s"] = time.perf_counter() - step_start
+            logger.log(done, metrics)
+            bar.set_postfix(reward=f"{metrics['train/reward_mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
+                            mixed=f"{1 - metrics['train/frac_zero_std']:.2f}")
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-            save_checkpoint(out / "checkpoints" / f"step_{done:06d}", policy, optimizer, done, rng, cfg)
+            save(done)
     bar.close()
 
-    # ---- the end: final checkpoint, final evaluation, curves
+    # ---- the end: final checkpoint, final evaluation, curves (rank 0; the others wait)
     last = max(cfg.steps, start_step)
-    summary["checkpoint"] = str(save_checkpoint(out / "checkpoints" / f"step_{last:06d}", policy, optimizer,
-                                                last, rng, cfg))
-    if eval_env is not None:
-        eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
-        logger.log(last, eval_metrics)
-        print(f"final eval on {len(eval_indices)} {cfg.eval_split} questions: accuracy "
-              f"{eval_metrics['eval/accuracy']:.1%}, errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
-    logger.close()
-    if cfg.plot:
-        png = plot_curves(out / "metrics.jsonl", out / "curves.png")
-        if png:
-            print(f"curves: {png}", flush=True)
+    summary["checkpoint"] = str(save(last))
+    if main:
+        if eval_env is not None:
+            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
+            logger.log(last, eval_metrics)
+            print(f"final eval on {len(eval_indices)} {cfg.eval_split} questions: accuracy "
+                  f"{eval_metrics['eval/accuracy']:.1%}, errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
+        logger.close()
+        if cfg.plot:
+            png = plot_curves(out / "metrics.jsonl", out / "curves.png")
+            if png:
+                print(f"curves: {png}", flush=True)
     env.close()
     if eval_env is not None:
         eval_env.close()
+    world.barrier()
     summary.update(step=last, eval=eval_metrics)
     return summary
 
