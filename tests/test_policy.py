@@ -307,13 +307,19 @@ def real():
     """SmolLM2-135M (default model) with a LoRA adapter, plus an untouched copy of its base."""
     from agents.models import ModelNotFoundError, load_model_and_tokenizer
 
+    # One thread: on a small shared machine two OpenMP threads competing with other processes
+    # made sampling ~40x slower (measured); restored for the rest of the session afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         model, tok = load_model_and_tokenizer("smollm2-135m", device="cpu", dtype="float32")
     except ModelNotFoundError as error:
+        torch.set_num_threads(threads)
         pytest.skip(str(error))
     base_copy = copy.deepcopy(model)
     config = PolicyConfig(max_completion_length=16, few_shot=0, temperature=1.0)
-    return LoRAPolicy(config, model=model, tokenizer=tok), base_copy
+    yield LoRAPolicy(config, model=model, tokenizer=tok), base_copy
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
