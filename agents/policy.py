@@ -376,17 +376,81 @@ class LoRAPolicy:
     # ------------------------------------------------------------------ scoring
 
     def sequence_logprobs(self, prompt_ids_list: Sequence[torch.Tensor],
-                          completion_ids_list: Sequence[torch.Tensor], disable_adapter: bool = False):
-        """Per-token log-probs of completions given prompts, in one padded forward pass.
+                          completion_ids_list: Sequence[torch.Tensor], disable_adapter: bool = False,
+                          share_prompts: bool = True):
+        """Per-token log-probs of completions given prompts.
 
         Returns ``(logprobs, mask)``, both float32 ``[B, T]`` with ``T`` the longest completion;
         ``logprobs`` carries grad (unless ``disable_adapter`` or under ``torch.no_grad``) and is 0
-        where ``mask`` is 0. Sequences are right-padded; logits are computed only at the positions
-        that predict completion tokens. ``disable_adapter=True`` scores with the base model (the
-        KL reference).
+        where ``mask`` is 0. Logits are computed only at the positions that predict completion
+        tokens. ``disable_adapter=True`` scores with the base model (the KL reference).
+
+        ``share_prompts`` (default): completions of the same prompt (a GRPO group) run the prompt
+        once, with grad, and continue from its KV cache, so a group of G costs one prompt forward
+        and backward instead of G; the result equals the padded path (a test checks values and
+        gradients). False: one right-padded forward over whole sequences.
         """
         if len(prompt_ids_list) != len(completion_ids_list):
             raise ValueError("prompt_ids_list and completion_ids_list must have the same length")
+        if share_prompts and len(prompt_ids_list) > 1:
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for b, p in enumerate(prompt_ids_list):
+                groups.setdefault(tuple(torch.as_tensor(p).tolist()), []).append(b)
+            if len(groups) < len(prompt_ids_list):
+                return self._shared_prompt_logprobs(prompt_ids_list, completion_ids_list, groups,
+                                                    disable_adapter)
+        return self._padded_logprobs(prompt_ids_list, completion_ids_list, disable_adapter)
+
+    def _shared_prompt_logprobs(self, prompt_ids_list, completion_ids_list, groups, disable_adapter):
+        batch = len(prompt_ids_list)
+        steps = max((len(c) for c in completion_ids_list), default=0)
+        mask = torch.zeros((batch, steps), dtype=torch.float32, device=self.device)
+        rows: list[torch.Tensor | None] = [None] * batch
+        base = self.model.get_base_model()
+        decoder, head = base.get_decoder(), base.get_output_embeddings()
+        pad = self.tokenizer.pad_token_id or 0
+        with self.model.disable_adapter() if disable_adapter else contextlib.nullcontext():
+            for members in groups.values():
+                prompt = torch.as_tensor(prompt_ids_list[members[0]]).to(self.device)
+                if len(prompt) == 0:
+                    raise ValueError("every prompt needs at least one token")
+                completions = [torch.as_tensor(completion_ids_list[b]).to(self.device) for b in members]
+                n, width = len(members), max(len(c) for c in completions)
+                if width == 0:
+                    for b in members:
+                        rows[b] = torch.zeros(steps, device=self.device)
+                    continue
+                out = decoder(input_ids=prompt[None], use_cache=True)
+                last = out.last_hidden_state[:, -1:, :].expand(n, -1, -1)
+                if width > 1:  # feed all completion tokens but the last, continuing from the prompt's cache
+                    cache = _cache_of(out)
+                    cache.batch_repeat_interleave(n)
+                    ids = torch.full((n, width - 1), pad, dtype=torch.long, device=self.device)
+                    attention = torch.zeros((n, len(prompt) + width - 1), dtype=torch.long, device=self.device)
+                    attention[:, :len(prompt)] = 1
+                    for i, c in enumerate(completions):
+                        ids[i, :len(c) - 1] = c[:-1]
+                        attention[i, len(prompt):len(prompt) + len(c) - 1] = 1
+                    rest = decoder(input_ids=ids, attention_mask=attention, use_cache=True,
+                                   **{self._cache_arg: cache}).last_hidden_state
+                    hidden = torch.cat([last, rest], dim=1)
+                else:
+                    hidden = last
+                logits = head(hidden).float()
+                targets = torch.full((n, width), pad, dtype=torch.long, device=self.device)
+                for i, c in enumerate(completions):
+                    targets[i, :len(c)] = c
+                logp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+                for i, b in enumerate(members):
+                    length = len(completions[i])
+                    mask[b, :length] = 1.0
+                    row = logp[i, :length]
+                    rows[b] = torch.nn.functional.pad(row, (0, steps - length))
+        if steps == 0:
+            return torch.zeros((batch, 0), device=self.device), mask
+        return torch.stack(rows) * mask, mask
+
+    def _padded_logprobs(self, prompt_ids_list, completion_ids_list, disable_adapter):
         batch = len(prompt_ids_list)
         prompt_lens = [len(p) for p in prompt_ids_list]
         completion_lens = [len(c) for c in completion_ids_list]

@@ -191,6 +191,26 @@ def test_padding_does_not_change_logprobs(policy):
         torch.testing.assert_close(batched[row, :n], alone[0, :n], atol=1e-5, rtol=0)
 
 
+def test_shared_prompt_scoring_matches_padded_values_and_gradients(policy):
+    """A group's prompt runs once in the update; log-probs and LoRA gradients must not change."""
+    perturb_adapter(policy)
+    group = torch.tensor([5, 6, 7, 8, 9])
+    prompts = [group, group.clone(), torch.tensor([10, 11]), group.clone()]
+    completions = [torch.tensor([20, 21, 22]), torch.tensor([23]), torch.tensor([24, 25]), torch.tensor([26, 27])]
+    results = {}
+    for shared in (True, False):
+        policy.model.zero_grad(set_to_none=True)
+        logp, mask = policy.sequence_logprobs(prompts, completions, share_prompts=shared)
+        (logp * mask).sum().backward()
+        grads = [p.grad.clone() for p in policy.trainable_parameters()]
+        results[shared] = (logp.detach(), mask, grads)
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(results[True][1], results[False][1])
+    for g_shared, g_padded in zip(results[True][2], results[False][2]):
+        torch.testing.assert_close(g_shared, g_padded, atol=1e-5, rtol=1e-4)
+    policy.model.zero_grad(set_to_none=True)
+
+
 def test_gradient_reaches_only_the_adapter(policy):
     perturb_adapter(policy)
     logprobs, mask = policy.sequence_logprobs([torch.tensor([3, 4, 5])], [torch.tensor([6, 7])])
