@@ -25,7 +25,8 @@ questions (``warmup + steps`` batches drawn once; TRL shuffles them within its s
 
 Each side runs in its own subprocess (separate peak memory). Per measured step (after
 ``--warmup`` steps): seconds split into generation / scoring / update (+ other), completion tokens
-and completions per second of the whole step, completion tokens per second of generation, and
+and completions per second of the whole step, completion tokens per second of generation, CPU
+seconds (process time: less disturbed than wall time on a shared machine), and
 memory: ``ru_maxrss`` of the process (includes loading the model) and the peak RSS sampled every
 20 ms during the measured steps (the training peak). Prints a Markdown table and ratios ours/TRL.
 """
@@ -165,11 +166,14 @@ def summarize(side: str, steps: list[dict], extra: dict) -> dict:
     gen = sum(s["gen_s"] for s in steps)
     out = {"side": side, "measured_steps": len(steps), "steps": steps,
            "step_s": total / len(steps),
-           **{k: sum(s[k] for s in steps) / len(steps) for k in ("gen_s", "score_s", "update_s", "other_s")},
+           **{k: sum(s[k] for s in steps) / len(steps)
+              for k in ("gen_s", "score_s", "update_s", "other_s", "step_cpu_s", "gen_cpu_s", "score_cpu_s",
+                        "update_cpu_s")},
            "tokens_per_step": tokens / len(steps),
            "mean_completion_len": tokens / max(completions, 1),
            "tokens_per_s": tokens / total, "completions_per_s": completions / total,
            "gen_tokens_per_s": tokens / gen if gen else 0.0,
+           "tokens_per_cpu_s": tokens / sum(s["step_cpu_s"] for s in steps),
            "maxrss_mib": maxrss_mib(), **extra}
     out["step_s_median"] = statistics.median(s["step_s"] for s in steps)
     return out
@@ -183,23 +187,25 @@ def ours_step(policy, env, optimizer, cfg, indices) -> dict:
     from agents import grpo
     from agents.grpo_train import _tensor, generate_groups, grpo_update, score_groups
 
-    start = time.perf_counter()
+    start, c_start = time.perf_counter(), time.process_time()
     rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
-    t_gen = time.perf_counter()
+    t_gen, c_gen = time.perf_counter(), time.process_time()
     rewards, _ = score_groups(env, indices, [r.sql for r in rollouts], cfg.num_generations)
-    t_score = time.perf_counter()
+    t_score, c_score = time.perf_counter(), time.process_time()
     rewards_t = _tensor(rewards)
     advantages = grpo.group_advantages(rewards_t, cfg.num_generations, cfg.scale_rewards)
     zero = grpo.zero_std_mask(rewards_t, cfg.num_generations)
     keep_groups = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
     keep = keep_groups.repeat_interleave(cfg.num_generations).tolist()
     kept = [r for r, k in zip(rollouts, keep) if k]
-    t_adv = time.perf_counter()
+    t_adv, c_adv = time.perf_counter(), time.process_time()
     if kept:
         grpo_update(policy, optimizer, kept, advantages[torch.tensor(keep)], cfg)
-    end = time.perf_counter()
+    end, c_end = time.perf_counter(), time.process_time()
     return {"step_s": end - start, "gen_s": t_gen - start, "score_s": t_score - t_gen,
             "update_s": end - t_adv, "other_s": t_adv - t_score,
+            "step_cpu_s": c_end - c_start, "gen_cpu_s": c_gen - c_start, "score_cpu_s": c_score - c_gen,
+            "update_cpu_s": c_end - c_adv,
             "tokens": sum(len(r.completion_ids) for r in rollouts), "completions": len(rollouts),
             "prompt_tokens": policy.stats.prompt_tokens, "kept": len(kept),
             "reward_mean": float(rewards_t.mean())}
@@ -329,13 +335,15 @@ def run_trl(args) -> dict:
                           train_dataset=train, args=config, peft_config=lora)
     torch.set_num_threads(cfg.threads)
 
-    timers = {"gen_s": 0.0, "score_s": 0.0, "prep_s": 0.0, "tokens": 0, "completions": 0}
+    timers = {"gen_s": 0.0, "score_s": 0.0, "prep_s": 0.0, "gen_cpu_s": 0.0, "score_cpu_s": 0.0,
+              "prep_cpu_s": 0.0, "tokens": 0, "completions": 0}
 
     def timed(name, fn, count=False):
         def wrapper(*a, **kw):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             result = fn(*a, **kw)
             timers[name] += time.perf_counter() - t
+            timers[name.replace("_s", "_cpu_s")] += time.process_time() - c
             if count:  # _generate returns (prompt_ids, completion_ids, ...)
                 timers["tokens"] += sum(len(ids) for ids in result[1])
                 timers["completions"] += len(result[1])
@@ -358,14 +366,16 @@ def run_trl(args) -> dict:
                 peak.__enter__()
             for key in timers:
                 timers[key] = 0
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, a, state, control, **kw):
-            elapsed = time.perf_counter() - self.start
+            elapsed, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu
             if state.global_step > args.warmup:
                 update = elapsed - timers["prep_s"]
                 steps.append({"step_s": elapsed, "gen_s": timers["gen_s"], "score_s": timers["score_s"],
                               "update_s": update, "other_s": timers["prep_s"] - timers["gen_s"] - timers["score_s"],
+                              "step_cpu_s": cpu, "gen_cpu_s": timers["gen_cpu_s"],
+                              "score_cpu_s": timers["score_cpu_s"], "update_cpu_s": cpu - timers["prep_cpu_s"],
                               "tokens": timers["tokens"], "completions": timers["completions"]})
 
     trainer.add_callback(StepTimer())
@@ -489,11 +499,16 @@ def table(results: dict[str, dict]) -> str:
         ("  scoring (execute + match)", "score_s", "{:.3f}", False),
         ("  update (forward + backward + AdamW)", "update_s", "{:.1f}", False),
         ("  other (advantages, padding, logging)", "other_s", "{:.3f}", False),
+        ("CPU seconds per step (process time)", "step_cpu_s", "{:.1f}", False),
+        ("  generation", "gen_cpu_s", "{:.1f}", False),
+        ("  scoring", "score_cpu_s", "{:.3f}", False),
+        ("  update", "update_cpu_s", "{:.1f}", False),
         ("completion tokens per step", "tokens_per_step", "{:.0f}", False),
         ("mean completion length (tokens)", "mean_completion_len", "{:.1f}", False),
         ("completion tokens / s (whole step)", "tokens_per_s", "{:.1f}", True),
         ("completions / s (whole step)", "completions_per_s", "{:.3f}", True),
         ("completion tokens / s (generation only)", "gen_tokens_per_s", "{:.1f}", True),
+        ("completion tokens / CPU second (whole step)", "tokens_per_cpu_s", "{:.1f}", True),
         ("peak RSS during the measured steps (MiB)", "train_peak_rss_mib", "{:.0f}", False),
         ("peak RSS of the process, incl. model load (MiB)", "maxrss_mib", "{:.0f}", False),
     ]
@@ -537,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     speed = ours["tokens_per_s"] / trl["tokens_per_s"]
     step_speed = trl["step_s"] / ours["step_s"]
     mem = ours["train_peak_rss_mib"] / trl["train_peak_rss_mib"]
-    print(f"\nthroughput ours/TRL: {speed:.2f}x completion tokens/s, {step_speed:.2f}x steps/s "
+    cpu_speed = ours["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
+    print(f"\nthroughput ours/TRL: {speed:.2f}x completion tokens/s ({cpu_speed:.2f}x per CPU second), "
+          f"{step_speed:.2f}x steps/s "
           f"(target >= 1.5x); training peak RSS ours/TRL {mem:.2f} (target <= 1.00)")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "machine_before": before,
