@@ -207,9 +207,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault("SQLENV_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "sqlenv-soak"))
+    import tqdm as tqdm_module
     from tqdm import tqdm
 
     from sqlenv.env import TextToSQLEnv
+
+    tqdm_module.tqdm.monitor_interval = 0  # no tqdm monitor thread: it would count as a thread leak
 
     rng = random.Random(args.seed)
     env = TextToSQLEnv(timeout=0.05)
