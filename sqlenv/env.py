@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import string
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -9,6 +10,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector.utils import shared_memory
 
 from sqlenv import infobox
 from sqlenv.datasets import Dataset, Example, load_dataset
@@ -29,6 +31,27 @@ class UnicodeText(spaces.Text):
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+
+# AsyncVectorEnv's shared memory stores Text as indices into its charset; store code points instead.
+@shared_memory.create_shared_memory.register(UnicodeText)
+def _create_unicode_text_memory(space: UnicodeText, n: int = 1, ctx=multiprocessing):
+    return ctx.Array(np.dtype(np.int32).char, n * space.max_length)
+
+
+@shared_memory.read_from_shared_memory.register(UnicodeText)
+def _read_unicode_text(space: UnicodeText, memory, n: int = 1) -> tuple[str, ...]:
+    data = np.frombuffer(memory.get_obj(), dtype=np.int32).reshape((n, space.max_length))
+    return tuple("".join(chr(v - 1) for v in row[: int(np.count_nonzero(row))]) for row in data)
+
+
+@shared_memory.write_to_shared_memory.register(UnicodeText)
+def _write_unicode_text(space: UnicodeText, index: int, value: str, memory) -> None:
+    size = space.max_length
+    codes = np.zeros(size, dtype=np.int32)
+    text = value[:size]
+    codes[: len(text)] = [ord(c) + 1 for c in text]  # 0 marks the end
+    np.copyto(np.frombuffer(memory.get_obj(), dtype=np.int32)[index * size:(index + 1) * size], codes)
 
 
 @dataclass(frozen=True)
@@ -99,9 +122,9 @@ class TextToSQLEnv(gym.Env[dict, str]):
             raise ValueError(f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}")
         if schema not in infobox.SCHEMAS:
             raise ValueError(f"schema={schema!r} is not a schema variant; choose one of {list(infobox.SCHEMAS)}")
-        if not isinstance(sample_rows, int) or sample_rows < 0:
+        if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:
             raise ValueError(f"sample_rows={sample_rows!r} must be an integer >= 0")
-        if not isinstance(workers, int) or workers < 0:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers={workers!r} must be an integer >= 0")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use one of {self.metadata['render_modes']}")

@@ -152,11 +152,6 @@ def test_async_vector_env_of_8_for_500_steps():
     assert result["worker_rss_end_kb"] - result["worker_rss_warm_kb"] < 8 * 16 * 1024
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "AsyncVectorEnv's default shared memory flattens Text observations into indices of the space's "
-    "charset (string.printable); a question or sample row with 'é' raises KeyError in the worker. "
-    "Fix in sqlenv/env.py: register create/read/write_to_shared_memory for UnicodeText (code points "
-    "in an int32 array), or document shared_memory=False."))
 def test_async_vector_env_with_shared_memory_handles_unicode_observations():
     from gymnasium.vector import AutoresetMode
 
@@ -217,10 +212,6 @@ def test_extra_cells_name_file_and_row(data_dir, tmp_path):
         TextToSQLEnv(dataset="temptabqa-c", split="dev", data_dir=str(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason=(
-    "a byte that is not UTF-8 escapes as a bare UnicodeDecodeError naming neither file nor row. Fix in "
-    "sqlenv/datasets/temptabqa_c.py _read_rows: catch UnicodeDecodeError next to csv.Error and raise "
-    "DatasetError(f'{path}, row {row_number + 1} (line {previous_end + 1}): not UTF-8 text: {error}')"))
 def test_undecodable_bytes_name_file_and_row(data_dir, tmp_path):
     _write(tmp_path, _rows(data_dir), tail=b"1\t\xff\xfe broken\t0\n")
     with pytest.raises(DatasetError, match=r"dev_set\.tsv, row 4"):
@@ -245,17 +236,11 @@ def test_invalid_config_names_the_field(kwargs, field):
         gym.make("TextToSQL-v0", **kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data_dir=3 raises a bare TypeError ('expected str, bytes or os.PathLike object, not int'). Fix in "
-    "sqlenv/datasets/base.py resolve_data_dir: wrap Path(data_dir) and raise DatasetError naming data_dir"))
 def test_data_dir_of_the_wrong_type_names_the_field():
     with pytest.raises(ValueError, match="data_dir"):
         TextToSQLEnv(dataset="temptabqa-c", split="dev", data_dir=3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "booleans pass the int checks (True is an int): workers=True silently means one worker. Fix in "
-    "sqlenv/env.py: `isinstance(workers, bool) or not isinstance(workers, int)` (same for sample_rows)"))
 @pytest.mark.parametrize("field", ["workers", "sample_rows"])
 def test_boolean_for_an_integer_field_names_it(field):
     with pytest.raises(ValueError, match=field):

@@ -121,6 +121,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None, dataset: str) -> Path:
     """The data directory from the argument, else ``$SQLENV_DATA_DIR``; a clear error otherwise."""
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise DatasetError(f"data_dir={data_dir!r} for dataset {dataset!r} must be a path (str or os.PathLike)")
     if not data_dir:
         raise DatasetError(
             f"dataset {dataset!r} needs its files: pass data_dir=... or set the environment "

@@ -32,6 +32,7 @@ their file; ``metadata["difficulty_source"]`` says which.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from pathlib import Path
@@ -178,6 +179,25 @@ def _correct_gold_sql(question_type: str, sqlite_sql: str, where: str) -> tuple[
 # Reading files
 # ---------------------------------------------------------------------------------------------
 
+def _not_utf8(path: Path, delimiter: str) -> DatasetError:
+    """A DatasetError naming the row and line of the first byte of ``path`` that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+        return DatasetError(f"{path}: not UTF-8 text")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""), delimiter=delimiter)
+    row = -1  # the header is row 0
+    for cells in reader:
+        if any(c.strip() for c in cells):
+            row += 1
+        if reader.line_num >= line:
+            break
+    where = "header" if row <= 0 else f"row {row}"
+    return DatasetError(f"{path}, {where} (line {line}): not UTF-8 text; re-save the file as UTF-8")
+
+
 def _read_rows(path: Path, delimiter: str, required: tuple[str, ...]):
     """Yield ``(row_number, line_number, row_dict)``; ``DatasetError`` names the file and row on damage."""
     if not path.is_file():
@@ -190,6 +210,8 @@ def _read_rows(path: Path, delimiter: str, required: tuple[str, ...]):
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise DatasetError(f"{path}: the file is empty") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(path, delimiter) from None
         missing = [c for c in required if c not in header]
         if missing:
             raise DatasetError(f"{path}: header lacks column(s) {missing}; found {header}")
@@ -208,6 +230,8 @@ def _read_rows(path: Path, delimiter: str, required: tuple[str, ...]):
                 yield row_number, line, dict(zip(header, cells))
         except csv.Error as error:
             raise DatasetError(f"{path}, row {row_number + 1} (line {previous_end + 1}): {error}") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(path, delimiter) from None
 
 
 def _check_row(path: Path, row_number: int, line: int, row: dict) -> None:
