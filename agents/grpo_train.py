@@ -665,8 +665,11 @@ def setup_world(cfg: Config) -> World:
         torch.cuda.set_device(torch.device(device))
     initialised = False
     if not dist.is_initialized():
+        kwargs = {}
+        if on_cuda and "device_id" in inspect.signature(dist.init_process_group).parameters:
+            kwargs["device_id"] = torch.device(device)  # binds NCCL to this rank's GPU (torch >= 2.3)
         dist.init_process_group("nccl" if on_cuda else "gloo",
-                                timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
+                                timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S), **kwargs)
         initialised = True
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank, device=device,
                  comm_device=device if on_cuda else "cpu", initialised=initialised)
@@ -701,12 +704,13 @@ def batch_advantages(rewards, cfg: Config, world: World):
     return grpo.group_advantages(rewards, cfg.num_generations, "none") / (std + BATCH_STD_EPS)
 
 
-def rng_state() -> dict:
+def rng_state(world: World) -> dict:
     """This process's token-sampling RNG states (saved per rank in a distributed checkpoint)."""
     import torch
 
+    on_cuda = str(world.device or "").startswith("cuda")
     return {"python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+            "cuda_rng": torch.cuda.get_rng_state() if on_cuda else None}
 
 
 # ====================================================================================== checkpoints
@@ -973,7 +977,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
             world.barrier()
 
     def save(step: int) -> Path:
-        rank_rng = world.gather(rng_state()) if world.distributed else None
+        rank_rng = world.gather(rng_state(world)) if world.distributed else None
         return world.on_main(lambda: save_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy,
                                                      optimizer, step, rng, cfg, rank_rng=rank_rng))
 
