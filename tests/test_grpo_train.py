@@ -275,7 +275,7 @@ def _has_real_stack():
 
 TINY = dict(dataset="generated", num_generations=2, batch_size=2, micro_batch_size=4, max_completion_length=8,
             temperature=1.0, few_shot=0, eval_limit=1, eval_every=1, eval_batch_size=1, probe_questions=1,
-            save_every=1, plot=False, threads=2, seed=1, learning_rate=1e-3)
+            save_every=1, plot=False, threads=1, seed=1, learning_rate=1e-3)
 
 
 def with_signal(score_groups):
@@ -355,7 +355,7 @@ def test_script_runs_one_step_end_to_end(tmp_path):
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--dataset", "generated", "--steps", "1", "--num-generations", "2",
          "--batch-size", "2", "--max-completion-length", "8", "--eval-limit", "1", "--probe-questions", "1",
-         "--threads", "2", "--output-dir", str(tmp_path / "run")],
+         "--threads", "1", "--output-dir", str(tmp_path / "run")],
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mixed rewards" in out.stdout and "final eval" in out.stdout
