@@ -451,7 +451,11 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
     distributed = world is not None and world.distributed
     n = len(rollouts)
     total = int(world.sum([n])[0]) if distributed else n
-    chunks = [list(range(i, min(i + cfg.micro_batch_size, n))) for i in range(0, n, cfg.micro_batch_size)]
+    # a micro-batch holds whole groups when it can: a group's prompt then runs once (policy.sequence_logprobs)
+    size = cfg.micro_batch_size
+    if size >= cfg.num_generations and n % cfg.num_generations == 0:
+        size -= size % cfg.num_generations
+    chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
     if cfg.num_iterations == 1:
         old = [r.logprobs for r in rollouts]

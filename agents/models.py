@@ -236,8 +236,9 @@ def load_model_and_tokenizer(name: str = DEFAULT_MODEL, device: str = "auto", dt
     ``model.sqlenv_load_info`` holds a ``LoadInfo``. ``threads`` sets ``torch.set_num_threads``.
     The tokenizer gets a pad token (the EOS token) when it has none.
 
-    A GGUF-loaded model keeps transformers' ``hf_quantizer``, which makes ``save_pretrained`` of the
-    full model raise "not serializable": save only the LoRA adapter (``LoRAPolicy.save``).
+    GGUF weights are de-quantized to ``dtype`` at load, but transformers keeps a GGUF "quantizer" on
+    the model, which makes ``save_pretrained`` raise "not serializable" and ``transformers.Trainer``
+    (TRL) refuse to train; it is removed here, so the model is a plain one.
     """
     import torch
     import transformers
@@ -258,6 +259,11 @@ def load_model_and_tokenizer(name: str = DEFAULT_MODEL, device: str = "auto", dt
     # transformers 5 names the argument dtype; 4.x calls it torch_dtype
     dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     model = AutoModelForCausalLM.from_pretrained(folder, **{dtype_arg: torch_dtype}, **kwargs)
+    if kwargs.get("gguf_file") and getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:
