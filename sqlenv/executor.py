@@ -235,6 +235,7 @@ _RULES = (  # (substring of the lower-cased message, kind); first match wins
     ("incomplete input", "syntax"),
     ("unrecognized token", "syntax"),
     ("null character", "syntax"),
+    ("incorrect number of bindings", "syntax"),  # a placeholder (?, :x) with nothing bound
     ("too big", "too_large"),
     ("too large", "too_large"),
     ("too long", "too_large"),
