@@ -18,6 +18,7 @@ tests/test_reliability.py runs the same functions with bounded counts.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import signal
@@ -83,6 +84,7 @@ def rss_kb(pid="self") -> int:
 
 
 def snapshot() -> Snapshot:
+    gc.collect()  # envs dropped earlier (e.g. by other tests) release their worker pools now, not mid-measurement
     status = _status()
     return Snapshot(
         fds=len(os.listdir("/proc/self/fd")),
@@ -125,7 +127,7 @@ def step_mix(env, steps: int, rng: random.Random, group_every: int = 100, runawa
 
 
 def vector_run(steps: int, num_envs: int = 8, seed: int = 0, warmup: int = 20,
-               shared_memory: bool = False) -> dict:
+               shared_memory: bool = True) -> dict:
     """`steps` steps of an async vector env with SAME_STEP autoreset. Returns the rewards seen and the
     parent's snapshots (before make_vec, after warm-up, after the run, after close) and the workers'
     total RSS after warm-up and at the end."""
@@ -136,15 +138,13 @@ def vector_run(steps: int, num_envs: int = 8, seed: int = 0, warmup: int = 20,
 
     rng = random.Random(seed)
     before = snapshot()
-    # shared_memory=False: with shared memory, AsyncVectorEnv writes Text observations as indices into the
-    # space's charset (printable ASCII) and fails on a question or sample row holding 'é' (see
-    # docs/reliability.md and the xfail test in tests/test_reliability.py).
+    earlier_children = set(child_pids())  # e.g. worker pools of other envs in the same process
     envs = gym.make_vec("TextToSQL-v0", num_envs=num_envs, vectorization_mode="async",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP, "shared_memory": shared_memory})
     rewards: dict[float, int] = {}
     try:
         _, infos = envs.reset(seed=seed)
-        workers = child_pids()
+        workers = [p for p in child_pids() if p not in earlier_children]
         warm = after = None
         worker_rss_warm = worker_rss_end = 0
         for step in range(warmup + steps):
