@@ -1,4 +1,6 @@
 import os
+import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,36 @@ def data_dir() -> Path:
 def _isolated_cache(tmp_path_factory):
     """Build databases into a per-run cache, never into the user's ~/.cache."""
     os.environ.setdefault("SQLENV_CACHE_DIR", str(tmp_path_factory.mktemp("sqlenv-cache")))
+
+
+
+def build_medal_db(path: Path, rows: int = 3000, index: bool = False) -> Path:
+    """A Medal table (plus Athlete) with `rows` deterministic medals; `index` adds one on Medal(year).
+
+    The executor tests use it so that they need no other sqlenv module.
+    """
+    rng = random.Random(0)
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE Athlete(athlete_id INTEGER PRIMARY KEY, name TEXT);
+        CREATE TABLE Medal(medal_id INTEGER PRIMARY KEY, format_id INTEGER, type TEXT, year INTEGER, location TEXT);
+        INSERT INTO Athlete VALUES (1, 'Jane Doe');
+    """)
+    if index:
+        conn.execute("CREATE INDEX medal_year ON Medal(year)")
+    conn.executemany(
+        "INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
+        [
+            (
+                i,
+                i % 50,
+                ("MedalGold", "MedalSilver", "MedalBronze")[i % 3],
+                1950 + i % 70,
+                rng.choice(["Paris", "Tokyo", "Rome", "Oslo"]),
+            )
+            for i in range(rows)
+        ],
+    )
+    conn.commit()
+    conn.close()
+    return path

@@ -15,36 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import build_medal_db
 from sqlenv.executor import ERROR_KINDS, ExecutionResult, Executor, ExecutorConfig, execute
 
 N_MEDALS = 3000
 
 
-def build_medal_db(path: Path, rows: int = N_MEDALS) -> Path:
-    """The spec's Medal table (plus Athlete) with `rows` deterministic medals."""
-    rng = random.Random(0)
-    conn = sqlite3.connect(path)
-    conn.executescript("""
-        CREATE TABLE Athlete(athlete_id INTEGER PRIMARY KEY, name TEXT);
-        CREATE TABLE Medal(medal_id INTEGER PRIMARY KEY, format_id INTEGER, type TEXT, year INTEGER, location TEXT);
-        INSERT INTO Athlete VALUES (1, 'Jane Doe');
-    """)
-    conn.executemany(
-        "INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
-        [
-            (
-                i,
-                i % 50,
-                ("MedalGold", "MedalSilver", "MedalBronze")[i % 3],
-                1950 + i % 70,
-                rng.choice(["Paris", "Tokyo", "Rome", "Oslo"]),
-            )
-            for i in range(rows)
-        ],
-    )
-    conn.commit()
-    conn.close()
-    return path
 
 
 @pytest.fixture(scope="module")

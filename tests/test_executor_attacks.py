@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import build_medal_db as _build_medal_db
 from sqlenv.executor import ERROR_KINDS, Executor, ExecutorConfig
 
 BUDGET = 0.25  # seconds: the executor's time budget in these tests
@@ -30,30 +31,7 @@ N_MEDALS = 3000
 
 
 def build_medal_db(path: Path) -> Path:
-    rng = random.Random(0)
-    conn = sqlite3.connect(path)
-    conn.executescript("""
-        CREATE TABLE Athlete(athlete_id INTEGER PRIMARY KEY, name TEXT);
-        CREATE TABLE Medal(medal_id INTEGER PRIMARY KEY, format_id INTEGER, type TEXT, year INTEGER, location TEXT);
-        CREATE INDEX medal_year ON Medal(year);
-        INSERT INTO Athlete VALUES (1, 'Jane Doe');
-    """)
-    conn.executemany(
-        "INSERT INTO Medal VALUES (?, ?, ?, ?, ?)",
-        [
-            (
-                i,
-                i % 50,
-                ("MedalGold", "MedalSilver", "MedalBronze")[i % 3],
-                1950 + i % 70,
-                rng.choice(["Paris", "Tokyo", "Rome", "Oslo"]),
-            )
-            for i in range(N_MEDALS)
-        ],
-    )
-    conn.commit()
-    conn.close()
-    return path
+    return _build_medal_db(path, N_MEDALS, index=True)
 
 
 def sha256(path: Path) -> str:
