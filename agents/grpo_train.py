@@ -96,6 +96,9 @@ class Config:
     """Most tokens sampled per completion; also the constant of the "dr_grpo" loss."""
     temperature: float = 0.8
     """Sampling temperature of the G training samples (evaluation is greedy)."""
+    warmup_adapter: str | None = None
+    """LoRA adapter folder to start from, e.g. runs/sft_warmup/adapter from agents/sft_warmup.py (its
+    rank and alpha win over lora_r / lora_alpha); none = a fresh adapter. --resume takes precedence."""
 
     # ---------------------------------------------------------------- data and environment
     dataset: str = "temptabqa-c"
@@ -890,7 +893,8 @@ def build_policy(cfg: Config):
     return LoRAPolicy(PolicyConfig(
         model=cfg.model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, few_shot=cfg.few_shot,
-        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature))
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+        adapter=cfg.warmup_adapter))
 
 
 def train(cfg: Config) -> dict[str, Any]:
