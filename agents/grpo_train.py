@@ -979,7 +979,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 probe = probe_mixed_share(policy, env, sample_questions(probe_rng, len(env.dataset),
                                                                         cfg.probe_questions), cfg)
                 logger.log(0, probe)
-                print(f"untuned policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups "
+                print(f"starting policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups "
                       f"have mixed rewards (accuracy {probe['probe/accuracy']:.1%}, errors "
                       f"{probe['probe/error_frac']:.1%})", flush=True)
                 if probe["probe/mixed_frac"] == 0:
