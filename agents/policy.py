@@ -4,7 +4,8 @@
 weights are trainable. It knows nothing about rewards: the trainer scores the SQL it returns.
 
 Sampling (``generate``) prefills each prompt once and samples ``num_generations`` continuations
-from copies of that prompt's KV cache, dropping sequences from the batch as they finish. A
+from copies of that prompt's KV cache; the prompts of one call (up to ``max_batch_rows`` sequences)
+are left-padded and decoded together, sequences leaving the batch as they finish. A
 sequence finishes at the EOS token, at a closing code fence, at a ';' outside string literals
 (the end of the SQL statement) or after ``max_completion_length`` tokens; the stopping token is
 kept in ``completion_ids``.
@@ -160,6 +161,8 @@ class PolicyConfig:
       few_shot: worked examples in the prompt (``agents.prompts``).
       max_completion_length: new tokens per completion, at most.
       temperature, top_p: the sampling distribution (``generate(greedy=True)`` ignores both).
+      max_batch_rows: most sequences decoded together; ``generate`` batches as many prompts as fit
+        (prompts x G rows; greedy needs one row a prompt).
     """
 
     model: str = "smollm2-135m"
@@ -175,6 +178,7 @@ class PolicyConfig:
     temperature: float = 0.8
     top_p: float = 1.0
     adapter: str | None = None
+    max_batch_rows: int = 64
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -188,6 +192,8 @@ class PolicyConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.few_shot < 0:
             raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
+        if self.max_batch_rows <= 0:
+            raise ValueError(f"max_batch_rows must be positive, got {self.max_batch_rows}")
 
 
 @dataclass
@@ -301,22 +307,26 @@ class LoRAPolicy:
         start = time.perf_counter()
         stats = GenerationStats(prompts=len(prompts), completions=len(prompts) * num_generations)
         rollouts: list[Rollout] = []
+        rows = 1 if greedy else num_generations
+        per_call = max(1, self.config.max_batch_rows // rows)
         try:
-            for index, text in enumerate(prompts):
-                prompt_ids = self.encode(text)
-                stats.prompt_tokens += len(prompt_ids)
-                rows = 1 if greedy else num_generations
-                completions = self._sample(prompt_ids, rows, temperature=temperature,
-                                           top_p=self.config.top_p, greedy=greedy,
-                                           max_new_tokens=self.config.max_completion_length)
-                if greedy:
-                    ids, logprobs = completions[0]
-                    completions = [(ids.clone(), logprobs.clone()) for _ in range(num_generations)]
-                for ids, logprobs in completions:
-                    stats.completion_tokens += len(ids)
-                    completion = self.tokenizer.decode(ids, skip_special_tokens=True)
-                    full = PREFILL + completion if text.endswith(PREFILL) else completion
-                    rollouts.append(Rollout(index, prompt_ids, ids, full, extract_sql(full), logprobs))
+            encoded = [self.encode(text) for text in prompts]
+            for first in range(0, len(prompts), per_call):
+                batch = encoded[first:first + per_call]
+                sampled = self._sample_many(batch, rows, temperature=temperature, top_p=self.config.top_p,
+                                            greedy=greedy, max_new_tokens=self.config.max_completion_length)
+                for offset, (prompt_ids, completions) in enumerate(zip(batch, sampled)):
+                    index = first + offset
+                    text = prompts[index]
+                    stats.prompt_tokens += len(prompt_ids)
+                    if greedy:
+                        ids, logprobs = completions[0]
+                        completions = [(ids.clone(), logprobs.clone()) for _ in range(num_generations)]
+                    for ids, logprobs in completions:
+                        stats.completion_tokens += len(ids)
+                        completion = self.tokenizer.decode(ids, skip_special_tokens=True)
+                        full = PREFILL + completion if text.endswith(PREFILL) else completion
+                        rollouts.append(Rollout(index, prompt_ids, ids, full, extract_sql(full), logprobs))
         finally:
             self.model.train(was_training)
         stats.seconds = time.perf_counter() - start
@@ -326,25 +336,52 @@ class LoRAPolicy:
     def _sample(self, prompt_ids: torch.Tensor, rows: int, *, temperature: float, top_p: float,
                 greedy: bool, max_new_tokens: int, shared_prefill: bool = True,
                 stop: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Sample ``rows`` continuations of one prompt; ``[(completion_ids, logprobs)] * rows``.
+        """Sample ``rows`` continuations of one prompt; ``[(completion_ids, logprobs)] * rows``."""
+        return self._sample_many([prompt_ids], rows, temperature=temperature, top_p=top_p, greedy=greedy,
+                                 max_new_tokens=max_new_tokens, shared_prefill=shared_prefill, stop=stop)[0]
 
-        ``shared_prefill`` runs the prompt once and copies its KV cache ``rows`` times (the fast
-        path); False runs the prompt ``rows`` times as a batch (kept for benchmarks). ``stop=False``
-        always samples ``max_new_tokens`` tokens (benchmarks).
+    def _sample_many(self, prompt_ids_list: Sequence[torch.Tensor], rows: int, *, temperature: float,
+                     top_p: float, greedy: bool, max_new_tokens: int, shared_prefill: bool = True,
+                     stop: bool = True) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Sample ``rows`` continuations of each prompt in one decode loop.
+
+        Returns, per prompt, ``[(completion_ids, logprobs)] * rows``. Several prompts are left-padded
+        to one length and prefilled as one batch (attention mask and position ids skip the padding);
+        each prompt's KV cache is then copied ``rows`` times, and all ``len(prompts) * rows``
+        sequences decode together, finished ones leaving the batch (cache, mask and positions).
+        ``shared_prefill=False`` runs each prompt ``rows`` times instead (kept for benchmarks).
+        ``stop=False`` always samples ``max_new_tokens`` tokens (benchmarks).
         """
-        ids = prompt_ids.to(self.device)[None]
+        lengths = [len(p) for p in prompt_ids_list]
+        width = max(lengths)
+        ids = torch.full((len(lengths), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(lengths), width), dtype=torch.long)
+        for i, prompt_ids in enumerate(prompt_ids_list):
+            ids[i, width - len(prompt_ids):] = prompt_ids
+            mask[i, width - len(prompt_ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        padded = len(set(lengths)) > 1  # equal lengths need no mask: the exact single-prompt path
+        next_pos = torch.tensor(lengths, device=self.device).repeat_interleave(rows)
+        extra = {}
+        if padded:
+            extra = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
         if shared_prefill:
-            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **extra)
             cache = _cache_of(out)
-            cache.batch_repeat_interleave(rows)
-            logits = out.logits[:, -1, :].float().expand(rows, -1)
+            if rows > 1:
+                cache.batch_repeat_interleave(rows)
+            logits = out.logits[:, -1, :].float().repeat_interleave(rows, dim=0)
         else:
-            out = self.model(input_ids=ids.expand(rows, -1), use_cache=True, logits_to_keep=1)
+            extra = {k: v.repeat_interleave(rows, dim=0) for k, v in extra.items()}
+            out = self.model(input_ids=ids.repeat_interleave(rows, dim=0), use_cache=True, logits_to_keep=1,
+                             **extra)
             cache, logits = _cache_of(out), out.logits[:, -1, :].float()
+        mask = mask.repeat_interleave(rows, dim=0)
         eos = torch.tensor(self.eos_token_ids, device=self.device)
-        tokens: list[list[int]] = [[] for _ in range(rows)]
-        logps: list[list[float]] = [[] for _ in range(rows)]
-        active = list(range(rows))  # active[i] = the row whose cache entry is i
+        total = len(lengths) * rows
+        tokens: list[list[int]] = [[] for _ in range(total)]
+        logps: list[list[float]] = [[] for _ in range(total)]
+        active = list(range(total))  # active[i] = the sequence whose cache entry is i
         for step in range(max_new_tokens):
             logp_all = torch.log_softmax(logits, dim=-1)
             if greedy:
@@ -366,12 +403,18 @@ class LoRAPolicy:
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
-                chosen = chosen[index]
+                chosen, mask, next_pos = chosen[index], mask[index], next_pos[index]
                 active = [active[i] for i in keep]
-            out = self.model(input_ids=chosen[:, None], use_cache=True, **{self._cache_arg: cache})
+            step_extra = {}
+            if padded:
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                step_extra = {"attention_mask": mask, "position_ids": next_pos[:, None]}
+            out = self.model(input_ids=chosen[:, None], use_cache=True, **{self._cache_arg: cache}, **step_extra)
+            next_pos = next_pos + 1
             logits = out.logits[:, -1, :].float()
-        return [(torch.tensor(tokens[r], dtype=torch.long), torch.tensor(logps[r], dtype=torch.float32))
-                for r in range(rows)]
+        results = [(torch.tensor(tokens[r], dtype=torch.long), torch.tensor(logps[r], dtype=torch.float32))
+                   for r in range(total)]
+        return [results[i * rows:(i + 1) * rows] for i in range(len(lengths))]
 
     # ------------------------------------------------------------------ scoring
 

@@ -180,6 +180,35 @@ def test_shared_prefill_matches_repeated_prompt(policy):
         torch.testing.assert_close(a_lp, b_lp, atol=1e-5, rtol=0)
 
 
+def test_batched_decode_matches_one_prompt_at_a_time(policy):
+    """Prompts of different lengths, left-padded and decoded together, give what each gives alone."""
+    perturb_adapter(policy)
+    prompts = [policy.encode(policy.prompt({**OBSERVATION, "question": q}))
+               for q in ("How many gold medals did Anna Berg win?", "When?", "In which year did she win her first medal?")]
+    assert len({len(p) for p in prompts}) == 3
+    kwargs = dict(temperature=1.0, top_p=1.0, greedy=True, max_new_tokens=6, stop=False)
+    together = policy._sample_many(prompts, 2, **kwargs)
+    for prompt_ids, group in zip(prompts, together):
+        alone = policy._sample(prompt_ids, 2, **kwargs)
+        assert len(group) == 2
+        for (a_ids, a_lp), (b_ids, b_lp) in zip(group, alone):
+            assert torch.equal(a_ids, b_ids) and len(a_ids) == 6
+            torch.testing.assert_close(a_lp, b_lp, atol=1e-5, rtol=0)
+
+
+def test_generate_splits_prompts_by_max_batch_rows(tokenizer):
+    """max_batch_rows bounds the sequences decoded together; the greedy result does not depend on it."""
+    results = []
+    for max_rows in (1, 3, 64):
+        config = PolicyConfig(max_completion_length=5, few_shot=1, temperature=1.0, max_batch_rows=max_rows)
+        p = LoRAPolicy(config, model=tiny_model(tokenizer), tokenizer=tokenizer)
+        perturb_adapter(p)
+        prompts = [p.prompt({**OBSERVATION, "question": q}) for q in ("When?", "Where did she win?", "How many?")]
+        results.append([(r.prompt_index, r.completion_ids.tolist()) for r in p.generate(prompts, 2, greedy=True)])
+    assert results[0] == results[1] == results[2]
+    assert [i for i, _ in results[0]] == [0, 0, 1, 1, 2, 2]
+
+
 def test_padding_does_not_change_logprobs(policy):
     perturb_adapter(policy)
     prompts = [torch.tensor([5, 6, 7, 8, 9]), torch.tensor([10, 11])]
