@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import inspect
 import json
 import math
@@ -140,7 +141,8 @@ class Config:
     epsilon_high: float | None = None
     """Upper clip range of the ratio (1 + epsilon_high), e.g. 0.28 for DAPO's clip-higher; none = epsilon."""
     beta: float = 0.0
-    """Weight of the k3 KL penalty to the base model (adapter off); 0 skips the reference pass."""
+    """Weight of the k3 KL penalty to the model the run started from: the base model (adapter off), or the
+    warmup_adapter's weights when given; 0 skips the reference pass."""
     scale_rewards: str = "group"
     """Advantage scaling: "group" (divide by the group's std), "batch" (by the batch's std) or "none"."""
     loss_type: str = "dr_grpo"
@@ -418,12 +420,13 @@ def pad_right(seqs: Sequence, length: int, value: float = 0.0, device=None):
     return out
 
 
-def _logprobs_no_grad(policy, rollouts, chunks, disable_adapter: bool = False) -> list:
-    """Per-rollout 1-D log-probs under the current policy (or the base model), without grad."""
+def _logprobs_no_grad(policy, rollouts, chunks, disable_adapter: bool = False, weights=None) -> list:
+    """Per-rollout 1-D log-probs without grad: under the current policy, the base model
+    (``disable_adapter``) or the adapter with ``weights`` (one tensor per trainable parameter)."""
     import torch
 
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), swapped_adapter(policy, weights):
         for chunk in chunks:
             logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
                                                   [rollouts[i].completion_ids for i in chunk],
@@ -433,15 +436,47 @@ def _logprobs_no_grad(policy, rollouts, chunks, disable_adapter: bool = False) -
     return out
 
 
+@contextlib.contextmanager
+def swapped_adapter(policy, weights):
+    """Temporarily give the trainable LoRA parameters ``weights`` (None: leave them); restored exactly."""
+    if weights is None:
+        yield
+        return
+    import torch
+
+    params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    if len(params) != len(weights) or any(p.shape != w.shape for p, w in zip(params, weights)):
+        raise ValueError("reference weights do not match the policy's adapter")
+    with torch.no_grad():
+        current = [p.detach().clone() for p in params]
+        for p, w in zip(params, weights):
+            p.copy_(w)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, c in zip(params, current):
+                p.copy_(c)
+
+
+def reference_weights(policy, cfg: Config):
+    """The KL reference as adapter weights: a copy of the warm-start adapter, or None when the run
+    starts from a fresh adapter (its B matrices are 0, so the reference is the base model: adapter off)."""
+    if cfg.beta <= 0 or not cfg.warmup_adapter:
+        return None
+    return [p.detach().clone() for p in policy.trainable_parameters() if p.requires_grad]
+
+
 UPDATE_METRICS = ("clip_frac", "clip_low", "clip_high", "ratio_mean")  # from grpo.grpo_loss (+ "kl")
 
 
 def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
-                world: World | None = None) -> dict[str, float]:
+                world: World | None = None, reference=None) -> dict[str, float]:
     """num_iterations optimizer steps on these rollouts; returns averaged metrics.
 
     old log-probs: the sampling ones when the rollouts are used once (num_iterations == 1), else one
-    no-grad pass before the first update. Reference log-probs (adapter off) only when beta > 0.
+    no-grad pass before the first update. Reference log-probs only when beta > 0: the adapter off, or
+    the adapter with the ``reference`` weights (``reference_weights``: the model the run started from).
     A non-finite loss or gradient norm skips that optimizer step (counted in "skipped_nonfinite").
 
     With a distributed ``world`` every rank calls this (with its own rollouts, possibly none): the
@@ -464,7 +499,8 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         old = [r.logprobs for r in rollouts]
     else:
         old = _logprobs_no_grad(policy, rollouts, chunks)
-    ref = _logprobs_no_grad(policy, rollouts, chunks, disable_adapter=True) if cfg.beta > 0 else None
+    ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
+           if cfg.beta > 0 else None)
     advantages = _tensor(advantages)
 
     totals: dict[str, float] = {}
@@ -947,6 +983,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     eval_indices = ([] if eval_env is None else
                     sorted(np.random.default_rng(0).permutation(len(eval_env.dataset))[:cfg.eval_limit].tolist()))
     policy = build_policy(cfg if world.device in (None, cfg.device) else replace(cfg, device=world.device))
+    reference = reference_weights(policy, cfg)  # taken before a resume overwrites the adapter
     rng = np.random.default_rng(cfg.seed)  # question sampling: the same stream on every rank
     start_step = 0
     state = (world.on_main(lambda: load_checkpoint(checkpoint, policy, cfg))
@@ -1025,7 +1062,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
         # ---- 5. the update (every rank joins it while any rank kept a group)
         t0 = time.perf_counter()
         update = (grpo_update(policy, optimizer, kept, advantages[torch.tensor(keep, dtype=torch.bool)], cfg,
-                              world) if kept_total else {})
+                              world, reference) if kept_total else {})
         update_s = time.perf_counter() - t0
 
         # ---- 6. metrics (of the whole batch: gathered from every rank), evaluation, checkpoint

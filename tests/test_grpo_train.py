@@ -6,7 +6,7 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -248,6 +248,25 @@ def test_beta_adds_reference_pass_and_kl():
     metrics = run_update(policy, toy_rollouts(policy), beta=0.1, micro_batch_size=4)
     assert policy.calls == [True, False]
     assert metrics["kl"] > 0  # the adapter starts non-zero in the toy, so policy != base
+
+
+def test_reference_weights_are_the_warm_start_and_are_swapped_back():
+    """With a warm start the KL reference is the adapter the run started from, not the base model."""
+    policy = ToyPolicy()
+    rollouts = toy_rollouts(policy)
+    start = [policy.lora.detach().clone()]
+    cfg = make_config(max_completion_length=4, max_grad_norm=0, beta=0.1, micro_batch_size=4)
+    assert grpo_train.reference_weights(policy, cfg) is None  # fresh adapter: reference = adapter off
+    warm = grpo_train.reference_weights(policy, replace(cfg, warmup_adapter="runs/warm/adapter"))
+    assert torch.equal(warm[0], start[0]) and warm[0].data_ptr() != policy.lora.data_ptr()
+    optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.0)
+    metrics = grpo_train.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg, reference=warm)
+    assert policy.calls == [False, False]  # the reference pass runs with the adapter on (its weights swapped)
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-7)  # policy == its starting point
+    other = [start[0] + torch.randn(start[0].shape, generator=torch.Generator().manual_seed(3))]
+    metrics = grpo_train.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg, reference=other)
+    assert metrics["kl"] > 0
+    assert torch.equal(policy.lora.detach(), start[0])  # the policy's own weights are back, bit for bit
 
 
 def test_several_iterations_recompute_old_logprobs_and_clip():
