@@ -100,6 +100,10 @@ class Config:
     warmup_adapter: str | None = None
     """LoRA adapter folder to start from, e.g. runs/sft_warmup/adapter from agents/sft_warmup.py (its
     rank and alpha win over lora_r / lora_alpha); none = a fresh adapter. --resume takes precedence."""
+    warmup_examples: int = 0
+    """Warm-up stage before GRPO (when no warmup_adapter is given): a supervised pass of agents/sft_warmup.py
+    on this many questions of the built-in generated benchmark with their own gold SQL (never the training
+    dataset's SQL), written to <output_dir>/warmup/; GRPO starts from its adapter. 0 = no warm-up stage."""
 
     # ---------------------------------------------------------------- data and environment
     dataset: str = "temptabqa-c"
@@ -189,7 +193,7 @@ class Config:
                      "num_iterations", "steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 _bad(name, getattr(self, name), "must be >= 1")
-        for name in ("few_shot", "sample_rows", "workers", "eval_every", "eval_limit", "save_every",
+        for name in ("few_shot", "warmup_examples", "sample_rows", "workers", "eval_every", "eval_limit", "save_every",
                      "probe_questions", "learning_rate", "weight_decay", "max_grad_norm", "beta"):
             if getattr(self, name) < 0:
                 _bad(name, getattr(self, name), "must be >= 0")
@@ -933,6 +937,23 @@ def build_policy(cfg: Config):
         adapter=cfg.warmup_adapter))
 
 
+def run_warmup(cfg: Config, out: Path) -> str:
+    """The warm-up stage: ``agents/sft_warmup.py`` on ``cfg.warmup_examples`` generated questions, into
+    ``<out>/warmup/``; returns its adapter folder (an existing one is reused, as on --resume)."""
+    from agents import sft_warmup
+
+    folder = out / "warmup"
+    adapter = folder / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        print(f"warm-up stage: supervised pass on {cfg.warmup_examples} generated questions -> {folder}",
+              flush=True)
+        sft_warmup.train(sft_warmup.Config(
+            model=cfg.model, device=cfg.device, schema=cfg.schema, few_shot=cfg.few_shot,
+            examples=cfg.warmup_examples, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, threads=cfg.threads,
+            seed=cfg.seed, output_dir=str(folder)))
+    return str(adapter)
+
+
 def train(cfg: Config) -> dict[str, Any]:
     """Run GRPO as configured; returns a summary (output_dir, last step, final eval metrics).
 
@@ -972,10 +993,14 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
         else:
             out = default_output_dir(cfg, dataset)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({**asdict(cfg), "resolved_dataset": dataset}, indent=2))
         return out
 
     out = world.on_main(make_output_dir)
+    if cfg.warmup_examples and not cfg.warmup_adapter:  # the warm-up stage (rank 0; reused on --resume)
+        cfg = replace(cfg, warmup_adapter=world.on_main(lambda: run_warmup(cfg, out)))
+        torch.manual_seed(cfg.seed)
+    world.on_main(lambda: (out / "config.json").write_text(
+        json.dumps({**asdict(cfg), "resolved_dataset": dataset}, indent=2)))
 
     env = make_env(cfg, dataset, cfg.split)
     evaluating = bool(cfg.eval_limit)

@@ -368,16 +368,19 @@ def test_tiny_real_run_updates_lora_only_and_resumes_exactly(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_script_runs_one_step_end_to_end(tmp_path):
+def test_script_runs_a_warmup_stage_and_one_step_end_to_end(tmp_path):
     if not _has_real_stack():
         pytest.skip("the policy, env, executor or generated dataset is not there yet")
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--dataset", "generated", "--steps", "1", "--num-generations", "2",
          "--batch-size", "2", "--max-completion-length", "8", "--eval-limit", "1", "--probe-questions", "1",
-         "--threads", "1", "--output-dir", str(tmp_path / "run")],
+         "--threads", "1", "--warmup-examples", "2", "--output-dir", str(tmp_path / "run")],
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "mixed rewards" in out.stdout and "final eval" in out.stdout
+    assert "mixed rewards" in out.stdout and "final eval" in out.stdout and "warm-up stage" in out.stdout
+    warm = tmp_path / "run" / "warmup" / "adapter"
+    assert (warm / "adapter_config.json").is_file()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["warmup_adapter"] == str(warm)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     step = next(r for r in records if "train/reward_mean" in r)
     for key in ("train/accuracy", "train/error_frac", "train/frac_zero_std", "train/completion_len",

@@ -141,3 +141,25 @@ def test_help_lists_every_field():
                  "--learning-rate", "--lora-r", "--lora-alpha", "--threads", "--seed", "--output-dir",
                  "--max-target-tokens"):
         assert name in out.stdout
+
+
+def test_grpo_train_warmup_stage_runs_once_and_hands_over_its_adapter(monkeypatch, tmp_path):
+    from agents import grpo_train
+
+    calls = []
+
+    def fake_train(cfg):
+        calls.append(cfg)
+        adapter = Path(cfg.output_dir) / "adapter"
+        adapter.mkdir(parents=True)
+        (adapter / "adapter_config.json").write_text("{}")
+
+    monkeypatch.setattr(sft_warmup, "train", fake_train)
+    cfg = grpo_train.parse_config(["--warmup-examples", "48", "--schema", "tables", "--few-shot", "1",
+                                   "--lora-r", "8", "--seed", "3"])
+    adapter = grpo_train.run_warmup(cfg, tmp_path)
+    assert adapter == str(tmp_path / "warmup" / "adapter")
+    (seen,) = calls
+    assert (seen.examples, seen.schema, seen.few_shot, seen.lora_r, seen.seed) == (48, "tables", 1, 8, 3)
+    assert grpo_train.run_warmup(cfg, tmp_path) == adapter and len(calls) == 1  # reused (e.g. on --resume)
+    assert grpo_train.parse_config([]).warmup_examples == 0
