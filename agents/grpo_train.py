@@ -891,6 +891,20 @@ PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/acc
          ("train/completion_len",), ("train/kl",), ("train/clip_frac",))
 
 
+SMOOTH = 5  # steps in the running mean drawn over each training curve
+
+
+def running_mean(values: Sequence[float], window: int) -> list[float]:
+    """Mean of the last ``window`` values at each position (fewer at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
     """Training curves (one panel per metric family) from metrics.jsonl to a PNG."""
     import matplotlib
@@ -910,7 +924,12 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
             points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, markersize=3, label=key)
+                if key.startswith("eval/") or len(ys) < 2 * SMOOTH:
+                    ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, markersize=3, label=key)
+                else:  # a step sees a few questions: the raw line is noise, its running mean the trend
+                    line, = ax.plot(xs, ys, alpha=0.3, linewidth=0.8)
+                    ax.plot(xs, running_mean(ys, SMOOTH), color=line.get_color(),
+                            label=f"{key} ({SMOOTH}-step mean)")
         ax.set_title(keys[0].split("/", 1)[1])
         ax.set_xlabel("step")
         ax.legend(fontsize=7)

@@ -147,6 +147,16 @@ def test_plot_curves(tmp_path):
     assert grpo_train.plot_curves(path, tmp_path / "curves.png").stat().st_size > 1000
     grpo_train.truncate_metrics(path, 2)
     assert [r["step"] for r in grpo_train.read_metrics(path)] == [0, 1, 2]
+    logger = grpo_train.JsonlLogger(path)
+    for step in range(3, 40):  # long enough for the running-mean overlay
+        logger.log(step, {"train/reward_mean": (-1) ** step})
+    logger.close()
+    assert grpo_train.plot_curves(path, tmp_path / "long.png").stat().st_size > 1000
+
+
+def test_running_mean():
+    assert grpo_train.running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert grpo_train.running_mean([], 5) == []
 
 
 # ====================================================================================== update (toy policy)
