@@ -1,6 +1,6 @@
 """Fine-tune a LoRA policy with GRPO on the Text-to-SQL environment, from execution rewards.
 
-    python agents/grpo_train.py                        # CPU preset: SmolLM2-135M, G=4, 4 questions a step
+    python agents/grpo_train.py                        # CPU preset: SmolLM2-135M, warm-up, then G=8, 4 questions a step
     python agents/grpo_train.py --preset gpu           # bf16 on CUDA, G=8, 16 questions a step
     python agents/grpo_train.py --help                 # every option, with its meaning and default
     torchrun --nproc_per_node 4 agents/grpo_train.py --preset gpu   # data-parallel on 4 GPUs
@@ -100,7 +100,7 @@ class Config:
     warmup_adapter: str | None = None
     """LoRA adapter folder to start from, e.g. runs/sft_warmup/adapter from agents/sft_warmup.py (its
     rank and alpha win over lora_r / lora_alpha); none = a fresh adapter. --resume takes precedence."""
-    warmup_examples: int = 0
+    warmup_examples: int = 320
     """Warm-up stage before GRPO (when no warmup_adapter is given): a supervised pass of agents/sft_warmup.py
     on this many questions of the built-in generated benchmark with their own gold SQL (never the training
     dataset's SQL), written to <output_dir>/warmup/; GRPO starts from its adapter. 0 = no warm-up stage."""
@@ -126,15 +126,15 @@ class Config:
     """Executor worker processes scoring a group in parallel (0 = in this process)."""
 
     # ---------------------------------------------------------------- GRPO
-    num_generations: int = 4
+    num_generations: int = 8
     """G: completions sampled per question (a group)."""
-    batch_size: int = 2
+    batch_size: int = 4
     """Questions per step (the step trains on batch_size * G completions)."""
-    micro_batch_size: int = 4
+    micro_batch_size: int = 8
     """Completions per forward/backward pass (gradients accumulate over micro-batches)."""
     num_iterations: int = 1
     """Updates per batch of rollouts (mu); above 1 the PPO ratio and clipping come into play."""
-    learning_rate: float = 2e-4
+    learning_rate: float = 5e-5
     """AdamW learning rate of the LoRA parameters."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -144,7 +144,7 @@ class Config:
     """Lower clip range of the ratio (1 - epsilon); also the upper one unless epsilon_high is set."""
     epsilon_high: float | None = None
     """Upper clip range of the ratio (1 + epsilon_high), e.g. 0.28 for DAPO's clip-higher; none = epsilon."""
-    beta: float = 0.0
+    beta: float = 0.1
     """Weight of the k3 KL penalty to the model the run started from: the base model (adapter off), or the
     warmup_adapter's weights when given; 0 skips the reference pass."""
     scale_rewards: str = "group"
@@ -155,7 +155,7 @@ class Config:
     """Dynamic filtering: leave groups whose rewards are all equal out of the update (they have advantage 0)."""
 
     # ---------------------------------------------------------------- loop, evaluation, checkpoints
-    steps: int = 30
+    steps: int = 20
     """Optimizer steps (batches of rollouts) to train for, counting those of a resumed run."""
     eval_every: int = 10
     """Greedy evaluation on the eval split every this many steps (0 = only at the end)."""

@@ -117,7 +117,7 @@ CASES = {
 
 def run_toy(rollouts, advantages, world=None, **overrides):
     policy = ToyPolicy()
-    cfg = make_config(max_completion_length=4, micro_batch_size=2, **overrides)
+    cfg = make_config(max_completion_length=4, micro_batch_size=2, **{"beta": 0.0, **overrides})
     optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.5)  # Adam would amplify float noise
     metrics = grpo_train.grpo_update(policy, optimizer, rollouts, advantages, cfg, world)
     return policy.lora.detach().clone(), metrics
@@ -172,7 +172,8 @@ def test_update_on_two_ranks_equals_one_process(tmp_path):
 # ====================================================================================== real training (slow)
 TINY = dict(dataset="generated", num_generations=2, batch_size=2, micro_batch_size=4, max_completion_length=4,
             temperature=1.0, few_shot=0, sample_rows=0, eval_limit=1, eval_every=1, eval_batch_size=1,
-            probe_questions=1, save_every=1, plot=False, threads=1, seed=1, learning_rate=1e-2, device="cpu")
+            probe_questions=1, save_every=1, plot=False, threads=1, seed=1, learning_rate=1e-2, device="cpu",
+            warmup_examples=0)
 
 
 @pytest.fixture(scope="module")

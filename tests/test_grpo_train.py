@@ -41,7 +41,8 @@ def test_every_field_has_a_docstring():
 def test_defaults_and_flags():
     cfg = parse_config([])
     assert cfg == Config()
-    assert (cfg.dataset, cfg.schema, cfg.preset, cfg.num_generations) == ("temptabqa-c", "flat", "cpu", 4)
+    assert (cfg.dataset, cfg.schema, cfg.preset, cfg.num_generations) == ("temptabqa-c", "flat", "cpu", 8)
+    assert (cfg.warmup_examples, cfg.warmup_adapter, cfg.beta) == (320, None, 0.1)
     cfg = parse_config(["--num-generations", "6", "--epsilon-high", "0.28", "--no-skip-zero-std",
                         "--data-dir", "/x", "--threads", "none", "--loss-type", "grpo"])
     assert (cfg.num_generations, cfg.epsilon_high, cfg.skip_zero_std, cfg.data_dir, cfg.threads,
@@ -203,7 +204,7 @@ ADVANTAGES = torch.tensor([1.0, -1.0, 0.5, -0.5])
 
 
 def run_update(policy, rollouts, lr=0.1, **overrides):
-    cfg = make_config(max_completion_length=4, max_grad_norm=0, **overrides)
+    cfg = make_config(max_completion_length=4, max_grad_norm=0, **{"beta": 0.0, **overrides})
     optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=lr)
     return grpo_train.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg)
 
@@ -304,7 +305,7 @@ def _has_real_stack():
 
 TINY = dict(dataset="generated", num_generations=2, batch_size=2, micro_batch_size=4, max_completion_length=8,
             temperature=1.0, few_shot=0, eval_limit=1, eval_every=1, eval_batch_size=1, probe_questions=1,
-            save_every=1, plot=False, threads=1, seed=1, learning_rate=1e-3)
+            save_every=1, plot=False, threads=1, seed=1, learning_rate=1e-3, warmup_examples=0)
 
 
 def with_signal(score_groups):

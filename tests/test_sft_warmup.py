@@ -162,4 +162,4 @@ def test_grpo_train_warmup_stage_runs_once_and_hands_over_its_adapter(monkeypatc
     (seen,) = calls
     assert (seen.examples, seen.schema, seen.few_shot, seen.lora_r, seen.seed) == (48, "tables", 1, 8, 3)
     assert grpo_train.run_warmup(cfg, tmp_path) == adapter and len(calls) == 1  # reused (e.g. on --resume)
-    assert grpo_train.parse_config([]).warmup_examples == 0
+    assert grpo_train.parse_config([]).warmup_examples == 320  # the CPU default: a warm-up stage
