@@ -969,7 +969,7 @@ def run_warmup(cfg: Config, out: Path) -> str:
         sft_warmup.train(sft_warmup.Config(
             model=cfg.model, device=cfg.device, schema=cfg.schema, few_shot=cfg.few_shot,
             examples=cfg.warmup_examples, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, threads=cfg.threads,
-            seed=cfg.seed, output_dir=str(folder)))
+            max_completion_length=cfg.max_completion_length, seed=cfg.seed, output_dir=str(folder)))
     return str(adapter)
 
 

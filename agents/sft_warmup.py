@@ -67,6 +67,9 @@ class Config:
     """LoRA scaling numerator."""
     max_target_tokens: int = 96
     """Targets longer than this many tokens are skipped (and counted)."""
+    max_completion_length: int = 64
+    """Completion length saved with the adapter (policy_config.json), what benchmarks/evaluate.py then
+    samples with; use grpo_train's --max-completion-length."""
     threads: int | None = 1
     """Torch CPU threads (none = torch's choice)."""
     seed: int = 0
@@ -77,7 +80,8 @@ class Config:
     def __post_init__(self):
         if self.schema not in SCHEMAS:
             _bad("schema", self.schema, f"must be one of {', '.join(SCHEMAS)}")
-        for name in ("examples", "epochs", "batch_size", "lora_r", "lora_alpha", "max_target_tokens"):
+        for name in ("examples", "epochs", "batch_size", "lora_r", "lora_alpha", "max_target_tokens",
+                     "max_completion_length"):
             if getattr(self, name) < 1:
                 _bad(name, getattr(self, name), "must be >= 1")
         for name in ("few_shot", "learning_rate", "max_grad_norm"):
@@ -187,7 +191,8 @@ def build_policy(cfg: Config):
     from agents.policy import LoRAPolicy, PolicyConfig
 
     return LoRAPolicy(PolicyConfig(model=cfg.model, device=cfg.device, lora_r=cfg.lora_r,
-                                   lora_alpha=cfg.lora_alpha, threads=cfg.threads, few_shot=cfg.few_shot))
+                                   lora_alpha=cfg.lora_alpha, threads=cfg.threads, few_shot=cfg.few_shot,
+                                   max_completion_length=cfg.max_completion_length))
 
 
 def train(cfg: Config, policy=None, env=None) -> dict[str, Any]:

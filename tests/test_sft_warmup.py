@@ -156,10 +156,11 @@ def test_grpo_train_warmup_stage_runs_once_and_hands_over_its_adapter(monkeypatc
 
     monkeypatch.setattr(sft_warmup, "train", fake_train)
     cfg = grpo_train.parse_config(["--warmup-examples", "48", "--schema", "tables", "--few-shot", "1",
-                                   "--lora-r", "8", "--seed", "3"])
+                                   "--lora-r", "8", "--seed", "3", "--max-completion-length", "80"])
     adapter = grpo_train.run_warmup(cfg, tmp_path)
     assert adapter == str(tmp_path / "warmup" / "adapter")
     (seen,) = calls
-    assert (seen.examples, seen.schema, seen.few_shot, seen.lora_r, seen.seed) == (48, "tables", 1, 8, 3)
+    assert (seen.examples, seen.schema, seen.few_shot, seen.lora_r, seen.seed, seen.max_completion_length) == (
+        48, "tables", 1, 8, 3, 80)
     assert grpo_train.run_warmup(cfg, tmp_path) == adapter and len(calls) == 1  # reused (e.g. on --resume)
     assert grpo_train.parse_config([]).warmup_examples == 320  # the CPU default: a warm-up stage
