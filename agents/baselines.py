@@ -14,7 +14,7 @@ The oracle, constant and template policies never import torch; :class:`LMPolicy`
 =============  ==================================================================================
 name           what it answers
 =============  ==================================================================================
-oracle         the question's gold SQL (``info["gold_sql"]``); the environment's upper bound
+oracle         the question's gold SQL (``info["gold_sql"]``, which the evaluator adds for it); the upper bound
 constant       ``SELECT 0``: always executes, almost never correct
 template       one fixed query that fits the schema: the number of the athlete's medals
 zero-shot      the language model with no worked examples in the prompt
@@ -66,6 +66,8 @@ class OraclePolicy(Policy):
     """Answers with the gold SQL; an evaluation of it checks the environment, not a model."""
 
     name = "oracle"
+    #: The evaluator adds ``info["gold_sql"]`` for policies that set this (reset info never has it).
+    needs_gold = True
 
     def act(self, observation: dict, info: dict, n: int = 1, greedy: bool = True) -> list[str]:
         sql = info.get("gold_sql")

@@ -221,6 +221,8 @@ def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int 
         pairs = [base.reset(options={"index": i}) for i in batch]
         observations = [obs for obs, _ in pairs]
         infos = [info for _, info in pairs]
+        if getattr(policy, "needs_gold", False):  # the oracle: the env never puts gold in reset info
+            infos = [dict(info, gold_sql=base.example(i).gold_sql) for i, info in zip(batch, infos)]
         greedy = policy.act_batch(observations, infos, n=1, greedy=True)
         sampled = None
         if samples > 1:

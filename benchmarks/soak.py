@@ -8,7 +8,7 @@ processes and RSS before and after (after a warm-up, so caches and pools are alr
   steps    env.reset + env.step with a mix of queries (gold SQL, wrong answers, syntax errors, writes,
            huge blobs, row-cap blow-ups, runaway CTEs that time out), plus a score_group with 2
            worker processes every 100 steps
-  vector   gym.make_vec("TextToSQL-v0", num_envs=8, vectorization_mode="async", SAME_STEP autoreset);
+  vector   gym.make_vec("TextToSQL-v0", num_envs=8, vector_mode="async") (SAME_STEP autoreset, the default);
            also the 8 subprocesses' RSS
   kills    score_group with one worker SIGKILLed mid-query, again and again: the sample must come
            back "other" with reward -1, the others scored, the pool replaced
@@ -132,15 +132,14 @@ def vector_run(steps: int, num_envs: int = 8, seed: int = 0, warmup: int = 20,
     parent's snapshots (before make_vec, after warm-up, after the run, after close) and the workers'
     total RSS after warm-up and at the end."""
     import gymnasium as gym
-    from gymnasium.vector import AutoresetMode
 
-    import sqlenv  # noqa: F401  registers TextToSQL-v0
+    import sqlenv  # registers TextToSQL-v0
 
+    dataset = sqlenv.load_dataset("generated")  # the env's default: reset info names the index, not the gold
     rng = random.Random(seed)
     before = snapshot()
     earlier_children = set(child_pids())  # e.g. worker pools of other envs in the same process
-    envs = gym.make_vec("TextToSQL-v0", num_envs=num_envs, vectorization_mode="async",
-                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP, "shared_memory": shared_memory})
+    envs = gym.make_vec("TextToSQL-v0", num_envs=num_envs, vector_mode="async", shared_memory=shared_memory)
     rewards: dict[float, int] = {}
     try:
         _, infos = envs.reset(seed=seed)
@@ -151,7 +150,7 @@ def vector_run(steps: int, num_envs: int = 8, seed: int = 0, warmup: int = 20,
             if step == warmup:
                 warm = snapshot()
                 worker_rss_warm = sum(rss_kb(p) for p in workers)
-            gold = infos.get("gold_sql", [None] * num_envs)
+            gold = [dataset[int(i)].gold_sql for i in infos["index"]]
             actions = [
                 (gold[i] if gold[i] and rng.random() < 0.5 else rng.choice(FIXED_QUERIES[:-2])[1])
                 for i in range(num_envs)

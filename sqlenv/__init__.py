@@ -13,7 +13,15 @@ from sqlenv.datasets import Dataset, DatasetError, Example, available_datasets, 
 ENV_ID = "TextToSQL-v0"
 
 if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="sqlenv.env:TextToSQLEnv")
+    register(
+        id=ENV_ID,
+        entry_point="sqlenv.env:TextToSQLEnv",
+        # gym.make_vec(ENV_ID, num_envs=N): SAME_STEP autoreset, since every episode is one step.
+        vector_entry_point="sqlenv.vector:make_vector_env",
+        # SQL's random() and date('now') differ between runs, and the wall-clock backstop (`timeout`)
+        # depends on the machine; see docs/env.md, "Reproducible rewards".
+        nondeterministic=True,
+    )
 
 
 def __getattr__(name):  # lazy: keeps `import sqlenv` light for worker processes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import string
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -10,48 +9,19 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector.utils import shared_memory
 
 from sqlenv import infobox
 from sqlenv.datasets import Dataset, Example, load_dataset
 from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
 from sqlenv.matching import MatchResult, result_to_answer
 from sqlenv.rewards import REWARD_PRESETS, reward as compute_reward, reward_range
+from sqlenv.spaces import UnicodeText
 
 MAX_QUESTION_CHARS = 2_000
 MAX_SCHEMA_CHARS = 20_000
 MAX_SAMPLE_ROWS_CHARS = 20_000
-#: Characters an action may contain; the executor accepts any string, this only bounds ``sample()``.
+#: Characters ``action_space.sample()`` draws; ``contains`` and ``step`` accept any string.
 ACTION_CHARSET = frozenset(string.printable)
-
-
-class UnicodeText(spaces.Text):
-    """A ``Text`` space whose members may hold any Unicode character (database values do:
-    ``Kraków``, ``Zürich``); ``sample()`` still draws from ``charset``."""
-
-    def contains(self, x: Any) -> bool:
-        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
-
-
-# AsyncVectorEnv's shared memory stores Text as indices into its charset; store code points instead.
-@shared_memory.create_shared_memory.register(UnicodeText)
-def _create_unicode_text_memory(space: UnicodeText, n: int = 1, ctx=multiprocessing):
-    return ctx.Array(np.dtype(np.int32).char, n * space.max_length)
-
-
-@shared_memory.read_from_shared_memory.register(UnicodeText)
-def _read_unicode_text(space: UnicodeText, memory, n: int = 1) -> tuple[str, ...]:
-    data = np.frombuffer(memory.get_obj(), dtype=np.int32).reshape((n, space.max_length))
-    return tuple("".join(chr(v - 1) for v in row[: int(np.count_nonzero(row))]) for row in data)
-
-
-@shared_memory.write_to_shared_memory.register(UnicodeText)
-def _write_unicode_text(space: UnicodeText, index: int, value: str, memory) -> None:
-    size = space.max_length
-    codes = np.zeros(size, dtype=np.int32)
-    text = value[:size]
-    codes[: len(text)] = [ord(c) + 1 for c in text]  # 0 marks the end
-    np.copyto(np.frombuffer(memory.get_obj(), dtype=np.int32)[index * size:(index + 1) * size], codes)
 
 
 @dataclass(frozen=True)
@@ -72,13 +42,14 @@ class TextToSQLEnv(gym.Env[dict, str]):
     (:mod:`sqlenv.matching`, :mod:`sqlenv.rewards`). No gold SQL is needed to score.
 
     ## Action Space
-    ``Text``: one SQL statement as a string. Any string is accepted (garbage is penalised,
-    never raised on); ``sample()`` draws printable strings.
+    :class:`~sqlenv.spaces.UnicodeText`: one SQL statement as a string of any Unicode characters
+    (``contains`` accepts every string ``step`` scores within ``max_sql_length``; ``sample()`` draws
+    printable ASCII). Any action is accepted by ``step``: garbage is penalised, never raised on.
 
     ## Observation Space
-    ``Dict`` of ``Text``: ``question`` (the question), ``schema`` (the database's
+    ``Dict`` of ``UnicodeText``: ``question`` (the question), ``schema`` (the database's
     ``CREATE TABLE`` statements) and ``sample_rows`` (the first ``sample_rows`` rows of each
-    table as text; empty when 0).
+    table as text; empty when 0). Flattens to Unicode code points (``FlattenObservation`` works).
 
     ## Rewards
     Set by ``reward``: ``"binary"`` (default; execution error -1, executed but wrong 0,
@@ -88,19 +59,25 @@ class TextToSQLEnv(gym.Env[dict, str]):
 
     ## Starting State
     ``reset`` picks a question uniformly with ``self.np_random``; ``options={"index": i}``
-    pins question ``i`` (a GRPO group pins one question for all its samples).
+    pins question ``i`` (a GRPO group pins one question for all its samples). ``info`` holds
+    ``index``, ``id``, ``question_type`` and ``difficulty``, never the gold SQL or answer (unless
+    ``expose_gold=True``, for debugging); the step's ``info`` reports the answer after the episode.
 
     ## Episode End
-    Every episode is one step: ``terminated=True`` after ``step``.
+    Every episode is one step: ``terminated=True`` after ``step``. ``gym.make_vec`` autoresets in
+    the same step (:mod:`sqlenv.vector`); the env pickles and deep-copies (connections reopen where
+    the copy runs).
 
     ## Arguments
     ``gym.make("sqlenv:TextToSQL-v0", dataset="generated", split="train", data_dir=None,
     reward="binary", schema="tables", sample_rows=3, timeout=1.0, max_rows=10_000,
-    workers=0, render_mode=None)``; ``dataset`` may also be a :class:`~sqlenv.Dataset`.
+    workers=0, render_mode=None, expose_gold=False, **dataset_kwargs)``; ``dataset`` may also be
+    a :class:`~sqlenv.Dataset`, and ``dataset_kwargs`` go to its loader (``db=``, ``empty_match=``).
     ``schema="flat"`` swaps the benchmark's five tables for one denormalised table.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Later changes kept the id: no gold in reset ``info`` (``expose_gold``),
+      Unicode action space, SAME_STEP vector entry point, picklable.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
@@ -117,6 +94,8 @@ class TextToSQLEnv(gym.Env[dict, str]):
         max_rows: int = 10_000,
         workers: int = 0,
         render_mode: str | None = None,
+        expose_gold: bool = False,
+        **dataset_kwargs,
     ):
         if reward not in REWARD_PRESETS:
             raise ValueError(f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}")
@@ -129,9 +108,18 @@ class TextToSQLEnv(gym.Env[dict, str]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
         if isinstance(dataset, Dataset):
+            if dataset_kwargs:
+                raise ValueError(f"{sorted(dataset_kwargs)} are dataset loader arguments: pass them to "
+                                 "sqlenv.load_dataset, not beside a Dataset object")
             self.dataset = dataset
         else:
-            self.dataset = load_dataset(dataset, split=split, data_dir=data_dir, schema=schema)
+            try:
+                self.dataset = load_dataset(dataset, split=split, data_dir=data_dir, schema=schema, **dataset_kwargs)
+            except TypeError as exc:
+                if not dataset_kwargs:
+                    raise
+                raise ValueError(f"{sorted(dataset_kwargs)}: not arguments of TextToSQLEnv, nor all of the "
+                                 f"{dataset!r} dataset's loader ({exc})") from None
         if len(self.dataset) == 0:
             raise ValueError(f"dataset {self.dataset!r} has no questions")
         self.reward_preset = reward
@@ -139,6 +127,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         self.num_sample_rows = sample_rows
         self.workers = workers
         self.render_mode = render_mode
+        self.expose_gold = bool(expose_gold)
         self.executor = Executor(ExecutorConfig(timeout=timeout, max_rows=max_rows))
         self.reward_range = reward_range(reward)
 
@@ -150,7 +139,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
                 "sample_rows": UnicodeText(MAX_SAMPLE_ROWS_CHARS, min_length=0, charset=charset),
             }
         )
-        self.action_space = spaces.Text(self.executor.config.max_sql_length, min_length=0, charset=ACTION_CHARSET)
+        self.action_space = UnicodeText(self.executor.config.max_sql_length, min_length=0, charset=ACTION_CHARSET)
         self._databases: dict[str, _Database] = {}
         self._index: int | None = None
         self._last: dict[str, Any] | None = None
@@ -228,6 +217,21 @@ class TextToSQLEnv(gym.Env[dict, str]):
         self.executor.close()
         super().close()
 
+    # ------------------------------------------------------------------ pickling and copying
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but open resources: the executor travels as its configuration and the
+        database descriptions are rebuilt on first use, so a copy (``copy.deepcopy``, pickle,
+        cloudpickle, a spawned process) opens its own connections wherever it runs."""
+        state = self.__dict__.copy()
+        state["executor"] = self.executor.config
+        state["_databases"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["executor"] = Executor(state["executor"])
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------------ helpers
     def example(self, index: int) -> Example:
         return self.dataset[index]
@@ -241,13 +245,16 @@ class TextToSQLEnv(gym.Env[dict, str]):
         return {"question": example.question[:MAX_QUESTION_CHARS], "schema": db.schema, "sample_rows": db.sample_rows}
 
     def _reset_info(self, index: int, example: Example) -> dict[str, Any]:
-        return {
+        info = {
             "index": index,
             "id": example.id,
             "question_type": example.question_type,
             "difficulty": example.difficulty,
-            "gold_sql": example.gold_sql,
         }
+        if self.expose_gold:  # debugging only: frameworks that log or template info would leak it
+            info["gold_sql"] = example.gold_sql
+            info["answer"] = example.answer
+        return info
 
     def _database(self, example: Example) -> _Database:
         db = self._databases.get(example.db_key)

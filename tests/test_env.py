@@ -63,8 +63,8 @@ def test_reset_rejects_bad_index(env):
 
 def test_gold_sql_is_rewarded_and_info_has_components(env):
     i = _gold_index(env)
-    _, info0 = env.reset(options={"index": i})
-    _, reward, terminated, truncated, info = env.step(info0["gold_sql"])
+    env.reset(options={"index": i})
+    _, reward, terminated, truncated, info = env.step(env.example(i).gold_sql)
     assert (reward, terminated, truncated) == (1.0, True, False)
     assert info["error"] is None and info["executed"] and info["correct"] is True
     for key in ("exact", "relaxed", "f1", "prediction", "answer", "error_message"):
@@ -112,16 +112,16 @@ def test_step_requires_reset():
 
 def test_render_ansi_shows_question_sql_and_table(env):
     i = _gold_index(env)
-    _, info = env.reset(options={"index": i})
-    env.step(info["gold_sql"])
+    env.reset(options={"index": i})
+    env.step(env.example(i).gold_sql)
     text = env.render()
     assert env.dataset[i].question in text and "Reward: 1" in text and "|" in text
 
 
 def test_score_group_serial_and_parallel_agree(env):
     i = _gold_index(env)
-    _, info = env.reset(options={"index": i})
-    sqls = [info["gold_sql"], "SELECT 'x'", "SELEC", "DELETE FROM Medal"] * 2
+    env.reset(options={"index": i})
+    sqls = [env.example(i).gold_sql, "SELECT 'x'", "SELEC", "DELETE FROM Medal"] * 2
     serial = env.score_group(sqls)
     parallel = env.score_group(sqls, workers=2)
     assert [r for r, _ in serial] == [1.0, 0.0, -1.0, -1.0] * 2
@@ -133,8 +133,8 @@ def test_score_group_serial_and_parallel_agree(env):
 def test_reward_presets(reward, lo, hi):
     env = TextToSQLEnv(split="dev", reward=reward)
     i = _gold_index(env)
-    _, info = env.reset(options={"index": i})
-    (good, _), (bad, _) = env.score_group([info["gold_sql"], "SELEC"])
+    env.reset(options={"index": i})
+    (good, _), (bad, _) = env.score_group([env.example(i).gold_sql, "SELEC"])
     assert lo <= bad < good <= hi
     assert bad == lo
 
@@ -156,16 +156,18 @@ def test_flat_schema_observation(data_dir):
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_vector_env_same_step_autoreset(mode):
-    from gymnasium.vector import AutoresetMode
-
-    envs = gym.make_vec("TextToSQL-v0", num_envs=2, vectorization_mode=mode, split="dev",
-                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
-    obs, infos = envs.reset(seed=0)
+def test_vector_env_on_the_builtin_benchmark_matches_single_envs(mode):
+    envs = gym.make_vec("TextToSQL-v0", num_envs=2, vector_mode=mode, split="dev")
+    singles = [gym.make("TextToSQL-v0", split="dev") for _ in range(2)]
+    obs, _ = envs.reset(seed=0)
+    assert list(obs["question"]) == [s.reset(seed=i)[0]["question"] for i, s in enumerate(singles)]
     for _ in range(3):
         obs, rewards, terminated, truncated, infos = envs.step(["SELECT COUNT(*) FROM Medal", "SELEC"])
-        assert terminated.all() and rewards[1] == -1.0
-        assert len(obs["question"]) == 2
+        steps = [s.step(sql) for s, sql in zip(singles, ["SELECT COUNT(*) FROM Medal", "SELEC"])]
+        assert rewards.tolist() == [step[1] for step in steps] and rewards[1] == -1.0 and terminated.all()
+        assert list(infos["final_info"]["prediction"]) == [step[4]["prediction"] for step in steps]
+        resets = [s.reset()[0] for s in singles]
+        assert [(q, sc) for q, sc in zip(obs["question"], obs["schema"])] == [(r["question"], r["schema"]) for r in resets]
     envs.close()
 
 

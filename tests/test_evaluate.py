@@ -143,6 +143,7 @@ class _Scripted:
 
     name = "scripted"
     stochastic = True
+    needs_gold = True
 
     def act_batch(self, observations, infos, n=1, greedy=True):
         if greedy:
