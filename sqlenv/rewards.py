@@ -4,12 +4,15 @@
 preset      execution error  executed, wrong                     correct
 ==========  ===============  ==================================  ===================================
 ``binary``  -1               0                                   +1                 (the default)
-``partial`` -1               F1 of the answer items, in [0, 1)   +1
+``partial`` -1               F1 of the answer items, <= 0.99     +1
 ``paper``   -100             +1 + 100 x REMS                     +1 + 100 x REMS, +1000 when EMS = 1
 ==========  ===============  ==================================  ===================================
 
 ``binary`` and ``partial`` judge correctness with the normalised matcher (``match.correct``);
-``partial`` adds precision-aware partial credit, so returning every row scores low.
+``partial`` adds precision-aware partial credit, so returning every row scores low. A rejected
+answer never earns 1.0 under ``partial``: its F1 is capped at :data:`PARTIAL_WRONG_MAX` (0.99),
+whatever the matcher reports (an answer with the right items in the wrong order, where the
+question or the gold's ``ORDER BY`` asks for an order, gets the order-aware F1 of the matcher).
 
 ``paper`` is *our reading* of the reward in Kulkarni & Srikumar (2025), "Reinforcing Code
 Generation: Improving Text-to-SQL with Execution-Based Learning": a large penalty (-100) for a
@@ -30,9 +33,12 @@ from typing import Any
 
 from sqlenv.matching import MatchResult
 
-__all__ = ["REWARD_PRESETS", "reward", "reward_range"]
+__all__ = ["PARTIAL_WRONG_MAX", "REWARD_PRESETS", "reward", "reward_range"]
 
 REWARD_PRESETS = ("binary", "paper", "partial")
+
+#: The most a wrong answer earns under ``partial`` (a correct one earns 1.0).
+PARTIAL_WRONG_MAX = 0.99
 
 _ERROR = {"binary": -1.0, "paper": -100.0, "partial": -1.0}
 _RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.0)}
@@ -65,7 +71,7 @@ def reward(preset: str, result: Any, match: MatchResult | None) -> float:
     if preset == "binary":
         return 1.0 if match.correct else 0.0
     if preset == "partial":
-        return 1.0 if match.correct else float(match.f1)
+        return 1.0 if match.correct else min(float(match.f1), PARTIAL_WRONG_MAX)
     # paper
     return 1.0 + 100.0 * float(match.relaxed) + (1000.0 if match.exact >= 1.0 else 0.0)
 

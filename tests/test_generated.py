@@ -13,7 +13,6 @@ import pytest
 from sqlenv import infobox
 from sqlenv.datasets import DatasetError, available_datasets, load_dataset
 from sqlenv.datasets import generated as gen
-from sqlenv.matching import match_answer
 
 SCHEMAS = ("tables", "flat")
 
@@ -160,7 +159,7 @@ def test_gold_sql_result_matches_the_python_answer(split, schema):
     failures = []
     for ex in examples:
         rows = run_gold(ds, ex)
-        if not match_answer(rows, ex.answer).correct:
+        if not ds.match(ex, rows).correct:  # the dataset's own match: in order where asked
             failures.append((ex.id, ex.question_type, ex.question, ex.answer, rows))
     assert not failures, f"{len(failures)}/{len(examples)} disagree, e.g. {failures[:3]}"
 
@@ -174,3 +173,78 @@ def test_single_answer_questions_have_no_ties():
     for ex in ds:
         if ex.question_type in single:
             assert len(run_gold(ds, ex)) == 1, ex.question
+
+
+# ----------------------------------------------------------------------------- order (issue 11)
+def test_only_questions_that_ask_for_an_order_are_marked_ordered():
+    ds = load_dataset("generated", split="train")
+    assert gen.ORDERED_TYPES == {"medal_sequence"}
+    for ex in ds:
+        assert ex.metadata["ordered"] == (ex.question_type in gen.ORDERED_TYPES)
+        if ex.metadata["ordered"]:
+            assert ex.question.endswith(", in year order.")
+        else:
+            assert "in year order." not in ex.question
+    assert any(ex.metadata["ordered"] for ex in ds)
+
+
+def _lcs_reference(a, b):
+    """Longest common subsequence, by the textbook recurrence (memoised)."""
+    from functools import lru_cache
+
+    @lru_cache(maxsize=None)
+    def length(i, j):
+        if i == len(a) or j == len(b):
+            return 0
+        if a[i] == b[j]:
+            return 1 + length(i + 1, j + 1)
+        return max(length(i + 1, j), length(i, j + 1))
+
+    return length(0, 0)
+
+
+def _first(ds, qtype):
+    """The first example of ``qtype`` whose gold list reads differently backwards."""
+    for ex in ds:
+        items = [i.strip() for i in ex.answer.split(",")]
+        if ex.question_type == qtype and items != items[::-1]:
+            return ex
+    raise AssertionError(qtype)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_reversed_answer_to_a_year_order_question_is_wrong(schema):
+    ds = load_dataset("generated", split="dev", schema=schema)
+    ex = _first(ds, "medal_sequence")
+    rows = run_gold(ds, ex)
+    assert ds.match(ex, rows).correct
+    backwards = ds.match(ex, rows[::-1])
+    assert not backwards.correct and backwards.exact == 0.0
+    # F1 counts the items of the longest common subsequence of the two colour lists
+    colours = [r[0] for r in rows]
+    common = _lcs_reference(colours[::-1], colours)
+    assert common < len(colours)
+    assert backwards.f1 == pytest.approx(min(0.99, common / len(colours)))
+    # a list whose question asks for no order is right in any order
+    years = _first(ds, "years_at_tournament")
+    assert ds.match(years, run_gold(ds, years)[::-1]).correct
+
+
+def test_reversed_year_order_answer_through_the_environment():
+    import gymnasium as gym
+
+    for preset, right in (("partial", 1.0), ("binary", 1.0), ("paper", 1101.0)):
+        env = gym.make("sqlenv:TextToSQL-v0", dataset="generated", split="dev",
+                       reward=preset).unwrapped
+        ds = env.dataset
+        ex = _first(ds, "medal_sequence")
+        index = ds.examples.index(ex)
+        forward = ex.gold_sql
+        assert "ORDER BY" in forward.splitlines()[-1]
+        backward = forward + " DESC"
+        (r_forward, i_forward), (r_backward, i_backward) = env.score_sqls(index, [forward, backward])
+        assert i_forward["correct"] and r_forward == right
+        assert not i_backward["correct"] and r_backward < right
+        if preset == "partial":
+            assert r_backward < 1.0
+        env.close()

@@ -325,6 +325,56 @@ def test_large_result_is_fast():
     assert not result.correct and 0 < result.f1 < 0.01
 
 
+# ----------------------------------------------------------------------------- ordered=True (issue 11)
+
+
+def test_ordered_needs_the_gold_order():
+    gold = "Bronze, Silver, Gold"
+    in_order = [("MedalBronze",), ("MedalSilver",), ("MedalGold",)]
+    reversed_rows = list(reversed(in_order))
+    assert match_answer(in_order, gold, ordered=True) == MatchResult(True, 1.0, 1.0, 1.0)
+    wrong = match_answer(reversed_rows, gold, ordered=True)
+    # longest common subsequence of a reversed 3-list: 1 item -> F1 = 2 * 1 / (3 + 3)
+    assert (wrong.correct, wrong.exact, wrong.relaxed) == (False, 0.0, 1.0)
+    assert wrong.f1 == pytest.approx(1 / 3)
+    assert correct(reversed_rows, gold)  # by default order is ignored, as before
+
+
+def test_ordered_needs_every_repeated_item():
+    gold = "Gold, Silver, Gold"
+    assert match_answer([("Gold",), ("Silver",), ("Gold",)], gold, ordered=True).correct
+    assert not match_answer([("Gold",), ("Gold",), ("Silver",)], gold, ordered=True).correct
+    # the set comparison for repeated gold items (TempTabQA-C's whitespace duplicates) is off
+    distinct = match_answer([("Gold",), ("Silver",)], gold, ordered=True)
+    assert not distinct.correct and distinct.f1 == pytest.approx(0.8)
+    assert correct([("Gold",), ("Silver",)], gold)  # unordered: compared as sets
+
+
+def test_ordered_readings_group_concat_and_multi_column_rows():
+    assert match_answer([("Gold,Silver",)], "Gold, Silver", ordered=True).correct
+    assert not match_answer([("Silver,Gold",)], "Gold, Silver", ordered=True).correct
+    gold = "World Games 2022, World Championships 2023"
+    rows = [(2022, "World Games"), ("World Championships", 2023)]  # any column order
+    assert match_answer(rows, gold, ordered=True).correct
+    assert not match_answer(list(reversed(rows)), gold, ordered=True).correct
+
+
+def test_ordered_ems_needs_the_items_in_order():
+    assert ems("Silver, Gold", "Gold, Silver") == 1.0
+    assert ems("Silver, Gold", "Gold, Silver", ordered=True) == 0.0
+    assert ems("Gold, Bronze, Silver", "Gold, Silver", ordered=True) == 1.0  # extras ignored
+
+
+def test_ordered_f1_below_one_when_wrong_and_fast_on_large_results():
+    gold = ", ".join(f"City{i}" for i in range(300))
+    rotated = [(f"City{i}",) for i in list(range(1, 300)) + [0]]
+    result = match_answer(rotated, gold, ordered=True)
+    assert not result.correct and result.f1 == pytest.approx(0.99)  # 299/300, capped
+    big = tuple((f"City{i}",) for i in range(10_000))
+    assert match_answer(big, "City5, City7", ordered=True).f1 < 0.01
+    assert f1(rotated, gold, ordered=True) == pytest.approx(0.99)
+
+
 # ----------------------------------------------------------------------------- the 47 gold answers
 
 

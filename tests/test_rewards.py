@@ -4,8 +4,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from sqlenv.comparators import compare
 from sqlenv.matching import MatchResult, match_answer
-from sqlenv.rewards import REWARD_PRESETS, reward, reward_range
+from sqlenv.rewards import PARTIAL_WRONG_MAX, REWARD_PRESETS, reward, reward_range
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,54 @@ def test_works_with_the_real_execution_result_when_present():
         rows=((1,),), columns=("n",), error=None, message="", elapsed=0.0
     )
     assert reward("binary", result, match_answer(result.rows, "1")) == 1.0
+
+
+# ---------------------------------------------------------------------- issue 11 (6): order counts
+SINGERS = [("Ana",), ("Eli",), ("Chen",), ("Bo",)]
+BY_AGE = "SELECT name FROM singer ORDER BY age DESC"
+# (case, the rejected answer's match, the right answer's match): same items, wrong order or
+# rejected by the official row-sort test
+REJECTED_SAME_ITEMS = [
+    ("spider ORDER BY, reversed",
+     compare(SINGERS[::-1], SINGERS, "spider", gold_sql=BY_AGE),
+     compare(SINGERS, SINGERS, "spider", gold_sql=BY_AGE)),
+    ("ordered comparator, reversed",
+     compare(SINGERS[::-1], SINGERS, "ordered"), compare(SINGERS, SINGERS, "ordered")),
+    ("spider official row-sort test",
+     compare([(1, 1.5)], [(1.0, 1.5)], "spider"), compare([(1.0, 1.5)], [(1.0, 1.5)], "spider")),
+    ("answer asked in year order, reversed",
+     match_answer([("MedalGold",), ("MedalSilver",), ("MedalBronze",)], "Bronze, Silver, Gold",
+                  ordered=True),
+     match_answer([("MedalBronze",), ("MedalSilver",), ("MedalGold",)], "Bronze, Silver, Gold",
+                  ordered=True)),
+]
+
+
+@pytest.mark.parametrize("preset", REWARD_PRESETS)
+@pytest.mark.parametrize("case,rejected,right", REJECTED_SAME_ITEMS,
+                         ids=[c[0] for c in REJECTED_SAME_ITEMS])
+def test_rejected_answer_with_the_same_items_earns_less_than_the_right_one(
+        preset, case, rejected, right):
+    assert not rejected.correct and right.correct
+    assert reward(preset, OK, rejected) < reward(preset, OK, right)
+    assert reward(preset, OK, right) == reward_range(preset)[1]
+    if preset == "partial":
+        assert reward(preset, OK, rejected) < 1.0
+
+
+def test_rejected_rewards_have_the_expected_values():
+    spider_reversed, _ = REJECTED_SAME_ITEMS[0][1:]
+    # longest common subsequence of a reversed 4-list is 1 row: F1 = 2 * 1 / (4 + 4)
+    assert reward("partial", OK, spider_reversed) == pytest.approx(0.25)
+    assert reward("binary", OK, spider_reversed) == 0.0
+    assert reward("paper", OK, spider_reversed) == 1.0  # exact = relaxed = 0 for comparators
+    year_order, _ = REJECTED_SAME_ITEMS[3][1:]
+    assert reward("partial", OK, year_order) == pytest.approx(1 / 3)
+    assert reward("paper", OK, year_order) == pytest.approx(101.0)  # REMS 1, EMS 0 (order)
+
+
+def test_partial_caps_any_rejected_match_below_one():
+    inconsistent = MatchResult(correct=False, exact=0.0, relaxed=0.0, f1=1.0)
+    assert reward("partial", OK, inconsistent) == PARTIAL_WRONG_MAX == 0.99
+    assert reward("partial", OK, MatchResult(False, 0.0, 0.0, 0.995)) == 0.99
+    assert reward("partial", OK, PARTLY) == pytest.approx(0.8)  # below the cap: unchanged

@@ -26,6 +26,13 @@ also carries gold SQL for both schemas (``metadata["gold_sql_tables"]`` and
 ``metadata["gold_sql_flat"]``), and ``Example.gold_sql`` is the one for the dataset's schema.
 Questions whose answer would be an unintended tie, or empty, are not asked.
 
+Order: a list answer is matched in any order, except for the question types in
+:data:`ORDERED_TYPES`, whose wording asks for one ("..., in year order."); their examples carry
+``metadata["ordered"] = True`` and :meth:`GeneratedDataset.match` then requires the gold's
+order (``sqlenv.matching.match_answer(..., ordered=True)``). Other lists (years, events) are
+written sorted and their gold SQL has an ``ORDER BY``, but the question does not ask for an order,
+so any order is right.
+
 Determinism: all randomness comes from ``random.Random(...).random()`` seeded by a SHA-256 of
 (seed, split, athlete index); Python guarantees that stream across versions and machines. Splits
 draw their athletes from disjoint slices of one fixed name pool, so no athlete appears in two
@@ -53,6 +60,8 @@ SPLIT_SIZES = {"train": 2000, "dev": 200, "test": 500}
 QUESTIONS_PER_ATHLETE = 6
 FIRST_YEAR, LAST_YEAR = 1984, 2024
 COLOURS = ("Gold", "Silver", "Bronze")
+#: Question types whose question asks for the answer's items in a given order.
+ORDERED_TYPES = frozenset({"medal_sequence"})
 RANK = {"Gold": 3, "Silver": 2, "Bronze": 1}
 
 # ----------------------------------------------------------------------------- word lists
@@ -1030,7 +1039,7 @@ def generate_examples(split: str, seed: int = 0, size: int | None = None,
             gold_sql=sql[schema],
             metadata={"athlete": item.athlete, "sport": item.sport, "params": dict(item.params),
                       "gold_sql_tables": sql["tables"], "gold_sql_flat": sql["flat"],
-                      "seed": seed}))
+                      "seed": seed, "ordered": item.question_type in ORDERED_TYPES}))
     return examples
 
 
@@ -1050,6 +1059,12 @@ class GeneratedDataset(Dataset):
         from sqlenv import infobox
 
         return infobox.database_for_context(example.context, self.schema)
+
+    def match(self, example: Example, rows):
+        """The default matcher; in the gold's order for :data:`ORDERED_TYPES` questions."""
+        from sqlenv.matching import match_answer
+
+        return match_answer(rows, example.answer, ordered=bool(example.metadata.get("ordered")))
 
 
 def load_generated(split: str = "train", data_dir=None, schema: str = "tables", seed: int = 0,
