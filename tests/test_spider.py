@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 from sqlenv.datasets import DatasetError, available_datasets, load_dataset
 from sqlenv.datasets import resultset
+from sqlenv.datasets.resultset import MissingDatabaseWarning
 from sqlenv.executor import Executor
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -200,8 +201,10 @@ def test_missing_database_is_reported(tmp_path):
     data = tmp_path / "spider"
     shutil.copytree(SPIDER, data)
     shutil.rmtree(data / "database" / "school")
-    ds = load_dataset("spider", split="dev", data_dir=data)
+    with pytest.warns(MissingDatabaseWarning, match="'school' \\(4\\)"):
+        ds = load_dataset("spider", split="dev", data_dir=data)
     assert ds.summary.counts["missing_db"] == 4
+    assert ds.summary.missing_databases == {"school": 4}
     assert all(e.db_key == "concert_singer" for e in ds)
 
 
@@ -308,12 +311,14 @@ def test_jsonl_database_per_line_and_errors(tmp_path):
             {"question": "Where?", "sql": "SELECT 1", "db_id": "nowhere"},
         ],
     )
-    ds = load_dataset("jsonl", split="dev", data_dir=tmp_path, file="qs.jsonl")
+    with pytest.warns(MissingDatabaseWarning, match="'nowhere'"):
+        ds = load_dataset("jsonl", split="dev", data_dir=tmp_path, file="qs.jsonl")
     assert [e.answer for e in ds] == ["6", "4"]
     assert ds.summary.counts == {"missing_db": 1}
     assert ds[1].difficulty == "easy" and ds[1].metadata["evidence"] == "course table"
     assert ds.database(ds[1]).name == "school.sqlite" and ds[0].db_key != ds[1].db_key
-    absolute = load_dataset("jsonl", file=str(path.resolve()))  # no data_dir needed
+    with pytest.warns(MissingDatabaseWarning):
+        absolute = load_dataset("jsonl", file=str(path.resolve()))  # no data_dir needed
     assert len(absolute) == 2
 
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "No gold", "db_id": "concert_singer"}])
@@ -349,7 +354,8 @@ def test_gym_make_spider():
     assert obs["question"].startswith("Show the names of singers sorted by age")
     assert "CREATE TABLE singer" in obs["schema"] and "FOREIGN KEY" in obs["schema"]
     assert "singer: singer_id | name" in obs["sample_rows"]
-    assert info["gold_sql"].startswith("SELECT name FROM singer ORDER BY")
+    gold_sql = env.unwrapped.dataset[info["index"]].gold_sql  # reset's info hides it by default
+    assert gold_sql.startswith("SELECT name FROM singer ORDER BY")
     _, reward, terminated, _, info = env.step("SELECT name FROM singer ORDER BY age DESC, name")
     assert reward == 1.0 and terminated and info["correct"]
     env.reset(options={"index": 1})
@@ -385,3 +391,131 @@ def test_subset_keeps_databases_and_gold():
     sub = ds.subset([0, 3])
     assert len(sub) == 2 and sub.summary is ds.summary
     assert sub.match(sub[0], [(6,)]).correct and sub.database(sub[1]) == ds.database(ds[3])
+
+
+# ---------------------------------------------------------------------- issue 11 (8): real layout
+def official_dev_layout(root: Path) -> Path:
+    """Spider's dev release as unzipped (dev.json, tables.json, database/<db_id>/<db_id>.sqlite),
+    with the database of ``world_1`` missing and one question whose gold result is empty."""
+    data = root / "spider"
+    (data / "database" / "concert_singer").mkdir(parents=True)
+    shutil.copy(
+        SPIDER / "database" / "concert_singer" / "concert_singer.sqlite",
+        data / "database" / "concert_singer" / "concert_singer.sqlite",
+    )
+    (data / "database" / "world_1").mkdir()  # the folder is there, its .sqlite is not
+    (data / "tables.json").write_text("[]", encoding="utf-8")
+    questions = [
+        ("concert_singer", "How many singers do we have?", "SELECT count(*) FROM singer"),
+        ("world_1", "How many countries are there?", "SELECT count(*) FROM country"),
+        ("concert_singer", "Which singers are older than 200?",
+         "SELECT name FROM singer WHERE age > 200"),
+        ("world_1", "What is the capital of France?",
+         "SELECT capital FROM country WHERE name = 'France'"),
+        ("concert_singer", "Show the names of singers sorted by age from oldest to youngest.",
+         "SELECT name FROM singer ORDER BY age DESC, name ASC"),
+    ]
+    records = [{"db_id": db, "question": q, "query": sql, "query_toks": [], "sql": {}}
+               for db, q, sql in questions]
+    (data / "dev.json").write_text(json.dumps(records), encoding="utf-8")
+    return data
+
+
+def ids(ds):
+    return [e.id for e in ds]
+
+
+@pytest.mark.parametrize("empty_match", [False, True])
+@pytest.mark.parametrize("on_invalid", ["exclude", "flag", "raise"])
+def test_missing_database_excluded_and_empty_gold_kept_with_empty_match(
+        tmp_path, fresh_cache, on_invalid, empty_match):
+    data = official_dev_layout(tmp_path)
+    options = dict(split="dev", data_dir=data, on_invalid=on_invalid, empty_match=empty_match)
+    if on_invalid == "raise" and not empty_match:
+        # the empty gold is a gold problem under this setting; the message names both
+        with pytest.raises(DatasetError, match="gold validation failed") as info:
+            load_dataset("spider", **options)
+        assert "'world_1' (2)" in str(info.value) and "spider-dev-00002" in str(info.value)
+        return
+    with pytest.warns(MissingDatabaseWarning, match="1 database\\(s\\) missing, 2 question"):
+        ds = load_dataset("spider", **options)
+    summary = ds.summary
+    # the world_1 questions are never in the dataset, whatever on_invalid says
+    assert "spider-dev-00001" not in ids(ds) and "spider-dev-00003" not in ids(ds)
+    assert summary.missing_databases == {"world_1": 2}
+    assert {p.id for p in summary.excluded if p.status == "missing_db"} == {
+        "spider-dev-00001", "spider-dev-00003"}
+    assert "missing 1 database(s), 2 question(s) excluded: 'world_1' (2)" in str(summary)
+    empty_kept = empty_match or on_invalid == "flag"
+    expected = ["spider-dev-00000"] + (["spider-dev-00002"] if empty_kept else []) + [
+        "spider-dev-00004"]
+    assert ids(ds) == expected and summary.kept == len(expected) and summary.read == 5
+    if empty_match:  # scoreable: not a problem, not flagged; only an empty prediction matches
+        assert summary.empty_kept == ["spider-dev-00002"] and summary.flagged == []
+        assert summary.counts == {"missing_db": 2}
+        assert "kept 1 with an empty gold result" in str(summary)
+    elif on_invalid == "flag":
+        assert [p.id for p in summary.flagged] == ["spider-dev-00002"]
+    else:
+        assert summary.counts == {"missing_db": 2, "empty": 1}
+    # every kept question can be asked and scored: no DatasetError in the middle of a run
+    env = gym.make("sqlenv:TextToSQL-v0", dataset=ds, reward="binary").unwrapped
+    for index in range(len(ds)):
+        obs, info = env.reset(options={"index": index})
+        assert "CREATE TABLE singer" in obs["schema"]
+    if empty_kept:
+        index = ids(ds).index("spider-dev-00002")
+        env.reset(options={"index": index})
+        _, nothing, *_ = env.step("SELECT name FROM singer WHERE age > 500")
+        env.reset(options={"index": index})
+        _, something, *_ = env.step("SELECT name FROM singer")
+        assert (nothing, something) == ((1.0 if empty_match else 0.0), 0.0)
+    for _ in range(20):  # random resets too
+        env.reset()
+    env.close()
+
+
+def test_missing_database_under_raise_is_excluded_not_raised(tmp_path, fresh_cache):
+    data = official_dev_layout(tmp_path)
+    with pytest.warns(MissingDatabaseWarning):
+        ds = load_dataset("spider", split="dev", data_dir=data, on_invalid="raise",
+                          empty_match=True)
+    assert ids(ds) == ["spider-dev-00000", "spider-dev-00002", "spider-dev-00004"]
+
+
+# ---------------------------------------------------------------------- issue 11 (6): ORDER BY
+REVERSED_BY_AGE = "SELECT name FROM singer ORDER BY age ASC, name DESC"
+
+
+def test_reversed_order_by_answer_is_not_paid_as_correct_on_spider():
+    ds = load_dataset("spider", split="dev", data_dir=SPIDER)
+    env = gym.make("sqlenv:TextToSQL-v0", dataset=ds, reward="partial").unwrapped
+    index = ids(ds).index("spider-dev-00001")  # "... sorted by age from oldest to youngest."
+    gold_sql = ds[index].gold_sql
+    (right, right_info), (backwards, info) = env.score_sqls(index, [gold_sql, REVERSED_BY_AGE])
+    assert right == 1.0 and right_info["correct"]
+    # 6 distinct names reversed: the longest common subsequence is 1 name -> F1 = 2 / 12
+    assert not info["correct"] and backwards == pytest.approx(1 / 6)
+    env.close()
+
+
+def test_reversed_order_by_answer_is_not_paid_as_correct_on_jsonl(tmp_path):
+    db = tmp_path / "singers.sqlite"
+    shutil.copy(SPIDER / "database" / "concert_singer" / "concert_singer.sqlite", db)
+    write_jsonl(tmp_path / "train.jsonl", [
+        {"question": "Names by age, oldest first.",
+         "sql": "SELECT name FROM singer ORDER BY age DESC, name ASC"},
+        {"question": "Names.", "sql": "SELECT name FROM singer"},
+    ])
+    ds = load_dataset("jsonl", data_dir=tmp_path, db=db)
+    for preset in ("partial", "binary", "paper"):
+        env = gym.make("sqlenv:TextToSQL-v0", dataset=ds, reward=preset).unwrapped
+        scores = env.score_sqls(0, [ds[0].gold_sql, REVERSED_BY_AGE])
+        (right, _), (backwards, info) = scores
+        assert not info["correct"] and backwards < right
+        if preset == "partial":
+            assert backwards == pytest.approx(1 / 6)
+        # without ORDER BY in the gold, any row order is right
+        (unordered, info), = env.score_sqls(1, [REVERSED_BY_AGE])
+        assert info["correct"] and unordered == right
+        env.close()

@@ -17,6 +17,15 @@ returns no rows is *never silently scored*: it is listed in ``dataset.summary`` 
     prediction as wrong;
 ``"raise"``
     a :class:`~sqlenv.datasets.DatasetError` listing them.
+
+Two cases do not depend on ``on_invalid``:
+
+* a question whose database file is missing cannot be asked (the environment needs the file), so
+  it is excluded in every mode; ``summary.missing_databases`` and ``str(summary)`` name the
+  missing ``db_id`` values, and loading warns (:class:`MissingDatabaseWarning`);
+* with ``empty_match=True`` an empty gold result is scoreable (only an empty prediction matches
+  it, as in the official evaluators), so it is kept in every mode, with
+  ``metadata["gold_status"] = "empty"``, and counted in ``summary.empty_kept``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +72,10 @@ class GoldResult:
         return self.status == OK
 
 
+class MissingDatabaseWarning(UserWarning):
+    """Some questions were excluded because their database file is missing."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """A question whose gold could not be validated."""
@@ -86,6 +100,7 @@ class LoadSummary:
     executed: int = 0  # gold queries run now
     cached: int = 0  # gold results found in the memory or disk cache
     seconds: float = 0.0
+    empty_kept: list[str] = field(default_factory=list)  # ids kept with an empty gold (empty_match)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -93,26 +108,54 @@ class LoadSummary:
         return dict(Counter(p.status for p in self.problems))
 
     @property
+    def missing_databases(self) -> dict[str, int]:
+        """Missing databases: ``db_id`` -> number of questions excluded for it (every mode)."""
+        return dict(sorted(Counter(p.db_id for p in self.problems if p.status == MISSING_DB).items()))
+
+    @property
     def excluded(self) -> list[Problem]:
-        return list(self.problems) if self.on_invalid == "exclude" else []
+        """Questions left out: missing databases always, gold problems with ``"exclude"``."""
+        if self.on_invalid == "exclude":
+            return list(self.problems)
+        return [p for p in self.problems if p.status == MISSING_DB]
 
     @property
     def flagged(self) -> list[Problem]:
-        return list(self.problems) if self.on_invalid == "flag" else []
+        """Questions kept with a gold problem (``on_invalid="flag"``)."""
+        if self.on_invalid != "flag":
+            return []
+        return [p for p in self.problems if p.status != MISSING_DB]
 
     def __str__(self) -> str:
         head = (
             f"{self.dataset}/{self.split}: {self.read} questions read, {self.kept} kept "
             f"({self.executed} gold queries executed, {self.cached} from cache, {self.seconds:.1f}s)"
         )
+        lines = [head]
+        if self.empty_kept:
+            lines.append(
+                f"kept {len(self.empty_kept)} with an empty gold result "
+                "(empty_match=True: only an empty prediction matches them)"
+            )
         if not self.problems:
-            return head + "; every gold result validated"
-        verb = "excluded" if self.on_invalid == "exclude" else "flagged"
-        parts = ", ".join(
-            f"{n} {_STATUS_WORDS.get(s, 'gold error: ' + s)}"
-            for s, n in sorted(self.counts.items())
-        )
-        lines = [head, f"{verb} {len(self.problems)}: {parts}"]
+            lines[0] += "; every gold result validated"
+            return "\n".join(lines)
+        missing = self.missing_databases
+        if missing:
+            names = ", ".join(f"{db!r} ({n})" for db, n in missing.items())
+            lines.append(
+                f"missing {len(missing)} database(s), {sum(missing.values())} question(s) "
+                f"excluded: {names}"
+            )
+        for verb, group in (("excluded", self.excluded), ("flagged", self.flagged)):
+            group = [p for p in group if p.status != MISSING_DB]
+            if not group:
+                continue
+            counts = Counter(p.status for p in group)
+            parts = ", ".join(
+                f"{n} {_STATUS_WORDS.get(s, 'gold error: ' + s)}" for s, n in sorted(counts.items())
+            )
+            lines.append(f"{verb} {len(group)}: {parts}")
         for p in self.problems[:10]:
             lines.append(f"  {p.id} [{p.db_id}] {p.status}: {p.message}")
         if len(self.problems) > 10:
@@ -205,6 +248,7 @@ def build(
     empty_match: bool = False,
     float_tol: float | None = None,
     normalize: bool = True,
+    official_quirks: bool = True,
     on_invalid: str = "exclude",
     gold_timeout: float = 10.0,
     gold_max_rows: int = 10_000,
@@ -220,7 +264,11 @@ def build(
         cmp = comparator
     else:
         cmp = get_comparator(
-            comparator, empty_match=empty_match, float_tol=float_tol, normalize=normalize
+            comparator,
+            empty_match=empty_match,
+            float_tol=float_tol,
+            normalize=normalize,
+            official_quirks=official_quirks,
         )
     start = time.perf_counter()
     summary = LoadSummary(dataset=name, split=split, read=len(questions), on_invalid=on_invalid)
@@ -238,10 +286,12 @@ def build(
     databases: dict[str, Path] = {}
     for q in questions:
         g = gold[q.id]
-        if g.status not in (OK, "answer"):
+        if g.status == EMPTY and cmp.empty_match:
+            summary.empty_kept.append(q.id)  # scoreable: only an empty prediction matches
+        elif g.status not in (OK, "answer"):
             summary.problems.append(Problem(q.id, q.db_id, g.status, g.message, q.sql))
-            if on_invalid == "exclude":
-                continue
+            if on_invalid == "exclude" or g.status == MISSING_DB:
+                continue  # a question without its database cannot be asked, in any mode
         text = q.question
         if evidence_in_question and q.evidence:
             text = f"{text}\nHint: {q.evidence}"
@@ -265,11 +315,20 @@ def build(
         )
         if q.db_path is not None:
             databases[q.db_id] = q.db_path
-    if on_invalid == "raise" and summary.problems:
-        summary.kept = 0
-        raise DatasetError(f"gold validation failed (on_invalid='raise'):\n{summary}")
     summary.kept = len(examples)
     summary.seconds = time.perf_counter() - start
+    if on_invalid == "raise" and any(p.status != MISSING_DB for p in summary.problems):
+        summary.kept = 0
+        raise DatasetError(f"gold validation failed (on_invalid='raise'):\n{summary}")
+    missing = summary.missing_databases
+    if missing:
+        warnings.warn(
+            f"{name}/{split}: {len(missing)} database(s) missing, "
+            f"{sum(missing.values())} question(s) excluded: "
+            + ", ".join(f"{db!r} ({n})" for db, n in missing.items()),
+            MissingDatabaseWarning,
+            stacklevel=4,
+        )
     return ResultSetDataset(
         examples,
         name=name,

@@ -19,8 +19,9 @@
 Options shared by all three (keywords of ``load_dataset``):
     ``questions_file`` / ``db_dir``: override the file names of the layout (Spider/BIRD);
     ``comparator`` (``"spider"`` for Spider and JSONL, ``"bird"`` for BIRD), ``empty_match``,
-    ``float_tol``, ``normalize``: how results are compared (:mod:`sqlenv.comparators`);
-    ``on_invalid`` (``"exclude"``/``"flag"``/``"raise"``), ``gold_timeout`` (10 s),
+    ``float_tol``, ``normalize``, ``official_quirks``: how results are compared
+    (:mod:`sqlenv.comparators`); ``on_invalid`` (``"exclude"``/``"flag"``/``"raise"``; a question
+    whose database file is missing is excluded in every mode), ``gold_timeout`` (10 s),
     ``gold_max_rows`` (10,000), ``gold_workers``, ``use_cache``: gold validation
     (:mod:`sqlenv.datasets.resultset`); ``evidence_in_question`` (BIRD default True): append
     ``"Hint: <evidence>"`` to the question; ``schema_tokens``: the schema budget of the
@@ -62,6 +63,7 @@ _BUILD_OPTIONS = (
     "empty_match",
     "float_tol",
     "normalize",
+    "official_quirks",
     "on_invalid",
     "gold_timeout",
     "gold_max_rows",
