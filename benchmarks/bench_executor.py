@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_executor.py ratio     # Executor.execute vs raw sqlite3, small queries
     .venv/bin/python benchmarks/bench_executor.py group     # execute_group: 2 workers vs serial, 8 heavy queries
+    .venv/bin/python benchmarks/bench_executor.py instructions   # SQLite VM instructions per second
 
 ratio: for each query, the best of `--repeats` timings of `--number` calls of
   executor  Executor().execute(db, sql)            (cached connection, authorizer, caps, ExecutionResult)
@@ -12,6 +13,10 @@ ratio: for each query, the best of `--repeats` timings of `--number` calls of
   --cpu times with process_time, which a busy shared machine disturbs less than wall time.
 group: wall time of execute_group(db, sqls) with workers=0 and workers=2 on a warm pool, best of --repeats,
   and the machine's current capacity (two spinning processes vs one), which bounds any speed-up.
+instructions: how many SQLite virtual-machine instructions run per second, to translate a wall-clock budget
+  into `max_instructions`: each heavy query runs under max_instructions=--budget (timeout 60 s) until that
+  budget stops it; the rate is budget / elapsed, best of --repeats. Then the exact instruction counts of the
+  small everyday queries (ratio's), for scale.
 Builds its own databases in a temporary folder.
 """
 
@@ -210,11 +215,85 @@ def bench_group(args) -> None:
         )
 
 
+HEAVY_QUERIES = [  # (label, sql) on the 3,000-row medal database: each runs far past any budget
+    (
+        "runaway recursive CTE",
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT COUNT(*) FROM r",
+    ),
+    ("cartesian product, COUNT(*)", "SELECT COUNT(*) FROM Medal a, Medal b, Medal c"),
+    (
+        "cartesian product, filtered",
+        "SELECT COUNT(*) FROM Medal a, Medal b, Medal c WHERE a.year + b.year > c.year + 1950 "
+        "AND a.location <> c.location",
+    ),
+    (
+        "cartesian product, GROUP BY",
+        "SELECT a.location, b.type, COUNT(*) FROM Medal a, Medal b, Medal c GROUP BY 1, 2",
+    ),
+    (
+        "cartesian product, GROUP BY year",
+        "SELECT a.year, COUNT(*) FROM Medal a, Medal b, Medal c GROUP BY 1",
+    ),
+    (
+        "cartesian product, ORDER BY",
+        "SELECT a.type FROM Medal a, Medal b, Medal c ORDER BY random() LIMIT 1",
+    ),
+]
+
+
+def count_instructions(path: str, sql: str) -> int:
+    """The exact number of VM instructions `sql` runs (a progress handler called at every instruction)."""
+    entry = _open(path, (), ExecutorConfig())
+    calls = [0]
+
+    def count() -> bool:
+        calls[0] += 1
+        return False
+
+    entry.conn.set_progress_handler(count, 1)
+    try:
+        entry.conn.execute(sql).fetchall()
+    finally:
+        entry.conn.close()
+    return calls[0]
+
+
+def bench_instructions(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        dbs = {
+            "infobox": os.path.join(tmp, "infobox.sqlite"),
+            "medal": os.path.join(tmp, "medal.sqlite"),
+        }
+        build_infobox_db(dbs["infobox"])
+        build_medal_db(dbs["medal"])
+        budget = args.budget
+        print(
+            f"SQLite {sqlite3.sqlite_version}, max_instructions={budget:,}, best of {args.repeats}"
+        )
+        rates = []
+        with Executor(ExecutorConfig(timeout=60.0, max_instructions=budget)) as executor:
+            for label, sql in HEAVY_QUERIES:
+                best = float("inf")
+                for _ in range(args.repeats):
+                    result = executor.execute(dbs["medal"], sql)
+                    assert result.error == "timeout" and "instruction" in result.message, result
+                    best = min(best, result.elapsed)
+                rates.append(budget / best)
+                print(f"  {label:<32} {best:7.3f} s   {budget / best / 1e6:7.1f} M instructions/s")
+        print(
+            f"range {min(rates) / 1e6:.0f} to {max(rates) / 1e6:.0f} M instructions/s: a 1 s wall budget is "
+            f"{min(rates) / 1e6:.0f}M to {max(rates) / 1e6:.0f}M instructions on this machine"
+        )
+        print("everyday queries (exact instruction counts):")
+        for db, sql in SMALL_QUERIES:
+            print(f"  {count_instructions(dbs[db], sql):>9,}  {(db + ': ' + sql)[:80]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["ratio", "group"])
+    parser.add_argument("what", choices=["ratio", "group", "instructions"])
     parser.add_argument("--number", type=int, default=2000, help="calls per timing (ratio)")
     parser.add_argument("--repeats", type=int, default=5, help="timings; the best is kept")
     parser.add_argument(
@@ -223,8 +302,11 @@ def main() -> None:
         help="time with process_time (CPU time: steadier on a loaded machine) instead of wall time",
     )
     parser.add_argument("--rows", type=int, default=3000, help="Medal rows (group)")
+    parser.add_argument(
+        "--budget", type=int, default=100_000_000, help="max_instructions (instructions)"
+    )
     args = parser.parse_args()
-    bench_ratio(args) if args.what == "ratio" else bench_group(args)
+    {"ratio": bench_ratio, "group": bench_group, "instructions": bench_instructions}[args.what](args)
 
 
 if __name__ == "__main__":

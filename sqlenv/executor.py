@@ -19,6 +19,19 @@ What is covered:
   also off at the connection level. -> "forbidden"
 - A time budget (`timeout`): a progress handler aborts the statement once the deadline passes
   (runaway recursive CTEs, cartesian products, huge sorts); the connection stays usable. -> "timeout"
+- An instruction budget (`max_instructions`, off by default): the same progress handler counts the SQLite
+  virtual-machine instructions a query runs (calls x `progress_steps`) and aborts it once they exceed the
+  budget. -> "timeout", with a message naming the instruction budget ("query exceeded its
+  50000000-instruction budget") rather than the time budget. Wall-clock time depends on the machine and its
+  load, so a query near `timeout` may score "timeout" on one run and succeed on the next; its instruction
+  count does not (same SQL, database and SQLite version: same verdict, in-process or in workers). For
+  reproducible rewards set `max_instructions` and keep `timeout` several times larger as the backstop:
+  work done inside a single instruction (sorting, a LIKE/GLOB match, printf, building a large value) is
+  not counted, and only the clock stops it. Resolution: `progress_steps` instructions (a query within
+  that many of the budget may get either verdict, depending on the earlier runs of its cached statement).
+  On the 2-core development machine SQLite ran 24 to 215 million instructions per second depending on
+  the query's shape (about 84 million for a runaway recursive CTE), so 100_000_000 is roughly the 1 s
+  budget; everyday queries run hundreds to thousands (docs/reliability.md).
 - Result size: at most `max_rows` rows and `max_bytes` bytes (the values' marshal size), counted while
   fetching, in chunks sized so that even a chunk of maximal values cannot overshoot by more than a row.
   -> "too_large"
@@ -30,7 +43,11 @@ What is covered:
   comments). -> "multiple_statements"
 - Malformed input: non-str SQL -> "other"; NUL bytes, lone surrogates (not UTF-8 encodable), empty SQL
   -> "syntax"; SQL longer than `max_sql_length` -> "too_large". sqlite error messages map to kinds in
-  `_classify`.
+  `_classify`. A TEXT value in the result that is not valid UTF-8 (some Spider databases hold such bytes) is
+  not an error: its invalid bytes are dropped, as `bytes.decode("utf-8", "ignore")` and the official
+  Spider evaluation do. The common path keeps the sqlite3 module's own decoding; only when that fails is
+  the query run again on the same connection with a lenient `text_factory` (restored afterwards), with a
+  fresh instruction budget but within the same deadline.
 - Connections are cached per path (LRU, `max_connections`), so repeated queries pay no open cost; the
   file's identity (inode, size, mtime) is checked on every call and a replaced file is reopened (one stat,
   cheaper than the per-statement checks SQLite itself skips under `immutable=1`; `revalidate=False` skips it).
@@ -43,7 +60,8 @@ What is not covered:
 - Not an OS sandbox: a bug in SQLite's C code reachable from a SELECT could still crash or compromise the
   process. Use `workers>0` to keep such crashes out of the training process.
 - In-process (`workers=0`) the timeout is cooperative: it is checked every `progress_steps` virtual-machine
-  instructions, so one very slow instruction (a big sort, a large blob copy) can overrun the budget,
+  instructions, so one very slow instruction (a big sort, a large blob copy, a LIKE with a long pattern,
+  about 70 us each) can overrun the budget,
   and SQLite's own memory is not capped (each value is, and the result is). Workers add a hard kill and a
   heap cap.
 - The sorter may spill to temporary files while a heavy query runs (bounded by the time budget; SQLite
@@ -106,10 +124,11 @@ class ExecutionResult:
 
 @dataclass
 class ExecutorConfig:
-    """Budgets for one query. The first four fields are the interface contract; the rest are tuning."""
+    """Budgets for one query. The first five fields are the interface contract; the rest are tuning."""
 
     timeout: float = 1.0
-    """Seconds a query may run before it is aborted ("timeout")."""
+    """Seconds a query may run before it is aborted ("timeout"). Wall-clock, so the verdict on a query near
+    the budget depends on the machine and its load; see max_instructions."""
     max_rows: int = 10_000
     """Most rows a result may have ("too_large" beyond)."""
     max_bytes: int = 8_000_000
@@ -117,6 +136,13 @@ class ExecutorConfig:
     string and blob bytes plus 2 to 9 bytes per value."""
     max_sql_length: int = 100_000
     """Most characters of SQL accepted ("too_large" beyond)."""
+    max_instructions: int | None = None
+    """Most SQLite virtual-machine instructions a query may run ("timeout" beyond), None for no such budget.
+    The same on every machine and under any load, so rewards are reproducible; counted by the progress
+    handler, to a resolution of progress_steps instructions. `timeout` stays active as the hard backstop
+    (work inside one instruction, such as a sort or a LIKE, is not counted). 100_000_000 is roughly a
+    1 s budget on the 2-core development machine (24 to 215 million instructions per second by query
+    shape; docs/reliability.md)."""
     max_value_bytes: int = 100_000
     """Largest single string or blob SQLite may build (SQLITE_LIMIT_LENGTH), capped at max_bytes. Fetch chunks
     are sized so that even rows of such values overshoot max_bytes by at most one row."""
@@ -152,6 +178,15 @@ class ExecutorConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"ExecutorConfig.{name} must be a positive int, got {value!r}")
+        if self.max_instructions is not None and not (
+            isinstance(self.max_instructions, int)
+            and not isinstance(self.max_instructions, bool)
+            and self.max_instructions > 0
+        ):
+            raise ValueError(
+                "ExecutorConfig.max_instructions must be a positive int (SQLite virtual-machine "
+                f"instructions) or None, got {self.max_instructions!r}"
+            )
         if self.kill_grace < 0 or self.worker_heap_limit < 0:
             raise ValueError("ExecutorConfig.kill_grace and worker_heap_limit must be >= 0")
 
@@ -261,6 +296,13 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "other", message
 
 
+_UNDECODABLE = "Could not decode to UTF-8"  # the sqlite3 module's message for TEXT that is not UTF-8
+
+
+def _decode_leniently(data: bytes) -> str:
+    return data.decode("utf-8", "ignore")
+
+
 def _strip_trailing_semicolons(sql: str) -> str:
     return sql.rstrip(" \t\r\n\f;")
 
@@ -268,15 +310,21 @@ def _strip_trailing_semicolons(sql: str) -> str:
 # --------------------------------------------------------------------------- connections
 
 
-class _Entry:
-    """A cached read-only connection, the file identity it was opened on, and the running deadline."""
+_UNLIMITED = 1 << 62  # progress-handler calls: no instruction budget
 
-    __slots__ = ("conn", "identity", "deadline", "__weakref__")
+
+class _Entry:
+    """A cached read-only connection, the file identity it was opened on, and the running query's budgets:
+    its deadline and `ticks`, the progress-handler calls it has left (it is over its instruction budget once
+    they drop below zero)."""
+
+    __slots__ = ("conn", "identity", "deadline", "ticks", "__weakref__")
 
     def __init__(self, conn, identity):
         self.conn = conn
         self.identity = identity
         self.deadline = 0.0
+        self.ticks = _UNLIMITED
 
 
 _LIMITS = (  # (limit, value or a function of the config). Generous where real schemas or SQL could need it.
@@ -303,6 +351,9 @@ def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
     try:
         if hasattr(conn, "enable_load_extension"):  # absent when Python was built without it
             conn.enable_load_extension(False)
+        # Read the schema now, before the progress handler exists: a first query would otherwise have its
+        # instruction count include the schema's parsing (and fail on a file that is not a database).
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         conn.execute("PRAGMA query_only=ON")
         conn.execute("PRAGMA trusted_schema=OFF")
         if hasattr(conn, "setlimit"):  # Python >= 3.11
@@ -314,11 +365,15 @@ def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
         conn.set_authorizer(_authorizer)  # last: our own PRAGMAs above would be refused
         now = time.perf_counter
 
-        def past_deadline(entry_ref=weakref.ref(entry)) -> bool:
+        def over_budget(entry_ref=weakref.ref(entry)) -> bool:
+            """Called every `progress_steps` instructions: abort (True) past either budget."""
             current = entry_ref()
-            return current is None or now() > current.deadline
+            if current is None:
+                return True
+            current.ticks -= 1
+            return current.ticks < 0 or now() > current.deadline
 
-        conn.set_progress_handler(past_deadline, config.progress_steps)
+        conn.set_progress_handler(over_budget, config.progress_steps)
         safe_printf = _make_safe_printf(_LIMITS[0][1](config))
         for name in ("printf", "format"):
             conn.create_function(name, -1, safe_printf, deterministic=True)
@@ -411,6 +466,12 @@ class Executor:
         self._pid = os.getpid()
         self._max_rows, self._max_bytes = config.max_rows, config.max_bytes
         self._revalidate = bool(config.revalidate)
+        # progress-handler calls a query may make (over max_instructions once calls x progress_steps is)
+        self._ticks = (
+            _UNLIMITED
+            if config.max_instructions is None
+            else config.max_instructions // config.progress_steps
+        )
         # marshal bytes one value may take: SQLite's cap on a string or blob plus a little framing
         self._value_room = max(1, min(config.max_value_bytes, config.max_bytes)) + 16
 
@@ -522,16 +583,38 @@ class Executor:
                 if type(entry) is str:
                     return _result((), (), "other", entry, _now() - start)
                 entry.deadline = start + budget
+                entry.ticks = self._ticks
                 try:
                     rows, columns, error, message = self._run(entry.conn, sql)
+                    if error == "other" and message.startswith(_UNDECODABLE):
+                        rows, columns, error, message = self._run_lenient(entry, sql)
+                    over_instructions = entry.ticks < 0
                 finally:
                     entry.deadline = 0.0
+                    entry.ticks = _UNLIMITED
             if error == "timeout" and not message:
-                message = f"query exceeded its {budget:.3g} s time budget"
+                if over_instructions:
+                    message = (
+                        f"query exceeded its {self.config.max_instructions}-instruction budget"
+                    )
+                else:
+                    message = f"query exceeded its {budget:.3g} s time budget"
             return _result(rows, columns, error, message, _now() - start)
         except Exception as exc:  # last resort: the contract is "never raises"
             kind, message = _classify(exc)
             return _result((), (), kind, message, _now() - start)
+
+    def _run_lenient(self, entry: _Entry, sql: str):
+        """_run again with TEXT decoded as bytes.decode("utf-8", "ignore"), as Spider's evaluation does, for
+        a result holding text that is not valid UTF-8. The rerun gets the instruction budget afresh (it
+        repeats the same work) but not more time; the default decoding is restored afterwards."""
+        conn = entry.conn
+        entry.ticks = self._ticks
+        conn.text_factory = _decode_leniently
+        try:
+            return self._run(conn, sql)
+        finally:
+            conn.text_factory = str
 
     def _run(self, conn: sqlite3.Connection, sql: str):
         """Execute and fetch under the caps. Returns (rows, columns, error, message)."""

@@ -103,6 +103,18 @@ def test_config_validation_says_what_to_set():
         Executor(max_rows=-5)
 
 
+@pytest.mark.parametrize("value", [0, -1, 2.5, 1e9, True, "1000", float("inf")])
+def test_max_instructions_validation_names_the_field(value):
+    with pytest.raises(ValueError, match="max_instructions"):
+        ExecutorConfig(max_instructions=value)
+
+
+def test_max_instructions_accepts_none_and_positive_ints():
+    assert ExecutorConfig().max_instructions is None
+    assert ExecutorConfig(max_instructions=1).max_instructions == 1
+    assert Executor(max_instructions=50_000_000).config.max_instructions == 50_000_000
+
+
 # --------------------------------------------------------------------------- error kinds
 
 
@@ -305,3 +317,156 @@ def test_path_with_uri_characters_stays_read_only(ex, tmp_path):
 
 def test_directory_path_is_other(ex, tmp_path):
     assert ex.execute(tmp_path, "SELECT 1").error == "other"
+
+
+# --------------------------------------------------------------------------- instruction budget
+
+INSTRUCTIONS = 1_000_000  # the budget in these tests: 1,000 progress-handler calls of 1,000 instructions
+
+
+def count_instructions(db, sql) -> int:
+    """The exact number of VM instructions `sql` runs on db (a progress handler at every instruction)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # the schema, read uncounted
+        calls = [0]
+
+        def tick():
+            calls[0] += 1
+            return 0
+
+        conn.set_progress_handler(tick, 1)
+        conn.execute(sql).fetchall()
+        return calls[0]
+    finally:
+        conn.close()
+
+
+def rows_query(n: int) -> str:
+    return f"SELECT COUNT(*) FROM (SELECT a.year + b.year FROM Medal a, Medal b LIMIT {n})"
+
+
+@pytest.fixture(scope="module")
+def near_budget(db):
+    """(under, n_under, over): queries that run about 5% fewer and 5% more instructions than INSTRUCTIONS."""
+    base = count_instructions(db, rows_query(10_000))
+    per_row = (count_instructions(db, rows_query(20_000)) - base) / 10_000
+    n_under = int(10_000 + (0.95 * INSTRUCTIONS - base) / per_row)
+    n_over = int(10_000 + (1.05 * INSTRUCTIONS - base) / per_row)
+    under, over = rows_query(n_under), rows_query(n_over)
+    # Well clear of the budget's resolution (progress_steps = 1,000 instructions):
+    assert count_instructions(db, under) < 0.96 * INSTRUCTIONS
+    assert count_instructions(db, over) > 1.04 * INSTRUCTIONS
+    return under, n_under, over
+
+
+OVER_MESSAGE = f"query exceeded its {INSTRUCTIONS}-instruction budget"
+
+
+def verdict(result):
+    return result.error, result.rows, result.message
+
+
+def test_instruction_budget_decides_whatever_the_speed(db, near_budget):
+    """timeout=60: only the instruction count can stop these, so every run, fresh or cached, agrees."""
+    under, n_under, over = near_budget
+    seen = set()
+    with Executor(ExecutorConfig(timeout=60, max_instructions=INSTRUCTIONS)) as ex:
+        for _ in range(5):  # the same connection, its statements cached
+            seen.add((verdict(ex.execute(db, under)), verdict(ex.execute(db, over))))
+    for _ in range(5):  # fresh connections
+        with Executor(ExecutorConfig(timeout=60, max_instructions=INSTRUCTIONS)) as ex:
+            seen.add((verdict(ex.execute(db, under)), verdict(ex.execute(db, over))))
+    assert seen == {((None, ((n_under,),), ""), ("timeout", (), OVER_MESSAGE))}
+
+
+def test_instruction_budget_message_differs_from_the_wall_clock_one(db, near_budget):
+    _, _, over = near_budget
+    with Executor(ExecutorConfig(timeout=60, max_instructions=INSTRUCTIONS)) as ex:
+        message = ex.execute(db, over).message
+    assert str(INSTRUCTIONS) in message and "instruction budget" in message
+    assert "time budget" not in message
+
+
+def test_instruction_budget_same_verdict_in_workers(db, near_budget):
+    under, _, over = near_budget
+    sqls = [under, over] * 3
+    with Executor(ExecutorConfig(timeout=60, max_instructions=INSTRUCTIONS)) as ex:
+        in_process = [verdict(ex.execute(db, sql)) for sql in sqls]
+        pooled = [verdict(r) for r in ex.execute_group(db, sqls, workers=2)]
+        again = [verdict(r) for r in ex.execute_group(db, sqls, workers=2)]  # cached in the workers
+    assert pooled == in_process == again
+    assert [e for e, _, _ in pooled] == [None, "timeout"] * 3
+
+
+def test_instruction_budget_in_a_serial_group_with_a_deadline(db, near_budget):
+    under, n_under, over = near_budget
+    with Executor(ExecutorConfig(timeout=60, max_instructions=INSTRUCTIONS)) as ex:
+        results = ex.execute_group(db, [over, under, over], deadline=60)
+    assert [verdict(r) for r in results] == [
+        ("timeout", (), OVER_MESSAGE),
+        (None, ((n_under,),), ""),
+        ("timeout", (), OVER_MESSAGE),
+    ]
+
+
+def test_module_level_execute_takes_max_instructions(db, near_budget):
+    _, _, over = near_budget
+    result = execute(db, over, timeout=60, max_instructions=INSTRUCTIONS)
+    assert verdict(result) == ("timeout", (), OVER_MESSAGE)
+
+
+def test_wall_clock_timeout_stays_the_backstop(db):
+    # an instruction budget no query here reaches: the 0.3 s wall budget stops this (unbounded) product
+    with Executor(ExecutorConfig(timeout=0.3, max_instructions=10**15)) as ex:
+        result = ex.execute(db, "SELECT COUNT(*) FROM Medal a, Medal b, Medal c")
+        assert result.error == "timeout" and "0.3 s time budget" in result.message
+        assert "instruction" not in result.message
+        assert ex.execute(db, "SELECT COUNT(*) FROM Medal").rows == ((N_MEDALS,),)
+
+
+def test_no_instruction_budget_by_default(db, near_budget):
+    _, _, over = near_budget
+    with Executor(ExecutorConfig(timeout=60)) as ex:
+        assert ex.execute(db, over).ok
+
+
+# --------------------------------------------------------------------------- text that is not UTF-8
+
+
+@pytest.fixture(scope="module")
+def latin1_db(tmp_path_factory) -> Path:
+    """TEXT values holding bytes that are not UTF-8 (as some Spider databases do)."""
+    path = tmp_path_factory.mktemp("latin1") / "latin1.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE City(id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute(
+        "INSERT INTO City VALUES (1, CAST(x'4dfc6e6368656e' AS TEXT)), "  # 'M\xfcnchen' (Latin-1)
+        "(2, 'Z\u00fcrich'), (3, CAST(x'ff' AS TEXT)), (4, CAST(x'4fc3a96c6166ff' AS TEXT))"
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+EXPECTED_CITIES = ((1, "Mnchen"), (2, "Z\u00fcrich"), (3, ""), (4, "O\u00e9laf"))
+
+
+def test_invalid_utf8_text_comes_back_with_the_bad_bytes_dropped(latin1_db):
+    with Executor(ExecutorConfig(timeout=5)) as ex:
+        sql = "SELECT id, name FROM City ORDER BY id"
+        for _ in range(2):  # the default decoding is restored after each lenient rerun
+            result = ex.execute(latin1_db, sql)
+            assert result.ok and result.rows == EXPECTED_CITIES and result.columns == ("id", "name")
+        assert ex._cache[str(latin1_db)].conn.text_factory is str
+        assert ex.execute(latin1_db, "SELECT name FROM City WHERE id = 2").rows == (("Z\u00fcrich",),)
+        pooled = ex.execute_group(latin1_db, [sql, "SELECT CAST(x'61ff62' AS TEXT)"], workers=2)
+        assert [r.rows for r in pooled] == [EXPECTED_CITIES, (("ab",),)]
+        assert all(r.ok for r in pooled)
+
+
+def test_invalid_utf8_text_still_meets_the_caps(latin1_db):
+    with Executor(ExecutorConfig(timeout=5, max_rows=2)) as ex:
+        result = ex.execute(latin1_db, "SELECT name FROM City")
+        assert result.error == "too_large" and "2 rows" in result.message
+        assert ex.execute(latin1_db, "SELECT name FROM City WHERE id = 1").rows == (("Mnchen",),)
