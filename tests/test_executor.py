@@ -19,6 +19,7 @@ from conftest import build_medal_db
 from sqlenv.executor import ERROR_KINDS, ExecutionResult, Executor, ExecutorConfig, execute
 
 N_MEDALS = 3000
+MARGIN = 1.0  # seconds of slack on a loaded, shared 2-core machine (as in the other executor tests)
 
 
 
@@ -257,7 +258,7 @@ def test_group_serial_deadline(ex, db):
     results = ex.execute_group(
         db, ["SELECT COUNT(*) FROM Medal a, Medal b, Medal c"] * 4 + ["SELECT 1"], deadline=0.3
     )
-    assert time.perf_counter() - start < 0.3 + 0.5
+    assert time.perf_counter() - start < 0.3 + MARGIN
     assert [r.error for r in results] == ["timeout"] * 5
 
 

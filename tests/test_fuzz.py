@@ -138,6 +138,36 @@ def test_grammar_reaches_every_outcome(ex, env_db, big_db):
     assert {None, "syntax", "no_such_column", "timeout", "too_large", "other"} <= kinds, kinds
 
 
+NONDETERMINISTIC = ("random", "now", "current_")  # random(), randomblob(), 'now', CURRENT_TIMESTAMP
+
+
+def test_instruction_budget_verdicts_agree_in_process_and_in_workers(env_db, big_db):
+    """With timeout=30 only the instruction budget (10^5) stops these: a fixed grammar sample gets the
+    same kind, rows and message from two in-process Executors and from worker processes, at any speed."""
+    rng = random.Random(5)
+    cases = []
+    for _ in range(300):
+        for (path, _), grammar in ((env_db, env_grammar), (big_db, big_grammar)):
+            sql = grammar.sample(rng)
+            if not any(word in sql.lower() for word in NONDETERMINISTIC):
+                cases.append((path, sql))
+    config = ExecutorConfig(timeout=30, max_instructions=100_000)
+    runs = []
+    for workers in (0, 0, 2):
+        with Executor(config) as executor:
+            results = []
+            for path, sql in cases:
+                if workers:
+                    results.extend(executor.execute_group(path, [sql], workers=workers))
+                else:
+                    results.append(executor.execute(path, sql))
+            runs.append([(r.error, r.rows, r.message) for r in results])
+    assert runs[0] == runs[1] == runs[2]
+    messages = [message for _, _, message in runs[0]]
+    assert sum("100000-instruction budget" in m for m in messages) >= 10  # the budget did decide some
+    assert not any("time budget" in m for m in messages)
+
+
 # --------------------------------------------------------------------------- env.step and score_group
 
 N_QUESTIONS = 2000  # the generated train split
