@@ -71,9 +71,11 @@ class TextToSQLEnv(gym.Env[dict, str]):
     ## Arguments
     ``gym.make("sqlenv:TextToSQL-v0", dataset="generated", split="train", data_dir=None,
     reward="binary", schema="tables", sample_rows=3, timeout=1.0, max_rows=10_000,
-    workers=0, render_mode=None, expose_gold=False, **dataset_kwargs)``; ``dataset`` may also be
+    workers=0, render_mode=None, expose_gold=False, max_instructions=None, **dataset_kwargs)``; ``dataset`` may also be
     a :class:`~sqlenv.Dataset`, and ``dataset_kwargs`` go to its loader (``db=``, ``empty_match=``).
     ``schema="flat"`` swaps the benchmark's five tables for one denormalised table.
+    ``max_instructions`` bounds each query in SQLite VM instructions, the same on every machine
+    (``timeout`` stays the wall-clock backstop); set it for reproducible rewards.
 
     ## Version History
     * v0: initial version. Later changes kept the id: no gold in reset ``info`` (``expose_gold``),
@@ -95,6 +97,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         workers: int = 0,
         render_mode: str | None = None,
         expose_gold: bool = False,
+        max_instructions: int | None = None,
         **dataset_kwargs,
     ):
         if reward not in REWARD_PRESETS:
@@ -128,7 +131,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         self.workers = workers
         self.render_mode = render_mode
         self.expose_gold = bool(expose_gold)
-        self.executor = Executor(ExecutorConfig(timeout=timeout, max_rows=max_rows))
+        self.executor = Executor(ExecutorConfig(timeout=timeout, max_rows=max_rows, max_instructions=max_instructions))
         self.reward_range = reward_range(reward)
 
         charset = frozenset(string.printable)

@@ -390,3 +390,37 @@ def test_normalize_reward_keeps_the_order_of_rewards(make):
     by_kind = {kind: value for value, kind in scaled[-3:]}
     assert by_kind[0] > by_kind[1] > by_kind[2]  # right (1) > wrong (0) > failing (-1), after scaling
     assert all(np.isfinite(v) for v, _ in scaled)
+
+
+# ---------------------------------------------------------------------- reproducible rewards
+
+RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
+BOUNDED = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) SELECT COUNT(*) FROM c"
+
+
+def test_instruction_budget_decides_rewards_whatever_the_wall_clock(make):
+    env = make(max_instructions=200_000, timeout=60.0)  # generous wall clock: only instructions decide
+    verdicts = set()
+    for seed in range(4):
+        env.reset(seed=seed, options={"index": 3})
+        _, reward, _, _, info = env.step(RUNAWAY)
+        verdicts.add((reward, info["error"], info["error_message"]))
+        env.reset(seed=seed, options={"index": 3})
+        _, reward, _, _, info = env.step(BOUNDED)
+        verdicts.add((reward, info["error"], info["prediction"]))
+    assert verdicts == {(-1.0, "timeout", "query exceeded its 200000-instruction budget"), (0.0, None, "2000")}
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone.unwrapped.executor.config.max_instructions == 200_000
+
+
+def test_check_env_determinism_checks_pass_with_an_instruction_budget(kwargs):
+    """The registered spec says nondeterministic (wall clock); with an instruction budget Gymnasium's
+    seeded reset and step determinism checks hold."""
+    import dataclasses
+
+    env = gym.make(ENV_ID, max_instructions=10_000_000, **kwargs)
+    env.unwrapped.spec = dataclasses.replace(env.unwrapped.spec, nondeterministic=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+    env.close()
