@@ -1,0 +1,327 @@
+"""The rollout engine: batched sampling with a shared-prefix KV cache, in plain PyTorch.
+
+``RolloutEngine(model, ...)`` decodes ``G`` continuations of each of ``B`` prompts in one loop.
+What it does that Hugging Face's ``generate`` path does not:
+
+- **Shared prefixes, stored once.** The KV cache has three levels: the token prefix common to every
+  prompt of the call (the system prompt and schema; computed once), each prompt's own part
+  (computed once per prompt, not once per sample), and each sample's generated tokens. A decode
+  step's attention is one softmax over the three levels' scores, so the prompt's keys and values
+  are read once per group per step instead of once per sample, and never copied G times.
+- **Preallocated buffers.** The generated-token cache is allocated for ``max_new_tokens`` up front
+  and written in place; nothing grows by concatenation.
+- **Finished groups leave.** A prompt whose G samples have all stopped drops out of the batch.
+
+Everything else is the model's own code: embeddings, norms, rotary embeddings, MLPs and the
+q/k/v/o projections are the model's modules, called as they are, so the LoRA adapter (and PEFT's
+``disable_adapter``) act exactly as in training, and weights changed by an optimizer step are used by
+the next call. Supported: Llama-style decoders (``llama``, ``qwen2``, ``mistral`` without sliding
+windows); :func:`supports` says whether a model is one.
+
+Log-probs returned with each token are ``log_softmax`` of the unmodified logits (temperature 1),
+the quantity the trainer's forward computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["RolloutEngine", "supports", "SUPPORTED_MODEL_TYPES"]
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+
+
+def _base_model(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports(model) -> bool:
+    """Whether :class:`RolloutEngine` can run ``model`` (a causal LM, optionally PEFT-wrapped)."""
+    base = _base_model(model)
+    config = getattr(base, "config", None)
+    if config is None or getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return False
+    if getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None):
+        return False
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if decoder is None or not hasattr(decoder, "rotary_emb"):
+        return False
+    layer = decoder.layers[0]
+    needed = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
+    return all(hasattr(layer, n) for n in needed) and all(
+        hasattr(layer.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+
+
+@dataclass
+class _Levels:
+    """Per-layer keys and values of the three cache levels (see the module docstring).
+
+    common: ``[Hkv, L0, D]``; own: ``[B, Hkv, L1, D]`` with ``own_len[b]`` valid positions;
+    gen: ``[B, G, Hkv, T, D]``, the first ``steps`` positions written.
+    """
+
+    common_k: list[torch.Tensor]
+    common_v: list[torch.Tensor]
+    own_k: list[torch.Tensor]
+    own_v: list[torch.Tensor]
+    own_mask: torch.Tensor  # [B, 1, 1, L1] additive: 0 where valid, -inf past own_len
+    gen_k: list[torch.Tensor]
+    gen_v: list[torch.Tensor]
+    steps: int = 0
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the prompts at ``index`` (finished groups leave)."""
+        for name in ("own_k", "own_v", "gen_k", "gen_v"):
+            setattr(self, name, [t.index_select(0, index) for t in getattr(self, name)])
+        self.own_mask = self.own_mask.index_select(0, index)
+
+
+class RolloutEngine:
+    """Samples continuations of prompts for a Llama-style causal LM (optionally with LoRA).
+
+    ``stop(row_tokens) -> bool`` ends a sequence after a token (besides EOS); ``eos_token_ids`` end
+    it with the token kept, as in :class:`agents.policy.LoRAPolicy`. ``prefill_chunk`` bounds how
+    many prompts are prefilled together (memory), ``pad_token_id`` fills padding.
+    """
+
+    def __init__(self, model, eos_token_ids: Sequence[int], pad_token_id: int = 0,
+                 prefill_chunk: int = 8):
+        if not supports(model):
+            config = getattr(_base_model(model), "config", None)
+            raise ValueError(f"RolloutEngine supports Llama-style decoders {SUPPORTED_MODEL_TYPES}; "
+                             f"got model_type={getattr(config, 'model_type', None)!r}")
+        self.model = model
+        base = _base_model(model)
+        self.decoder = base.get_decoder()
+        self.head = base.get_output_embeddings()
+        config = base.config
+        self.n_heads = config.num_attention_heads
+        self.n_kv = getattr(config, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        self.rep = self.n_heads // self.n_kv
+        self.scaling = self.head_dim ** -0.5
+        self.eos = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
+        self.pad = int(pad_token_id)
+        self.prefill_chunk = max(1, int(prefill_chunk))
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    # ------------------------------------------------------------------ the model, layer by layer
+
+    def _rope(self, x: torch.Tensor, positions: torch.Tensor):
+        return self.decoder.rotary_emb(x, positions)
+
+    def _project(self, attn, hidden: torch.Tensor, cos, sin):
+        """q, k, v of ``hidden [N, T, E]`` with rotary embeddings: ``[N, H, T, D]``, ``[N, Hkv, T, D]``."""
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        n, t, _ = hidden.shape
+        q = attn.q_proj(hidden).view(n, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(hidden).view(n, t, self.n_kv, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(hidden).view(n, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        return q, k, v
+
+    def _run_layers(self, hidden: torch.Tensor, positions: torch.Tensor,
+                    attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The decoder stack over ``hidden [N, T, E]``; ``attend(layer, q, k, v)`` returns ``[N, T, H*D]``."""
+        cos, sin = self._rope(hidden, positions)
+        for index, layer in enumerate(self.decoder.layers):
+            residual = hidden
+            normed = layer.input_layernorm(hidden)
+            q, k, v = self._project(layer.self_attn, normed, cos, sin)
+            hidden = residual + layer.self_attn.o_proj(attend(index, q, k, v))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.decoder.norm(hidden)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden).float()
+
+    # ------------------------------------------------------------------ prefill
+
+    def _prefill_common(self, tokens: torch.Tensor):
+        """Keys/values of the common prefix ``tokens [L0]`` and the hidden state of its last token."""
+        keys, values = [], []
+
+        def attend(layer, q, k, v):
+            keys.append(k[0])
+            values.append(v[0])
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
+            return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+
+        positions = torch.arange(len(tokens), device=self.device)[None]
+        hidden = self._run_layers(self.decoder.embed_tokens(tokens[None]), positions, attend)
+        return keys, values, hidden[0, -1]
+
+    def _prefill_own(self, parts: list[torch.Tensor], common_k, common_v, start: int):
+        """Keys/values of each prompt's own tokens (after the common prefix), batched and right-padded,
+        and the logits after each prompt's last token."""
+        n, width = len(parts), max(len(p) for p in parts)
+        ids = torch.full((n, width), self.pad, dtype=torch.long, device=self.device)
+        valid = torch.zeros((n, width), dtype=torch.bool, device=self.device)
+        for i, part in enumerate(parts):
+            ids[i, :len(part)] = part
+            valid[i, :len(part)] = True
+        causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
+        own_allowed = causal[None] & valid[:, None, :]  # [n, T, T]
+        common_len = common_k[0].shape[1] if common_k else 0
+        allowed = torch.cat([own_allowed.new_ones((n, width, common_len)), own_allowed], dim=-1)[:, None]
+        keys, values = [], []
+
+        def attend(layer, q, k, v):
+            keys.append(k)
+            values.append(v)
+            if common_len:
+                ck = common_k[layer][None].expand(n, -1, -1, -1)
+                cv = common_v[layer][None].expand(n, -1, -1, -1)
+                k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=True)
+            return out.transpose(1, 2).reshape(n, width, -1)
+
+        positions = start + torch.arange(width, device=self.device)[None].expand(n, -1)
+        hidden = self._run_layers(self.decoder.embed_tokens(ids), positions, attend)
+        last = torch.tensor([len(p) - 1 for p in parts], device=self.device)
+        logits = self._logits(hidden[torch.arange(n, device=self.device), last])
+        return keys, values, logits
+
+    # ------------------------------------------------------------------ decoding
+
+    def _attend_decode(self, levels: _Levels, layer: int, q, k, v, groups: int, rows: int):
+        """One decode step's attention for ``groups x rows`` sequences over the three levels."""
+        b, g, r, d, hkv = groups, rows, self.rep, self.head_dim, self.n_kv
+        step = levels.steps
+        levels.gen_k[layer][:, :, :, step] = k.reshape(b, g, hkv, d)
+        levels.gen_v[layer][:, :, :, step] = v.reshape(b, g, hkv, d)
+        # queries grouped by prompt and kv head: [B, Hkv, G*rep, D]
+        qr = q.reshape(b, g, hkv, r, d)
+        qg = qr.permute(0, 2, 1, 3, 4).reshape(b, hkv, g * r, d)
+        scores = [torch.matmul(qg, levels.own_k[layer].transpose(-1, -2)) + levels.own_mask]
+        if levels.common_k:
+            scores.insert(0, torch.matmul(qg, levels.common_k[layer].transpose(-1, -2)))
+        gen_k = levels.gen_k[layer][:, :, :, :step + 1]  # [B, G, Hkv, t, D]
+        gen_scores = torch.matmul(qr, gen_k.transpose(-1, -2))  # [B, G, Hkv, rep, t]
+        scores.append(gen_scores.permute(0, 2, 1, 3, 4).reshape(b, hkv, g * r, step + 1))
+        widths = [s.shape[-1] for s in scores]
+        probs = torch.softmax(torch.cat(scores, dim=-1).float() * self.scaling, dim=-1).to(q.dtype)
+        parts = probs.split(widths, dim=-1)
+        out = torch.matmul(parts[-2], levels.own_v[layer])
+        if levels.common_k:
+            out = out + torch.matmul(parts[0], levels.common_v[layer])
+        gen_probs = parts[-1].reshape(b, hkv, g, r, step + 1).permute(0, 2, 1, 3, 4)
+        gen_out = torch.matmul(gen_probs, levels.gen_v[layer][:, :, :, :step + 1])  # [B, G, Hkv, rep, D]
+        out = out.reshape(b, hkv, g, r, d).permute(0, 2, 1, 3, 4) + gen_out
+        return out.reshape(b * g, 1, hkv * r * d)
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[torch.Tensor], rows: int, *, max_new_tokens: int,
+               choose: Callable[[torch.Tensor], torch.Tensor],
+               stop: Callable[[list[int]], bool] | None = None) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``rows`` continuations of each prompt (token id tensors); per prompt ``[(ids, logprobs)] * rows``.
+
+        ``choose(logits [N, V]) -> tokens [N]`` picks the next tokens (argmax, or a sampler).
+        """
+        if not prompts or max_new_tokens <= 0:
+            return [[(torch.zeros(0, dtype=torch.long), torch.zeros(0))] * rows for _ in prompts]
+        prompts = [torch.as_tensor(p, dtype=torch.long).to(self.device) for p in prompts]
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        common = _common_prefix(prompts)
+        common = min(common, min(len(p) for p in prompts) - 1)  # every prompt keeps >= 1 own token
+        if len(prompts) == 1:
+            common = 0  # one prompt: its own level holds it all
+        levels, logits = self._prefill(prompts, common, rows, max_new_tokens)
+        total_groups = len(prompts)
+        eos = self.eos.to(self.device)
+        tokens = [[[] for _ in range(rows)] for _ in range(total_groups)]
+        logps = [[[] for _ in range(rows)] for _ in range(total_groups)]
+        done = [[False] * rows for _ in range(total_groups)]
+        active = list(range(total_groups))  # prompt of each batch group
+        next_pos = torch.tensor([len(p) for p in prompts], device=self.device)
+        logits = logits.repeat_interleave(rows, dim=0)  # [B*G, V]
+        for step in range(max_new_tokens):
+            logp_all = torch.log_softmax(logits, dim=-1)
+            chosen = choose(logits)
+            chosen_logp = logp_all.gather(-1, chosen[:, None])[:, 0].tolist()
+            is_eos = torch.isin(chosen, eos).tolist()
+            chosen_list = chosen.tolist()
+            keep = []
+            for gi, prompt in enumerate(active):
+                alive = False
+                for r in range(rows):
+                    if done[prompt][r]:
+                        continue
+                    i = gi * rows + r
+                    tokens[prompt][r].append(chosen_list[i])
+                    logps[prompt][r].append(chosen_logp[i])
+                    if is_eos[i] or (stop is not None and stop(tokens[prompt][r])):
+                        done[prompt][r] = True
+                    else:
+                        alive = True
+                if alive:
+                    keep.append(gi)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=self.device)
+                levels.keep(index)
+                row_index = (index[:, None] * rows + torch.arange(rows, device=self.device)).reshape(-1)
+                chosen = chosen.index_select(0, row_index)
+                next_pos = next_pos.index_select(0, index)
+                active = [active[gi] for gi in keep]
+            positions = next_pos.repeat_interleave(rows)[:, None] + levels.steps
+            groups = len(active)
+            hidden = self._run_layers(
+                self.decoder.embed_tokens(chosen[:, None]), positions,
+                lambda layer, q, k, v: self._attend_decode(levels, layer, q, k, v, groups, rows))
+            levels.steps += 1
+            logits = self._logits(hidden[:, -1])
+        return [[(torch.tensor(tokens[p][r], dtype=torch.long), torch.tensor(logps[p][r], dtype=torch.float32))
+                 for r in range(rows)] for p in range(total_groups)]
+
+    def _prefill(self, prompts: list[torch.Tensor], common: int, rows: int, max_new_tokens: int):
+        common_k, common_v = [], []
+        if common:
+            common_k, common_v, _ = self._prefill_common(prompts[0][:common])
+        parts = [p[common:] for p in prompts]
+        width = max(len(p) for p in parts)
+        n_layers = len(self.decoder.layers)
+        own_k = [[] for _ in range(n_layers)]
+        own_v = [[] for _ in range(n_layers)]
+        logits = []
+        for first in range(0, len(parts), self.prefill_chunk):
+            chunk = parts[first:first + self.prefill_chunk]
+            keys, values, chunk_logits = self._prefill_own(chunk, common_k, common_v, common)
+            for layer in range(n_layers):
+                own_k[layer].append(F.pad(keys[layer], (0, 0, 0, width - keys[layer].shape[2])))
+                own_v[layer].append(F.pad(values[layer], (0, 0, 0, width - values[layer].shape[2])))
+            logits.append(chunk_logits)
+        own_k = [torch.cat(t) for t in own_k]
+        own_v = [torch.cat(t) for t in own_v]
+        lengths = torch.tensor([len(p) for p in parts], device=self.device)
+        own_mask = torch.zeros((len(parts), 1, 1, width), device=self.device, dtype=own_k[0].dtype)
+        padding = (torch.arange(width, device=self.device)[None] >= lengths[:, None])[:, None, None]
+        own_mask.masked_fill_(padding, torch.finfo(own_k[0].dtype).min)
+        shape = (len(parts), rows, self.n_kv, max_new_tokens, self.head_dim)
+        gen_k = [own_k[0].new_zeros(shape) for _ in range(n_layers)]
+        gen_v = [own_k[0].new_zeros(shape) for _ in range(n_layers)]
+        levels = _Levels(common_k, common_v, own_k, own_v, own_mask, gen_k, gen_v)
+        return levels, torch.cat(logits)
+
+
+def _common_prefix(prompts: Sequence[torch.Tensor]) -> int:
+    """Length of the longest token prefix shared by every prompt."""
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0][:shortest]
+    length = shortest
+    for other in prompts[1:]:
+        same = (other[:shortest] == first)
+        mismatch = torch.nonzero(~same)
+        if len(mismatch):
+            length = min(length, int(mismatch[0, 0]))
+    return length
