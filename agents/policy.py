@@ -26,6 +26,7 @@ import inspect
 import json
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -253,13 +254,17 @@ class LoRAPolicy:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
-        if config.adapter:
-            self.model = PeftModel.from_pretrained(model, config.adapter, is_trainable=True)
-        else:
-            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                              lora_dropout=config.lora_dropout,
-                              target_modules=list(config.target_modules), task_type="CAUSAL_LM")
-            self.model = get_peft_model(model, lora)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing` on every wrap (a FutureWarning
+            # per model load that says nothing to a user); only that warning is silenced
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            if config.adapter:
+                self.model = PeftModel.from_pretrained(model, config.adapter, is_trainable=True)
+            else:
+                lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                  lora_dropout=config.lora_dropout,
+                                  target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+                self.model = get_peft_model(model, lora)
         self.model.eval()
         self.device = next(self.model.parameters()).device
         eos = {tokenizer.eos_token_id}

@@ -26,18 +26,22 @@ import json
 import random
 import sys
 import time
-import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 if __package__ in (None, ""):  # run as a file: make `agents` and `sqlenv` importable from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.grpo_train import SCHEMAS, ConfigError, _converter, field_docs  # noqa: E402
+from agents.adapter_card import write_env_config  # noqa: E402
+from agents.cli import ConfigError, bad, dataclass_parser, exit_with  # noqa: E402
+from agents.grpo_config import SCHEMAS  # noqa: E402
+from agents.preflight import check_model  # noqa: E402
 
 DATASET = "generated"
 SPLIT = "train"
+EVAL_SPLIT = "dev"
+SAMPLE_ROWS = 3  # the env's default: rows per table shown in the prompt
 TARGET_END = ";\n```"
 
 
@@ -47,6 +51,8 @@ class Config:
     """Base model: "smollm2-135m", "qwen2.5-coder-0.5b", a local Hugging Face folder or a hub id."""
     device: str = "auto"
     """Torch device: "auto" (CUDA when available), "cpu", "cuda", ..."""
+    dtype: str = "auto"
+    """Weights' dtype: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16"."""
     schema: str = "flat"
     """Database layout of the prompts and gold SQL: "flat" or "tables" (use the one GRPO will train on)."""
     few_shot: int = 2
@@ -79,31 +85,23 @@ class Config:
 
     def __post_init__(self):
         if self.schema not in SCHEMAS:
-            _bad("schema", self.schema, f"must be one of {', '.join(SCHEMAS)}")
+            bad("schema", self.schema, f"must be one of {', '.join(SCHEMAS)}")
         for name in ("examples", "epochs", "batch_size", "lora_r", "lora_alpha", "max_target_tokens",
                      "max_completion_length"):
             if getattr(self, name) < 1:
-                _bad(name, getattr(self, name), "must be >= 1")
+                bad(name, getattr(self, name), "must be >= 1")
         for name in ("few_shot", "learning_rate", "max_grad_norm"):
             if getattr(self, name) < 0:
-                _bad(name, getattr(self, name), "must be >= 0")
+                bad(name, getattr(self, name), "must be >= 0")
         if self.threads is not None and self.threads < 1:
-            _bad("threads", self.threads, "must be >= 1 (or none)")
+            bad("threads", self.threads, "must be >= 1 (or none)")
 
 
-def _bad(name: str, value: Any, what: str):
-    raise ConfigError(f"{name}={value!r} (--{name.replace('_', '-')}) {what}")
+PROG = "python agents/sft_warmup.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python agents/sft_warmup.py",
-                                     description=__doc__.split("\n\n")[0])
-    docs, hints = field_docs(Config), typing.get_type_hints(Config)
-    for f in fields(Config):
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_converter(hints[f.name], f.name),
-                            default=argparse.SUPPRESS, metavar=f.name.upper(),
-                            help=docs.get(f.name, "") + f" (default: {f.default})")
-    return parser
+    return dataclass_parser(Config, prog=PROG, description=__doc__.split("\n\n")[0])
 
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
@@ -145,7 +143,7 @@ def build_examples(cfg: Config, policy, env=None) -> tuple[list[dict], dict[str,
     if env is None:
         from sqlenv.env import TextToSQLEnv
 
-        env = TextToSQLEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema)
+        env = TextToSQLEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema, sample_rows=SAMPLE_ROWS)
     indices = list(range(len(env.dataset)))
     random.Random(cfg.seed).shuffle(indices)
     items, counts = [], {"skipped_not_select": 0, "skipped_too_long": 0}
@@ -190,7 +188,7 @@ def train_step(policy, optimizer, batch: Sequence[dict], max_grad_norm: float = 
 def build_policy(cfg: Config):
     from agents.policy import LoRAPolicy, PolicyConfig
 
-    return LoRAPolicy(PolicyConfig(model=cfg.model, device=cfg.device, lora_r=cfg.lora_r,
+    return LoRAPolicy(PolicyConfig(model=cfg.model, device=cfg.device, dtype=cfg.dtype, lora_r=cfg.lora_r,
                                    lora_alpha=cfg.lora_alpha, threads=cfg.threads, few_shot=cfg.few_shot,
                                    max_completion_length=cfg.max_completion_length))
 
@@ -229,6 +227,8 @@ def train(cfg: Config, policy=None, env=None) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{loss:.3f}")
         bar.close()
     adapter = policy.save(out / "adapter")
+    write_env_config(adapter, dataset=DATASET, data_dir=None, split=SPLIT, eval_split=EVAL_SPLIT, schema=cfg.schema,
+                     sample_rows=SAMPLE_ROWS, reward="binary")
     summary = {"adapter": str(adapter), "examples": len(items), **counts, "steps": len(losses),
                "first_loss": losses[0], "last_loss": losses[-1],
                "seconds": round(time.perf_counter() - start, 2)}
@@ -237,7 +237,12 @@ def train(cfg: Config, policy=None, env=None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    return train(parse_config(argv))
+    cfg = parse_config(argv)
+    try:
+        check_model(cfg.model)
+        return train(cfg)
+    except ConfigError as error:
+        exit_with(PROG, error)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ completions, the same ``--max-completion-length``, temperature, loss ("dr_grpo",
 advantages, beta 0, one iteration), float32 on CPU with ``--threads`` torch threads, and the same
 questions (``warmup + steps`` batches drawn once; TRL shuffles them within its single epoch).
 
-  ours  the functions of ``agents/grpo_train.py``: ``generate_groups`` (``LoRAPolicy.generate``,
-        shared-prefill sampling that stops at the end of the SQL statement), ``score_groups``
-        (``env.score_group``), ``grpo.group_advantages`` and ``grpo_update``. ``skip_zero_std`` is
-        off by default here, so both sides update on every completion (``--skip-zero-std`` turns
-        our dynamic filtering back on).
+  ours  the functions agents/grpo_train.py calls (agents/rollouts.py, agents/grpo_update.py):
+        ``generate_groups`` (``LoRAPolicy.generate``, shared-prefill sampling that stops at the end
+        of the SQL statement), ``score_groups`` (``env.score_group``), ``grpo.group_advantages``
+        and ``grpo_update``. ``skip_zero_std`` is off by default here, so both sides update on every
+        completion (``--skip-zero-std`` turns our dynamic filtering back on).
   trl   ``trl.GRPOTrainer`` with ``sqlenv.integrations.trl.SQLReward`` (our executor) on the
         ``to_trl_dataset`` rows; transformers ``generate`` stops at EOS or the length cap.
         TRL's own defaults that would change the work are set to ours: ``bf16=False``,
@@ -125,16 +125,27 @@ def maxrss_mib() -> float:
 
 
 def resolve_dataset(args) -> str:
-    from agents.grpo_train import make_config, resolve_dataset as resolve
+    from agents.grpo_config import make_config
+    from agents.preflight import resolve_dataset as resolve
 
-    return resolve(make_config(dataset=args.dataset, data_dir=args.data_dir))
+    dataset, _, notice = resolve(make_config(dataset=args.dataset, data_dir=args.data_dir))
+    if notice:
+        print(notice, flush=True)
+    return dataset
+
+
+def make_env(cfg, dataset: str, split: str):
+    """The env agents/grpo_train.py builds for this configuration."""
+    from agents.rollouts import make_env as make
+
+    return make(dataset, split, cfg.data_dir, cfg.reward, cfg.schema, cfg.sample_rows, cfg.workers)
 
 
 def question_plan(args, num_questions: int, steps: int | None = None) -> list[list[int]]:
     """The questions of each step, drawn once with --seed (the same on both sides)."""
     import numpy as np
 
-    from agents.grpo_train import sample_questions
+    from agents.rollouts import sample_questions
 
     rng = np.random.default_rng(args.seed)
     steps = args.warmup + args.steps if steps is None else steps
@@ -143,7 +154,7 @@ def question_plan(args, num_questions: int, steps: int | None = None) -> list[li
 
 
 def make_cfg(args, dataset: str, **overrides):
-    from agents.grpo_train import make_config
+    from agents.grpo_config import make_config
 
     values = dict(model=args.model, dataset=dataset, data_dir=args.data_dir, split=args.split,
                   schema=args.schema, sample_rows=args.sample_rows, few_shot=args.few_shot,
@@ -185,7 +196,8 @@ def ours_step(policy, env, optimizer, cfg, indices) -> dict:
     import torch
 
     from agents import grpo
-    from agents.grpo_train import _tensor, generate_groups, grpo_update, score_groups
+    from agents.grpo_update import _tensor, grpo_update
+    from agents.rollouts import generate_groups, score_groups
 
     start, c_start = time.perf_counter(), time.process_time()
     rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
@@ -214,7 +226,7 @@ def ours_step(policy, env, optimizer, cfg, indices) -> dict:
 def build_ours(args):
     import torch
 
-    from agents.grpo_train import build_policy, make_env
+    from agents.grpo_train import build_policy
 
     dataset = resolve_dataset(args)
     cfg = make_cfg(args, dataset)
@@ -278,7 +290,6 @@ def run_trl(args) -> dict:
     from agents.models import load_model_and_tokenizer
     from agents.policy import LoRAPolicy, PolicyConfig
     from agents.prompts import PREFILL
-    from agents.grpo_train import make_env
     from sqlenv.integrations.trl import SQLReward, to_trl_dataset
 
     dataset = resolve_dataset(args)
@@ -405,7 +416,6 @@ def run_sweep(args) -> dict:
     """
     import torch
 
-    from agents.grpo_train import make_env
 
     dataset, base_cfg, base_env, policy, optimizer, load_s = build_ours(args)
     ours_step(policy, base_env, optimizer, base_cfg, question_plan(args, len(base_env.dataset), 1)[0])

@@ -22,8 +22,10 @@ torch = pytest.importorskip("torch")
 mp = pytest.importorskip("torch.multiprocessing")
 dist = pytest.importorskip("torch.distributed")
 
-from agents import grpo, grpo_train  # noqa: E402
-from agents.grpo_train import World, make_config  # noqa: E402
+from agents import distributed, grpo, grpo_train, metrics_log, rollouts  # noqa: E402
+from agents import grpo_update as update  # noqa: E402
+from agents.distributed import World  # noqa: E402
+from agents.grpo_config import make_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "agents" / "grpo_train.py"
@@ -40,7 +42,7 @@ def free_port() -> int:
 
 
 def join(rank: int, port: int):
-    """Environment of a torchrun rank on this machine (grpo_train.setup_world reads it)."""
+    """Environment of a torchrun rank on this machine (agents.distributed.setup_world reads it)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD),
                       RANK=str(rank), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
@@ -54,9 +56,9 @@ def spawn(fn, *args):
 # ====================================================================================== plain runs
 def test_plain_run_stays_single_process(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert grpo_train.setup_world(make_config()) == World()
+    assert distributed.setup_world(make_config().device) == World()
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node 1
-    world = grpo_train.setup_world(make_config())
+    world = distributed.setup_world(make_config().device)
     assert world == World() and not dist.is_initialized()
     assert world.shard([5, 6, 7]) == [5, 6, 7] and world.sum([1, 2.5]) == [1.0, 2.5]
     assert world.gather("x") == ["x"] and world.on_main(lambda: 3) == 3
@@ -119,7 +121,7 @@ def run_toy(rollouts, advantages, world=None, **overrides):
     policy = ToyPolicy()
     cfg = make_config(max_completion_length=4, micro_batch_size=2, **{"beta": 0.0, **overrides})
     optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.5)  # Adam would amplify float noise
-    metrics = grpo_train.grpo_update(policy, optimizer, rollouts, advantages, cfg, world)
+    metrics = update.grpo_update(policy, optimizer, rollouts, advantages, cfg, world)
     return policy.lora.detach().clone(), metrics
 
 
@@ -140,7 +142,7 @@ def toy_worker(rank: int, port: int, out: str):
         results["nan_on_rank1"] = run_toy([broken[i] for i in mine], ADVANTAGES[mine], world)
         # scale_rewards="batch": the std of the whole batch, not of this rank's half.
         rewards = torch.tensor([[0.0, 1.0, 1.0, 1.0], [-1.0, 0.0, 0.0, 5.0]][rank])
-        results["batch_advantages"] = grpo_train.batch_advantages(
+        results["batch_advantages"] = update.batch_advantages(
             rewards, make_config(num_generations=2, scale_rewards="batch"), world)
     finally:
         dist.destroy_process_group()
@@ -271,7 +273,7 @@ def test_two_ranks_train_identical_adapters_and_resume(tmp_path, tiny_model):
 
     size = len(load_dataset("generated", "train"))
     rng = np.random.default_rng(TINY["seed"])
-    expected = [grpo_train.sample_questions(rng, size, TINY["batch_size"]) for _ in range(2)]
+    expected = [rollouts.sample_questions(rng, size, TINY["batch_size"]) for _ in range(2)]
     run_a = [r["batches"][:2] for r in ranks]
     assert [run_a[0][s] + run_a[1][s] for s in range(2)] == [b[0::2] + b[1::2] for b in expected]
     assert r0["seed"] != r1["seed"]
@@ -282,13 +284,13 @@ def test_two_ranks_train_identical_adapters_and_resume(tmp_path, tiny_model):
         for name, value in rank["final_a"].items():
             assert torch.allclose(rank["final_b"][name], value, atol=1e-6), name
     # Rank 0's files: one metrics log with the whole batch's groups, checkpoints with both ranks' RNGs.
-    records = grpo_train.read_metrics(tmp_path / "a" / "metrics.jsonl")
+    records = metrics_log.read_metrics(tmp_path / "a" / "metrics.jsonl")
     train = [r for r in records if "train/reward_mean" in r]
     assert [r["step"] for r in train] == [1, 2] and all(r["train/groups_kept"] == 2 for r in train)
     assert "probe/mixed_frac" in records[0] and any("eval/accuracy" in r for r in records)
     state = torch.load(tmp_path / "a" / "checkpoints" / "step_000002" / "state.pt", weights_only=False)
     assert state["world_size"] == 2 and len(state["rank_rng"]) == 2
-    resumed = [r for r in grpo_train.read_metrics(tmp_path / "b" / "metrics.jsonl") if "train/reward_mean" in r]
+    resumed = [r for r in metrics_log.read_metrics(tmp_path / "b" / "metrics.jsonl") if "train/reward_mean" in r]
     assert [r["step"] for r in resumed] == [2]
     for key, value in train[1].items():
         if key.startswith("train/"):

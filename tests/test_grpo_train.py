@@ -14,8 +14,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from agents import grpo_train  # noqa: E402
-from agents.grpo_train import Config, ConfigError, make_config, parse_config  # noqa: E402
+from agents import checkpoints, curves, grpo_train, metrics_log, preflight, rollouts  # noqa: E402
+from agents import grpo_update as update  # noqa: E402
+from agents.cli import ConfigError, field_docs  # noqa: E402
+from agents.grpo_config import Config, make_config, parse_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "agents" / "grpo_train.py"
@@ -33,7 +35,7 @@ def test_help_lists_every_field():
 
 
 def test_every_field_has_a_docstring():
-    docs = grpo_train.field_docs(Config)
+    docs = field_docs(Config)
     assert set(docs) == {f.name for f in fields(Config)}
     assert all(len(doc) > 5 for doc in docs.values())
 
@@ -90,13 +92,17 @@ def test_invalid_value_from_the_command_line():
     assert "num_generations=1 (--num-generations) must be >= 2" in out.stderr
 
 
-def test_temptabqa_falls_back_to_generated_without_data(monkeypatch, capsys):
+def test_temptabqa_falls_back_to_generated_only_without_any_data_dir(monkeypatch):
     monkeypatch.delenv("SQLENV_DATA_DIR", raising=False)
-    assert grpo_train.resolve_dataset(make_config()) == "generated"
-    assert "generated" in capsys.readouterr().out
-    assert grpo_train.resolve_dataset(make_config(dataset="generated")) == "generated"
-    # An explicit data dir is never silently replaced: loading it reports the problem instead.
-    assert grpo_train.resolve_dataset(make_config(data_dir="/nonexistent")) == "temptabqa-c"
+    dataset, data_dir, notice = preflight.resolve_dataset(make_config())
+    assert (dataset, data_dir) == ("generated", None) and "'generated'" in notice
+    assert preflight.resolve_dataset(make_config(dataset="generated")) == ("generated", None, "")
+    # A data dir that is given, by flag or variable, is never silently replaced: it is an error
+    with pytest.raises(ConfigError, match=r"data_dir='/nonexistent' \(--data-dir\).*not a directory"):
+        preflight.resolve_dataset(make_config(data_dir="/nonexistent"))
+    monkeypatch.setenv("SQLENV_DATA_DIR", "/nonexistent")
+    with pytest.raises(ConfigError, match=r"\$SQLENV_DATA_DIR='/nonexistent' \(or --data-dir\)"):
+        preflight.resolve_dataset(make_config())
 
 
 # ====================================================================================== helpers
@@ -107,57 +113,57 @@ def test_outcome_metrics():
         {"correct": False, "exact": 0.0, "f1": 0.0, "error": "syntax"},
         {"correct": False, "exact": 0.0, "f1": 0.0, "error": "syntax"},
     ]
-    m = grpo_train.outcome_metrics("train", [1.0, 0.0, -1.0, -1.0], infos)
+    m = rollouts.outcome_metrics("train", [1.0, 0.0, -1.0, -1.0], infos)
     assert m["train/reward_mean"] == pytest.approx(-0.25)
     assert m["train/accuracy"] == 0.25 and m["train/error_frac"] == 0.5 and m["train/f1"] == 0.375
     assert m["train/error/syntax"] == 0.5
 
 
 def test_sample_questions_is_seeded_and_distinct():
-    a = grpo_train.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
-    b = grpo_train.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
+    a = rollouts.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
+    b = rollouts.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
     assert a == b and len(set(a)) == 8
-    assert sorted(grpo_train.sample_questions(__import__("numpy").random.default_rng(0), 3, 8)) == [0, 1, 2]
+    assert sorted(rollouts.sample_questions(__import__("numpy").random.default_rng(0), 3, 8)) == [0, 1, 2]
 
 
 def test_pad_right():
-    out = grpo_train.pad_right([torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0, 5.0, 6.0])], 3)
+    out = update.pad_right([torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0, 5.0, 6.0])], 3)
     assert out.tolist() == [[1.0, 2.0, 0.0], [3.0, 4.0, 5.0]]
 
 
 def test_find_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="--resume"):
-        grpo_train.find_checkpoint(tmp_path)
+        checkpoints.find_checkpoint(tmp_path)
     for step in (2, 10):
         (tmp_path / "checkpoints" / f"step_{step:06d}").mkdir(parents=True)
         (tmp_path / "checkpoints" / f"step_{step:06d}" / "state.pt").write_bytes(b"")
-    assert grpo_train.find_checkpoint(tmp_path).name == "step_000010"
-    assert grpo_train.find_checkpoint(tmp_path / "checkpoints" / "step_000002").name == "step_000002"
+    assert checkpoints.find_checkpoint(tmp_path).name == "step_000010"
+    assert checkpoints.find_checkpoint(tmp_path / "checkpoints" / "step_000002").name == "step_000002"
 
 
 def test_plot_curves(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    logger = grpo_train.JsonlLogger(path)
+    logger = metrics_log.JsonlLogger(path)
     logger.log(0, {"probe/mixed_frac": 0.5})
     for step in (1, 2, 3):
         logger.log(step, {"train/reward_mean": step / 3, "train/loss": float("nan"), "train/accuracy": 0.1})
     logger.log(3, {"eval/accuracy": 0.2})
     logger.close()
-    records = grpo_train.read_metrics(path)
+    records = metrics_log.read_metrics(path)
     assert records[2]["train/loss"] is None  # NaN is logged as null, keeping the file valid JSON
-    assert grpo_train.plot_curves(path, tmp_path / "curves.png").stat().st_size > 1000
-    grpo_train.truncate_metrics(path, 2)
-    assert [r["step"] for r in grpo_train.read_metrics(path)] == [0, 1, 2]
-    logger = grpo_train.JsonlLogger(path)
+    assert curves.plot_curves(path, tmp_path / "curves.png").stat().st_size > 1000
+    metrics_log.truncate_metrics(path, 2)
+    assert [r["step"] for r in metrics_log.read_metrics(path)] == [0, 1, 2]
+    logger = metrics_log.JsonlLogger(path)
     for step in range(3, 40):  # long enough for the running-mean overlay
         logger.log(step, {"train/reward_mean": (-1) ** step})
     logger.close()
-    assert grpo_train.plot_curves(path, tmp_path / "long.png").stat().st_size > 1000
+    assert curves.plot_curves(path, tmp_path / "long.png").stat().st_size > 1000
 
 
 def test_running_mean():
-    assert grpo_train.running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
-    assert grpo_train.running_mean([], 5) == []
+    assert curves.running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert curves.running_mean([], 5) == []
 
 
 # ====================================================================================== update (toy policy)
@@ -206,7 +212,7 @@ ADVANTAGES = torch.tensor([1.0, -1.0, 0.5, -0.5])
 def run_update(policy, rollouts, lr=0.1, **overrides):
     cfg = make_config(max_completion_length=4, max_grad_norm=0, **{"beta": 0.0, **overrides})
     optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=lr)
-    return grpo_train.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg)
+    return update.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg)
 
 
 def test_update_changes_only_trainable_parameters():
@@ -267,15 +273,15 @@ def test_reference_weights_are_the_warm_start_and_are_swapped_back():
     rollouts = toy_rollouts(policy)
     start = [policy.lora.detach().clone()]
     cfg = make_config(max_completion_length=4, max_grad_norm=0, beta=0.1, micro_batch_size=4)
-    assert grpo_train.reference_weights(policy, cfg) is None  # fresh adapter: reference = adapter off
-    warm = grpo_train.reference_weights(policy, replace(cfg, warmup_adapter="runs/warm/adapter"))
+    assert update.reference_weights(policy, cfg) is None  # fresh adapter: reference = adapter off
+    warm = update.reference_weights(policy, replace(cfg, warmup_adapter="runs/warm/adapter"))
     assert torch.equal(warm[0], start[0]) and warm[0].data_ptr() != policy.lora.data_ptr()
     optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.0)
-    metrics = grpo_train.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg, reference=warm)
+    metrics = update.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg, reference=warm)
     assert policy.calls == [False, False]  # the reference pass runs with the adapter on (its weights swapped)
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-7)  # policy == its starting point
     other = [start[0] + torch.randn(start[0].shape, generator=torch.Generator().manual_seed(3))]
-    metrics = grpo_train.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg, reference=other)
+    metrics = update.grpo_update(policy, optimizer, rollouts, ADVANTAGES, cfg, reference=other)
     assert metrics["kl"] > 0
     assert torch.equal(policy.lora.detach(), start[0])  # the policy's own weights are back, bit for bit
 
@@ -343,7 +349,7 @@ def test_tiny_real_run_updates_lora_only_and_resumes_exactly(tmp_path, monkeypat
     run_a = tmp_path / "a"
     summary = grpo_train.train(make_config(steps=2, output_dir=str(run_a), **TINY))
     assert summary["step"] == 2
-    records = grpo_train.read_metrics(run_a / "metrics.jsonl")
+    records = metrics_log.read_metrics(run_a / "metrics.jsonl")
     train_records = [r for r in records if "train/reward_mean" in r]
     assert [r["step"] for r in train_records] == [1, 2]
     assert "probe/mixed_frac" in records[0] and any("eval/accuracy" in r for r in records)
@@ -368,7 +374,7 @@ def test_tiny_real_run_updates_lora_only_and_resumes_exactly(tmp_path, monkeypat
     summary = grpo_train.train(make_config(steps=2, output_dir=str(run_b), resume=str(checkpoint),
                                            **{**TINY, "eval_limit": 0}))
     assert summary["start_step"] == 1
-    resumed = [r for r in grpo_train.read_metrics(run_b / "metrics.jsonl") if "train/reward_mean" in r]
+    resumed = [r for r in metrics_log.read_metrics(run_b / "metrics.jsonl") if "train/reward_mean" in r]
     assert [r["step"] for r in resumed] == [2]
     for key, value in train_records[1].items():
         if key.startswith("train/"):

@@ -1,0 +1,191 @@
+"""The GRPO trainer's settings: the ``Config`` dataclass, its presets and its command line.
+
+Configuration flows one way: command line -> ``parse_config`` -> ``Config`` (frozen, validated in
+``__post_init__``) -> the constructors in ``agents/grpo_train.py``. Every field is a flag with the
+docstring under it as its help (``agents/cli.py``); ``--preset gpu`` changes the defaults in
+``PRESETS["gpu"]``, and a flag given explicitly always wins. An invalid value raises ``ConfigError``,
+whose message names the flag; the script turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from agents import grpo
+from agents.cli import ConfigError, bad, dataclass_parser
+
+SCHEMAS = ("tables", "flat")
+REWARDS = ("binary", "paper", "partial")
+PRESET_NAMES = ("cpu", "gpu")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Config:
+    # ---------------------------------------------------------------- model and policy
+    model: str = "smollm2-135m"
+    """Base model: "smollm2-135m", "qwen2.5-coder-0.5b", a local Hugging Face folder or a hub id."""
+    device: str = "auto"
+    """Torch device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
+    dtype: str = "auto"
+    """Weights' dtype: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16"."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch (keep 0 for exact resumes and ratio 1 on the first iteration)."""
+    few_shot: int = 2
+    """Worked examples in the prompt (0 = zero-shot)."""
+    max_completion_length: int = 64
+    """Most tokens sampled per completion; also the constant of the "dr_grpo" loss."""
+    temperature: float = 0.8
+    """Sampling temperature of the G training samples (evaluation is greedy)."""
+    warmup_adapter: str | None = None
+    """LoRA adapter folder to start from, e.g. runs/sft_warmup/adapter from agents/sft_warmup.py (its
+    rank and alpha win over lora_r / lora_alpha); none = a fresh adapter. --resume takes precedence."""
+    warmup_examples: int = 320
+    """Warm-up stage before GRPO (when no warmup_adapter is given): a supervised pass of agents/sft_warmup.py
+    on this many questions of the built-in generated benchmark with their own gold SQL (never the training
+    dataset's SQL), written to <output_dir>/warmup/; GRPO starts from its adapter. 0 = no warm-up stage."""
+
+    # ---------------------------------------------------------------- data and environment
+    dataset: str = "temptabqa-c"
+    """Benchmark; "temptabqa-c" falls back to "generated" (with a notice) when its files are absent and no
+    data dir was given."""
+    split: str = "train"
+    """Split the policy trains on."""
+    eval_split: str = "dev"
+    """Held-out split for the periodic greedy evaluation."""
+    data_dir: str | None = None
+    """Folder holding the dataset's files (default: $SQLENV_DATA_DIR)."""
+    schema: str = "flat"
+    """Database layout shown to the model: "flat" (one table; easiest for a small model) or "tables"
+    (the benchmark's five tables)."""
+    reward: str = "binary"
+    """Reward preset of the env: "binary" (-1 error / 0 wrong / 1 right), "partial" or "paper"."""
+    sample_rows: int = 3
+    """Rows per table shown in the observation (0 = none)."""
+    workers: int = 0
+    """Executor worker processes scoring a group in parallel (0 = in this process)."""
+
+    # ---------------------------------------------------------------- GRPO
+    num_generations: int = 8
+    """G: completions sampled per question (a group)."""
+    batch_size: int = 4
+    """Questions per step (the step trains on batch_size * G completions)."""
+    micro_batch_size: int = 8
+    """Completions per forward/backward pass (gradients accumulate over micro-batches)."""
+    num_iterations: int = 1
+    """Updates per batch of rollouts (mu); above 1 the PPO ratio and clipping come into play."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate of the LoRA parameters."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip (0 = no clipping)."""
+    epsilon: float = 0.2
+    """Lower clip range of the ratio (1 - epsilon); also the upper one unless epsilon_high is set."""
+    epsilon_high: float | None = None
+    """Upper clip range of the ratio (1 + epsilon_high), e.g. 0.28 for DAPO's clip-higher; none = epsilon."""
+    beta: float = 0.1
+    """Weight of the k3 KL penalty to the model the run started from: the base model (adapter off), or the
+    warmup_adapter's weights when given; 0 skips the reference pass."""
+    scale_rewards: str = "group"
+    """Advantage scaling: "group" (divide by the group's std), "batch" (by the batch's std) or "none"."""
+    loss_type: str = "dr_grpo"
+    """Aggregation: "grpo" (token mean per sequence, then mean) or "dr_grpo" (token sum / (N * max_completion_length))."""
+    skip_zero_std: bool = True
+    """Dynamic filtering: leave groups whose rewards are all equal out of the update (they have advantage 0)."""
+
+    # ---------------------------------------------------------------- loop, evaluation, checkpoints
+    steps: int = 20
+    """Optimizer steps (batches of rollouts) to train for, counting those of a resumed run."""
+    eval_every: int = 10
+    """Greedy evaluation on the eval split every this many steps (0 = only at the end)."""
+    eval_limit: int = 20
+    """Eval questions (a fixed seeded sample, the same for every run; 0 = skip evaluation)."""
+    eval_batch_size: int = 8
+    """Questions per greedy generation call during evaluation."""
+    probe_questions: int = 8
+    """Training questions on which the untuned policy's share of mixed-reward groups is measured (0 = skip)."""
+    save_every: int = 10
+    """Checkpoint (adapter + optimizer + RNG + step) every this many steps (0 = only at the end)."""
+    output_dir: str = ""
+    """Run folder (metrics.jsonl, checkpoints/, curves.png); default runs/grpo__<dataset>__<seed>__<time>,
+    or the resumed run's folder."""
+    resume: str | None = None
+    """Checkpoint folder to continue from, or a run folder (its latest checkpoint)."""
+    seed: int = 0
+    """Seed of question sampling, LoRA initialisation and token sampling."""
+    threads: int | None = 1
+    """Torch CPU threads (none = torch's choice). 1 by default: on a shared 2-core machine 2 threads
+    sampled up to 40x slower than 1 whenever another process was busy."""
+    plot: bool = True
+    """Write curves.png (matplotlib) at the end."""
+    preset: str = "cpu"
+    """Defaults for a machine: "cpu" (the values above) or "gpu" (bf16 on CUDA, G=8, 16 questions a step,
+    longer completions, a larger eval); flags given explicitly win over the preset."""
+
+    def __post_init__(self):
+        for name, choices in (("schema", SCHEMAS), ("reward", REWARDS), ("preset", PRESET_NAMES),
+                              ("dtype", DTYPES), ("scale_rewards", grpo.SCALE_REWARDS),
+                              ("loss_type", grpo.LOSS_TYPES)):
+            if getattr(self, name) not in choices:
+                bad(name, getattr(self, name), f"must be one of {', '.join(choices)}")
+        for name in ("lora_r", "lora_alpha", "max_completion_length", "batch_size", "micro_batch_size",
+                     "num_iterations", "steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                bad(name, getattr(self, name), "must be >= 1")
+        for name in ("few_shot", "warmup_examples", "sample_rows", "workers", "eval_every", "eval_limit", "save_every",
+                     "probe_questions", "learning_rate", "weight_decay", "max_grad_norm", "beta"):
+            if getattr(self, name) < 0:
+                bad(name, getattr(self, name), "must be >= 0")
+        if self.num_generations < 2:
+            bad("num_generations", self.num_generations,
+                 "must be >= 2: GRPO compares samples of the same question")
+        if not 0 < self.epsilon < 1:
+            bad("epsilon", self.epsilon, "must be in (0, 1)")
+        if self.epsilon_high is not None and self.epsilon_high <= 0:
+            bad("epsilon_high", self.epsilon_high, "must be > 0 (or none)")
+        if not self.temperature > 0:
+            bad("temperature", self.temperature, "must be > 0 (evaluation is already greedy)")
+        if not 0 <= self.lora_dropout < 1:
+            bad("lora_dropout", self.lora_dropout, "must be in [0, 1)")
+        if self.threads is not None and self.threads < 1:
+            bad("threads", self.threads, "must be >= 1 (or none)")
+        if not self.dataset:
+            bad("dataset", self.dataset, "must name a dataset, e.g. temptabqa-c or generated")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "gpu": dict(device="cuda", dtype="bfloat16", num_generations=8, batch_size=16, micro_batch_size=32,
+                max_completion_length=128, learning_rate=5e-5, steps=200, eval_every=25, save_every=25,
+                eval_limit=200, eval_batch_size=32, probe_questions=32, threads=None),
+}
+
+
+def build_parser():
+    return dataclass_parser(Config, prog="python agents/grpo_train.py",
+                            usage="%(prog)s [options]   (--help lists every option)",
+                            description="Fine-tune a LoRA policy with GRPO on the Text-to-SQL environment, "
+                                        "from execution rewards.", presets=PRESETS)
+
+
+def make_config(preset: str = "cpu", **overrides: Any) -> Config:
+    """A Config from a preset's defaults and explicit values (explicit wins)."""
+    if preset not in PRESETS:
+        bad("preset", preset, f"must be one of {', '.join(PRESETS)}")
+    return Config(**{**PRESETS[preset], **overrides, "preset": preset})
+
+
+def parse_config(argv: Sequence[str] | None = None) -> Config:
+    """CLI -> Config; an invalid value exits with status 2 and a message naming the field."""
+    parser = build_parser()
+    explicit = vars(parser.parse_args(argv))
+    try:
+        return make_config(**explicit)
+    except ConfigError as error:
+        parser.error(str(error))

@@ -1,0 +1,196 @@
+"""The GRPO update: steps 4-5 of a step, from scored rollouts to one or more AdamW steps on the LoRA weights.
+
+``batch_advantages`` turns a batch's rewards into group-relative advantages (the math is
+``agents.grpo``; under torchrun, ``scale_rewards="batch"`` takes the std of the whole batch).
+``grpo_update`` then runs ``num_iterations`` optimizer steps: log-probs with grad in micro-batches,
+the clipped loss (``grpo.grpo_loss``), backward, one all-reduce of the gradients under torchrun,
+gradient clipping, AdamW. A non-finite loss or gradient norm skips that step, on every rank alike.
+
+The KL reference (``beta`` > 0) is the model the run started from, without a second copy of it: the
+adapter switched off (a fresh adapter's B is 0, so that is the start), or the warm-start adapter's
+weights swapped in for one no-grad pass (``reference_weights``, ``swapped_adapter``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING, Sequence
+
+from agents import grpo
+from agents.distributed import World
+
+if TYPE_CHECKING:
+    from agents.grpo_config import Config
+
+BATCH_STD_EPS = 1e-4  # as grpo.group_advantages' eps
+
+
+def batch_advantages(rewards, cfg: Config, world: World):
+    """``grpo.group_advantages``; with several ranks and scale_rewards="batch" the std is the whole batch's."""
+    if not (world.distributed and cfg.scale_rewards == "batch"):
+        return grpo.group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)
+    count, total, squares = world.sum([rewards.numel(), float(rewards.double().sum()),
+                                       float((rewards.double() ** 2).sum())])
+    variance = (squares - total * total / count) / (count - 1) if count > 1 else 0.0
+    std = math.sqrt(max(variance, 0.0))
+    return grpo.group_advantages(rewards, cfg.num_generations, "none") / (std + BATCH_STD_EPS)
+
+
+def _tensor(values, dtype=None):
+    import torch
+
+    return torch.as_tensor(values, dtype=dtype or torch.float32)
+
+
+def pad_right(seqs: Sequence, length: int, value: float = 0.0, device=None):
+    """Stack 1-D tensors into [N, length], right-padded with value (truncated when longer)."""
+    import torch
+
+    out = torch.full((len(seqs), length), value, dtype=torch.float32, device=device)
+    for row, seq in enumerate(seqs):
+        seq = torch.as_tensor(seq, dtype=torch.float32).flatten()[:length]
+        out[row, :seq.numel()] = seq.to(device)
+    return out
+
+
+def _logprobs_no_grad(policy, rollouts, chunks, disable_adapter: bool = False, weights=None) -> list:
+    """Per-rollout 1-D log-probs without grad: under the current policy, the base model
+    (``disable_adapter``) or the adapter with ``weights`` (one tensor per trainable parameter)."""
+    import torch
+
+    out = []
+    with torch.no_grad(), swapped_adapter(policy, weights):
+        for chunk in chunks:
+            logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
+                                                  [rollouts[i].completion_ids for i in chunk],
+                                                  disable_adapter=disable_adapter)
+            for row in range(len(chunk)):
+                out.append(logp[row][mask[row].bool()].detach().float().cpu())
+    return out
+
+
+@contextlib.contextmanager
+def swapped_adapter(policy, weights):
+    """Temporarily give the trainable LoRA parameters ``weights`` (None: leave them); restored exactly."""
+    if weights is None:
+        yield
+        return
+    import torch
+
+    params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    if len(params) != len(weights) or any(p.shape != w.shape for p, w in zip(params, weights)):
+        raise ValueError("reference weights do not match the policy's adapter")
+    with torch.no_grad():
+        current = [p.detach().clone() for p in params]
+        for p, w in zip(params, weights):
+            p.copy_(w)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, c in zip(params, current):
+                p.copy_(c)
+
+
+def reference_weights(policy, cfg: Config):
+    """The KL reference as adapter weights: a copy of the warm-start adapter, or None when the run
+    starts from a fresh adapter (its B matrices are 0, so the reference is the base model: adapter off)."""
+    if cfg.beta <= 0 or not cfg.warmup_adapter:
+        return None
+    return [p.detach().clone() for p in policy.trainable_parameters() if p.requires_grad]
+
+
+UPDATE_METRICS = ("clip_frac", "clip_low", "clip_high", "ratio_mean")  # from grpo.grpo_loss (+ "kl")
+
+
+def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
+                world: World | None = None, reference=None) -> dict[str, float]:
+    """num_iterations optimizer steps on these rollouts; returns averaged metrics.
+
+    old log-probs: the sampling ones when the rollouts are used once (num_iterations == 1), else one
+    no-grad pass before the first update. Reference log-probs only when beta > 0: the adapter off, or
+    the adapter with the ``reference`` weights (``reference_weights``: the model the run started from).
+    A non-finite loss or gradient norm skips that optimizer step (counted in "skipped_nonfinite").
+
+    With a distributed ``world`` every rank calls this (with its own rollouts, possibly none): the
+    loss is normalised by the number of sequences on all ranks, the gradients are summed across
+    ranks before clipping (so each rank steps with the gradient of the whole batch), a non-finite
+    loss on any rank skips the step on all of them, and the returned metrics are global.
+    """
+    import torch
+
+    distributed = world is not None and world.distributed
+    n = len(rollouts)
+    total = int(world.sum([n])[0]) if distributed else n
+    # a micro-batch holds whole groups when it can: a group's prompt then runs once (policy.sequence_logprobs)
+    size = cfg.micro_batch_size
+    if size >= cfg.num_generations and n % cfg.num_generations == 0:
+        size -= size % cfg.num_generations
+    chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    if cfg.num_iterations == 1:
+        old = [r.logprobs for r in rollouts]
+    else:
+        old = _logprobs_no_grad(policy, rollouts, chunks)
+    ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
+           if cfg.beta > 0 else None)
+    advantages = _tensor(advantages)
+
+    totals: dict[str, float] = {}
+    weight_total = 0.0
+    skipped = 0
+    for _ in range(cfg.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        finite = True
+        loss_sum = 0.0
+        for chunk in chunks:
+            logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
+                                                  [rollouts[i].completion_ids for i in chunk])
+            logp = logp.float()
+            length = logp.shape[1]
+            old_logp = pad_right([old[i] for i in chunk], length, device=logp.device)
+            ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device)
+            loss, metrics = grpo.grpo_loss(
+                logp, old_logp, advantages[chunk].to(logp.device), mask, ref_logp=ref_logp, beta=cfg.beta,
+                epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                max_completion_length=cfg.max_completion_length, num_sequences=total)
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            loss.backward()
+            loss_sum += float(loss.detach())
+            tokens = float(mask.sum())
+            weight_total += tokens
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value * tokens
+        if distributed:  # one all-reduce: the summed gradients, any rank's non-finite flag, the loss
+            finite, loss_sum = world.reduce_gradients(params, finite, loss_sum)
+        grad_norm = float("nan")
+        if finite:
+            if cfg.max_grad_norm > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                grad_norm = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None)))
+            finite = math.isfinite(grad_norm)
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            skipped += 1
+            continue
+        optimizer.step()
+        totals["loss"] = totals.get("loss", 0.0) + loss_sum
+        totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
+    if distributed:  # token-weighted metric sums of all ranks (loss and grad_norm are global already)
+        keys = UPDATE_METRICS + (("kl",) if cfg.beta > 0 else ())
+        sums = world.sum([weight_total] + [totals.get(key, 0.0) for key in keys])
+        weight_total = sums[0]
+        totals.update(zip(keys, sums[1:]))
+    done = cfg.num_iterations - skipped
+    out = {key: value / max(weight_total, 1.0) for key, value in totals.items()
+           if key not in ("loss", "grad_norm")}
+    if done:
+        out["loss"] = totals["loss"] / done
+        out["grad_norm"] = totals["grad_norm"] / done
+    out["skipped_nonfinite"] = skipped
+    return out
+
