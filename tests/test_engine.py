@@ -1,0 +1,181 @@
+"""agents/engine.py: the rollout engine against the plain Hugging Face path, on tiny random models.
+
+Greedy completions must be identical token for token, the log-probs equal to the training forward's
+(``sequence_logprobs``) within 1e-5, LoRA updates and ``disable_adapter`` seen by the next call, and
+the shared-prefix, dropped-group and unsupported-model paths right. ``slow`` tests check the real
+default model.
+"""
+
+import pytest
+import torch
+import transformers
+
+from agents.engine import RolloutEngine, _common_prefix, sample_tokens, supports
+from agents.policy import LoRAPolicy, PolicyConfig
+from test_policy import OBSERVATION, perturb_adapter, tiny_model, tiny_tokenizer
+
+QUESTIONS = ("How many gold medals did Anna Berg win?", "When?", "In which year did she win her first medal?",
+             "Which tournament?", "How many silver medals did Anna Berg win in 2012 and in 2016 together?",
+             "Name every format.", "Count the bronze medals.", "What was her latest medal?")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def make_policy(tokenizer, engine, model=None, **config):
+    config = PolicyConfig(max_completion_length=10, few_shot=1, temperature=1.0, engine=engine, **config)
+    return LoRAPolicy(config, model=model if model is not None else tiny_model(tokenizer), tokenizer=tokenizer)
+
+
+@pytest.fixture
+def pair(tokenizer):
+    """A policy with a non-trivial adapter; ``generate(policy, "engine"|"hf", ...)`` picks the path."""
+    policy = make_policy(tokenizer, "engine")
+    perturb_adapter(policy)
+    return policy
+
+
+def prompts_of(policy, questions=QUESTIONS):
+    return [policy.prompt({**OBSERVATION, "question": q}) for q in questions]
+
+
+def generate(policy, engine, prompts, n, greedy):
+    policy.config.engine = engine
+    return policy.generate(prompts, n, greedy=greedy)
+
+
+def test_the_engine_is_used_for_llama_models(pair):
+    assert supports(pair.model) and pair.uses_engine()
+    pair.config.engine = "hf"
+    assert not pair.uses_engine()
+
+
+def test_greedy_is_identical_to_the_plain_path(pair):
+    prompts = prompts_of(pair)
+    assert len({len(pair.encode(p)) for p in prompts}) > 4  # prompts of many lengths
+    engine = generate(pair, "engine", prompts, 1, greedy=True)
+    plain = generate(pair, "hf", prompts, 1, greedy=True)
+    assert [r.completion_ids.tolist() for r in engine] == [r.completion_ids.tolist() for r in plain]
+    for a, b in zip(engine, plain):
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+def test_finished_groups_leave_without_changing_the_others(pair):
+    """Prompts that stop at different steps: each row equals its unstopped run cut at its stop."""
+    prompts = [pair.encode(p) for p in prompts_of(pair)]
+    engine = RolloutEngine(pair.model, [], pair.tokenizer.pad_token_id)
+    greedy = lambda logits: logits.argmax(-1)  # noqa: E731
+    full = engine.sample(prompts, 2, max_new_tokens=12, choose=greedy)
+    stop = lambda tokens: tokens[-1] % 5 == 0  # noqa: E731
+    stopped = engine.sample(prompts, 2, max_new_tokens=12, choose=greedy, stop=stop)
+    lengths = set()
+    for group_full, group_stopped in zip(full, stopped):
+        for (ids, logprobs), (cut_ids, cut_logprobs) in zip(group_full, group_stopped):
+            ends = [i + 1 for i, t in enumerate(ids.tolist()) if t % 5 == 0]
+            n = ends[0] if ends else len(ids)
+            assert cut_ids.tolist() == ids[:n].tolist()
+            torch.testing.assert_close(cut_logprobs, logprobs[:n], atol=1e-5, rtol=0)
+            lengths.add(n)
+    assert len(lengths) >= 3  # groups really left at different steps
+
+
+def test_greedy_identical_without_stopping_for_many_rows(pair):
+    prompts = [pair.encode(p) for p in prompts_of(pair)]
+    kwargs = dict(temperature=1.0, top_p=1.0, greedy=True, max_new_tokens=12)
+    plain = pair._sample_many(prompts, 3, stop=False, **kwargs)
+    engine = RolloutEngine(pair.model, [], pair.tokenizer.pad_token_id)
+    ours = engine.sample(prompts, 3, max_new_tokens=12, choose=lambda logits: logits.argmax(-1))
+    for group_a, group_b in zip(plain, ours):
+        for (a_ids, a_lp), (b_ids, b_lp) in zip(group_a, group_b):
+            assert a_ids.tolist() == b_ids.tolist() and len(b_ids) == 12
+            torch.testing.assert_close(a_lp, b_lp, atol=1e-5, rtol=0)
+
+
+def test_sampled_logprobs_equal_the_training_forward(pair):
+    torch.manual_seed(0)
+    rollouts = generate(pair, "engine", prompts_of(pair)[:3], 4, greedy=False)
+    logprobs, mask = pair.sequence_logprobs([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts])
+    for row, r in enumerate(rollouts):
+        n = len(r.completion_ids)
+        torch.testing.assert_close(logprobs[row, :n].detach(), r.logprobs, atol=1e-5, rtol=0)
+    assert len({tuple(r.completion_ids.tolist()) for r in rollouts}) > 3  # really sampled
+
+
+def test_a_lora_update_is_used_by_the_next_rollout(pair):
+    prompts = prompts_of(pair)[:4]
+    before = [r.completion_ids.tolist() for r in generate(pair, "engine", prompts, 1, greedy=True)]
+    perturb_adapter(pair, seed=7)  # in place, as an optimizer step
+    after = generate(pair, "engine", prompts, 1, greedy=True)
+    plain = generate(pair, "hf", prompts, 1, greedy=True)
+    assert [r.completion_ids.tolist() for r in after] == [r.completion_ids.tolist() for r in plain]
+    assert [r.completion_ids.tolist() for r in after] != before
+
+
+def test_disable_adapter_gives_the_base_model(pair):
+    prompts = prompts_of(pair)[:4]
+    with pair.model.disable_adapter():
+        engine = [r.completion_ids.tolist() for r in generate(pair, "engine", prompts, 1, greedy=True)]
+        plain = [r.completion_ids.tolist() for r in generate(pair, "hf", prompts, 1, greedy=True)]
+    with_adapter = [r.completion_ids.tolist() for r in generate(pair, "engine", prompts, 1, greedy=True)]
+    assert engine == plain and engine != with_adapter
+
+
+def test_common_prefix_is_found_and_used(pair):
+    prompts = [pair.encode(p) for p in prompts_of(pair)]
+    common = _common_prefix(prompts)
+    assert common > 10 and all(torch.equal(p[:common], prompts[0][:common]) for p in prompts)
+    assert not all(len(p) > common and p[common] == prompts[0][common] for p in prompts)
+    engine = RolloutEngine(pair.model, [], 0)
+    shared = engine.sample(prompts[:3], 2, max_new_tokens=5, choose=lambda l: l.argmax(-1))
+    alone = [engine.sample([p], 2, max_new_tokens=5, choose=lambda l: l.argmax(-1))[0] for p in prompts[:3]]
+    for group_a, group_b in zip(shared, alone):
+        for (a_ids, a_lp), (b_ids, b_lp) in zip(group_a, group_b):
+            assert a_ids.tolist() == b_ids.tolist()
+            torch.testing.assert_close(a_lp, b_lp, atol=1e-5, rtol=0)
+
+
+def test_qwen2_style_model_with_projection_biases(tokenizer):
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = transformers.Qwen2ForCausalLM(config).eval()
+    assert model.model.layers[0].self_attn.q_proj.bias is not None
+    policy = make_policy(tokenizer, "engine", model=model)
+    perturb_adapter(policy)
+    prompts = prompts_of(policy)[:5]
+    engine = [r.completion_ids.tolist() for r in generate(policy, "engine", prompts, 1, greedy=True)]
+    plain = [r.completion_ids.tolist() for r in generate(policy, "hf", prompts, 1, greedy=True)]
+    assert engine == plain
+
+
+def test_unsupported_models_fall_back_or_are_refused_clearly(tokenizer):
+    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=4096,
+                                     eos_token_id=tokenizer.eos_token_id)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    policy = make_policy(tokenizer, "auto", model=model, target_modules=("c_attn",))
+    assert not policy.uses_engine()
+    assert len(policy.generate(prompts_of(policy)[:2], 2)) == 4  # the plain path serves it
+    with pytest.raises(ValueError, match="Llama-style"):
+        RolloutEngine(policy.model, [0])
+
+
+def test_config_rejects_an_unknown_engine():
+    with pytest.raises(ValueError, match="engine"):
+        PolicyConfig(engine="vllm")
+
+
+def test_sample_tokens_follows_the_tempered_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(20_000, 1)
+    generator = torch.Generator().manual_seed(0)
+    for temperature in (1.0, 0.5):
+        drawn = sample_tokens(logits, temperature, generator=generator)
+        frequencies = torch.bincount(drawn, minlength=5).float() / len(drawn)
+        expected = torch.softmax(logits[0] / temperature, dim=-1)
+        torch.testing.assert_close(frequencies, expected, atol=0.015, rtol=0)
+        assert frequencies[4] == 0
+    nucleus = sample_tokens(logits, 1.0, top_p=0.5, generator=generator)
+    assert set(nucleus.tolist()) == {0}  # the top token alone holds more than half the mass
