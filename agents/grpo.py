@@ -1,6 +1,6 @@
 """GRPO's math as pure tensor functions: advantages, the clipped surrogate, the KL penalty, aggregation.
 
-No model, tokenizer or environment code lives here; `agents/grpo_train.py` feeds these functions
+No model, tokenizer or environment code lives here; `agents/grpo_update.py` feeds these functions
 log-probabilities and rewards, and `tests/test_grpo.py` checks each one against numbers computed by hand.
 
 What we keep from PPO / GRPO, what we drop, and why (a Text-to-SQL episode is one step: one prompt,
@@ -18,9 +18,10 @@ one completion, one execution reward at the end):
   (``num_iterations == 1``) the ratio is 1 at the update, clipping never fires and the loss's gradient
   equals the plain policy gradient; it starts to matter when the same rollouts are reused
   (``num_iterations > 1``). Separate low/high bounds allow DAPO's "clip-higher".
-- Optional: a KL penalty to the frozen base model with the k3 estimator (``beta``, default 0 in the
-  trainer, as in Dr. GRPO / DAPO and TRL's current default): with a LoRA adapter the reference model is
-  the same network with the adapter switched off, so it costs one extra forward pass when used.
+- Optional: a KL penalty to the model the run started from, with the k3 estimator (``beta``, default
+  0.1 in the trainer; 0, as in Dr. GRPO / DAPO and TRL's current default, skips it): with a LoRA adapter
+  the reference is the same network with the adapter switched off, or with the warm-start adapter's
+  weights swapped in (``agents/grpo_update.py``), so it costs one extra forward pass and no second model.
 - Dropped: entropy bonus, value loss, reward whitening across steps, advantage normalisation per batch
   beyond ``scale_rewards``.
 

@@ -48,12 +48,13 @@ class Config:
     warmup_examples: int = 320
     """Warm-up stage before GRPO (when no warmup_adapter is given): a supervised pass of agents/sft_warmup.py
     on this many questions of the built-in generated benchmark with their own gold SQL (never the training
-    dataset's SQL), written to <output_dir>/warmup/; GRPO starts from its adapter. 0 = no warm-up stage."""
+    dataset's SQL), written to <output_dir>/warmup/; GRPO starts from its adapter. 0 = no warm-up stage. A
+    resume never repeats it."""
 
     # ---------------------------------------------------------------- data and environment
     dataset: str = "temptabqa-c"
-    """Benchmark; "temptabqa-c" falls back to "generated" (with a notice) when its files are absent and no
-    data dir was given."""
+    """Benchmark; "temptabqa-c" falls back to "generated" (with a notice) when neither --data-dir nor
+    $SQLENV_DATA_DIR is set (a folder that is given but wrong is an error)."""
     split: str = "train"
     """Split the policy trains on."""
     eval_split: str = "dev"
@@ -114,9 +115,10 @@ class Config:
     """Checkpoint (adapter + optimizer + RNG + step) every this many steps (0 = only at the end)."""
     output_dir: str = ""
     """Run folder (metrics.jsonl, checkpoints/, curves.png); default runs/grpo__<dataset>__<seed>__<time>,
-    or the resumed run's folder."""
+    or the resumed run's folder. It must not hold another run."""
     resume: str | None = None
-    """Checkpoint folder to continue from, or a run folder (its latest checkpoint)."""
+    """Checkpoint folder to continue from, or a run folder (its latest checkpoint). The run must stay the same:
+    dataset, split, schema, sample_rows, few_shot, reward, model and LoRA shape (a difference is an error)."""
     seed: int = 0
     """Seed of question sampling, LoRA initialisation and token sampling."""
     threads: int | None = 1

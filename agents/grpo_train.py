@@ -9,7 +9,8 @@ The run, top to bottom (``train``):
   0. check the model, the data, the output folder and the run to resume (``agents/preflight.py``); a
      run that cannot work stops here, with exit status 2 and a message naming the flag, having
      created nothing;
-  1. the warm-up stage (``agents/sft_warmup.py``), unless a warm-start adapter is given or resumed;
+  1. the warm-up stage (``agents/sft_warmup.py``), unless a warm-start adapter is given or this is
+     a resume;
   2. the envs, the policy and its optimizer; a resume loads its checkpoint;
   3. before training: probe the starting policy, evaluate it on held-out questions (step 0);
   4. the loop, one GRPO step each:
@@ -101,7 +102,7 @@ def build_policy(cfg: Config):
 
 def run_warmup(cfg: Config, out: Path) -> str:
     """The warm-up stage: ``agents/sft_warmup.py`` on ``cfg.warmup_examples`` generated questions, into
-    ``<out>/warmup/``; returns its adapter folder (a finished one is reused, as on --resume)."""
+    ``<out>/warmup/``; returns its adapter folder (a finished one in that folder is reused)."""
     from agents import sft_warmup
 
     folder = out / "warmup"
@@ -163,11 +164,10 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
 
     # ---- 1. the warm-up stage (rank 0; a finished one is reused)
-    if cfg.warmup_examples and not cfg.warmup_adapter:
+    if plan.warmup_stage:
         cfg = replace(cfg, warmup_adapter=world.on_main(lambda: run_warmup(cfg, out)))
         torch.manual_seed(cfg.seed)
     run_config = {**asdict(cfg), "resolved_dataset": dataset, "resolved_data_dir": plan.data_dir}
-    world.on_main(lambda: (out / "config.json").write_text(json.dumps(run_config, indent=2)))
 
     # ---- 2. envs, policy, optimizer; a resume loads the adapter, the optimizer and the RNG states
     env = make_env(dataset, cfg.split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows, cfg.workers)
@@ -188,6 +188,8 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     if state is not None and main:  # records past the checkpoint belong to the abandoned continuation
         truncate_metrics(out / "metrics.jsonl", int(state["step"]))
+    if main:  # the run's first files, once everything is built
+        (out / "config.json").write_text(json.dumps(run_config, indent=2))
     logger = JsonlLogger(out / "metrics.jsonl") if main else None
     ranks = (f", data-parallel over {world.size} processes ({world.device or cfg.device})"
              if world.distributed else "")

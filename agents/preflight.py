@@ -13,8 +13,9 @@ nothing behind.
 * the output folder: not a file, writable, and not holding another run (unless resuming it);
 * ``--resume``: a checkpoint exists, and the run it continues has the same dataset, split, schema,
   model and reward (``agents.checkpoints.check_resume``);
-* the warm start: ``--warmup-adapter`` is an adapter folder; a resume starts from the warm-up adapter
-  of the run it continues (its KL reference), wherever the new output folder is.
+* the warm start: ``--warmup-adapter`` is an adapter folder; a resume never runs the warm-up stage
+  again, and keeps the warm-up adapter of the run it continues as its KL reference, wherever the new
+  output folder is.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RunPlan:
     output_dir: Path               # the run folder (it may not exist yet)
     checkpoint: Path | None        # the checkpoint to resume, or None
     warmup_adapter: str | None     # the adapter GRPO starts from (None: fresh, or the warm-up stage's)
+    warmup_stage: bool             # run the warm-up stage first (never on a resume: the checkpoint has the adapter)
     notice: str = ""               # a line to print (the dataset fallback), or ""
 
 
@@ -75,7 +77,8 @@ def plan_run(cfg: "Config") -> RunPlan:
     output_dir = Path(cfg.output_dir) if cfg.output_dir else (
         checkpoint.parent.parent if checkpoint is not None else default_output_dir(cfg, dataset))
     check_output_dir(output_dir, checkpoint)
-    return RunPlan(dataset, data_dir, output_dir, checkpoint, warmup_adapter, notice)
+    warmup_stage = checkpoint is None and warmup_adapter is None and cfg.warmup_examples > 0
+    return RunPlan(dataset, data_dir, output_dir, checkpoint, warmup_adapter, warmup_stage, notice)
 
 
 def default_output_dir(cfg: "Config", dataset: str) -> Path:

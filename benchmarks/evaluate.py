@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -393,73 +394,177 @@ def load_eval_dataset(name: str, split: str | None, data_dir: str | None, schema
 
 
 # ---------------------------------------------------------------------------------------- CLI
+# The environment's defaults when neither a flag nor the adapter's env_config.json says otherwise.
+ENV_DEFAULTS = {"dataset": "generated", "schema": "tables", "sample_rows": 3, "reward": "binary"}
+DATA_DIR_ENV = "SQLENV_DATA_DIR"
+PROG = "benchmarks/evaluate.py"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="benchmarks/evaluate.py",
-        description="Evaluate a policy through the Text-to-SQL environment; write a Markdown + JSON report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG,
+        description="Evaluate a policy through the Text-to-SQL environment; write a Markdown + JSON report. "
+                    "An adapter folder is evaluated on the environment it was trained on (its env_config.json: "
+                    "dataset, held-out split, data folder, schema, sample rows, reward) unless a flag says otherwise.",
     )
     g = parser.add_argument_group("what to evaluate")
     g.add_argument("--policy", default="oracle",
-                   help="oracle, constant, template, zero-shot, few-shot, or the path of a trained adapter folder")
-    g.add_argument("--dataset", default="generated", help="dataset name (python -m sqlenv datasets)")
+                   help="oracle, constant, template, zero-shot, few-shot, or the path of a trained adapter folder "
+                        "(default: oracle)")
+    g.add_argument("--dataset", default=None,
+                   help="dataset name, see python -m sqlenv datasets (default: the adapter's, else generated)")
     g.add_argument("--split", default=None,
-                   help="split (default: dev; with --gold-sql on temptabqa-c: its 47 gold-SQL samples, split gold-sql)")
-    g.add_argument("--schema", default="tables", choices=["tables", "flat"], help="database schema variant")
-    g.add_argument("--data-dir", default=None, help="dataset folder (default: $SQLENV_DATA_DIR)")
+                   help="split (default: the adapter's held-out split, else dev; with --gold-sql on temptabqa-c: its "
+                        "47 gold-SQL samples, split gold-sql)")
+    g.add_argument("--schema", default=None, choices=["tables", "flat"],
+                   help="database schema variant (default: the adapter's, else tables)")
+    g.add_argument("--data-dir", default=None,
+                   help="dataset folder (default: $SQLENV_DATA_DIR, else the adapter's)")
     g.add_argument("--gold-sql", action="store_true",
                    help="evaluate only questions with gold SQL (temptabqa-c without --split: its 47 gold-SQL samples)")
-    g.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N questions")
-    g.add_argument("--samples", type=int, default=1, help="K sampled queries per question for pass@k (1 = greedy only)")
-    g.add_argument("--seed", type=int, default=0, help="seed for the subset and for sampling")
-    g.add_argument("--reward", default="binary", help="reward preset recorded as mean_reward")
-    g.add_argument("--sample-rows", type=int, default=3, help="sample rows per table in the observation")
+    g.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N questions (default: all)")
+    g.add_argument("--samples", type=int, default=1,
+                   help="K sampled queries per question for pass@k (default: 1, greedy only)")
+    g.add_argument("--seed", type=int, default=0, help="seed for the subset and for sampling (default: 0)")
+    g.add_argument("--reward", default=None,
+                   help="reward preset recorded as mean_reward (default: the adapter's, else binary)")
+    g.add_argument("--sample-rows", type=int, default=None,
+                   help="sample rows per table in the observation (default: the adapter's, else 3)")
     m = parser.add_argument_group("language-model policies")
-    m.add_argument("--model", default=None, help="model name or folder (default: the policy's, smollm2-135m)")
-    m.add_argument("--adapter", default=None, help="LoRA adapter folder to load")
-    m.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (few-shot default: the policy's)")
-    m.add_argument("--temperature", type=float, default=None, help="sampling temperature for --samples > 1")
-    m.add_argument("--max-completion-length", type=int, default=None, help="max generated tokens")
-    m.add_argument("--device", default="auto", help="torch device")
-    m.add_argument("--threads", type=int, default=None, help="torch CPU threads (use 1 on a shared machine)")
-    m.add_argument("--batch-size", type=int, default=8, help="questions per generate call")
+    m.add_argument("--model", default=None, help="model name or folder (default: the adapter's, else smollm2-135m)")
+    m.add_argument("--adapter", default=None, help="LoRA adapter folder to load into a zero-shot/few-shot policy")
+    m.add_argument("--few-shot", type=int, default=None,
+                   help="worked examples in the prompt (default: the adapter's, else the policy's)")
+    m.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature for --samples > 1 (default: the adapter's, else 0.8)")
+    m.add_argument("--max-completion-length", type=int, default=None,
+                   help="max generated tokens (default: the adapter's, else 96)")
+    m.add_argument("--device", default="auto", help="torch device (default: auto, CUDA when available)")
+    m.add_argument("--threads", type=int, default=None, help="torch CPU threads; use 1 on a shared machine "
+                                                             "(default: torch's choice)")
+    m.add_argument("--batch-size", type=int, default=8, help="questions per generate call (default: 8)")
     o = parser.add_argument_group("output")
-    o.add_argument("--out", default="results", help="folder for the Markdown and JSON reports")
+    o.add_argument("--out", default="results", help="folder for the Markdown and JSON reports (default: results)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--summarize", nargs="+", metavar="PATH", default=None,
                    help="print one table of the JSON results in these files/folders and exit")
     return parser
 
 
+def adapter_of(args) -> Path | None:
+    """The adapter folder being evaluated: ``--policy <folder>`` or ``--adapter``."""
+    from agents.baselines import POLICY_NAMES
+
+    if args.policy not in POLICY_NAMES and Path(args.policy).expanduser().is_dir():
+        return Path(args.policy).expanduser()
+    return Path(args.adapter).expanduser() if args.adapter else None
+
+
+def env_settings(args, adapter: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """The env to evaluate on: flags first, then the adapter's env_config.json, then ENV_DEFAULTS.
+
+    Returns (settings with dataset, split, data_dir, schema, sample_rows, reward; notices to print).
+    """
+    from agents.adapter_card import read_env_config
+
+    trained = read_env_config(adapter) if adapter is not None else {}
+    notices = []
+    settings: dict[str, Any] = {}
+    for key in ("dataset", "schema", "sample_rows", "reward"):
+        given = getattr(args, key)
+        settings[key] = given if given is not None else trained.get(key, ENV_DEFAULTS[key])
+        if given is not None and key in trained and given != trained[key]:
+            notices.append(f"notice: evaluating with {key}={given!r} although {adapter} was trained with "
+                           f"{trained[key]!r}")
+    same_dataset = trained.get("dataset") == settings["dataset"]
+    settings["split"] = args.split if args.split is not None else (
+        trained.get("eval_split") if same_dataset and not args.gold_sql else None)
+    settings["data_dir"] = args.data_dir or (None if os.environ.get(DATA_DIR_ENV) else
+                                             trained.get("data_dir") if same_dataset else None)
+    if adapter is not None and not trained:
+        notices.append(f"notice: {adapter} records no training environment (no env_config.json: saved before it "
+                       f"existed); evaluating on the {settings['schema']!r} schema with {settings['sample_rows']} "
+                       "sample rows: pass --schema/--sample-rows if it was trained otherwise")
+    return settings, notices
+
+
+def command_line(argv: Sequence[str], settings: dict[str, Any], args) -> str:
+    """The command as it can be run again: the data folder named when it came from $SQLENV_DATA_DIR."""
+    import shlex
+
+    command = "python benchmarks/evaluate.py " + shlex.join(argv)
+    if settings["dataset"] != "generated" and not args.data_dir and os.environ.get(DATA_DIR_ENV) \
+            and not settings.get("data_dir"):
+        command = f"{DATA_DIR_ENV}={shlex.quote(os.environ[DATA_DIR_ENV])} " + command
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if args.summarize:
         print(summarize(args.summarize))
         return 0
     if args.samples < 1:
-        raise SystemExit("--samples must be >= 1")
+        parser.error(f"--samples {args.samples}: must be >= 1")
 
-    from agents.baselines import make_policy
+    from agents.baselines import POLICY_NAMES, make_policy
     from sqlenv.datasets import DatasetError
     from sqlenv.env import TextToSQLEnv
 
+    lm_policy = args.policy not in ("oracle", "constant", "template")
+    if args.policy not in POLICY_NAMES and not Path(args.policy).expanduser().is_dir():
+        parser.error(f"--policy {args.policy}: unknown policy: use one of {', '.join(POLICY_NAMES)} or the path of "
+                     f"a trained adapter folder (no folder exists at {args.policy!r})")
+    adapter = adapter_of(args)
+    if args.adapter and not adapter.is_dir():
+        parser.error(f"--adapter {args.adapter}: no adapter folder there")
+    settings, notices = env_settings(args, adapter)
+    for line in notices:
+        print(line, flush=True)
     try:
-        dataset = load_eval_dataset(args.dataset, args.split, args.data_dir, args.schema, args.gold_sql)
-        env = TextToSQLEnv(dataset=dataset, reward=args.reward, schema=args.schema, sample_rows=args.sample_rows)
+        dataset = load_eval_dataset(settings["dataset"], settings["split"], settings["data_dir"], settings["schema"],
+                                    args.gold_sql)
+        env = TextToSQLEnv(dataset=dataset, reward=settings["reward"], schema=settings["schema"],
+                           sample_rows=settings["sample_rows"])
     except (DatasetError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}")
+        parser.error(f"--dataset {settings['dataset']} --split {settings['split'] or 'dev'}: {exc}")
     policy_kwargs: dict[str, Any] = {}
-    if args.policy not in ("oracle", "constant", "template"):
+    if lm_policy:
+        from agents.adapter_card import read_policy_config
+        from agents.models import ModelNotFoundError, check_model
+
+        model = args.model or (read_policy_config(adapter).get("model") if adapter is not None else None)
+        try:
+            check_model(model or "smollm2-135m")
+        except (ModelNotFoundError, ValueError) as exc:
+            env.close()
+            parser.error(f"--model {model or 'smollm2-135m'}: {exc}")
         policy_kwargs = dict(model=args.model, adapter=args.adapter, few_shot=args.few_shot, device=args.device,
                              threads=args.threads, temperature=args.temperature,
                              max_completion_length=args.max_completion_length, batch_size=args.batch_size)
     policy = make_policy(args.policy, **policy_kwargs)
-    command = "python benchmarks/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    indices = select_indices(len(env.dataset), args.limit, args.seed)
+    if getattr(policy, "needs_gold", False):
+        missing = sum(not env.example(i).gold_sql for i in indices)
+        if missing:
+            env.close()
+            parser.error(f"--policy {args.policy}: {missing} of the {len(indices)} questions of "
+                         f"{settings['dataset']}/{getattr(env.dataset, 'split', '')} ({settings['schema']} schema) "
+                         "have no gold SQL, so the oracle cannot answer them; evaluate it on a split whose questions "
+                         "all carry gold SQL: the generated benchmark, or add --gold-sql (TempTabQA-C's gold SQL is "
+                         "written for --schema tables)")
+    command = command_line(argv, settings, args)
     try:
         result = evaluate(policy, env, limit=args.limit, samples=args.samples, seed=args.seed,
                           batch_size=args.batch_size, progress=not args.no_progress)
     finally:
         env.close()
+    if adapter is not None:  # what the adapter was trained on, beside what it was evaluated on
+        from agents.adapter_card import read_env_config
+
+        result["config"]["trained_env"] = read_env_config(adapter) or None
     json_path, md_path = write_result(result, args.out, command)
     print(_table(summary_header(args.samples), [summary_row(result)]))
     print(f"wrote {md_path} and {json_path}")

@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,5 +216,94 @@ def test_tiny_subprocess_run_writes_reports(tmp_path):
 
 def test_unknown_policy_is_a_clear_error(tmp_path):
     proc = _run("--policy", "nonesuch", "--limit", "1", "--out", str(tmp_path), "--no-progress")
-    assert proc.returncode != 0
-    assert "unknown policy" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "benchmarks/evaluate.py: error: --policy nonesuch: unknown policy" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_an_unknown_model_is_a_clear_error(tmp_path):
+    proc = _run("--policy", "zero-shot", "--model", "nonexistent-model", "--limit", "1", "--out", str(tmp_path),
+                "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert "--model nonexistent-model" in proc.stderr and "neither a built-in model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_oracle_on_a_split_without_gold_sql_exits_2_before_evaluating(tmp_path, data_dir):
+    proc = _run("--policy", "oracle", "--dataset", "temptabqa-c", "--split", "dev", "--data-dir", str(data_dir),
+                "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert "--policy oracle:" in proc.stderr and "have no gold SQL" in proc.stderr and "--gold-sql" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_help_states_each_default_once():
+    proc = _run("--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "(default: None)" not in proc.stdout
+    options = re.split(r"\n\s+(?=--?[a-z])", proc.stdout.split("options:", 1)[1])
+    assert len(options) > 15
+    for option in options:
+        assert option.count("(default") <= 1, option
+
+
+def test_report_command_can_be_run_again_as_written(tmp_path, data_dir):
+    """The data folder came from $SQLENV_DATA_DIR: the recorded command says so, and runs without it."""
+    env = {k: v for k, v in os.environ.items() if k != "SQLENV_DATA_DIR"}
+    args = ["--policy", "template", "--dataset", "temptabqa-c", "--limit", "2", "--out", str(tmp_path / "a"),
+            "--no-progress"]
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**env, "SQLENV_DATA_DIR": str(data_dir)})
+    assert proc.returncode == 0, proc.stderr
+    (report,) = (tmp_path / "a").glob("*.json")
+    command = json.loads(report.read_text())["command"]
+    assert command.startswith(f"SQLENV_DATA_DIR={data_dir} python benchmarks/evaluate.py --policy template")
+    assert command in (tmp_path / "a" / report.name.replace(".json", ".md")).read_text()
+    again = command.replace(" python ", f" {sys.executable} ", 1).replace(str(tmp_path / "a"), str(tmp_path / "b"))
+    proc = subprocess.run(["bash", "-c", again], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in (tmp_path / "b").glob("*.json")] == [report.name]
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tmp_path_factory):
+    """An adapter of the tiny Llama trained (nominally) on the flat schema, as a checkpoint saves it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from agents.adapter_card import write_env_config
+    from agents.policy import LoRAPolicy, PolicyConfig
+    from tests.tiny_llama import save_tiny_llama
+
+    root = tmp_path_factory.mktemp("adapter")
+    model = save_tiny_llama(root / "model")
+    policy = LoRAPolicy(PolicyConfig(model=model, few_shot=0, max_completion_length=4, threads=1, device="cpu"))
+    adapter = policy.save(root / "adapter")
+    write_env_config(adapter, dataset="generated", data_dir=None, split="train", eval_split="test", schema="flat",
+                     sample_rows=0, reward="partial")
+    old = policy.save(root / "old_adapter")  # as saved before env_config.json existed
+    return adapter, old
+
+
+def test_an_adapter_is_evaluated_on_the_environment_it_was_trained_on(tmp_path, tiny_adapter):
+    adapter, _ = tiny_adapter
+    proc = _run("--policy", str(adapter), "--limit", "2", "--threads", "1", "--device", "cpu", "--out", str(tmp_path),
+                "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    (report,) = tmp_path.glob("*.json")
+    config = json.loads(report.read_text())["config"]
+    assert (config["dataset"], config["split"], config["schema"], config["reward"]) == (
+        "generated", "test", "flat", "partial")
+    assert config["trained_env"]["schema"] == "flat" and "notice" not in proc.stdout
+    # a flag that differs from the training environment is honoured, and said
+    proc = _run("--policy", str(adapter), "--schema", "tables", "--limit", "1", "--threads", "1", "--device", "cpu",
+                "--out", str(tmp_path / "tables"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "notice: evaluating with schema='tables' although" in proc.stdout and "'flat'" in proc.stdout
+
+
+def test_an_adapter_without_its_environment_says_what_is_assumed(tmp_path, tiny_adapter):
+    _, old = tiny_adapter
+    proc = _run("--policy", str(old), "--limit", "1", "--threads", "1", "--device", "cpu", "--out", str(tmp_path),
+                "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "records no training environment" in proc.stdout and "'tables' schema" in proc.stdout

@@ -1,12 +1,14 @@
-"""agents/grpo_train.py: the CLI, config validation, the update step on a toy policy, and (slow) a
-tiny real run with the real model and env, including an exact resume."""
+"""agents/grpo_train.py: the CLI, config validation, the update step on a toy policy, the failures that
+must stop a run at once with exit status 2 and a message naming the flag, the gpu preset's code path on
+a tiny model, and (slow) a tiny real run with the real model and env, including an exact resume."""
 
-import copy
 import json
 import math
+import os
+import re
 import subprocess
 import sys
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,8 +21,33 @@ from agents import grpo_update as update  # noqa: E402
 from agents.cli import ConfigError, field_docs  # noqa: E402
 from agents.grpo_config import Config, make_config, parse_config  # noqa: E402
 
+from tests.tiny_llama import save_tiny_llama  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "agents" / "grpo_train.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def run_script(*args, cwd=REPO, data_dir_env: str | None = None, timeout=300) -> subprocess.CompletedProcess:
+    """The script in a subprocess; $SQLENV_DATA_DIR is unset unless ``data_dir_env`` is given."""
+    env = {k: v for k, v in os.environ.items() if k != "SQLENV_DATA_DIR"}
+    if data_dir_env is not None:
+        env["SQLENV_DATA_DIR"] = data_dir_env
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)
+
+
+def assert_usage_error(out: subprocess.CompletedProcess, *fragments: str):
+    """Exit status 2, the script's name and every fragment in one error line, no traceback."""
+    assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "python agents/grpo_train.py: error:" in out.stderr, out.stderr
+    for fragment in fragments:
+        assert fragment in out.stderr, (fragment, out.stderr)
 
 
 # ====================================================================================== CLI
@@ -371,6 +398,9 @@ def test_tiny_real_run_updates_lora_only_and_resumes_exactly(tmp_path, monkeypat
     run_b = tmp_path / "b"
     checkpoint = run_a / "checkpoints" / "step_000001"
     assert (checkpoint / "adapter").is_dir() and (checkpoint / "state.pt").is_file()
+    state = checkpoints.load_state(checkpoint)  # what a resume checks, and what evaluation reads
+    assert (state["config"]["resolved_dataset"], state["config"]["resolved_data_dir"]) == ("generated", None)
+    assert json.loads((checkpoint / "adapter" / "env_config.json").read_text())["schema"] == TINY.get("schema", "flat")
     summary = grpo_train.train(make_config(steps=2, output_dir=str(run_b), resume=str(checkpoint),
                                            **{**TINY, "eval_limit": 0}))
     assert summary["start_step"] == 1
@@ -405,3 +435,173 @@ def test_script_runs_a_warmup_stage_and_one_step_end_to_end(tmp_path):
         assert key in step, key
     assert (tmp_path / "run" / "curves.png").is_file()
     assert (tmp_path / "run" / "checkpoints" / "step_000001" / "adapter").is_dir()
+    adapter = tmp_path / "run" / "checkpoints" / "step_000001" / "adapter"
+    assert f"adapter: {adapter}\nevaluate it: python benchmarks/evaluate.py --policy {adapter}" in out.stdout
+    assert "FutureWarning" not in out.stderr
+
+
+# ====================================================================================== loud failures (issue 15)
+def fake_run(folder: Path, step: int = 4, **config) -> Path:
+    """A run folder with one checkpoint whose state.pt holds what a real run saves in it (no weights)."""
+    checkpoint = folder / "checkpoints" / f"step_{step:06d}"
+    checkpoint.mkdir(parents=True)
+    saved = {**asdict(Config()), "warmup_adapter": None, "resolved_dataset": "temptabqa-c",
+             "resolved_data_dir": "/data/temptabqa-c", **config}
+    torch.save({"step": step, "config": saved}, checkpoint / "state.pt")
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": step, "train/reward_mean": 0.5}) + "\n")
+    (folder / "config.json").write_text(json.dumps({**saved, "data_dir": None}, indent=2))
+    return folder
+
+
+def test_resume_without_the_data_refuses_instead_of_switching_dataset(tmp_path):
+    """1. The run trained on TempTabQA-C (its path from $SQLENV_DATA_DIR); a resume without it must not
+    continue on the generated benchmark, and must leave the run's files as they were."""
+    run = fake_run(tmp_path / "run")
+    before = {name: (run / name).read_bytes() for name in ("metrics.jsonl", "config.json")}
+    out = run_script("--resume", run)
+    assert_usage_error(out, "--resume", "would not continue the same run",
+                       "dataset: the run trained on 'temptabqa-c', this command would train on 'generated'",
+                       "pass --data-dir /data/temptabqa-c")
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "metrics.jsonl"]
+
+
+def test_resume_names_every_difference_and_its_flag(tmp_path):
+    """1. Split, schema, model and reward must be the checkpoint's too; each difference is named with its flag."""
+    run = fake_run(tmp_path / "run", resolved_dataset="generated", resolved_data_dir=None, schema="tables",
+                   reward="partial", split="dev")
+    with pytest.raises(ConfigError) as error:
+        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0))
+    message = str(error.value)
+    assert "schema: the run used 'tables', this command 'flat'; pass --schema tables" in message
+    assert "reward: the run used 'partial', this command 'binary'; pass --reward partial" in message
+    assert "split: the run used 'dev', this command 'train'; pass --split dev" in message
+    assert "model" not in message.split("would not continue")[1]  # the same model is not listed
+    plan = preflight.plan_run(make_config(dataset="generated", resume=str(run), schema="tables", reward="partial",
+                                          split="dev"))
+    assert plan.checkpoint == run / "checkpoints" / "step_000004" and plan.output_dir == run
+    assert not plan.warmup_stage  # a resume never runs the warm-up stage again
+    with pytest.raises(ConfigError, match=r"model: the run used 'smollm2-135m', this command '.*tiny"):
+        preflight.plan_run(make_config(dataset="generated", resume=str(run), schema="tables", reward="partial",
+                                       split="dev", model=str(save_tiny_llama(tmp_path / "tiny"))))
+
+
+def test_resume_with_the_data_continues(tmp_path, data_dir):
+    """1. The same run found again through --data-dir (or the variable) is resumed, wherever the data lives."""
+    run = fake_run(tmp_path / "run", resolved_data_dir=str(data_dir))
+    plan = preflight.plan_run(make_config(resume=str(run), data_dir=str(data_dir)))
+    assert (plan.dataset, plan.data_dir, plan.output_dir) == ("temptabqa-c", str(data_dir.resolve()), run)
+
+
+@pytest.mark.parametrize("data_dir, fragments", [
+    ("nonexistent", ["data_dir='", "(--data-dir)", "is not a directory"]),
+    ("empty", ["(--data-dir)", "cannot load temptabqa-c/train", "file not found"]),
+])
+def test_a_wrong_data_dir_stops_before_the_warm_up(tmp_path, data_dir, fragments):
+    """2. The data is checked before the (25-minute) warm-up stage, and nothing is created."""
+    (tmp_path / "empty").mkdir()
+    out = run_script("--data-dir", tmp_path / data_dir, cwd=tmp_path)
+    assert_usage_error(out, *fragments)
+    assert "warm-up stage" not in out.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_wrong_eval_split_or_data_variable_names_its_source(tmp_path):
+    """2. The eval split is loaded too; a wrong $SQLENV_DATA_DIR is an error, not a silent fallback."""
+    out = run_script("--dataset", "generated", "--eval-split", "bogus", cwd=tmp_path)
+    assert_usage_error(out, "eval_split='bogus' (--eval-split)", "unknown split 'bogus'")
+    out = run_script(cwd=tmp_path, data_dir_env=str(tmp_path / "nowhere"))
+    assert_usage_error(out, "$SQLENV_DATA_DIR=", "(or --data-dir)", "is not a directory")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("case", ["resume_without_checkpoint", "resume_missing", "output_dir_is_a_file",
+                                  "unknown_model", "output_dir_holds_a_run", "warmup_adapter_missing"])
+def test_bad_starts_exit_2_naming_the_flag(tmp_path, case):
+    """3. What docs/training.md promises: status 2 and a message naming the flag, at once, no traceback."""
+    (tmp_path / "empty_run").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    fake_run(tmp_path / "old_run", resolved_dataset="generated")
+    args, fragments = {
+        "resume_without_checkpoint": (["--resume", tmp_path / "empty_run"], ["(--resume) holds no checkpoint"]),
+        "resume_missing": (["--resume", tmp_path / "nowhere"], ["(--resume) does not exist"]),
+        "output_dir_is_a_file": (["--output-dir", tmp_path / "a_file"], ["(--output-dir) is a file"]),
+        "unknown_model": (["--model", "nonexistent-model"],
+                          ["model='nonexistent-model' (--model)", "neither a built-in model ('smollm2-135m'",
+                           "nor a local folder", "hf download OWNER/NAME --local-dir"]),
+        "output_dir_holds_a_run": (["--output-dir", tmp_path / "old_run"],
+                                   ["(--output-dir) already holds a run", f"--resume {tmp_path / 'old_run'}"]),
+        "warmup_adapter_missing": (["--warmup-adapter", tmp_path / "empty_run"],
+                                   ["(--warmup-adapter) is not an adapter folder"]),
+    }[case]
+    out = run_script("--dataset", "generated", *args, cwd=tmp_path)
+    assert_usage_error(out, *fragments)
+    assert not (tmp_path / "runs").exists()  # 4. and no run folder left behind
+
+
+def test_a_start_that_fails_after_the_checks_leaves_no_folder(tmp_path, monkeypatch):
+    """4. A failure after the run folder was made (here: building the policy) removes it while it is empty."""
+    def broken(cfg):
+        raise RuntimeError("no policy today")
+
+    monkeypatch.setattr(grpo_train, "build_policy", broken)
+    cfg = make_config(dataset="generated", warmup_examples=0, eval_limit=0, output_dir=str(tmp_path / "run"))
+    with pytest.raises(RuntimeError, match="no policy today"):
+        grpo_train.train(cfg)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()  # a folder that existed before the run is never removed
+    with pytest.raises(RuntimeError):
+        grpo_train.train(replace(cfg, output_dir=str(tmp_path / "mine")))
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_checkpoint_adapter_records_its_environment(tmp_path):
+    """5. Everything evaluation needs is saved with the adapter (agents/adapter_card.py)."""
+    from agents.adapter_card import read_env_config
+
+    class Saving:
+        def save(self, path):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "adapter_config.json").write_text("{}")
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    env = dict(dataset="temptabqa-c", data_dir="/data/t", split="train", eval_split="dev", schema="flat",
+               sample_rows=3, reward="binary")
+    path = checkpoints.save_checkpoint(tmp_path / "step_000001", Saving(), torch.optim.SGD([param], lr=0.1), 1,
+                                       __import__("numpy").random.default_rng(0),
+                                       {"model": "m", "resolved_dataset": "temptabqa-c"}, env=env)
+    assert read_env_config(path / "adapter") == env
+    state = checkpoints.load_state(path)
+    assert state["config"]["resolved_dataset"] == "temptabqa-c"
+
+
+def test_docs_state_the_code_defaults():
+    """6. docs/training.md's tables and prose give the defaults the code has (beta was documented as 0)."""
+    text = (REPO / "docs" / "training.md").read_text()
+    defaults = {f.name: f.default for f in fields(Config)}
+    rows = re.findall(r"^\| `--([a-z-]+)` \| `([^`]*)` \|", text, flags=re.M)
+    assert {name.replace("-", "_") for name, _ in rows} == set(defaults)
+    for name, shown in rows:
+        assert shown == repr(defaults[name.replace("-", "_")]), name
+    beta = re.search(r"`beta`, default ([0-9.]+)", text)
+    assert beta and float(beta.group(1)) == Config().beta
+
+
+def test_gpu_preset_runs_one_step_on_cpu_in_bf16(tmp_path, tiny_model):
+    """7. The gpu preset's code path (bf16 weights, its batch and eval sizes, torch's threads) on a CPU."""
+    run = tmp_path / "run"
+    out = run_script("--preset", "gpu", "--device", "cpu", "--model", tiny_model, "--dataset", "generated",
+                     "--steps", "1", "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "4",
+                     "--eval-limit", "2", "--probe-questions", "1", "--warmup-examples", "0", "--no-plot",
+                     "--output-dir", run, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(bfloat16 on cpu)" in out.stdout and "final eval on 2 dev questions" in out.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert (config["preset"], config["dtype"], config["device"], config["threads"]) == ("gpu", "bfloat16", "cpu", None)
+    assert (config["micro_batch_size"], config["eval_batch_size"], config["learning_rate"]) == (32, 32, 5e-5)
+    adapter = run / "checkpoints" / "step_000001" / "adapter"
+    # 6. the end of a run names the adapter and the command that evaluates it
+    assert f"adapter: {adapter}" in out.stdout
+    assert f"evaluate it: python benchmarks/evaluate.py --policy {adapter}" in out.stdout
+    assert json.loads((adapter / "env_config.json").read_text())["schema"] == "flat"
+    assert "FutureWarning" not in out.stderr  # 6. no transformers deprecation noise at model load

@@ -433,3 +433,15 @@ def test_real_disable_adapter_and_save_load(real, real_policy, tmp_path):
     reloaded = PeftModel.from_pretrained(base_copy, str(path)).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, real_policy.model(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_building_a_policy_warns_nothing(tokenizer, tmp_path):
+    """peft reads transformers' deprecated is_gradient_checkpointing; no FutureWarning reaches the user."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        policy = LoRAPolicy(PolicyConfig(), model=tiny_model(tokenizer), tokenizer=tokenizer)
+        adapter = policy.save(tmp_path / "adapter")
+        LoRAPolicy(PolicyConfig(adapter=str(adapter)), model=tiny_model(tokenizer), tokenizer=tokenizer)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)], [str(w.message) for w in caught]

@@ -107,6 +107,9 @@ def test_train_writes_metrics_and_an_adapter_that_loads(tokenizer, env, tmp_path
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == summary["steps"] >= 2 and all(line["loss"] > 0 for line in lines)
     assert json.loads((out / "config.json").read_text())["examples"] == 6
+    # the adapter records the environment it was trained on, for benchmarks/evaluate.py
+    env_config = json.loads((out / "adapter" / "env_config.json").read_text())
+    assert (env_config["dataset"], env_config["schema"], env_config["eval_split"]) == ("generated", "flat", "dev")
 
     prompts, completions = [torch.tensor([3, 4, 5, 6])], [torch.tensor([7, 8, 9])]
     expected, _ = policy.sequence_logprobs(prompts, completions)
@@ -164,3 +167,11 @@ def test_grpo_train_warmup_stage_runs_once_and_hands_over_its_adapter(monkeypatc
         48, "tables", 1, 8, 3, 80)
     assert grpo_train.run_warmup(cfg, tmp_path) == adapter and len(calls) == 1  # reused (e.g. on --resume)
     assert grpo_train.parse_config([]).warmup_examples == 320  # the CPU default: a warm-up stage
+
+
+def test_an_unknown_model_exits_2_before_any_work(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--model", "nonexistent-model", "--output-dir",
+                          str(tmp_path / "run")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "python agents/sft_warmup.py: error: model='nonexistent-model' (--model)" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
