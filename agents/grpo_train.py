@@ -63,6 +63,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
 import sys
 import time
@@ -356,9 +357,15 @@ def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: in
 
 
 def evaluate_command(adapter: Path, cfg: Config) -> str:
-    """The command that evaluates a saved adapter on its held-out split (its env_config.json says which)."""
+    """The command that evaluates a saved adapter on its held-out split (its env_config.json says which),
+    as it can be pasted here: paths relative to the working directory when below it, else absolute."""
+    def shown(path) -> str:
+        relative = os.path.relpath(path)
+        return shlex.quote(relative if not relative.startswith("..") else os.path.abspath(path))
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate.py"
     threads = f" --threads {cfg.threads}" if cfg.threads else ""
-    return f"python benchmarks/evaluate.py --policy {adapter}{threads}"
+    return f"{shown(sys.executable)} {shown(script)} --policy {shown(adapter)}{threads}"
 
 
 # ====================================================================================== the run folder

@@ -436,7 +436,8 @@ def test_script_runs_a_warmup_stage_and_one_step_end_to_end(tmp_path):
     assert (tmp_path / "run" / "curves.png").is_file()
     assert (tmp_path / "run" / "checkpoints" / "step_000001" / "adapter").is_dir()
     adapter = tmp_path / "run" / "checkpoints" / "step_000001" / "adapter"
-    assert f"adapter: {adapter}\nevaluate it: python benchmarks/evaluate.py --policy {adapter}" in out.stdout
+    evaluate = f"{os.path.relpath(sys.executable, REPO)} benchmarks/evaluate.py --policy {adapter} --threads 1"
+    assert f"adapter: {adapter}\nevaluate it: {evaluate}" in out.stdout  # run from the repo, it reads as the README
     assert "FutureWarning" not in out.stderr
 
 
@@ -600,8 +601,14 @@ def test_gpu_preset_runs_one_step_on_cpu_in_bf16(tmp_path, tiny_model):
     assert (config["preset"], config["dtype"], config["device"], config["threads"]) == ("gpu", "bfloat16", "cpu", None)
     assert (config["micro_batch_size"], config["eval_batch_size"], config["learning_rate"]) == (32, 32, 5e-5)
     adapter = run / "checkpoints" / "step_000001" / "adapter"
-    # 6. the end of a run names the adapter and the command that evaluates it
-    assert f"adapter: {adapter}" in out.stdout
-    assert f"evaluate it: python benchmarks/evaluate.py --policy {adapter}" in out.stdout
     assert json.loads((adapter / "env_config.json").read_text())["schema"] == "flat"
     assert "FutureWarning" not in out.stderr  # 6. no transformers deprecation noise at model load
+    # 6. the end of a run names the adapter and the command that evaluates it; that command runs as printed
+    assert f"adapter: {adapter}" in out.stdout
+    command = out.stdout.split("evaluate it: ", 1)[1].splitlines()[0]
+    assert command == f"{sys.executable} {REPO / 'benchmarks' / 'evaluate.py'} --policy run/checkpoints/step_000001/adapter"
+    evaluated = subprocess.run(command.split() + ["--limit", "1", "--no-progress", "--out", str(tmp_path / "eval")],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    (report,) = (tmp_path / "eval").glob("*.json")
+    assert json.loads(report.read_text())["config"]["schema"] == "flat"
