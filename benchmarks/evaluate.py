@@ -21,6 +21,14 @@ What is measured (every figure is over the evaluated questions, the greedy query
 Questions are taken in dataset order; ``--limit N`` takes a seeded random subset of N (in dataset
 order), so every policy evaluated with the same seed and limit sees the same questions.
 
+A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the environment it was trained
+on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
+(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows`` and ``--reward``; a flag that differs
+is honoured with a notice. A policy or model that cannot be used, or the oracle on questions without
+gold SQL, stops the script at once with exit status 2 and a message naming the flag. The report records
+the command so that it runs again as written (``SQLENV_DATA_DIR=...`` in front when the data folder came
+from that variable).
+
 The core, :func:`evaluate`, takes a policy (anything with ``act``/``act_batch``, see
 :mod:`agents.baselines`) and a :class:`~sqlenv.env.TextToSQLEnv`; the GRPO trainer reuses it for its
 held-out evaluations. Nothing here imports torch unless an LM policy is asked for.
