@@ -12,11 +12,15 @@ What it does that Hugging Face's ``generate`` path does not:
   and written in place; nothing grows by concatenation.
 - **Finished groups leave.** A prompt whose G samples have all stopped drops out of the batch.
 
-Everything else is the model's own code: embeddings, norms, rotary embeddings, MLPs and the
-q/k/v/o projections are the model's modules, called as they are, so the LoRA adapter (and PEFT's
-``disable_adapter``) act exactly as in training, and weights changed by an optimizer step are used by
-the next call. Supported: Llama-style decoders (``llama``, ``qwen2``, ``mistral`` without sliding
-windows); :func:`supports` says whether a model is one.
+- **Few, large matrix products.** At the start of each call the LoRA adapter is folded into the
+  projections it targets (``W + B A scaling``, PEFT's own ``get_delta_weight``; skipped under
+  ``disable_adapter``) and q/k/v are stacked into one matrix, so a layer is five matrix products
+  and a handful of element-wise ops, with no per-module Python dispatch.
+  Weights changed by an optimizer step are folded in again by the next call.
+
+The embeddings, rotary embeddings and output head are the model's own modules. Supported:
+Llama-style decoders (``llama``, ``qwen2``, ``mistral`` without sliding windows, SiLU MLP);
+:func:`supports` says whether a model is one.
 
 Log-probs returned with each token are ``log_softmax`` of the unmodified logits (temperature 1),
 the quantity the trainer's forward computes.
@@ -50,10 +54,59 @@ def supports(model) -> bool:
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     if decoder is None or not hasattr(decoder, "rotary_emb"):
         return False
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return False
     layer = decoder.layers[0]
     needed = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
     return all(hasattr(layer, n) for n in needed) and all(
-        hasattr(layer.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+        hasattr(layer.self_attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")) and all(
+        hasattr(layer.mlp, p) for p in ("gate_proj", "up_proj", "down_proj"))
+
+
+def _effective_linear(module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(weight, bias)`` a (possibly LoRA-wrapped) linear layer applies right now."""
+    if not hasattr(module, "lora_A"):
+        return module.weight, module.bias
+    base = module.get_base_layer()
+    weight = base.weight
+    if not module.disable_adapters and not module.merged:
+        for name in module.active_adapters:
+            if name not in module.lora_A:
+                continue
+            if name in getattr(module, "lora_variant", {}):
+                raise ValueError(f"RolloutEngine supports plain LoRA adapters, not the {name!r} variant (DoRA)")
+            weight = weight + module.get_delta_weight(name).to(weight.dtype)
+    return weight, base.bias
+
+
+def _stack(parts):
+    weights = torch.cat([w for w, _ in parts])
+    if all(b is None for _, b in parts):
+        return weights, None
+    return weights, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in parts])
+
+
+@dataclass
+class _Layer:
+    """One decoder layer's weights as the engine applies them."""
+
+    norm1: torch.Tensor
+    eps1: float
+    qkv: tuple[torch.Tensor, torch.Tensor | None]
+    o: tuple[torch.Tensor, torch.Tensor | None]
+    norm2: torch.Tensor
+    eps2: float
+    gate: tuple[torch.Tensor, torch.Tensor | None]
+    up: tuple[torch.Tensor, torch.Tensor | None]
+    down: tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama's RMSNorm, step for step (float32 statistics, then the weight in the input's dtype)."""
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
@@ -125,6 +178,7 @@ class RolloutEngine:
         self.eos = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
         self.pad = int(pad_token_id)
         self.prefill_chunk = max(1, int(prefill_chunk))
+        self._weights: list[_Layer] | None = None  # set for the length of one sample() call
 
     @property
     def device(self) -> torch.device:
@@ -135,28 +189,41 @@ class RolloutEngine:
     def _rope(self, x: torch.Tensor, positions: torch.Tensor):
         return self.decoder.rotary_emb(x, positions)
 
-    def _project(self, attn, hidden: torch.Tensor, cos, sin):
-        """q, k, v of ``hidden [N, T, E]`` with rotary embeddings: ``[N, H, T, D]``, ``[N, Hkv, T, D]``."""
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        n, t, _ = hidden.shape
-        q = attn.q_proj(hidden).view(n, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(hidden).view(n, t, self.n_kv, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(hidden).view(n, t, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        return q, k, v
+    def _gather_weights(self) -> list[_Layer]:
+        """Every layer's weights with the active LoRA adapter folded in (see the module docstring)."""
+        layers = []
+        for layer in self.decoder.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            layers.append(_Layer(
+                norm1=layer.input_layernorm.weight, eps1=_eps(layer.input_layernorm),
+                qkv=_stack([_effective_linear(attn.q_proj), _effective_linear(attn.k_proj),
+                            _effective_linear(attn.v_proj)]),
+                o=_effective_linear(attn.o_proj),
+                norm2=layer.post_attention_layernorm.weight, eps2=_eps(layer.post_attention_layernorm),
+                gate=_effective_linear(mlp.gate_proj), up=_effective_linear(mlp.up_proj),
+                down=_effective_linear(mlp.down_proj)))
+        return layers
 
     def _run_layers(self, hidden: torch.Tensor, positions: torch.Tensor,
                     attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """The decoder stack over ``hidden [N, T, E]``; ``attend(layer, q, k, v)`` returns ``[N, T, H*D]``."""
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
         cos, sin = self._rope(hidden, positions)
-        for index, layer in enumerate(self.decoder.layers):
-            residual = hidden
-            normed = layer.input_layernorm(hidden)
-            q, k, v = self._project(layer.self_attn, normed, cos, sin)
-            hidden = residual + layer.self_attn.o_proj(attend(index, q, k, v))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.decoder.norm(hidden)
+        n, t, _ = hidden.shape
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        linear = F.linear
+        for index, w in enumerate(self._weights):
+            qkv = linear(_rms_norm(hidden, w.norm1, w.eps1), *w.qkv)
+            q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+            q = q.reshape(n, t, self.n_heads, self.head_dim).transpose(1, 2)
+            k = k.reshape(n, t, self.n_kv, self.head_dim).transpose(1, 2)
+            v = v.reshape(n, t, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            hidden = hidden + linear(attend(index, q, k, v), *w.o)
+            normed = _rms_norm(hidden, w.norm2, w.eps2)
+            hidden = hidden + linear(F.silu(linear(normed, *w.gate)) * linear(normed, *w.up), *w.down)
+        return _rms_norm(hidden, self.decoder.norm.weight, _eps(self.decoder.norm))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(hidden).float()
@@ -253,6 +320,13 @@ class RolloutEngine:
         common = min(common, min(len(p) for p in prompts) - 1)  # every prompt keeps >= 1 own token
         if len(prompts) == 1:
             common = 0  # one prompt: its own level holds it all
+        self._weights = self._gather_weights()
+        try:
+            return self._sample(prompts, common, rows, max_new_tokens, choose, stop)
+        finally:
+            self._weights = None  # the folded copies are not kept between calls
+
+    def _sample(self, prompts, common, rows, max_new_tokens, choose, stop):
         levels, logits = self._prefill(prompts, common, rows, max_new_tokens)
         total_groups = len(prompts)
         eos = self.eos.to(self.device)
@@ -330,6 +404,10 @@ class RolloutEngine:
         gen_v = [own_k[0].new_zeros(shape) for _ in range(n_layers)]
         levels = _Levels(common_k, common_v, own_k, own_v, own_mask, gen_k, gen_v)
         return levels, torch.cat(logits)
+
+
+def _eps(norm) -> float:
+    return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
 
 
 def _common_prefix(prompts: Sequence[torch.Tensor]) -> int:
