@@ -156,11 +156,15 @@ class RolloutEngine:
 
     ``stop(row_tokens) -> bool`` ends a sequence after a token (besides EOS); ``eos_token_ids`` end
     it with the token kept, as in :class:`agents.policy.LoRAPolicy`. ``prefill_chunk`` bounds how
-    many prompts are prefilled together (memory), ``pad_token_id`` fills padding.
+    many prompts are prefilled together (memory), ``pad_token_id`` fills padding. ``dtype`` (e.g.
+    ``torch.bfloat16``) runs the rollout in a lower precision than the model's weights: the folded
+    weights, activations and KV cache are cast, the logits come back in float32. Its tokens then come
+    from a slightly different distribution than the training forward's; the trainer must correct for
+    it (importance sampling) and ``benchmarks/bench_generate.py --rollout-dtype`` measures the gap.
     """
 
     def __init__(self, model, eos_token_ids: Sequence[int], pad_token_id: int = 0,
-                 prefill_chunk: int = 8):
+                 prefill_chunk: int = 8, dtype: torch.dtype | None = None):
         if not supports(model):
             config = getattr(_base_model(model), "config", None)
             raise ValueError(f"RolloutEngine supports Llama-style decoders {SUPPORTED_MODEL_TYPES}; "
@@ -178,7 +182,10 @@ class RolloutEngine:
         self.eos = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
         self.pad = int(pad_token_id)
         self.prefill_chunk = max(1, int(prefill_chunk))
+        self.dtype = dtype
         self._weights: list[_Layer] | None = None  # set for the length of one sample() call
+        self._head: torch.Tensor | None = None
+        self._dtype = self.head.weight.dtype
 
     @property
     def device(self) -> torch.device:
@@ -190,18 +197,25 @@ class RolloutEngine:
         return self.decoder.rotary_emb(x, positions)
 
     def _gather_weights(self) -> list[_Layer]:
-        """Every layer's weights with the active LoRA adapter folded in (see the module docstring)."""
+        """Every layer's weights with the active LoRA adapter folded in (see the module docstring),
+        in the rollout dtype."""
+        dtype = self._dtype
+
+        def cast(pair):
+            weight, bias = pair
+            return weight.to(dtype), None if bias is None else bias.to(dtype)
+
         layers = []
         for layer in self.decoder.layers:
             attn, mlp = layer.self_attn, layer.mlp
             layers.append(_Layer(
-                norm1=layer.input_layernorm.weight, eps1=_eps(layer.input_layernorm),
-                qkv=_stack([_effective_linear(attn.q_proj), _effective_linear(attn.k_proj),
-                            _effective_linear(attn.v_proj)]),
-                o=_effective_linear(attn.o_proj),
-                norm2=layer.post_attention_layernorm.weight, eps2=_eps(layer.post_attention_layernorm),
-                gate=_effective_linear(mlp.gate_proj), up=_effective_linear(mlp.up_proj),
-                down=_effective_linear(mlp.down_proj)))
+                norm1=layer.input_layernorm.weight.to(dtype), eps1=_eps(layer.input_layernorm),
+                qkv=cast(_stack([_effective_linear(attn.q_proj), _effective_linear(attn.k_proj),
+                                 _effective_linear(attn.v_proj)])),
+                o=cast(_effective_linear(attn.o_proj)),
+                norm2=layer.post_attention_layernorm.weight.to(dtype), eps2=_eps(layer.post_attention_layernorm),
+                gate=cast(_effective_linear(mlp.gate_proj)), up=cast(_effective_linear(mlp.up_proj)),
+                down=cast(_effective_linear(mlp.down_proj))))
         return layers
 
     def _run_layers(self, hidden: torch.Tensor, positions: torch.Tensor,
@@ -223,10 +237,13 @@ class RolloutEngine:
             hidden = hidden + linear(attend(index, q, k, v), *w.o)
             normed = _rms_norm(hidden, w.norm2, w.eps2)
             hidden = hidden + linear(F.silu(linear(normed, *w.gate)) * linear(normed, *w.up), *w.down)
-        return _rms_norm(hidden, self.decoder.norm.weight, _eps(self.decoder.norm))
+        return _rms_norm(hidden, self.decoder.norm.weight.to(self._dtype), _eps(self.decoder.norm))
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder.embed_tokens(ids).to(self._dtype)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(hidden).float()
+        return F.linear(hidden, self._head, self.head.bias).float()
 
     # ------------------------------------------------------------------ prefill
 
@@ -241,7 +258,7 @@ class RolloutEngine:
             return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
         positions = torch.arange(len(tokens), device=self.device)[None]
-        hidden = self._run_layers(self.decoder.embed_tokens(tokens[None]), positions, attend)
+        hidden = self._run_layers(self._embed(tokens[None]), positions, attend)
         return keys, values, hidden[0, -1]
 
     def _prefill_own(self, parts: list[torch.Tensor], common_k, common_v, start: int):
@@ -270,7 +287,7 @@ class RolloutEngine:
             return out.transpose(1, 2).reshape(n, width, -1)
 
         positions = start + torch.arange(width, device=self.device)[None].expand(n, -1)
-        hidden = self._run_layers(self.decoder.embed_tokens(ids), positions, attend)
+        hidden = self._run_layers(self._embed(ids), positions, attend)
         last = torch.tensor([len(p) - 1 for p in parts], device=self.device)
         logits = self._logits(hidden[torch.arange(n, device=self.device), last])
         return keys, values, logits
@@ -320,11 +337,13 @@ class RolloutEngine:
         common = min(common, min(len(p) for p in prompts) - 1)  # every prompt keeps >= 1 own token
         if len(prompts) == 1:
             common = 0  # one prompt: its own level holds it all
+        self._dtype = self.dtype or self.head.weight.dtype
         self._weights = self._gather_weights()
+        self._head = self.head.weight.to(self._dtype)
         try:
             return self._sample(prompts, common, rows, max_new_tokens, choose, stop)
         finally:
-            self._weights = None  # the folded copies are not kept between calls
+            self._weights = self._head = None  # the folded copies are not kept between calls
 
     def _sample(self, prompts, common, rows, max_new_tokens, choose, stop):
         levels, logits = self._prefill(prompts, common, rows, max_new_tokens)
@@ -369,7 +388,7 @@ class RolloutEngine:
             positions = next_pos.repeat_interleave(rows)[:, None] + levels.steps
             groups = len(active)
             hidden = self._run_layers(
-                self.decoder.embed_tokens(chosen[:, None]), positions,
+                self._embed(chosen[:, None]), positions,
                 lambda layer, q, k, v: self._attend_decode(levels, layer, q, k, v, groups, rows))
             levels.steps += 1
             logits = self._logits(hidden[:, -1])

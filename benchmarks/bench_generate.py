@@ -18,6 +18,11 @@ One run, one process, the same prompts (TempTabQA-C training questions, the trai
    a growing cache) and the engine (``agents/engine.py``) alternating ``--repeats`` times; tokens/s of
    each, their ratio, and the engine's fraction of the bound. Completions stop as in training (EOS,
    end of statement), so both paths sample the same kind of work; tokens are counted as sampled.
+4. ``--rollout-dtype bfloat16``: the engine once more with bfloat16 weights, activations and cache
+   (float32 logits), its tokens/s, its greedy SQL against float32's, and the policy mismatch it
+   causes: the log-probs of its sampled tokens against the float32 training forward's
+   (``sequence_logprobs``), per token and per sequence, which an importance-sampling correction
+   would have to absorb.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per path (alternating)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rollout-dtype", default=None, choices=["bfloat16", "float16"],
+                        help="also time the engine in this dtype and measure the log-prob mismatch")
     args = parser.parse_args(argv)
 
     import torch
@@ -137,7 +144,46 @@ def main(argv=None) -> int:
               f"| {speed[name] / compute_bound:.0%} |")
     print(f"engine / plain tokens/s: {speed['engine'] / speed['hf']:.2f}x; "
           f"greedy SQL identical on {identical}/{len(checked)} prompts")
+    if args.rollout_dtype:
+        low_precision(policy, prompts, checked, greedy["engine"], args, speed["engine"], bound)
     return 0 if identical == len(checked) else 1
+
+
+def low_precision(policy, prompts, checked, greedy_sql, args, fp32_speed, bound) -> None:
+    """The engine in ``args.rollout_dtype``: speed, greedy agreement and the log-prob mismatch."""
+    import torch
+
+    from agents.engine import RolloutEngine
+
+    dtype = getattr(torch, args.rollout_dtype)
+    policy.config.engine = "engine"
+    policy._engine = RolloutEngine(policy.model, policy.eos_token_ids, policy.tokenizer.pad_token_id or 0,
+                                   dtype=dtype)
+    same = sum(a == r.sql for a, r in zip(greedy_sql, policy.generate(checked, 1, greedy=True)))
+    tokens, seconds, rollouts = 0, 0.0, []
+    for repeat in range(args.repeats):
+        torch.manual_seed(repeat)
+        start = time.perf_counter()
+        batch = policy.generate(prompts[:args.prompts], args.num_generations)
+        seconds += time.perf_counter() - start
+        tokens += sum(len(r.completion_ids) for r in batch)
+        rollouts += batch
+    with torch.no_grad():
+        train, mask = policy.sequence_logprobs([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts])
+    rollout = torch.zeros_like(train)
+    for row, r in enumerate(rollouts):
+        rollout[row, :len(r.logprobs)] = r.logprobs
+    delta = (train - rollout)[mask.bool()]
+    per_sequence = ((train - rollout) * mask).sum(-1)
+    speed = tokens / seconds
+    print(f"| engine, {args.rollout_dtype} | {tokens} | {seconds:.1f} | {speed:.1f} | {speed / bound:.0%} | |")
+    print(f"{args.rollout_dtype} / float32 engine tokens/s: {speed / fp32_speed:.2f}x; greedy SQL as float32's on "
+          f"{same}/{len(checked)} prompts")
+    print(f"log-prob mismatch (float32 training forward - {args.rollout_dtype} rollout) over {len(delta)} sampled "
+          f"tokens: mean |d| {delta.abs().mean():.4f}, max |d| {delta.abs().max():.3f}, tokens with |d| > 0.1: "
+          f"{(delta.abs() > 0.1).float().mean():.1%}; per sequence: mean |sum d| {per_sequence.abs().mean():.3f}, "
+          f"max {per_sequence.abs().max():.3f} (importance ratio exp(sum d) in "
+          f"[{per_sequence.exp().min():.2f}, {per_sequence.exp().max():.2f}])")
 
 
 if __name__ == "__main__":

@@ -179,3 +179,16 @@ def test_sample_tokens_follows_the_tempered_distribution():
         assert frequencies[4] == 0
     nucleus = sample_tokens(logits, 1.0, top_p=0.5, generator=generator)
     assert set(nucleus.tolist()) == {0}  # the top token alone holds more than half the mass
+
+
+def test_bfloat16_rollout_runs_and_stays_close_to_float32(pair):
+    prompts = [pair.encode(p) for p in prompts_of(pair)[:4]]
+    greedy = lambda logits: logits.argmax(-1)  # noqa: E731
+    full = RolloutEngine(pair.model, [], 0).sample(prompts, 2, max_new_tokens=6, choose=greedy)
+    half = RolloutEngine(pair.model, [], 0, dtype=torch.bfloat16).sample(prompts, 2, max_new_tokens=6, choose=greedy)
+    assert next(pair.model.parameters()).dtype == torch.float32  # the model itself is untouched
+    first_full = torch.stack([group[0][1][0] for group in full])
+    first_half = torch.stack([group[0][1][0] for group in half])
+    assert first_half.dtype == torch.float32
+    assert not torch.equal(first_full, first_half)  # really computed in another precision
+    torch.testing.assert_close(first_half, first_full, atol=0.1, rtol=0)  # the first token's log-prob, same context
