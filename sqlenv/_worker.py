@@ -183,8 +183,9 @@ def _stop_all(workers: list, owner_pid: int) -> None:
 class WorkerPool:
     """N persistent worker processes, each with its own Executor; see the module docstring."""
 
-    def __init__(self, config, size: int):
+    def __init__(self, config, size: int, result_type):
         self.config = config
+        self._result_type = result_type  # executor.ExecutionResult, passed in: no import back
         self._config_json = json.dumps(asdict(config))
         self._workers: list[_Worker] = []
         self._task_ids = 0
@@ -243,7 +244,7 @@ class WorkerPool:
         never waits for this process to wake up); a query's hard deadline counts from when the previous
         answer arrived. Large SQL is only sent to an idle worker, so a send can never block on a full pipe.
         """
-        from sqlenv.executor import ExecutionResult
+        ExecutionResult = self._result_type  # noqa: N806
 
         config = self.config
         results: list = [None] * len(sqls)

@@ -719,7 +719,7 @@ class Executor:
         if self._pid != os.getpid():
             self._forget_after_fork()
         if self._pool is None:
-            self._pool = WorkerPool(self.config, workers)
+            self._pool = WorkerPool(self.config, workers, ExecutionResult)
         else:
             self._pool.resize(workers)
         return self._pool

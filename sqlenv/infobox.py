@@ -44,7 +44,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from sqlenv.datasets.base import cache_dir
+from sqlenv.cache import cache_dir
 
 __all__ = [
     "BUILDER_VERSION", "MEDAL_TYPES", "SCHEMAS", "Infobox", "Medal", "build_database", "context_key",

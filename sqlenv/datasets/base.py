@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from sqlenv.cache import CACHE_DIR_ENV, cache_dir  # noqa: F401  (re-exported: datasets build into it)
+
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
-CACHE_DIR_ENV = "SQLENV_CACHE_DIR"
 
 
 class DatasetError(ValueError):
@@ -134,9 +135,3 @@ def resolve_data_dir(data_dir: str | os.PathLike | None, dataset: str) -> Path:
                            f"(from the data_dir argument or {DATA_DIR_ENV})")
     return path
 
-
-def cache_dir() -> Path:
-    """Where built databases are cached: ``$SQLENV_CACHE_DIR`` or ``~/.cache/sqlenv``."""
-    path = Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "sqlenv")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
