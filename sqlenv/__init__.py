@@ -11,6 +11,7 @@ from gymnasium.envs.registration import register, registry
 from sqlenv.datasets import Dataset, DatasetError, Example, available_datasets, load_dataset
 
 ENV_ID = "TextToSQL-v0"
+AGENT_ENV_ID = "TextToSQLAgent-v0"
 
 if ENV_ID not in registry:
     register(
@@ -23,13 +24,27 @@ if ENV_ID not in registry:
         nondeterministic=True,
     )
 
+if AGENT_ENV_ID not in registry:
+    register(
+        id=AGENT_ENV_ID,
+        entry_point="sqlenv.agent_env:TextToSQLAgentEnv",
+        # Multi-turn episodes: Gymnasium's default vector env and NEXT_STEP autoreset fit (a bare reset
+        # step after each finished episode, reward 0), so no vector_entry_point; see docs/agent_env.md.
+        # Nondeterministic for TextToSQL-v0's reasons, plus the wall-clock total of exploration time.
+        nondeterministic=True,
+    )
+
 
 def __getattr__(name):  # lazy: keeps `import sqlenv` light for worker processes
     if name == "TextToSQLEnv":
         from sqlenv.env import TextToSQLEnv
 
         return TextToSQLEnv
+    if name == "TextToSQLAgentEnv":
+        from sqlenv.agent_env import TextToSQLAgentEnv
+
+        return TextToSQLAgentEnv
     raise AttributeError(name)
 
 
-__all__ = ["ENV_ID", "Dataset", "DatasetError", "Example", "TextToSQLEnv", "available_datasets", "load_dataset"]
+__all__ = ["AGENT_ENV_ID", "ENV_ID", "Dataset", "DatasetError", "Example", "TextToSQLAgentEnv", "TextToSQLEnv", "available_datasets", "load_dataset"]

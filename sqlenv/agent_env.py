@@ -1,0 +1,307 @@
+"""TextToSQLAgentEnv (``TextToSQLAgent-v0``): explore the database with queries, then answer.
+
+The multi-turn sibling of :class:`~sqlenv.env.TextToSQLEnv`: same datasets, hardened executor, matchers
+and reward presets, but an episode lasts up to ``max_turns`` moves. Each move is a string holding one
+``<sql>...</sql>`` block (an exploratory query: its result comes back in the observation) or one
+``<answer>...</answer>`` block (the final query, scored exactly as ``TextToSQL-v0`` scores its one
+step). See docs/agent_env.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from typing import Any
+
+from gymnasium import spaces
+
+from sqlenv.env import ACTION_CHARSET, TextToSQLEnv, _format_table, _one_line
+from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
+from sqlenv.spaces import UnicodeText
+
+__all__ = ["TextToSQLAgentEnv", "MOVE_ERRORS", "NO_ANSWER"]
+
+#: Error kinds of a move that is not a well-formed ``<sql>`` or ``<answer>`` block, or an exploration
+#: refused because the episode's exploration time is spent (``budget``). A well-formed exploration that
+#: fails carries the executor's error kind (``syntax``, ``no_such_table``, ...).
+MOVE_ERRORS = ("not_text", "no_tag", "both_tags", "several_tags", "empty", "budget")
+#: The final ``info["error"]`` when the turns ran out without an ``<answer>``.
+NO_ANSWER = "no_answer"
+
+_BLOCK = re.compile(r"<(sql|answer)>(.*?)</\1>", re.IGNORECASE | re.DOTALL)
+_OPEN = re.compile(r"<(sql|answer)>", re.IGNORECASE)
+_TAG_ROOM = 10_000  # characters an action may hold besides its query (tags, reasoning text)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _non_negative_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+    return float(value)
+
+
+class TextToSQLAgentEnv(TextToSQLEnv):
+    """Answer a question about a database in up to ``max_turns`` moves: explore, then answer.
+
+    ## Action Space
+    :class:`~sqlenv.spaces.UnicodeText`: a string holding exactly one ``<sql>QUERY</sql>`` block (explore:
+    run QUERY and see its result) or one ``<answer>QUERY</answer>`` block (submit QUERY as the final
+    answer). Text outside the block (reasoning) is ignored; tag names are case-insensitive. Anything
+    else (no block, both kinds, two blocks, an empty query, a non-string) is a malformed move: it
+    costs a turn and gets an observation saying what was wrong, never an exception.
+
+    ## Observation Space
+    ``Dict`` of ``UnicodeText``: ``question``, ``schema`` and ``sample_rows`` as in ``TextToSQL-v0``,
+    plus ``transcript``: the earlier moves and their results as text (at most ``transcript_chars``
+    characters; the oldest moves are dropped first). Each exploration result shows at most
+    ``result_rows`` rows and ``result_chars`` characters, with the row count, or the error kind and
+    message.
+
+    ## Rewards
+    The ``<answer>`` query is scored exactly as ``TextToSQL-v0`` scores its step (the same ``reward``
+    presets, matchers and ``info``). Other moves reward ``-turn_cost``, minus
+    ``exploration_error_penalty`` when the move was malformed or its query failed (both 0 by default,
+    so only the answer counts). Running out of turns without an answer ends the episode with
+    ``truncated=True`` and the preset's execution-error reward (``info["error"] == "no_answer"``), on top
+    of that last move's own reward.
+
+    ## Episode End
+    ``terminated=True`` on the ``<answer>`` move; ``truncated=True`` after ``max_turns`` moves without one.
+    Gymnasium's default ``NEXT_STEP`` vector autoreset fits (no ``vector_entry_point``).
+
+    ## Arguments
+    Every ``TextToSQL-v0`` argument (``dataset``, ``split``, ``reward``, ``timeout``,
+    ``max_instructions``, ``expose_gold``, dataset keywords, ...), plus ``max_turns=5``,
+    ``result_rows=20``, ``result_chars=2_000``, ``transcript_chars=8_000``, ``explore_timeout=None``
+    (each exploration query's time budget; ``None``: ``timeout``), ``explore_max_instructions=None``
+    (each exploration query's instruction budget; ``None``: ``max_instructions``),
+    ``explore_seconds=5.0`` (total exploration query time per episode), ``turn_cost=0.0``,
+    ``exploration_error_penalty=0.0``.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    def __init__(
+        self,
+        *args,
+        max_turns: int = 5,
+        result_rows: int = 20,
+        result_chars: int = 2_000,
+        transcript_chars: int = 8_000,
+        explore_timeout: float | None = None,
+        explore_max_instructions: int | None = None,
+        explore_seconds: float = 5.0,
+        turn_cost: float = 0.0,
+        exploration_error_penalty: float = 0.0,
+        **kwargs,
+    ):
+        self.max_turns = _positive_int("max_turns", max_turns)
+        self.result_rows = _positive_int("result_rows", result_rows, 0)
+        self.result_chars = _positive_int("result_chars", result_chars, 100)
+        self.transcript_chars = _positive_int("transcript_chars", transcript_chars, 1)
+        if self.transcript_chars < self.result_chars:
+            raise ValueError(f"transcript_chars={transcript_chars!r} must be >= result_chars={result_chars!r}, "
+                             "so that the newest result fits the transcript")
+        if explore_timeout is not None and (
+                isinstance(explore_timeout, bool) or not isinstance(explore_timeout, (int, float))
+                or not math.isfinite(explore_timeout) or explore_timeout <= 0):
+            raise ValueError(f"explore_timeout={explore_timeout!r} must be a positive number of seconds or None")
+        if explore_max_instructions is not None:
+            _positive_int("explore_max_instructions", explore_max_instructions)
+        self.explore_seconds = _non_negative_float("explore_seconds", explore_seconds)
+        self.turn_cost = _non_negative_float("turn_cost", turn_cost)
+        self.exploration_error_penalty = _non_negative_float("exploration_error_penalty", exploration_error_penalty)
+        super().__init__(*args, **kwargs)
+        config = self.executor.config
+        self.explore_executor = Executor(ExecutorConfig(
+            timeout=config.timeout if explore_timeout is None else float(explore_timeout),
+            max_rows=config.max_rows,
+            max_instructions=config.max_instructions if explore_max_instructions is None else explore_max_instructions,
+        ))
+        low, high = self.reward_range
+        self.reward_range = (low - self.turn_cost - self.exploration_error_penalty, high)
+        self.observation_space = spaces.Dict({
+            **self.observation_space.spaces,
+            "transcript": UnicodeText(self.transcript_chars, min_length=0, charset=frozenset(string.printable)),
+        })
+        self.action_space = UnicodeText(config.max_sql_length + _TAG_ROOM, min_length=0,
+                                        charset=ACTION_CHARSET)
+        self._entries: list[str] = []
+        self._move_errors: list[str | None] = []
+        self._explore_spent = 0.0
+        self._done = False
+        self._final: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ episode API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._entries, self._move_errors = [], []
+        self._explore_spent, self._done, self._final = 0.0, False, None
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action: str):
+        if self._index is None:
+            raise RuntimeError("Cannot call env.step() before calling env.reset()")
+        if self._done:
+            raise RuntimeError("The episode has ended (an answer was submitted or the turns ran out). "
+                               "Call reset before using step method.")
+        example = self.dataset[self._index]
+        turn = len(self._move_errors) + 1
+        kind, query, problem = self.parse(action)
+        if kind == "answer":
+            result = self.executor.execute(self._database(example).path, query)
+            reward, info = self._score(example, query, result)
+            self._move_errors.append(result.error)
+            self._entries.append(f"Turn {turn}/{self.max_turns} <answer>{self._clip(query)}</answer>\n"
+                                 "Answer submitted.")
+            self._done = True
+            self._final = info
+            info = {**info, **self._turn_info("answer")}
+            return self._observation(example), reward, True, False, info
+        if kind == "sql":
+            error, text = self._explore(example, query)
+            head = f"Turn {turn}/{self.max_turns} <sql>{self._clip(query)}</sql>"
+        else:
+            error, text = problem
+            head = f"Turn {turn}/{self.max_turns} (malformed move) {self._clip(_one_line(action, 200))}"
+        self._move_errors.append(error)
+        self._entries.append(head + "\n" + text)
+        reward = 0.0 - self.turn_cost - (self.exploration_error_penalty if error is not None else 0.0)
+        info = {"index": self._index, **self._turn_info(kind)}
+        if turn < self.max_turns:
+            return self._observation(example), reward, False, False, info
+        # turns ran out without an answer: the preset's execution-error reward, and the gold after the episode
+        self._done = True
+        missing = ExecutionResult(error=NO_ANSWER, message=f"no <answer> within {self.max_turns} turns")
+        penalty, final = self._score(example, "", missing)
+        self._final = final
+        return self._observation(example), reward + penalty, False, True, {**final, **info, "reward": reward + penalty}
+
+    def parse(self, action: Any) -> tuple[str, str, tuple[str, str] | None]:
+        """``("sql" | "answer", query, None)`` for a well-formed move, else
+        ``("malformed", "", (error kind, observation text))``."""
+        if not isinstance(action, str):
+            return "malformed", "", ("not_text", f"Malformed move: expected a string, got {type(action).__name__}. "
+                                     "Write <sql>QUERY</sql> to explore or <answer>QUERY</answer> to submit.")
+        blocks = _BLOCK.findall(action)
+        hint = "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit)."
+        if not blocks:
+            opened = _OPEN.search(action)
+            what = f"the {opened.group(0)} tag is not closed" if opened else "no <sql> or <answer> block"
+            return "malformed", "", ("no_tag", f"Malformed move: {what}. {hint}")
+        kinds = {name.lower() for name, _ in blocks}
+        if len(kinds) > 1:
+            return "malformed", "", ("both_tags", f"Malformed move: both <sql> and <answer> blocks. {hint}")
+        if len(blocks) > 1:
+            return "malformed", "", ("several_tags", f"Malformed move: {len(blocks)} <{kinds.pop()}> blocks. {hint}")
+        name, query = blocks[0]
+        query = query.strip()
+        if not query:
+            return "malformed", "", ("empty", f"Malformed move: the <{name.lower()}> block is empty. {hint}")
+        return name.lower(), query, None
+
+    def render(self):
+        if self.render_mode != "ansi":
+            return None
+        if self._index is None:
+            return "(call reset first)\n"
+        lines = [f"Question [{self._index}]: {self.dataset[self._index].question}", self._transcript()]
+        if self._final is not None:
+            info = self._final
+            lines.append(f"Gold answer: {info['answer']}")
+            lines.append(f"Reward: {info['reward']:g}  correct={info['correct']}  error={info['error']}")
+        return "\n".join(line for line in lines if line) + "\n"
+
+    def close(self):
+        self.explore_executor.close()
+        super().close()
+
+    # ------------------------------------------------------------------ pickling and copying
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["explore_executor"] = self.explore_executor.config
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["explore_executor"] = Executor(state["explore_executor"])
+        super().__setstate__(state)
+
+    # ------------------------------------------------------------------ helpers
+    def observation_for(self, index: int) -> dict[str, str]:
+        """The first observation of question ``index`` (empty transcript), without resetting."""
+        return {**super()._observation(self.dataset[index]), "transcript": ""}
+
+    def _observation(self, example) -> dict[str, str]:
+        return {**super()._observation(example), "transcript": self._transcript()}
+
+    def _reset_info(self, index, example) -> dict[str, Any]:
+        return {**super()._reset_info(index, example), **self._turn_info(None)}
+
+    def _turn_info(self, move: str | None) -> dict[str, Any]:
+        info = {"turn": len(self._move_errors), "turns_left": self.max_turns - len(self._move_errors),
+                "move_errors": list(self._move_errors)}
+        if move is not None:
+            info["move"] = move
+        return info
+
+    def _explore(self, example, query: str) -> tuple[str | None, str]:
+        left = self.explore_seconds - self._explore_spent
+        if left <= 0:
+            return "budget", (f"Not run: the episode's {self.explore_seconds:g} s of exploration query time "
+                              "is spent. Submit an <answer>.")
+        executor = self.explore_executor
+        result = executor._execute(self._database(example).path, query, min(executor.config.timeout, left))
+        self._explore_spent += result.elapsed
+        if result.error is not None:
+            return result.error, self._clip(f"Error ({result.error}): {result.message}")
+        count = len(result.rows)
+        shown = min(count, self.result_rows)
+        head = f"{count} row{'s' if count != 1 else ''}" + (f" (first {shown} shown)" if shown < count else "")
+        table = _format_table([_cell(c) for c in result.columns], [[_cell(v) for v in row] for row in result.rows[:shown]],
+                              limit=max(shown, 1))
+        return None, self._clip(head + "\n" + table)
+
+    def _clip(self, text: str) -> str:
+        limit = self.result_chars
+        if len(text) <= limit:
+            return text
+        note = f"\n... (cut at {limit} characters)"
+        return text[: limit - len(note)] + note
+
+    def _transcript(self) -> str:
+        budget = self.transcript_chars
+        kept: list[str] = []
+        size = 0
+        for entry in reversed(self._entries):
+            extra = len(entry) + (2 if kept else 0)
+            if size + extra > budget:
+                break
+            kept.append(entry)
+            size += extra
+        dropped = len(self._entries) - len(kept)
+        if dropped:
+            note = f"({dropped} earlier turn{'s' if dropped != 1 else ''} omitted)"
+            while kept and size + len(note) + 2 > budget:
+                size -= len(kept.pop()) + 2
+            if kept:
+                kept.append(note)
+            else:
+                return self._entries[-1][: budget]
+        return "\n\n".join(reversed(kept))
+
+
+def _cell(value: Any) -> Any:
+    """One result value on one line: newlines in values would break the table's rows."""
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    if isinstance(value, bytes):
+        return "x'" + value.hex() + "'"
+    return value
+
