@@ -422,3 +422,27 @@ def test_render_ansi(make):
     text = env.render()
     assert text.startswith("Question [2]: How many cities are listed?\nTurn 1/5 <sql>")
     assert text.endswith("Answer submitted.\nGold answer: 6\nReward: 1  correct=True  error=None\n")
+
+
+def test_the_docs_example_runs_and_prints_what_it_says(capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "agent_env.md").read_text(encoding="utf-8")
+    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    exec(compile(example, "docs/agent_env.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "In how many different events has Yselle Achterberg won a medal?"
+    assert out[1].startswith("Turn 1/5 <sql>SELECT DISTINCT f.name") and out[2] == "2 rows"
+    assert out[-2:] == ["0.0 False 4 [None]", "1.0 True True 2"]
+
+
+def test_the_docs_transcript_is_what_the_env_shows(make):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "agent_env.md").read_text(encoding="utf-8")
+    shown = re.search(r"```\n(Turn 1/5.*?)\n```", text, re.S).group(1)
+    env = make(result_rows=2)
+    env.reset(options={"index": 0})
+    for move in ["<sql>SELECT name, population FROM city</sql>", "<sql>SELECT * FROM town</sql>", "SELECT 1"]:
+        obs, *_ = env.step(move)
+    assert obs["transcript"] == shown
