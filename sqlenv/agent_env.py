@@ -264,8 +264,9 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         count = len(result.rows)
         shown = min(count, self.result_rows)
         head = f"{count} row{'s' if count != 1 else ''}" + (f" (first {shown} shown)" if shown < count else "")
-        table = _format_table([_cell(c) for c in result.columns], [[_cell(v) for v in row] for row in result.rows[:shown]],
-                              limit=max(shown, 1))
+        columns = [_cell(c) for c in result.columns]
+        rows = [[_cell(v) for v in row] for row in result.rows[:shown]]
+        table = _format_table(columns, rows, limit=max(shown, 1))
         return None, self._clip(head + "\n" + table)
 
     def _clip(self, text: str) -> str:

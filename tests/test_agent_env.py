@@ -446,3 +446,31 @@ def test_the_docs_transcript_is_what_the_env_shows(make):
     for move in ["<sql>SELECT name, population FROM city</sql>", "<sql>SELECT * FROM town</sql>", "SELECT 1"]:
         obs, *_ = env.step(move)
     assert obs["transcript"] == shown
+
+
+def test_pickled_env_plays_the_same_episodes_in_a_fresh_process(make, tmp_path):
+    import subprocess
+    import sys
+
+    env = make(max_turns=3)
+    (tmp_path / "env.pkl").write_bytes(cloudpickle.dumps(env))
+    child = (
+        "import json, pickle, sys\n"
+        "env = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "out = []\n"
+        f"for seed, script in enumerate({SCRIPTS!r}):\n"
+        "    out.append([list(env.reset(seed=seed))] + [list(env.step(a)) for a in script])\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path / "env.pkl")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    want = [[list(env.reset(seed=seed))] + [list(env.step(a)) for a in script]
+            for seed, script in enumerate(SCRIPTS)]
+    assert json.loads(done.stdout) == json.loads(json.dumps(want))
+    assert want[1][-1][3] is True and want[0][-1][2] is True  # a truncated and a terminated episode
+
+
+def test_an_unknown_argument_is_named(kwargs):
+    with pytest.raises(ValueError, match="max_turn"):
+        gym.make(AGENT_ENV_ID, max_turn=3, **kwargs)
