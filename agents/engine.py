@@ -243,6 +243,8 @@ class RolloutEngine:
         return self.decoder.embed_tokens(ids).to(self._dtype)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self._head is self.head.weight:  # the model's own head module (its forward hooks apply)
+            return self.head(hidden).float()
         return F.linear(hidden, self._head, self.head.bias).float()
 
     # ------------------------------------------------------------------ prefill
