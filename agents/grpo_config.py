@@ -70,6 +70,12 @@ class Config:
     """Rows per table shown in the observation (0 = none)."""
     workers: int = 0
     """Executor worker processes scoring a group in parallel (0 = in this process)."""
+    query_timeout: float = 1.0
+    """Wall-clock seconds a query may run; with max_instructions, the hard backstop (make it several times
+    what the instruction budget takes, e.g. 10)."""
+    max_instructions: int | None = None
+    """SQLite VM instructions a query may run: the same on every machine, so rewards are reproducible
+    (docs/env.md, "Reproducible rewards"; e.g. 100000000 with --query-timeout 10). None = wall clock only."""
 
     # ---------------------------------------------------------------- GRPO
     num_generations: int = 8
@@ -157,6 +163,10 @@ class Config:
             bad("lora_dropout", self.lora_dropout, "must be in [0, 1)")
         if self.threads is not None and self.threads < 1:
             bad("threads", self.threads, "must be >= 1 (or none)")
+        if not self.query_timeout > 0:
+            bad("query_timeout", self.query_timeout, "must be > 0 seconds")
+        if self.max_instructions is not None and self.max_instructions < 1:
+            bad("max_instructions", self.max_instructions, "must be >= 1 (or none)")
         if not self.dataset:
             bad("dataset", self.dataset, "must name a dataset, e.g. temptabqa-c or generated")
 

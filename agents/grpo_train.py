@@ -171,10 +171,11 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     run_config = {**asdict(cfg), "resolved_dataset": dataset, "resolved_data_dir": plan.data_dir}
 
     # ---- 2. envs, policy, optimizer; a resume loads the adapter, the optimizer and the RNG states
-    env = make_env(dataset, cfg.split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows, cfg.workers)
+    budget = dict(timeout=cfg.query_timeout, max_instructions=cfg.max_instructions)
+    env = make_env(dataset, cfg.split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows, cfg.workers, **budget)
     evaluating = bool(cfg.eval_limit)
     eval_env = (make_env(dataset, cfg.eval_split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows,
-                         cfg.workers) if evaluating and main else None)
+                         cfg.workers, **budget) if evaluating and main else None)
     eval_indices = ([] if eval_env is None else
                     sorted(np.random.default_rng(0).permutation(len(eval_env.dataset))[:cfg.eval_limit].tolist()))
     policy = build_policy(cfg if world.device in (None, cfg.device) else replace(cfg, device=world.device))

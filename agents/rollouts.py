@@ -22,12 +22,13 @@ if TYPE_CHECKING:
 
 
 def make_env(dataset: str, split: str, data_dir: str | None, reward: str, schema: str, sample_rows: int,
-             workers: int = 0):
+             workers: int = 0, timeout: float = 1.0, max_instructions: int | None = None):
     """The TextToSQL env of one split (raises the dataset loader's error when its files are missing)."""
     from sqlenv.env import TextToSQLEnv
 
     return TextToSQLEnv(dataset=dataset, split=split, data_dir=data_dir, reward=reward, schema=schema,
-                        sample_rows=sample_rows, workers=workers)
+                        sample_rows=sample_rows, workers=workers, timeout=timeout,
+                        max_instructions=max_instructions)
 
 
 def observations(env, indices: Sequence[int]) -> list[dict]:

@@ -612,3 +612,24 @@ def test_gpu_preset_runs_one_step_on_cpu_in_bf16(tmp_path, tiny_model):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     (report,) = (tmp_path / "eval").glob("*.json")
     assert json.loads(report.read_text())["config"]["schema"] == "flat"
+
+
+def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_path, monkeypatch):
+    cfg = parse_config(["--max-instructions", "5000", "--query-timeout", "7", "--model", tiny_model,
+                        "--dataset", "generated", "--warmup-examples", "0", "--output-dir", str(tmp_path / "run")])
+    assert (cfg.max_instructions, cfg.query_timeout) == (5000, 7.0)
+    built = []
+
+    def recording_make_env(*args, **kwargs):
+        env = rollouts.make_env(*args, **kwargs)
+        built.append(env.executor.config)
+        if len(built) == 2:
+            raise KeyboardInterrupt  # both envs built: enough
+        return env
+
+    monkeypatch.setattr(grpo_train, "make_env", recording_make_env)
+    with pytest.raises(KeyboardInterrupt):
+        grpo_train.train(cfg)
+    assert [(c.max_instructions, c.timeout) for c in built] == [(5000, 7.0), (5000, 7.0)]
+    with pytest.raises(ConfigError, match="max_instructions"):
+        make_config(max_instructions=0)
