@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The suite never contacts the Hugging Face hub, nor do the scripts it starts (they inherit this).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = REPO.parent / "shared" / "data" / "temptabqa-c"
 
 
