@@ -199,12 +199,27 @@ def clip_fraction(
         )
 
 
+def truncated_importance_weights(old_logp: torch.Tensor, rollout_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-token ``min(pi_old / pi_rollout, cap)`` (truncated importance sampling, TIS).
+
+    When the tokens were sampled by a rollout engine whose numerics differ from the training forward
+    (lower precision, another kernel), ``old_logp`` is the training forward's log-prob of each token
+    before the update and ``rollout_logp`` the sampler's; the weight corrects the surrogate for sampling
+    from the rollout distribution, truncated at ``cap`` to bound its variance. No gradient flows through it.
+    """
+    if not cap > 0:
+        raise ValueError(f"cap must be > 0, got {cap!r}")
+    with torch.no_grad():
+        return torch.exp(old_logp - rollout_logp).clamp(max=cap)
+
+
 def grpo_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     *,
+    is_weights: torch.Tensor | None = None,
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
     epsilon_low: float = 0.2,
@@ -215,14 +230,18 @@ def grpo_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The full GRPO loss of a (micro-)batch and its metrics.
 
-    Per token: clipped surrogate + beta * k3 KL (the KL term needs ref_logp when beta > 0), then
-    ``aggregate``. Metrics: "kl" (masked mean of the per-token KL, when ref_logp is given),
-    "clip_frac" / "clip_low" / "clip_high", "ratio_mean".
+    Per token: clipped surrogate (times ``is_weights`` when given: see
+    :func:`truncated_importance_weights`) + beta * k3 KL (the KL term needs ref_logp when beta > 0),
+    then ``aggregate``. Metrics: "kl" (masked mean of the per-token KL, when ref_logp is given),
+    "clip_frac" / "clip_low" / "clip_high", "ratio_mean", and "is_weight_mean" with ``is_weights``.
     """
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp (reference log-probabilities)")
     per_token = clipped_surrogate(logp, old_logp, advantages, epsilon_low, epsilon_high)
     metrics: dict[str, float] = {}
+    if is_weights is not None:
+        per_token = per_token * is_weights.detach()
+        metrics["is_weight_mean"] = float(masked_mean(is_weights.detach(), mask))
     if ref_logp is not None:
         kl = per_token_kl(logp, ref_logp)
         if beta > 0:

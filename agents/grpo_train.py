@@ -32,7 +32,7 @@ Metrics (metrics.jsonl, one object per line with "step"): probe/* (step 0: mixed
 error shares of the untuned policy); train/reward_mean, accuracy, exact, f1, error_frac, error/<kind>,
 frac_zero_std, groups_kept, skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
 clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only when beta > 0: the
-reference pass is skipped otherwise); eval/* (greedy, held-out); perf/gen_s, score_s, update_s, step_s,
+reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype); eval/* (greedy, held-out); perf/gen_s, score_s, update_s, step_s,
 eval_s, tokens_per_s (sampled completion tokens per second of generation).
 
 Where each part lives (one job a module):
@@ -98,7 +98,7 @@ def build_policy(cfg: Config):
         model=cfg.model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, few_shot=cfg.few_shot,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-        adapter=cfg.warmup_adapter))
+        adapter=cfg.warmup_adapter, rollout_dtype=cfg.rollout_dtype))
 
 
 def run_warmup(cfg: Config, out: Path) -> str:

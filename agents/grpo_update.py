@@ -129,10 +129,15 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         size -= size % cfg.num_generations
     chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
-    if cfg.num_iterations == 1:
+    corrected = getattr(cfg, "rollout_dtype", None) is not None
+    if cfg.num_iterations == 1 and not corrected:
         old = [r.logprobs for r in rollouts]
-    else:
+    else:  # several passes, or rollouts sampled in another precision: the training forward's log-probs
         old = _logprobs_no_grad(policy, rollouts, chunks)
+    mismatch = None
+    if corrected:
+        deltas = torch.cat([o - r.logprobs.to(o.dtype) for o, r in zip(old, rollouts)]) if rollouts else torch.zeros(0)
+        mismatch = (float(deltas.abs().sum()), len(deltas))
     ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
            if cfg.beta > 0 else None)
     advantages = _tensor(advantages)
@@ -151,8 +156,13 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
             length = logp.shape[1]
             old_logp = pad_right([old[i] for i in chunk], length, device=logp.device)
             ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device)
+            is_weights = None
+            if corrected:
+                rollout_logp = pad_right([rollouts[i].logprobs for i in chunk], length, device=logp.device)
+                is_weights = grpo.truncated_importance_weights(old_logp, rollout_logp, cfg.tis_cap)
             loss, metrics = grpo.grpo_loss(
-                logp, old_logp, advantages[chunk].to(logp.device), mask, ref_logp=ref_logp, beta=cfg.beta,
+                logp, old_logp, advantages[chunk].to(logp.device), mask, is_weights=is_weights,
+                ref_logp=ref_logp, beta=cfg.beta,
                 epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                 max_completion_length=cfg.max_completion_length, num_sequences=total)
             if not torch.isfinite(loss):
@@ -181,7 +191,7 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         totals["loss"] = totals.get("loss", 0.0) + loss_sum
         totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
     if distributed:  # token-weighted metric sums of all ranks (loss and grad_norm are global already)
-        keys = UPDATE_METRICS + (("kl",) if cfg.beta > 0 else ())
+        keys = UPDATE_METRICS + (("kl",) if cfg.beta > 0 else ()) + (("is_weight_mean",) if corrected else ())
         sums = world.sum([weight_total] + [totals.get(key, 0.0) for key in keys])
         weight_total = sums[0]
         totals.update(zip(keys, sums[1:]))
@@ -192,5 +202,8 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         out["loss"] = totals["loss"] / done
         out["grad_norm"] = totals["grad_norm"] / done
     out["skipped_nonfinite"] = skipped
+    if mismatch is not None:  # mean |log pi_old - log pi_rollout| per sampled token, over all ranks
+        total_abs, count = world.sum(list(mismatch)) if distributed else mismatch
+        out["rollout_mismatch"] = total_abs / max(count, 1)
     return out
 

@@ -172,6 +172,8 @@ class PolicyConfig:
       engine: how ``generate`` decodes: "engine" (``agents.engine.RolloutEngine``: each prompt's KV
         stored once and shared by its G samples), "hf" (the model's own forward with a Hugging Face
         cache copied G times), or "auto" (the engine where the model is Llama-style, else "hf").
+      rollout_dtype: "bfloat16"/"float16" runs the engine in that precision (its log-probs then differ
+        from ``sequence_logprobs``'; the trainer corrects with importance weights), None the model's.
     """
 
     model: str = "smollm2-135m"
@@ -189,6 +191,7 @@ class PolicyConfig:
     adapter: str | None = None
     max_batch_rows: int = 64
     engine: str = "auto"
+    rollout_dtype: str | None = None
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -206,6 +209,10 @@ class PolicyConfig:
             raise ValueError(f"max_batch_rows must be positive, got {self.max_batch_rows}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.rollout_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"rollout_dtype must be 'bfloat16', 'float16' or None, got {self.rollout_dtype!r}")
+        if self.rollout_dtype is not None and self.engine == "hf":
+            raise ValueError("rollout_dtype needs the rollout engine (engine='auto' or 'engine'), not 'hf'")
 
 
 @dataclass
@@ -353,6 +360,9 @@ class LoRAPolicy:
         """Whether ``generate`` decodes with :class:`agents.engine.RolloutEngine` (``config.engine``)."""
         from agents.engine import supports
 
+        if self.config.rollout_dtype is not None and not supports(self.model):
+            raise ValueError(f"rollout_dtype={self.config.rollout_dtype!r} needs the rollout engine, which does "
+                             "not support this model")
         if self.config.engine == "auto":
             return supports(self.model)
         return self.config.engine == "engine"
@@ -366,7 +376,9 @@ class LoRAPolicy:
         from agents.engine import RolloutEngine, sample_tokens
 
         if getattr(self, "_engine", None) is None:
-            self._engine = RolloutEngine(self.model, self.eos_token_ids, self.tokenizer.pad_token_id or 0)
+            dtype = getattr(torch, self.config.rollout_dtype) if self.config.rollout_dtype else None
+            self._engine = RolloutEngine(self.model, self.eos_token_ids, self.tokenizer.pad_token_id or 0,
+                                         dtype=dtype)
         if greedy:
             choose = lambda logits: logits.argmax(dim=-1)  # noqa: E731
         else:

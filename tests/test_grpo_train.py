@@ -633,3 +633,36 @@ def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_pat
     assert [(c.max_instructions, c.timeout) for c in built] == [(5000, 7.0), (5000, 7.0)]
     with pytest.raises(ConfigError, match="max_instructions"):
         make_config(max_instructions=0)
+
+
+def test_rollout_dtype_recomputes_old_logprobs_and_weights_tokens():
+    """Rollouts sampled in another precision: the old log-probs come from the training forward (so the
+    ratio is 1 before the step, not exp(train - rollout)), and each token carries min(pi_old/pi_rollout, cap)."""
+    policy = ToyPolicy()
+    rollouts = toy_rollouts(policy)
+    shifts = [0.3, -0.2, 0.0, 1.5]  # the sampler's log-probs off by these (the last beyond the cap)
+    for rollout, shift in zip(rollouts, shifts):
+        rollout.logprobs = rollout.logprobs - shift
+    metrics = run_update(policy, rollouts, lr=0.0, rollout_dtype="bfloat16", tis_cap=2.0, loss_type="grpo")
+    assert policy.calls[0] is False  # the no-grad pass of the training forward ran first
+    assert metrics["ratio_mean"] == pytest.approx(1.0)
+    assert metrics["rollout_mismatch"] == pytest.approx((0.3 * 3 + 0.2 * 1 + 0.0 * 4 + 1.5 * 2) / 10)
+    weights = [min(math.exp(s), 2.0) for s in shifts]
+    # at ratio 1 the "grpo" loss is -mean over sequences of A * w (every token of a sequence has weight w)
+    assert metrics["loss"] == pytest.approx(-float(sum(a * w for a, w in zip(ADVANTAGES.tolist(), weights))) / 4,
+                                            rel=1e-5)
+    tokens = [3, 1, 4, 2]
+    assert metrics["is_weight_mean"] == pytest.approx(sum(w * n for w, n in zip(weights, tokens)) / sum(tokens), rel=1e-5)
+    with pytest.raises(ConfigError, match="rollout_dtype"):
+        make_config(rollout_dtype="int8")
+
+
+def test_a_bfloat16_rollout_run_logs_its_correction(tiny_model, tmp_path, monkeypatch):
+    """One real step of the script's loop with --rollout-dtype bfloat16 on the tiny Llama."""
+    monkeypatch.setattr(grpo_train, "score_groups", with_signal(grpo_train.score_groups))
+    cfg = make_config(steps=1, output_dir=str(tmp_path / "run"), model=tiny_model, rollout_dtype="bfloat16",
+                      **{**TINY, "eval_limit": 0})
+    grpo_train.train(cfg)
+    record = [r for r in metrics_log.read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/reward_mean" in r][0]
+    assert 0 < record["train/is_weight_mean"] <= 2.0 and record["train/rollout_mismatch"] > 0
+    assert record["train/ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # old log-probs from the training forward
