@@ -193,3 +193,24 @@ def test_grpo_loss_beta_needs_reference():
     _, metrics = grpo.grpo_loss(LOGP, OLD, ADV, MASK)
     assert "kl" not in metrics
     assert metrics["clip_frac"] == pytest.approx(0.5)
+
+
+def test_truncated_importance_weights_by_hand():
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    rollout = torch.tensor([[-1.0, -2.5, -2.0]])
+    weights = grpo.truncated_importance_weights(old, rollout, cap=2.0)
+    torch.testing.assert_close(weights, torch.tensor([[1.0, math.exp(0.5), 2.0]]))
+    with pytest.raises(ValueError, match="cap"):
+        grpo.truncated_importance_weights(old, rollout, cap=0.0)
+
+
+def test_grpo_loss_scales_each_token_by_its_importance_weight():
+    logp = torch.tensor([[-1.0, -1.0]], requires_grad=True)
+    mask = torch.ones(1, 2)
+    weights = torch.tensor([[0.5, 2.0]])
+    loss, metrics = grpo.grpo_loss(logp, logp.detach(), torch.tensor([1.0]), mask, is_weights=weights)
+    # ratio 1: per token -A * w, mean over the sequence's tokens
+    assert float(loss) == pytest.approx(-(0.5 + 2.0) / 2)
+    assert metrics["is_weight_mean"] == pytest.approx(1.25)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[-0.25, -1.0]]))
