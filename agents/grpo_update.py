@@ -129,15 +129,14 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         size -= size % cfg.num_generations
     chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    # Rollouts sampled in another precision (rollout_dtype) need the old log-probs of the training forward:
+    # with one pass they are that pass's own values (same weights, so no extra forward), else a no-grad pass.
     corrected = getattr(cfg, "rollout_dtype", None) is not None
-    if cfg.num_iterations == 1 and not corrected:
-        old = [r.logprobs for r in rollouts]
-    else:  # several passes, or rollouts sampled in another precision: the training forward's log-probs
+    if cfg.num_iterations == 1:
+        old = None if corrected else [r.logprobs for r in rollouts]
+    else:
         old = _logprobs_no_grad(policy, rollouts, chunks)
-    mismatch = None
-    if corrected:
-        deltas = torch.cat([o - r.logprobs.to(o.dtype) for o, r in zip(old, rollouts)]) if rollouts else torch.zeros(0)
-        mismatch = (float(deltas.abs().sum()), len(deltas))
+    mismatch = [0.0, 0.0]  # sum of |log pi_old - log pi_rollout| over sampled tokens, and their count
     ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
            if cfg.beta > 0 else None)
     advantages = _tensor(advantages)
@@ -145,7 +144,7 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
     totals: dict[str, float] = {}
     weight_total = 0.0
     skipped = 0
-    for _ in range(cfg.num_iterations):
+    for iteration in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         finite = True
         loss_sum = 0.0
@@ -154,12 +153,16 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
                                                   [rollouts[i].completion_ids for i in chunk])
             logp = logp.float()
             length = logp.shape[1]
-            old_logp = pad_right([old[i] for i in chunk], length, device=logp.device)
+            old_logp = (logp.detach() if old is None else
+                        pad_right([old[i] for i in chunk], length, device=logp.device))
             ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device)
             is_weights = None
             if corrected:
                 rollout_logp = pad_right([rollouts[i].logprobs for i in chunk], length, device=logp.device)
                 is_weights = grpo.truncated_importance_weights(old_logp, rollout_logp, cfg.tis_cap)
+                if iteration == 0:
+                    mismatch[0] += float(((old_logp - rollout_logp).abs() * mask).sum())
+                    mismatch[1] += float(mask.sum())
             loss, metrics = grpo.grpo_loss(
                 logp, old_logp, advantages[chunk].to(logp.device), mask, is_weights=is_weights,
                 ref_logp=ref_logp, beta=cfg.beta,
@@ -202,8 +205,8 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         out["loss"] = totals["loss"] / done
         out["grad_norm"] = totals["grad_norm"] / done
     out["skipped_nonfinite"] = skipped
-    if mismatch is not None:  # mean |log pi_old - log pi_rollout| per sampled token, over all ranks
-        total_abs, count = world.sum(list(mismatch)) if distributed else mismatch
-        out["rollout_mismatch"] = total_abs / max(count, 1)
+    if corrected:  # mean |log pi_old - log pi_rollout| per sampled token, over all ranks
+        total_abs, count = world.sum(mismatch) if distributed else mismatch
+        out["rollout_mismatch"] = total_abs / max(count, 1.0)
     return out
 

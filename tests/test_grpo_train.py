@@ -637,14 +637,15 @@ def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_pat
 
 def test_rollout_dtype_recomputes_old_logprobs_and_weights_tokens():
     """Rollouts sampled in another precision: the old log-probs come from the training forward (so the
-    ratio is 1 before the step, not exp(train - rollout)), and each token carries min(pi_old/pi_rollout, cap)."""
+    ratio is 1 before the step, not exp(train - rollout)), and each token carries min(pi_old/pi_rollout, cap).
+    With num_iterations=2 they come from a no-grad pass before the first update, with the same values."""
     policy = ToyPolicy()
     rollouts = toy_rollouts(policy)
     shifts = [0.3, -0.2, 0.0, 1.5]  # the sampler's log-probs off by these (the last beyond the cap)
     for rollout, shift in zip(rollouts, shifts):
         rollout.logprobs = rollout.logprobs - shift
     metrics = run_update(policy, rollouts, lr=0.0, rollout_dtype="bfloat16", tis_cap=2.0, loss_type="grpo")
-    assert policy.calls[0] is False  # the no-grad pass of the training forward ran first
+    assert policy.calls == [False]  # one pass: its own detached values are the old log-probs
     assert metrics["ratio_mean"] == pytest.approx(1.0)
     assert metrics["rollout_mismatch"] == pytest.approx((0.3 * 3 + 0.2 * 1 + 0.0 * 4 + 1.5 * 2) / 10)
     weights = [min(math.exp(s), 2.0) for s in shifts]
@@ -653,6 +654,15 @@ def test_rollout_dtype_recomputes_old_logprobs_and_weights_tokens():
                                             rel=1e-5)
     tokens = [3, 1, 4, 2]
     assert metrics["is_weight_mean"] == pytest.approx(sum(w * n for w, n in zip(weights, tokens)) / sum(tokens), rel=1e-5)
+    policy = ToyPolicy()
+    rollouts = toy_rollouts(policy)
+    for rollout, shift in zip(rollouts, shifts):
+        rollout.logprobs = rollout.logprobs - shift
+    twice = run_update(policy, rollouts, lr=0.0, rollout_dtype="bfloat16", tis_cap=2.0, loss_type="grpo",
+                       num_iterations=2)
+    assert policy.calls[0] is False and len(policy.calls) == 3  # the no-grad pass, then one pass per iteration
+    assert twice["rollout_mismatch"] == pytest.approx(metrics["rollout_mismatch"])
+    assert twice["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
     with pytest.raises(ConfigError, match="rollout_dtype"):
         make_config(rollout_dtype="int8")
 
