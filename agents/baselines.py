@@ -25,10 +25,11 @@ few-shot       the language model with the prompts' worked examples
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
+
+from agents.adapter_card import read_policy_config
 
 POLICY_NAMES = ("oracle", "constant", "template", "zero-shot", "few-shot")
 
@@ -208,17 +209,6 @@ def default_few_shot() -> int:
     return PolicyConfig().few_shot
 
 
-def _saved_config(adapter: Path) -> dict:
-    """The ``policy_config.json`` beside a saved adapter, or {} when there is none."""
-    path = adapter / "policy_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
-
-
 def make_policy(name: str, **kwargs: Any) -> Policy:
     """Build a baseline by name: ``oracle``, ``constant``, ``template``, ``zero-shot``, ``few-shot``,
     or the path of a trained adapter folder (an LM policy with that adapter).
@@ -243,7 +233,7 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
     path = Path(name).expanduser()
     if path.is_dir():
         # The trained policy's own settings (LoRAPolicy.save writes them) are the defaults.
-        for key, value in _saved_config(path).items():
+        for key, value in read_policy_config(path).items():
             if key in ("model", "few_shot", "max_completion_length", "temperature", "top_p"):
                 kwargs.setdefault(key, value)
         kwargs.setdefault("few_shot", default_few_shot())
