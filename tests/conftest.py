@@ -62,3 +62,17 @@ def build_medal_db(path: Path, rows: int = 3000, index: bool = False) -> Path:
     conn.commit()
     conn.close()
     return path
+
+
+def write_city_dataset(folder: Path, cities, questions) -> dict:
+    """A JSONL dataset over one ``city(name, country, population)`` table; returns gym.make's kwargs for it."""
+    import json
+
+    conn = sqlite3.connect(folder / "cities.sqlite")
+    conn.execute("CREATE TABLE city (name TEXT, country TEXT, population INTEGER)")
+    conn.executemany("INSERT INTO city VALUES (?, ?, ?)", cities)
+    conn.commit()
+    conn.close()
+    (folder / "train.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions),
+                                        encoding="utf-8")
+    return {"dataset": "jsonl", "split": "train", "data_dir": str(folder), "db": "cities.sqlite"}

@@ -6,12 +6,12 @@ import dataclasses
 import json
 import pickle
 import re
-import sqlite3
 import warnings
 
 import cloudpickle
 import gymnasium as gym
 import pytest
+from conftest import write_city_dataset
 from gymnasium.utils.env_checker import check_env
 
 import sqlenv
@@ -38,15 +38,7 @@ SCRIPTS = [
 
 @pytest.fixture(scope="module")
 def kwargs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("agent-jsonl")
-    conn = sqlite3.connect(folder / "cities.sqlite")
-    conn.execute("CREATE TABLE city (name TEXT, country TEXT, population INTEGER)")
-    conn.executemany("INSERT INTO city VALUES (?, ?, ?)", CITIES)
-    conn.commit()
-    conn.close()
-    (folder / "train.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS),
-                                        encoding="utf-8")
-    return {"dataset": "jsonl", "split": "train", "data_dir": str(folder), "db": "cities.sqlite"}
+    return write_city_dataset(tmp_path_factory.mktemp("agent-jsonl"), CITIES, QUESTIONS)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ hold non-ASCII text.
 import copy
 import json
 import pickle
-import sqlite3
 import subprocess
 import sys
 import warnings
@@ -18,6 +17,7 @@ import cloudpickle
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import write_city_dataset
 from gymnasium.spaces.utils import flatten, flatten_space, unflatten
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
@@ -44,22 +44,9 @@ ACTIONS = ["SELECT population FROM city WHERE name = 'Kraków'", "SELECT COUNT(*
 
 
 @pytest.fixture(scope="module")
-def unicode_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("unicode-jsonl")
-    conn = sqlite3.connect(folder / "cities.sqlite")
-    conn.execute("CREATE TABLE city (name TEXT, country TEXT, population INTEGER)")
-    conn.executemany("INSERT INTO city VALUES (?, ?, ?)", CITIES)
-    conn.commit()
-    conn.close()
-    (folder / "train.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS),
-                                        encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def kwargs(unicode_data):
+def kwargs(tmp_path_factory):
     """gym.make keyword arguments for the non-ASCII JSONL dataset."""
-    return {"dataset": "jsonl", "split": "train", "data_dir": str(unicode_data), "db": "cities.sqlite"}
+    return write_city_dataset(tmp_path_factory.mktemp("unicode-jsonl"), CITIES, QUESTIONS)
 
 
 @pytest.fixture
