@@ -250,7 +250,7 @@ class RolloutEngine:
     # ------------------------------------------------------------------ prefill
 
     def _prefill_common(self, tokens: torch.Tensor):
-        """Keys/values of the common prefix ``tokens [L0]`` and the hidden state of its last token."""
+        """Keys/values of the common prefix ``tokens [L0]`` (its logits are never needed: every prompt goes on)."""
         keys, values = [], []
 
         def attend(layer, q, k, v):
@@ -260,8 +260,8 @@ class RolloutEngine:
             return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
         positions = torch.arange(len(tokens), device=self.device)[None]
-        hidden = self._run_layers(self._embed(tokens[None]), positions, attend)
-        return keys, values, hidden[0, -1]
+        self._run_layers(self._embed(tokens[None]), positions, attend)
+        return keys, values
 
     def _prefill_own(self, parts: list[torch.Tensor], common_k, common_v, start: int):
         """Keys/values of each prompt's own tokens (after the common prefix), batched and right-padded,
@@ -400,7 +400,7 @@ class RolloutEngine:
     def _prefill(self, prompts: list[torch.Tensor], common: int, rows: int, max_new_tokens: int):
         common_k, common_v = [], []
         if common:
-            common_k, common_v, _ = self._prefill_common(prompts[0][:common])
+            common_k, common_v = self._prefill_common(prompts[0][:common])
         parts = [p[common:] for p in prompts]
         width = max(len(p) for p in parts)
         n_layers = len(self.decoder.layers)

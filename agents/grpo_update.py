@@ -131,7 +131,7 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
     # Rollouts sampled in another precision (rollout_dtype) need the old log-probs of the training forward:
     # with one pass they are that pass's own values (same weights, so no extra forward), else a no-grad pass.
-    corrected = getattr(cfg, "rollout_dtype", None) is not None
+    corrected = cfg.rollout_dtype is not None
     if cfg.num_iterations == 1:
         old = None if corrected else [r.logprobs for r in rollouts]
     else:
