@@ -6,6 +6,7 @@ preset      execution error  executed, wrong                     correct
 ``binary``  -1               0                                   +1                 (the default)
 ``partial`` -1               F1 of the answer items, <= 0.99     +1
 ``paper``   -100             +1 + 100 x REMS                     +1 + 100 x REMS, +1000 when EMS = 1
+``arctic``  0                0.1                                 1
 ==========  ===============  ==================================  ===================================
 
 ``binary`` and ``partial`` judge correctness with the normalised matcher (``match.correct``);
@@ -23,6 +24,17 @@ constants and their combination are our interpretation. Note that the dataset's 
 extra predicted items, so under ``paper`` a query returning every row can earn the full
 1101; ``binary`` (the default) and ``partial`` do not have that hole.
 
+``arctic`` is the correctness-dominated reward of Arctic-Text2SQL-R1 (Yao et al. 2025,
+arXiv:2505.20315): 1 when the result matches the gold answer, 0.1 when the query executes (is valid
+SQL) but the answer is wrong, 0 when it fails to execute or there is no query. It pays no partial
+credit, so a list that contains the gold item earns what any wrong answer earns. Why it exists: under
+``binary`` a failing query costs 1 below a wrong one and a right one earns 1 above it, so with ~10 %
+right samples most of a batch's signal says "execute", and GRPO drifts to queries that execute and
+are safe (counts that come out 0); under ``arctic`` merely executing is worth a tenth of being right.
+Under ``scale_rewards="group"`` each group is divided by its own std, which undoes the magnitudes for
+a group with no right sample (0 vs 0.1 becomes -1 vs +1): pair it with ``batch``/``none`` scaling or
+with the trainer's ``--drop-unsolved-groups`` (docs/training.md).
+
 ``reward(preset, result, match)`` duck-types ``result``: anything with an ``.error`` attribute
 that is ``None`` when the query executed (an :class:`sqlenv.executor.ExecutionResult`).
 """
@@ -33,15 +45,18 @@ from typing import Any
 
 from sqlenv.matching import MatchResult
 
-__all__ = ["PARTIAL_WRONG_MAX", "REWARD_PRESETS", "reward", "reward_range"]
+__all__ = ["ARCTIC_EXECUTES", "PARTIAL_WRONG_MAX", "REWARD_PRESETS", "reward", "reward_range"]
 
-REWARD_PRESETS = ("binary", "paper", "partial")
+REWARD_PRESETS = ("binary", "paper", "partial", "arctic")
 
 #: The most a wrong answer earns under ``partial`` (a correct one earns 1.0).
 PARTIAL_WRONG_MAX = 0.99
 
-_ERROR = {"binary": -1.0, "paper": -100.0, "partial": -1.0}
-_RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.0)}
+#: What a query that executes but answers wrong earns under ``arctic`` (a right one earns 1.0).
+ARCTIC_EXECUTES = 0.1
+
+_ERROR = {"binary": -1.0, "paper": -100.0, "partial": -1.0, "arctic": 0.0}
+_RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.0), "arctic": (0.0, 1.0)}
 
 
 def _check(preset: str) -> None:
@@ -62,6 +77,8 @@ def reward(preset: str, result: Any, match: MatchResult | None) -> float:
     1.0
     >>> reward("paper", Ok(), MatchResult(correct=False, exact=0.0, relaxed=0.5, f1=0.4))
     51.0
+    >>> reward("arctic", Ok(), MatchResult(correct=False, exact=1.0, relaxed=1.0, f1=0.5))
+    0.1
     """
     _check(preset)
     if result.error is not None:
@@ -72,6 +89,8 @@ def reward(preset: str, result: Any, match: MatchResult | None) -> float:
         return 1.0 if match.correct else 0.0
     if preset == "partial":
         return 1.0 if match.correct else min(float(match.f1), PARTIAL_WRONG_MAX)
+    if preset == "arctic":
+        return 1.0 if match.correct else ARCTIC_EXECUTES
     # paper
     return 1.0 + 100.0 * float(match.relaxed) + (1000.0 if match.exact >= 1.0 else 0.0)
 

@@ -1,4 +1,4 @@
-"""sqlenv.rewards: the three presets, their ranges and the error for an unknown preset."""
+"""sqlenv.rewards: the four presets, their ranges and the error for an unknown preset."""
 
 from dataclasses import dataclass
 
@@ -6,7 +6,7 @@ import pytest
 
 from sqlenv.comparators import compare
 from sqlenv.matching import MatchResult, match_answer
-from sqlenv.rewards import PARTIAL_WRONG_MAX, REWARD_PRESETS, reward, reward_range
+from sqlenv.rewards import ARCTIC_EXECUTES, PARTIAL_WRONG_MAX, REWARD_PRESETS, reward, reward_range
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,35 @@ PARTLY = MatchResult(correct=False, exact=0.0, relaxed=0.67, f1=0.8)
 
 
 def test_presets():
-    assert REWARD_PRESETS == ("binary", "paper", "partial")
+    assert REWARD_PRESETS == ("binary", "paper", "partial", "arctic")
+
+
+def test_arctic_is_one_right_a_tenth_executes_zero_fails():
+    assert ARCTIC_EXECUTES == 0.1
+    assert reward("arctic", FAILED, None) == 0.0
+    assert reward("arctic", OK, WRONG) == 0.1
+    assert reward("arctic", OK, PARTLY) == 0.1  # no partial credit
+    assert reward("arctic", OK, RIGHT) == 1.0
+    assert reward_range("arctic") == (0.0, 1.0)
+
+
+def test_arctic_pays_a_list_holding_the_gold_item_what_any_wrong_answer_earns():
+    rows = (("Cairo",), ("Doha",), ("Lima",), ("Oslo",))
+    match = match_answer(rows, "Cairo")  # EMS and REMS accept it; the matcher does not
+    assert match.exact == 1.0 and match.relaxed == 1.0 and not match.correct
+    assert reward("arctic", OK, match) == 0.1
+    assert reward("paper", OK, match) == 1101.0  # the hole arctic closes
+
+
+def test_arctic_through_the_env():
+    from sqlenv.env import TextToSQLEnv
+
+    env = TextToSQLEnv(split="dev", reward="arctic")
+    index = next(i for i in range(len(env.dataset)) if env.example(i).gold_sql)
+    env.reset(options={"index": index})
+    scored = env.score_group([env.example(index).gold_sql, "SELECT 'not the answer'", "SELEC", ""])
+    assert [r for r, _ in scored] == [1.0, 0.1, 0.0, 0.0]
+    assert env.reward_range == (0.0, 1.0)
 
 
 def test_binary():
