@@ -1,0 +1,132 @@
+"""Collapse monitors: signs that a policy games the reward instead of answering, from scored queries.
+
+Each monitor is a share of all the records given (so the shares of one batch can be read side by side
+with its accuracy and failing share); a record is one scored query, as the env's ``info`` or
+``benchmarks/evaluate.py``'s per-question record carries it: ``sql``, ``error`` (None when it
+executed), ``prediction`` (its result as an answer string, rows joined by ", "), ``answer`` (the
+gold), and ``question`` (its text; ``index`` stands in as the question's identity when it is missing).
+
+==================  ======================================================================================
+``floor``           executed queries whose answer is a constant floor: ``0``, empty, ``None`` (a count
+                    over nothing, ``SELECT 0``, an aggregate over no rows); ``floor_gold`` is the share
+                    of records whose *gold* is such a floor, the level an honest policy can reach
+``repeated``        queries identical (whitespace and case normalised) to a query given for another
+                    question of the same batch
+``top_template``    queries sharing the batch's most frequent template (string and number literals
+                    masked) across different questions; the template itself is reported with it
+``example_entity``  queries naming an entity of the prompt's worked examples (``agents/prompts.py``:
+                    "Anna Berg") that the question does not name
+``list_for_one``    executed queries returning more than one value where the gold is one value
+==================  ======================================================================================
+
+Nothing here imports torch; the worked examples' entity names are read from ``agents.prompts``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
+
+MONITORS = ("floor", "floor_gold", "repeated", "top_template", "example_entity", "list_for_one")
+
+#: Answers that a degenerate query returns whatever the question: a zero count, no rows, NULL.
+FLOOR_ANSWERS = frozenset({"0", "", "none"})
+
+# The worked examples name their athlete in the athlete column (flat schema) or Athlete.name (tables).
+_ATHLETE_LITERAL = re.compile(r"\b(?:athlete|a\.name)\s*=\s*'((?:[^']|'')+)'", re.IGNORECASE)
+_STRING = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+
+
+@lru_cache(maxsize=1)
+def example_entities() -> tuple[str, ...]:
+    """The athletes the prompt's worked examples name (both schemas), read from ``agents.prompts``."""
+    from agents.prompts import WORKED_EXAMPLES
+
+    found = {m.group(1).replace("''", "'") for examples in WORKED_EXAMPLES.values()
+             for example in examples for m in _ATHLETE_LITERAL.finditer(example.sql)}
+    return tuple(sorted(found))
+
+
+def normalize_sql(sql: Any) -> str:
+    """Whitespace collapsed, case folded, a trailing semicolon dropped: ``SELECT  0;`` == ``select 0``."""
+    return " ".join(str(sql or "").split()).rstrip(";").strip().casefold()
+
+
+def sql_template(sql: Any) -> str:
+    """The normalised query with string literals as ``?`` and numbers as ``#``."""
+    return _NUMBER.sub("#", _STRING.sub("?", normalize_sql(sql)))
+
+
+def answer_items(answer: Any) -> list[str]:
+    """The comma-separated items of an answer string (as the dataset's EMS splits them); [] when empty."""
+    text = str(answer if answer is not None else "").strip()
+    return [part.strip() for part in text.split(",")] if text else []
+
+
+def is_floor(answer: Any) -> bool:
+    return str(answer if answer is not None else "").strip().casefold() in FLOOR_ANSWERS
+
+
+def _question_key(record: dict, position: int):
+    for key in ("question", "index", "id"):
+        if record.get(key) not in (None, ""):
+            return key, record[key]
+    return "position", position
+
+
+def _names_example_entity(record: dict, entities: Sequence[str]) -> bool:
+    sql, question = str(record.get("sql") or "").casefold(), str(record.get("question") or "").casefold()
+    return any(e.casefold() in sql and e.casefold() not in question for e in entities)
+
+
+def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = None) -> dict[str, Any]:
+    """The monitors of a batch of scored queries: ``{name: share in [0, 1]}`` plus ``top_template_sql``.
+
+    ``entities``: the worked examples' entity names (default: :func:`example_entities`).
+    An empty batch gives shares of 0.
+    """
+    entities = tuple(example_entities() if entities is None else entities)
+    n = len(records)
+    if not n:
+        return {**{name: 0.0 for name in MONITORS}, "top_template_sql": ""}
+    executed = [r.get("error") is None for r in records]
+    questions = [_question_key(r, i) for i, r in enumerate(records)]
+
+    asked_by: dict[str, set] = defaultdict(set)  # normalised query -> the questions it was given for
+    template_by: dict[str, set] = defaultdict(set)
+    for r, q in zip(records, questions):
+        asked_by[normalize_sql(r.get("sql"))].add(q)
+        template_by[sql_template(r.get("sql"))].add(q)
+    repeated = sum(len(asked_by[normalize_sql(r.get("sql"))]) > 1 for r in records)
+    templates = Counter(sql_template(r.get("sql")) for r in records)
+    across = [t for t in templates if t and len(template_by[t]) > 1]
+    top = max(across, key=lambda t: (templates[t], t), default="")
+
+    floor = sum(ok and is_floor(r.get("prediction")) for ok, r in zip(executed, records))
+    floor_gold = sum(is_floor(r.get("answer")) for r in records)
+    entity = sum(_names_example_entity(r, entities) for r in records)
+    list_for_one = sum(ok and len(answer_items(r.get("prediction"))) > 1 and len(answer_items(r.get("answer"))) == 1
+                       for ok, r in zip(executed, records))
+    return {
+        "floor": floor / n,
+        "floor_gold": floor_gold / n,
+        "repeated": repeated / n,
+        "top_template": (templates[top] / n) if top else 0.0,
+        "example_entity": entity / n,
+        "list_for_one": list_for_one / n,
+        "top_template_sql": top,
+    }
+
+
+def monitor_metrics(prefix: str, records: Sequence[dict], entities: Iterable[str] | None = None) -> dict[str, float]:
+    """:func:`collapse_monitors` as flat metrics ``<prefix>/collapse/<name>`` (the shares only)."""
+    found = collapse_monitors(records, entities)
+    return {f"{prefix}/collapse/{name}": float(found[name]) for name in MONITORS}
+
+
+def with_questions(infos: Sequence[dict], env) -> list[dict]:
+    """The env's ``info`` dicts with each question's text (``env.example(info["index"]).question``)."""
+    return [dict(info, question=env.example(int(info["index"])).question) for info in infos]
