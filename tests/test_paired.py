@@ -1,0 +1,107 @@
+"""benchmarks/paired.py: McNemar's exact p by hand, the paired bootstrap, pairing and its refusals, the CLI."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "paired.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("sqlenv_benchmarks_paired", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+paired = _load()
+
+
+def result(correct, errors=(), split="dev", ids=None, indices=None):
+    indices = list(range(len(correct))) if indices is None else indices
+    records = [dict(index=i, id=(ids[k] if ids else f"q{i}"), correct=bool(c),
+                    error=("syntax" if k in errors else None)) for k, (i, c) in enumerate(zip(indices, correct))]
+    return dict(config=dict(dataset="temptabqa-c", split=split, policy="p"), records=records)
+
+
+@pytest.mark.parametrize("a_only,b_only,p", [
+    (1, 6, 2 * (1 + 7) / 2 ** 7),                       # 0.125
+    (3, 12, 2 * (1 + 15 + 105 + 455) / 2 ** 15),       # 0.03515625
+    (0, 5, 2 / 2 ** 5),                                 # 0.0625: five flips one way are not enough
+    (0, 6, 2 / 2 ** 6),                                 # 0.03125
+    (5, 5, 1.0), (0, 0, 1.0), (2, 3, 1.0),              # 2 * P(X <= 2 | 5) = 2 * 16/32, capped at 1
+])
+def test_mcnemar_exact_by_hand(a_only, b_only, p):
+    assert paired.mcnemar_exact(a_only, b_only) == pytest.approx(p, rel=1e-12)
+    assert paired.mcnemar_exact(b_only, a_only) == pytest.approx(p, rel=1e-12)
+
+
+def test_bootstrap_holds_the_observed_difference_and_is_seeded():
+    a = [1] * 10 + [0] * 30 + [1] * 2 + [0] * 58   # 12 % right
+    b = [1] * 10 + [1] * 8 + [0] * 22 + [0] * 60   # 18 %: 8 questions B only, 2 A only
+    low, high = paired.paired_bootstrap(a, b, resamples=4000, seed=3)
+    assert low < 6.0 < high
+    assert (low, high) == paired.paired_bootstrap(a, b, resamples=4000, seed=3)
+    # by hand: per-question differences +1 (8), -1 (2), 0 (90): sd 0.31, standard error 3.1 points,
+    # so the interval is about 6 +- 6.1 points
+    assert -1.0 <= low <= 1.0 and 11.0 <= high <= 13.0
+
+
+def test_bootstrap_of_identical_outcomes_is_a_point():
+    assert paired.paired_bootstrap([1, 0, 1], [1, 0, 1], resamples=50) == (0.0, 0.0)
+    assert paired.paired_bootstrap([0, 0], [1, 1], resamples=50) == (100.0, 100.0)
+
+
+def test_comparison_counts_and_failing_shares():
+    a = result([1, 1, 0, 0, 0, 1, 0, 0, 0, 0], errors=(2, 3, 4, 8))
+    b = result([1, 0, 1, 1, 1, 1, 1, 0, 0, 0], errors=(9,))
+    c = paired.paired_comparison(a, b, ("before.json", "after.json"), resamples=500)
+    assert (c["n"], c["a_only"], c["b_only"], c["both"]) == (10, 1, 4, 2)
+    assert c["accuracy_a"] == 30.0 and c["accuracy_b"] == 60.0 and c["diff"] == 30.0
+    assert c["p_mcnemar"] == pytest.approx(2 * (1 + 5) / 2 ** 5)
+    assert c["error_a"] == 40.0 and c["error_b"] == 10.0 and c["error_rel_change"] == pytest.approx(-0.75)
+    table = paired.format_paired(c)
+    assert "| 10 | 30.00 | 60.00 | +30.00 |" in table and "| 0.375 | 1 | 4 | 40.00 | 10.00 | -75 % |" in table
+    assert "A: before.json; B: after.json" in table
+
+
+def test_records_are_matched_by_index_not_position():
+    a = result([1, 0, 0], indices=[5, 7, 9])
+    b = result([1, 0, 0], indices=[9, 5, 7], ids=["q9", "q5", "q7"])
+    c = paired.paired_comparison(a, b, resamples=10)
+    assert (c["a_only"], c["b_only"], c["both"]) == (1, 1, 0)  # q5 right only in A, q9 only in B
+
+
+def test_different_questions_are_refused_naming_the_file(tmp_path):
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps(result([1, 0, 1])))
+    after.write_text(json.dumps(result([1, 0, 1, 1])))
+    with pytest.raises(paired.PairingError, match="after.json: its 4 questions differ from .*before.json's 3"):
+        paired.compare_files(before, after)
+    after.write_text(json.dumps(result([1, 0, 1], split="test")))
+    with pytest.raises(paired.PairingError, match="after.json: split 'test' differs"):
+        paired.compare_files(before, after)
+    after.write_text(json.dumps(result([1, 0, 1], ids=["q0", "x", "q2"])))
+    with pytest.raises(paired.PairingError, match="after.json: question 1 is 'x'"):
+        paired.compare_files(before, after)
+    after.write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(paired.PairingError, match="after.json: no per-question 'records'"):
+        paired.compare_files(before, after)
+
+
+def test_cli_prints_the_table_and_exits_2_on_a_mismatch(tmp_path):
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps(result([1, 0, 0, 0])))
+    after.write_text(json.dumps(result([1, 1, 1, 0], errors=(3,))))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(before), str(after), "--resamples", "200"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| 4 | 25.00 | 75.00 | +50.00 |" in out.stdout and "| 0.500 | 0 | 2 | 0.00 | 25.00 | n/a |" in out.stdout
+    after.write_text(json.dumps(result([1, 1])))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(before), str(after)], capture_output=True, text=True)
+    assert out.returncode == 2 and "after.json: its 2 questions differ" in out.stderr
