@@ -6,6 +6,7 @@
     python benchmarks/evaluate.py --policy few-shot --dataset temptabqa-c --split dev --limit 50 --threads 1
     python benchmarks/evaluate.py --policy runs/grpo/adapter --samples 8      # pass@1..8 from 8 samples
     python benchmarks/evaluate.py --summarize results/                        # one table of every run in results/
+    python benchmarks/evaluate.py --policy template --compare-to results/constant_generated_dev_tables.json
 
 What is measured (every figure is over the evaluated questions, the greedy query unless noted):
 
@@ -16,7 +17,12 @@ What is measured (every figure is over the evaluated questions, the greedy query
 * errors: % of queries that fail to execute, broken down by the executor's error kind;
 * accuracy and errors by question type and by difficulty;
 * pass@k (``--samples K`` > 1): the unbiased estimator 1 - C(n-c, k) / C(n, k) over K sampled
-  queries per question (Chen et al. 2021), for k = 1, 2, 4, ... up to K.
+  queries per question (Chen et al. 2021), for k = 1, 2, 4, ... up to K;
+* collapse monitors (``agents/monitors.py``): shares of constant-floor answers, of queries repeated
+  across questions, of the most frequent query template, of queries naming the worked examples'
+  entity, and of lists where one value is asked;
+* with ``--compare-to BEFORE.json``: the paired comparison with that earlier result on the same
+  questions (``benchmarks/paired.py``: McNemar's exact test, bootstrap interval of the difference).
 
 Questions are taken in dataset order; ``--limit N`` takes a seeded random subset of N (in dataset
 order), so every policy evaluated with the same seed and limit sees the same questions.
@@ -51,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` importable
     sys.path.insert(0, str(REPO))
 
+from agents.monitors import MONITORS, collapse_monitors  # noqa: E402  (no torch)
 from sqlenv.executor import ERROR_KINDS  # noqa: E402
 
 UNKNOWN = "n/a"
@@ -144,6 +151,7 @@ def compute_metrics(records: Sequence[dict], samples: int = 1) -> dict[str, Any]
         "mean_reward": sum(r.get("reward", 0.0) for r in records) / n if n else 0.0,
         "by_question_type": _breakdown(records, "question_type"),
         "by_difficulty": _breakdown(records, "difficulty"),
+        "collapse": collapse_monitors(records),
     }
     if samples > 1 and n:
         metrics["pass_at_k"] = {
@@ -166,10 +174,11 @@ def select_indices(num_questions: int, limit: int | None = None, seed: int = 0) 
     return sorted(int(i) for i in np.random.default_rng(seed).permutation(num_questions)[:limit])
 
 
-def _record(index: int, info: dict, score: dict, sample_scores: list[dict] | None) -> dict:
+def _record(index: int, info: dict, score: dict, sample_scores: list[dict] | None, question: str = "") -> dict:
     record = {
         "index": index,
         "id": info.get("id"),
+        "question": question,
         "question_type": info.get("question_type"),
         "difficulty": info.get("difficulty"),
         "sql": score["sql"],
@@ -243,7 +252,8 @@ def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int 
             base.reset(options={"index": index})
             queries = [greedy[j][0]] + (list(sampled[j]) if sampled is not None else [])
             scores = _score_unique(base, queries)
-            records.append(_record(index, info, scores[0], scores[1:] if sampled is not None else None))
+            records.append(_record(index, info, scores[0], scores[1:] if sampled is not None else None,
+                                   question=observations[j]["question"]))
         if bar is not None:
             bar.update(len(batch))
             done = records
@@ -327,7 +337,39 @@ def format_markdown(result: dict, command: str | None = None) -> str:
                    + [["total", str(sum(v["count"] for v in m["errors"].values())), _f(m["error_rate"])]]), ""]
     out += ["## By question type", "", _breakdown_table("Type", m["by_question_type"]), ""]
     out += ["## By difficulty", "", _breakdown_table("Difficulty", m["by_difficulty"]), ""]
+    if "collapse" in m:
+        out += ["## Collapse monitors", "", collapse_table(m["collapse"]), ""]
+    if result.get("paired"):
+        out += ["## Paired comparison", "", format_paired(result["paired"]), ""]
     return "\n".join(out)
+
+
+MONITOR_NAMES = {"floor": "Floor answers (0, empty, None)", "floor_gold": "Gold is a floor answer",
+                 "repeated": "Query repeated across questions", "top_template": "Most frequent template",
+                 "example_entity": "Names a worked example's entity", "list_for_one": "List where one value asked"}
+
+
+def collapse_table(monitors: dict[str, Any]) -> str:
+    """The collapse monitors (``agents/monitors.py``) as a Markdown table, % of questions."""
+    rows = [[MONITOR_NAMES[k], _f(100.0 * monitors[k])] for k in MONITORS]
+    table = _table(["Monitor", "% of questions"], rows)
+    if monitors.get("top_template_sql"):
+        table += f"\n\nMost frequent template: `{monitors['top_template_sql']}`"
+    return table
+
+
+def paired_module():
+    """``benchmarks/paired.py``, imported from beside this file."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import paired
+
+    return paired
+
+
+def format_paired(comparison: dict) -> str:
+    return paired_module().format_paired(comparison)
 
 
 def _slug(text: str) -> str:
@@ -454,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     o = parser.add_argument_group("output")
     o.add_argument("--out", default="results", help="folder for the Markdown and JSON reports (default: results)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--compare-to", default=None, metavar="BEFORE.json",
+                   help="an earlier result JSON on the same questions: append the paired comparison (McNemar's "
+                        "exact test, bootstrap interval of the accuracy difference; benchmarks/paired.py) to the "
+                        "report, this run being B")
     o.add_argument("--summarize", nargs="+", metavar="PATH", default=None,
                    help="print one table of the JSON results in these files/folders and exit")
     return parser
@@ -521,6 +567,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sqlenv.datasets import DatasetError
     from sqlenv.env import TextToSQLEnv
 
+    paired = paired_module()
+    before = None
+    if args.compare_to:
+        try:
+            before = paired.load_result(args.compare_to)
+        except paired.PairingError as exc:
+            parser.error(f"--compare-to {exc}")
     lm_policy = args.policy not in ("oracle", "constant", "template")
     if args.policy not in POLICY_NAMES and not Path(args.policy).expanduser().is_dir():
         parser.error(f"--policy {args.policy}: unknown policy: use one of {', '.join(POLICY_NAMES)} or the path of "
@@ -573,9 +626,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agents.adapter_card import read_env_config
 
         result["config"]["trained_env"] = read_env_config(adapter) or None
+    mismatch = None
+    if before is not None:
+        try:
+            result["paired"] = paired.paired_comparison(before, result, (args.compare_to, "this run"), seed=args.seed)
+        except paired.PairingError as exc:
+            mismatch = f"{PROG}: error: --compare-to {exc}"
     json_path, md_path = write_result(result, args.out, command)
     print(_table(summary_header(args.samples), [summary_row(result)]))
+    if result.get("paired"):
+        print(format_paired(result["paired"]))
     print(f"wrote {md_path} and {json_path}")
+    if mismatch:
+        print(mismatch, file=sys.stderr)
+        return 2
     return 0
 
 

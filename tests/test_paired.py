@@ -105,3 +105,40 @@ def test_cli_prints_the_table_and_exits_2_on_a_mismatch(tmp_path):
     after.write_text(json.dumps(result([1, 1])))
     out = subprocess.run([sys.executable, str(SCRIPT), str(before), str(after)], capture_output=True, text=True)
     assert out.returncode == 2 and "after.json: its 2 questions differ" in out.stderr
+
+
+EVALUATE = REPO / "benchmarks" / "evaluate.py"
+
+
+def _evaluate(*args, cwd):
+    return subprocess.run([sys.executable, str(EVALUATE), "--dataset", "generated", "--split", "dev",
+                           "--no-progress", "--out", "out", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_evaluate_compare_to_appends_the_paired_table_and_monitors(tmp_path):
+    first = _evaluate("--policy", "constant", "--limit", "40", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = tmp_path / "out" / "constant_generated_dev_tables_n40.json"
+    second = _evaluate("--policy", "oracle", "--limit", "40", "--compare-to", str(before), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    after = tmp_path / "out" / "oracle_generated_dev_tables_n40.json"
+    saved = json.loads(after.read_text())
+    expected = paired.paired_comparison(paired.load_result(before), saved, (str(before), "this run"))
+    assert saved["paired"] == json.loads(json.dumps(expected))
+    assert saved["paired"]["accuracy_b"] == 100.0 and saved["paired"]["b_only"] == 40 - saved["paired"]["both"]
+    report = after.with_suffix(".md").read_text()
+    assert "## Paired comparison" in report and paired.format_paired(expected) in report
+    assert "## Collapse monitors" in report
+    constant = json.loads(before.read_text())["metrics"]["collapse"]
+    assert constant["floor"] == 1.0 and constant["repeated"] == 1.0 and constant["top_template_sql"] == "select #"
+    assert all(r["question"] for r in saved["records"])
+
+
+def test_evaluate_compare_to_other_questions_exits_2_naming_the_file(tmp_path):
+    assert _evaluate("--policy", "constant", "--limit", "20", cwd=tmp_path).returncode == 0
+    before = tmp_path / "out" / "constant_generated_dev_tables_n20.json"
+    out = _evaluate("--policy", "constant", "--limit", "30", "--compare-to", str(before), cwd=tmp_path)
+    assert out.returncode == 2 and f"--compare-to {before}" not in out.stderr  # the error names B, this run
+    assert "this run: its 30 questions differ from" in out.stderr and str(before) in out.stderr
+    missing = _evaluate("--policy", "constant", "--compare-to", str(tmp_path / "nope.json"), cwd=tmp_path)
+    assert missing.returncode == 2 and "nope.json: cannot read" in missing.stderr
