@@ -1,0 +1,3 @@
+from sqlenv.integrations.openenv.server import main
+
+main()
