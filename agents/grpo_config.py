@@ -82,6 +82,11 @@ class Config:
     max_instructions: int | None = None
     """SQLite VM instructions a query may run: the same on every machine, so rewards are reproducible
     (docs/env.md, "Reproducible rewards"; e.g. 100000000 with --query-timeout 10). None = wall clock only."""
+    max_turns: int = 1
+    """Moves per episode: 1 = single-step (TextToSQL-v0, one query per question); N > 1 = multi-turn
+    episodes on TextToSQLAgent-v0 (explore with <sql>, see the result, submit with <answer>; at most N
+    moves, each of at most max_completion_length tokens), whose loss covers only the policy's own tokens
+    (agents/multiturn.py, docs/agent_env.md)."""
 
     # ---------------------------------------------------------------- GRPO
     num_generations: int = 8
@@ -177,6 +182,9 @@ class Config:
             bad("query_timeout", self.query_timeout, "must be > 0 seconds")
         if self.max_instructions is not None and self.max_instructions < 1:
             bad("max_instructions", self.max_instructions, "must be >= 1 (or none)")
+        if isinstance(self.max_turns, bool) or not isinstance(self.max_turns, int) or self.max_turns < 1:
+            bad("max_turns", self.max_turns, "must be an integer >= 1 (1 = single-step; N > 1 = multi-turn "
+                "episodes of at most N moves)")
         if not self.dataset:
             bad("dataset", self.dataset, "must name a dataset, e.g. temptabqa-c or generated")
 

@@ -86,7 +86,8 @@ from agents.grpo_update import batch_advantages, grpo_update, reference_weights 
 from agents.metrics_log import JsonlLogger, truncate_metrics  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
 from agents.rollouts import (  # noqa: E402
-    evaluate, generate_groups, make_env, outcome_metrics, probe_mixed_share, sample_questions, score_groups)
+    collect_groups, evaluate, generate_groups, make_env, outcome_metrics, policy_tokens, probe_mixed_share,
+    sample_questions, score_groups, turn_metrics)
 
 PROG = "python agents/grpo_train.py"
 
@@ -171,11 +172,16 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     run_config = {**asdict(cfg), "resolved_dataset": dataset, "resolved_data_dir": plan.data_dir}
 
     # ---- 2. envs, policy, optimizer; a resume loads the adapter, the optimizer and the RNG states
-    budget = dict(timeout=cfg.query_timeout, max_instructions=cfg.max_instructions)
+    budget = dict(timeout=cfg.query_timeout, max_instructions=cfg.max_instructions, max_turns=cfg.max_turns)
     env = make_env(dataset, cfg.split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows, cfg.workers, **budget)
     evaluating = bool(cfg.eval_limit)
     eval_env = (make_env(dataset, cfg.eval_split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows,
                          cfg.workers, **budget) if evaluating and main else None)
+    # multi-turn: each live episode plays on its own copy of the env (agents/multiturn.py)
+    from agents.multiturn import EnvPool
+
+    pool = EnvPool(env) if cfg.max_turns > 1 else None
+    eval_pool = EnvPool(eval_env) if cfg.max_turns > 1 and eval_env is not None else None
     eval_indices = ([] if eval_env is None else
                     sorted(np.random.default_rng(0).permutation(len(eval_env.dataset))[:cfg.eval_limit].tolist()))
     policy = build_policy(cfg if world.device in (None, cfg.device) else replace(cfg, device=world.device))
@@ -215,7 +221,7 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
             if main:
                 probe_rng = np.random.default_rng(cfg.seed + 1)
                 probe = probe_mixed_share(policy, env, sample_questions(probe_rng, len(env.dataset),
-                                                                        cfg.probe_questions), cfg)
+                                                                        cfg.probe_questions), cfg, pool)
                 logger.log(0, probe)
                 print(f"starting policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups "
                       f"have mixed rewards (accuracy {probe['probe/accuracy']:.1%}, errors "
@@ -235,7 +241,7 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     if evaluating and checkpoint is None and cfg.eval_every:
         # the starting point of the curves: the untuned policy on the held-out questions
         if main:
-            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
+            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
             logger.log(0, eval_metrics)
             print(f"step 0: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
                   f"errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
@@ -248,13 +254,17 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
         step_start = time.perf_counter()
         # 1-2. questions (the same batch on every rank; each takes its share) -> G samples each
         indices = world.shard(sample_questions(rng, len(env.dataset), cfg.batch_size))
-        t0 = time.perf_counter()
-        rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
-        gen_s = time.perf_counter() - t0
-        # 3. execute and score each group through the env
-        t0 = time.perf_counter()
-        rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], cfg.num_generations)
-        score_s = time.perf_counter() - t0
+        if pool is None:
+            t0 = time.perf_counter()
+            rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
+            gen_s = time.perf_counter() - t0
+            # 3. execute and score each group through the env
+            t0 = time.perf_counter()
+            rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], cfg.num_generations)
+            score_s = time.perf_counter() - t0
+        else:  # 2-3 multi-turn: G episodes per question in lockstep, scored by their own steps
+            rollouts, rewards, infos, gen_s, score_s = collect_groups(policy, env, indices, cfg.num_generations,
+                                                                      cfg.batch_size, pool=pool)
         # 4. group-relative advantages; dynamic filtering of groups without signal
         rewards_t = torch.as_tensor(rewards, dtype=torch.float32)
         advantages = batch_advantages(rewards_t, cfg, world)
@@ -270,17 +280,19 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
         update_s = time.perf_counter() - t0
         # 6. metrics of the whole batch (gathered from every rank), evaluation, checkpoint
         batch = gather_batch(world, cfg, rewards=rewards, infos=infos, zero=zero, advantages=advantages,
-                             lengths=[len(r.completion_ids) for r in rollouts],
+                             lengths=[policy_tokens(r) for r in rollouts],
+                             truncated=[truncated(r, cfg) for r in rollouts],
                              times=dict(gen_s=gen_s, score_s=score_s, update_s=update_s))
         done = step + 1
         if main:
             metrics = step_metrics(batch, update, kept_total, cfg)
+            metrics.update(turn_metrics("train", rollouts))  # multi-turn: this rank's episodes
             if update.get("skipped_nonfinite"):
                 tqdm.write(f"step {done}: non-finite loss or gradient, skipped "
                            f"{update['skipped_nonfinite']}/{cfg.num_iterations} optimizer step(s)")
         if evaluating and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
             if main:
-                eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
+                eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
                 metrics.update(eval_metrics)
                 tqdm.write(f"step {done}: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
                            f"errors {eval_metrics['eval/error_frac']:.1%}")
@@ -300,7 +312,7 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     summary.update(checkpoint=str(final), adapter=str(final / "adapter"))
     if main:
         if eval_env is not None:
-            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg)
+            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
             logger.log(last, eval_metrics)
             print(f"final eval on {len(eval_indices)} {cfg.eval_split} questions: accuracy "
                   f"{eval_metrics['eval/accuracy']:.1%}, errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
@@ -310,6 +322,9 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
             if png:
                 print(f"curves: {png}", flush=True)
         print(f"adapter: {final / 'adapter'}\nevaluate it: {evaluate_command(final / 'adapter', cfg)}", flush=True)
+    for each in (pool, eval_pool):
+        if each is not None:
+            each.close()
     env.close()
     if eval_env is not None:
         eval_env.close()
@@ -318,18 +333,26 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     return summary
 
 
+def truncated(rollout, cfg: Config) -> bool:
+    """Whether a completion, or any move of a multi-turn episode, ran to max_completion_length tokens."""
+    moves = getattr(rollout, "move_tokens", None)
+    lengths = moves if moves is not None else [len(rollout.completion_ids)]
+    return any(n >= cfg.max_completion_length for n in lengths)
+
+
 def gather_batch(world: World, cfg: Config, *, rewards: list[float], infos: list[dict], zero, advantages,
-                 lengths: list[int], times: dict[str, float]) -> dict[str, Any]:
+                 lengths: list[int], truncated: list[bool], times: dict[str, float]) -> dict[str, Any]:
     """This step's outcome for the logs: of the whole batch, gathered from every rank (timings: the slowest)."""
     import torch
 
-    batch = dict(rewards=rewards, infos=infos, zero=zero, advantages=advantages, lengths=lengths, **times)
+    batch = dict(rewards=rewards, infos=infos, zero=zero, advantages=advantages, lengths=lengths,
+                 truncated=truncated, **times)
     if not world.distributed:
         return batch
     parts = world.gather(dict(
-        rewards=rewards, lengths=lengths, zero=zero.tolist(), advantages=advantages.tolist(),
+        rewards=rewards, lengths=lengths, truncated=truncated, zero=zero.tolist(), advantages=advantages.tolist(),
         infos=[{k: i.get(k) for k in ("correct", "exact", "f1", "error")} for i in infos], **times))
-    batch = {key: [x for part in parts for x in part[key]] for key in ("rewards", "infos", "lengths")}
+    batch = {key: [x for part in parts for x in part[key]] for key in ("rewards", "infos", "lengths", "truncated")}
     batch["zero"] = torch.tensor([x for part in parts for x in part["zero"]], dtype=torch.bool)
     batch["advantages"] = torch.as_tensor([x for part in parts for x in part["advantages"]], dtype=torch.float32)
     batch.update({key: max(part[key] for part in parts) for key in times})
@@ -350,7 +373,7 @@ def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: in
         "train/skipped_update": int(not kept_total),
         "train/adv_abs_mean": float(advantages.abs().mean()) if advantages.numel() else 0.0,
         "train/completion_len": float(np.mean(lengths)),
-        "train/truncated_frac": float(np.mean([n >= cfg.max_completion_length for n in lengths])),
+        "train/truncated_frac": float(np.mean(batch["truncated"])),
         "perf/gen_s": batch["gen_s"], "perf/score_s": batch["score_s"], "perf/update_s": batch["update_s"],
         "perf/tokens_per_s": sum(lengths) / max(batch["gen_s"], 1e-9),
     })

@@ -9,6 +9,12 @@ gradient clipping, AdamW. A non-finite loss or gradient norm skips that step, on
 The KL reference (``beta`` > 0) is the model the run started from, without a second copy of it: the
 adapter switched off (a fresh adapter's B is 0, so that is the start), or the warm-start adapter's
 weights swapped in for one no-grad pass (``reference_weights``, ``swapped_adapter``).
+
+Multi-turn episodes (``agents.multiturn``) carry a ``loss_mask``: their "completion" is every token after
+the first prompt, the environment's text included, and the mask keeps only the policy's own tokens.
+``loss_weights`` folds it into the padding mask, and the log-probs of every masked token are set to 0
+before the loss, so environment tokens get exactly zero gradient and count in no token total, KL or
+clip fraction. Rollouts without a mask (the single-step default) take the same path as before.
 """
 
 from __future__ import annotations
@@ -52,6 +58,24 @@ def pad_right(seqs: Sequence, length: int, value: float = 0.0, device=None):
         seq = torch.as_tensor(seq, dtype=torch.float32).flatten()[:length]
         out[row, :seq.numel()] = seq.to(device)
     return out
+
+
+def loss_weights(rollouts: Sequence, mask, device=None):
+    """The padding mask ``[B, T]`` times each rollout's ``loss_mask`` (1 = a token the policy sampled);
+    the padding mask itself when no rollout has one."""
+    masks = [getattr(r, "loss_mask", None) for r in rollouts]
+    if all(m is None for m in masks):
+        return mask
+    length = mask.shape[1]
+    own = pad_right([m if m is not None else _ones(len(r.completion_ids)) for r, m in zip(rollouts, masks)],
+                    length, device=device if device is not None else mask.device)
+    return mask * own
+
+
+def _ones(n: int):
+    import torch
+
+    return torch.ones(n)
 
 
 def _logprobs_no_grad(policy, rollouts, chunks, disable_adapter: bool = False, weights=None) -> list:
@@ -153,12 +177,14 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
                                                   [rollouts[i].completion_ids for i in chunk])
             logp = logp.float()
             length = logp.shape[1]
+            mask = loss_weights([rollouts[i] for i in chunk], mask)
+            logp = logp * mask  # masked tokens: log-prob 0 with no gradient, equal in every term below
             old_logp = (logp.detach() if old is None else
-                        pad_right([old[i] for i in chunk], length, device=logp.device))
-            ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device)
+                        pad_right([old[i] for i in chunk], length, device=logp.device) * mask)
+            ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device) * mask
             is_weights = None
             if corrected:
-                rollout_logp = pad_right([rollouts[i].logprobs for i in chunk], length, device=logp.device)
+                rollout_logp = pad_right([rollouts[i].logprobs for i in chunk], length, device=logp.device) * mask
                 is_weights = grpo.truncated_importance_weights(old_logp, rollout_logp, cfg.tis_cap)
                 if iteration == 0:
                     mismatch[0] += float(((old_logp - rollout_logp).abs() * mask).sum())
@@ -167,7 +193,8 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
                 logp, old_logp, advantages[chunk].to(logp.device), mask, is_weights=is_weights,
                 ref_logp=ref_logp, beta=cfg.beta,
                 epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-                max_completion_length=cfg.max_completion_length, num_sequences=total)
+                max_completion_length=cfg.max_completion_length * getattr(cfg, "max_turns", 1),
+                num_sequences=total)
             if not torch.isfinite(loss):
                 finite = False
                 break

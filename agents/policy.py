@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -221,7 +221,9 @@ class Rollout:
 
     ``text`` is ``PREFILL + completion`` (just the completion when the prompt does not end with
     ``PREFILL``); ``sql`` is ``extract_sql(text)``; ``logprobs[i]`` is the log-prob of
-    ``completion_ids[i]`` (CPU tensors, no grad).
+    ``completion_ids[i]`` (CPU tensors, no grad). ``loss_mask`` (None: every completion token) is 1 on
+    the completion tokens the policy sampled and 0 on tokens it did not (a multi-turn episode's
+    environment text, ``agents.multiturn``): only the former get gradient.
     """
 
     prompt_index: int
@@ -230,6 +232,7 @@ class Rollout:
     text: str
     sql: str
     logprobs: torch.Tensor
+    loss_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -306,6 +309,31 @@ class LoRAPolicy:
             text = prompt_texts.render_plain(messages)
         return text + PREFILL
 
+    def agent_prompt(self, observation: dict, max_turns: int) -> str:
+        """The prompt text that starts a multi-turn episode (``prompts.build_agent_messages``), chat
+        template applied, ending with the assistant cue (no prefill: the move opens its own tag)."""
+        messages = prompt_texts.build_agent_messages(observation, max_turns, self.config.few_shot)
+        return self._render(messages)
+
+    def agent_feedback(self, result: str, turns_left: int, after_eos: bool = False) -> str:
+        """The text between two moves: the end of the assistant turn, the env's result as a user
+        message, and the next assistant cue, as the chat template writes them. ``after_eos``: the move
+        already ended with an EOS token, so the end-of-turn text it stands for is not repeated."""
+        marker = "\x00MOVE\x00"
+        messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker},
+                    {"role": "user", "content": prompt_texts.agent_result_message(result, turns_left)}]
+        text = self._render(messages).split(marker, 1)[1]
+        if after_eos:
+            eos = self.tokenizer.eos_token or ""
+            if eos and text.startswith(eos):
+                text = text[len(eos):]
+        return text
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return prompt_texts.render_plain(messages)
+
     def encode(self, text: str) -> torch.Tensor:
         """Token ids of a prompt (no special tokens added: the chat template has them)."""
         return torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
@@ -356,6 +384,40 @@ class LoRAPolicy:
         self.stats = stats
         return rollouts
 
+    @torch.no_grad()
+    def sample_ids(self, prompt_ids_list: Sequence[torch.Tensor], num_generations: int = 1, *,
+                   greedy: bool = False, temperature: float | None = None,
+                   finished: Callable[[str], bool] | None = None) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``num_generations`` continuations of each token-id prompt: per prompt ``[(ids, logprobs)] * G``.
+
+        The token-level form of ``generate`` (same batching, engine and log-probs), for callers that
+        build their contexts from ids (``agents.multiturn``). A continuation stops at EOS, after
+        ``max_completion_length`` tokens, or once ``finished(decoded text)`` holds (default: the end of
+        a SQL statement, as ``generate``). Greedy continuations are computed once and copied.
+        """
+        if num_generations <= 0:
+            raise ValueError(f"num_generations must be positive, got {num_generations}")
+        temperature = self.config.temperature if temperature is None else temperature
+        greedy = greedy or temperature == 0
+        rows = 1 if greedy else num_generations
+        per_call = max(1, self.config.max_batch_rows // rows)
+        was_training = self.model.training
+        self.model.eval()
+        out: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        try:
+            for first in range(0, len(prompt_ids_list), per_call):
+                batch = [torch.as_tensor(p, dtype=torch.long) for p in prompt_ids_list[first:first + per_call]]
+                sampled = self._decode(batch, rows, temperature=temperature, top_p=self.config.top_p, greedy=greedy,
+                                       max_new_tokens=self.config.max_completion_length, finished=finished)
+                for completions in sampled:
+                    if greedy:
+                        ids, logprobs = completions[0]
+                        completions = [(ids.clone(), logprobs.clone()) for _ in range(num_generations)]
+                    out.append(list(completions))
+        finally:
+            self.model.train(was_training)
+        return out
+
     def uses_engine(self) -> bool:
         """Whether ``generate`` decodes with :class:`agents.engine.RolloutEngine` (``config.engine``)."""
         from agents.engine import supports
@@ -368,11 +430,13 @@ class LoRAPolicy:
         return self.config.engine == "engine"
 
     def _decode(self, prompt_ids_list, rows: int, *, temperature: float, top_p: float, greedy: bool,
-                max_new_tokens: int):
-        """``rows`` continuations of each prompt, by the engine or by the Hugging Face path."""
+                max_new_tokens: int, finished: Callable[[str], bool] | None = None):
+        """``rows`` continuations of each prompt, by the engine or by the Hugging Face path; a
+        continuation stops once ``finished(text)`` (default: the end of a SQL statement)."""
+        finished = finished or _finished
         if not self.uses_engine():
             return self._sample_many(prompt_ids_list, rows, temperature=temperature, top_p=top_p,
-                                     greedy=greedy, max_new_tokens=max_new_tokens)
+                                     greedy=greedy, max_new_tokens=max_new_tokens, finished=finished)
         from agents.engine import RolloutEngine, sample_tokens
 
         if getattr(self, "_engine", None) is None:
@@ -385,7 +449,7 @@ class LoRAPolicy:
             choose = lambda logits: sample_tokens(logits, temperature, top_p)  # noqa: E731
         decode = self.tokenizer.decode
         return self._engine.sample(prompt_ids_list, rows, max_new_tokens=max_new_tokens, choose=choose,
-                                   stop=lambda tokens: _finished(decode(tokens)))
+                                   stop=lambda tokens: finished(decode(tokens)))
 
     def _sample(self, prompt_ids: torch.Tensor, rows: int, *, temperature: float, top_p: float,
                 greedy: bool, max_new_tokens: int, shared_prefill: bool = True,
@@ -396,7 +460,8 @@ class LoRAPolicy:
 
     def _sample_many(self, prompt_ids_list: Sequence[torch.Tensor], rows: int, *, temperature: float,
                      top_p: float, greedy: bool, max_new_tokens: int, shared_prefill: bool = True,
-                     stop: bool = True) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+                     stop: bool = True, finished: Callable[[str], bool] | None = None,
+                     ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """Sample ``rows`` continuations of each prompt in one decode loop.
 
         Returns, per prompt, ``[(completion_ids, logprobs)] * rows``. Several prompts are left-padded
@@ -404,8 +469,10 @@ class LoRAPolicy:
         each prompt's KV cache is then copied ``rows`` times, and all ``len(prompts) * rows``
         sequences decode together, finished ones leaving the batch (cache, mask and positions).
         ``shared_prefill=False`` runs each prompt ``rows`` times instead (kept for benchmarks).
-        ``stop=False`` always samples ``max_new_tokens`` tokens (benchmarks).
+        ``stop=False`` always samples ``max_new_tokens`` tokens (benchmarks); ``finished`` (default the
+        end of a SQL statement) says when a decoded continuation is complete.
         """
+        finished = finished or _finished
         lengths = [len(p) for p in prompt_ids_list]
         width = max(lengths)
         ids = torch.full((len(lengths), width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -449,7 +516,7 @@ class LoRAPolicy:
             for i, row in enumerate(active):
                 tokens[row].append(chosen_list[i])
                 logps[row].append(logp_list[i])
-                done = stop and (is_eos[i] or _finished(self.tokenizer.decode(tokens[row])))
+                done = stop and (is_eos[i] or finished(self.tokenizer.decode(tokens[row])))
                 if not done:
                     keep.append(i)
             if not keep or step == max_new_tokens - 1:

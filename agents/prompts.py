@@ -159,3 +159,102 @@ def render_plain(messages: list[dict[str, str]]) -> str:
     """A chat as plain text, for tokenizers without a chat template; ends with an assistant cue."""
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
     return "\n\n".join(lines) + "\n\nAssistant: "
+
+
+# --------------------------------------------------------------------------- multi-turn (TextToSQLAgent-v0)
+# The agent explores with <sql> blocks, sees each result as the next user message, and submits with an
+# <answer> block (docs/agent_env.md). No prefill: the worked examples show the two tags.
+
+AGENT_SYSTEM_PROMPT = """\
+You answer questions about an athlete by querying a SQLite database, in up to {max_turns} turns.
+The database below describes one athlete: their medals (type 'MedalGold', 'MedalSilver' or 'MedalBronze', year, location), the tournaments and event formats they won them in, and their birth date.
+In each turn write exactly one of:
+<sql>QUERY</sql> to run a SQLite query and see its result (to check names, values or counts), or
+<answer>QUERY</answer> to submit the SQLite query that answers the question; this ends the episode.
+Use only the tables and columns in the schema. Copy names and values exactly as they appear in the results."""
+
+AGENT_RESULT_TEMPLATE = "Result:\n{result}\n\n{turns_left}"
+
+
+@dataclass(frozen=True)
+class AgentExample:
+    """A worked multi-turn episode: the question, one exploration with its result, the answer."""
+
+    question: str
+    explore: str
+    result: str
+    answer: str
+
+
+AGENT_EXAMPLES: dict[str, tuple[AgentExample, ...]] = {
+    "flat": (
+        AgentExample(
+            "How many World Championships Silver Medals did Anna Berg win?",
+            "SELECT DISTINCT tournament, medal FROM Medals WHERE athlete = 'Anna Berg'",
+            "3 rows\n| tournament          | medal       |\n|---------------------|-------------|\n"
+            "| World Championships | MedalSilver |\n| World Championships | MedalGold   |\n"
+            "| European Games      | MedalBronze |",
+            "SELECT COUNT(*) FROM Medals\n"
+            "WHERE athlete = 'Anna Berg' AND tournament = 'World Championships' AND medal = 'MedalSilver'",
+        ),
+        AgentExample(
+            "In which year did Anna Berg win her first Gold Medal?",
+            "SELECT medal, year FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
+            "2 rows\n| medal     | year |\n|-----------|------|\n| MedalGold | 2014 |\n| MedalGold | 2011 |",
+            "SELECT MIN(year) FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
+        ),
+    ),
+    "tables": (
+        AgentExample(
+            "How many World Championships Silver Medals did Anna Berg win?",
+            "SELECT DISTINCT t.name, m.type\n" + _MEDAL_JOINS + "\nWHERE a.name = 'Anna Berg'",
+            "3 rows\n| name                | type        |\n|---------------------|-------------|\n"
+            "| World Championships | MedalSilver |\n| World Championships | MedalGold   |\n"
+            "| European Games      | MedalBronze |",
+            f"SELECT COUNT(*)\n{_MEDAL_JOINS}\n"
+            "WHERE a.name = 'Anna Berg' AND t.name = 'World Championships' AND m.type = 'MedalSilver'",
+        ),
+        AgentExample(
+            "In which year did Anna Berg win her first Gold Medal?",
+            f"SELECT m.type, m.year\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
+            "2 rows\n| type      | year |\n|-----------|------|\n| MedalGold | 2014 |\n| MedalGold | 2011 |",
+            f"SELECT MIN(m.year)\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
+        ),
+    ),
+}
+
+
+def turns_left_text(turns_left: int) -> str:
+    """What the result message says about the turns still available."""
+    if turns_left <= 1:
+        return "This is your last turn: submit <answer>QUERY</answer> now."
+    return f"{turns_left} turns left."
+
+
+def agent_result_message(result: str, turns_left: int) -> str:
+    """The user message after a move: the env's result (or error) text and the turns left."""
+    return AGENT_RESULT_TEMPLATE.format(result=result.strip(), turns_left=turns_left_text(turns_left))
+
+
+def build_agent_messages(observation: dict, max_turns: int, few_shot: int = 2) -> list[dict[str, str]]:
+    """Chat messages that start a multi-turn episode: the system prompt with the database, ``few_shot``
+    worked episodes (explore, see the result, answer), then the question. Ends with the user's question."""
+    if max_turns < 2:
+        raise ValueError(f"max_turns must be >= 2 for a multi-turn prompt, got {max_turns}")
+    if few_shot < 0:
+        raise ValueError(f"few_shot must be >= 0, got {few_shot}")
+    parts = [AGENT_SYSTEM_PROMPT.format(max_turns=max_turns), DATABASE_TEMPLATE.format(schema=observation["schema"].strip())]
+    rows = (observation.get("sample_rows") or "").strip()
+    if rows:
+        parts.append(SAMPLE_ROWS_TEMPLATE.format(sample_rows=rows))
+    messages = [{"role": "system", "content": "\n\n".join(parts)}]
+    kind = detect_schema(observation["schema"])
+    for example in (AGENT_EXAMPLES[kind][:few_shot] if kind else ()):
+        messages += [
+            {"role": "user", "content": QUESTION_TEMPLATE.format(question=example.question)},
+            {"role": "assistant", "content": f"<sql>{example.explore}</sql>"},
+            {"role": "user", "content": agent_result_message(example.result, max_turns - 1)},
+            {"role": "assistant", "content": f"<answer>{example.answer}</answer>"},
+        ]
+    messages.append({"role": "user", "content": QUESTION_TEMPLATE.format(question=observation["question"].strip())})
+    return messages

@@ -6,6 +6,11 @@ evaluation on held-out questions. Everything is scored by the env itself (``env.
 policy only writes SQL.
 
 ``generate_groups`` is the seam for an external rollout engine (vLLM): see docs/training.md.
+
+With ``max_turns`` > 1 the env is ``TextToSQLAgent-v0`` and a "rollout" is a whole multi-turn episode
+(``agents.multiturn.run_episodes``, played on an ``EnvPool`` of copies of the env): ``collect_groups``
+returns either kind with its rewards and infos, so the trainer's loop, the probe and the evaluation
+are the same for both.
 """
 
 from __future__ import annotations
@@ -22,10 +27,17 @@ if TYPE_CHECKING:
 
 
 def make_env(dataset: str, split: str, data_dir: str | None, reward: str, schema: str, sample_rows: int,
-             workers: int = 0, timeout: float = 1.0, max_instructions: int | None = None):
-    """The TextToSQL env of one split (raises the dataset loader's error when its files are missing)."""
+             workers: int = 0, timeout: float = 1.0, max_instructions: int | None = None, max_turns: int = 1):
+    """The TextToSQL env of one split (raises the dataset loader's error when its files are missing);
+    ``max_turns`` > 1: the multi-turn ``TextToSQLAgentEnv`` with that many moves per episode."""
     from sqlenv.env import TextToSQLEnv
 
+    if max_turns > 1:
+        from sqlenv.agent_env import TextToSQLAgentEnv
+
+        return TextToSQLAgentEnv(dataset=dataset, split=split, data_dir=data_dir, reward=reward, schema=schema,
+                                 sample_rows=sample_rows, workers=workers, timeout=timeout,
+                                 max_instructions=max_instructions, max_turns=max_turns)
     return TextToSQLEnv(dataset=dataset, split=split, data_dir=data_dir, reward=reward, schema=schema,
                         sample_rows=sample_rows, workers=workers, timeout=timeout,
                         max_instructions=max_instructions)
@@ -91,28 +103,67 @@ def generate_groups(policy, env, indices: Sequence[int], group_size: int, chunk:
     return rollouts
 
 
-def probe_mixed_share(policy, env, indices: Sequence[int], cfg: "Config") -> dict[str, float]:
+def collect_groups(policy, env, indices: Sequence[int], group_size: int, chunk: int, *, pool=None,
+                   greedy: bool = False) -> tuple[list, list[float], list[dict], float, float]:
+    """``(rollouts, rewards, infos, generation seconds, scoring seconds)`` for group_size samples of each
+    question: single-step completions scored by ``score_groups``, or, with an ``EnvPool`` (``pool``),
+    multi-turn episodes (``agents.multiturn``) whose rewards come from their own steps (time all counted
+    as generation), chunk questions at a time."""
+    start = time.perf_counter()
+    if pool is None:
+        rollouts = generate_groups(policy, env, indices, group_size, chunk, greedy=greedy)
+        gen_s = time.perf_counter() - start
+        start = time.perf_counter()
+        rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], group_size)
+        return rollouts, rewards, infos, gen_s, time.perf_counter() - start
+    from agents.multiturn import run_episodes
+
+    episodes = []
+    for first in range(0, len(indices), chunk):
+        episodes += run_episodes(policy, pool, indices[first:first + chunk], group_size, greedy=greedy)
+    return (episodes, [e.reward for e in episodes], [e.info for e in episodes], time.perf_counter() - start, 0.0)
+
+
+def turn_metrics(prefix: str, rollouts: Sequence) -> dict[str, float]:
+    """``agents.multiturn.episode_metrics`` for episodes; nothing for single-step rollouts."""
+    if not rollouts or not hasattr(rollouts[0], "move_kinds"):
+        return {}
+    from agents.multiturn import episode_metrics
+
+    return episode_metrics(prefix, rollouts)
+
+
+def probe_mixed_share(policy, env, indices: Sequence[int], cfg: "Config", pool=None) -> dict[str, float]:
     """Share of groups with mixed rewards for the current policy: the groups GRPO can learn from."""
     import torch
 
-    rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
-    rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], cfg.num_generations)
+    rollouts, rewards, infos, _, _ = collect_groups(policy, env, indices, cfg.num_generations, cfg.batch_size,
+                                                    pool=pool)
     metrics = outcome_metrics("probe", rewards, infos)
+    metrics.update(turn_metrics("probe", rollouts))
     rewards_t = torch.as_tensor(rewards, dtype=torch.float32)
     metrics["probe/mixed_frac"] = 1.0 - grpo.frac_zero_std(rewards_t, cfg.num_generations)
     metrics["probe/questions"] = len(indices)
     return metrics
 
 
-def evaluate(policy, env, indices: Sequence[int], cfg: "Config") -> dict[str, float]:
-    """Greedy accuracy, reward and error shares on held-out questions (one sample each)."""
+def evaluate(policy, env, indices: Sequence[int], cfg: "Config", pool=None) -> dict[str, float]:
+    """Greedy accuracy, reward and error shares on held-out questions (one sample each); with an
+    ``EnvPool``, of greedy multi-turn episodes, with their turn metrics."""
     if not indices:
         return {}
     start = time.perf_counter()
-    rollouts = generate_groups(policy, env, indices, 1, cfg.eval_batch_size, greedy=True)
-    rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], 1)
+    rollouts, rewards, infos, _, _ = collect_groups(policy, env, indices, 1, cfg.eval_batch_size, pool=pool,
+                                                    greedy=True)
     metrics = outcome_metrics("eval", rewards, infos)
-    metrics["eval/completion_len"] = float(np.mean([len(r.completion_ids) for r in rollouts]))
+    metrics.update(turn_metrics("eval", rollouts))
+    metrics["eval/completion_len"] = float(np.mean([policy_tokens(r) for r in rollouts]))
     metrics["eval/questions"] = len(indices)
     metrics["perf/eval_s"] = time.perf_counter() - start
     return metrics
+
+
+def policy_tokens(rollout) -> int:
+    """Tokens the policy sampled in a rollout: its completion, or an episode's moves (not the env's text)."""
+    mask = getattr(rollout, "loss_mask", None)
+    return len(rollout.completion_ids) if mask is None else int(mask.sum())

@@ -1,0 +1,181 @@
+"""Multi-turn episodes on ``TextToSQLAgent-v0``: G episodes per question, played in lockstep.
+
+Each turn, the next move of every live episode is sampled in one batched call
+(``LoRAPolicy.sample_ids``); a move ends at ``</sql>`` or ``</answer>`` (or EOS, or after
+``max_completion_length`` tokens). The move goes to that episode's env; an exploration's result (or a
+malformed move's complaint) comes back as the next user message (``LoRAPolicy.agent_feedback``), and the
+episode continues until it answers or its turns run out.
+
+An episode's token sequence is ``[prompt][move 1][env text 1][move 2][env text 2]...[last move]``:
+the moves are the exact ids the policy sampled (so the sequence the update scores is the one the
+policy saw), the env text is tokenised on its own. ``loss_mask`` is 1 exactly on the moves' tokens:
+GRPO's loss, its token counts and its KL cover only what the policy generated (``agents.grpo_update``).
+The episode's reward is the sum of the env's step rewards (by default only the answer's counts).
+
+The env of each episode is a shallow copy of the caller's env (``EnvPool``): the dataset is shared,
+each copy has its own episode state and executor.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+__all__ = ["Episode", "EnvPool", "move_finished", "run_episodes", "episode_metrics"]
+
+_CLOSE = re.compile(r"</(sql|answer)>", re.IGNORECASE)
+
+
+def move_finished(text: str) -> bool:
+    """Whether a move (decoded text) has closed its ``<sql>`` or ``<answer>`` block."""
+    return _CLOSE.search(text) is not None
+
+
+@dataclass
+class Episode:
+    """One multi-turn episode, in the shape the GRPO update reads (as ``policy.Rollout``).
+
+    ``completion_ids`` is everything after the first prompt: moves and env text; ``loss_mask`` is 1 on the
+    moves' tokens; ``logprobs`` holds the sampled tokens' log-probs (0 on env tokens). ``info`` is the
+    env's last step info (``correct``, ``error``, ... of the answer, or ``error="no_answer"``).
+    """
+
+    prompt_index: int
+    prompt_ids: torch.Tensor
+    completion_ids: torch.Tensor
+    loss_mask: torch.Tensor
+    logprobs: torch.Tensor
+    text: str = ""
+    sql: str = ""
+    moves: list[str] = field(default_factory=list)
+    move_errors: list[str | None] = field(default_factory=list)
+    move_kinds: list[str] = field(default_factory=list)
+    move_tokens: list[int] = field(default_factory=list)
+    reward: float = 0.0
+    info: dict = field(default_factory=dict)
+    done: bool = False
+
+    @property
+    def turns(self) -> int:
+        return len(self.moves)
+
+    @property
+    def policy_tokens(self) -> int:
+        return int(self.loss_mask.sum())
+
+
+class EnvPool:
+    """Copies of one ``TextToSQLAgentEnv`` for episodes that run side by side; grows on demand."""
+
+    def __init__(self, env):
+        self.env = getattr(env, "unwrapped", env)
+        if not hasattr(self.env, "max_turns"):
+            raise TypeError("EnvPool needs a TextToSQLAgentEnv (TextToSQLAgent-v0)")
+        self.copies: list = []
+
+    def take(self, n: int) -> list:
+        while len(self.copies) < n:
+            self.copies.append(copy.copy(self.env))  # __getstate__: own executor, shared dataset
+        return self.copies[:n]
+
+    def close(self):
+        for env in self.copies:
+            env.executor.close()
+            env.explore_executor.close()
+        self.copies = []
+
+
+def last_result(transcript: str, turn: int, max_turns: int, move: str) -> str:
+    """The newest move's result text in the env's transcript: its entry without the head, which echoes
+    the move (``Turn t/N <sql>QUERY</sql>``, the query possibly on several lines, or one line for a
+    malformed move)."""
+    head = f"Turn {turn}/{max_turns} "
+    start = transcript.rfind("\n\n" + head)
+    start = 0 if start < 0 else start + 2
+    entry = transcript[start:]
+    end = "</sql>\n" if move == "sql" else "\n"
+    return entry.split(end, 1)[1] if end in entry else entry
+
+
+def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int, *,
+                 greedy: bool = False) -> list[Episode]:
+    """``group_size`` episodes of each question in ``indices`` (grouped by question), in lockstep."""
+    envs = pool.take(len(indices) * group_size)
+    max_turns = pool.env.max_turns
+    eos_ids = set(policy.eos_token_ids)
+    episodes: list[Episode] = []
+    first_prompts = []
+    for k, index in enumerate(indices):
+        obs = None
+        for g in range(group_size):
+            obs, _ = envs[k * group_size + g].reset(options={"index": int(index)})
+        prompt_ids = policy.encode(policy.agent_prompt(obs, max_turns))
+        first_prompts.append(prompt_ids)
+        for g in range(group_size):
+            empty = torch.zeros(0, dtype=torch.long)
+            episodes.append(Episode(k, prompt_ids, empty, empty.float(), empty.float()))
+    pieces = [{"ids": [], "mask": [], "logp": [], "text": []} for _ in episodes]
+    for turn in range(1, max_turns + 1):
+        live = [i for i, e in enumerate(episodes) if not e.done]
+        if not live:
+            break
+        if turn == 1:  # every episode of a question has the same context: one prompt, G samples
+            sampled = policy.sample_ids(first_prompts, group_size, greedy=greedy, finished=move_finished)
+            moves = [move for group in sampled for move in group]
+        else:
+            contexts = [torch.cat([episodes[i].prompt_ids, *pieces[i]["ids"]]) for i in live]
+            moves = [group[0] for group in policy.sample_ids(contexts, 1, greedy=greedy, finished=move_finished)]
+        for i, (ids, logp) in zip(live, moves):
+            episode, piece, env = episodes[i], pieces[i], envs[i]
+            text = policy.tokenizer.decode(ids, skip_special_tokens=True)
+            piece["ids"].append(ids)
+            piece["mask"].append(torch.ones(len(ids)))
+            piece["logp"].append(logp.float())
+            piece["text"].append(text)
+            obs, reward, terminated, truncated, info = env.step(text)
+            episode.moves.append(text)
+            episode.move_tokens.append(len(ids))
+            episode.move_kinds.append(info.get("move", ""))
+            episode.move_errors = list(info["move_errors"])
+            episode.reward += float(reward)
+            if terminated or truncated:
+                episode.done, episode.info = True, info
+                episode.sql = info.get("sql", "") if info.get("move") == "answer" else ""
+                continue
+            ended_on_eos = len(ids) > 0 and int(ids[-1]) in eos_ids
+            feedback = policy.agent_feedback(last_result(obs["transcript"], info["turn"], max_turns, info["move"]),
+                                             info["turns_left"], after_eos=ended_on_eos)
+            feedback_ids = policy.encode(feedback)
+            piece["ids"].append(feedback_ids)
+            piece["mask"].append(torch.zeros(len(feedback_ids)))
+            piece["logp"].append(torch.zeros(len(feedback_ids)))
+            piece["text"].append(feedback)
+    for episode, piece in zip(episodes, pieces):
+        episode.completion_ids = torch.cat(piece["ids"]).long()
+        episode.loss_mask = torch.cat(piece["mask"]).float()
+        episode.logprobs = torch.cat(piece["logp"]).float()
+        episode.text = "".join(piece["text"])
+    return episodes
+
+
+def episode_metrics(prefix: str, episodes: Sequence[Episode]) -> dict[str, float]:
+    """Turns and exploration under ``prefix/``: mean turns, the share of episodes that never answered,
+    the share of exploratory moves (``<sql>`` or malformed) that failed, of malformed moves, and the
+    policy's tokens per episode."""
+    n = max(len(episodes), 1)
+    explorations = [err for e in episodes for kind, err in zip(e.move_kinds, e.move_errors) if kind != "answer"]
+    malformed = sum(kind == "malformed" for e in episodes for kind in e.move_kinds)
+    moves = max(sum(e.turns for e in episodes), 1)
+    return {
+        f"{prefix}/turns_mean": sum(e.turns for e in episodes) / n,
+        f"{prefix}/no_answer_frac": sum(e.info.get("error") == "no_answer" for e in episodes) / n,
+        f"{prefix}/explore_error_frac": (sum(err is not None for err in explorations) / len(explorations)
+                                         if explorations else 0.0),
+        f"{prefix}/explore_moves_mean": len(explorations) / n,
+        f"{prefix}/malformed_frac": malformed / moves,
+        f"{prefix}/policy_tokens": sum(e.policy_tokens for e in episodes) / n,
+    }

@@ -1,0 +1,251 @@
+"""agents/multiturn.py and the multi-turn path of the trainer: episodes on TextToSQLAgent-v0, the loss mask
+on a real tokenised episode (no environment token gets gradient), a scripted episode through the env, the
+prompt, and real --max-turns runs of agents/grpo_train.py on the tiny Llama."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from agents import grpo_train, metrics_log, prompts  # noqa: E402
+from agents import grpo_update as update  # noqa: E402
+from agents.cli import ConfigError  # noqa: E402
+from agents.grpo_config import make_config, parse_config  # noqa: E402
+from agents.multiturn import EnvPool, episode_metrics, last_result, move_finished, run_episodes  # noqa: E402
+from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
+from agents.rollouts import make_env  # noqa: E402
+
+from tests.tiny_llama import save_tiny_llama  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# ChatML with the tokenizer's own EOS closing each turn, so that a move ending on EOS is exercised
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<eos>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture()
+def policy(tiny_model):
+    torch.manual_seed(0)
+    return LoRAPolicy(PolicyConfig(model=tiny_model, device="cpu", max_completion_length=6, threads=1,
+                                   temperature=1.0, few_shot=1))
+
+
+@pytest.fixture()
+def agent_env():
+    env = make_env("generated", "dev", None, "binary", "tables", 3, max_turns=3)
+    yield env
+    env.close()
+
+
+class Scripted:
+    """Make ``policy.sample_ids`` return these moves in turn (the same for every live episode)."""
+
+    def __init__(self, policy, moves):
+        self.policy, self.moves, self.calls = policy, list(moves), []
+
+    def __call__(self, prompt_ids_list, num_generations=1, *, greedy=False, temperature=None, finished=None):
+        self.calls.append(len(prompt_ids_list))
+        ids = self.policy.encode(self.moves[len(self.calls) - 1])
+        return [[(ids.clone(), torch.full((len(ids),), -0.5))] * num_generations for _ in prompt_ids_list]
+
+
+def test_move_finished_and_last_result():
+    assert move_finished("think <sql>SELECT 1</sql>") and move_finished("<ANSWER>x</Answer>")
+    assert not move_finished("<sql>SELECT 1") and not move_finished("SELECT 1;")
+    transcript = ("Turn 1/3 <sql>SELECT a\nFROM t</sql>\n1 row\n| a |\n|---|\n| 1 |\n\n"
+                  "Turn 2/3 (malformed move) oops\nMalformed move: no <sql> or <answer> block.")
+    assert last_result(transcript, 1, 3, "sql") == "1 row\n| a |\n|---|\n| 1 |\n\nTurn 2/3 (malformed move) oops\n" \
+                                                   "Malformed move: no <sql> or <answer> block."
+    assert last_result(transcript, 2, 3, "malformed") == "Malformed move: no <sql> or <answer> block."
+    assert last_result(transcript.split("\n\nTurn 2")[0], 1, 3, "sql") == "1 row\n| a |\n|---|\n| 1 |"
+
+
+def test_agent_prompt_explains_both_tags_with_a_worked_episode(agent_env):
+    obs, _ = agent_env.reset(options={"index": 0})
+    messages = prompts.build_agent_messages(obs, max_turns=3, few_shot=1)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    system = messages[0]["content"]
+    assert "in up to 3 turns" in system and "<sql>QUERY</sql>" in system and "<answer>QUERY</answer>" in system
+    assert obs["schema"].strip() in system
+    example = prompts.AGENT_EXAMPLES["tables"][0]
+    assert messages[2]["content"] == f"<sql>{example.explore}</sql>"
+    assert messages[3]["content"] == f"Result:\n{example.result}\n\n2 turns left."
+    assert messages[4]["content"] == f"<answer>{example.answer}</answer>"
+    assert messages[-1]["content"] == f"Question: {obs['question'].strip()}"
+    assert prompts.agent_result_message("0 rows", 1).endswith("This is your last turn: submit <answer>QUERY</answer> now.")
+    with pytest.raises(ValueError, match="max_turns"):
+        prompts.build_agent_messages(obs, max_turns=1)
+
+
+def test_feedback_follows_the_chat_template(policy):
+    plain = policy.agent_feedback("1 row", 2)
+    assert plain == "\n\nUser: Result:\n1 row\n\n2 turns left.\n\nAssistant: "
+    policy.tokenizer.chat_template = CHAT_TEMPLATE
+    assert policy.agent_feedback("1 row", 2) == ("<eos>\n<|im_start|>user\nResult:\n1 row\n\n2 turns left.<eos>\n"
+                                                 "<|im_start|>assistant\n")
+    # a move that ended on EOS already closed the assistant turn
+    assert policy.agent_feedback("1 row", 1, after_eos=True).startswith("\n<|im_start|>user\nResult:\n1 row\n\nThis")
+
+
+def test_scripted_episode_through_the_env(policy, agent_env, monkeypatch):
+    """Explore, see the env's real result in the context, answer with the gold query: reward 1."""
+    index = 2
+    gold = agent_env.example(index).gold_sql
+    explore = "<sql>SELECT name FROM Athlete</sql>"
+    script = Scripted(policy, [explore, f"<answer>{gold}</answer>"])
+    monkeypatch.setattr(policy, "sample_ids", script)
+    pool = EnvPool(agent_env)
+    (a, b) = run_episodes(policy, pool, [index], 2)
+    assert script.calls == [1, 2]  # turn 1: one prompt for the group; turn 2: each live episode
+    reference = make_env("generated", "dev", None, "binary", "tables", 3, max_turns=3)
+    reference.reset(options={"index": index})
+    obs, _, _, _, info = reference.step(explore)
+    reference.close()
+    result = obs["transcript"].split("</sql>\n", 1)[1]
+    feedback = policy.agent_feedback(result, 2)
+    for episode in (a, b):
+        assert (episode.turns, episode.reward, episode.info["correct"], episode.sql) == (2, 1.0, True, gold)
+        assert episode.move_errors == [None, None] and episode.move_kinds == ["sql", "answer"]
+        assert episode.text == explore + feedback + f"<answer>{gold}</answer>"
+        move_ids = [policy.encode(explore), policy.encode(f"<answer>{gold}</answer>")]
+        expected = torch.cat([move_ids[0], policy.encode(feedback), move_ids[1]])
+        assert torch.equal(episode.completion_ids, expected)
+        assert episode.loss_mask.tolist() == [1.0] * len(move_ids[0]) + [0.0] * len(policy.encode(feedback)) \
+            + [1.0] * len(move_ids[1])
+        assert episode.logprobs[episode.loss_mask == 0].abs().sum() == 0
+        assert episode.move_tokens == [len(m) for m in move_ids]
+    metrics = episode_metrics("eval", [a, b])
+    assert metrics == {"eval/turns_mean": 2.0, "eval/no_answer_frac": 0.0, "eval/explore_error_frac": 0.0,
+                       "eval/explore_moves_mean": 1.0, "eval/malformed_frac": 0.0,
+                       "eval/policy_tokens": float(sum(a.move_tokens))}
+    pool.close()
+
+
+def test_turns_run_out_without_an_answer(policy, agent_env, monkeypatch):
+    script = Scripted(policy, ["<sql>SELECT nope FROM Athlete</sql>", "no tags", "<sql>SELECT 1</sql>"])
+    monkeypatch.setattr(policy, "sample_ids", script)
+    (episode,) = run_episodes(policy, EnvPool(agent_env), [0], 1)
+    assert (episode.turns, episode.reward, episode.info["error"], episode.sql) == (3, -1.0, "no_answer", "")
+    assert episode.move_errors == ["no_such_column", "no_tag", None]
+    metrics = episode_metrics("train", [episode])
+    assert metrics["train/no_answer_frac"] == 1.0
+    assert metrics["train/explore_error_frac"] == pytest.approx(2 / 3)
+    assert metrics["train/malformed_frac"] == pytest.approx(1 / 3)
+
+
+def test_loss_mask_gives_environment_tokens_exactly_zero_gradient(policy, agent_env):
+    """A real tokenised episode of the tiny Llama (sampled moves, the env's text between them) through the
+    real update: the gradient of the loss with respect to every environment token's log-prob is exactly 0,
+    and the policy's tokens do get gradient; with the KL term and with two iterations too."""
+    policy.tokenizer.chat_template = CHAT_TEMPLATE
+    episodes = run_episodes(policy, EnvPool(agent_env), [0, 1], 2)
+    assert all((e.loss_mask == 0).any() and (e.loss_mask == 1).any() for e in episodes)
+    for e in episodes:  # the masked-out tokens are exactly the env's text
+        env_text = policy.tokenizer.decode(e.completion_ids[e.loss_mask == 0])
+        assert "Result:\n" in env_text and "<|im_start|>user" in env_text
+        assert e.policy_tokens == sum(e.move_tokens) and len(e.move_tokens) == e.turns
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    for overrides in (dict(beta=0.0), dict(beta=0.1), dict(beta=0.1, num_iterations=2)):
+        grads = []
+        original = policy.sequence_logprobs
+
+        def recording(prompt_ids_list, completion_ids_list, disable_adapter=False, **kwargs):
+            logp, mask = original(prompt_ids_list, completion_ids_list, disable_adapter=disable_adapter, **kwargs)
+            if logp.requires_grad:
+                logp.register_hook(lambda g: grads.append(g.detach().clone()))
+            return logp, mask
+
+        policy.sequence_logprobs = recording
+        cfg = make_config(max_completion_length=6, max_turns=3, micro_batch_size=8, max_grad_norm=0, **overrides)
+        optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.0)
+        metrics = update.grpo_update(policy, optimizer, episodes, advantages, cfg)
+        policy.sequence_logprobs = original
+        assert len(grads) == cfg.num_iterations and all(torch.isfinite(g).all() for g in grads)
+        for grad in grads:
+            for row, e in enumerate(episodes):
+                n = len(e.completion_ids)
+                assert torch.all(grad[row, :n][e.loss_mask == 0] == 0), overrides
+                assert (grad[row, :n][e.loss_mask == 1] != 0).any(), overrides
+        assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # old log-probs: the sampled ones
+        if cfg.beta > 0:
+            assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)  # a fresh adapter is the reference
+
+
+def test_loss_weights_fold_the_mask_into_padding():
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    single = [type("R", (), {"completion_ids": torch.zeros(3)})(), type("R", (), {"completion_ids": torch.zeros(4)})()]
+    assert update.loss_weights(single, mask) is mask  # single-step rollouts: the padding mask as is
+    episode = type("E", (), {"completion_ids": torch.zeros(4), "loss_mask": torch.tensor([1.0, 0.0, 0.0, 1.0])})()
+    assert update.loss_weights([single[0], episode], mask).tolist() == [[1, 1, 1, 0], [1, 0, 0, 1]]
+
+
+def test_max_turns_flag_is_validated():
+    assert parse_config([]).max_turns == 1
+    assert parse_config(["--max-turns", "3"]).max_turns == 3
+    with pytest.raises(ConfigError, match=r"max_turns=0 \(--max-turns\) must be an integer >= 1"):
+        make_config(max_turns=0)
+
+
+TINY = dict(dataset="generated", num_generations=2, batch_size=2, micro_batch_size=4, max_completion_length=6,
+            temperature=1.0, few_shot=1, eval_limit=2, eval_every=1, eval_batch_size=2, probe_questions=1,
+            save_every=0, plot=False, threads=1, seed=1, learning_rate=1e-2, warmup_examples=0, max_turns=2)
+
+
+def test_a_multi_turn_step_updates_the_lora_weights(tiny_model, tmp_path, monkeypatch):
+    """One real --max-turns 2 step in process: real episodes, and (the tiny model never answers, so every
+    reward is -1) a deterministic tie-break added to the rewards so that the update really runs."""
+    real = grpo_train.collect_groups
+
+    def with_signal(*args, **kwargs):
+        rollouts, rewards, infos, gen_s, score_s = real(*args, **kwargs)
+        return rollouts, [r + 0.5 * (k % 2) for k, r in enumerate(rewards)], infos, gen_s, score_s
+
+    monkeypatch.setattr(grpo_train, "collect_groups", with_signal)
+    before = {}
+    original = grpo_train.build_policy
+
+    def build(cfg):
+        built = original(cfg)
+        before.update({n: p.detach().clone() for n, p in built.model.named_parameters() if p.requires_grad})
+        build.policy = built
+        return built
+
+    monkeypatch.setattr(grpo_train, "build_policy", build)
+    grpo_train.train(make_config(steps=1, output_dir=str(tmp_path / "run"), model=tiny_model, **TINY))
+    changed = [n for n, p in build.policy.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert changed and all("lora_" in n for n in changed)
+    records = metrics_log.read_metrics(tmp_path / "run" / "metrics.jsonl")
+    train = [r for r in records if "train/reward_mean" in r][0]
+    assert train["train/groups_kept"] == 2 and train["train/skipped_update"] == 0
+    assert 1 <= train["train/turns_mean"] <= 2 and train["train/policy_tokens"] <= 2 * 6
+    assert train["train/completion_len"] == train["train/policy_tokens"]
+
+
+def test_script_runs_multi_turn_end_to_end(tiny_model, tmp_path):
+    """python agents/grpo_train.py --max-turns 2 on the tiny Llama: probe, eval, one step, all multi-turn."""
+    run = tmp_path / "run"
+    flags = {k: v for k, v in TINY.items() if k not in ("plot",)}
+    argv = [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    env = {k: v for k, v in os.environ.items() if k != "SQLENV_DATA_DIR"}
+    out = subprocess.run([sys.executable, str(REPO / "agents" / "grpo_train.py"), *argv, "--no-plot", "--steps", "1",
+                          "--model", tiny_model, "--output-dir", str(run)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["max_turns"] == 2
+    records = metrics_log.read_metrics(run / "metrics.jsonl")
+    probe = [r for r in records if "probe/mixed_frac" in r][0]
+    train = [r for r in records if "train/reward_mean" in r][0]
+    evals = [r for r in records if "eval/accuracy" in r]
+    assert 1 <= probe["probe/turns_mean"] <= 2
+    assert 1 <= train["train/turns_mean"] <= 2 and 0 <= train["train/no_answer_frac"] <= 1
+    assert len(evals) == 2 and all(1 <= r["eval/turns_mean"] <= 2 and r["eval/questions"] == 2 for r in evals)
