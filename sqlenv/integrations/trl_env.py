@@ -1,0 +1,380 @@
+"""sqlenv as a TRL ``GRPOTrainer(environment_factory=...)`` environment: SQL tools, scored by our presets.
+
+TRL's contract (trl >= 1.x, transformers >= 5.2): ``environment_factory`` is a zero-argument callable
+returning an object with ``reset(**row)``; TRL makes one instance per rollout, calls ``reset`` with the
+dataset row's columns and appends the string it returns to the last user message; every other public
+method of the class becomes a tool (its name, type hints and Google-style docstring are the schema
+the chat template shows the model). Reward functions get the instances as ``environments=``::
+
+    from trl import GRPOConfig, GRPOTrainer
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, SQLEnvReward, ensure_tool_chat_template
+
+    factory = SQLEnvironmentFactory("generated", split="train", multi_turn=True, reward="binary")
+    trainer = GRPOTrainer(model=model, processing_class=ensure_tool_chat_template(tokenizer),
+                          reward_funcs=SQLEnvReward(), train_dataset=factory.train_dataset(),
+                          environment_factory=factory, args=GRPOConfig(...))
+
+What maps to what:
+
+* :class:`TextToSQLAgentTools` wraps one :class:`~sqlenv.agent_env.TextToSQLAgentEnv`
+  (``TextToSQLAgent-v0``): ``reset(index=i)`` is ``env.reset(options={"index": i})``; the tool
+  ``run_sql(query)`` is the move ``<sql>query</sql>`` and returns that move's transcript entry (the
+  result table or the error, cut to ``result_chars``; the episode's turn and exploration-time budgets
+  apply); ``submit_answer(query)`` is the move ``<answer>query</answer>``, scored by the env's preset.
+* :class:`TextToSQLTools` wraps one :class:`~sqlenv.env.TextToSQLEnv` (``TextToSQL-v0``): the
+  only tool is ``submit_answer(query)``, the env's one step.
+* :class:`SQLEnvReward` (for ``reward_funcs``) reads each instance's ``reward``: the episode's return,
+  or, when no answer was submitted, the preset's execution-error reward (what ``TextToSQLAgent-v0``
+  gives when the turns run out). The classes define no ``get_reward``, so the reward is counted once.
+
+The adapter keeps no SQL, budget or scoring logic: it formats the env's observation as the user turn
+and turns tool calls into env steps. Tool calls never raise: bad SQL comes back as error text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Sequence
+
+from sqlenv.agent_env import NO_ANSWER, TextToSQLAgentEnv
+from sqlenv.datasets import Dataset
+from sqlenv.env import TextToSQLEnv
+from sqlenv.executor import ExecutionResult
+from sqlenv.integrations.trl import USER_TEMPLATE
+from sqlenv.rewards import reward as compute_reward
+
+__all__ = [
+    "AGENT_SYSTEM_PROMPT",
+    "ANSWER_SYSTEM_PROMPT",
+    "SQLEnvReward",
+    "SQLEnvironmentFactory",
+    "TextToSQLAgentTools",
+    "TextToSQLTools",
+    "ensure_tool_chat_template",
+    "to_trl_env_dataset",
+]
+
+AGENT_SYSTEM_PROMPT = (
+    "You are an expert in SQLite. Answer the user's question about the database below. Call run_sql to "
+    "explore the data (it returns the result rows or the error), then call submit_answer once with the "
+    "single SQLite query whose result answers the question. Only the submitted query is scored."
+)
+ANSWER_SYSTEM_PROMPT = (
+    "You are an expert in SQLite. Answer the user's question about the database below: call "
+    "submit_answer once with the single SQLite query whose result answers the question."
+)
+#: What ``submit_answer`` returns in single-step mode (the agent env's own text for its answer move).
+SUBMITTED = "Answer submitted."
+ENDED = "The episode has ended: an answer was already submitted or the turns ran out. Stop here."
+
+
+# ---------------------------------------------------------------------- the environments
+class _SQLTools:
+    """What both tool environments share: ``reset`` pins the row's question, the episode's return."""
+
+    _env_type: type = TextToSQLEnv
+
+    def __init__(self, env: TextToSQLEnv):
+        if not isinstance(getattr(env, "unwrapped", env), self._env_type):
+            raise TypeError(f"{type(self).__name__} wraps a {self._env_type.__name__}, got {type(env).__name__}")
+        self.env = env
+        self.info: dict[str, Any] | None = None  # the scored answer's info once the episode has ended
+        self.sql_calls = 0
+        self._return = 0.0
+        self._done = False
+        self._index: int | None = None
+
+    def reset(self, index: int | None = None, id: str | None = None, **row) -> str:
+        """Start the episode of question ``index`` (the dataset column); return its user-turn text."""
+        if index is None:
+            raise ValueError(
+                "reset needs the dataset column 'index' (build train_dataset with "
+                "SQLEnvironmentFactory.train_dataset or to_trl_env_dataset): without it the completions "
+                "of one GRPO group would not share a question"
+            )
+        dataset = self.env.unwrapped.dataset
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ValueError(f"index={index!r} must be an integer")
+        if id is not None and 0 <= index < len(dataset) and dataset[index].id != id:
+            raise ValueError(
+                f"index {index} is question {dataset[index].id!r} in {dataset!r}, but the TRL row says "
+                f"{id!r}: the environment was built on another dataset"
+            )
+        observation, _ = self.env.reset(options={"index": index})
+        self.info, self.sql_calls, self._return, self._done, self._index = None, 0, 0.0, False, index
+        return USER_TEMPLATE.format(
+            schema=observation["schema"],
+            question=observation["question"],
+            sample_block=f"Sample rows:\n{observation['sample_rows']}\n\n" if observation["sample_rows"] else "",
+        )
+
+    # Properties, not methods: TRL turns every public method into a tool.
+    @property
+    def index(self) -> int | None:
+        """The question of the current episode (``None`` before the first reset)."""
+        return self._index
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode has ended (an answer was submitted or the turns ran out)."""
+        return self._done
+
+    @property
+    def reward(self) -> float:
+        """The episode's return; without a submitted answer, plus the preset's execution-error reward."""
+        if self._index is None:
+            raise RuntimeError("Call reset before reading the reward.")
+        if self._done:
+            return self._return
+        missing = ExecutionResult(error=NO_ANSWER, message="no answer submitted")
+        return self._return + float(compute_reward(self.env.unwrapped.reward_preset, missing, None))
+
+    def _step(self, action: str) -> tuple[dict, bool, bool, dict]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        if terminated or truncated:
+            self._done = True
+            self.info = info
+        return observation, terminated, truncated, info
+
+    def _check(self, query: Any) -> str | None:
+        """Why a tool call cannot run (episode not started or over, query not text); None when it can."""
+        if self._index is None:
+            return "Error: the episode has not started (TRL calls reset first)."
+        if self._done:
+            return ENDED
+        if not isinstance(query, str):
+            return f"Error: query must be a string of SQL, got {type(query).__name__}."
+        return None
+
+
+class TextToSQLTools(_SQLTools):
+    """``TextToSQL-v0`` for TRL: one tool, ``submit_answer``, the env's single scored step."""
+
+    def __init__(self, env: TextToSQLEnv):
+        if isinstance(getattr(env, "unwrapped", env), TextToSQLAgentEnv):
+            raise TypeError("TextToSQLTools wraps the single-step TextToSQLEnv; use TextToSQLAgentTools "
+                            "for a TextToSQLAgentEnv")
+        super().__init__(env)
+
+    def submit_answer(self, query: str) -> str:
+        """Submit the final SQLite query; its result is compared with the answer. Call it once.
+
+        Args:
+            query: one SQLite SELECT statement whose result answers the question.
+
+        Returns:
+            A confirmation; the episode ends.
+        """
+        problem = self._check(query)
+        if problem is not None:
+            return problem
+        self._step(query)
+        return SUBMITTED
+
+
+class TextToSQLAgentTools(_SQLTools):
+    """``TextToSQLAgent-v0`` for TRL: ``run_sql`` explores, ``submit_answer`` ends the episode."""
+
+    _env_type = TextToSQLAgentEnv
+
+    def run_sql(self, query: str) -> str:
+        """Run one read-only SQLite query on the database and see its result (not scored).
+
+        Args:
+            query: one SQLite SELECT statement.
+
+        Returns:
+            The row count and the first rows as a table, or the error.
+        """
+        problem = self._check(query)
+        if problem is not None:
+            return problem
+        self.sql_calls += 1
+        observation, _, truncated, info = self._step(f"<sql>{query}</sql>")
+        text = _newest_entry(observation["transcript"], info["turn"], self.env.unwrapped.max_turns)
+        if truncated:
+            text += "\nNo turns left: the episode ended without an answer."
+        return text
+
+    def submit_answer(self, query: str) -> str:
+        """Submit the final SQLite query; its result is compared with the answer. Call it once.
+
+        Args:
+            query: one SQLite SELECT statement whose result answers the question.
+
+        Returns:
+            A confirmation; the episode ends.
+        """
+        problem = self._check(query)
+        if problem is not None:
+            return problem
+        observation, _, _, info = self._step(f"<answer>{query}</answer>")
+        return _newest_entry(observation["transcript"], info["turn"], self.env.unwrapped.max_turns)
+
+
+def _newest_entry(transcript: str, turn: int, max_turns: int) -> str:
+    """The transcript entry of move ``turn``: the env's own text for it (moves are joined by blank lines)."""
+    return re.split(rf"\n\n(?=Turn {turn}/{max_turns} )", transcript)[-1]
+
+
+# ---------------------------------------------------------------------- the factory TRL calls
+class SQLEnvironmentFactory:
+    """TRL's ``environment_factory``: each call returns a fresh tool environment over one shared dataset.
+
+    Arguments:
+        dataset: a sqlenv :class:`~sqlenv.datasets.Dataset`, or a registered name (loaded once here with
+            ``split``, ``data_dir`` and ``schema``).
+        multi_turn: ``True`` for :class:`TextToSQLAgentTools` (run_sql + submit_answer), ``False`` for
+            :class:`TextToSQLTools` (submit_answer only).
+        env_kwargs: the env's arguments (``reward``, ``timeout``, ``max_instructions``, ``sample_rows``;
+            multi-turn: ``max_turns``, ``result_rows``, ``result_chars``, ``explore_seconds``, ...).
+
+    Picklable (a module-level class holding the dataset and keywords), as TRL's async worker needs.
+    """
+
+    def __init__(self, dataset: str | Dataset = "generated", *, multi_turn: bool = True,
+                 split: str | None = None, data_dir: str | None = None, **env_kwargs):
+        self.multi_turn = bool(multi_turn)
+        self.env_kwargs = env_kwargs
+        if isinstance(dataset, Dataset):
+            if split is not None or data_dir is not None:
+                raise ValueError("split and data_dir load a dataset by name; a Dataset object is already loaded")
+            probe = self._env_class(dataset=dataset, **env_kwargs)
+        else:
+            probe = self._env_class(dataset=dataset, split=split, data_dir=data_dir, **env_kwargs)
+        for key in [k for k in env_kwargs if k not in _env_arguments(self._env_class)]:
+            env_kwargs.pop(key)  # dataset loader arguments, used by the load above
+        self.dataset = probe.dataset
+        probe.close()
+
+    @property
+    def _env_class(self) -> type:
+        return TextToSQLAgentEnv if self.multi_turn else TextToSQLEnv
+
+    def __call__(self) -> TextToSQLAgentTools | TextToSQLTools:
+        env = self._env_class(dataset=self.dataset, **self.env_kwargs)
+        return TextToSQLAgentTools(env) if self.multi_turn else TextToSQLTools(env)
+
+    def train_dataset(self, indices: Sequence[int] | None = None, system_prompt: str | None = None):
+        """TRL's ``train_dataset`` for this factory's questions and mode (see :func:`to_trl_env_dataset`)."""
+        return to_trl_env_dataset(self.dataset, multi_turn=self.multi_turn, indices=indices,
+                                  system_prompt=system_prompt)
+
+
+def _env_arguments(env_class: type) -> set[str]:
+    import inspect
+
+    names: set[str] = set()
+    for cls in env_class.__mro__:
+        if cls in (TextToSQLEnv, TextToSQLAgentEnv):
+            names |= set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs", "dataset_kwargs"}
+    return names - {"dataset", "split", "data_dir"}
+
+
+# ---------------------------------------------------------------------- the prompt dataset
+def to_trl_env_dataset(dataset: Dataset, *, multi_turn: bool = True, indices: Sequence[int] | None = None,
+                       system_prompt: str | None = None):
+    """A ``datasets.Dataset`` for ``environment_factory`` training, one row per question.
+
+    Columns: ``prompt`` (a system turn with the tool instructions and an empty user turn, which
+    ``reset`` fills with the schema, sample rows and question), ``index`` (pins the question in
+    ``reset``), ``id`` (checked against it) and ``question`` (for logs).
+    """
+    try:
+        import datasets as hf_datasets
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError("to_trl_env_dataset needs the 'datasets' package: pip install 'sqlenv[trl]'") from exc
+    if system_prompt is None:
+        system_prompt = AGENT_SYSTEM_PROMPT if multi_turn else ANSWER_SYSTEM_PROMPT
+    chosen = range(len(dataset)) if indices is None else [int(i) for i in indices]
+    prompt = [{"role": "system", "content": system_prompt}, {"role": "user", "content": ""}]
+    rows: dict[str, list] = {"prompt": [], "index": [], "id": [], "question": []}
+    for i in chosen:
+        example = dataset[i]
+        rows["prompt"].append(prompt)
+        rows["index"].append(i)
+        rows["id"].append(example.id)
+        rows["question"].append(example.question)
+    return hf_datasets.Dataset.from_dict(rows)
+
+
+# ---------------------------------------------------------------------- the reward function
+class SQLEnvReward:
+    """A TRL reward function returning each rollout's environment reward (``environments=``, from TRL).
+
+    When TRL passes ``log_metric``, logs the fraction of rollouts that submitted an answer, whose answer
+    executed and whose answer was correct (``<name>/submitted``, ``/executed``, ``/correct``) and the
+    mean number of ``run_sql`` calls (``<name>/sql_calls``). ``last_infos`` holds the latest call's
+    per-rollout details.
+    """
+
+    def __init__(self, name: str = "sqlenv_env"):
+        self.__name__ = name
+        self.last_infos: list[dict] = []
+
+    def __call__(self, completions: Sequence[Any] = (), environments: Sequence[_SQLTools] | None = None,
+                 **kwargs) -> list[float]:
+        if environments is None:
+            raise ValueError("SQLEnvReward reads the rollouts' environments, which TRL passes only with "
+                             "GRPOTrainer(environment_factory=SQLEnvironmentFactory(...))")
+        if completions and len(completions) != len(environments):
+            raise ValueError(f"got {len(completions)} completions but {len(environments)} environments")
+        self.last_infos = [_rollout_info(env) for env in environments]
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and self.last_infos:
+            n = len(self.last_infos)
+            for key in ("submitted", "executed", "correct", "sql_calls"):
+                log_metric(f"{self.__name__}/{key}", sum(float(i[key]) for i in self.last_infos) / n)
+        return [i["reward"] for i in self.last_infos]
+
+    def summary(self) -> dict[str, float]:
+        """Correctness and error kinds of the latest call (``no_answer`` when none was submitted)."""
+        counts = Counter(i["error"] or "ok" for i in self.last_infos)
+        n = max(1, len(self.last_infos))
+        return {"correct": sum(i["correct"] for i in self.last_infos) / n, **{k: v / n for k, v in counts.items()}}
+
+
+def _rollout_info(env: _SQLTools) -> dict[str, Any]:
+    info = env.info or {}
+    submitted = env.info is not None and info.get("error") != NO_ANSWER
+    return {
+        "index": env.index,
+        "reward": env.reward,
+        "submitted": submitted,
+        "executed": submitted and bool(info.get("executed")),
+        "correct": submitted and bool(info.get("correct")),
+        "error": info.get("error") if submitted else NO_ANSWER,
+        "sql_calls": env.sql_calls,
+    }
+
+
+# ---------------------------------------------------------------------- the model's chat template
+def ensure_tool_chat_template(processing_class):
+    """Make a tokenizer's chat template render tools and tool calls, as TRL's tool loop requires.
+
+    A template that already does (TRL's ``supports_tool_calling``) is kept. A ChatML template that drops
+    ``tool_calls`` and tool messages, such as SmolLM2-Instruct's, is replaced by TRL's copy of Qwen2.5's
+    ChatML template, which adds a ``# Tools`` block to the system turn and Hermes-style
+    ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` calls that TRL knows how to parse: the
+    same ``<|im_start|>``/``<|im_end|>`` tokens, but a format the model was not trained on, so a small
+    model calls the tools rarely until training rewards it. Any other template raises ``ValueError``.
+    Returns ``processing_class`` (changed in place).
+    """
+    from trl.chat_template_utils import qwen2_5_chat_template, supports_tool_calling
+
+    if supports_tool_calling(processing_class):
+        return processing_class
+    template = processing_class.chat_template or ""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    chatml = "<|im_start|>" in template and all(
+        tokenizer.convert_tokens_to_ids(t) not in (None, tokenizer.unk_token_id) for t in ("<|im_start|>", "<|im_end|>")
+    )
+    if not chatml:
+        raise ValueError(
+            "the tokenizer's chat_template cannot render tool calls and is not ChatML: set a tool-calling "
+            "chat_template yourself (see TRL's chat_template_utils), or use a tool-calling model"
+        )
+    processing_class.chat_template = qwen2_5_chat_template
+    return processing_class
