@@ -14,9 +14,10 @@ from typing import Any, Sequence
 
 from agents import grpo
 from agents.cli import ConfigError, bad, dataclass_parser
+from sqlenv.rewards import REWARD_PRESETS
 
 SCHEMAS = ("tables", "flat")
-REWARDS = ("binary", "paper", "partial")
+REWARDS = REWARD_PRESETS  # sqlenv.rewards: "binary", "paper", "partial", "arctic"
 PRESET_NAMES = ("cpu", "gpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -48,6 +49,11 @@ class Config:
     with the training forward and weights each token by min(pi_old / pi_rollout, tis_cap)."""
     tis_cap: float = 2.0
     """Truncation of the importance weight correcting rollout_dtype's sampling mismatch."""
+    update_dtype: str | None = None
+    """Run the update's forward and backward under autocast in this precision ("bfloat16"; none = the
+    weights' dtype); the LoRA weights, their gradients and AdamW stay in the weights' dtype. On CPUs with
+    AMX the update is faster (docs/performance.md); the old log-probs then come from the update's own
+    forward and the rollout log-probs are corrected as with rollout_dtype (tis_cap)."""
     warmup_adapter: str | None = None
     """LoRA adapter folder to start from, e.g. runs/sft_warmup/adapter from agents/sft_warmup.py (its
     rank and alpha win over lora_r / lora_alpha); none = a fresh adapter. --resume takes precedence."""
@@ -71,7 +77,9 @@ class Config:
     """Database layout shown to the model: "flat" (one table; easiest for a small model) or "tables"
     (the benchmark's five tables)."""
     reward: str = "binary"
-    """Reward preset of the env: "binary" (-1 error / 0 wrong / 1 right), "partial" or "paper"."""
+    """Reward preset of the env: "binary" (-1 error / 0 wrong / 1 right), "partial", "paper" or "arctic"
+    (0 error / 0.1 wrong / 1 right: correctness-dominated; pair it with scale_rewards "batch" or "none", or
+    with drop_unsolved_groups, since "group" scaling turns a group's 0-vs-0.1 into -1-vs-+1)."""
     sample_rows: int = 3
     """Rows per table shown in the observation (0 = none)."""
     workers: int = 0
@@ -116,12 +124,16 @@ class Config:
     """Aggregation: "grpo" (token mean per sequence, then mean) or "dr_grpo" (token sum / (N * max_completion_length))."""
     skip_zero_std: bool = True
     """Dynamic filtering: leave groups whose rewards are all equal out of the update (they have advantage 0)."""
+    drop_unsolved_groups: bool = False
+    """Leave groups with no right sample out of the update: their advantages only say "execute" (or, under
+    "group" scaling, push as hard toward executing as a solved group pushes toward the answer)."""
 
     # ---------------------------------------------------------------- loop, evaluation, checkpoints
     steps: int = 20
     """Optimizer steps (batches of rollouts) to train for, counting those of a resumed run."""
     eval_every: int = 10
-    """Greedy evaluation on the eval split every this many steps (0 = only at the end)."""
+    """Greedy evaluation on the eval split every this many steps (0 = only at the start and the end, the two that the
+    final paired comparison needs)."""
     eval_limit: int = 20
     """Eval questions (a fixed seeded sample, the same for every run; 0 = skip evaluation)."""
     eval_batch_size: int = 8
@@ -176,6 +188,8 @@ class Config:
             bad("threads", self.threads, "must be >= 1 (or none)")
         if self.rollout_dtype not in (None, "bfloat16", "float16"):
             bad("rollout_dtype", self.rollout_dtype, "must be bfloat16, float16 or none")
+        if self.update_dtype not in (None, "bfloat16", "float16"):
+            bad("update_dtype", self.update_dtype, "must be bfloat16, float16 or none")
         if not self.tis_cap > 0:
             bad("tis_cap", self.tis_cap, "must be > 0")
         if not self.query_timeout > 0:

@@ -125,6 +125,30 @@ def reference_weights(policy, cfg: Config):
     return [p.detach().clone() for p in policy.trainable_parameters() if p.requires_grad]
 
 
+class update_precision:
+    """Autocast for the update's forward passes in ``cfg.update_dtype`` (re-enterable; a no-op when unset)."""
+
+    def __init__(self, policy, cfg: Config):
+        self.dtype = getattr(cfg, "update_dtype", None)
+        self.device_type = policy.device.type if self.dtype else None
+        self._contexts: list = []
+
+    def __enter__(self):
+        if self.dtype is None:
+            return self
+        import torch
+
+        context = torch.autocast(device_type=self.device_type, dtype=getattr(torch, self.dtype))
+        self._contexts.append(context)
+        context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.dtype is not None:
+            self._contexts.pop().__exit__(*exc)
+        return False
+
+
 UPDATE_METRICS = ("clip_frac", "clip_low", "clip_high", "ratio_mean")  # from grpo.grpo_loss (+ "kl")
 
 
@@ -155,14 +179,17 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
     # Rollouts sampled in another precision (rollout_dtype) need the old log-probs of the training forward:
     # with one pass they are that pass's own values (same weights, so no extra forward), else a no-grad pass.
-    corrected = cfg.rollout_dtype is not None
+    corrected = cfg.rollout_dtype is not None or getattr(cfg, "update_dtype", None) is not None
+    precision = update_precision(policy, cfg)
     if cfg.num_iterations == 1:
         old = None if corrected else [r.logprobs for r in rollouts]
     else:
-        old = _logprobs_no_grad(policy, rollouts, chunks)
+        with precision:
+            old = _logprobs_no_grad(policy, rollouts, chunks)
     mismatch = [0.0, 0.0]  # sum of |log pi_old - log pi_rollout| over sampled tokens, and their count
-    ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
-           if cfg.beta > 0 else None)
+    with precision:
+        ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
+               if cfg.beta > 0 else None)
     advantages = _tensor(advantages)
 
     totals: dict[str, float] = {}
@@ -173,8 +200,9 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         finite = True
         loss_sum = 0.0
         for chunk in chunks:
-            logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
-                                                  [rollouts[i].completion_ids for i in chunk])
+            with precision:  # the backward runs outside autocast, in each op's forward dtype
+                logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
+                                                      [rollouts[i].completion_ids for i in chunk])
             logp = logp.float()
             length = logp.shape[1]
             mask = loss_weights([rollouts[i] for i in chunk], mask)

@@ -50,11 +50,21 @@ def weight_stream_seconds(model, repeats: int = 5, rows: int = 1) -> tuple[float
     best = float("inf")
     with torch.no_grad():
         for _ in range(repeats):
+            synchronize(weights[0].device)
             start = time.perf_counter()
             for w in weights:
                 torch.nn.functional.linear(vectors[w.shape[1]], w)
+            synchronize(weights[0].device)
             best = min(best, time.perf_counter() - start)
     return best, sum(w.numel() * w.element_size() for w in weights)
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued kernels (CUDA runs them asynchronously), so a timer sees their end."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def kv_bytes_per_step(model, prompt_lengths) -> int:
