@@ -8,6 +8,10 @@ in prose; with it the completion is the rest of a SELECT statement.
 Worked examples exist for both of sqlenv's schemas, the five-table one (Athlete, Tournament,
 Format, Medal, PersonalInformation) and the flat one (Medals). Which set is used is read from the
 observation's CREATE TABLE text; an unknown schema gets no worked examples.
+
+Multi-turn episodes (``TextToSQLAgent-v0``, ``agents/multiturn.py``) have their own prompt
+(``build_agent_messages``): the ``<sql>``/``<answer>`` protocol, worked episodes (explore, see the
+result, answer) and, after each move, the env's result as a user message (``agent_result_message``).
 """
 
 from __future__ import annotations
@@ -243,7 +247,8 @@ def build_agent_messages(observation: dict, max_turns: int, few_shot: int = 2) -
         raise ValueError(f"max_turns must be >= 2 for a multi-turn prompt, got {max_turns}")
     if few_shot < 0:
         raise ValueError(f"few_shot must be >= 0, got {few_shot}")
-    parts = [AGENT_SYSTEM_PROMPT.format(max_turns=max_turns), DATABASE_TEMPLATE.format(schema=observation["schema"].strip())]
+    parts = [AGENT_SYSTEM_PROMPT.format(max_turns=max_turns),
+             DATABASE_TEMPLATE.format(schema=observation["schema"].strip())]
     rows = (observation.get("sample_rows") or "").strip()
     if rows:
         parts.append(SAMPLE_ROWS_TEMPLATE.format(sample_rows=rows))

@@ -283,6 +283,113 @@ def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int 
     }
 
 
+def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
+    """Multi-turn metrics of episode records (:func:`evaluate_episodes`), in % unless a mean: turns used,
+    questions never answered, submitted answers that failed to execute (% of questions), exploratory
+    moves (``<sql>`` or malformed) per episode and the share of them that failed, malformed moves."""
+    n = len(records)
+    explorations = [err for r in records for kind, err in zip(r["move_kinds"], r["move_errors"]) if kind != "answer"]
+    moves = sum(r["turns"] for r in records)
+    return {
+        "max_turns": max_turns,
+        "turns_mean": sum(r["turns"] for r in records) / n if n else 0.0,
+        "no_answer_rate": _pct(sum(r["error"] == "no_answer" for r in records), n),
+        "answer_error_rate": _pct(sum(r["error"] not in (None, "no_answer") for r in records), n),
+        "explore_moves_mean": len(explorations) / n if n else 0.0,
+        "explore_error_rate": _pct(sum(err is not None for err in explorations), len(explorations)),
+        "malformed_rate": _pct(sum(kind == "malformed" for r in records for kind in r["move_kinds"]), moves),
+    }
+
+
+def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, batch_size: int = 8,
+                      progress: bool = False, indices: Iterable[int] | None = None) -> dict[str, Any]:
+    """Evaluate ``policy`` in multi-turn episodes of ``env`` (a ``TextToSQLAgentEnv``): one greedy episode
+    per question. A language-model policy plays whole episodes (``agents.multiturn``: explore with
+    ``<sql>``, answer with ``<answer>``), ``batch_size`` questions in lockstep; any other policy answers
+    its one query at once (``<answer>SQL</answer>``, one turn). Returns :func:`evaluate`'s shape, each
+    record with the episode's ``turns``, ``moves``, ``move_kinds`` and ``move_errors``, and
+    ``metrics["multi_turn"]`` (:func:`turn_metrics`); the final answer is scored by the env's step."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be >= 1")
+    base = getattr(env, "unwrapped", env)
+    if not hasattr(base, "max_turns"):
+        raise ValueError("evaluate_episodes needs a TextToSQLAgentEnv (TextToSQLAgent-v0)")
+    chosen = list(indices) if indices is not None else select_indices(len(base.dataset), limit, seed)
+    if hasattr(policy, "seed"):
+        policy.seed(seed)
+    pool = None
+    if hasattr(policy, "lm"):
+        from agents.multiturn import EnvPool
+
+        pool = EnvPool(base)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(chosen), desc=f"{getattr(policy, 'name', 'policy')} (multi-turn)", unit="q",
+                   dynamic_ncols=True)
+    records: list[dict] = []
+    started = time.perf_counter()
+    try:
+        for start in range(0, len(chosen), batch_size):
+            batch = chosen[start:start + batch_size]
+            pairs = [base.reset(options={"index": i}) for i in batch]
+            if pool is not None:
+                from agents.multiturn import run_episodes
+
+                played = run_episodes(policy.lm, pool, batch, 1, greedy=True)
+                episodes = [dict(info=e.info, turns=e.turns, moves=e.moves, move_kinds=e.move_kinds,
+                                 move_errors=e.move_errors) for e in played]
+            else:
+                infos = [info for _, info in pairs]
+                if getattr(policy, "needs_gold", False):
+                    infos = [dict(info, gold_sql=base.example(i).gold_sql) for i, info in zip(batch, infos)]
+                answers = policy.act_batch([obs for obs, _ in pairs], infos, n=1, greedy=True)
+                episodes = []
+                for index, answer in zip(batch, answers):
+                    base.reset(options={"index": index})
+                    move = f"<answer>{answer[0]}</answer>"
+                    info = base.step(move)[4]
+                    episodes.append(dict(info=info, turns=1, moves=[move], move_kinds=[info["move"]],
+                                         move_errors=list(info["move_errors"])))
+            for index, (obs, info), episode in zip(batch, pairs, episodes):
+                final = episode.pop("info")
+                record = _record(index, info, final, None, question=obs["question"])
+                records.append({**record, **episode})
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(acc=f"{_pct(sum(r['correct'] for r in records), len(records)):.1f}",
+                                turns=f"{sum(r['turns'] for r in records) / len(records):.2f}")
+    finally:
+        if pool is not None:
+            pool.close()
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    dataset = base.dataset
+    metrics = compute_metrics(records)
+    metrics["multi_turn"] = turn_metrics(records, base.max_turns)
+    return {
+        "config": {
+            "policy": getattr(policy, "name", type(policy).__name__),
+            "policy_repr": repr(policy),
+            "dataset": getattr(dataset, "name", ""),
+            "split": getattr(dataset, "split", ""),
+            "schema": getattr(base, "schema_variant", getattr(dataset, "schema", "")),
+            "reward": getattr(base, "reward_preset", ""),
+            "num_questions_in_split": len(dataset),
+            "limit": limit,
+            "samples": 1,
+            "seed": seed,
+            "max_turns": base.max_turns,
+            "elapsed_s": round(elapsed, 2),
+            "seconds_per_question": round(elapsed / len(records), 4) if records else None,
+        },
+        "metrics": metrics,
+        "records": records,
+    }
+
+
 # ---------------------------------------------------------------------------------------- report
 def _f(x: float) -> str:
     return f"{x:.2f}"
@@ -335,6 +442,8 @@ def format_markdown(result: dict, command: str | None = None) -> str:
     out += [_table(["Error kind", "Count", "% of questions"],
                    [[k, str(v["count"]), _f(v["percent"])] for k, v in m["errors"].items() if v["count"]]
                    + [["total", str(sum(v["count"] for v in m["errors"].values())), _f(m["error_rate"])]]), ""]
+    if "multi_turn" in m:
+        out += ["## Multi-turn episodes", "", turn_table(m["multi_turn"]), ""]
     out += ["## By question type", "", _breakdown_table("Type", m["by_question_type"]), ""]
     out += ["## By difficulty", "", _breakdown_table("Difficulty", m["by_difficulty"]), ""]
     if "collapse" in m:
@@ -342,6 +451,15 @@ def format_markdown(result: dict, command: str | None = None) -> str:
     if result.get("paired"):
         out += ["## Paired comparison", "", format_paired(result["paired"]), ""]
     return "\n".join(out)
+
+
+def turn_table(turns: dict[str, Any]) -> str:
+    """The multi-turn metrics (:func:`turn_metrics`) as a Markdown table."""
+    return _table(["Max turns", "Turns used (mean)", "No answer (%)", "Answer errors (%)", "Explorations (mean)",
+                   "Exploration errors (%)", "Malformed moves (%)"],
+                  [[str(turns["max_turns"]), _f(turns["turns_mean"]), _f(turns["no_answer_rate"]),
+                    _f(turns["answer_error_rate"]), _f(turns["explore_moves_mean"]), _f(turns["explore_error_rate"]),
+                    _f(turns["malformed_rate"])]])
 
 
 MONITOR_NAMES = {"floor": "Floor answers (0, empty, None)", "floor_gold": "Gold is a floor answer",
@@ -384,6 +502,8 @@ def result_stem(result: dict) -> str:
         stem += f"_n{result['metrics']['n']}"
     if c["samples"] > 1:
         stem += f"_k{c['samples']}"
+    if c.get("max_turns", 1) > 1:
+        stem += f"_t{c['max_turns']}"
     return stem
 
 
@@ -476,6 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--samples", type=int, default=1,
                    help="K sampled queries per question for pass@k (default: 1, greedy only)")
     g.add_argument("--seed", type=int, default=0, help="seed for the subset and for sampling (default: 0)")
+    g.add_argument("--max-turns", type=int, default=1,
+                   help="N > 1: multi-turn episodes on TextToSQLAgent-v0 (explore with <sql>, answer with <answer>, "
+                        "at most N moves), reporting turns used, exploration errors and unanswered questions; "
+                        "1: one query per question (default: 1)")
     g.add_argument("--reward", default=None,
                    help="reward preset recorded as mean_reward (default: the adapter's, else binary)")
     g.add_argument("--sample-rows", type=int, default=None,
@@ -562,6 +686,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.samples < 1:
         parser.error(f"--samples {args.samples}: must be >= 1")
+    if args.max_turns < 1:
+        parser.error(f"--max-turns {args.max_turns}: must be >= 1 (1 = one query per question)")
+    if args.max_turns > 1 and args.samples > 1:
+        parser.error(f"--samples {args.samples} with --max-turns {args.max_turns}: multi-turn evaluation plays one "
+                     "greedy episode per question; drop --samples")
 
     from agents.baselines import POLICY_NAMES, make_policy
     from sqlenv.datasets import DatasetError
@@ -587,8 +716,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         dataset = load_eval_dataset(settings["dataset"], settings["split"], settings["data_dir"], settings["schema"],
                                     args.gold_sql)
-        env = TextToSQLEnv(dataset=dataset, reward=settings["reward"], schema=settings["schema"],
-                           sample_rows=settings["sample_rows"])
+        env_kwargs = dict(dataset=dataset, reward=settings["reward"], schema=settings["schema"],
+                          sample_rows=settings["sample_rows"])
+        if args.max_turns > 1:
+            from sqlenv.agent_env import TextToSQLAgentEnv
+
+            env = TextToSQLAgentEnv(**env_kwargs, max_turns=args.max_turns)
+        else:
+            env = TextToSQLEnv(**env_kwargs)
     except (DatasetError, ValueError) as exc:
         parser.error(f"--dataset {settings['dataset']} --split {settings['split'] or 'dev'}: {exc}")
     policy_kwargs: dict[str, Any] = {}
@@ -618,8 +753,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "written for --schema tables)")
     command = command_line(argv, settings, args)
     try:
-        result = evaluate(policy, env, limit=args.limit, samples=args.samples, seed=args.seed,
-                          batch_size=args.batch_size, progress=not args.no_progress)
+        if args.max_turns > 1:
+            result = evaluate_episodes(policy, env, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+                                       progress=not args.no_progress)
+        else:
+            result = evaluate(policy, env, limit=args.limit, samples=args.samples, seed=args.seed,
+                              batch_size=args.batch_size, progress=not args.no_progress)
     finally:
         env.close()
     if adapter is not None:  # what the adapter was trained on, beside what it was evaluated on
@@ -634,6 +773,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             mismatch = f"{PROG}: error: --compare-to {exc}"
     json_path, md_path = write_result(result, args.out, command)
     print(_table(summary_header(args.samples), [summary_row(result)]))
+    if "multi_turn" in result["metrics"]:
+        print(turn_table(result["metrics"]["multi_turn"]))
     if result.get("paired"):
         print(format_paired(result["paired"]))
     print(f"wrote {md_path} and {json_path}")

@@ -82,7 +82,8 @@ def test_agent_prompt_explains_both_tags_with_a_worked_episode(agent_env):
     assert messages[3]["content"] == f"Result:\n{example.result}\n\n2 turns left."
     assert messages[4]["content"] == f"<answer>{example.answer}</answer>"
     assert messages[-1]["content"] == f"Question: {obs['question'].strip()}"
-    assert prompts.agent_result_message("0 rows", 1).endswith("This is your last turn: submit <answer>QUERY</answer> now.")
+    last = prompts.agent_result_message("0 rows", 1)
+    assert last.endswith("This is your last turn: submit <answer>QUERY</answer> now.")
     with pytest.raises(ValueError, match="max_turns"):
         prompts.build_agent_messages(obs, max_turns=1)
 
@@ -249,3 +250,53 @@ def test_script_runs_multi_turn_end_to_end(tiny_model, tmp_path):
     assert 1 <= probe["probe/turns_mean"] <= 2
     assert 1 <= train["train/turns_mean"] <= 2 and 0 <= train["train/no_answer_frac"] <= 1
     assert len(evals) == 2 and all(1 <= r["eval/turns_mean"] <= 2 and r["eval/questions"] == 2 for r in evals)
+
+
+# ====================================================================================== benchmarks/evaluate.py
+def test_evaluate_max_turns_with_the_oracle(tmp_path):
+    """--max-turns with a one-query policy: it answers in turn 1, scored by the env's step."""
+    from benchmarks import evaluate
+
+    assert evaluate.main(["--policy", "oracle", "--dataset", "generated", "--max-turns", "3", "--limit", "6",
+                          "--no-progress", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "oracle_generated_dev_tables_n6_t3.json").read_text())
+    assert result["config"]["max_turns"] == 3
+    assert result["metrics"]["execution_accuracy"] == 100.0
+    assert result["metrics"]["multi_turn"] == {"max_turns": 3, "turns_mean": 1.0, "no_answer_rate": 0.0,
+                                               "answer_error_rate": 0.0, "explore_moves_mean": 0.0,
+                                               "explore_error_rate": 0.0, "malformed_rate": 0.0}
+    assert all(r["turns"] == 1 and r["move_kinds"] == ["answer"] for r in result["records"])
+    assert "## Multi-turn episodes" in (tmp_path / "oracle_generated_dev_tables_n6_t3.md").read_text()
+
+
+def test_turn_metrics_by_hand():
+    from benchmarks.evaluate import turn_metrics
+
+    records = [dict(turns=3, error="no_answer", move_kinds=["sql", "malformed", "sql"],
+                    move_errors=[None, "no_tag", "syntax"]),
+               dict(turns=2, error="syntax", move_kinds=["sql", "answer"], move_errors=[None, "syntax"]),
+               dict(turns=1, error=None, move_kinds=["answer"], move_errors=[None])]
+    assert turn_metrics(records, 3) == {"max_turns": 3, "turns_mean": 2.0, "no_answer_rate": pytest.approx(100 / 3),
+                                        "answer_error_rate": pytest.approx(100 / 3), "explore_moves_mean": 4 / 3,
+                                        "explore_error_rate": 50.0, "malformed_rate": pytest.approx(100 / 6)}
+
+
+def test_evaluate_episodes_with_a_language_model(tiny_model, agent_env):
+    from agents.baselines import make_policy
+    from benchmarks.evaluate import evaluate_episodes, turn_metrics
+
+    policy = make_policy("few-shot", model=tiny_model, device="cpu", threads=1, max_completion_length=6)
+    result = evaluate_episodes(policy, agent_env, limit=3, batch_size=2)
+    records = result["records"]
+    assert len(records) == 3 and all(1 <= r["turns"] <= 3 and len(r["moves"]) == r["turns"] for r in records)
+    assert result["metrics"]["multi_turn"] == turn_metrics(records, 3)
+    assert result["metrics"]["error_rate"] == pytest.approx(
+        100 * sum(r["error"] is not None for r in records) / 3)
+
+
+@pytest.mark.parametrize("argv, fragment", [(["--max-turns", "0"], "--max-turns 0: must be >= 1"),
+                                            (["--max-turns", "2", "--samples", "4"], "--samples 4 with --max-turns 2")])
+def test_evaluate_refuses_bad_turn_flags(argv, fragment, tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "evaluate.py"), "--dataset", "generated", *argv,
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and fragment in out.stderr, out.stderr
