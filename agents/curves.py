@@ -1,7 +1,8 @@
 """curves.png: the training curves of a run, one panel per metric family, drawn from metrics.jsonl.
 
 A step sees a few questions, so each raw training line is drawn faintly under its ``SMOOTH``-step
-running mean; evaluation points are drawn as markers.
+running mean; evaluation points are drawn as markers. Two panels show the collapse monitors
+(``agents/monitors.py``) of the training samples and of the held-out evaluations.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Sequence
 
 from agents.metrics_log import read_metrics
 
+COLLAPSE = ("floor", "repeated", "top_template", "example_entity", "list_for_one")  # agents/monitors.py
 PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/accuracy"),
          ("train/error_frac", "eval/error_frac"), ("train/frac_zero_std",), ("train/loss",),
-         ("train/completion_len",), ("train/kl",), ("train/clip_frac",))
+         ("train/completion_len",), ("train/kl",), ("train/clip_frac",),
+         tuple(f"train/collapse/{m}" for m in COLLAPSE), tuple(f"eval/collapse/{m}" for m in COLLAPSE))
+TITLES = {"train/collapse/floor": "collapse signs, train samples", "eval/collapse/floor": "collapse signs, held-out"}
 SMOOTH = 5  # steps in the running mean drawn over each training curve
 
 
@@ -29,6 +33,11 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+def present_panels(records: Sequence[dict]) -> list[tuple[str, ...]]:
+    """The panels of ``PLOTS`` that have at least one value in ``records``."""
+    return [keys for keys in PLOTS if any(r.get(k) is not None for r in records for k in keys)]
+
+
 def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
     """Training curves (one panel per metric family) from metrics.jsonl to a PNG."""
     import matplotlib
@@ -37,7 +46,7 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     records = read_metrics(metrics_path)
-    panels = [keys for keys in PLOTS if any(k in r and r[k] is not None for r in records for k in keys)]
+    panels = present_panels(records)
     if not panels:
         return None
     cols = 3
@@ -54,7 +63,7 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
                     line, = ax.plot(xs, ys, alpha=0.3, linewidth=0.8)
                     ax.plot(xs, running_mean(ys, SMOOTH), color=line.get_color(),
                             label=f"{key} ({SMOOTH}-step mean)")
-        ax.set_title(keys[0].split("/", 1)[1])
+        ax.set_title(TITLES.get(keys[0], keys[0].split("/", 1)[1]))
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:

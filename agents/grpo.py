@@ -101,6 +101,15 @@ def zero_std_mask(rewards: torch.Tensor, num_generations: int, atol: float = 1e-
     return spread.abs() <= atol
 
 
+def solved_mask(correct: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """[num_groups] bool: True for groups with at least one right sample (``correct``: [B*G] or [B, G] bools).
+
+    A group with none carries no "be right" signal: its advantages only rank executing above failing
+    (and under ``scale_rewards="group"`` as strongly as a solved group ranks the answer above the rest).
+    """
+    return (_grouped(torch.as_tensor(correct, dtype=torch.float32), num_generations) > 0).any(dim=1)
+
+
 def frac_zero_std(rewards: torch.Tensor, num_generations: int, atol: float = 1e-6) -> float:
     """Share of groups whose rewards are all equal (0.0 for an empty batch)."""
     mask = zero_std_mask(rewards, num_generations, atol)

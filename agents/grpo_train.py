@@ -17,7 +17,8 @@ The run, top to bottom (``train``):
      1. pick ``batch_size`` questions (seeded), reset the env on each to get its observation;
      2. sample G completions per question (``policy.generate``), extract the SQL;
      3. score each group through the env's group path (``env.score_group``) -> rewards, errors, matches;
-     4. group-relative advantages (``agents.grpo``); optionally drop groups whose rewards are all equal;
+     4. group-relative advantages (``agents.grpo``); optionally drop groups whose rewards are all equal,
+        and (``--drop-unsolved-groups``) groups with no right sample;
      5. ``num_iterations`` times: log-probs with grad in micro-batches, clipped GRPO loss, backward,
         gradient clipping, AdamW step on the LoRA parameters only (a non-finite loss skips the step);
      6. log metrics to ``<output_dir>/metrics.jsonl``; every ``eval_every`` steps greedy accuracy on
@@ -30,9 +31,13 @@ learn; pick another model, prompt, temperature or reward first.
 
 Metrics (metrics.jsonl, one object per line with "step"): probe/* (step 0: mixed_frac, accuracy,
 error shares of the untuned policy); train/reward_mean, accuracy, exact, f1, error_frac, error/<kind>,
-frac_zero_std, groups_kept, skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
+frac_zero_std, groups_kept, groups_unsolved (share of groups with no right sample),
+skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
 clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only when beta > 0: the
-reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype); eval/* (greedy, held-out); perf/gen_s, score_s, update_s, step_s,
+reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype); eval/* (greedy, held-out);
+train/collapse/* and eval/collapse/* (agents/monitors.py: floor, floor_gold, repeated, top_template, example_entity,
+list_for_one); paired/* (final evaluation against step 0, agents/eval_records.py: diff, diff_ci_low/high,
+p_mcnemar, a_only, b_only; each evaluation's records in <output_dir>/eval/step_NNNNNN.json); perf/gen_s, score_s, update_s, step_s,
 eval_s, tokens_per_s (sampled completion tokens per second of generation).
 
 Where each part lives (one job a module):
@@ -83,7 +88,9 @@ from agents.curves import plot_curves  # noqa: E402
 from agents.distributed import World, rng_state, seed_rank, setup_world, teardown_world  # noqa: E402
 from agents.grpo_config import Config, parse_config  # noqa: E402
 from agents.grpo_update import batch_advantages, grpo_update, reference_weights  # noqa: E402
+from agents.eval_records import EvalRecorder, compare_with_start, held_out_records  # noqa: E402
 from agents.metrics_log import JsonlLogger, truncate_metrics  # noqa: E402
+from agents.monitors import monitor_metrics, with_questions  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
 from agents.rollouts import (  # noqa: E402
     collect_groups, evaluate, generate_groups, make_env, outcome_metrics, policy_tokens, probe_mixed_share,
@@ -177,6 +184,8 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     evaluating = bool(cfg.eval_limit)
     eval_env = (make_env(dataset, cfg.eval_split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows,
                          cfg.workers, **budget) if evaluating and main else None)
+    if eval_env is not None and getattr(cfg, "max_turns", 1) == 1:  # keep each held-out query (eval_records.py)
+        eval_env = EvalRecorder(eval_env)
     # multi-turn: each live episode plays on its own copy of the env (agents/multiturn.py)
     from agents.multiturn import EnvPool
 
@@ -238,10 +247,11 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
 
     summary: dict[str, Any] = {"output_dir": str(out), "dataset": dataset, "start_step": start_step}
     eval_metrics: dict[str, float] = {}
-    if evaluating and checkpoint is None and cfg.eval_every:
-        # the starting point of the curves: the untuned policy on the held-out questions
+    if evaluating and checkpoint is None:
+        # the starting point of the curves and of the final paired comparison: the starting policy
         if main:
             eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
+            held_out_records(eval_env, eval_metrics, out, 0)
             logger.log(0, eval_metrics)
             print(f"step 0: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
                   f"errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
@@ -269,7 +279,7 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
         rewards_t = torch.as_tensor(rewards, dtype=torch.float32)
         advantages = batch_advantages(rewards_t, cfg, world)
         zero = grpo.zero_std_mask(rewards_t, cfg.num_generations)
-        keep_groups = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
+        keep_groups = kept_groups(zero, infos, cfg)
         keep = keep_groups.repeat_interleave(cfg.num_generations).tolist()
         kept = [r for r, k in zip(rollouts, keep) if k]
         kept_total = int(world.sum([len(kept)])[0]) if world.distributed else len(kept)
@@ -286,6 +296,7 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
         done = step + 1
         if main:
             metrics = step_metrics(batch, update, kept_total, cfg)
+            metrics.update(monitor_metrics("train", with_questions(batch["infos"], env)))
             metrics.update(turn_metrics("train", rollouts))  # multi-turn: this rank's episodes
             if update.get("skipped_nonfinite"):
                 tqdm.write(f"step {done}: non-finite loss or gradient, skipped "
@@ -293,6 +304,7 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
         if evaluating and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
             if main:
                 eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
+                held_out_records(eval_env, eval_metrics, out, done)
                 metrics.update(eval_metrics)
                 tqdm.write(f"step {done}: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
                            f"errors {eval_metrics['eval/error_frac']:.1%}")
@@ -313,7 +325,10 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     if main:
         if eval_env is not None:
             eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
+            paired_table = compare_with_start(held_out_records(eval_env, eval_metrics, out, last), eval_metrics, out)
             logger.log(last, eval_metrics)
+            if paired_table:
+                print(f"held-out questions, paired against the starting policy (step 0):\n{paired_table}", flush=True)
             print(f"final eval on {len(eval_indices)} {cfg.eval_split} questions: accuracy "
                   f"{eval_metrics['eval/accuracy']:.1%}, errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
         logger.close()
@@ -340,6 +355,16 @@ def truncated(rollout, cfg: Config) -> bool:
     return any(n >= cfg.max_completion_length for n in lengths)
 
 
+def kept_groups(zero, infos: list[dict], cfg: Config):
+    """[num_groups] bool: the groups the update uses (``skip_zero_std``, ``drop_unsolved_groups``)."""
+    import torch
+
+    keep = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
+    if cfg.drop_unsolved_groups:
+        keep = keep & grpo.solved_mask([bool(i["correct"]) for i in infos], cfg.num_generations)
+    return keep
+
+
 def gather_batch(world: World, cfg: Config, *, rewards: list[float], infos: list[dict], zero, advantages,
                  lengths: list[int], truncated: list[bool], times: dict[str, float]) -> dict[str, Any]:
     """This step's outcome for the logs: of the whole batch, gathered from every rank (timings: the slowest)."""
@@ -351,7 +376,8 @@ def gather_batch(world: World, cfg: Config, *, rewards: list[float], infos: list
         return batch
     parts = world.gather(dict(
         rewards=rewards, lengths=lengths, truncated=truncated, zero=zero.tolist(), advantages=advantages.tolist(),
-        infos=[{k: i.get(k) for k in ("correct", "exact", "f1", "error")} for i in infos], **times))
+        infos=[{k: i.get(k) for k in ("correct", "exact", "f1", "error", "index", "sql", "prediction", "answer")}
+               for i in infos], **times))
     batch = {key: [x for part in parts for x in part[key]] for key in ("rewards", "infos", "lengths", "truncated")}
     batch["zero"] = torch.tensor([x for part in parts for x in part["zero"]], dtype=torch.bool)
     batch["advantages"] = torch.as_tensor([x for part in parts for x in part["advantages"]], dtype=torch.float32)
@@ -364,12 +390,14 @@ def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: in
     import torch
 
     zero, advantages, lengths = batch["zero"], batch["advantages"], batch["lengths"]
-    keep_groups = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
+    keep_groups = kept_groups(zero, batch["infos"], cfg)
+    solved = grpo.solved_mask([bool(i["correct"]) for i in batch["infos"]], cfg.num_generations)
     metrics = outcome_metrics("train", batch["rewards"], batch["infos"])
     metrics.update({f"train/{k}": v for k, v in update.items()})
     metrics.update({
         "train/frac_zero_std": float(zero.float().mean()) if zero.numel() else 0.0,
         "train/groups_kept": int(keep_groups.sum()),
+        "train/groups_unsolved": float((~solved).float().mean()) if solved.numel() else 0.0,
         "train/skipped_update": int(not kept_total),
         "train/adv_abs_mean": float(advantages.abs().mean()) if advantages.numel() else 0.0,
         "train/completion_len": float(np.mean(lengths)),

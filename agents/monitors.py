@@ -128,5 +128,7 @@ def monitor_metrics(prefix: str, records: Sequence[dict], entities: Iterable[str
 
 
 def with_questions(infos: Sequence[dict], env) -> list[dict]:
-    """The env's ``info`` dicts with each question's text (``env.example(info["index"]).question``)."""
-    return [dict(info, question=env.example(int(info["index"])).question) for info in infos]
+    """The env's ``info`` dicts with each question's text (``env.example(info["index"]).question``);
+    an info without an index is left as it is (its index or position then stands for the question)."""
+    return [dict(info, question=env.example(int(info["index"])).question) if info.get("index") is not None
+            else dict(info) for info in infos]

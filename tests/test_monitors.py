@@ -109,3 +109,20 @@ def test_no_torch():
     code = "import sys, agents.monitors as m; m.example_entities(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_curves_draw_the_collapse_panels(tmp_path):
+    pytest.importorskip("matplotlib")
+    from agents import curves, metrics_log
+
+    path = tmp_path / "metrics.jsonl"
+    logger = metrics_log.JsonlLogger(path)
+    for step in range(1, 13):
+        logger.log(step, {"train/reward_mean": 0.1 * step, **monitor_metrics("train", RECORDS[:step % 8 + 1])})
+    logger.log(12, monitor_metrics("eval", RECORDS))
+    logger.close()
+    panels = curves.present_panels(metrics_log.read_metrics(path))
+    assert ("train/reward_mean", "eval/reward_mean") in panels
+    assert tuple(f"train/collapse/{m}" for m in curves.COLLAPSE) in panels
+    assert tuple(f"eval/collapse/{m}" for m in curves.COLLAPSE) in panels
+    assert curves.plot_curves(path, tmp_path / "curves.png").stat().st_size > 1000
