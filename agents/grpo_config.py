@@ -15,7 +15,6 @@ from typing import Any, Sequence
 from agents import grpo
 from agents.cli import ConfigError, bad, dataclass_parser
 from sqlenv.rewards import REWARD_PRESETS
-from sqlenv.rewards import REWARD_PRESETS
 
 SCHEMAS = ("tables", "flat")
 REWARDS = REWARD_PRESETS  # sqlenv.rewards: "binary", "paper", "partial", "arctic"
@@ -125,9 +124,6 @@ class Config:
     """Aggregation: "grpo" (token mean per sequence, then mean) or "dr_grpo" (token sum / (N * max_completion_length))."""
     skip_zero_std: bool = True
     """Dynamic filtering: leave groups whose rewards are all equal out of the update (they have advantage 0)."""
-    drop_unsolved_groups: bool = False
-    """Leave groups with no right sample out of the update: their advantages only say "execute" (or, under
-    "group" scaling, push as hard toward executing as a solved group pushes toward the answer)."""
     drop_unsolved_groups: bool = False
     """Leave groups with no right sample out of the update: their advantages only say "execute" (or, under
     "group" scaling, push as hard toward executing as a solved group pushes toward the answer)."""
