@@ -92,12 +92,14 @@ def test_turns_run_out_without_an_answer(cities):
 
 
 def test_tools_never_raise(cities):
-    env = SQLEnvironmentFactory(**cities)()
+    env = SQLEnvironmentFactory(**cities, max_turns=8)()
     assert env.run_sql("SELECT 1").startswith("Error: the episode has not started")
     env.reset(index=0)
     assert env.run_sql(42) == "Error: query must be a string of SQL, got int."
     for garbage in ["DROP TABLE city", "SELECT * FROM city; DELETE FROM city", "\x00\ud800", "x" * 100_000]:
         assert env.run_sql(garbage).startswith("Turn ")
+    # the tools are the agent env's tagged moves: a literal </sql> in the query ends it there
+    assert env.run_sql("SELECT '</sql>'").endswith("Error (syntax): unrecognized token: \"'\"")
     assert env.submit_answer("PRAGMA writable_schema=1").endswith("Answer submitted.")
     assert env.reward == -1.0 and env.info["executed"] is False
     env.reset(index=0)
@@ -253,12 +255,13 @@ def test_tool_chat_template_for_smollm2(smollm2_tokenizer, cities):
 # ---------------------------------------------------------------------- one GRPO step with TRL
 def forced_replies(tokenizer, replies):
     """``sequence_bias`` that makes any model write ``replies``: ``[(context, text), ...]``, each text
-    forced token by token after the rendered chat ends with ``context`` (later pairs win ties)."""
+    forced token by token after the rendered chat ends with ``context``. Biases of matching contexts
+    add up, so each pair's bias is ten times the previous one's: the latest matching pair wins."""
     bias = []
     for rank, (context, text) in enumerate(replies, start=1):
         script = tokenizer.encode(text, add_special_tokens=False)
         for i in range(len(script)):
-            bias.append([context + script[: i + 1], 100.0 * rank])
+            bias.append([context + script[: i + 1], 10.0 ** (rank + 1)])
     return bias
 
 
