@@ -1,11 +1,27 @@
-"""sqlenv.integrations.verifiers: scripted policies evaluated with verifiers' own task scoring."""
+"""sqlenv.integrations.verifiers: scripted policies scored by verifiers, through ``play`` and real evals.
 
+The eval tests run verifiers' own evaluation (``run_eval``, what ``vf-eval`` calls, and the ``vf-eval``
+CLI) against a scripted OpenAI-compatible server on localhost: each rollout is verifiers' chat program,
+run by ``SQLChatHarness``, talking to the server through verifiers' interception proxy.
+"""
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import gymnasium as gym
 import pytest
 
 vf = pytest.importorskip("verifiers.v1")
 
 import sqlenv  # noqa: E402
 from sqlenv.integrations import verifiers as adapter  # noqa: E402
+from sqlenv.integrations._chat import latest_turn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -83,4 +99,156 @@ def test_views_and_bad_configuration():
         list(adapter.SQLTaskset(adapter.SQLTasksetConfig(env="Other-v0", limit=1)))
     with pytest.raises(ValueError, match="reward='nope'"):
         list(adapter.SQLTaskset(adapter.SQLTasksetConfig(reward="nope", limit=1)))
-    assert issubclass(adapter.SQLAgentEnv, vf.SingleAgentEnv)
+    assert issubclass(adapter.SQLAgentEnv, vf.Env)
+
+
+# --- real verifiers evaluations against a scripted model server ---------------------------------
+
+class ScriptedModel:
+    """An OpenAI-compatible chat-completions server on localhost: ``policy(messages) -> reply``.
+
+    Answers plain and streamed (server-sent events) requests; ``requests`` holds every body received.
+    """
+
+    def __init__(self, policy):
+        self.policy, self.requests = policy, []
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                model.requests.append(body)
+                reply = model.policy(body["messages"])
+                head = {"id": f"chatcmpl-{len(model.requests)}", "created": int(time.time()),
+                        "model": body["model"]}
+                usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+                if body.get("stream"):
+                    self._send("text/event-stream", b"".join(
+                        b"data: " + json.dumps({**head, "object": "chat.completion.chunk", **chunk}).encode()
+                        + b"\n\n" for chunk in (
+                            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": reply},
+                                          "finish_reason": None}]},
+                            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                            {"choices": [], "usage": usage})) + b"data: [DONE]\n\n")
+                else:
+                    self._send("application/json", json.dumps({**head, "object": "chat.completion", "usage": usage,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                     "finish_reason": "stop"}]}).encode())
+
+            def _send(self, content_type, data):
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(policy):
+        servers.append(ScriptedModel(policy))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _eval(model, out, **taskset):
+    """verifiers' eval runner (the body of ``vf-eval``) on the sqlenv taskset; the episodes' traces."""
+    from verifiers.v1.cli.eval.runner import run_eval
+    from verifiers.v1.configs.cli.eval import EvalConfig
+
+    config = EvalConfig.model_validate({
+        "env": {"taskset": {"id": "sqlenv-verifiers", **taskset}}, "model": "scripted",
+        "client": {"base_url": model.base_url}, "push": False, "rich": None, "output_dir": str(out)})
+    assert isinstance(config.env, adapter.SQLAgentEnvConfig) and config.env.agent.runtime.type == "subprocess"
+    episodes = asyncio.run(run_eval(config))
+    traces = sorted((t for e in episodes for t in e.traces), key=lambda t: t.task.data.index)
+    assert all(t.ok and not t.errors for t in traces), [t.errors for t in traces]
+    return traces
+
+
+def _reward(trace):
+    return sum(r.score * r.weight for r in trace.rewards.values())
+
+
+def test_eval_gold_policy_scores_one_through_the_chat_harness(gold, scripted, tmp_path):
+    model = scripted(lambda m: "Sure.\n```sql\n" + _gold_for(gold, m) + "\n```")
+    traces = _eval(model, tmp_path, limit=3)
+    tasks = list(adapter.SQLTaskset(adapter.SQLTasksetConfig(limit=3)))
+    assert [t.task.data.index for t in traces] == [0, 1, 2]
+    assert [_reward(t) for t in traces] == [1.0] * 3
+    assert traces[0].metrics == {"correct": 1.0, "executed": 1.0, "f1": 1.0}
+    assert traces[0].agent.config.harness.id == "sqlenv-verifiers" and traces[0].num_turns == 1
+    seen = sorted(model.requests, key=lambda body: body["messages"][1]["content"] != tasks[0].data.prompt)
+    assert len(model.requests) == 3 and seen[0]["messages"] == [
+        {"role": "system", "content": tasks[0].data.system_prompt}, {"role": "user", "content": tasks[0].data.prompt}]
+    lines = next(tmp_path.glob("*/traces.jsonl")).read_text().splitlines()
+    assert sorted(json.loads(line)["traces"][0]["rewards"]["sqlenv"]["score"] for line in lines) == [1.0] * 3
+
+
+def test_eval_garbage_policy_scores_minus_one_in_both_envs(scripted, tmp_path):
+    model = scripted(lambda m: "I don't know")
+    single = _eval(model, tmp_path / "single", limit=2)
+    assert [_reward(t) for t in single] == [-1.0, -1.0] and single[0].metrics["executed"] == 0.0
+    agent = _eval(model, tmp_path / "agent", env=sqlenv.AGENT_ENV_ID, max_turns=2, limit=1)
+    assert _reward(agent[0]) == -1.0 and agent[0].num_turns == 2
+    env = gym.make(sqlenv.AGENT_ENV_ID, max_turns=2).unwrapped
+    env.reset(options={"index": 0})
+    observation, _, _, _, info = env.step("I don't know")
+    feedback = latest_turn(observation["transcript"], info["turn"], 2)
+    assert agent[0].nodes[3].message.content == feedback and feedback.startswith("Turn 1/2 ")
+    assert len(model.requests) == 2 + 2
+
+
+def test_eval_agent_env_explores_then_answers(gold, scripted, tmp_path):
+    def policy(messages):
+        if not any(m["role"] == "assistant" for m in messages):
+            return "<sql>SELECT COUNT(*) FROM Medal</sql>"
+        return f"<answer>{_gold_for(gold, messages)}</answer>"
+
+    model = scripted(policy)
+    traces = _eval(model, tmp_path, env=sqlenv.AGENT_ENV_ID, max_turns=3, limit=2)
+    assert [_reward(t) for t in traces] == [1.0, 1.0] and [t.num_turns for t in traces] == [2, 2]
+    roles = [(n.message.role, n.sampled) for n in traces[0].nodes]
+    assert roles == [("system", False), ("user", False), ("assistant", True), ("user", False), ("assistant", True)]
+    feedback = traces[0].nodes[3].message.content
+    assert feedback.startswith("Turn 1/3 <sql>SELECT COUNT(*) FROM Medal</sql>\n1 row\n| COUNT(*) |")
+    second = [body["messages"] for body in model.requests if len(body["messages"]) == 4]
+    assert len(model.requests) == 4 and len(second) == 2
+    assert {m[3]["content"] for m in second} == {feedback}
+
+
+def test_vf_eval_cli_runs_the_package(gold, scripted, tmp_path):
+    model = scripted(lambda m: "```sql\n" + _gold_for(gold, m) + "\n```")
+    vf_eval = Path(sys.executable).with_name("vf-eval")
+    done = subprocess.run([str(vf_eval), "sqlenv-verifiers", "--model", "scripted", "--client.base-url", model.base_url,
+                           "--no-push", "--no-rich", "-n", "2", "-o", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    episodes = [json.loads(line) for line in next(tmp_path.glob("*/traces.jsonl")).read_text().splitlines()]
+    assert sorted(e["task"]["data"]["index"] for e in episodes) == [0, 1]
+    assert [e["traces"][0]["rewards"]["sqlenv"]["score"] for e in episodes] == [1.0, 1.0]
+
+
+def test_chat_harness_needs_the_subprocess_runtime():
+    from verifiers.v1.harnesses.null import NullHarnessConfig
+    from verifiers.v1.runtimes import DockerRuntime
+
+    harness = adapter.SQLChatHarness(NullHarnessConfig(id="sqlenv-verifiers"))
+    with pytest.raises(ValueError, match="runtime.type='docker'"):
+        asyncio.run(harness.setup(DockerRuntime(vf.DockerConfig())))

@@ -10,7 +10,11 @@ question) played by an agent seat (harness x model); the task's ``@vf.reward`` m
 | ``@vf.reward sqlenv`` (weight 1) | the env's reward: the episode replayed through the Gymnasium env |
 | ``@vf.metric executed``, ``correct``, ``f1`` (logged, not rewarded) | the final step's ``info`` |
 | ``@vf.stop`` | ``terminated or truncated``: one reply (single-step), or an ``<answer>`` / ``max_turns`` replies |
-| ``SQLAgentEnv`` (a ``SingleAgentEnv``) | ``TextToSQLAgent-v0``'s loop: each reply is a move, its result the next user turn |
+| ``SQLAgentEnv`` (``SQLAgentEnvConfig``) | the episode loop: each reply is a move, its result the next user turn |
+| ``SQLChatHarness`` (id ``sqlenv-verifiers``) | verifiers' ``null`` chat program run by this Python (no ``uv``, no tools) |
+
+``vf-eval sqlenv-verifiers`` runs the real evaluation: the top-level package ``sqlenv_verifiers``
+exports these three classes, which is how verifiers finds a taskset, its env and its default harness.
 
 The reward replays the trace's assistant replies through a fresh env pinned to the task's question, so
 the score is exactly the Gymnasium env's (same executor, matchers and presets) and needs no state
@@ -19,6 +23,8 @@ carried between processes.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,11 +36,12 @@ from sqlenv.integrations.trl import extract_sql
 
 try:
     import verifiers.v1 as vf
+    from verifiers.v1.harnesses.null import NullHarness
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("sqlenv.integrations.verifiers needs verifiers: pip install 'sqlenv[verifiers]'") from exc
 
-__all__ = ["SQLAgentEnv", "SQLTask", "SQLTaskConfig", "SQLTaskData", "SQLTaskset", "SQLTasksetConfig",
-           "play", "replay"]
+__all__ = ["SQLAgentEnv", "SQLAgentEnvConfig", "SQLChatHarness", "SQLTask", "SQLTaskConfig", "SQLTaskData",
+           "SQLTaskset", "SQLTasksetConfig", "play", "replay"]
 
 _ENVS = (sqlenv.ENV_ID, sqlenv.AGENT_ENV_ID)
 
@@ -164,11 +171,54 @@ class SQLTaskset(vf.Taskset[SQLTask, SQLTasksetConfig]):
             env.close()
 
 
-class SQLAgentEnv(vf.SingleAgentEnv):
-    """``TextToSQLAgent-v0``'s loop in verifiers: the env scripts the user side of the conversation.
+class _ThisPython:
+    """A runtime whose PEP 723 scripts run with this interpreter: no ``uv`` environment, no download."""
 
-    The task's prompt opens the interaction; after each model reply the move's result (the newest
-    transcript entry) is the next user turn, until an ``<answer>`` or ``max_turns`` replies.
+    def __init__(self, runtime: vf.Runtime) -> None:
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    async def prepare_uv_script(self, script: str | bytes, env: dict[str, str] | None = None, *,
+                                activate: bool = True) -> list[str]:
+        data = script.encode() if isinstance(script, str) else script
+        path = f".vf-chat-{hashlib.sha256(data).hexdigest()[:16]}.py"
+        await self._runtime.write(path, data)
+        return [sys.executable, path]
+
+
+class SQLChatHarness(NullHarness):
+    """verifiers' ``null`` chat harness (one plain reply per turn, no tools), run by this Python.
+
+    The ``null`` harness installs its program's dependencies with ``uv`` at run time; they are
+    verifiers' own dependencies, so this one runs the same program with ``sys.executable``. Needs the
+    ``subprocess`` runtime (the program runs on this host), which ``SQLAgentEnvConfig`` defaults to.
+    """
+
+    async def setup(self, runtime: vf.Runtime) -> None:
+        if not isinstance(runtime.config, vf.SubprocessConfig):
+            raise ValueError(f"runtime.type={runtime.config.type!r}: harness {self.config.id!r} runs "
+                             "its chat program with this host's Python; use runtime.type='subprocess'")
+
+    async def launch(self, ctx, trace, runtime, endpoint, secret, mcp_urls, data, tool_interception_url=None):
+        return await super().launch(ctx, trace, _ThisPython(runtime), endpoint, secret, mcp_urls, data,
+                                    tool_interception_url)
+
+
+class SQLAgentEnvConfig(vf.SingleAgentEnvConfig):
+    """The one ``agent`` seat, on the ``subprocess`` runtime by default (``SQLChatHarness`` needs it)."""
+
+    agent: vf.AgentConfig = vf.AgentConfig(runtime=vf.SubprocessConfig())
+
+
+class SQLAgentEnv(vf.Env[SQLAgentEnvConfig]):
+    """sqlenv's episode loop in verifiers: the env scripts the user side of the conversation.
+
+    The task's prompt opens the interaction; each model reply is played through the task's Gymnasium
+    env, and while the episode runs the move's result (the newest transcript entry) is the next user
+    turn. ``TextToSQL-v0`` ends after one reply; ``TextToSQLAgent-v0`` at an ``<answer>`` or after
+    ``max_turns`` replies.
     """
 
     async def run(self, task: SQLTask, agents: vf.Agents) -> None:
