@@ -8,10 +8,11 @@ env_config.json            this module: the environment it was trained on (``ENV
 =========================  ====================================================================
 
 ``benchmarks/evaluate.py --policy <adapter folder>`` takes its defaults from the last two: the model
-and prompt from policy_config.json, the dataset, held-out split, data folder, schema, sample rows and
-reward from env_config.json, so an adapter trained on the flat schema is evaluated on the flat schema
-unless a flag says otherwise. Adapters saved before env_config.json existed have only
-policy_config.json; evaluate.py then says which defaults it assumes.
+and prompt from policy_config.json, the dataset, held-out split, data folder, schema, sample rows,
+reward and turns per episode from env_config.json, so an adapter trained on the flat schema, or in
+3-move episodes, is evaluated that way unless a flag says otherwise. Adapters saved before
+env_config.json existed have only policy_config.json; evaluate.py then says which defaults it assumes.
+One that records no ``max_turns`` (saved before it existed) was trained on one query per question.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ from typing import Any
 ENV_FILE = "env_config.json"
 POLICY_FILE = "policy_config.json"
 # dataset: the one trained on; data_dir: its folder (absolute, or None when the dataset needs none);
-# split: the training split; eval_split: the held-out one evaluations should use.
-ENV_KEYS = ("dataset", "data_dir", "split", "eval_split", "schema", "sample_rows", "reward")
+# split: the training split; eval_split: the held-out one evaluations should use; max_turns: moves per
+# episode (1: TextToSQL-v0's one query; more: TextToSQLAgent-v0 episodes).
+ENV_KEYS = ("dataset", "data_dir", "split", "eval_split", "schema", "sample_rows", "reward", "max_turns")
+#: Keys a writer may leave out, with the value they then record (an adapter trained before they existed).
+ENV_KEY_DEFAULTS = {"max_turns": 1}
 
 
 def write_env_config(adapter: str | Path, **env: Any) -> Path:
-    """Write ``env_config.json`` (exactly the ``ENV_KEYS``) into a saved adapter folder."""
+    """Write ``env_config.json`` (every one of the ``ENV_KEYS``; ``ENV_KEY_DEFAULTS`` fill those left out)
+    into a saved adapter folder."""
+    env = {**ENV_KEY_DEFAULTS, **env}
     if set(env) != set(ENV_KEYS):
         raise ValueError(f"env_config needs exactly {ENV_KEYS}, got {sorted(env)}")
     path = Path(adapter) / ENV_FILE
@@ -46,8 +52,10 @@ def _read(path: Path) -> dict:
 
 
 def read_env_config(adapter: str | Path) -> dict:
-    """The environment an adapter was trained on (``ENV_KEYS``), or {} when it records none."""
-    return _read(Path(adapter) / ENV_FILE)
+    """The environment an adapter was trained on (``ENV_KEYS``), or {} when it records none; a file
+    written before a key existed gets its ``ENV_KEY_DEFAULTS`` value (it was trained that way)."""
+    env = _read(Path(adapter) / ENV_FILE)
+    return {**ENV_KEY_DEFAULTS, **env} if env else {}
 
 
 def read_policy_config(adapter: str | Path) -> dict:

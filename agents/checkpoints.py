@@ -4,7 +4,8 @@
 describes) and ``state.pt``: the step, the optimizer, every RNG state (question sampling, Python,
 torch, CUDA; per rank under torchrun) and the run's configuration, so that ``--resume`` repeats the
 uninterrupted run exactly. A resume must continue the same run: ``check_resume`` refuses one whose
-dataset, split, schema, model or reward differ from the checkpoint's, naming each difference.
+dataset, split, schema, model, reward or turns per episode (``--max-turns``) differ from the
+checkpoint's, naming each difference.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from agents.distributed import World, seed_rank
 
 # What a resumed run must share with its checkpoint (other settings, such as steps or learning_rate,
 # may change). "dataset" is the dataset actually trained on (after the generated fallback).
-RUN_IDENTITY = ("dataset", "split", "schema", "sample_rows", "few_shot", "reward", "model", "lora_r", "lora_alpha")
+RUN_IDENTITY = ("dataset", "split", "schema", "sample_rows", "few_shot", "reward", "model", "lora_r", "lora_alpha",
+                "max_turns")
+# Identity values of checkpoints written before the setting existed (those runs were trained that way).
+IDENTITY_DEFAULTS = {"max_turns": 1}
 
 
 def save_checkpoint(path: Path, policy, optimizer, step: int, rng: np.random.Generator, config: Mapping[str, Any],
@@ -97,7 +101,8 @@ def saved_identity(state: Mapping[str, Any], run_dir: Path | None = None) -> dic
         import json
 
         config.setdefault("resolved_dataset", json.loads((run_dir / "config.json").read_text()).get("resolved_dataset"))
-    identity = {name: config[name] for name in RUN_IDENTITY if name in config}
+    identity = {name: config.get(name, IDENTITY_DEFAULTS.get(name)) for name in RUN_IDENTITY
+                if name in config or name in IDENTITY_DEFAULTS}
     if config.get("resolved_dataset"):
         identity["dataset"] = config["resolved_dataset"]
     identity["data_dir"] = config.get("resolved_data_dir")

@@ -129,7 +129,7 @@ def run_warmup(cfg: Config, out: Path) -> str:
 def env_card(cfg: Config, plan: RunPlan) -> dict[str, Any]:
     """The environment the adapter is trained on, saved beside it (``agents.adapter_card``)."""
     return dict(dataset=plan.dataset, data_dir=plan.data_dir, split=cfg.split, eval_split=cfg.eval_split,
-                schema=cfg.schema, sample_rows=cfg.sample_rows, reward=cfg.reward)
+                schema=cfg.schema, sample_rows=cfg.sample_rows, reward=cfg.reward, max_turns=cfg.max_turns)
 
 
 def train(cfg: Config) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     evaluating = bool(cfg.eval_limit)
     eval_env = (make_env(dataset, cfg.eval_split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows,
                          cfg.workers, **budget) if evaluating and main else None)
-    if eval_env is not None and getattr(cfg, "max_turns", 1) == 1:  # keep each held-out query (eval_records.py)
+    if eval_env is not None:  # keep each held-out query, or each episode's answer (eval_records.py)
         eval_env = EvalRecorder(eval_env)
     # multi-turn: each live episode plays on its own copy of the env (agents/multiturn.py)
     from agents.multiturn import EnvPool

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["Episode", "EnvPool", "move_finished", "run_episodes", "episode_metrics"]
+__all__ = ["Episode", "EnvPool", "move_finished", "move_result", "run_episodes", "episode_metrics"]
 
 _CLOSE = re.compile(r"</(sql|answer)>", re.IGNORECASE)
 
@@ -89,15 +89,12 @@ class EnvPool:
         self.copies = []
 
 
-def last_result(transcript: str, turn: int, max_turns: int, move: str) -> str:
-    """The newest move's result text in the env's transcript: its entry without the head, which echoes
-    the move (``Turn t/N <sql>QUERY</sql>``, the query possibly on several lines, or one line for a
-    malformed move)."""
-    head = f"Turn {turn}/{max_turns} "
-    start = transcript.rfind("\n\n" + head)
-    start = 0 if start < 0 else start + 2
-    entry = transcript[start:]
-    end = "</sql>\n" if move == "sql" else "\n"
+def move_result(info: dict) -> str:
+    """What the env answered to a move: its transcript entry (``info["result"]``) without the head that
+    echoes the move (``Turn t/N <sql>QUERY</sql>``, the query possibly on several lines, or one line for
+    a malformed move)."""
+    entry = info["result"]
+    end = "</sql>\n" if info["move"] == "sql" else "\n"
     return entry.split(end, 1)[1] if end in entry else entry
 
 
@@ -136,7 +133,7 @@ def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int,
             piece["mask"].append(torch.ones(len(ids)))
             piece["logp"].append(logp.float())
             piece["text"].append(text)
-            obs, reward, terminated, truncated, info = env.step(text)
+            _, reward, terminated, truncated, info = env.step(text)
             episode.moves.append(text)
             episode.move_tokens.append(len(ids))
             episode.move_kinds.append(info.get("move", ""))
@@ -147,8 +144,7 @@ def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int,
                 episode.sql = info.get("sql", "") if info.get("move") == "answer" else ""
                 continue
             ended_on_eos = len(ids) > 0 and int(ids[-1]) in eos_ids
-            feedback = policy.agent_feedback(last_result(obs["transcript"], info["turn"], max_turns, info["move"]),
-                                             info["turns_left"], after_eos=ended_on_eos)
+            feedback = policy.agent_feedback(move_result(info), info["turns_left"], after_eos=ended_on_eos)
             feedback_ids = policy.encode(feedback)
             piece["ids"].append(feedback_ids)
             piece["mask"].append(torch.zeros(len(feedback_ids)))

@@ -12,7 +12,7 @@ nothing behind.
   folder, and its train and eval splits, loaded once;
 * the output folder: not a file, writable, and not holding another run (unless resuming it);
 * ``--resume``: a checkpoint exists, and the run it continues has the same dataset, split, schema,
-  model and reward (``agents.checkpoints.check_resume``);
+  model, reward and turns per episode (``agents.checkpoints.check_resume``);
 * the warm start: ``--warmup-adapter`` is an adapter folder; a resume never runs the warm-up stage
   again, and keeps the warm-up adapter of the run it continues as its KL reference, wherever the new
   output folder is.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.checkpoints import check_resume, find_checkpoint, load_state, saved_identity
+from agents.checkpoints import RUN_IDENTITY, check_resume, find_checkpoint, load_state, saved_identity
 from agents.cli import ConfigError, flag
 
 if TYPE_CHECKING:
@@ -59,9 +59,7 @@ def plan_run(cfg: "Config") -> RunPlan:
     if checkpoint is not None:
         state = load_state(checkpoint)
         run_dir = checkpoint.parent.parent
-        current: dict[str, Any] = {name: getattr(cfg, name) for name in
-                                   ("split", "schema", "sample_rows", "few_shot", "reward", "model", "lora_r",
-                                    "lora_alpha")}
+        current: dict[str, Any] = {name: getattr(cfg, name) for name in RUN_IDENTITY if name != "dataset"}
         current.update(dataset=dataset, data_dir=data_dir)
         check_resume(checkpoint, saved_identity(state, run_dir), current)
         if warmup_adapter is None:  # the resumed run's warm start, which is also its KL reference

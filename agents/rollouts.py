@@ -108,7 +108,8 @@ def collect_groups(policy, env, indices: Sequence[int], group_size: int, chunk: 
     """``(rollouts, rewards, infos, generation seconds, scoring seconds)`` for group_size samples of each
     question: single-step completions scored by ``score_groups``, or, with an ``EnvPool`` (``pool``),
     multi-turn episodes (``agents.multiturn``) whose rewards come from their own steps (time all counted
-    as generation), chunk questions at a time."""
+    as generation), chunk questions at a time. An ``EvalRecorder`` ``env`` keeps the infos either way (an
+    episode's: its last step's, with the submitted query, its prediction and the gold, or ``no_answer``)."""
     start = time.perf_counter()
     if pool is None:
         rollouts = generate_groups(policy, env, indices, group_size, chunk, greedy=greedy)
@@ -116,12 +117,16 @@ def collect_groups(policy, env, indices: Sequence[int], group_size: int, chunk: 
         start = time.perf_counter()
         rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], group_size)
         return rollouts, rewards, infos, gen_s, time.perf_counter() - start
+    from agents.eval_records import EvalRecorder
     from agents.multiturn import run_episodes
 
     episodes = []
     for first in range(0, len(indices), chunk):
         episodes += run_episodes(policy, pool, indices[first:first + chunk], group_size, greedy=greedy)
-    return (episodes, [e.reward for e in episodes], [e.info for e in episodes], time.perf_counter() - start, 0.0)
+    infos = [e.info for e in episodes]
+    if isinstance(env, EvalRecorder):  # the held-out records: each episode's final info, as score_group's
+        env.infos.extend(infos)
+    return episodes, [e.reward for e in episodes], infos, time.perf_counter() - start, 0.0
 
 
 def turn_metrics(prefix: str, rollouts: Sequence) -> dict[str, float]:

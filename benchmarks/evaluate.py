@@ -29,8 +29,9 @@ order), so every policy evaluated with the same seed and limit sees the same que
 
 A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the environment it was trained
 on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
-(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows`` and ``--reward``; a flag that differs
-is honoured with a notice. A policy or model that cannot be used, or the oracle on questions without
+(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--reward`` and ``--max-turns``
+(an adapter trained in multi-turn episodes is evaluated in them); a flag that differs is honoured with a
+notice. A policy or model that cannot be used, or the oracle on questions without
 gold SQL, stops the script at once with exit status 2 and a message naming the flag. The report records
 the command so that it runs again as written (``SQLENV_DATA_DIR=...`` in front when the data folder came
 from that variable).
@@ -565,7 +566,7 @@ def load_eval_dataset(name: str, split: str | None, data_dir: str | None, schema
 
 # ---------------------------------------------------------------------------------------- CLI
 # The environment's defaults when neither a flag nor the adapter's env_config.json says otherwise.
-ENV_DEFAULTS = {"dataset": "generated", "schema": "tables", "sample_rows": 3, "reward": "binary"}
+ENV_DEFAULTS = {"dataset": "generated", "schema": "tables", "sample_rows": 3, "reward": "binary", "max_turns": 1}
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
 PROG = "benchmarks/evaluate.py"
 
@@ -575,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Evaluate a policy through the Text-to-SQL environment; write a Markdown + JSON report. "
                     "An adapter folder is evaluated on the environment it was trained on (its env_config.json: "
-                    "dataset, held-out split, data folder, schema, sample rows, reward) unless a flag says otherwise.",
+                    "dataset, held-out split, data folder, schema, sample rows, reward, turns per episode) unless a "
+                    "flag says otherwise.",
     )
     g = parser.add_argument_group("what to evaluate")
     g.add_argument("--policy", default="oracle",
@@ -596,10 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--samples", type=int, default=1,
                    help="K sampled queries per question for pass@k (default: 1, greedy only)")
     g.add_argument("--seed", type=int, default=0, help="seed for the subset and for sampling (default: 0)")
-    g.add_argument("--max-turns", type=int, default=1,
+    g.add_argument("--max-turns", type=int, default=None,
                    help="N > 1: multi-turn episodes on TextToSQLAgent-v0 (explore with <sql>, answer with <answer>, "
                         "at most N moves), reporting turns used, exploration errors and unanswered questions; "
-                        "1: one query per question (default: 1)")
+                        "1: one query per question (default: the adapter's, else 1)")
     g.add_argument("--reward", default=None,
                    help="reward preset recorded as mean_reward (default: the adapter's, else binary)")
     g.add_argument("--sample-rows", type=int, default=None,
@@ -641,14 +643,14 @@ def adapter_of(args) -> Path | None:
 def env_settings(args, adapter: Path | None) -> tuple[dict[str, Any], list[str]]:
     """The env to evaluate on: flags first, then the adapter's env_config.json, then ENV_DEFAULTS.
 
-    Returns (settings with dataset, split, data_dir, schema, sample_rows, reward; notices to print).
+    Returns (settings with dataset, split, data_dir, schema, sample_rows, reward, max_turns; notices to print).
     """
     from agents.adapter_card import read_env_config
 
     trained = read_env_config(adapter) if adapter is not None else {}
     notices = []
     settings: dict[str, Any] = {}
-    for key in ("dataset", "schema", "sample_rows", "reward"):
+    for key in ("dataset", "schema", "sample_rows", "reward", "max_turns"):
         given = getattr(args, key)
         settings[key] = given if given is not None else trained.get(key, ENV_DEFAULTS[key])
         if given is not None and key in trained and given != trained[key]:
@@ -686,11 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.samples < 1:
         parser.error(f"--samples {args.samples}: must be >= 1")
-    if args.max_turns < 1:
+    if args.max_turns is not None and args.max_turns < 1:
         parser.error(f"--max-turns {args.max_turns}: must be >= 1 (1 = one query per question)")
-    if args.max_turns > 1 and args.samples > 1:
-        parser.error(f"--samples {args.samples} with --max-turns {args.max_turns}: multi-turn evaluation plays one "
-                     "greedy episode per question; drop --samples")
 
     from agents.baselines import POLICY_NAMES, make_policy
     from sqlenv.datasets import DatasetError
@@ -711,6 +710,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.adapter and not adapter.is_dir():
         parser.error(f"--adapter {args.adapter}: no adapter folder there")
     settings, notices = env_settings(args, adapter)
+    max_turns = settings["max_turns"]
+    if max_turns > 1 and args.samples > 1:
+        source = f"--max-turns {max_turns}" if args.max_turns is not None else (
+            f"{adapter} (trained in {max_turns}-move episodes; pass --max-turns 1 for one query per question)")
+        parser.error(f"--samples {args.samples} with {source}: multi-turn evaluation plays one greedy episode per "
+                     "question; drop --samples")
     for line in notices:
         print(line, flush=True)
     try:
@@ -718,10 +723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     args.gold_sql)
         env_kwargs = dict(dataset=dataset, reward=settings["reward"], schema=settings["schema"],
                           sample_rows=settings["sample_rows"])
-        if args.max_turns > 1:
+        if max_turns > 1:
             from sqlenv.agent_env import TextToSQLAgentEnv
 
-            env = TextToSQLAgentEnv(**env_kwargs, max_turns=args.max_turns)
+            env = TextToSQLAgentEnv(**env_kwargs, max_turns=max_turns)
         else:
             env = TextToSQLEnv(**env_kwargs)
     except (DatasetError, ValueError) as exc:
@@ -753,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "written for --schema tables)")
     command = command_line(argv, settings, args)
     try:
-        if args.max_turns > 1:
+        if max_turns > 1:
             result = evaluate_episodes(policy, env, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
                                        progress=not args.no_progress)
         else:

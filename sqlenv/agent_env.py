@@ -61,7 +61,9 @@ class TextToSQLAgentEnv(TextToSQLEnv):
     plus ``transcript``: the earlier moves and their results as text (at most ``transcript_chars``
     characters; the oldest moves are dropped first). Each exploration result shows at most
     ``result_rows`` rows and ``result_chars`` characters, with the row count, or the error kind and
-    message.
+    message. Each step's ``info`` has ``turn``, ``turns_left``, ``move_errors``, ``move`` (``sql``,
+    ``answer`` or ``malformed``) and ``result``: the transcript entry that move appended (the line
+    ``Turn t/N`` echoing the move, then what the env answered), whole even when the transcript is cut.
 
     ## Rewards
     The ``<answer>`` query is scored exactly as ``TextToSQL-v0`` scores its step (the same ``reward``
@@ -247,8 +249,9 @@ class TextToSQLAgentEnv(TextToSQLEnv):
     def _turn_info(self, move: str | None) -> dict[str, Any]:
         info = {"turn": len(self._move_errors), "turns_left": self.max_turns - len(self._move_errors),
                 "move_errors": list(self._move_errors)}
-        if move is not None:
+        if move is not None:  # a step: the move and its transcript entry, whole even when the transcript is cut
             info["move"] = move
+            info["result"] = self._entries[-1]
         return info
 
     def _explore(self, example, query: str) -> tuple[str | None, str]:

@@ -132,9 +132,11 @@ def test_exploration_shows_the_result_the_row_count_and_errors(make):
         "|--------|------------|\n"
         "| Kraków | 779        |\n"
         "| Zürich | 421        |")
-    assert info == {"index": 0, "turn": 1, "turns_left": 4, "move_errors": [None], "move": "sql"}
+    assert info == {"index": 0, "turn": 1, "turns_left": 4, "move_errors": [None], "move": "sql",
+                    "result": obs["transcript"]}
     obs, reward, *_, info = env.step("<sql>SELECT * FROM town</sql>")
     assert last_entry(obs) == "Turn 2/5 <sql>SELECT * FROM town</sql>\nError (no_such_table): no such table: town"
+    assert info["result"] == last_entry(obs)
     assert reward == 0.0 and info["move_errors"] == [None, "no_such_table"]
     obs, *_ = env.step("<sql>SELECT name FROM city WHERE 0</sql>")
     assert last_entry(obs) == "Turn 3/5 <sql>SELECT name FROM city WHERE 0</sql>\n0 rows\n| name |\n|------|"
@@ -161,7 +163,8 @@ def test_malformed_moves_cost_a_turn_and_say_why(make, action, kind, text):
     assert obs["transcript"].split("\n", 1)[1] == text
     assert obs["transcript"].startswith("Turn 1/5 (malformed move) ")
     assert (reward, terminated, truncated) == (0.0, False, False)
-    assert info == {"index": 0, "turn": 1, "turns_left": 4, "move_errors": [kind], "move": "malformed"}
+    assert info == {"index": 0, "turn": 1, "turns_left": 4, "move_errors": [kind], "move": "malformed",
+                    "result": obs["transcript"]}
     penalised = make(exploration_error_penalty=0.5, turn_cost=0.1)
     penalised.reset(options={"index": 0})
     assert penalised.step(action)[1] == pytest.approx(-0.6)
@@ -200,7 +203,8 @@ def test_the_answer_is_scored_exactly_as_text_to_sql_v0_scores_it(kwargs, preset
             agent.step("<sql>SELECT COUNT(*) FROM city</sql>")
             _, reward, terminated, truncated, info = agent.step(f"<answer>{sql}</answer>")
             assert (reward, terminated, truncated) == (want_reward, True, False)
-            extra = {"turn": 2, "turns_left": 3, "move_errors": [None, want["error"]], "move": "answer"}
+            extra = {"turn": 2, "turns_left": 3, "move_errors": [None, want["error"]], "move": "answer",
+                     "result": f"Turn 2/5 <answer>{sql}</answer>\nAnswer submitted."}
             assert info == {**want, **extra}
             with pytest.raises(RuntimeError, match="episode has ended"):
                 agent.step("<answer>SELECT 1</answer>")
@@ -255,6 +259,27 @@ def test_transcript_keeps_the_newest_moves_within_transcript_chars(make):
         assert (reward, terminated, truncated, info["turn"]) == (0.0, False, False, turn)
     assert obs["transcript"] == ("(5 earlier turns omitted)\n\n" + entry.format(t=6) + "\n\n" + entry.format(t=7))
     assert len(entry.format(t=7).split("\n", 1)[1]) == 100  # each result: at most result_chars characters
+
+
+def test_info_result_is_each_moves_own_entry_even_when_the_transcript_is_cut(make):
+    env = make(result_chars=100, transcript_chars=100, max_turns=3)
+    env.reset(options={"index": 2})
+    query = "SELECT name, country FROM city WHERE population > 100 ORDER BY name"
+    obs, *_, info = env.step(f"<sql>{query}</sql>")
+    table = ("5 rows\n| name      | country |\n|-----------|---------|\n| Kraków    | Pol"  # 72 characters
+             "\n... (cut at 100 characters)")
+    assert info["result"] == f"Turn 1/3 <sql>{query}</sql>\n{table}"
+    assert obs["transcript"] == info["result"][:100]  # the newest entry alone is longer than the transcript
+    *_, info = env.step("oops")
+    assert info["result"] == "Turn 2/3 (malformed move) oops\nMalformed move: no <sql> or <answer> block. " + HINT
+    obs, reward, terminated, truncated, info = env.step("<answer>SELECT COUNT(*) FROM city</answer>")
+    assert (reward, terminated, info["move"]) == (1.0, True, "answer")
+    assert info["result"] == "Turn 3/3 <answer>SELECT COUNT(*) FROM city</answer>\nAnswer submitted."
+    env.reset(options={"index": 2})
+    env.step("<sql>SELECT 1</sql>"), env.step("<sql>SELECT 2</sql>")
+    *_, truncated, info = env.step("<sql>SELECT 3</sql>")  # the turns run out: the last move's entry
+    assert (truncated, info["error"], info["result"]) == (True, "no_answer", "Turn 3/3 <sql>SELECT 3</sql>\n"
+                                                                             "1 row\n| 3 |\n|---|\n| 3 |")
 
 
 def test_exploration_time_and_instruction_budgets(make):
@@ -391,8 +416,8 @@ def test_no_gold_before_the_episode_ends(make):
         assert set(info) == {"index", "id", "question_type", "difficulty", "turn", "turns_left", "move_errors"}
         for move in ["<sql>SELECT 1</sql>", "nonsense"]:
             obs, _, _, _, info = env.step(move)
-            assert set(info) == {"index", "turn", "turns_left", "move_errors", "move"}
-            assert example.gold_sql not in obs["transcript"]
+            assert set(info) == {"index", "turn", "turns_left", "move_errors", "move", "result"}
+            assert example.gold_sql not in obs["transcript"] and example.gold_sql not in info["result"]
     env.close()
     exposed = make(expose_gold=True)
     _, info = exposed.reset(options={"index": 0})

@@ -16,7 +16,7 @@ from agents import grpo_train, metrics_log, prompts  # noqa: E402
 from agents import grpo_update as update  # noqa: E402
 from agents.cli import ConfigError  # noqa: E402
 from agents.grpo_config import make_config, parse_config  # noqa: E402
-from agents.multiturn import EnvPool, episode_metrics, last_result, move_finished, run_episodes  # noqa: E402
+from agents.multiturn import EnvPool, episode_metrics, move_finished, move_result, run_episodes  # noqa: E402
 from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
 from agents.rollouts import make_env  # noqa: E402
 
@@ -59,15 +59,19 @@ class Scripted:
         return [[(ids.clone(), torch.full((len(ids),), -0.5))] * num_generations for _ in prompt_ids_list]
 
 
-def test_move_finished_and_last_result():
+def test_move_finished_and_move_result(agent_env):
     assert move_finished("think <sql>SELECT 1</sql>") and move_finished("<ANSWER>x</Answer>")
     assert not move_finished("<sql>SELECT 1") and not move_finished("SELECT 1;")
-    transcript = ("Turn 1/3 <sql>SELECT a\nFROM t</sql>\n1 row\n| a |\n|---|\n| 1 |\n\n"
-                  "Turn 2/3 (malformed move) oops\nMalformed move: no <sql> or <answer> block.")
-    assert last_result(transcript, 1, 3, "sql") == "1 row\n| a |\n|---|\n| 1 |\n\nTurn 2/3 (malformed move) oops\n" \
-                                                   "Malformed move: no <sql> or <answer> block."
-    assert last_result(transcript, 2, 3, "malformed") == "Malformed move: no <sql> or <answer> block."
-    assert last_result(transcript.split("\n\nTurn 2")[0], 1, 3, "sql") == "1 row\n| a |\n|---|\n| 1 |"
+    assert move_result({"move": "sql", "result": "Turn 1/3 <sql>SELECT a\nFROM t</sql>\n1 row\n| a |\n|---|\n| 1 |"}) \
+        == "1 row\n| a |\n|---|\n| 1 |"
+    malformed = "Malformed move: no <sql> or <answer> block."
+    assert move_result({"move": "malformed", "result": f"Turn 2/3 (malformed move) oops\n{malformed}"}) == malformed
+    agent_env.reset(options={"index": 0})  # the env's own entries
+    info = agent_env.step("<sql>SELECT COUNT(*)\nFROM Athlete</sql>")[4]
+    assert move_result(info) == "1 row\n| COUNT(*) |\n|----------|\n| 1        |"  # one athlete per database
+    info = agent_env.step("SELECT 1")[4]
+    assert move_result(info) == ("Malformed move: no <sql> or <answer> block. Write exactly one <sql>QUERY</sql> "
+                                 "(explore) or <answer>QUERY</answer> (submit).")
 
 
 def test_agent_prompt_explains_both_tags_with_a_worked_episode(agent_env):
@@ -197,6 +201,85 @@ def test_max_turns_flag_is_validated():
         make_config(max_turns=0)
 
 
+def test_held_out_episodes_are_recorded_and_monitored(policy, agent_env, monkeypatch, tmp_path):
+    """The trainer's multi-turn evaluation keeps each episode's submitted query, its prediction and the gold
+    (EvalRecorder), so eval/collapse/* and <run>/eval/step_NNNNNN.json are filled as in single-step runs."""
+    from agents.eval_records import EvalRecorder, held_out_records
+    from agents.rollouts import evaluate
+
+    recorder = EvalRecorder(agent_env)
+    pool = EnvPool(recorder)
+    assert pool.env is agent_env  # the episodes play on copies of the env itself
+    script = Scripted(policy, ["<sql>SELECT name FROM Athlete</sql>", "<answer>SELECT 0</answer>"])
+    monkeypatch.setattr(policy, "sample_ids", script)
+    metrics = evaluate(policy, recorder, [1, 3], make_config(eval_batch_size=2, max_turns=3), pool)
+    result = held_out_records(recorder, metrics, tmp_path, 0)
+    records = [{k: r[k] for k in ("index", "sql", "error", "correct", "prediction", "answer", "reward")}
+               for r in result["records"]]
+    assert records == [
+        {"index": 1, "sql": "SELECT 0", "error": None, "correct": False, "prediction": "0", "answer": "3",
+         "reward": 0.0},
+        {"index": 3, "sql": "SELECT 0", "error": None, "correct": False, "prediction": "0", "answer": "2009",
+         "reward": 0.0}]
+    assert [r["question"] for r in result["records"]] == [agent_env.example(i).question for i in (1, 3)]
+    # SELECT 0 for both: a constant floor, the same query for two questions, one template
+    assert {k: v for k, v in metrics.items() if "/collapse/" in k} == {
+        "eval/collapse/floor": 1.0, "eval/collapse/floor_gold": 0.0, "eval/collapse/repeated": 1.0,
+        "eval/collapse/top_template": 1.0, "eval/collapse/example_entity": 0.0, "eval/collapse/list_for_one": 0.0}
+    assert json.loads((tmp_path / "eval" / "step_000000.json").read_text())["records"] == result["records"]
+    assert metrics["eval/turns_mean"] == 2.0 and recorder.take() == []
+    pool.close()
+
+
+def fake_checkpoint(run: Path, **config) -> Path:
+    """A run folder whose one checkpoint's state.pt holds the configuration a real run saves (no weights)."""
+    from dataclasses import asdict
+
+    from agents.grpo_config import Config
+
+    checkpoint = run / "checkpoints" / "step_000002"
+    checkpoint.mkdir(parents=True)
+    saved = {**asdict(Config()), "dataset": "generated", "warmup_adapter": None, "resolved_dataset": "generated",
+             "resolved_data_dir": None, **config}
+    torch.save({"step": 2, "config": saved}, checkpoint / "state.pt")
+    (run / "config.json").write_text(json.dumps(saved))
+    return run
+
+
+def test_a_resume_keeps_the_turns_per_episode(tmp_path):
+    from agents import preflight
+
+    run = fake_checkpoint(tmp_path / "run", max_turns=3)
+    base = dict(dataset="generated", resume=str(run), warmup_examples=0)
+    with pytest.raises(ConfigError) as error:
+        preflight.plan_run(make_config(**base))
+    assert "max_turns: the run used 3, this command 1; pass --max-turns 3" in str(error.value)
+    assert preflight.plan_run(make_config(**base, max_turns=3)).checkpoint == run / "checkpoints" / "step_000002"
+    # a checkpoint written before max_turns existed was trained on one query per question
+    old = fake_checkpoint(tmp_path / "old")
+    state = torch.load(old / "checkpoints" / "step_000002" / "state.pt", weights_only=False)
+    del state["config"]["max_turns"]
+    torch.save(state, old / "checkpoints" / "step_000002" / "state.pt")
+    with pytest.raises(ConfigError, match="max_turns: the run used 1, this command 2; pass --max-turns 1"):
+        preflight.plan_run(make_config(dataset="generated", resume=str(old), warmup_examples=0, max_turns=2))
+    assert preflight.plan_run(make_config(dataset="generated", resume=str(old), warmup_examples=0)).checkpoint
+
+
+def test_the_adapter_card_records_max_turns(tmp_path):
+    from agents.adapter_card import read_env_config, write_env_config
+
+    env = dict(dataset="generated", data_dir=None, split="train", eval_split="dev", schema="tables", sample_rows=3,
+               reward="binary")
+    write_env_config(tmp_path, **env, max_turns=3)
+    assert json.loads((tmp_path / "env_config.json").read_text()) == {**env, "max_turns": 3}
+    write_env_config(tmp_path, **env)  # a single-step writer (the warm-up stage) may leave it out
+    assert read_env_config(tmp_path)["max_turns"] == 1
+    (tmp_path / "env_config.json").write_text(json.dumps(env))  # written before max_turns existed
+    assert read_env_config(tmp_path) == {**env, "max_turns": 1}
+    with pytest.raises(ValueError, match="env_config needs exactly"):
+        write_env_config(tmp_path, **env, max_turns=2, turns=2)
+
+
 TINY = dict(dataset="generated", num_generations=2, batch_size=2, micro_batch_size=4, max_completion_length=6,
             temperature=1.0, few_shot=1, eval_limit=2, eval_every=1, eval_batch_size=2, probe_questions=1,
             save_every=0, plot=False, threads=1, seed=1, learning_rate=1e-2, warmup_examples=0, max_turns=2)
@@ -250,6 +333,23 @@ def test_script_runs_multi_turn_end_to_end(tiny_model, tmp_path):
     assert 1 <= probe["probe/turns_mean"] <= 2
     assert 1 <= train["train/turns_mean"] <= 2 and 0 <= train["train/no_answer_frac"] <= 1
     assert len(evals) == 2 and all(1 <= r["eval/turns_mean"] <= 2 and r["eval/questions"] == 2 for r in evals)
+    # monitored like a single-step run: collapse monitors of the batch and of each held-out evaluation, whose
+    # records (each episode's final query, prediction and gold) are kept, and the paired comparison at the end
+    from agents.monitors import MONITORS, collapse_monitors
+
+    assert all(f"train/collapse/{name}" in train for name in MONITORS)
+    held_out = []
+    for step, metrics in zip((0, 1), evals):
+        kept = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())["records"]
+        held_out.append([r["index"] for r in kept])
+        assert all(r["error"] == "no_answer" or r["sql"] for r in kept)
+        found = collapse_monitors(kept)
+        assert {name: metrics[f"eval/collapse/{name}"] for name in MONITORS} == {n: found[n] for n in MONITORS}
+    assert len(held_out[0]) == 2 and held_out[0] == held_out[1]  # the same two questions at each evaluation
+    assert "paired/diff" in evals[-1] and (run / "eval" / "paired.md").is_file()
+    # the adapter records its turns per episode, so evaluate.py plays it as it was trained
+    card = json.loads((run / "checkpoints" / "step_000001" / "adapter" / "env_config.json").read_text())
+    assert card["max_turns"] == 2
 
 
 # ====================================================================================== benchmarks/evaluate.py
@@ -266,7 +366,56 @@ def test_evaluate_max_turns_with_the_oracle(tmp_path):
                                                "answer_error_rate": 0.0, "explore_moves_mean": 0.0,
                                                "explore_error_rate": 0.0, "malformed_rate": 0.0}
     assert all(r["turns"] == 1 and r["move_kinds"] == ["answer"] for r in result["records"])
-    assert "## Multi-turn episodes" in (tmp_path / "oracle_generated_dev_tables_n6_t3.md").read_text()
+    report = (tmp_path / "oracle_generated_dev_tables_n6_t3.md").read_text()
+    assert "## Multi-turn episodes" in report and "## Collapse monitors" in report
+    # the collapse monitors read each episode's submitted query, its prediction and the question
+    from agents.monitors import collapse_monitors
+    from sqlenv.env import TextToSQLEnv
+
+    env = TextToSQLEnv(dataset="generated", split="dev")
+    assert [(r["sql"], r["question"]) for r in result["records"]] == [
+        (env.example(r["index"]).gold_sql, env.example(r["index"]).question) for r in result["records"]]
+    assert all(r["prediction"] == r["answer"] for r in result["records"])
+    env.close()
+    assert result["metrics"]["collapse"] == collapse_monitors(result["records"])
+
+
+@pytest.fixture(scope="module")
+def multi_turn_adapter(tiny_model, tmp_path_factory):
+    """An adapter of the tiny Llama as a --max-turns 3 run saves it (env_config.json: max_turns 3)."""
+    from agents.adapter_card import write_env_config
+
+    policy = LoRAPolicy(PolicyConfig(model=tiny_model, few_shot=1, max_completion_length=6, threads=1, device="cpu"))
+    adapter = policy.save(tmp_path_factory.mktemp("adapter") / "adapter")
+    write_env_config(adapter, dataset="generated", data_dir=None, split="train", eval_split="dev", schema="tables",
+                     sample_rows=3, reward="binary", max_turns=3)
+    return str(adapter)
+
+
+def test_evaluate_plays_an_adapter_in_the_episodes_it_was_trained_in(multi_turn_adapter, tmp_path, capsys):
+    from benchmarks import evaluate
+
+    common = ["--policy", multi_turn_adapter, "--limit", "2", "--threads", "1", "--device", "cpu", "--no-progress"]
+    assert evaluate.main([*common, "--out", str(tmp_path / "a")]) == 0
+    (path,) = (tmp_path / "a").glob("*.json")
+    result = json.loads(path.read_text())
+    assert path.name.endswith("_n2_t3.json") and result["config"]["max_turns"] == 3
+    assert result["metrics"]["multi_turn"]["max_turns"] == 3 and result["config"]["trained_env"]["max_turns"] == 3
+    assert all(1 <= r["turns"] <= 3 for r in result["records"])
+    assert "notice" not in capsys.readouterr().out
+    # an explicit flag wins, and is said
+    assert evaluate.main([*common, "--max-turns", "1", "--out", str(tmp_path / "b")]) == 0
+    assert "notice: evaluating with max_turns=1 although" in capsys.readouterr().out
+    (path,) = (tmp_path / "b").glob("*.json")
+    result = json.loads(path.read_text())
+    assert "max_turns" not in result["config"] and "multi_turn" not in result["metrics"]
+    assert "turns" not in result["records"][0]
+    # --samples needs one query per question: the error names where the turns came from
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([*common, "--samples", "2", "--out", str(tmp_path / "c")])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert f"--samples 2 with {multi_turn_adapter} (trained in 3-move episodes; pass --max-turns 1" in message
 
 
 def test_turn_metrics_by_hand():
