@@ -1,7 +1,7 @@
 """sqlenv.integrations.verifiers: scripted policies scored by verifiers, through ``play`` and real evals.
 
 The eval tests run verifiers' own evaluation (``run_eval``, what ``vf-eval`` calls, and the ``vf-eval``
-CLI) against a scripted OpenAI-compatible server on localhost: each rollout is verifiers' chat program,
+CLI) against a scripted OpenAI-compatible server on localhost (``ChatServer``): each rollout is verifiers' chat program,
 run by ``SQLChatHarness``, talking to the server through verifiers' interception proxy.
 """
 
@@ -9,9 +9,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,6 +19,7 @@ vf = pytest.importorskip("verifiers.v1")
 import sqlenv  # noqa: E402
 from sqlenv.integrations import verifiers as adapter  # noqa: E402
 from sqlenv.integrations._chat import latest_turn  # noqa: E402
+from sqlenv.integrations.chat_server import ChatServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -104,62 +102,12 @@ def test_views_and_bad_configuration():
 
 # --- real verifiers evaluations against a scripted model server ---------------------------------
 
-class ScriptedModel:
-    """An OpenAI-compatible chat-completions server on localhost: ``policy(messages) -> reply``.
-
-    Answers plain and streamed (server-sent events) requests; ``requests`` holds every body received.
-    """
-
-    def __init__(self, policy):
-        self.policy, self.requests = policy, []
-        model = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                model.requests.append(body)
-                reply = model.policy(body["messages"])
-                head = {"id": f"chatcmpl-{len(model.requests)}", "created": int(time.time()),
-                        "model": body["model"]}
-                usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-                if body.get("stream"):
-                    self._send("text/event-stream", b"".join(
-                        b"data: " + json.dumps({**head, "object": "chat.completion.chunk", **chunk}).encode()
-                        + b"\n\n" for chunk in (
-                            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": reply},
-                                          "finish_reason": None}]},
-                            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-                            {"choices": [], "usage": usage})) + b"data: [DONE]\n\n")
-                else:
-                    self._send("application/json", json.dumps({**head, "object": "chat.completion", "usage": usage,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                     "finish_reason": "stop"}]}).encode())
-
-            def _send(self, content_type, data):
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def scripted():
     servers = []
 
     def start(policy):
-        servers.append(ScriptedModel(policy))
+        servers.append(ChatServer(policy))
         return servers[-1]
 
     yield start
@@ -233,16 +181,15 @@ def test_eval_agent_env_explores_then_answers(gold, scripted, tmp_path):
     assert {m[3]["content"] for m in second} == {feedback}
 
 
-def test_vf_eval_cli_runs_the_package(gold, scripted, tmp_path):
-    model = scripted(lambda m: "```sql\n" + _gold_for(gold, m) + "\n```")
-    vf_eval = Path(sys.executable).with_name("vf-eval")
-    done = subprocess.run([str(vf_eval), "sqlenv-verifiers", "--model", "scripted", "--client.base-url", model.base_url,
-                           "--no-push", "--no-rich", "-n", "2", "-o", str(tmp_path)],
+def test_example_runs_the_vf_eval_cli():
+    example = Path(__file__).parents[1] / "examples" / "verifiers_eval.py"
+    done = subprocess.run([sys.executable, str(example), "--policy", "explore", "--env", sqlenv.AGENT_ENV_ID, "-n", "2"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    episodes = [json.loads(line) for line in next(tmp_path.glob("*/traces.jsonl")).read_text().splitlines()]
-    assert sorted(e["task"]["data"]["index"] for e in episodes) == [0, 1]
-    assert [e["traces"][0]["rewards"]["sqlenv"]["score"] for e in episodes] == [1.0, 1.0]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("$ ") and " sqlenv-verifiers --model scripted-explore " in lines[0]
+    assert lines[1:] == ["question 0: reward +1.0  turns 2  correct 1", "question 1: reward +1.0  turns 2  correct 1",
+                         "mean reward +1.00 over 2 questions (TextToSQLAgent-v0, policy explore, 4 model requests)"]
 
 
 def test_chat_harness_needs_the_subprocess_runtime():
@@ -252,3 +199,20 @@ def test_chat_harness_needs_the_subprocess_runtime():
     harness = adapter.SQLChatHarness(NullHarnessConfig(id="sqlenv-verifiers"))
     with pytest.raises(ValueError, match="runtime.type='docker'"):
         asyncio.run(harness.setup(DockerRuntime(vf.DockerConfig())))
+
+
+
+def test_chat_server_answers_plain_and_streamed_requests_and_refuses_bad_ones():
+    import httpx
+
+    with ChatServer(lambda m: f"{len(m)} messages") as server:
+        url = server.base_url + "/chat/completions"
+        plain = httpx.post(url, json={"model": "x", "messages": [{"role": "user", "content": "hi"}]}).json()
+        assert plain["choices"][0]["message"] == {"role": "assistant", "content": "1 messages"}
+        streamed = httpx.post(url, json={"model": "x", "stream": True, "messages": []}).text.split("\n\n")
+        assert json.loads(streamed[0][6:])["choices"][0]["delta"]["content"] == "0 messages"
+        assert streamed[-2] == "data: [DONE]"
+        bad = httpx.post(url, json={"model": "x"})
+        assert bad.status_code == 400 and "messages" in bad.json()["error"]
+        assert httpx.post(server.base_url + "/embeddings", json={}).status_code == 404
+        assert len(server.requests) == 2
