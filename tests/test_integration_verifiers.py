@@ -158,7 +158,8 @@ def test_eval_garbage_policy_scores_minus_one_in_both_envs(scripted, tmp_path):
     env = gym.make(sqlenv.AGENT_ENV_ID, max_turns=2).unwrapped
     env.reset(options={"index": 0})
     observation, _, _, _, info = env.step("I don't know")
-    feedback = latest_turn(observation["transcript"], info["turn"], 2)
+    feedback = latest_turn(info)
+    assert feedback == observation["transcript"]  # the first move's entry is the whole transcript
     assert agent[0].nodes[3].message.content == feedback and feedback.startswith("Turn 1/2 ")
     assert len(model.requests) == 2 + 2
 

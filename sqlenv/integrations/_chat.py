@@ -7,8 +7,6 @@ its stack.
 
 from __future__ import annotations
 
-import re
-
 from sqlenv.integrations.trl import SYSTEM_PROMPT, default_messages
 
 __all__ = ["AGENT_SYSTEM_PROMPT", "SYSTEM_PROMPT", "agent_messages", "latest_turn", "messages_for"]
@@ -32,8 +30,7 @@ def messages_for(observation: dict[str, str], max_turns: int | None) -> list[dic
     return default_messages(observation, SYSTEM_PROMPT) if max_turns is None else agent_messages(observation, max_turns)
 
 
-def latest_turn(transcript: str, turn: int, max_turns: int) -> str:
-    """The newest entry of an agent env's transcript: the move ``turn`` and its result."""
-    head = f"Turn {turn}/{max_turns} "
-    starts = [m.start() + 2 for m in re.finditer(re.escape("\n\n" + head), transcript)]
-    return transcript[starts[-1]:] if starts else transcript
+def latest_turn(info: dict) -> str:
+    """The newest entry of an agent env's transcript, from that step's ``info``: the move (``Turn t/N``
+    echoing it) and its result; whole even when the transcript is cut to ``transcript_chars``."""
+    return info["result"]

@@ -124,7 +124,7 @@ class SQLAgentSkyRLEnv(SQLSkyRLEnv):
         return self.env.step(action)
 
     def _feedback(self, observation: dict, info: dict) -> str:
-        return latest_turn(observation["transcript"], info["turn"], self.max_turns)
+        return latest_turn(info)
 
 
 def register() -> None:

@@ -231,8 +231,7 @@ class SQLAgentEnv(vf.Env[SQLAgentEnvConfig]):
                     observation, _, terminated, truncated, info = env.step(segment.last_reply)
                     if terminated or truncated:
                         break
-                    segment = await interaction.turn(latest_turn(observation["transcript"], info["turn"],
-                                                                 env.max_turns))
+                    segment = await interaction.turn(latest_turn(info))
         finally:
             env.close()
 
@@ -278,7 +277,7 @@ async def _play(taskset: SQLTaskset, policy, limit: int | None) -> list[dict[str
                 if await task.episode_over(trace):
                     break
                 observation, _, _, _, info = env.step(reply)
-                feedback = latest_turn(observation["transcript"], info["turn"], env.max_turns)
+                feedback = latest_turn(info)
                 messages.append({"role": "user", "content": feedback})
                 add(vf.UserMessage(content=feedback))
         finally:
