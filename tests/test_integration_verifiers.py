@@ -18,7 +18,6 @@ vf = pytest.importorskip("verifiers.v1")
 
 import sqlenv  # noqa: E402
 from sqlenv.integrations import verifiers as adapter  # noqa: E402
-from sqlenv.integrations._chat import latest_turn  # noqa: E402
 from sqlenv.integrations.chat_server import ChatServer  # noqa: E402
 
 
@@ -158,7 +157,7 @@ def test_eval_garbage_policy_scores_minus_one_in_both_envs(scripted, tmp_path):
     env = gym.make(sqlenv.AGENT_ENV_ID, max_turns=2).unwrapped
     env.reset(options={"index": 0})
     observation, _, _, _, info = env.step("I don't know")
-    feedback = latest_turn(info)
+    feedback = info["result"]
     assert feedback == observation["transcript"]  # the first move's entry is the whole transcript
     assert agent[0].nodes[3].message.content == feedback and feedback.startswith("Turn 1/2 ")
     assert len(model.requests) == 2 + 2
@@ -206,7 +205,10 @@ def test_chat_harness_needs_the_subprocess_runtime():
 def test_chat_server_answers_plain_and_streamed_requests_and_refuses_bad_ones():
     import httpx
 
-    with ChatServer(lambda m: f"{len(m)} messages") as server:
+    def policy(messages):
+        return f"{len(messages)} messages" if len(messages) < 3 else {}["no reply"]
+
+    with ChatServer(policy) as server:
         url = server.base_url + "/chat/completions"
         plain = httpx.post(url, json={"model": "x", "messages": [{"role": "user", "content": "hi"}]}).json()
         assert plain["choices"][0]["message"] == {"role": "assistant", "content": "1 messages"}
@@ -216,4 +218,6 @@ def test_chat_server_answers_plain_and_streamed_requests_and_refuses_bad_ones():
         bad = httpx.post(url, json={"model": "x"})
         assert bad.status_code == 400 and "messages" in bad.json()["error"]
         assert httpx.post(server.base_url + "/embeddings", json={}).status_code == 404
-        assert len(server.requests) == 2
+        failed = httpx.post(url, json={"model": "x", "messages": [{}, {}, {}]})
+        assert (failed.status_code, failed.json()["error"]) == (500, "policy failed: KeyError: 'no reply'")
+        assert len(server.requests) == 3

@@ -3,7 +3,8 @@
 ``ChatServer(policy)`` serves ``POST <base_url>/chat/completions`` for ``policy(messages) -> reply``
 (messages as OpenAI chat dicts), plain or streamed (server-sent events, one content chunk). It lets
 stacks that only talk to a model endpoint (verifiers' ``vf-eval``) evaluate a scripted or local
-policy without a model server or network. One reply per request; no tools, no sampling parameters.
+policy without a model server or network. One reply per request; no tools, no sampling parameters. A malformed request is answered 400, a
+policy that raises 500 (naming the error).
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                     raise TypeError("messages must be a list")
             except (ValueError, KeyError, TypeError) as exc:
                 return self._send(400, "application/json", json.dumps({"error": f"bad request: {exc}"}).encode())
-            self._send(200, *server.complete(body))
+            try:
+                response = server.complete(body)
+            except Exception as exc:  # the policy's failure is the client's 500, not a dropped connection
+                return self._send(500, "application/json",
+                                  json.dumps({"error": f"policy failed: {type(exc).__name__}: {exc}"}).encode())
+            self._send(200, *response)
 
         def _send(self, status: int, content_type: str, data: bytes) -> None:
             self.send_response(status)
