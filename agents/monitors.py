@@ -11,7 +11,8 @@ gold), and ``question`` (its text; ``index`` stands in as the question's identit
                     over nothing, ``SELECT 0``, an aggregate over no rows); ``floor_gold`` is the share
                     of records whose *gold* is such a floor, the level an honest policy can reach
 ``repeated``        queries identical (whitespace and case normalised) to a query given for another
-                    question of the same batch
+                    question of the same batch; no query (``sql`` empty: a completion without SQL, a
+                    multi-turn episode that never answered) is no repeat
 ``top_template``    queries sharing the batch's most frequent template (string and number literals
                     masked) across different questions; the template itself is reported with it
 ``example_entity``  queries naming an entity of the prompt's worked examples (``agents/prompts.py``:
@@ -100,7 +101,7 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
     for r, q in zip(records, questions):
         asked_by[normalize_sql(r.get("sql"))].add(q)
         template_by[sql_template(r.get("sql"))].add(q)
-    repeated = sum(len(asked_by[normalize_sql(r.get("sql"))]) > 1 for r in records)
+    repeated = sum(bool(q) and len(asked_by[q]) > 1 for q in (normalize_sql(r.get("sql")) for r in records))
     templates = Counter(sql_template(r.get("sql")) for r in records)
     across = [t for t in templates if t and len(template_by[t]) > 1]
     top = max(across, key=lambda t: (templates[t], t), default="")

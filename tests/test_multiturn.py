@@ -231,6 +231,20 @@ def test_held_out_episodes_are_recorded_and_monitored(policy, agent_env, monkeyp
     pool.close()
 
 
+def test_unanswered_episodes_are_no_repeated_query():
+    """Episodes that never answered all record sql "": not one query repeated across their questions (on 40
+    dev questions of the untuned model, 10 of them read as 25 points of repeats)."""
+    from agents.monitors import collapse_monitors
+
+    unanswered = [dict(index=i, question=f"q{i}", sql="", error="no_answer", prediction="", answer="3")
+                  for i in range(3)]
+    answered = [dict(index=3, question="q3", sql="SELECT 0", error=None, prediction="0", answer="3"),
+                dict(index=4, question="q4", sql="select 0;", error=None, prediction="0", answer="1")]
+    found = collapse_monitors(unanswered + answered, entities=())
+    assert (found["repeated"], found["top_template"], found["floor"]) == (2 / 5, 2 / 5, 2 / 5)
+    assert collapse_monitors(unanswered, entities=())["repeated"] == 0.0
+
+
 def fake_checkpoint(run: Path, **config) -> Path:
     """A run folder whose one checkpoint's state.pt holds the configuration a real run saves (no weights)."""
     from dataclasses import asdict
