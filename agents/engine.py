@@ -10,7 +10,9 @@ What it does that Hugging Face's ``generate`` path does not:
   are read once per group per step instead of once per sample, and never copied G times.
 - **Preallocated buffers.** The generated-token cache is allocated for ``max_new_tokens`` up front
   and written in place; nothing grows by concatenation.
-- **Finished groups leave.** A prompt whose G samples have all stopped drops out of the batch.
+- **Finished samples leave.** A prompt whose G samples have all stopped drops out of the batch, and
+  within a prompt the finished samples drop out down to the width of the prompt with the most live
+  samples (the others are padded with discarded filler copies), so a step computes live rows.
 
 - **Few, large matrix products.** At the start of each call the LoRA adapter is folded into the
   projections it targets (``W + B A scaling``, PEFT's own ``get_delta_weight``; skipped under
@@ -355,6 +357,10 @@ class RolloutEngine:
         logps = [[[] for _ in range(rows)] for _ in range(total_groups)]
         done = [[False] * rows for _ in range(total_groups)]
         active = list(range(total_groups))  # prompt of each batch group
+        # slots[gi][s]: the sample (row of its prompt) that batch slot s of group gi decodes; None = a
+        # filler slot kept only so every group has the same width (its tokens are discarded)
+        slots: list[list[int | None]] = [list(range(rows)) for _ in range(total_groups)]
+        width = rows
         next_pos = torch.tensor([len(p) for p in prompts], device=self.device)
         logits = logits.repeat_interleave(rows, dim=0)  # [B*G, V]
         for step in range(max_new_tokens):
@@ -363,39 +369,52 @@ class RolloutEngine:
             chosen_logp = logp_all.gather(-1, chosen[:, None])[:, 0].tolist()
             is_eos = torch.isin(chosen, eos).tolist()
             chosen_list = chosen.tolist()
-            keep = []
+            alive: list[list[int]] = []  # per group: the slots still decoding
             for gi, prompt in enumerate(active):
-                alive = False
-                for r in range(rows):
-                    if done[prompt][r]:
+                alive.append([])
+                for slot, r in enumerate(slots[gi]):
+                    if r is None or done[prompt][r]:
                         continue
-                    i = gi * rows + r
+                    i = gi * width + slot
                     tokens[prompt][r].append(chosen_list[i])
                     logps[prompt][r].append(chosen_logp[i])
                     if is_eos[i] or (stop is not None and stop(tokens[prompt][r])):
                         done[prompt][r] = True
                     else:
-                        alive = True
-                if alive:
-                    keep.append(gi)
+                        alive[gi].append(slot)
+            keep = [gi for gi in range(len(active)) if alive[gi]]
             if not keep or step == max_new_tokens - 1:
                 break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=self.device)
-                levels.keep(index)
-                row_index = (index[:, None] * rows + torch.arange(rows, device=self.device)).reshape(-1)
-                chosen = chosen.index_select(0, row_index)
-                next_pos = next_pos.index_select(0, index)
+            new_width = max(len(alive[gi]) for gi in keep)
+            if len(keep) < len(active) or new_width < width:
+                # finished groups leave; a group's finished samples leave too, down to the widest group
+                chosen = self._compact(levels, chosen, keep, [alive[gi] for gi in keep], width, new_width)
+                slots = [[slots[gi][s] for s in alive[gi]] + [None] * (new_width - len(alive[gi])) for gi in keep]
+                next_pos = next_pos.index_select(0, torch.tensor(keep, device=self.device))
                 active = [active[gi] for gi in keep]
-            positions = next_pos.repeat_interleave(rows)[:, None] + levels.steps
+                width = new_width
+            positions = next_pos.repeat_interleave(width)[:, None] + levels.steps
             groups = len(active)
             hidden = self._run_layers(
                 self._embed(chosen[:, None]), positions,
-                lambda layer, q, k, v: self._attend_decode(levels, layer, q, k, v, groups, rows))
+                lambda layer, q, k, v: self._attend_decode(levels, layer, q, k, v, groups, width))
             levels.steps += 1
             logits = self._logits(hidden[:, -1])
         return [[(torch.tensor(tokens[p][r], dtype=torch.long), torch.tensor(logps[p][r], dtype=torch.float32))
                  for r in range(rows)] for p in range(total_groups)]
+
+    def _compact(self, levels: _Levels, chosen: torch.Tensor, keep: list[int], alive: list[list[int]],
+                 width: int, new_width: int) -> torch.Tensor:
+        """Keep groups ``keep`` and, in each, its ``alive`` slots (padded with copies of its first live
+        slot to ``new_width``); returns the kept slots' last tokens. The generated-token cache is
+        gathered once here, so later steps compute only live samples (and the fillers)."""
+        groups = torch.tensor(keep, device=self.device)
+        select = torch.tensor([a + [a[0]] * (new_width - len(a)) for a in alive], device=self.device)
+        levels.keep(groups)  # per-prompt levels; gen_k/gen_v now [kept, width, ...]
+        local = torch.arange(len(keep), device=self.device)[:, None]
+        levels.gen_k = [t[local, select] for t in levels.gen_k]
+        levels.gen_v = [t[local, select] for t in levels.gen_v]
+        return chosen.view(-1, width)[groups[:, None], select].reshape(-1)
 
     def _prefill(self, prompts: list[torch.Tensor], common: int, rows: int, max_new_tokens: int):
         common_k, common_v = [], []

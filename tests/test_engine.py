@@ -103,6 +103,31 @@ def test_sampled_logprobs_equal_the_training_forward(pair):
     assert len({tuple(r.completion_ids.tolist()) for r in rollouts}) > 3  # really sampled
 
 
+def test_finished_samples_leave_their_group_and_the_rest_stay_exact(pair, monkeypatch):
+    """Samples of one prompt stopping at different steps: the finished ones leave the batch (the group
+    narrows), and every remaining sample's log-probs still equal the training forward's, so no sample
+    continued from another's cache."""
+    prompts = [pair.encode(p) for p in prompts_of(pair)[:3]]
+    engine = RolloutEngine(pair.model, [], pair.tokenizer.pad_token_id)
+    widths = []
+    compact = engine._compact
+    monkeypatch.setattr(engine, "_compact", lambda levels, chosen, keep, alive, width, new_width: (
+        widths.append((width, new_width)), compact(levels, chosen, keep, alive, width, new_width))[1])
+    generator = torch.Generator().manual_seed(3)
+    stop = lambda tokens: tokens[-1] % 4 == 0  # noqa: E731  (about a quarter of the tokens end a sample)
+    groups = engine.sample(prompts, 6, max_new_tokens=12, stop=stop,
+                           choose=lambda logits: sample_tokens(logits, 1.0, 1.0, generator))
+    assert any(new < old for old, new in widths)  # a group narrowed, not only whole groups leaving
+    assert any(len({len(ids) for ids, _ in group}) > 2 for group in groups)
+    rollout_prompts = [p for p, group in zip(prompts, groups) for _ in group]
+    completions = [ids for group in groups for ids, _ in group]
+    logprobs, _ = pair.sequence_logprobs(rollout_prompts, completions)
+    for row, (ids, sampled) in enumerate([sample for group in groups for sample in group]):
+        torch.testing.assert_close(logprobs[row, :len(ids)].detach(), sampled, atol=1e-5, rtol=0)
+        first_end = next((i for i, t in enumerate(ids.tolist()) if t % 4 == 0), None)
+        assert first_end == len(ids) - 1 or (first_end is None and len(ids) == 12)  # stopped at its own end
+
+
 def test_a_lora_update_is_used_by_the_next_rollout(pair):
     prompts = prompts_of(pair)[:4]
     before = [r.completion_ids.tolist() for r in generate(pair, "engine", prompts, 1, greedy=True)]
