@@ -7,7 +7,7 @@
 
 What sqlenv provides: the prompts (``to_trl_dataset``: schema, sample rows, question as chat
 messages) and the reward (``SQLReward``: extract the SQL, execute it read-only with a time budget,
-compare with the cached gold result, binary/partial/paper preset). Everything else (sampling,
+compare with the cached gold result, binary/partial/paper/arctic preset). Everything else (sampling,
 advantages, the clipped loss, LoRA through ``peft_config``) is TRL's. ``--model tiny-random`` is a
 randomly initialised two-layer Llama with SmolLM2's tokenizer, for smoke tests; the named models
 load offline through ``agents.models`` (any local folder or hub id works too). The tiny defaults
@@ -38,7 +38,7 @@ class Args:
     model: str = "smollm2-135m"
     """agents.models name (smollm2-135m, qwen2.5-coder-0.5b), a local folder, or 'tiny-random'."""
     reward: str = "binary"
-    """Reward preset: binary, partial or paper."""
+    """Reward preset: binary, partial, paper or arctic."""
     lora_r: int = 16
     """LoRA rank (0: train every weight)."""
     max_steps: int = 2
