@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from openenv.core.client_types import StepResult
+from websockets.exceptions import ConnectionClosed
 from openenv.core.env_client import EnvClient
 
 from sqlenv.integrations.openenv.models import SQLAction, SQLObservation, SQLState
@@ -19,6 +20,23 @@ class SQLEnvClient(EnvClient[SQLAction, SQLObservation, SQLState]):
     (a step after the episode ended, a full server, a malformed request) raises ``RuntimeError``
     with the server's message and code.
     """
+
+    async def _send_and_receive(self, message: dict[str, Any]) -> dict[str, Any]:
+        """OpenEnv's exchange, plus the server's last word when it closed first: a full server sends its
+        CAPACITY_REACHED error and closes at once, and a send racing that close would otherwise surface
+        as a bare "connection closed" instead of the server's error."""
+        try:
+            return await super()._send_and_receive(message)
+        except ConnectionClosed as closed:
+            try:
+                pending = await self._receive()  # a message the server sent before closing, if any
+            except Exception:
+                pending = None
+            data = pending.get("data", {}) if isinstance(pending, dict) and pending.get("type") == "error" else {}
+            if data:
+                raise RuntimeError(f"Server error: {data.get('message', 'Unknown error')} "
+                                   f"(code: {data.get('code', 'UNKNOWN')})") from closed
+            raise RuntimeError(f"the server closed the connection ({closed})") from closed
 
     def _step_payload(self, action: SQLAction) -> dict[str, Any]:
         return action.model_dump(exclude={"metadata"})
