@@ -262,25 +262,25 @@ def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int 
                             err=f"{_pct(sum(r['error'] is not None for r in done), len(done)):.1f}")
     if bar is not None:
         bar.close()
+    return {"config": run_config(policy, base, records, started, limit=limit, samples=samples, seed=seed),
+            "metrics": compute_metrics(records, samples), "records": records}
+
+
+def run_config(policy, base, records: Sequence[dict], started: float, **settings) -> dict[str, Any]:
+    """The ``config`` block of a result: what was evaluated on what, ``settings``, and the time taken."""
     elapsed = time.perf_counter() - started
     dataset = base.dataset
     return {
-        "config": {
-            "policy": getattr(policy, "name", type(policy).__name__),
-            "policy_repr": repr(policy),
-            "dataset": getattr(dataset, "name", ""),
-            "split": getattr(dataset, "split", ""),
-            "schema": getattr(base, "schema_variant", getattr(dataset, "schema", "")),
-            "reward": getattr(base, "reward_preset", ""),
-            "num_questions_in_split": len(dataset),
-            "limit": limit,
-            "samples": samples,
-            "seed": seed,
-            "elapsed_s": round(elapsed, 2),
-            "seconds_per_question": round(elapsed / len(records), 4) if records else None,
-        },
-        "metrics": compute_metrics(records, samples),
-        "records": records,
+        "policy": getattr(policy, "name", type(policy).__name__),
+        "policy_repr": repr(policy),
+        "dataset": getattr(dataset, "name", ""),
+        "split": getattr(dataset, "split", ""),
+        "schema": getattr(base, "schema_variant", getattr(dataset, "schema", "")),
+        "reward": getattr(base, "reward_preset", ""),
+        "num_questions_in_split": len(dataset),
+        **settings,
+        "elapsed_s": round(elapsed, 2),
+        "seconds_per_question": round(elapsed / len(records), 4) if records else None,
     }
 
 
@@ -366,29 +366,11 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
             pool.close()
         if bar is not None:
             bar.close()
-    elapsed = time.perf_counter() - started
-    dataset = base.dataset
     metrics = compute_metrics(records)
     metrics["multi_turn"] = turn_metrics(records, base.max_turns)
-    return {
-        "config": {
-            "policy": getattr(policy, "name", type(policy).__name__),
-            "policy_repr": repr(policy),
-            "dataset": getattr(dataset, "name", ""),
-            "split": getattr(dataset, "split", ""),
-            "schema": getattr(base, "schema_variant", getattr(dataset, "schema", "")),
-            "reward": getattr(base, "reward_preset", ""),
-            "num_questions_in_split": len(dataset),
-            "limit": limit,
-            "samples": 1,
-            "seed": seed,
-            "max_turns": base.max_turns,
-            "elapsed_s": round(elapsed, 2),
-            "seconds_per_question": round(elapsed / len(records), 4) if records else None,
-        },
-        "metrics": metrics,
-        "records": records,
-    }
+    return {"config": run_config(policy, base, records, started, limit=limit, samples=1, seed=seed,
+                                 max_turns=base.max_turns),
+            "metrics": metrics, "records": records}
 
 
 # ---------------------------------------------------------------------------------------- report

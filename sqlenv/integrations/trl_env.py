@@ -33,7 +33,6 @@ and turns tool calls into env steps. Tool calls never raise: bad SQL comes back 
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any, Sequence
 
@@ -193,7 +192,7 @@ class TextToSQLAgentTools(_SQLTools):
             return problem
         self.sql_calls += 1
         observation, _, truncated, info = self._step(f"<sql>{query}</sql>")
-        text = _newest_entry(observation["transcript"], info["turn"], self.env.unwrapped.max_turns)
+        text = info["result"]  # the transcript entry this move appended
         if truncated:
             text += "\nNo turns left: the episode ended without an answer."
         return text
@@ -210,13 +209,8 @@ class TextToSQLAgentTools(_SQLTools):
         problem = self._check(query)
         if problem is not None:
             return problem
-        observation, _, _, info = self._step(f"<answer>{query}</answer>")
-        return _newest_entry(observation["transcript"], info["turn"], self.env.unwrapped.max_turns)
-
-
-def _newest_entry(transcript: str, turn: int, max_turns: int) -> str:
-    """The transcript entry of move ``turn``: the env's own text for it (moves are joined by blank lines)."""
-    return re.split(rf"\n\n(?=Turn {turn}/{max_turns} )", transcript)[-1]
+        _, _, _, info = self._step(f"<answer>{query}</answer>")
+        return info["result"]
 
 
 # ---------------------------------------------------------------------- the factory TRL calls
