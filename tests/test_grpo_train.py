@@ -475,7 +475,7 @@ def test_resume_names_every_difference_and_its_flag(tmp_path):
         preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0))
     message = str(error.value)
     assert "schema: the run used 'tables', this command 'flat'; pass --schema tables" in message
-    assert "reward: the run used 'partial', this command 'binary'; pass --reward partial" in message
+    assert "reward: the run used 'partial', this command 'arctic'; pass --reward partial" in message
     assert "split: the run used 'dev', this command 'train'; pass --split dev" in message
     assert "model" not in message.split("would not continue")[1]  # the same model is not listed
     plan = preflight.plan_run(make_config(dataset="generated", resume=str(run), schema="tables", reward="partial",
