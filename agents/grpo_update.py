@@ -125,28 +125,15 @@ def reference_weights(policy, cfg: Config):
     return [p.detach().clone() for p in policy.trainable_parameters() if p.requires_grad]
 
 
-class update_precision:
-    """Autocast for the update's forward passes in ``cfg.update_dtype`` (re-enterable; a no-op when unset)."""
+def update_precision(policy, cfg: Config):
+    """Autocast in ``cfg.update_dtype`` on the policy's device for one of the update's forwards; a no-op
+    context when unset. The backward runs outside it, each op in its forward's dtype."""
+    dtype = getattr(cfg, "update_dtype", None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    import torch
 
-    def __init__(self, policy, cfg: Config):
-        self.dtype = getattr(cfg, "update_dtype", None)
-        self.device_type = policy.device.type if self.dtype else None
-        self._contexts: list = []
-
-    def __enter__(self):
-        if self.dtype is None:
-            return self
-        import torch
-
-        context = torch.autocast(device_type=self.device_type, dtype=getattr(torch, self.dtype))
-        self._contexts.append(context)
-        context.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.dtype is not None:
-            self._contexts.pop().__exit__(*exc)
-        return False
+    return torch.autocast(device_type=policy.device.type, dtype=getattr(torch, dtype))
 
 
 UPDATE_METRICS = ("clip_frac", "clip_low", "clip_high", "ratio_mean")  # from grpo.grpo_loss (+ "kl")
@@ -180,14 +167,13 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
     # Rollouts sampled in another precision (rollout_dtype) need the old log-probs of the training forward:
     # with one pass they are that pass's own values (same weights, so no extra forward), else a no-grad pass.
     corrected = cfg.rollout_dtype is not None or getattr(cfg, "update_dtype", None) is not None
-    precision = update_precision(policy, cfg)
     if cfg.num_iterations == 1:
         old = None if corrected else [r.logprobs for r in rollouts]
     else:
-        with precision:
+        with update_precision(policy, cfg):
             old = _logprobs_no_grad(policy, rollouts, chunks)
     mismatch = [0.0, 0.0]  # sum of |log pi_old - log pi_rollout| over sampled tokens, and their count
-    with precision:
+    with update_precision(policy, cfg):
         ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
                if cfg.beta > 0 else None)
     advantages = _tensor(advantages)
@@ -200,7 +186,7 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
         finite = True
         loss_sum = 0.0
         for chunk in chunks:
-            with precision:  # the backward runs outside autocast, in each op's forward dtype
+            with update_precision(policy, cfg):
                 logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
                                                       [rollouts[i].completion_ids for i in chunk])
             logp = logp.float()
