@@ -17,7 +17,7 @@ from agents.cli import ConfigError, bad, dataclass_parser
 from sqlenv.rewards import REWARD_PRESETS
 
 SCHEMAS = ("tables", "flat")
-REWARDS = REWARD_PRESETS  # sqlenv.rewards: "binary", "paper", "partial", "arctic"
+REWARDS = REWARD_PRESETS  # sqlenv.rewards: "binary", "paper", "partial", "arctic", "arctic-nofloor"
 PRESET_NAMES = ("cpu", "gpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -79,7 +79,8 @@ class Config:
     reward: str = "arctic"
     """Reward preset of the env: "arctic" (0 error / 0.1 wrong / 1 right: correctness-dominated; pair it with
     scale_rewards "batch" or "none", or with drop_unsolved_groups, since "group" scaling turns a group's
-    0-vs-0.1 into -1-vs-+1), "binary" (-1 error / 0 wrong / 1 right), "partial" or "paper". Default arctic:
+    0-vs-0.1 into -1-vs-+1), "arctic-nofloor" (arctic, but a wrong 0/empty/NULL answer earns 0: against
+    the drift to queries that find nothing), "binary" (-1 error / 0 wrong / 1 right), "partial" or "paper". Default arctic:
     with batch scaling it gained +6.0 (CPU) and +5.0 (GPU) points over the warm start on the full dev split
     where binary with group scaling gained nothing (docs/results.md)."""
     sample_rows: int = 3

@@ -30,10 +30,9 @@ from collections import Counter, defaultdict
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
-MONITORS = ("floor", "floor_gold", "repeated", "top_template", "example_entity", "list_for_one")
+from sqlenv.matching import is_floor_answer
 
-#: Answers that a degenerate query returns whatever the question: a zero count, no rows, NULL.
-FLOOR_ANSWERS = frozenset({"0", "", "none"})
+MONITORS = ("floor", "floor_gold", "repeated", "top_template", "example_entity", "list_for_one")
 
 # The worked examples name their athlete in the athlete column (flat schema) or Athlete.name (tables).
 _ATHLETE_LITERAL = re.compile(r"\b(?:athlete|a\.name)\s*=\s*'((?:[^']|'')+)'", re.IGNORECASE)
@@ -65,10 +64,6 @@ def answer_items(answer: Any) -> list[str]:
     """The comma-separated items of an answer string (as the dataset's EMS splits them); [] when empty."""
     text = str(answer if answer is not None else "").strip()
     return [part.strip() for part in text.split(",")] if text else []
-
-
-def is_floor(answer: Any) -> bool:
-    return str(answer if answer is not None else "").strip().casefold() in FLOOR_ANSWERS
 
 
 def _question_key(record: dict, position: int):
@@ -106,8 +101,8 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
     across = [t for t in templates if t and len(template_by[t]) > 1]
     top = max(across, key=lambda t: (templates[t], t), default="")
 
-    floor = sum(ok and is_floor(r.get("prediction")) for ok, r in zip(executed, records))
-    floor_gold = sum(is_floor(r.get("answer")) for r in records)
+    floor = sum(ok and is_floor_answer(r.get("prediction")) for ok, r in zip(executed, records))
+    floor_gold = sum(is_floor_answer(r.get("answer")) for r in records)
     entity = sum(_names_example_entity(r, entities) for r in records)
     list_for_one = sum(ok and len(answer_items(r.get("prediction"))) > 1 and len(answer_items(r.get("answer"))) == 1
                        for ok, r in zip(executed, records))

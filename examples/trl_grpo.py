@@ -38,7 +38,7 @@ class Args:
     model: str = "smollm2-135m"
     """agents.models name (smollm2-135m, qwen2.5-coder-0.5b), a local folder, or 'tiny-random'."""
     reward: str = "binary"
-    """Reward preset: binary, partial, paper or arctic."""
+    """Reward preset: binary, partial, paper, arctic or arctic-nofloor."""
     lora_r: int = 16
     """LoRA rank (0: train every weight)."""
     max_steps: int = 2

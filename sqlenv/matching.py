@@ -84,7 +84,10 @@ from decimal import Decimal, InvalidOperation
 from itertools import chain
 from typing import Any, Iterable, Sequence
 
-__all__ = ["MatchResult", "ems", "f1", "match_answer", "normalize_item", "rems", "result_to_answer"]
+__all__ = [
+    "FLOOR_ANSWERS", "MatchResult", "ems", "f1", "is_floor_answer", "match_answer", "normalize_item", "rems",
+    "result_to_answer",
+]
 
 _MEDALS = {"medalgold": "gold", "medalsilver": "silver", "medalbronze": "bronze"}
 _MEDAL_DISPLAY = {"MedalGold": "Gold", "MedalSilver": "Silver", "MedalBronze": "Bronze"}
@@ -145,6 +148,20 @@ def _render_value(value: Any) -> str:
         return _format_number(value)
     text = str(value).strip()
     return _MEDAL_DISPLAY.get(text, text)
+
+
+#: Rendered answers that are a constant floor: a count over nothing (``0``), no rows (``""``) or an
+#: aggregate over no rows (``None``). A query whose filter matches nothing lands here whatever it asked.
+FLOOR_ANSWERS = frozenset({"0", "", "none"})
+
+
+def is_floor_answer(answer: Any) -> bool:
+    """Whether a rendered answer (or gold answer string) is a constant floor: ``0``, empty or ``None``.
+
+    >>> is_floor_answer("0"), is_floor_answer(" None "), is_floor_answer(""), is_floor_answer("2")
+    (True, True, True, False)
+    """
+    return str(answer if answer is not None else "").strip().casefold() in FLOOR_ANSWERS
 
 
 def result_to_answer(rows: Iterable[Sequence[Any]]) -> str:

@@ -1,13 +1,14 @@
 """Reward presets: one scalar per query, built from a :class:`~sqlenv.matching.MatchResult`.
 
-==========  ===============  ==================================  ===================================
-preset      execution error  executed, wrong                     correct
-==========  ===============  ==================================  ===================================
-``binary``  -1               0                                   +1                 (the default)
-``partial`` -1               F1 of the answer items, <= 0.99     +1
-``paper``   -100             +1 + 100 x REMS                     +1 + 100 x REMS, +1000 when EMS = 1
-``arctic``  0                0.1                                 1
-==========  ===============  ==================================  ===================================
+==================  ===============  ===================================  ===================================
+preset              execution error  executed, wrong                      correct
+==================  ===============  ===================================  ===================================
+``binary``          -1               0                                    +1                 (the default)
+``partial``         -1               F1 of the answer items, <= 0.99      +1
+``paper``           -100             +1 + 100 x REMS                      +1 + 100 x REMS, +1000 when EMS = 1
+``arctic``          0                0.1                                  1
+``arctic-nofloor``  0                0.1, but 0 for ``0``/empty/``None``   1
+==================  ===============  ===================================  ===================================
 
 ``binary`` and ``partial`` judge correctness with the normalised matcher (``match.correct``);
 ``partial`` adds precision-aware partial credit, so returning every row scores low. A rejected
@@ -35,19 +36,27 @@ Under ``scale_rewards="group"`` each group is divided by its own std, which undo
 a group with no right sample (0 vs 0.1 becomes -1 vs +1): pair it with ``batch``/``none`` scaling or
 with the trainer's ``--drop-unsolved-groups`` (docs/training.md).
 
+``arctic-nofloor`` is ``arctic`` without the tenth for a *floor* answer: a query that executes but
+returns ``0``, no rows or ``NULL`` (:func:`sqlenv.matching.is_floor_answer`) and is wrong earns 0, what a
+failing query earns; a floor answer that is right (the gold is ``0``) still earns 1. Why: under
+``arctic`` GRPO drifted toward floor answers (25.5 % of full-dev answers after 20 CPU steps, 7.8 % of
+golds are floors, docs/results.md): a query whose filter matches nothing always executes, so it collects
+the execution tenth whatever it asked. Here executing only pays when the query found something.
+
 ``reward(preset, result, match)`` duck-types ``result``: anything with an ``.error`` attribute
-that is ``None`` when the query executed (an :class:`sqlenv.executor.ExecutionResult`).
+that is ``None`` when the query executed (an :class:`sqlenv.executor.ExecutionResult`); ``arctic-nofloor``
+also reads its ``.rows``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlenv.matching import MatchResult
+from sqlenv.matching import MatchResult, is_floor_answer, result_to_answer
 
 __all__ = ["ARCTIC_EXECUTES", "PARTIAL_WRONG_MAX", "REWARD_PRESETS", "reward", "reward_range"]
 
-REWARD_PRESETS = ("binary", "paper", "partial", "arctic")
+REWARD_PRESETS = ("binary", "paper", "partial", "arctic", "arctic-nofloor")
 
 #: The most a wrong answer earns under ``partial`` (a correct one earns 1.0).
 PARTIAL_WRONG_MAX = 0.99
@@ -55,8 +64,9 @@ PARTIAL_WRONG_MAX = 0.99
 #: What a query that executes but answers wrong earns under ``arctic`` (a right one earns 1.0).
 ARCTIC_EXECUTES = 0.1
 
-_ERROR = {"binary": -1.0, "paper": -100.0, "partial": -1.0, "arctic": 0.0}
-_RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.0), "arctic": (0.0, 1.0)}
+_ERROR = {"binary": -1.0, "paper": -100.0, "partial": -1.0, "arctic": 0.0, "arctic-nofloor": 0.0}
+_RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.0), "arctic": (0.0, 1.0),
+          "arctic-nofloor": (0.0, 1.0)}
 
 
 def _check(preset: str) -> None:
@@ -91,6 +101,13 @@ def reward(preset: str, result: Any, match: MatchResult | None) -> float:
         return 1.0 if match.correct else min(float(match.f1), PARTIAL_WRONG_MAX)
     if preset == "arctic":
         return 1.0 if match.correct else ARCTIC_EXECUTES
+    if preset == "arctic-nofloor":
+        if match.correct:
+            return 1.0
+        rows = getattr(result, "rows", None)
+        if rows is None:
+            raise ValueError("reward 'arctic-nofloor' needs the executed query's rows (result.rows)")
+        return 0.0 if is_floor_answer(result_to_answer(rows)) else ARCTIC_EXECUTES
     # paper
     return 1.0 + 100.0 * float(match.relaxed) + (1000.0 if match.exact >= 1.0 else 0.0)
 

@@ -1,4 +1,4 @@
-"""sqlenv.rewards: the four presets, their ranges and the error for an unknown preset."""
+"""sqlenv.rewards: the five presets, their ranges and the error for an unknown preset."""
 
 from dataclasses import dataclass
 
@@ -11,9 +11,10 @@ from sqlenv.rewards import ARCTIC_EXECUTES, PARTIAL_WRONG_MAX, REWARD_PRESETS, r
 
 @dataclass(frozen=True)
 class Result:
-    """Stands in for executor.ExecutionResult: rewards only read ``.error``."""
+    """Stands in for executor.ExecutionResult: rewards read ``.error`` (and ``.rows`` for arctic-nofloor)."""
 
     error: str | None = None
+    rows: tuple = (("Cairo",),)
 
 
 OK, FAILED = Result(), Result(error="syntax")
@@ -23,7 +24,7 @@ PARTLY = MatchResult(correct=False, exact=0.0, relaxed=0.67, f1=0.8)
 
 
 def test_presets():
-    assert REWARD_PRESETS == ("binary", "paper", "partial", "arctic")
+    assert REWARD_PRESETS == ("binary", "paper", "partial", "arctic", "arctic-nofloor")
 
 
 def test_arctic_is_one_right_a_tenth_executes_zero_fails():
@@ -52,6 +53,45 @@ def test_arctic_through_the_env():
     scored = env.score_group([env.example(index).gold_sql, "SELECT 'not the answer'", "SELEC", ""])
     assert [r for r, _ in scored] == [1.0, 0.1, 0.0, 0.0]
     assert env.reward_range == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("rows,rendered", [(((0,),), "0"), ((), ""), (((None,),), "None"), (((0.0,),), "0")])
+def test_arctic_nofloor_pays_nothing_for_a_wrong_floor_answer(rows, rendered):
+    from sqlenv.matching import result_to_answer
+
+    assert result_to_answer(rows) == rendered
+    floor = Result(rows=rows)
+    assert reward("arctic", floor, WRONG) == 0.1  # what the drift collected
+    assert reward("arctic-nofloor", floor, WRONG) == 0.0
+    assert reward("arctic-nofloor", floor, RIGHT) == 1.0  # the gold is itself a floor
+
+
+def test_arctic_nofloor_keeps_the_tenth_for_a_query_that_found_something():
+    for rows in (((2,),), (("Cairo",), ("Doha",)), (("None of them",),)):
+        assert reward("arctic-nofloor", Result(rows=rows), WRONG) == 0.1
+    assert reward("arctic-nofloor", FAILED, None) == 0.0
+    assert reward_range("arctic-nofloor") == (0.0, 1.0)
+
+
+def test_arctic_nofloor_needs_rows():
+    @dataclass(frozen=True)
+    class Bare:
+        error: str | None = None
+
+    with pytest.raises(ValueError, match="result.rows"):
+        reward("arctic-nofloor", Bare(), WRONG)
+
+
+def test_arctic_nofloor_through_the_env():
+    from sqlenv.env import TextToSQLEnv
+
+    env = TextToSQLEnv(split="dev", reward="arctic-nofloor")
+    index = next(i for i in range(len(env.dataset)) if env.example(i).gold_sql and env.example(i).answer != "0")
+    env.reset(options={"index": index})
+    queries = [env.example(index).gold_sql, "SELECT 'not the answer'", "SELECT 0", "SELECT 1 WHERE 0", "SELEC"]
+    scored = env.score_group(queries)
+    assert [r for r, _ in scored] == [1.0, 0.1, 0.0, 0.0, 0.0]
+    assert [i["prediction"] for _, i in scored][1:4] == ["not the answer", "0", ""]
 
 
 def test_binary():

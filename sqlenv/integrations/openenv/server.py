@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="generated", help="sqlenv dataset (generated, temptabqa-c, spider, ...)")
     p.add_argument("--split", default=None)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--reward", default="binary", help="reward preset: binary, partial, paper")
+    p.add_argument("--reward", default="binary", help="reward preset: binary, partial, paper, arctic or arctic-nofloor")
     p.add_argument("--env-kwargs", default="{}", help='more constructor keywords as JSON, e.g. \'{"max_turns": 8}\'')
     return p
 
