@@ -13,7 +13,7 @@ from typing import Sequence
 
 from agents.metrics_log import read_metrics
 
-COLLAPSE = ("floor", "repeated", "top_template", "example_entity", "list_for_one")  # agents/monitors.py
+COLLAPSE = ("floor", "floor_text", "repeated", "top_template", "example_entity", "list_for_one")  # agents/monitors.py
 PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/accuracy"),
          ("train/error_frac", "eval/error_frac"), ("train/frac_zero_std",), ("train/loss",),
          ("train/completion_len",), ("train/kl",), ("train/clip_frac",),

@@ -35,7 +35,7 @@ frac_zero_std, groups_kept, groups_unsolved (share of groups with no right sampl
 skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
 clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only when beta > 0: the
 reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype); eval/* (greedy, held-out);
-train/collapse/* and eval/collapse/* (agents/monitors.py: floor, floor_gold, repeated, top_template, example_entity,
+train/collapse/* and eval/collapse/* (agents/monitors.py: floor, floor_text, floor_gold, repeated, top_template, example_entity,
 list_for_one); paired/* (final evaluation against step 0, agents/eval_records.py: diff, diff_ci_low/high,
 p_mcnemar, a_only, b_only; each evaluation's records in <output_dir>/eval/step_NNNNNN.json); perf/gen_s, score_s, update_s, step_s,
 eval_s, tokens_per_s (sampled completion tokens per second of generation).

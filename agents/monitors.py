@@ -10,6 +10,10 @@ gold), and ``question`` (its text; ``index`` stands in as the question's identit
 ``floor``           executed queries whose answer is a constant floor: ``0``, empty, ``None`` (a count
                     over nothing, ``SELECT 0``, an aggregate over no rows); ``floor_gold`` is the share
                     of records whose *gold* is such a floor, the level an honest policy can reach
+``floor_text``      floor answers where the gold is not a number (a count of nothing answering "which
+                    city", "list the formats"): the part of ``floor`` that no miscount explains. A floor
+                    answer to a count question is mostly a filter whose literal misses the data (a
+                    tournament spelt otherwise): wrong, but an attempt at the question
 ``repeated``        queries identical (whitespace and case normalised) to a query given for another
                     question of the same batch; no query (``sql`` empty: a completion without SQL, a
                     multi-turn episode that never answered) is no repeat
@@ -32,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 from sqlenv.matching import is_floor_answer
 
-MONITORS = ("floor", "floor_gold", "repeated", "top_template", "example_entity", "list_for_one")
+MONITORS = ("floor", "floor_text", "floor_gold", "repeated", "top_template", "example_entity", "list_for_one")
 
 # The worked examples name their athlete in the athlete column (flat schema) or Athlete.name (tables).
 _ATHLETE_LITERAL = re.compile(r"\b(?:athlete|a\.name)\s*=\s*'((?:[^']|'')+)'", re.IGNORECASE)
@@ -64,6 +68,14 @@ def answer_items(answer: Any) -> list[str]:
     """The comma-separated items of an answer string (as the dataset's EMS splits them); [] when empty."""
     text = str(answer if answer is not None else "").strip()
     return [part.strip() for part in text.split(",")] if text else []
+
+
+def _is_number(answer: Any) -> bool:
+    try:
+        float(str(answer).strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _question_key(record: dict, position: int):
@@ -102,12 +114,15 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
     top = max(across, key=lambda t: (templates[t], t), default="")
 
     floor = sum(ok and is_floor_answer(r.get("prediction")) for ok, r in zip(executed, records))
+    floor_text = sum(ok and is_floor_answer(r.get("prediction")) and not _is_number(r.get("answer"))
+                     for ok, r in zip(executed, records))
     floor_gold = sum(is_floor_answer(r.get("answer")) for r in records)
     entity = sum(_names_example_entity(r, entities) for r in records)
     list_for_one = sum(ok and len(answer_items(r.get("prediction"))) > 1 and len(answer_items(r.get("answer"))) == 1
                        for ok, r in zip(executed, records))
     return {
         "floor": floor / n,
+        "floor_text": floor_text / n,
         "floor_gold": floor_gold / n,
         "repeated": repeated / n,
         "top_template": (templates[top] / n) if top else 0.0,

@@ -445,7 +445,8 @@ def turn_table(turns: dict[str, Any]) -> str:
                     _f(turns["malformed_rate"])]])
 
 
-MONITOR_NAMES = {"floor": "Floor answers (0, empty, None)", "floor_gold": "Gold is a floor answer",
+MONITOR_NAMES = {"floor": "Floor answers (0, empty, None)",
+                 "floor_text": "Floor answers where the gold is not a number", "floor_gold": "Gold is a floor answer",
                  "repeated": "Query repeated across questions", "top_template": "Most frequent template",
                  "example_entity": "Names a worked example's entity", "list_for_one": "List where one value asked"}
 

@@ -36,6 +36,7 @@ RECORDS = [
 def test_each_monitor_counted_by_hand():
     m = collapse_monitors(RECORDS, entities=("Anna Berg",))
     assert m["floor"] == pytest.approx(6 / 8)          # rows 1, 2, 3, 4 ("None"), 6, 7; row 8 failed
+    assert m["floor_text"] == pytest.approx(2 / 8)     # rows 6 and 7: 0 for "Oslo, Rome" and for "No"
     assert m["floor_gold"] == 0.0
     assert m["repeated"] == pytest.approx(2 / 8)       # SELECT 0 for Q3 and Q4; rows 1-2 are both Q1
     assert m["top_template"] == pytest.approx(3 / 8)   # COUNT(*) ... athlete = ? for Q1, Q1, Q2
