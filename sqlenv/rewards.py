@@ -42,6 +42,8 @@ failing query earns; a floor answer that is right (the gold is ``0``) still earn
 ``arctic`` GRPO drifted toward floor answers (25.5 % of full-dev answers after 20 CPU steps, 7.8 % of
 golds are floors, docs/results.md): a query whose filter matches nothing always executes, so it collects
 the execution tenth whatever it asked. Here executing only pays when the query found something.
+Measured from the same warm start it lost 8.9 points against ``arctic``: the policy moved to counts with
+the question's filters dropped, which are never 0 and rarely right. An experiment, not a fix.
 
 ``reward(preset, result, match)`` duck-types ``result``: anything with an ``.error`` attribute
 that is ``None`` when the query executed (an :class:`sqlenv.executor.ExecutionResult`); ``arctic-nofloor``
