@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -38,107 +37,10 @@ import torch
 
 from agents import prompts as prompt_texts
 from agents.prompts import PREFILL
+from sqlenv.completion import extract_sql, statement_end  # noqa: F401 (re-exported)
 
 # --------------------------------------------------------------------------- SQL extraction
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n?")
-_SQL_START = re.compile(
-    r"\b(SELECT|WITH|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA|ATTACH|DETACH|VALUES|EXPLAIN|VACUUM)\b",
-    re.IGNORECASE,
-)
-# In free prose, only a SELECT or a CTE ("WITH name AS (") is taken for the start of a query.
-_PROSE_SQL_START = re.compile(r"\bSELECT\b|\bWITH\s+\w+\s+AS\s*\(", re.IGNORECASE)
-
-
-def statement_end(sql: str) -> int | None:
-    """Index of the first ';' outside string literals, quoted identifiers and comments, or None.
-
-    Understands '...' and "..." (doubled quote escapes), `...`, [...], -- line and /* */ comments.
-    """
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c == ";":
-            return i
-        if c in "'\"`":
-            j = i + 1
-            while j < n:
-                if sql[j] == c:
-                    if j + 1 < n and sql[j + 1] == c:  # '' escapes a quote
-                        j += 2
-                        continue
-                    break
-                j += 1
-            i = j + 1
-        elif c == "[":
-            j = sql.find("]", i + 1)
-            i = n if j < 0 else j + 1
-        elif sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j + 1
-        elif sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-        else:
-            i += 1
-    return None
-
-
-def _first_statement(text: str) -> str:
-    """``text`` up to its first statement end, stripped, without the ';'."""
-    end = statement_end(text)
-    return (text if end is None else text[:end]).strip()
-
-
-def _fenced_blocks(text: str) -> list[str]:
-    """Contents of ```-fenced blocks in order; an unclosed last block runs to the end of text."""
-    blocks, pos = [], 0
-    while True:
-        opening = _FENCE.search(text, pos)
-        if opening is None:
-            return blocks
-        close = text.find("```", opening.end())
-        if close < 0:
-            blocks.append(text[opening.end():])
-            return blocks
-        blocks.append(text[opening.end():close])
-        pos = close + 3
-
-
-def _sql_from_prose(text: str) -> str:
-    match = _PROSE_SQL_START.search(text)
-    if match is None:
-        return ""
-    rest = text[match.start():]
-    end = statement_end(rest)
-    if end is not None:
-        return rest[:end].strip()
-    # No ';': a bare query ends at the first blank line (prose usually follows one).
-    return re.split(r"\n[ \t]*\n", rest, maxsplit=1)[0].strip()
-
-
-def extract_sql(text: str) -> str:
-    """The first SQL statement in a model's answer, without its ';'; "" when there is none.
-
-    Looks in ```-fenced blocks first (```sql, ```sqlite or bare ```; a missing closing fence is
-    fine), then in the bare text. Stops at the first ';' outside string literals, so trailing
-    prose or a second statement is dropped.
-    """
-    if not text:
-        return ""
-    for block in _fenced_blocks(text):
-        stripped = block.strip()
-        if _SQL_START.match(stripped):
-            return _first_statement(stripped)
-        found = _sql_from_prose(block)
-        if found:
-            return found
-    if "```" in text:
-        text = text.replace("```", "\n\n")
-    stripped = text.strip()
-    if _SQL_START.match(stripped):
-        return _sql_from_prose(stripped) or _first_statement(stripped)
-    return _sql_from_prose(text)
+# One extractor for every path (trainer, TRL, verifiers, SkyRL): sqlenv.completion.
 
 
 def _finished(completion: str) -> bool:

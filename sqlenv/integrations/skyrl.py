@@ -29,7 +29,7 @@ import gymnasium as gym
 
 import sqlenv
 from sqlenv.integrations._chat import latest_turn, messages_for
-from sqlenv.integrations.trl import completion_text, extract_sql
+from sqlenv.completion import completion_text, extract_sql
 
 try:
     import skyrl_gym

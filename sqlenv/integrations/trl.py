@@ -14,10 +14,10 @@ Two pieces, neither imports torch (``datasets`` is imported only by :func:`to_tr
 list[float]``: TRL passes every dataset column as a keyword list (one entry per completion), and the
 reward reads ``index`` (the question's position in the sqlenv dataset; ``id`` is checked against it
 when present). It extracts the SQL from each completion (plain strings or conversational message
-lists), executes the completions of one question as a group with the sandboxed
-:class:`~sqlenv.executor.Executor`, compares the rows with the dataset's cached gold result
-(``dataset.match``, never re-running the gold query) and maps them to a reward with the same presets
-as the environment (:mod:`sqlenv.rewards`): the environment and a TRL run give identical rewards.
+lists) with :func:`sqlenv.completion.extract_sql`, the extractor every path uses, and scores the
+completions of one question as a group through a ``TextToSQL-v0`` env built from the same arguments
+(``env.score_sqls``: its sandboxed executor, ``max_instructions`` included, its matchers and
+presets): the environment, the trainer and a TRL run give identical rewards and ``info``.
 
 :func:`to_trl_dataset` builds the ``datasets.Dataset`` TRL expects: a ``prompt`` column (chat
 messages by default, or a plain string) with the schema, sample rows and question of each example,
@@ -26,13 +26,13 @@ plus ``index``, ``id``, ``db_path``, ``question``, ``gold_sql`` and ``answer`` c
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any, Callable, Sequence
 
+from sqlenv.completion import completion_text, extract_sql
 from sqlenv.datasets import Dataset, Example
-from sqlenv.executor import Executor, ExecutorConfig
-from sqlenv.rewards import REWARD_PRESETS, reward as compute_reward
+from sqlenv.env import TextToSQLEnv
+from sqlenv.rewards import REWARD_PRESETS
 
 SYSTEM_PROMPT = (
     "You are an expert in SQLite. Given a database schema, a few sample rows and a question, "
@@ -50,121 +50,61 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------- SQL extraction
-_SQL_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
-_FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def _first_statement(sql: str) -> str:
-    """``sql`` up to its first ``;`` outside quotes and comments (without the ``;``), stripped."""
-    quote: str | None = None
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if quote:
-            if c == quote:
-                quote = None
-        elif c in "'\"`":
-            quote = c
-        elif c == "[":
-            quote = "]"
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            continue
-        elif c == ";":
-            return sql[:i].strip()
-        i += 1
-    return sql.strip()
-
-
-def extract_sql(text: str, prefix: str = "") -> str:
-    """The first SQL statement in a model's answer, without its ``;``; ``""`` when there is none.
-
-    ``prefix`` is prepended first (what the prompt pre-filled, e.g. ``"SELECT"``). Text before a
-    first ``` that already starts with SELECT/WITH wins (a prompt that opened the fence itself);
-    then fenced blocks (```sql, ``` ...; an unclosed fence is fine); then the bare text from its
-    first SELECT/WITH.
-
-    >>> extract_sql("Sure!\\n```sql\\nSELECT name FROM t WHERE x = 'a;b';\\n```\\nDone.")
-    "SELECT name FROM t WHERE x = 'a;b'"
-    >>> extract_sql(" name FROM t;\\n```", prefix="SELECT")
-    'SELECT name FROM t'
-    """
-    text = (prefix or "") + (text or "")
-    head = text.split("```", 1)[0]
-    if "```" in text and _SQL_START.match(head.strip()):
-        return _first_statement(head)
-    for block in _FENCE.finditer(text):
-        body = block.group(1)
-        found = _SQL_START.search(body)
-        if found:
-            return _first_statement(body[found.start() :])
-    found = _SQL_START.search(text)
-    return _first_statement(text[found.start() :].split("```", 1)[0]) if found else ""
-
-
-def completion_text(completion: Any) -> str:
-    """The text of a TRL completion: a string, or a conversational list of messages (last assistant turn)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return str(completion.get("content") or "")
-    if isinstance(completion, (list, tuple)):
-        messages = [m for m in completion if isinstance(m, dict)]
-        assistant = [m for m in messages if m.get("role", "assistant") == "assistant"]
-        chosen = assistant or messages
-        if chosen:
-            content = chosen[-1].get("content") or ""
-            if isinstance(content, list):  # multimodal-style content parts
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return str(content)
-        return ""
-    return "" if completion is None else str(completion)
-
-
 # ---------------------------------------------------------------------- the reward function
 class SQLReward:
     """A TRL reward function over a sqlenv dataset; ``reward(completions, index=[...], **kwargs)``.
 
+    Scores through a ``TextToSQL-v0`` env built from the same arguments, so a TRL run, the env and
+    the trainer give the same reward and ``info`` for the same completion (``env.score_sqls``: the
+    env's executor settings, matchers and presets).
+
     Arguments:
         dataset: the sqlenv :class:`~sqlenv.datasets.Dataset` the prompts were built from
-            (:func:`to_trl_dataset`).
+            (:func:`to_trl_dataset`), or a registered name (loaded with ``split``, ``data_dir``,
+            ``schema`` and ``dataset_kwargs``, as the env loads it).
         reward: a preset of :mod:`sqlenv.rewards` (``"binary"``, ``"partial"``, ``"paper"``).
-        timeout, max_rows: the executor's budget per query (the environment's defaults).
+        timeout, max_rows, max_instructions: the executor's budget per query (the env's; set
+            ``max_instructions`` for rewards that do not depend on the machine).
         workers: execute each group in that many worker processes (0: in-process).
         prefix: text the prompt pre-filled before the completion (e.g. ``"SELECT"``).
         name: the name TRL logs the reward under (default ``"sqlenv_<reward>"``).
+        env_kwargs: any other ``TextToSQL-v0`` argument.
 
+    Each completion becomes SQL through :func:`sqlenv.completion.extract_sql` (the one extractor).
     When TRL passes ``log_metric`` (TRL >= 1.x), the fraction of completions that executed and
     that were correct are logged as ``<name>/executed`` and ``<name>/correct``. ``last_infos``
-    holds the per-completion details (sql, error, correct, f1, reward) of the latest call.
+    holds the env's ``info`` of each completion of the latest call.
     """
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset | str,
         reward: str = "binary",
         *,
+        split: str | None = None,
+        data_dir: str | None = None,
+        schema: str = "tables",
         timeout: float = 1.0,
         max_rows: int = 10_000,
+        max_instructions: int | None = None,
         workers: int = 0,
         prefix: str = "",
         name: str | None = None,
+        **env_kwargs,
     ):
         if reward not in REWARD_PRESETS:
             raise ValueError(
                 f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}"
             )
-        self.dataset = dataset
+        where = {} if isinstance(dataset, Dataset) else {"split": split, "data_dir": data_dir}
+        env_kwargs.setdefault("sample_rows", 0)  # prompts come from to_trl_dataset, not this env
+        self.env = TextToSQLEnv(dataset, reward=reward, schema=schema, timeout=timeout,
+                                max_rows=max_rows, max_instructions=max_instructions,
+                                workers=workers, **where, **env_kwargs)
+        self.dataset = self.env.dataset
         self.preset = reward
         self.workers = workers
         self.prefix = prefix
-        self.executor = Executor(ExecutorConfig(timeout=timeout, max_rows=max_rows))
         self.__name__ = name or f"sqlenv_{reward}"
         self.last_infos: list[dict] = []
 
@@ -197,33 +137,19 @@ class SQLReward:
         return [r for r, _ in scored]
 
     def score(self, indices: Sequence[int], sqls: Sequence[str]) -> list[tuple[float, dict]]:
-        """``(reward, info)`` of each SQL string against question ``indices[k]`` (grouped by question)."""
+        """The env's ``(reward, info)`` of each SQL string against question ``indices[k]``
+        (each question's queries scored as one group)."""
         out: list[tuple[float, dict] | None] = [None] * len(sqls)
         groups: dict[int, list[int]] = {}
         for k, i in enumerate(indices):
+            if isinstance(i, bool) or not 0 <= i < len(self.dataset):
+                raise ValueError(f"index {i!r} is out of range for {len(self.dataset)} questions")
             groups.setdefault(i, []).append(k)
         for i, positions in groups.items():
-            example = self.dataset[i]
-            path = self.dataset.database(example)
-            results = self.executor.execute_group(
-                path, [sqls[k] for k in positions], workers=self.workers
-            )
-            for k, result in zip(positions, results):
-                out[k] = self._score(example, i, sqls[k], result)
+            scored = self.env.score_sqls(i, [sqls[k] for k in positions])
+            for k, pair in zip(positions, scored):
+                out[k] = pair
         return out  # type: ignore[return-value]
-
-    def _score(self, example: Example, index: int, sql: str, result) -> tuple[float, dict]:
-        match = self.dataset.match(example, result.rows) if result.error is None else None
-        value = float(compute_reward(self.preset, result, match))
-        return value, {
-            "index": index,
-            "sql": sql,
-            "executed": result.error is None,
-            "error": result.error,
-            "correct": bool(match.correct) if match else False,
-            "f1": float(match.f1) if match else 0.0,
-            "reward": value,
-        }
 
     def summary(self) -> dict[str, float]:
         """Error kinds and correctness of the latest call (for logging)."""
@@ -235,18 +161,7 @@ class SQLReward:
         }
 
     def close(self) -> None:
-        self.executor.close()
-
-    def __getstate__(self):  # picklable for multiprocessing: executors are rebuilt
-        state = dict(self.__dict__)
-        state["executor_config"] = self.executor.config
-        del state["executor"]
-        return state
-
-    def __setstate__(self, state):
-        config = state.pop("executor_config")
-        self.__dict__.update(state)
-        self.executor = Executor(config)
+        self.env.close()
 
 
 # ---------------------------------------------------------------------- the prompt dataset
