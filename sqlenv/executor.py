@@ -1,8 +1,10 @@
 """
 Run untrusted SQL (written by a policy under RL) against a SQLite file and return a result object.
 
-`Executor.execute` never raises: every failure, whatever the input, comes back as an `ExecutionResult`
-whose `error` is one of `ERROR_KINDS` (`None` on success). Modelled on nanochat's `execution.py`.
+`Executor.execute` never raises for anything the SQL does: every failure of the query, whatever the input,
+comes back as an `ExecutionResult` whose `error` is one of `ERROR_KINDS` (`None` on success). It raises
+`HostError` for faults of the host (a database that cannot be opened, no file descriptors, no memory),
+which are never the query's failure and must never be scored as one. Modelled on nanochat's `execution.py`.
 
 What is covered:
 - Read-only by construction, three layers deep: the file is opened through a `file:...?mode=ro&immutable=1`
@@ -51,6 +53,21 @@ What is covered:
 - Connections are cached per path (LRU, `max_connections`), so repeated queries pay no open cost; the
   file's identity (inode, size, mtime) is checked on every call and a replaced file is reopened (one stat,
   cheaper than the per-statement checks SQLite itself skips under `immutable=1`; `revalidate=False` skips it).
+- One connection budget per process, shared by every Executor (so by every env, session and reward
+  function in it): `connection_budget()`, half the soft RLIMIT_NOFILE less 16 (1024 -> 496), or
+  $SQLENV_CONNECTION_BUDGET. When the process's cached connections reach it, the least recently used idle
+  one (of any Executor; never one running a query) is closed before another is opened, so no number of
+  envs can exhaust the descriptors; the other half of the limit is headroom for sockets, pipes, workers,
+  SQLite's temporary files and the short-lived connections that describe or build a database
+  (`open_connection`, used by sqlenv.infobox and sqlenv.schema). `max_connections` stays a per-Executor cap.
+- Host faults raise `HostError` (message: the action, the database path and the cause), never a result:
+  opening a database that fails for want of descriptors or memory (EMFILE, ENFILE, ENOMEM, SQLite's
+  "unable to open database file") is retried once after closing every idle cached connection of the
+  process (`free_idle_connections`); a query that fails because SQLite cannot open a temporary file
+  ("unable to open database file", "disk I/O error", "database or disk is full") is rerun once the same
+  way. A missing or unreadable file, or one that is not a SQLite database, raises at once (no retry can
+  mend it). `execute_group` runs the whole group and then raises HostError if a worker met one (workers
+  have their own budgets and retry likewise); a pool that cannot be started still runs the group here.
 - `execute_group(..., workers=N)` runs a group in N persistent worker processes (fresh interpreters,
   each with its own Executor). A worker that does not answer by its hard deadline (the query budget plus
   `kill_grace`) or by the group `deadline` is killed and replaced; that sample comes back as "timeout"
@@ -73,17 +90,22 @@ What is not covered:
   function) fails with "unsafe use of printf()" -> "other".
 - Nondeterministic functions (random, randomblob, current_timestamp) are allowed.
 - One Executor may be shared by threads (a lock serialises its calls), but not across fork: a forked
-  child starts with an empty cache and pool.
+  child starts with an empty cache and pool (and new locks).
+- The budget counts the connections sqlenv keeps; it cannot stop other code in the process from using the
+  descriptors up. Then opening fails, and HostError says so. A query's own "out of memory" (SQLite's heap,
+  a huge value) stays "too_large": that is the query's doing; only failing to open is a host fault.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import marshal
 import math
 import os
 import re
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -93,7 +115,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain
 
-__all__ = ["ERROR_KINDS", "ExecutionResult", "ExecutorConfig", "Executor", "execute"]
+__all__ = [
+    "ERROR_KINDS",
+    "BUDGET_ENV",
+    "ExecutionResult",
+    "ExecutorConfig",
+    "Executor",
+    "HostError",
+    "connection_budget",
+    "execute",
+    "free_idle_connections",
+    "open_connection",
+    "retry_host_fault",
+]
 
 ERROR_KINDS = (
     "syntax",
@@ -316,15 +350,16 @@ _UNLIMITED = 1 << 62  # progress-handler calls: no instruction budget
 class _Entry:
     """A cached read-only connection, the file identity it was opened on, and the running query's budgets:
     its deadline and `ticks`, the progress-handler calls it has left (it is over its instruction budget once
-    they drop below zero)."""
+    they drop below zero), and when it was last `used`."""
 
-    __slots__ = ("conn", "identity", "deadline", "ticks", "__weakref__")
+    __slots__ = ("conn", "identity", "deadline", "ticks", "used", "__weakref__")
 
     def __init__(self, conn, identity):
         self.conn = conn
         self.identity = identity
         self.deadline = 0.0
         self.ticks = _UNLIMITED
+        self.used = _now()  # when a query last started on it: the process-wide LRU order
 
 
 _LIMITS = (  # (limit, value or a function of the config). Generous where real schemas or SQL could need it.
@@ -381,6 +416,261 @@ def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
     except BaseException:
         conn.close()
         raise
+
+
+# --------------------------------------------------------------------------- host faults
+
+
+class HostError(RuntimeError):
+    """A fault of the host, not of the query: a database that cannot be opened (missing, not a database,
+    unreadable), no file descriptors, no memory, no room for SQLite's temporary files. Never an
+    ExecutionResult, never scored. `path` is the database, `cause` what went wrong in words."""
+
+    def __init__(self, message: str, path: str = "", cause: str = ""):
+        super().__init__(message)
+        self.path = path
+        self.cause = cause
+
+    def __reduce__(self):  # picklable with its fields (async vector envs send exceptions across)
+        return (type(self), (str(self), self.path, self.cause))
+
+
+# Messages of a query that failed for want of a resource of the host, not because of its SQL: SQLite opens
+# temporary files to sort or to materialise large intermediate results.
+_HOST_MESSAGES = ("unable to open database file", "disk i/o error", "database or disk is full")
+_TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN})
+
+
+def _errno_cause(exc: OSError) -> str:
+    """A host fault's errno in words; EMFILE names the process's open-file limit."""
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    if exc.errno == errno.EMFILE:
+        soft = _nofile_limit()
+        limit = "unlimited" if soft is None else str(soft)
+        return f"too many open files (EMFILE; the process's open-file limit is {limit})"
+    if exc.errno == errno.ENFILE:
+        return "the system's open-file table is full (ENFILE)"
+    if exc.errno == errno.ENOENT:
+        return "no such file (ENOENT)"
+    return f"{os.strerror(exc.errno).lower()} ({name})"
+
+
+def _probe(path: str | None) -> OSError | None:
+    """Open /dev/null, then `path`, read-only: the OSError saying why opening fails, or None."""
+    for target in (os.devnull, path):
+        if not target:
+            continue
+        try:
+            os.close(os.open(target, os.O_RDONLY))
+        except OSError as exc:
+            return exc
+    return None
+
+
+def _diagnose(exc: BaseException, path: str | None) -> tuple[str, bool]:
+    """(the cause of a failure to open or run in words, whether retrying after freeing might help)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory", True
+    if isinstance(exc, OSError) and exc.errno:
+        return _errno_cause(exc), exc.errno in _TRANSIENT_ERRNOS
+    message = str(exc) or type(exc).__name__
+    low = message.lower()
+    if "out of memory" in low:
+        return f"out of memory ({message})", True
+    if "not a database" in low or "malformed" in low:
+        return f"the file is not a usable SQLite database ({message})", False
+    probed = _probe(path)  # SQLite's "unable to open database file" says no more than that
+    if probed is not None and probed.errno:
+        return f"{_errno_cause(probed)}; SQLite said: {message}", probed.errno in _TRANSIENT_ERRNOS
+    return f"{message} (the file itself opens: no descriptor is missing)", True
+
+
+def _is_host_message(message: str) -> bool:
+    low = message.lower()
+    return any(needle in low for needle in _HOST_MESSAGES)
+
+
+def retry_host_fault(path, action: str, fn, keep=None):
+    """`fn()`, which opens or builds the SQLite file `path`; if it fails for a reason of the host, free the
+    process's idle connections (all but `keep`, an `_Entry`) and call it once more; if it fails again, or
+    for a reason retrying cannot mend (a missing file, not a database), raise HostError naming `action`,
+    the path and the cause. Used for every SQLite file sqlenv opens (`open_connection`)."""
+    try:
+        return fn()
+    except HostError:
+        raise
+    except Exception as exc:
+        cause, transient = _diagnose(exc, path)
+        error = exc
+    note = ""
+    if transient:
+        freed = _BUDGET.free_idle(keep)
+        try:
+            return fn()
+        except HostError:
+            raise
+        except Exception as exc:
+            cause, _ = _diagnose(exc, path)
+            error = exc
+        note = f"; retried once after closing {freed} idle cached connection(s)"
+    message = f"{action} {str(path)!r}: {cause}{note}. A fault of the host, not of the query"
+    raise HostError(message, str(path), cause) from error
+
+
+def open_connection(path, connect):
+    """A short-lived SQLite connection `connect()` to `path` (to describe or build a database), opened
+    within the process's connection budget (an idle cached connection is closed first if it is full) and
+    under `retry_host_fault`'s rule: a host fault raises HostError, never sqlite3.OperationalError.
+    The caller closes it."""
+    _BUDGET.make_room()
+    return retry_host_fault(path, "cannot open database", connect)
+
+
+# --------------------------------------------------------------------------- connection budget
+
+BUDGET_ENV = "SQLENV_CONNECTION_BUDGET"
+_NOFILE_CAP = 1 << 20  # what "unlimited" counts as
+
+
+def _nofile_limit() -> int | None:
+    """The process's soft RLIMIT_NOFILE (None: unlimited or unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else soft
+
+
+def connection_budget() -> int:
+    """Connections all the process's Executors may keep open together: $SQLENV_CONNECTION_BUDGET if set
+    (a positive int), else half the soft RLIMIT_NOFILE less 16, at least 4 (1024 -> 496, 256 -> 112,
+    64 -> 16). The other half is headroom for sockets, pipes, worker processes, SQLite's temporary files
+    and the short-lived connections that describe or build databases. Read on every open, so a limit
+    changed at run time (`resource.setrlimit`) applies at once."""
+    value = os.environ.get(BUDGET_ENV, "").strip()
+    if value:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number > 0:
+            return number
+    soft = _nofile_limit()
+    return max(4, min(soft or _NOFILE_CAP, _NOFILE_CAP) // 2 - 16)
+
+
+def free_idle_connections() -> int:
+    """Close every cached connection of every Executor in this process that is not running a query (they
+    reopen on next use). Returns how many were closed."""
+    return _BUDGET.free_idle()
+
+
+class _ConnectionBudget:
+    """The process-wide count of cached connections, kept within `connection_budget()`: before an
+    Executor opens one, the least recently used idle connection of any Executor is closed while the
+    count is at the budget. "Idle" means its Executor's lock could be taken without waiting (an
+    Executor holds it while it runs a query), so a running query's connection is never closed.
+    Locks: the budget's lock, then executors' locks only without blocking, so no deadlock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.executors: weakref.WeakSet = weakref.WeakSet()
+        self.pending = 0  # opens admitted but not yet in a cache
+
+    def register(self, executor: Executor) -> None:
+        with self.lock:
+            self.executors.add(executor)
+
+    def _count(self, pid: int) -> int:
+        return self.pending + sum(len(ex._cache) for ex in list(self.executors) if ex._pid == pid)
+
+    def admit(self) -> None:
+        """Make room for one connection an Executor is about to open and count it as pending."""
+        with self.lock:
+            self._make_room(1)
+            self.pending += 1
+
+    def opened(self) -> None:
+        """The admitted connection is in a cache now (or failed to open)."""
+        with self.lock:
+            self.pending -= 1
+
+    def make_room(self) -> None:
+        """Make room for one short-lived connection (not counted: it is closed right after use)."""
+        with self.lock:
+            self._make_room(1)
+
+    def _make_room(self, wanted: int) -> None:
+        pid = os.getpid()
+        over = self._count(pid) + wanted - connection_budget()
+        while over > 0 and self._close_lru(pid):
+            over -= 1
+
+    def _close_lru(self, pid: int) -> bool:
+        """Close the least recently used idle cached connection of any Executor. False if none is idle."""
+        oldest, owner = None, None
+        for ex in list(self.executors):
+            if ex._pid != pid or not ex._cache or not ex._lock.acquire(blocking=False):
+                continue
+            try:
+                entry = next(iter(ex._cache.values()), None)
+                if entry is not None and (oldest is None or entry.used < oldest.used):
+                    oldest, owner = entry, ex
+            finally:
+                ex._lock.release()
+        if owner is None or not owner._lock.acquire(blocking=False):
+            return False
+        try:
+            if not owner._cache:
+                return True  # emptied meanwhile: room was made all the same
+            _, entry = owner._cache.popitem(last=False)
+        finally:
+            owner._lock.release()
+        _close_quietly(entry.conn)
+        return True
+
+    def free_idle(self, keep=None) -> int:
+        """Close every idle cached connection of every Executor (but `keep`). Returns how many."""
+        closed = []
+        pid = os.getpid()
+        with self.lock:
+            for ex in list(self.executors):
+                if ex._pid != pid or not ex._lock.acquire(blocking=False):
+                    continue
+                try:
+                    for key, entry in list(ex._cache.items()):
+                        if entry is not keep:
+                            del ex._cache[key]
+                            closed.append(entry.conn)
+                finally:
+                    ex._lock.release()
+        for conn in closed:
+            _close_quietly(conn)
+        return len(closed)
+
+    def after_fork_in_child(self) -> None:
+        """The child's Executors forget the parent's connections and workers; every lock is new (a lock
+        another thread held at the fork would never be released in the child)."""
+        global _DEFAULT_LOCK
+        self.lock = threading.Lock()
+        self.pending = 0
+        _DEFAULT_LOCK = threading.Lock()
+        for ex in list(self.executors):
+            ex._lock = threading.RLock()
+            ex._forget_after_fork()
+
+
+def _close_quietly(conn) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+_BUDGET = _ConnectionBudget()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_BUDGET.after_fork_in_child)
 
 
 _PRINTF_SPEC = re.compile(r"%[-+ 0#!,]*(\*|\d+)?(?:\.(\*|\d+))?l{0,2}(.)?", re.DOTALL)
@@ -448,7 +738,8 @@ def _byte_size(rows: list) -> int:
 
 
 class Executor:
-    """Runs untrusted SELECTs against SQLite files; `execute` never raises (see the module docstring).
+    """Runs untrusted SELECTs against SQLite files; `execute` never raises for anything the SQL does
+    (HostError for faults of the host; see the module docstring).
 
     >>> with Executor(ExecutorConfig(timeout=0.5)) as ex:
     ...     result = ex.execute("db.sqlite", "SELECT name FROM Athlete")
@@ -474,11 +765,13 @@ class Executor:
         )
         # marshal bytes one value may take: SQLite's cap on a string or blob plus a little framing
         self._value_room = max(1, min(config.max_value_bytes, config.max_bytes)) + 16
+        _BUDGET.register(self)
 
     # -- public API
 
     def execute(self, db_path, sql) -> ExecutionResult:
-        """Run one SELECT `sql` against the SQLite file `db_path`. Never raises."""
+        """Run one SELECT `sql` against the SQLite file `db_path`. Never raises for anything the SQL does;
+        raises HostError for a fault of the host (see the module docstring)."""
         return self._execute(db_path, sql, self.config.timeout)
 
     def execute_group(
@@ -490,7 +783,9 @@ class Executor:
         processes (started on first use, kept for later calls): a worker that does not answer within
         `timeout + kill_grace` seconds of getting its query, or dies, is killed and replaced, and its sample
         comes back as "timeout" (or "other" naming the crash). `deadline`, in seconds from the call, bounds
-        the whole call: queries still running or not started by then come back as "timeout". Never raises.
+        the whole call: queries still running or not started by then come back as "timeout". A pool that
+        cannot be started runs the group here. Raises HostError if a query met a host fault that a
+        retry did not mend (with workers, once the whole group has run); never for the SQL.
         """
         start = time.perf_counter()
         try:
@@ -506,7 +801,9 @@ class Executor:
         try:
             with self._lock:
                 pool = self._get_pool(n_workers)
-                return pool.run(db_path, sqls, end, self)
+                results = pool.run(db_path, sqls, end, self)
+        except HostError:
+            raise
         except Exception as exc:  # pool trouble must not lose the group: fall back to in-process
             with self._lock:
                 pool, self._pool = self._pool, None
@@ -518,6 +815,10 @@ class Executor:
             results = self._execute_serial(db_path, sqls, end)
             note = f" (worker pool failed: {exc!r}; ran in-process)"
             return [r if r.ok else _replace_message(r, r.message + note) for r in results]
+        for result in results:  # a worker met a host fault it could not mend: not the query's failure
+            if result.error == _HOST_KIND:
+                raise HostError(result.message, os.fspath(db_path), result.message)
+        return results
 
     def close(self) -> None:
         """Close every cached connection and stop the worker pool. The Executor stays usable."""
@@ -584,10 +885,14 @@ class Executor:
                     return _result((), (), "other", entry, _now() - start)
                 entry.deadline = start + budget
                 entry.ticks = self._ticks
+                entry.used = start
                 try:
                     rows, columns, error, message = self._run(entry.conn, sql)
-                    if error == "other" and message.startswith(_UNDECODABLE):
-                        rows, columns, error, message = self._run_lenient(entry, sql)
+                    if error == "other":
+                        if message.startswith(_UNDECODABLE):
+                            rows, columns, error, message = self._run_lenient(entry, sql)
+                        elif _is_host_message(message):
+                            rows, columns, error, message = self._rerun_host(entry, db_path, sql)
                     over_instructions = entry.ticks < 0
                 finally:
                     entry.deadline = 0.0
@@ -600,9 +905,34 @@ class Executor:
                 else:
                     message = f"query exceeded its {budget:.3g} s time budget"
             return _result(rows, columns, error, message, _now() - start)
-        except Exception as exc:  # last resort: the contract is "never raises"
+        except HostError:
+            raise
+        except Exception as exc:  # last resort: the contract is "never raises" for the SQL
             kind, message = _classify(exc)
             return _result((), (), kind, message, _now() - start)
+
+    def _rerun_host(self, entry: _Entry, db_path, sql: str):
+        """_run again after a host fault while the query ran (SQLite could not open a temporary file):
+        the process's other idle connections are closed first; the same deadline, a fresh instruction
+        budget. Raises HostError if the fault persists."""
+
+        def rerun():
+            entry.ticks = self._ticks
+            outcome = self._run(entry.conn, sql)
+            if outcome[2] == "other" and _is_host_message(outcome[3]):
+                raise sqlite3.OperationalError(outcome[3])
+            return outcome
+
+        freed = _BUDGET.free_idle(keep=entry)
+        try:
+            return rerun()
+        except sqlite3.OperationalError as exc:
+            cause, _ = _diagnose(exc, None)
+            message = (
+                f"a query on {str(db_path)!r} failed: {cause}; retried once after closing {freed} "
+                "idle cached connection(s). A fault of the host, not of the query"
+            )
+            raise HostError(message, os.fspath(db_path), cause) from exc
 
     def _run_lenient(self, entry: _Entry, sql: str):
         """_run again with TEXT decoded as bytes.decode("utf-8", "ignore"), as Spider's evaluation does, for
@@ -689,19 +1019,31 @@ class Executor:
                 cache.move_to_end(key)
                 return entry
             st = os.stat(key)
-        except (OSError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # not a path at all: the caller's mistake
             return f"cannot open database {db_path!r}: {exc}"
+        except OSError as exc:  # stat needs no descriptor: retrying could not help
+            cause = _errno_cause(exc) if exc.errno else str(exc)
+            message = f"cannot open database {key!r}: {cause}. A fault of the host, not of the query"
+            raise HostError(message, key, cause) from exc
         if entry is not None:
             if entry.identity == (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns):
                 cache.move_to_end(key)
                 return entry
             del cache[key]  # the file was replaced or changed: reopen
             entry.conn.close()
+        if not stat.S_ISREG(st.st_mode):
+            cause = "not a regular file (a directory or a device)"
+            message = f"cannot open database {key!r}: {cause}. A fault of the host, not of the query"
+            raise HostError(message, key, cause)
+        identity = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+        _BUDGET.admit()
         try:
-            entry = _open(key, (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), self.config)
-        except Exception as exc:
-            return f"cannot open database {db_path!r}: {exc}"
-        cache[key] = entry
+            entry = retry_host_fault(
+                key, "cannot open database", lambda: _open(key, identity, self.config)
+            )
+            cache[key] = entry
+        finally:
+            _BUDGET.opened()
         while len(cache) > self.config.max_connections:
             _, old = cache.popitem(last=False)
             old.conn.close()
@@ -728,6 +1070,8 @@ class Executor:
 def _replace_message(result: ExecutionResult, message: str) -> ExecutionResult:
     return _result(result.rows, result.columns, result.error, message, result.elapsed)
 
+
+_HOST_KIND = "host"  # a worker's answer for a query that met a host fault (never a result's error kind)
 
 _DEFAULT_EXECUTORS: dict = {}
 _DEFAULT_LOCK = threading.Lock()

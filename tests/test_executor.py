@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import build_medal_db
-from sqlenv.executor import ERROR_KINDS, ExecutionResult, Executor, ExecutorConfig, execute
+from sqlenv.executor import ERROR_KINDS, ExecutionResult, Executor, ExecutorConfig, HostError, execute
 
 N_MEDALS = 3000
 MARGIN = 1.0  # seconds of slack on a loaded, shared 2-core machine (as in the other executor tests)
@@ -165,17 +165,19 @@ def test_other_kind_for_unknown_function(ex, db):
     assert ex.execute(db, "SELECT no_such_fn(1)").error == "other"
 
 
-def test_missing_database_is_other_and_not_created(ex, tmp_path):
+def test_missing_database_is_a_host_error_and_not_created(ex, tmp_path):
     missing = tmp_path / "missing.sqlite"
-    result = ex.execute(missing, "SELECT 1")
-    assert result.error == "other" and "missing.sqlite" in result.message
+    with pytest.raises(HostError, match="missing.sqlite.*no such file") as caught:
+        ex.execute(missing, "SELECT 1")
+    assert caught.value.path == str(missing)
     assert not missing.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_not_a_database_is_other(ex, tmp_path):
+def test_not_a_database_is_a_host_error(ex, tmp_path):
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)
-    assert ex.execute(junk, "SELECT * FROM Medal").error == "other"
+    with pytest.raises(HostError, match="junk.sqlite.*not a usable SQLite database"):
+        ex.execute(junk, "SELECT * FROM Medal")
 
 
 def test_bad_db_path_type_is_other(ex):
@@ -316,8 +318,9 @@ def test_path_with_uri_characters_stays_read_only(ex, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["db?mode=rw.sqlite"]
 
 
-def test_directory_path_is_other(ex, tmp_path):
-    assert ex.execute(tmp_path, "SELECT 1").error == "other"
+def test_directory_path_is_a_host_error(ex, tmp_path):
+    with pytest.raises(HostError, match="not a regular file"):
+        ex.execute(tmp_path, "SELECT 1")
 
 
 # --------------------------------------------------------------------------- instruction budget
