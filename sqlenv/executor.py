@@ -490,17 +490,19 @@ def _is_host_message(message: str) -> bool:
     return any(needle in low for needle in _HOST_MESSAGES)
 
 
-def retry_host_fault(path, action: str, fn, keep=None):
-    """`fn()`, which opens or builds the SQLite file `path`; if it fails for a reason of the host, free the
-    process's idle connections (all but `keep`, an `_Entry`) and call it once more; if it fails again, or
-    for a reason retrying cannot mend (a missing file, not a database), raise HostError naming `action`,
-    the path and the cause. Used for every SQLite file sqlenv opens (`open_connection`)."""
+def retry_host_fault(path, action: str, fn, keep=None, probe: bool = True):
+    """`fn()`, which opens, reads or builds the SQLite file `path`; if it fails for a reason of the host,
+    free the process's idle connections (all but `keep`, an `_Entry`) and call it once more; if it fails
+    again, or for a reason retrying cannot mend (a missing file, not a database), raise HostError naming
+    `action`, the path and the cause. Used for every SQLite file sqlenv opens (`open_connection`).
+    `probe=False` when `path` need not exist yet (building it): the cause is then not looked up there."""
+    target = str(path) if probe else None
     try:
         return fn()
     except HostError:
         raise
     except Exception as exc:
-        cause, transient = _diagnose(exc, path)
+        cause, transient = _diagnose(exc, target)
         error = exc
     note = ""
     if transient:
@@ -510,7 +512,7 @@ def retry_host_fault(path, action: str, fn, keep=None):
         except HostError:
             raise
         except Exception as exc:
-            cause, _ = _diagnose(exc, path)
+            cause, _ = _diagnose(exc, target)
             error = exc
         note = f"; retried once after closing {freed} idle cached connection(s)"
     message = f"{action} {str(path)!r}: {cause}{note}. A fault of the host, not of the query"

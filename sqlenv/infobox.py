@@ -335,18 +335,45 @@ def database_for_context(context: str, schema: str = "tables") -> Path:
     digest = hashlib.sha256(f"{context}\0{schema}\0{BUILDER_VERSION}".encode("utf-8")).hexdigest()
     path = Path(root) / "db" / f"{digest}.sqlite"
     if not path.exists():
-        build_database(context, path, schema)
+        _build_within_budget(context, path, schema)
     with _BUILT_LOCK:
         _BUILT[key] = path
     return path
+
+
+def _build_within_budget(context: str, path: Path, schema: str) -> None:
+    """build_database with room made in the process's connection budget; a host fault (no descriptors,
+    no memory, a full disk) is retried once after closing idle connections, then raises HostError."""
+    from sqlenv.executor import _BUDGET, retry_host_fault
+
+    _BUDGET.make_room()
+    retry_host_fault(path, "cannot build database", lambda: build_database(context, path, schema),
+                     probe=False)
+
 
 
 # ---------------------------------------------------------------------------------------------
 # Describing a database (for the observation)
 # ---------------------------------------------------------------------------------------------
 
-def _connect_ro(path: str | os.PathLike) -> sqlite3.Connection:
-    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+def _read(path: str | os.PathLike, read):
+    """``read(conn)`` on a short-lived read-only connection opened within the process's connection
+    budget. Any failure to open or read the file raises :class:`sqlenv.executor.HostError` naming the
+    file and the cause (retried once after closing idle connections where that could help), never a
+    ``sqlite3`` error: a database that cannot be described is a fault of the host."""
+    from sqlenv.executor import _BUDGET, retry_host_fault
+
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+
+    def attempt():
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            return read(conn)
+        finally:
+            conn.close()
+
+    _BUDGET.make_room()
+    return retry_host_fault(path, "cannot read database", attempt)
 
 
 def _tables(conn: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -356,26 +383,21 @@ def _tables(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 
 def schema_sql(path: str | os.PathLike) -> str:
     """The ``CREATE TABLE`` statements of the database at ``path``, separated by blank lines."""
-    conn = _connect_ro(path)
-    try:
-        return "\n\n".join(f"{sql.strip()};" for _, sql in _tables(conn))
-    finally:
-        conn.close()
+    return _read(path, lambda conn: "\n\n".join(f"{sql.strip()};" for _, sql in _tables(conn)))
 
 
 def sample_rows(path: str | os.PathLike, n: int = 3) -> str:
     """Up to ``n`` rows of each table as ``Table: col | col`` blocks; ``""`` when ``n <= 0``."""
     if n <= 0:
         return ""
-    conn = _connect_ro(path)
-    try:
-        blocks = []
-        for name, _ in _tables(conn):
-            cursor = conn.execute(f'SELECT * FROM "{name}" LIMIT ?', (n,))
-            header = " | ".join(d[0] for d in cursor.description)
-            rows = [" | ".join("NULL" if v is None else str(v) for v in row)
-                    for row in cursor.fetchall()]
-            blocks.append("\n".join([f"{name}: {header}", *rows]))
-        return "\n\n".join(blocks)
-    finally:
-        conn.close()
+    return _read(path, lambda conn: _sample_blocks(conn, n))
+
+
+def _sample_blocks(conn: sqlite3.Connection, n: int) -> str:
+    blocks = []
+    for name, _ in _tables(conn):
+        cursor = conn.execute(f'SELECT * FROM "{name}" LIMIT ?', (n,))
+        header = " | ".join(d[0] for d in cursor.description)
+        rows = [" | ".join("NULL" if v is None else str(v) for v in row) for row in cursor.fetchall()]
+        blocks.append("\n".join([f"{name}: {header}", *rows]))
+    return "\n\n".join(blocks)

@@ -42,17 +42,33 @@ class Table:
 
 
 def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
-    """A read-only connection (``mode=ro``) to an existing SQLite file."""
+    """A read-only connection (``mode=ro``) to an existing SQLite file, opened within the process's
+    connection budget (:func:`sqlenv.executor.open_connection`: a host fault such as no descriptors
+    raises :class:`~sqlenv.executor.HostError`)."""
+    from sqlenv.executor import open_connection
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no SQLite database at {str(path)!r}")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    conn = open_connection(path, lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
     conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
     return conn
 
 
 def tables(path: str | os.PathLike, sample_rows: int = 0) -> list[Table]:
-    """Every user table of the database (``sqlite_master`` order), with ``sample_rows`` rows each."""
+    """Every user table of the database (``sqlite_master`` order), with ``sample_rows`` rows each.
+
+    A missing file raises FileNotFoundError; any other failure to open or read it (not a database, no
+    descriptors) raises :class:`sqlenv.executor.HostError` naming the file and the cause."""
+    from sqlenv.executor import retry_host_fault
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no SQLite database at {str(path)!r}")
+    return retry_host_fault(path, "cannot read database", lambda: _read_tables(path, sample_rows))
+
+
+def _read_tables(path: str | os.PathLike, sample_rows: int) -> list[Table]:
     conn = connect_readonly(path)
     try:
         out = []
