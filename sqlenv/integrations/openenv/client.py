@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from openenv.core.client_types import StepResult
-from websockets.exceptions import ConnectionClosed
 from openenv.core.env_client import EnvClient
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from sqlenv.integrations.openenv.models import SQLAction, SQLObservation, SQLState
 
@@ -18,8 +20,32 @@ class SQLEnvClient(EnvClient[SQLAction, SQLObservation, SQLState]):
 
     Async by default (``async with SQLEnvClient(base_url=...)``); ``.sync()`` wraps it. A server error
     (a step after the episode ended, a full server, a malformed request) raises ``RuntimeError``
-    with the server's message and code.
+    with the server's message and code. ``token`` (default: the ``SQLENV_TOKEN`` environment
+    variable) is sent as ``Authorization: Bearer <token>``; a server that refuses it raises
+    ``ConnectionError`` naming the 401. Other keywords are ``EnvClient``'s.
     """
+
+    def __init__(self, base_url: str, *, token: str | None = None, **kwargs: Any):
+        super().__init__(base_url, **kwargs)
+        self._token = token if token is not None else os.environ.get("SQLENV_TOKEN") or None
+
+    async def connect(self) -> "SQLEnvClient":
+        """Open the WebSocket session, sending the token if there is one."""
+        if self._ws is not None:
+            return self
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        local = any(host in self._ws_url.lower() for host in ("://localhost", "://127.0.0.1", "://[::1]"))
+        try:
+            self._ws = await ws_connect(self._ws_url, open_timeout=self._connect_timeout,
+                                        max_size=self._max_message_size, additional_headers=headers,
+                                        proxy=None if local else True)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            why = " (missing or wrong token: pass token= or set SQLENV_TOKEN)" if status == 401 else ""
+            raise ConnectionError(f"{self._ws_url} refused the session: HTTP {status}{why}") from exc
+        except Exception as exc:
+            raise ConnectionError(f"Failed to connect to {self._ws_url}: {exc}") from exc
+        return self
 
     async def _send_and_receive(self, message: dict[str, Any]) -> dict[str, Any]:
         """OpenEnv's exchange, plus the server's last word when it closed first: a full server sends its

@@ -1,18 +1,30 @@
 """The OpenEnv server side: ``SQLEnvironment`` (one Gymnasium env per session) and its FastAPI app.
 
-OpenEnv's ``HTTPEnvServer`` gives each WebSocket connection (``/ws``) its own ``SQLEnvironment``,
-refuses connections beyond ``max_sessions`` (error code ``CAPACITY_REACHED``) and reaps sessions idle
-for ``session_timeout`` seconds. :func:`create_app` adds a request-size limit: an HTTP body over
-``max_request_bytes`` gets 413, and the CLI passes the same limit to uvicorn as the WebSocket message
-size cap (a larger message closes that connection with code 1009). Malformed messages (bad JSON, a
-missing ``sql`` field, an unknown type, a step before reset or after the end) get an error response
-naming the problem, and the session stays usable.
+:func:`create_app` starts from OpenEnv's ``create_fastapi_app`` and replaces what does not hold up
+to an untrusted client (see :mod:`.sessions` and :mod:`.guards`):
+
+- ``/ws``: one session per WebSocket connection, at most ``max_sessions`` (then ``CAPACITY_REACHED``);
+  a session lives only as long as its connection, is closed after ``session_timeout`` idle seconds,
+  and runs its moves in its own thread, so a slow move does not hold up ``/health`` or other sessions.
+  Malformed messages (bad JSON, JSON that is not an object, a missing ``sql`` field, an unknown type,
+  a step before reset or after the end) get an error naming the problem, and the session goes on;
+  a message over ``max_request_bytes`` closes the connection with 1009.
+- ``POST /mcp`` cannot create sessions (they would hold a slot with no connection); ``POST /step``
+  answers 409 (a stateless request has no episode); an HTTP body over ``max_request_bytes`` gets 413.
+- with a token (``--token`` or ``SQLENV_TOKEN``) every request but ``GET /health`` needs
+  ``Authorization: Bearer <token>``; a non-loopback ``--host`` needs a token or ``--allow-no-token``.
+- the CLI gives each connection ``--request-timeout`` seconds to send a whole request, caps open
+  connections (``--max-connections``; the excess gets 503), pings idle WebSockets, keeps uvicorn's
+  access log off and rate-limits repeated log lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import logging
+import os
 import uuid
 from typing import Any
 
@@ -22,12 +34,18 @@ import sqlenv
 from openenv.core.env_server.http_server import create_fastapi_app
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import ConcurrencyConfig
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
 
+from sqlenv.integrations.openenv.guards import BodyLimit, TokenGuard, configure_logging, guarded_http_protocol
 from sqlenv.integrations.openenv.models import SQLAction, SQLObservation, SQLState
+from sqlenv.integrations.openenv.sessions import SessionPool, serve_websocket
 
 __all__ = ["ENV_IDS", "SQLEnvironment", "create_app", "main"]
 
 ENV_IDS = (sqlenv.ENV_ID, sqlenv.AGENT_ENV_ID)
+
+log = logging.getLogger("sqlenv.integrations.openenv")
 
 
 class SQLEnvironment(Environment[SQLAction, SQLObservation, SQLState]):
@@ -78,61 +96,75 @@ def _observation(observation: dict[str, str], info: dict[str, Any], reward: floa
                           info=info, reward=reward, done=done, truncated=truncated)
 
 
-class _BodyLimit:
-    """ASGI middleware: HTTP requests whose body exceeds ``limit`` bytes get 413 (declared or streamed)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._refuse(send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            return await self.app(scope, limited, send)
-        except _TooLarge:
-            return await self._refuse(send)
-
-    async def _refuse(self, send):
-        body = json.dumps({"detail": f"request body larger than {self.limit} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
-class _TooLarge(Exception):
-    pass
+def _check_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name}={value!r} must be a positive number of seconds")
+
+
+REPLACED = {("/ws", "WEBSOCKET"), ("/mcp", "WEBSOCKET"), ("/mcp", "POST"), ("/step", "POST"), ("/health", "GET")}
+
+
+def _replaced(route) -> bool:
+    """OpenEnv's routes this server drops or answers itself."""
+    return any((route.path, method) in REPLACED for method in getattr(route, "methods", None) or {"WEBSOCKET"})
 
 
 def create_app(env_id: str = sqlenv.ENV_ID, *, max_sessions: int = 16, max_request_bytes: int = 1_000_000,
-               session_timeout: float | None = 600.0, **env_kwargs: Any):
-    """OpenEnv's FastAPI app serving ``env_id``: ``/ws`` sessions, ``/reset``, ``/step``, ``/state``,
-    ``/schema``, ``/health``. One env is built first, so a bad ``env_kwargs`` fails here, naming the field."""
-    if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-        raise ValueError(f"max_sessions={max_sessions!r} must be an integer >= 1")
-    if isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int) or max_request_bytes < 1024:
-        raise ValueError(f"max_request_bytes={max_request_bytes!r} must be an integer >= 1024")
+               session_timeout: float = 600.0, token: str | None = None, **env_kwargs: Any):
+    """OpenEnv's FastAPI app serving ``env_id``: ``/ws`` sessions, ``/reset``, ``/state``, ``/schema``,
+    ``/metadata``, ``/health``, behind a token (when given) and a request-size limit.
+
+    One env is built first, so a bad ``env_kwargs`` fails here, naming the field. ``/ws`` is
+    :func:`~sqlenv.integrations.openenv.sessions.serve_websocket` (sessions live only as long as their
+    connection, idle ones close after ``session_timeout`` s); ``POST /mcp`` answers a JSON-RPC error
+    (this env has no MCP tools, and sessions are not created over stateless HTTP); ``POST /step``
+    answers 409 (a stateless request has no episode to step); ``/health`` reports the session count.
+    """
+    _check_int("max_sessions", max_sessions, 1)
+    _check_int("max_request_bytes", max_request_bytes, 1024)
+    _check_seconds("session_timeout", session_timeout)
     SQLEnvironment(env_id, **env_kwargs).close()
 
     def factory() -> SQLEnvironment:
         return SQLEnvironment(env_id, **env_kwargs)
 
     app = create_fastapi_app(factory, SQLAction, SQLObservation, concurrency_config=ConcurrencyConfig(
-        max_concurrent_envs=max_sessions, session_timeout=session_timeout))
-    app.add_middleware(_BodyLimit, limit=max_request_bytes)
+        max_concurrent_envs=max_sessions, session_timeout=None))
+    app.router.routes[:] = [route for route in app.router.routes if not _replaced(route)]
+    _add_routes(app, SessionPool(factory, max_sessions), session_timeout)
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
+    if token:
+        app.add_middleware(TokenGuard, token=token)
     return app
+
+
+def _add_routes(app, pool: SessionPool, session_timeout: float) -> None:
+    @app.websocket("/ws")
+    async def ws_session(websocket: WebSocket) -> None:
+        await serve_websocket(websocket, pool, SQLAction, idle_timeout=session_timeout)
+
+    @app.get("/health", tags=["Health"])
+    async def health() -> dict[str, Any]:
+        return {"status": "healthy", "sessions": pool.active, "max_sessions": pool.limit}
+
+    @app.post("/step", status_code=409, tags=["Environment Control"])
+    async def step() -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": STATELESS_STEP})
+
+    @app.post("/mcp")
+    async def mcp() -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": -32601, "message": NO_MCP}}
+
+
+STATELESS_STEP = ("HTTP /step has no episode to step: each HTTP request gets a fresh env. Play episodes "
+                  "over a WebSocket session at /ws (SQLEnvClient, or OpenEnv's EnvClient).")
+NO_MCP = ("this server has no MCP tools, and sessions are not created over stateless HTTP: "
+          "open a WebSocket session at /ws (SQLEnvClient)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,10 +173,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=sqlenv.ENV_ID, choices=ENV_IDS, help="the Gymnasium env to serve")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=None,
+                   help="shared secret every client must send (Authorization: Bearer <token>); "
+                        "default: the SQLENV_TOKEN environment variable")
+    p.add_argument("--allow-no-token", action="store_true",
+                   help="serve a non-loopback address without a token (not recommended)")
     p.add_argument("--max-sessions", type=int, default=16, help="concurrent WebSocket sessions (one env each)")
     p.add_argument("--max-request-bytes", type=int, default=1_000_000,
                    help="largest HTTP body and WebSocket message accepted")
-    p.add_argument("--session-timeout", type=float, default=600.0, help="seconds before an idle session is reaped")
+    p.add_argument("--session-timeout", type=float, default=600.0,
+                   help="seconds a session may stay idle before it is closed")
+    p.add_argument("--request-timeout", type=float, default=10.0,
+                   help="seconds a connection has to send a whole HTTP request (or WebSocket handshake)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections accepted at once; more get 503 (default: a quarter of the "
+                        "open-file limit, at most 1024)")
     p.add_argument("--dataset", default="generated", help="sqlenv dataset (generated, temptabqa-c, spider, ...)")
     p.add_argument("--split", default=None)
     p.add_argument("--data-dir", default=None)
@@ -153,20 +196,65 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+def default_max_connections() -> int:
+    """A quarter of the soft open-file limit (the rest is for databases and headroom), 16 to 1024."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(16, min(1024, soft // 4))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(host: str, token: str | None, allow_no_token: bool) -> None:
+    """Refuse a non-loopback bind without a token unless allowed, and then warn loudly."""
+    if token or _is_loopback(host):
+        return
+    if not allow_no_token:
+        raise SystemExit(f"refusing to serve {host} without a token: anyone who can reach it could hold every "
+                         "session. Set SQLENV_TOKEN (or --token), or pass --allow-no-token to accept that.")
+    log.warning("SERVING %s WITHOUT A TOKEN (--allow-no-token): anyone who can reach this address can "
+                "play, hold sessions and load the server. Set SQLENV_TOKEN to require a token.", host)
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     try:
         extra = json.loads(args.env_kwargs)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"--env-kwargs is not JSON: {exc}") from None
     if not isinstance(extra, dict):
         raise SystemExit("--env-kwargs must be a JSON object")
-    kwargs = {"dataset": args.dataset, "split": args.split, "data_dir": args.data_dir, "reward": args.reward, **extra}
+    return {"dataset": args.dataset, "split": args.split, "data_dir": args.data_dir, "reward": args.reward, **extra}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    configure_logging("warning")
+    token = args.token or os.environ.get("SQLENV_TOKEN") or None
+    _check_exposure(args.host, token, args.allow_no_token)
+    max_connections = args.max_connections or default_max_connections()
     try:
+        _check_seconds("request_timeout", args.request_timeout)
+        _check_int("max_connections", max_connections, 1)
         app = create_app(args.env, max_sessions=args.max_sessions, max_request_bytes=args.max_request_bytes,
-                         session_timeout=args.session_timeout, **kwargs)
+                         session_timeout=args.session_timeout, token=token, **_env_kwargs(args))
     except (ValueError, TypeError, sqlenv.DatasetError) as exc:
         raise SystemExit(f"cannot serve {args.env}: {exc}") from None
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=args.max_request_bytes, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, log_level="warning", access_log=False,
+                http=guarded_http_protocol(args.request_timeout, max_connections), ws="websockets-sansio",
+                ws_max_size=args.max_request_bytes, ws_max_queue=8, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+                timeout_keep_alive=5, h11_max_incomplete_event_size=16_384)
