@@ -10,27 +10,28 @@ step). See docs/agent_env.md.
 from __future__ import annotations
 
 import math
-import re
 import string
+import time
 from typing import Any
 
 from gymnasium import spaces
 
-from sqlenv.env import ACTION_CHARSET, TextToSQLEnv, _format_table, _one_line
+from sqlenv.env import ACTION_CHARSET, TextToSQLEnv, _cut, _format_table, _one_line
 from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
 from sqlenv.spaces import UnicodeText
 
 __all__ = ["TextToSQLAgentEnv", "MOVE_ERRORS", "NO_ANSWER"]
 
-#: Error kinds of a move that is not a well-formed ``<sql>`` or ``<answer>`` block, or an exploration
-#: refused because the episode's exploration time is spent (``budget``). A well-formed exploration that
-#: fails carries the executor's error kind (``syntax``, ``no_such_table``, ...).
-MOVE_ERRORS = ("not_text", "no_tag", "both_tags", "several_tags", "empty", "budget")
+#: Error kinds of a move that is not a well-formed ``<sql>`` or ``<answer>`` block (``too_long``:
+#: longer than ``action_space.max_length``, answered without being read), or an exploration
+#: refused because the episode's exploration time is spent (``budget``). A well-formed exploration
+#: that fails carries the executor's error kind (``syntax``, ``no_such_table``, ...).
+MOVE_ERRORS = ("not_text", "too_long", "no_tag", "both_tags", "several_tags", "empty", "budget")
 #: The final ``info["error"]`` when the turns ran out without an ``<answer>``.
 NO_ANSWER = "no_answer"
 
-_BLOCK = re.compile(r"<(sql|answer)>(.*?)</\1>", re.IGNORECASE | re.DOTALL)
-_OPEN = re.compile(r"<(sql|answer)>", re.IGNORECASE)
+_TAGS = {name: (f"<{name}>".encode(), f"</{name}>".encode()) for name in ("sql", "answer")}
+_HINT = "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit)."
 _TAG_ROOM = 10_000  # characters an action may hold besides its query (tags, reasoning text)
 
 
@@ -187,26 +188,35 @@ class TextToSQLAgentEnv(TextToSQLEnv):
 
     def parse(self, action: Any) -> tuple[str, str, tuple[str, str] | None]:
         """``("sql" | "answer", query, None)`` for a well-formed move, else
-        ``("malformed", "", (error kind, observation text))``."""
+        ``("malformed", "", (error kind, observation text))``.
+
+        The move is measured before it is read (a non-string is ``not_text``, one longer than
+        ``action_space.max_length`` is ``too_long``), then read in one pass over its tags."""
         if not isinstance(action, str):
-            return "malformed", "", ("not_text", f"Malformed move: expected a string, got {type(action).__name__}. "
-                                     "Write <sql>QUERY</sql> to explore or <answer>QUERY</answer> to submit.")
-        blocks = _BLOCK.findall(action)
-        hint = "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit)."
+            got = type(action).__name__
+            return _malformed("not_text", f"Malformed move: expected a string, got {got}. Write "
+                              "<sql>QUERY</sql> to explore or <answer>QUERY</answer> to submit.")
+        action = str.__str__(action)  # a str subclass: the plain string, never its methods
+        limit = self.action_space.max_length
+        if len(action) > limit:
+            return _malformed("too_long", f"Malformed move: it is {len(action)} characters long; "
+                                          f"the limit is {limit}. {_HINT}")
+        blocks, opened = _blocks(action)
         if not blocks:
-            opened = _OPEN.search(action)
-            what = f"the {opened.group(0)} tag is not closed" if opened else "no <sql> or <answer> block"
-            return "malformed", "", ("no_tag", f"Malformed move: {what}. {hint}")
-        kinds = {name.lower() for name, _ in blocks}
+            what = f"the {opened} tag is not closed" if opened else "no <sql> or <answer> block"
+            return _malformed("no_tag", f"Malformed move: {what}. {_HINT}")
+        kinds = {name for name, _ in blocks}
         if len(kinds) > 1:
-            return "malformed", "", ("both_tags", f"Malformed move: both <sql> and <answer> blocks. {hint}")
-        if len(blocks) > 1:
-            return "malformed", "", ("several_tags", f"Malformed move: {len(blocks)} <{kinds.pop()}> blocks. {hint}")
+            return _malformed("both_tags",
+                              f"Malformed move: both <sql> and <answer> blocks. {_HINT}")
         name, query = blocks[0]
+        if len(blocks) > 1:
+            count = len(blocks)
+            return _malformed("several_tags", f"Malformed move: {count} <{name}> blocks. {_HINT}")
         query = query.strip()
         if not query:
-            return "malformed", "", ("empty", f"Malformed move: the <{name.lower()}> block is empty. {hint}")
-        return name.lower(), query, None
+            return _malformed("empty", f"Malformed move: the <{name}> block is empty. {_HINT}")
+        return name, query, None
 
     def render(self):
         if self.render_mode != "ansi":
@@ -261,23 +271,26 @@ class TextToSQLAgentEnv(TextToSQLEnv):
                               "is spent. Submit an <answer>.")
         executor = self.explore_executor
         result = executor._execute(self._database(example).path, query, min(executor.config.timeout, left))
-        self._explore_spent += result.elapsed
+        started = time.perf_counter()
+        try:
+            return self._result_text(result)
+        finally:  # formatting the result counts against the exploration budget too
+            self._explore_spent += result.elapsed + (time.perf_counter() - started)
+
+    def _result_text(self, result: ExecutionResult) -> tuple[str | None, str]:
+        """An exploration's error, and its result as at most ``result_chars`` characters of text."""
         if result.error is not None:
-            return result.error, self._clip(f"Error ({result.error}): {result.message}")
+            message = result.message[: self.result_chars]
+            return result.error, self._clip(f"Error ({result.error}): {message}")
         count = len(result.rows)
         shown = min(count, self.result_rows)
         head = f"{count} row{'s' if count != 1 else ''}" + (f" (first {shown} shown)" if shown < count else "")
-        columns = [_cell(c) for c in result.columns]
-        rows = [[_cell(v) for v in row] for row in result.rows[:shown]]
-        table = _format_table(columns, rows, limit=max(shown, 1))
+        table = _format_table(result.columns, result.rows[:shown], limit=max(shown, 1),
+                              chars=self.result_chars)
         return None, self._clip(head + "\n" + table)
 
     def _clip(self, text: str) -> str:
-        limit = self.result_chars
-        if len(text) <= limit:
-            return text
-        note = f"\n... (cut at {limit} characters)"
-        return text[: limit - len(note)] + note
+        return _cut(text, self.result_chars)
 
     def _transcript(self) -> str:
         budget = self.transcript_chars
@@ -301,11 +314,40 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         return "\n\n".join(reversed(kept))
 
 
-def _cell(value: Any) -> Any:
-    """One result value on one line: newlines in values would break the table's rows."""
-    if isinstance(value, str):
-        return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-    if isinstance(value, bytes):
-        return "x'" + value.hex() + "'"
-    return value
+def _malformed(kind: str, text: str) -> tuple[str, str, tuple[str, str]]:
+    return "malformed", "", (kind, text)
 
+
+def _blocks(action: str) -> tuple[list[tuple[str, str]], str | None]:
+    """The ``<sql>``/``<answer>`` blocks of ``action`` as ``(tag name, text)``, and the first
+    opening tag as written (or None), in time linear in the length of ``action``: what
+    ``re.findall(r"<(sql|answer)>(.*?)</\\1>", action, re.I | re.S | re.A)`` gives (names lowered).
+
+    A block opens at the leftmost opening tag that a closing tag of the same name follows, and ends
+    at the first such closing tag; the search goes on after it. A name whose closing tag does not
+    follow an opening tag follows no later one either, so it is not looked for again."""
+    low = action.encode("ascii", "replace").lower()  # one byte per character: positions agree
+    nexts = {name: low.find(opening) for name, (opening, _) in _TAGS.items()}
+    firsts = [at for at in nexts.values() if at >= 0]
+    opened = None
+    if firsts:
+        first = min(firsts)
+        opened = action[first: action.index(">", first) + 1]
+    blocks: list[tuple[str, str]] = []
+    after = 0
+    while True:
+        for name, at in nexts.items():
+            if 0 <= at < after:
+                nexts[name] = low.find(_TAGS[name][0], after)
+        live = [(at, name) for name, at in nexts.items() if at >= 0]
+        if not live:
+            return blocks, opened
+        at, name = min(live)
+        opening, closing = _TAGS[name]
+        body = at + len(opening)
+        close = low.find(closing, body)
+        if close < 0:
+            nexts[name] = -1  # never closed after this opening, so never after a later one
+            continue
+        blocks.append((name, action[body:close]))
+        after = close + len(closing)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import reprlib
 import string
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -22,6 +24,12 @@ MAX_SCHEMA_CHARS = 20_000
 MAX_SAMPLE_ROWS_CHARS = 20_000
 #: Characters ``action_space.sample()`` draws; ``contains`` and ``step`` accept any string.
 ACTION_CHARSET = frozenset(string.printable)
+#: Characters of each text field of a step's ``info`` (``sql``, ``error_message``, ``prediction``)
+#: and of the result table ``render()`` shows; a longer text is cut and ends with ``CUT_NOTE``.
+#: Scoring always uses the whole result.
+MAX_INFO_CHARS = 10_000
+#: How a cut text ends (``{limit}``: its length in characters, this note included).
+CUT_NOTE = "\n... (cut at {limit} characters)"
 
 
 @dataclass(frozen=True)
@@ -208,9 +216,9 @@ class TextToSQLEnv(gym.Env[dict, str]):
         info = self._last["info"]
         lines.append("SQL: " + _one_line(self._last["sql"]))
         if result.error is not None:
-            lines.append(f"Error ({result.error}): {result.message}")
+            lines.append(_cut(f"Error ({result.error}): {result.message[:MAX_INFO_CHARS]}"))
         else:
-            lines.append(_format_table(result.columns, result.rows))
+            lines.append(_cut(_format_table(result.columns, result.rows, chars=MAX_INFO_CHARS)))
         lines.append(f"Gold answer: {example.answer}")
         lines.append(f"Reward: {info['reward']:g}  correct={info['correct']}  exact={info['exact']:g}  "
                      f"relaxed={info['relaxed']:g}  f1={info['f1']:.2f}")
@@ -273,35 +281,127 @@ class TextToSQLEnv(gym.Env[dict, str]):
     def _score(self, example: Example, sql: Any, result: ExecutionResult, index: int | None = None):
         match: MatchResult | None = self.dataset.match(example, result.rows) if result.error is None else None
         value = float(compute_reward(self.reward_preset, result, match))
+        shown = result_to_answer(result.rows, MAX_INFO_CHARS) if result.error is None else ""
         info = {
             "index": self._index if index is None else index,
-            "sql": sql if isinstance(sql, str) else repr(sql),
+            "sql": _cut(sql if isinstance(sql, str) else _short_repr(sql)),
             "executed": result.error is None,
             "error": result.error,
-            "error_message": result.message,
+            "error_message": _cut(result.message),
             "correct": bool(match.correct) if match else False,
             "exact": float(match.exact) if match else 0.0,
             "relaxed": float(match.relaxed) if match else 0.0,
             "f1": float(match.f1) if match else 0.0,
-            "prediction": result_to_answer(result.rows) if result.error is None else "",
+            "prediction": _cut(shown),
             "answer": example.answer,
             "reward": value,
         }
         return value, info
 
 
+def _cut(text: str, limit: int = MAX_INFO_CHARS) -> str:
+    """``text``, or if longer its first characters and ``CUT_NOTE``, in ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    note = CUT_NOTE.format(limit=limit)
+    return text[: max(0, limit - len(note))] + note[: limit]
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` in at most about ``limit`` characters, and never an exception."""
+    shorter = reprlib.Repr()
+    shorter.maxstring = shorter.maxother = shorter.maxlong = limit
+    try:
+        text = shorter.repr(value)
+    except Exception:  # noqa: BLE001 -- a hostile __repr__, an int past the digit limit
+        text = f"<{type(value).__name__} object>"
+    return text[:limit]
+
+
+_WORD_PIECE = re.compile(r"\S{1,512}")
+
+
 def _one_line(sql: Any, limit: int = 500) -> str:
-    text = sql if isinstance(sql, str) else repr(sql)
-    text = " ".join(text.split())
+    """``sql`` with each run of whitespace made one space, cut at ``limit`` characters (+ `` ...``).
+
+    Reads only as far as the cut, and copies no word longer than 512 characters whole."""
+    text = sql if isinstance(sql, str) else _short_repr(sql, limit + 1)
+    pieces: list[str] = []
+    size, end = 0, -1
+    for match in _WORD_PIECE.finditer(text):
+        if pieces and match.start() != end:
+            pieces.append(" ")
+            size += 1
+        pieces.append(match.group())
+        size += match.end() - match.start()
+        end = match.end()
+        if size > limit:
+            break
+    text = "".join(pieces)
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = 20) -> str:
-    header = [str(c) for c in columns]
-    body = [["NULL" if v is None else str(v) for v in row] for row in rows[:limit]]
-    widths = [max([len(h)] + [len(r[i]) for r in body if i < len(r)]) for i, h in enumerate(header)]
-    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    lines = [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in body]
-    if len(rows) > limit:
-        lines.append(f"... {len(rows) - limit} more rows")
-    return "\n".join(lines)
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _cell(value: Any, width: int) -> str:
+    """The first ``width`` characters of one value as table text, cut before it is converted:
+    ``NULL``, blobs as ``x'hex'``, backslashes and newlines written ``\\``, ``\\n``, ``\\r``."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ("x'" + bytes(value[: width // 2 + 1]).hex() + "'")[:width]
+    if isinstance(value, str):
+        return _escape(value[:width])[:width]
+    return _escape(str(value)[:width])[:width]
+
+
+def _format_table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], limit: int = 20,
+                  chars: int = MAX_INFO_CHARS) -> str:
+    """``rows[:limit]`` under ``columns`` as a text table, or its first ``chars + 1`` characters
+    when it is longer (the caller cuts it with ``_cut``).
+
+    Bounded before it is built: cells are cut at ``chars + 1`` characters before widths are
+    computed, columns that start past ``chars`` and rows that cannot start within it are not
+    converted, and lines stop once the text passes ``chars``.
+    """
+    room = chars + 1
+    body = rows[: min(limit, room // 5 + 1)]  # every line takes at least 5 characters
+    header: list[str] = []
+    cells: list[list[str]] = [[] for _ in body]
+    widths: list[int] = []
+    start = 2  # where the next column starts in each line
+    for i, name in enumerate(columns):
+        if start > chars:
+            break
+        header.append(_cell(name, room))
+        for row, out in zip(body, cells):
+            if i < len(row):
+                out.append(_cell(row[i], room))
+        widths.append(max([len(header[-1])] + [len(out[-1]) for out, row in zip(cells, body)
+                                               if i < len(row)]))
+        start += widths[-1] + 3
+    more = len(header) < len(columns)  # columns that start past the budget
+
+    def line(values: list[str]) -> str:
+        text = "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths))
+        return text + (" | " if more else " |")
+
+    lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + ("|-" if more else "|")]
+    lines += (line(out) for out in cells)  # generator: stops at the budget below
+    return _join_within(lines, chars, len(rows) - limit)
+
+
+def _join_within(lines, chars: int, more_rows: int) -> str:
+    """Lines joined by newlines, stopped once past ``chars`` characters (then cut to chars + 1)."""
+    out: list[str] = []
+    size = -1
+    for text in lines:
+        out.append(text)
+        size += len(text) + 1
+        if size > chars:
+            return "\n".join(out)[: chars + 1]
+    if more_rows > 0:
+        out.append(f"... {more_rows} more rows")
+    return "\n".join(out)[: chars + 1]

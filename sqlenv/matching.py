@@ -164,19 +164,38 @@ def is_floor_answer(answer: Any) -> bool:
     return str(answer if answer is not None else "").strip().casefold() in FLOOR_ANSWERS
 
 
-def result_to_answer(rows: Iterable[Sequence[Any]]) -> str:
+def result_to_answer(rows: Iterable[Sequence[Any]], limit: int | None = None) -> str:
     """Render a result set as an answer string, the way TempTabQA-C writes gold answers.
 
     Values in a row are joined by a space, rows by ``", "``. Integral numbers lose their
     ``.0`` (``2.0`` -> ``"2"``), ``NULL`` becomes ``"None"``, medal types lose their prefix
     (``MedalGold`` -> ``"Gold"``) and strings are stripped. Rows keep their order and duplicates.
+    With ``limit``, rendering stops once the answer is longer than ``limit`` characters: the
+    text returned is then the whole answer's first characters, more than ``limit`` of them
+    (for a caller that shows a bounded answer; matching always renders it whole).
 
     >>> result_to_answer([("World Championships", 2023), ("World Games", 2022)])
     'World Championships 2023, World Games 2022'
     >>> result_to_answer([(2.0,)]), result_to_answer([("MedalGold",)]), result_to_answer([])
     ('2', 'Gold', '')
+    >>> result_to_answer([(1,), (2,), (3,), (4,)], limit=4)
+    '1, 2, 3'
     """
-    return ", ".join(" ".join(_render_value(v) for v in row) for row in rows)
+    if limit is None:
+        return ", ".join(" ".join(_render_value(v) for v in row) for row in rows)
+    parts: list[str] = []
+    size = 0
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            text = (", " if r and not c else " " if c else "") + _render_value(value)
+            parts.append(text)
+            size += len(text)
+            if size > limit:
+                return "".join(parts)
+        if r and not len(row):  # an empty row renders as nothing between its separators
+            parts.append(", ")
+            size += 2
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- EMS / REMS
