@@ -62,7 +62,7 @@ def main() -> None:
               f"correct {trace['metrics']['correct']:.0f}")
     mean = sum(t["rewards"]["sqlenv"]["score"] for _, t in rows) / len(rows)
     print(f"mean reward {mean:+.2f} over {len(rows)} questions ({args.env}, policy {args.policy}, "
-          f"{len(server.requests)} model requests)")
+          f"{server.request_count} model requests)")
 
 
 if __name__ == "__main__":
