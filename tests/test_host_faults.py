@@ -128,6 +128,34 @@ seen["first_again"] = first.execute(a, "SELECT COUNT(*) FROM Medal").rows == ((3
 print(json.dumps(seen))
 """
 
+# A cached connection, then no descriptor left: a query whose sort spills to a temporary file fails to
+# open it. The query is not to blame: HostError, never a scored result.
+SORT_SCRIPT = """
+import json, os, resource, sys
+path = sys.argv[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from sqlenv.executor import Executor, HostError
+
+ex = Executor(timeout=30)
+sql = "SELECT COUNT(*) FROM (SELECT location || medal_id || type AS x FROM Medal ORDER BY x)"
+seen = {"before": ex.execute(path, sql).rows}
+hoard = []
+try:
+    while True:
+        hoard.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+try:
+    result = ex.execute(path, sql)
+    seen["exhausted"] = ["result", result.error, result.message]
+except HostError as exc:
+    seen["exhausted"] = ["HostError", str(exc), exc.path, exc.cause]
+for fd in hoard:
+    os.close(fd)
+seen["after"] = ex.execute(path, sql).rows
+print(json.dumps(seen))
+"""
+
 
 def _run(script: str, *args) -> dict:
     proc = subprocess.run(
@@ -145,7 +173,7 @@ def _run(script: str, *args) -> dict:
 @pytest.fixture(scope="module")
 def small_dbs(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("small-dbs")
-    for i in range(100):
+    for i in range(40):
         build_medal_db(folder / f"{i}.sqlite", rows=3)
     return folder
 
@@ -161,9 +189,9 @@ def test_sixteen_envs_under_a_128_descriptor_limit_score_every_correct_query():
 
 
 def test_eight_executors_under_a_64_descriptor_limit_then_exhausted_by_the_host(small_dbs):
-    seen = _run(EXECUTORS_SCRIPT, 64, 100, small_dbs)
+    seen = _run(EXECUTORS_SCRIPT, 64, 40, small_dbs)  # 320 connections without a shared budget
     assert seen["raised"] == [] and seen["wrong"] == []
-    assert seen["ok"] == 8 * 100
+    assert seen["ok"] == 8 * 40
     assert seen["peak"] < 64
     kind, message, path, cause = seen["exhausted"]
     assert kind == "HostError"
@@ -178,6 +206,17 @@ def test_a_host_fault_is_retried_after_closing_idle_connections(small_dbs):
     assert seen["warm"] is True
     assert seen["second"] == [True, None, ""]
     assert seen["first_again"] is True
+
+
+def test_a_query_that_cannot_open_a_temporary_file_raises_host_error(tmp_path):
+    path = build_medal_db(tmp_path / "big.sqlite", rows=300_000)  # its sort spills to a temp file
+    seen = _run(SORT_SCRIPT, path)
+    assert seen["before"] == [[300_000]]
+    kind, message, where, cause = seen["exhausted"]
+    assert kind == "HostError" and where == str(path)
+    assert message.startswith(f"a query on {str(path)!r} failed: too many open files (EMFILE")
+    assert "retried once" in message and "unable to open database file" in cause
+    assert seen["after"] == [[300_000]]
 
 
 class _OneDatabase(Dataset):
