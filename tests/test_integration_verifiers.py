@@ -89,6 +89,51 @@ def test_replay_is_the_gymnasium_env_score(gold):
     assert (reward, done, info["correct"], info["move_errors"]) == (1.0, True, True, [None, "no_tag", None])
 
 
+@pytest.fixture
+def steps(monkeypatch):
+    """Every move any TextToSQLAgent-v0 env in this process plays, in order."""
+    from sqlenv.agent_env import TextToSQLAgentEnv
+
+    played, step = [], TextToSQLAgentEnv.step
+
+    def counted(self, action):
+        played.append(action)
+        return step(self, action)
+
+    monkeypatch.setattr(TextToSQLAgentEnv, "step", counted)
+    return played
+
+
+def test_each_move_is_played_once(gold, steps):
+    config = adapter.SQLTasksetConfig(env=sqlenv.AGENT_ENV_ID, max_turns=5, limit=1)
+
+    def policy(messages):
+        moves = sum(m["role"] == "assistant" for m in messages)
+        return f"<sql>SELECT {moves}</sql>" if moves < 4 else f"<answer>{_gold_for(gold, messages)}</answer>"
+
+    results = adapter.play(adapter.SQLTaskset(config), policy)
+    assert results[0]["reward"] == 1.0 and results[0]["metrics"]["correct"] == 1.0
+    assert steps[:4] == [f"<sql>SELECT {k}</sql>" for k in range(4)] and len(steps) == 5
+    assert len(adapter.EPISODES) == 0  # the rollout's env was closed when the episode ended
+
+
+def test_taskset_takes_the_env_arguments():
+    flat = list(adapter.SQLTaskset(adapter.SQLTasksetConfig(schema="flat", limit=1)))[0]
+    assert flat.data.prompt.startswith("Database schema:\nCREATE TABLE Medals (")
+    assert flat.config.env_kwargs["schema"] == "flat"
+    config = adapter.SQLTasksetConfig(env=sqlenv.AGENT_ENV_ID, max_instructions=1_000, result_rows=2, limit=1)
+    task = list(adapter.SQLTaskset(config))[0]
+    assert {k: task.config.env_kwargs[k] for k in ("max_instructions", "result_rows", "max_turns")} == {
+        "max_instructions": 1_000, "result_rows": 2, "max_turns": 5}
+    heavy = "<answer>SELECT COUNT(*) FROM Medal a, Medal b, Medal c</answer>"
+    reward, info, done = adapter.replay(task.config, 0, [heavy])
+    unbounded = adapter.replay(adapter.SQLTaskConfig(env=sqlenv.AGENT_ENV_ID), 0, [heavy])[1]
+    assert (reward, done, unbounded["error"]) == (-1.0, True, None)
+    assert info["error"] is not None  # the instruction budget reached the env
+    single = adapter.SQLTasksetConfig(max_turns=3, result_rows=2, limit=1)
+    assert "result_rows" not in adapter.env_kwargs(single)  # agent-only fields stay out of TextToSQL-v0
+
+
 def test_views_and_bad_configuration():
     taskset = adapter.SQLTaskset(adapter.SQLTasksetConfig(limit=10))
     assert [t.data.index for t in taskset.include(idx=["3:5"])] == [3, 4]
@@ -153,7 +198,7 @@ def test_eval_garbage_policy_scores_minus_one_in_both_envs(scripted, tmp_path):
     single = _eval(model, tmp_path / "single", limit=2)
     assert [_reward(t) for t in single] == [-1.0, -1.0] and single[0].metrics["executed"] == 0.0
     agent = _eval(model, tmp_path / "agent", env=sqlenv.AGENT_ENV_ID, max_turns=2, limit=1)
-    assert _reward(agent[0]) == -1.0 and agent[0].num_turns == 2
+    assert _reward(agent[0]) == -1.0 and agent[0].num_turns == 2 and len(adapter.EPISODES) == 0
     env = gym.make(sqlenv.AGENT_ENV_ID, max_turns=2).unwrapped
     env.reset(options={"index": 0})
     observation, _, _, _, info = env.step("I don't know")
@@ -163,7 +208,7 @@ def test_eval_garbage_policy_scores_minus_one_in_both_envs(scripted, tmp_path):
     assert len(model.requests) == 2 + 2
 
 
-def test_eval_agent_env_explores_then_answers(gold, scripted, tmp_path):
+def test_eval_agent_env_explores_then_answers(gold, scripted, tmp_path, steps):
     def policy(messages):
         if not any(m["role"] == "assistant" for m in messages):
             return "<sql>SELECT COUNT(*) FROM Medal</sql>"
@@ -179,6 +224,7 @@ def test_eval_agent_env_explores_then_answers(gold, scripted, tmp_path):
     second = [body["messages"] for body in model.requests if len(body["messages"]) == 4]
     assert len(model.requests) == 4 and len(second) == 2
     assert {m[3]["content"] for m in second} == {feedback}
+    assert len(steps) == 4 and len(adapter.EPISODES) == 0  # two moves a rollout, each played once
 
 
 def test_example_runs_the_vf_eval_cli():

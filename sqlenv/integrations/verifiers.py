@@ -5,9 +5,9 @@ question) played by an agent seat (harness x model); the task's ``@vf.reward`` m
 
 | verifiers | sqlenv |
 | --- | --- |
-| ``SQLTaskset`` (``SQLTasksetConfig``: ``env``, ``dataset``, ``split``, ``data_dir``, ``reward``, ``max_turns``, ``limit``) | the questions of ``TextToSQL-v0`` / ``TextToSQLAgent-v0`` |
+| ``SQLTaskset`` (``SQLTasksetConfig``: ``env``, ``limit`` and the env's arguments) | the questions of ``TextToSQL-v0`` / ``TextToSQLAgent-v0`` |
 | ``SQLTask.data.prompt`` | the reset observation as chat messages (schema, sample rows, question) |
-| ``@vf.reward sqlenv`` (weight 1) | the env's reward: the episode replayed through the Gymnasium env |
+| ``@vf.reward sqlenv`` (weight 1) | the env's reward: the episode's return in the rollout's Gymnasium env |
 | ``@vf.metric executed``, ``correct``, ``f1`` (logged, not rewarded) | the final step's ``info`` |
 | ``@vf.stop`` | ``terminated or truncated``: one reply (single-step), or an ``<answer>`` / ``max_turns`` replies |
 | ``SQLAgentEnv`` (``SQLAgentEnvConfig``) | the episode loop: each reply is a move, its result the next user turn |
@@ -16,15 +16,29 @@ question) played by an agent seat (harness x model); the task's ``@vf.reward`` m
 ``vf-eval sqlenv-verifiers`` runs the real evaluation: the top-level package ``sqlenv_verifiers``
 exports these three classes, which is how verifiers finds a taskset, its env and its default harness.
 
-The reward replays the trace's assistant replies through a fresh env pinned to the task's question, so
-the score is exactly the Gymnasium env's (same executor, matchers and presets) and needs no state
-carried between processes.
+Each rollout plays its replies through one Gymnasium env pinned to the task's question, kept in
+:data:`EPISODES` under the trace's id: every reply is stepped exactly once (the stop hook, the agent
+loop and the rubric share the env), so the score is exactly the Gymnasium env's (same executor,
+matchers and presets) and a move near a time budget is never re-run. The env is closed when the
+episode ends or the trace is scored; at most ``EPISODES.limit`` live at once (the oldest is closed;
+a rollout whose env was closed early is replayed from its trace). A single-step reply becomes SQL
+through :func:`sqlenv.completion.extract_sql`, the extractor every path uses.
+
+``SQLTasksetConfig`` fields (``--env.taskset.<field>`` on the ``vf-eval`` command line): ``env``,
+``limit`` and the env's arguments ``dataset``, ``split``, ``data_dir``, ``reward``, ``schema``,
+``sample_rows``, ``timeout``, ``max_rows``, ``max_instructions``; for ``TextToSQLAgent-v0`` also
+``max_turns``, ``result_rows``, ``result_chars``, ``transcript_chars``, ``explore_timeout``,
+``explore_max_instructions``, ``explore_seconds``, ``turn_cost``, ``exploration_error_penalty``
+(``None``: the env's default). ``task.env_kwargs`` passes any other keyword.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import threading
+import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +46,7 @@ import gymnasium as gym
 
 import sqlenv
 from sqlenv.integrations._chat import latest_turn, messages_for
-from sqlenv.integrations.trl import extract_sql
+from sqlenv.completion import extract_sql
 
 try:
     import verifiers.v1 as vf
@@ -40,8 +54,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("sqlenv.integrations.verifiers needs verifiers: pip install 'sqlenv[verifiers]'") from exc
 
-__all__ = ["SQLAgentEnv", "SQLAgentEnvConfig", "SQLChatHarness", "SQLTask", "SQLTaskConfig", "SQLTaskData",
-           "SQLTaskset", "SQLTasksetConfig", "play", "replay"]
+__all__ = ["EPISODES", "SQLAgentEnv", "SQLAgentEnvConfig", "SQLChatHarness", "SQLTask", "SQLTaskConfig",
+           "SQLTaskData", "SQLTaskset", "SQLTasksetConfig", "env_kwargs", "play", "replay"]
 
 _ENVS = (sqlenv.ENV_ID, sqlenv.AGENT_ENV_ID)
 
@@ -64,33 +78,100 @@ def _make(config: SQLTaskConfig):
     return gym.make(config.env, **config.env_kwargs).unwrapped
 
 
+class _Episode:
+    """One rollout's env, stepped once per reply: ``play(replies)`` plays only the new ones."""
+
+    def __init__(self, config: SQLTaskConfig, index: int):
+        self.single = config.env == sqlenv.ENV_ID
+        self.env = _make(config)
+        self.env.reset(options={"index": index})
+        self.replies: list[str] = []
+        self.reward, self.info, self.done = 0.0, {}, False
+
+    def follows(self, replies: list[str]) -> bool:
+        """Whether ``replies`` continue the replies played so far (same trace, later turn)."""
+        return replies[: len(self.replies)] == self.replies
+
+    def play(self, replies: list[str], final: bool = False) -> None:
+        """Step the env with each reply not played yet, until the episode ends. ``final``: a
+        single-step episode without a reply is scored as an empty query."""
+        for reply in replies[len(self.replies):]:
+            if self.done:
+                break
+            self._step(extract_sql(reply) if self.single else reply)
+            self.replies.append(reply)
+        if final and self.single and not self.done:
+            self._step("")
+
+    def _step(self, action: str) -> None:
+        _, reward, terminated, truncated, info = self.env.step(action)
+        self.reward += float(reward)
+        self.info = info
+        self.done = bool(self.single or terminated or truncated)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class _Episodes:
+    """Live episodes keyed by trace id, at most ``limit`` (the oldest is closed first)."""
+
+    def __init__(self, limit: int = 256):
+        self.limit = limit
+        self._live: OrderedDict[str, _Episode] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, config: SQLTaskConfig, index: int, replies: list[str]) -> _Episode:
+        """The trace's episode, new when there is none or it does not lead to ``replies``."""
+        with self._lock:
+            episode = self._live.pop(key, None)
+        if episode is not None and not episode.follows(replies):
+            episode.close()
+            episode = None
+        episode = episode or _Episode(config, index)
+        with self._lock:
+            self._live[key] = episode
+            evicted = [self._live.popitem(last=False)[1] for _ in range(len(self._live) - self.limit)]
+        for old in evicted:
+            old.close()
+        return episode
+
+    def end(self, key: str) -> None:
+        """Close and forget the trace's episode (it ended, or its trace was scored)."""
+        with self._lock:
+            episode = self._live.pop(key, None)
+        if episode is not None:
+            episode.close()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+#: Every rollout's live episode in this process.
+EPISODES = _Episodes()
+
+
 def replay(config: SQLTaskConfig, index: int, replies: Iterable[str]) -> tuple[float, dict[str, Any], bool]:
     """Play ``replies`` through a fresh env on question ``index``: ``(total reward, last info, done)``.
 
     Single-step: the SQL extracted from the first reply is the action (no reply: an empty query).
     Agent: each reply is a move until the episode ends; replies after the end are ignored.
     """
-    env = _make(config)
+    episode = _Episode(config, index)
     try:
-        env.reset(options={"index": index})
-        moves = list(replies)
-        if config.env == sqlenv.ENV_ID:
-            _, reward, _, _, info = env.step(extract_sql(moves[0]) if moves else "")
-            return float(reward), info, True
-        total, info, done = 0.0, {}, False
-        for move in moves:
-            _, reward, terminated, truncated, info = env.step(move)
-            total += float(reward)
-            if terminated or truncated:
-                done = True
-                break
-        return total, info, done
+        episode.play(list(replies), final=True)
+        return episode.reward, episode.info, episode.done
     finally:
-        env.close()
+        episode.close()
 
 
 class SQLTask(vf.Task[SQLTaskData, vf.State, SQLTaskConfig]):
-    """One question; the rubric is the env's reward (weight 1) plus unweighted metrics."""
+    """One question; the rubric is the env's reward (weight 1) plus unweighted metrics.
+
+    The rollout's env lives in :data:`EPISODES` under the trace's id: each new reply is stepped
+    once (the stop hook, the agent loop and the rubric share it), and the env is closed when the
+    episode ends or the trace is scored.
+    """
 
     @property
     def key(self) -> str:
@@ -99,13 +180,17 @@ class SQLTask(vf.Task[SQLTaskData, vf.State, SQLTaskConfig]):
     def _replies(self, trace: vf.Trace) -> list[str]:
         return [message.content or "" for message in trace.assistant_messages]
 
-    def _scored(self, trace: vf.Trace) -> tuple[float, dict[str, Any], bool]:
+    def _scored(self, trace: vf.Trace, final: bool = False) -> tuple[float, dict[str, Any], bool]:
         cached = trace.info.get("sqlenv")
         replies = self._replies(trace)
-        if cached is None or cached["replies"] != replies:
-            reward, info, done = replay(self.config, self.data.index, replies)
-            cached = {"replies": replies, "reward": reward, "info": info, "done": done}
+        if cached is None or cached["replies"] != replies or (final and not cached["final"]):
+            episode = EPISODES.get(trace.id, self.config, self.data.index, replies)
+            episode.play(replies, final)
+            cached = {"replies": replies, "reward": episode.reward, "info": episode.info,
+                      "done": episode.done, "final": final or episode.done}
             trace.info["sqlenv"] = cached
+            if episode.done or final:
+                EPISODES.end(trace.id)
         return cached["reward"], cached["info"], cached["done"]
 
     @vf.stop
@@ -116,35 +201,70 @@ class SQLTask(vf.Task[SQLTaskData, vf.State, SQLTaskConfig]):
 
     @vf.reward(weight=1.0)
     async def sqlenv(self, trace: vf.Trace) -> float:
-        return self._scored(trace)[0]
+        return self._scored(trace, final=True)[0]
 
     @vf.metric
     async def executed(self, trace: vf.Trace) -> float:
-        return float(bool(self._scored(trace)[1].get("executed", False)))
+        return float(bool(self._scored(trace, final=True)[1].get("executed", False)))
 
     @vf.metric
     async def correct(self, trace: vf.Trace) -> float:
-        return float(bool(self._scored(trace)[1].get("correct", False)))
+        return float(bool(self._scored(trace, final=True)[1].get("correct", False)))
 
     @vf.metric
     async def f1(self, trace: vf.Trace) -> float:
-        return float(self._scored(trace)[1].get("f1", 0.0))
+        return float(self._scored(trace, final=True)[1].get("f1", 0.0))
+
+
+# The env's ``schema`` argument shadows pydantic's deprecated ``BaseModel.schema()`` (harmless here).
+warnings.filterwarnings("ignore", message='Field name "schema" in "SQLTasksetConfig"', category=UserWarning)
 
 
 class SQLTasksetConfig(vf.TasksetConfig):
-    """Which env and questions: ``env`` is ``TextToSQL-v0`` or ``TextToSQLAgent-v0``."""
+    """Which env and questions: ``env`` is ``TextToSQL-v0`` or ``TextToSQLAgent-v0``; the other
+    fields are the env's arguments (``None``: the env's default)."""
 
     env: str = sqlenv.ENV_ID
     dataset: str = "generated"
     split: str | None = None
     data_dir: str | None = None
     reward: str = "binary"
-    max_turns: int = 5
-    """Moves per episode (``TextToSQLAgent-v0`` only)."""
+    schema: str = "tables"
+    """``"tables"`` (the benchmark's tables) or ``"flat"`` (one denormalised table)."""
     sample_rows: int = 3
+    timeout: float | None = None
+    """Each query's wall-clock budget in seconds."""
+    max_rows: int | None = None
+    max_instructions: int | None = None
+    """Each query's budget in SQLite VM instructions (rewards independent of the machine)."""
+    max_turns: int = 5
+    """Moves per episode (``TextToSQLAgent-v0`` only, as are the fields below)."""
+    result_rows: int | None = None
+    result_chars: int | None = None
+    transcript_chars: int | None = None
+    explore_timeout: float | None = None
+    explore_max_instructions: int | None = None
+    explore_seconds: float | None = None
+    turn_cost: float | None = None
+    exploration_error_penalty: float | None = None
     limit: int | None = None
     """The first ``limit`` questions (default: all)."""
     task: SQLTaskConfig = SQLTaskConfig()
+
+
+#: Taskset fields passed to both envs / to ``TextToSQLAgent-v0`` only (``None`` values are left out).
+_ENV_FIELDS = ("dataset", "split", "data_dir", "reward", "schema", "sample_rows", "timeout", "max_rows",
+               "max_instructions")
+_AGENT_FIELDS = ("max_turns", "result_rows", "result_chars", "transcript_chars", "explore_timeout",
+                 "explore_max_instructions", "explore_seconds", "turn_cost", "exploration_error_penalty")
+
+
+def env_kwargs(config: SQLTasksetConfig) -> dict[str, Any]:
+    """The env constructor keywords a taskset config sets (``task.env_kwargs`` on top)."""
+    names = _ENV_FIELDS + (_AGENT_FIELDS if config.env == sqlenv.AGENT_ENV_ID else ())
+    kwargs = {name: getattr(config, name) for name in names}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("split", "data_dir")}
+    return {**kwargs, **config.task.env_kwargs}
 
 
 class SQLTaskset(vf.Taskset[SQLTask, SQLTasksetConfig]):
@@ -152,11 +272,7 @@ class SQLTaskset(vf.Taskset[SQLTask, SQLTasksetConfig]):
 
     def load(self) -> Iterable[SQLTask]:
         c = self.config
-        kwargs = {"dataset": c.dataset, "split": c.split, "data_dir": c.data_dir, "reward": c.reward,
-                  "sample_rows": c.sample_rows}
-        if c.env == sqlenv.AGENT_ENV_ID:
-            kwargs["max_turns"] = c.max_turns
-        task_config = c.task.model_copy(update={"env": c.env, "env_kwargs": {**kwargs, **c.task.env_kwargs}})
+        task_config = c.task.model_copy(update={"env": c.env, "env_kwargs": env_kwargs(c)})
         env = _make(task_config)
         try:
             n = len(env.dataset) if c.limit is None else min(c.limit, len(env.dataset))
@@ -222,18 +338,13 @@ class SQLAgentEnv(vf.Env[SQLAgentEnvConfig]):
     """
 
     async def run(self, task: SQLTask, agents: vf.Agents) -> None:
-        env = _make(task.config)
-        try:
-            env.reset(options={"index": task.data.index})
-            async with agents.agent.interaction(task) as interaction:
-                segment = await interaction.turn(None)
-                while not segment.terminated:
-                    observation, _, terminated, truncated, info = env.step(segment.last_reply)
-                    if terminated or truncated:
-                        break
-                    segment = await interaction.turn(latest_turn(info))
-        finally:
-            env.close()
+        async with agents.agent.interaction(task) as interaction:
+            segment = await interaction.turn(None)
+            while not segment.terminated:
+                _, info, done = task._scored(interaction.trace)  # the rollout's env, each move once
+                if done or task.config.env == sqlenv.ENV_ID:
+                    break
+                segment = await interaction.turn(latest_turn(info))
 
 
 def play(taskset: SQLTaskset, policy, limit: int | None = None) -> list[dict[str, Any]]:
@@ -266,22 +377,16 @@ async def _play(taskset: SQLTaskset, policy, limit: int | None) -> list[dict[str
 
         add(vf.SystemMessage(content=messages[0]["content"]))
         add(vf.UserMessage(content=messages[1]["content"]))
-        env = _make(task.config)
-        try:
-            env.reset(options={"index": task.data.index})
-            while True:
-                reply = policy(messages)
-                messages.append({"role": "assistant", "content": reply})
-                add(vf.AssistantMessage(content=reply), sampled=True)
-                trace.nodes = list(nodes)
-                if await task.episode_over(trace):
-                    break
-                observation, _, _, _, info = env.step(reply)
-                feedback = latest_turn(info)
-                messages.append({"role": "user", "content": feedback})
-                add(vf.UserMessage(content=feedback))
-        finally:
-            env.close()
+        while True:
+            reply = policy(messages)
+            messages.append({"role": "assistant", "content": reply})
+            add(vf.AssistantMessage(content=reply), sampled=True)
+            trace.nodes = list(nodes)
+            if await task.episode_over(trace):
+                break
+            feedback = latest_turn(task._scored(trace)[1])
+            messages.append({"role": "user", "content": feedback})
+            add(vf.UserMessage(content=feedback))
         trace.nodes = list(nodes)
         await task.score(trace)
         rewards = {k: v.score for k, v in trace.rewards.items() if v is not None}
