@@ -18,6 +18,8 @@ if ENV_ID not in registry:
         id=ENV_ID,
         entry_point="sqlenv.env:TextToSQLEnv",
         # gym.make_vec(ENV_ID, num_envs=N): SAME_STEP autoreset, since every episode is one step.
+        # Gymnasium's vector_kwargs= and wrappers= need vectorization_mode="sync"|"async", as for
+        # any env with a vector entry point (docs/env.md, "Vector environments").
         vector_entry_point="sqlenv.vector:make_vector_env",
         # SQL's random() and date('now') differ between runs, and the wall-clock backstop (`timeout`)
         # depends on the machine; see docs/env.md, "Reproducible rewards".

@@ -51,7 +51,7 @@ def trace(envs) -> list:
 
 
 def single_envs(autoreset: AutoresetMode) -> list[list[tuple]]:
-    """Per sub-env: its first question, then per step (question, reward, terminated, info reward)."""
+    """Per sub-env: the first question, then per step (question, reward, terminated, reward)."""
     expected = []
     for i in range(NUM_ENVS):
         env = gym.make(ENV_ID, **ENV)
