@@ -121,7 +121,7 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._deadline = None
+            self._deadline, self._upgraded = None, False
             if len(self.connections) > max_connections:
                 log.warning("refused a connection: %d connections open (--max-connections)",
                             len(self.connections) - 1)
@@ -131,12 +131,13 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.conn.their_state in _INCOMPLETE and not self.transport.is_closing():
+            if not self._upgraded and self.conn.their_state in _INCOMPLETE and not self.transport.is_closing():
                 self._arm()
             else:
                 self._disarm()
 
         def handle_websocket_upgrade(self, event) -> None:
+            self._upgraded = True  # the transport now belongs to the WebSocket protocol
             self._disarm()
             super().handle_websocket_upgrade(event)
 
@@ -155,7 +156,7 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
 
         def _expire(self) -> None:
             self._deadline = None
-            if self.transport.is_closing() or self.conn.their_state not in _INCOMPLETE:
+            if self._upgraded or self.transport.is_closing() or self.conn.their_state not in _INCOMPLETE:
                 return
             started = self.conn.their_state is h11.SEND_BODY or bool(self.conn.trailing_data[0])
             log.warning("closed a connection from %s: no complete request within %g s",
