@@ -115,6 +115,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain
 
+try:
+    import resource
+except ImportError:  # not on this platform: no descriptor limit to read
+    resource = None
+
 __all__ = [
     "ERROR_KINDS",
     "BUDGET_ENV",
@@ -536,9 +541,7 @@ _NOFILE_CAP = 1 << 20  # what "unlimited" counts as
 
 def _nofile_limit() -> int | None:
     """The process's soft RLIMIT_NOFILE (None: unlimited or unknown)."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
+    if resource is None:
         return None
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return None if soft == resource.RLIM_INFINITY or soft < 0 else soft
@@ -550,7 +553,7 @@ def connection_budget() -> int:
     64 -> 16). The other half is headroom for sockets, pipes, worker processes, SQLite's temporary files
     and the short-lived connections that describe or build databases. Read on every open, so a limit
     changed at run time (`resource.setrlimit`) applies at once."""
-    value = os.environ.get(BUDGET_ENV, "").strip()
+    value = os.environ.get(BUDGET_ENV)
     if value:
         try:
             number = int(value)
@@ -573,41 +576,51 @@ class _ConnectionBudget:
     Executor opens one, the least recently used idle connection of any Executor is closed while the
     count is at the budget. "Idle" means its Executor's lock could be taken without waiting (an
     Executor holds it while it runs a query), so a running query's connection is never closed.
-    Locks: the budget's lock, then executors' locks only without blocking, so no deadlock."""
+    Locks: the budget's lock, then executors' locks only without blocking, so no deadlock. The count
+    is kept as connections enter and leave caches (O(1) per open); an Executor dropped unclosed is
+    discounted when it is collected, and a count that finds nothing to close is recounted."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.executors: weakref.WeakSet = weakref.WeakSet()
-        self.pending = 0  # opens admitted but not yet in a cache
+        self.open = 0  # connections in caches, plus opens admitted and not yet cached
 
     def register(self, executor: Executor) -> None:
         with self.lock:
             self.executors.add(executor)
+        finalizer = weakref.finalize(executor, self.discount, executor._cache)
+        finalizer.atexit = False
 
-    def _count(self, pid: int) -> int:
-        return self.pending + sum(len(ex._cache) for ex in list(self.executors) if ex._pid == pid)
+    def discount(self, cache) -> None:
+        """An Executor was collected: its cached connections close with it."""
+        with self.lock:
+            self.open = max(0, self.open - len(cache))
 
     def admit(self) -> None:
-        """Make room for one connection an Executor is about to open and count it as pending."""
+        """Make room for one connection an Executor is about to open, and count it."""
         with self.lock:
-            self._make_room(1)
-            self.pending += 1
+            self._make_room()
+            self.open += 1
 
-    def opened(self) -> None:
-        """The admitted connection is in a cache now (or failed to open)."""
+    def closed(self, count: int = 1) -> None:
+        """`count` connections left a cache (or an admitted open failed)."""
         with self.lock:
-            self.pending -= 1
+            self.open = max(0, self.open - count)
 
     def make_room(self) -> None:
         """Make room for one short-lived connection (not counted: it is closed right after use)."""
         with self.lock:
-            self._make_room(1)
+            self._make_room()
 
-    def _make_room(self, wanted: int) -> None:
+    def _make_room(self) -> None:
         pid = os.getpid()
-        over = self._count(pid) + wanted - connection_budget()
-        while over > 0 and self._close_lru(pid):
-            over -= 1
+        budget = connection_budget()
+        while self.open >= budget:
+            if self._close_lru(pid):
+                self.open -= 1
+                continue
+            self.open = sum(len(ex._cache) for ex in list(self.executors) if ex._pid == pid)
+            break  # every cached connection is busy: open one more rather than fail
 
     def _close_lru(self, pid: int) -> bool:
         """Close the least recently used idle cached connection of any Executor. False if none is idle."""
@@ -625,7 +638,7 @@ class _ConnectionBudget:
             return False
         try:
             if not owner._cache:
-                return True  # emptied meanwhile: room was made all the same
+                return False
             _, entry = owner._cache.popitem(last=False)
         finally:
             owner._lock.release()
@@ -647,6 +660,7 @@ class _ConnectionBudget:
                             closed.append(entry.conn)
                 finally:
                     ex._lock.release()
+            self.open = max(0, self.open - len(closed))
         for conn in closed:
             _close_quietly(conn)
         return len(closed)
@@ -656,7 +670,7 @@ class _ConnectionBudget:
         another thread held at the fork would never be released in the child)."""
         global _DEFAULT_LOCK
         self.lock = threading.Lock()
-        self.pending = 0
+        self.open = 0
         _DEFAULT_LOCK = threading.Lock()
         for ex in list(self.executors):
             ex._lock = threading.RLock()
@@ -830,6 +844,7 @@ class Executor:
                 self._pool = None
             entries = list(self._cache.values())
             self._cache.clear()
+        _BUDGET.closed(len(entries))
         for entry in entries:
             try:
                 entry.conn.close()
@@ -1033,6 +1048,7 @@ class Executor:
                 return entry
             del cache[key]  # the file was replaced or changed: reopen
             entry.conn.close()
+            _BUDGET.closed()
         if not stat.S_ISREG(st.st_mode):
             cause = "not a regular file (a directory or a device)"
             message = f"cannot open database {key!r}: {cause}. A fault of the host, not of the query"
@@ -1043,17 +1059,20 @@ class Executor:
             entry = retry_host_fault(
                 key, "cannot open database", lambda: _open(key, identity, self.config)
             )
-            cache[key] = entry
-        finally:
-            _BUDGET.opened()
+        except BaseException:
+            _BUDGET.closed()
+            raise
+        cache[key] = entry
         while len(cache) > self.config.max_connections:
             _, old = cache.popitem(last=False)
             old.conn.close()
+            _BUDGET.closed()
         return entry
 
     def _forget_after_fork(self) -> None:
-        """In a forked child the parent's connections and workers are not ours: drop them, unclosed."""
-        self._cache = collections.OrderedDict()
+        """In a forked child the parent's connections and workers are not ours: drop them (the same
+        dict, which the budget's finalizer holds), and the parent's workers unstopped."""
+        self._cache.clear()
         self._pool = None
         self._pid = os.getpid()
 

@@ -316,3 +316,48 @@ def test_gym_make_envs_share_the_budget(monkeypatch):
     finally:
         for env in envs:
             env.close()
+
+
+def test_threads_share_a_small_budget_without_losing_a_query(small_dbs, monkeypatch):
+    import threading
+
+    monkeypatch.setenv(BUDGET_ENV, "3")
+    executors = [Executor() for _ in range(4)]
+    answers: list = []
+
+    def walk(ex: Executor) -> None:
+        for round_ in range(3):
+            for i in range(20):
+                answers.append(ex.execute(small_dbs / f"{i}.sqlite", "SELECT COUNT(*) FROM Medal").rows)
+
+    threads = [threading.Thread(target=walk, args=(ex,)) for ex in executors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_GUARD)
+    for ex in executors:
+        ex.close()
+    assert answers == [((3,),)] * (4 * 3 * 20)
+
+
+FORK_SCRIPT = """
+import os, sys
+from sqlenv.executor import Executor
+
+ex = Executor()
+path = sys.argv[1]
+assert ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((3,),)
+pid = os.fork()
+if pid == 0:  # the child: the inherited Executor starts afresh and answers
+    ok = ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((3,),)
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print('{"child_exit": %d, "parent_ok": %s}' % (
+    os.waitstatus_to_exitcode(status),
+    str(ex.execute(path, "SELECT COUNT(*) FROM Medal").rows == ((3,),)).lower()))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_with_its_own_connections(small_dbs):
+    assert _run(FORK_SCRIPT, small_dbs / "0.sqlite") == {"child_exit": 0, "parent_ok": True}
