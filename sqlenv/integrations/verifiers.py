@@ -352,7 +352,8 @@ def play(taskset: SQLTaskset, policy, limit: int | None = None) -> list[dict[str
 
     Builds each task's ``vf.Trace`` from the policy's replies (the agent loop for ``TextToSQLAgent-v0``)
     and runs ``Task.score`` on it: the rubric a ``vf eval`` run applies, without a model server.
-    Returns per task ``{"index", "id", "reward", "rewards", "metrics"}``.
+    Returns per task ``{"index", "id", "reward", "rewards", "metrics", "info"}`` (``info``: the env's
+    ``info`` of the episode's last step).
     """
     import asyncio
 
@@ -392,5 +393,5 @@ async def _play(taskset: SQLTaskset, policy, limit: int | None) -> list[dict[str
         rewards = {k: v.score for k, v in trace.rewards.items() if v is not None}
         out.append({"index": task.data.index, "id": task.data.id, "reward": sum(
             v.score * v.weight for v in trace.rewards.values() if v is not None),
-            "rewards": rewards, "metrics": dict(trace.metrics)})
+            "rewards": rewards, "metrics": dict(trace.metrics), "info": trace.info["sqlenv"]["info"]})
     return out
