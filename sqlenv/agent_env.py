@@ -54,17 +54,22 @@ class TextToSQLAgentEnv(TextToSQLEnv):
     :class:`~sqlenv.spaces.UnicodeText`: a string holding exactly one ``<sql>QUERY</sql>`` block (explore:
     run QUERY and see its result) or one ``<answer>QUERY</answer>`` block (submit QUERY as the final
     answer). Text outside the block (reasoning) is ignored; tag names are case-insensitive. Anything
-    else (no block, both kinds, two blocks, an empty query, a non-string) is a malformed move: it
-    costs a turn and gets an observation saying what was wrong, never an exception.
+    else (no block, both kinds, two blocks, an empty query, a non-string, a move longer than
+    ``action_space.max_length``: ``max_sql_length`` + 10,000) is a malformed move: it costs a turn
+    and gets an observation saying what was wrong, never an exception. A move is measured before it
+    is read, and read in one pass (time linear in its length).
 
     ## Observation Space
     ``Dict`` of ``UnicodeText``: ``question``, ``schema`` and ``sample_rows`` as in ``TextToSQL-v0``,
     plus ``transcript``: the earlier moves and their results as text (at most ``transcript_chars``
     characters; the oldest moves are dropped first). Each exploration result shows at most
     ``result_rows`` rows and ``result_chars`` characters, with the row count, or the error kind and
-    message. Each step's ``info`` has ``turn``, ``turns_left``, ``move_errors``, ``move`` (``sql``,
-    ``answer`` or ``malformed``) and ``result``: the transcript entry that move appended (the line
-    ``Turn t/N`` echoing the move, then what the env answered), whole even when the transcript is cut.
+    message; its cells are cut before the table is built, and formatting it counts against
+    ``explore_seconds``. Each step's ``info`` has ``turn``, ``turns_left``, ``move_errors``,
+    ``move`` (``sql``, ``answer`` or ``malformed``) and ``result``: the transcript entry that move
+    appended (the line ``Turn t/N`` echoing the move, then what the env answered), whole even when
+    the transcript is cut. Text fields of ``info`` are bounded as ``TextToSQL-v0``'s are
+    (``MAX_INFO_CHARS``).
 
     ## Rewards
     The ``<answer>`` query is scored exactly as ``TextToSQL-v0`` scores its step (the same ``reward``

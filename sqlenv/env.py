@@ -63,7 +63,9 @@ class TextToSQLEnv(gym.Env[dict, str]):
     Set by ``reward``: ``"binary"`` (default; execution error -1, executed but wrong 0,
     correct +1), ``"partial"`` (error -1, else the F1 of the answer items, 1 when correct) or
     ``"paper"`` (our reading of the reference work: error -100, valid SQL +1, up to +100 by
-    relaxed match, +1000 for an exact match). ``info`` carries every component.
+    relaxed match, +1000 for an exact match). ``info`` carries every component; its text fields
+    (``sql``, ``error_message``, ``prediction``) hold at most ``MAX_INFO_CHARS`` characters (a cut
+    one ends with ``CUT_NOTE``), while scoring always uses the whole result.
 
     ## Starting State
     ``reset`` picks a question uniformly with ``self.np_random``; ``options={"index": i}``
