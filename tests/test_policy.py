@@ -26,6 +26,7 @@ from agents.policy import (  # noqa: E402
 from agents.prompts import PREFILL  # noqa: E402
 
 # --------------------------------------------------------------------------- extract_sql
+# sqlenv.completion's rules (tests/test_completion.py); the trainer's completions through them.
 
 
 @pytest.mark.parametrize("text, sql", [
@@ -53,6 +54,12 @@ from agents.prompts import PREFILL  # noqa: E402
 ])
 def test_extract_sql(text, sql):
     assert extract_sql(text) == sql
+
+
+def test_the_policy_uses_the_one_extractor():
+    import sqlenv.completion
+
+    assert extract_sql is sqlenv.completion.extract_sql and statement_end is sqlenv.completion.statement_end
 
 
 def test_statement_end_ignores_semicolons_in_literals():
