@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
@@ -180,3 +181,37 @@ def test_only_the_last_requests_are_kept():
 def test_bad_limits_are_refused_naming_the_argument(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         ChatServer(echo, **kwargs)
+
+
+def test_a_client_that_trickles_its_request_is_closed():
+    with ChatServer(echo, timeout=1) as server:
+        sock = raw(server, post(b"", length="10")[:-2], read=False)  # headers not yet ended
+        with sock:
+            closed = False
+            for _ in range(600):  # a header line every 0.1 s, each well within the timeout
+                try:
+                    sock.sendall(b"X-Pad: a\r\n")
+                    sock.settimeout(0.1)
+                    closed = sock.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except OSError:  # reset: closed while we were still sending
+                    closed = True
+                if closed:
+                    break
+            assert closed
+        assert ask(server, "next").choices[0].message.content == "echo: next"
+
+
+def test_clients_that_reset_log_nothing(capfd):
+    with ChatServer(echo) as server:
+        for data in [post(b'{"messages"', length="100"), b"POST /v1/chat/completions HTTP/1.1\r\n"]:
+            sock = raw(server, data, read=False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, not a FIN
+        assert ask(server, "after").choices[0].message.content == "echo: after"
+        for _ in range(GUARD * 10):  # until the handlers of the reset connections are done
+            if not any("process_request" in t.name for t in threading.enumerate()):
+                break
+            threading.Event().wait(0.1)
+    assert capfd.readouterr().err == ""

@@ -7,19 +7,22 @@ policy without a model server or network. One reply per request; no tools, no sa
 
 Careless or hostile clients cannot exhaust it: the listen backlog is ``backlog`` (128), so bursts
 of connections queue instead of being reset; a body over ``max_request_bytes`` (1 MiB) is answered
-413 without being read, one without a valid ``Content-Length`` 411 or 400; a connection that sends
-nothing for ``timeout`` seconds (30) is closed; a reply over ``max_reply_bytes`` (1 MiB of UTF-8)
-is cut there with ``finish_reason="length"`` (a response is at most ``6 * max_reply_bytes`` plus
-1 KB of JSON); ``requests`` keeps only the last ``keep_requests`` (100) bodies. A malformed request
-is answered 400 naming the field, a policy that raises or returns a non-string 500 (naming the
-error).
+413 without being read, one without a valid ``Content-Length`` 411 or 400; a connection whose
+request has not fully arrived ``timeout`` seconds (30) after connecting is closed, however slowly
+it trickles; a reply over ``max_reply_bytes`` (1 MiB of UTF-8) is cut there with
+``finish_reason="length"`` (a response is at most ``6 * max_reply_bytes`` plus 1 KB of JSON);
+``requests`` keeps only the last ``keep_requests`` (32) bodies. A malformed request is answered
+400 naming the field, a policy that raises or returns a non-string 500 (naming the error); a
+client that resets or stalls logs nothing.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +34,8 @@ Policy = Callable[[list[dict]], str]
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_REPLY_BYTES = 1 << 20
-# After a 411 or 413, what the client still sends is read and discarded (at most this much, with
-# this long a wait for each chunk), so it can read the answer instead of being reset.
+# After a 411 or 413, what the client still sends is read and discarded (at most this much, for
+# at most this long), so it can read the answer instead of being reset.
 DRAIN_BYTES = 16 << 20
 DRAIN_SECONDS = 2.0
 
@@ -48,13 +51,14 @@ class RequestError(Exception):
 class ChatServer:
     """A background HTTP server on ``127.0.0.1``.
 
-    ``requests`` holds the last ``keep_requests`` request bodies that reached the policy (oldest
-    first), ``request_count`` how many reached it in all. ``timeout`` bounds every read and write
-    on a connection, in seconds.
+    ``requests`` are the last ``keep_requests`` request bodies that reached the policy (oldest
+    first; kept as the bytes received), ``request_count`` how many reached it in all. A request's
+    line, headers and body must arrive within ``timeout`` seconds of connecting, and no write
+    waits longer.
     """
 
     def __init__(self, policy: Policy, port: int = 0, *, max_request_bytes: int = MAX_REQUEST_BYTES,
-                 max_reply_bytes: int = MAX_REPLY_BYTES, keep_requests: int = 100,
+                 max_reply_bytes: int = MAX_REPLY_BYTES, keep_requests: int = 32,
                  timeout: float = 30.0, backlog: int = 128) -> None:
         _check_int("max_request_bytes", max_request_bytes, 1)
         _check_int("max_reply_bytes", max_reply_bytes, 1)
@@ -65,7 +69,7 @@ class ChatServer:
         self.policy = policy
         self.max_request_bytes = max_request_bytes
         self.max_reply_bytes = max_reply_bytes
-        self.requests: collections.deque[dict] = collections.deque(maxlen=keep_requests)
+        self._kept: collections.deque[bytes] = collections.deque(maxlen=keep_requests)
         self.request_count = 0
         self._lock = threading.Lock()
         self._server = _listen(port, _handler(self, timeout), backlog)
@@ -82,12 +86,25 @@ class ChatServer:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def requests(self) -> list[dict]:
+        """The last ``keep_requests`` request bodies that reached the policy, oldest first."""
+        with self._lock:
+            kept = list(self._kept)
+        return [json.loads(data) for data in kept]
+
     def complete(self, body: dict) -> tuple[str, bytes]:
         """The response (content type, bytes) to one chat-completions request body."""
+        return self._answer(body, self._record(json.dumps(body).encode()))
+
+    def _record(self, data: bytes) -> int:
+        """Keep ``data`` (the oldest kept body goes); the request's number."""
         with self._lock:
-            self.requests.append(body)
+            self._kept.append(data)
             self.request_count += 1
-            number = self.request_count
+            return self.request_count
+
+    def _answer(self, body: dict, number: int) -> tuple[str, bytes]:
         reply = self.policy(body["messages"])
         if not isinstance(reply, str):
             raise TypeError(f"the policy returned {type(reply).__name__}, not str")
@@ -116,6 +133,32 @@ def _check_int(name: str, value: object, least: int) -> None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # close() never waits on a slow client; its thread is a daemon
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that resets or stalls is its own problem: nothing is logged for it."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reads, each waiting at most until one deadline."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self._sock = sock
+        self.restart(seconds)
+
+    def restart(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client sent too slowly")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
 
 
 def _listen(port: int, handler: type[BaseHTTPRequestHandler], backlog: int) -> _Server:
@@ -195,6 +238,8 @@ def _handler(server: ChatServer, timeout: float) -> type[BaseHTTPRequestHandler]
         def setup(self) -> None:
             self.timeout = timeout  # StreamRequestHandler applies it to the connection
             super().setup()
+            self.reader = _DeadlineReader(self.connection, timeout)
+            self.rfile = io.BufferedReader(self.reader)
 
         def do_POST(self) -> None:
             if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -203,20 +248,22 @@ def _handler(server: ChatServer, timeout: float) -> type[BaseHTTPRequestHandler]
                                   _error("only /chat/completions is served"))
             try:
                 length = _content_length(self.headers, server.max_request_bytes)
-                body = _parse(self.rfile.read(length))
+                data = self.rfile.read(length)
+                body = _parse(data)
             except RequestError as exc:
                 unread = exc.status in (411, 413)  # the body was not read: answer, then close
                 self.close_connection = self.close_connection or unread
                 self._send(exc.status, "application/json", _error(str(exc)))
                 return self._drain() if unread else None
             try:
-                response = server.complete(body)
+                response = server._answer(body, server._record(data))
             except Exception as exc:  # the policy's failure is the client's 500, not a dropped link
                 return self._send(500, "application/json",
                                   _error(f"policy failed: {type(exc).__name__}: {exc}"))
             self._send(200, *response)
 
         def _send(self, status: int, content_type: str, data: bytes) -> None:
+            self.connection.settimeout(timeout)  # the reads may have left less
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -230,7 +277,7 @@ def _handler(server: ChatServer, timeout: float) -> type[BaseHTTPRequestHandler]
             self.wfile.flush()
             try:
                 self.connection.shutdown(socket.SHUT_WR)
-                self.connection.settimeout(min(timeout, DRAIN_SECONDS))
+                self.reader.restart(min(timeout, DRAIN_SECONDS))
                 left = DRAIN_BYTES
                 while left > 0 and (chunk := self.rfile.read1(min(left, 1 << 16))):
                     left -= len(chunk)
