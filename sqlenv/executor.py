@@ -581,7 +581,8 @@ class _ConnectionBudget:
     discounted when it is collected, and a count that finds nothing to close is recounted."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        # Reentrant: `discount` runs from the garbage collector, which may fire while this thread holds it.
+        self.lock = threading.RLock()
         self.executors: weakref.WeakSet = weakref.WeakSet()
         self.open = 0  # connections in caches, plus opens admitted and not yet cached
 
@@ -669,7 +670,7 @@ class _ConnectionBudget:
         """The child's Executors forget the parent's connections and workers; every lock is new (a lock
         another thread held at the fork would never be released in the child)."""
         global _DEFAULT_LOCK
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.open = 0
         _DEFAULT_LOCK = threading.Lock()
         for ex in list(self.executors):
