@@ -6,8 +6,9 @@
     python examples/trl_grpo.py --dataset spider --data-dir tests/fixtures/spider --model tiny-random --max-steps 1
 
 What sqlenv provides: the prompts (``to_trl_dataset``: schema, sample rows, question as chat
-messages) and the reward (``SQLReward``: extract the SQL, execute it read-only with a time budget,
-compare with the cached gold result, binary/partial/paper/arctic preset). Everything else (sampling,
+messages) and the reward (``SQLReward``: extract the SQL with the trainer's extractor and score it
+through the env's own scoring: read-only execution with a time and ``--max-instructions`` budget,
+comparison with the cached gold result, binary/partial/paper/arctic preset). Everything else (sampling,
 advantages, the clipped loss, LoRA through ``peft_config``) is TRL's. ``--model tiny-random`` is a
 randomly initialised two-layer Llama with SmolLM2's tokenizer, for smoke tests; the named models
 load offline through ``agents.models`` (any local folder or hub id works too). The tiny defaults
@@ -39,6 +40,8 @@ class Args:
     """agents.models name (smollm2-135m, qwen2.5-coder-0.5b), a local folder, or 'tiny-random'."""
     reward: str = "binary"
     """Reward preset: binary, partial, paper, arctic or arctic-nofloor."""
+    max_instructions: int | None = None
+    """Each query's budget in SQLite VM instructions (the env's; same rewards on every machine)."""
     lora_r: int = 16
     """LoRA rank (0: train every weight)."""
     max_steps: int = 2
@@ -138,7 +141,7 @@ def main(args: Args) -> dict:
     summary = getattr(dataset, "summary", None)
     print(summary if summary is not None else dataset)
     train = to_trl_dataset(dataset)
-    reward = SQLReward(dataset, reward=args.reward)
+    reward = SQLReward(dataset, reward=args.reward, max_instructions=args.max_instructions)
 
     if args.model == "tiny-random":
         model, tokenizer = tiny_random_model()
