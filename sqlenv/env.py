@@ -365,8 +365,9 @@ def _format_table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], limit: 
     when it is longer (the caller cuts it with ``_cut``).
 
     Bounded before it is built: cells are cut at ``chars + 1`` characters before widths are
-    computed, columns that start past ``chars`` and rows that cannot start within it are not
-    converted, and lines stop once the text passes ``chars``.
+    computed, columns that start past ``chars`` and rows that cannot start within it (more than
+    ``(chars + 1) // 5 + 1``) are neither converted nor counted in the widths, and lines stop once
+    the text passes ``chars``. Within those rows, the text is the whole table's beginning.
     """
     room = chars + 1
     body = rows[: min(limit, room // 5 + 1)]  # every line takes at least 5 characters
