@@ -106,6 +106,19 @@ def test_tools_never_raise(cities):
     assert env.submit_answer("SELECT COUNT(*) FROM city").endswith("Answer submitted.") and env.reward == 1.0
 
 
+def test_tool_queries_go_through_the_one_extractor(cities):
+    """A fenced query, or one followed by prose and a second statement, is the SQL any path extracts."""
+    for multi_turn in (True, False):
+        env = SQLEnvironmentFactory(**cities, multi_turn=multi_turn)()
+        env.reset(index=0)
+        env.submit_answer("Here:\n```sql\nSELECT COUNT(*) FROM city;\n```\nDROP TABLE city")
+        assert (env.reward, env.info["sql"], env.info["correct"]) == (1.0, "SELECT COUNT(*) FROM city", True)
+    env = SQLEnvironmentFactory(**cities, multi_turn=False)()
+    env.reset(index=0)
+    env.submit_answer("no idea")  # no SQL found: run as written, the database's error comes back
+    assert (env.info["sql"], env.info["error"]) == ("no idea", "syntax")
+
+
 def test_reset_checks_its_row(cities):
     env = SQLEnvironmentFactory(**cities)()
     with pytest.raises(ValueError, match="'index'"):

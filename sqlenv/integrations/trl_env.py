@@ -28,7 +28,9 @@ What maps to what:
   gives when the turns run out). The classes define no ``get_reward``, so the reward is counted once.
 
 The adapter keeps no SQL, budget or scoring logic: it formats the env's observation as the user turn
-and turns tool calls into env steps. Tool calls never raise: bad SQL comes back as error text.
+and turns tool calls into env steps. A tool's ``query`` goes through
+:func:`sqlenv.completion.extract_sql`, the extractor of every other path (a query in which it finds
+no SQL is run as written). Tool calls never raise: bad SQL comes back as error text.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from sqlenv.agent_env import NO_ANSWER, TextToSQLAgentEnv
+from sqlenv.completion import extract_sql
 from sqlenv.datasets import Dataset
 from sqlenv.env import TextToSQLEnv
 from sqlenv.executor import ExecutionResult
@@ -69,6 +72,13 @@ ENDED = "The episode has ended: an answer was already submitted or the turns ran
 
 
 # ---------------------------------------------------------------------- the environments
+def _sql(query: str) -> str:
+    """The SQL in a tool call's ``query``, by the extractor every path uses (a fence, trailing prose,
+    a second statement or a closing tag is dropped); a query in which it finds none is run as
+    written, so the model sees the database's error."""
+    return extract_sql(query) or query
+
+
 class _SQLTools:
     """What both tool environments share: ``reset`` pins the row's question, the episode's return."""
 
@@ -169,7 +179,7 @@ class TextToSQLTools(_SQLTools):
         problem = self._check(query)
         if problem is not None:
             return problem
-        self._step(query)
+        self._step(_sql(query))
         return SUBMITTED
 
 
@@ -191,7 +201,7 @@ class TextToSQLAgentTools(_SQLTools):
         if problem is not None:
             return problem
         self.sql_calls += 1
-        observation, _, truncated, info = self._step(f"<sql>{query}</sql>")
+        observation, _, truncated, info = self._step(f"<sql>{_sql(query)}</sql>")
         text = info["result"]  # the transcript entry this move appended
         if truncated:
             text += "\nNo turns left: the episode ended without an answer."
@@ -209,7 +219,7 @@ class TextToSQLAgentTools(_SQLTools):
         problem = self._check(query)
         if problem is not None:
             return problem
-        _, _, _, info = self._step(f"<answer>{query}</answer>")
+        _, _, _, info = self._step(f"<answer>{_sql(query)}</answer>")
         return info["result"]
 
 
