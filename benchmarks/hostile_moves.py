@@ -1,14 +1,15 @@
-"""Hostile moves against TextToSQLAgent-v0: how long a move takes to answer, and what one exploration
-result or answer of large blobs costs (issue 21).
+"""Hostile moves against TextToSQLAgent-v0: how long a move takes to answer, and what one
+exploration result or answer of large blobs costs (issue 21).
 
-    .venv/bin/python benchmarks/hostile_moves.py parse     # seconds per move size and shape
-    .venv/bin/python benchmarks/hostile_moves.py blobs     # the blob attack: time, peak memory, sizes
+    .venv/bin/python benchmarks/hostile_moves.py parse   # seconds per move size and shape
+    .venv/bin/python benchmarks/hostile_moves.py blobs   # the blob attack: time, peak memory, sizes
 
 ``parse`` times ``env.step`` (parse, echo and answer) for moves of 1 KB to 1 MB; once a shape takes
-longer than ``--give-up`` seconds its larger sizes are skipped. ``blobs`` runs, in a fresh process per
-case, one exploration of a row of 79 ``zeroblob(99000)`` columns plus 19 small rows (7.8 MB, under
-``max_bytes``) and one answer of 79 blobs, and prints the wall time, the growth of the process' peak
-memory (``ru_maxrss``), the exploration time the episode counted and the sizes of what came back.
+longer than ``--give-up`` seconds its larger sizes are skipped. ``blobs`` runs, in a fresh process
+per case, one exploration of a row of 79 ``zeroblob(99000)`` columns plus 19 small rows (7.8 MB,
+under ``max_bytes``) and one answer of 79 blobs, and prints the wall time, the growth of the
+process' peak memory (``ru_maxrss``), the exploration time the episode counted and the sizes of
+what came back.
 """
 
 from __future__ import annotations
@@ -84,13 +85,14 @@ def blob_case(case: str) -> dict:
     return {"case": case, "seconds": round(seconds, 3), "peak_growth_mb": round(grown, 1),
             "explore_spent": round(agent._explore_spent, 3), "result_chars": len(info["result"]),
             "prediction_chars": len(info.get("prediction", "")),
-            "info_json_bytes": len(json.dumps(info, default=str)), "move_error": info["move_errors"][-1]}
+            "info_json_bytes": len(json.dumps(info, default=str)),
+            "move_error": info["move_errors"][-1]}
 
 
 def blobs() -> None:
     for case in ("explore", "answer"):
-        done = subprocess.run([sys.executable, __file__, "blob-case", case], capture_output=True, text=True,
-                              timeout=600)
+        done = subprocess.run([sys.executable, __file__, "blob-case", case], capture_output=True,
+                              text=True, timeout=600)
         print(done.stdout.strip() or done.stderr[-2000:], flush=True)
 
 

@@ -1,6 +1,6 @@
-"""Hostile moves and results (issue 21): every move is measured before it is read and read in one pass;
-exploration tables, ``info`` fields and ``render()`` are bounded before they are built; scores still come
-from the whole result."""
+"""Hostile moves and results (issue 21): every move is measured before it is read, and read in one
+pass; exploration tables, ``info`` fields and ``render()`` are bounded before they are built; scores
+still come from the whole result."""
 
 import json
 import random
@@ -19,9 +19,10 @@ from sqlenv import AGENT_ENV_ID, ENV_ID
 from sqlenv.env import CUT_NOTE, MAX_INFO_CHARS
 
 CITIES = [("Kraków", "Polska", 779), ("Zürich", "Schweiz", 421), ("東京", "日本", 13960)]
-QUESTIONS = [{"id": "q-count", "question": "How many cities are listed?", "sql": "SELECT COUNT(*) FROM city"}]
+QUESTIONS = [{"id": "q-count", "question": "How many cities are listed?",
+              "sql": "SELECT COUNT(*) FROM city"}]
 HINT = "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit)."
-# 79 columns of 99,000-byte blobs in one row, then 19 small rows: 7.8 MB, under the executor's max_bytes
+# 79 columns of 99,000-byte blobs in one row, then 19 small rows: 7.8 MB, under max_bytes
 BLOBS = ", ".join(f"zeroblob(99000) AS c{i}" for i in range(79))
 SMALL = " UNION ALL ".join("SELECT " + ", ".join([str(r)] * 79) for r in range(19))
 BLOB_ATTACK = f"SELECT {BLOBS} UNION ALL {SMALL}"
@@ -58,7 +59,7 @@ def run_child(code: str, kwargs: dict, timeout: float = 300) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# ---------------------------------------------------------------------- moves: measured, then read once
+# ------------------------------------------------------------------ moves: measured, then read once
 
 
 def test_a_move_longer_than_the_action_space_is_too_long_and_echoed_briefly(make):
@@ -72,8 +73,10 @@ def test_a_move_longer_than_the_action_space_is_too_long_and_echoed_briefly(make
     assert (reward, terminated, truncated, info["move"]) == (0.0, False, False, "malformed")
     assert info["move_errors"][-1] == "too_long" and "too_long" in sqlenv.agent_env.MOVE_ERRORS
     head, text = info["result"].split("\n", 1)
-    assert text == f"Malformed move: it is {limit + 1} characters long; the limit is {limit}. {HINT}"
-    assert head.startswith("Turn 2/5 (malformed move) <sql>SELECT 1</sql>...") and head.endswith(" ...")
+    assert text == (f"Malformed move: it is {limit + 1} characters long; the limit is {limit}. "
+                    + HINT)
+    assert head.startswith("Turn 2/5 (malformed move) <sql>SELECT 1</sql>...")
+    assert head.endswith(" ...")
     assert len(head) < 300 and obs["transcript"].endswith(text)
 
 
@@ -86,13 +89,14 @@ def test_moves_up_to_a_megabyte_are_answered(make, unit):
         move = (unit * (size // len(unit) + 1))[:size]
         *_, info = env.step(move)
         kind = info["move_errors"][-1]
-        assert kind == "too_long" if size > limit else kind in ("no_tag", "several_tags", "both_tags")
+        expected = ("too_long",) if size > limit else ("no_tag", "several_tags", "both_tags")
+        assert kind in expected
         assert len(info["result"]) < 600
 
 
 def test_quadratic_shapes_at_the_length_limit_do_not_stall(kwargs):
-    """Twelve moves at the limit that the former regular expression read in quadratic time (about 10 s
-    each); the generous timeout is a hang guard, not a measurement."""
+    """Twelve moves at the limit that the former regular expression read in quadratic time (about
+    10 s each); the generous timeout is a hang guard, not a measurement."""
     result = run_child("""
         import gymnasium as gym
         from sqlenv import AGENT_ENV_ID
@@ -131,7 +135,8 @@ def test_the_parser_reads_blocks_as_the_documented_pattern_does(make):
 
 def test_a_look_alike_tag_is_no_tag_and_never_raises(make):
     env = make()
-    *_, info = env.step("<ſql>SELECT 1</ſql>")  # U+017F: the former parser returned kind 'ſql' and raised
+    # U+017F: the former parser read it as a block of kind 'ſql', and step raised TypeError
+    *_, info = env.step("<ſql>SELECT 1</ſql>")
     assert info["move_errors"] == ["no_tag"]
     assert info["result"].endswith("Malformed move: no <sql> or <answer> block. " + HINT)
 
@@ -159,7 +164,7 @@ def test_an_unprintable_action_is_scored_not_raised(make, env_id):
         assert info["move_errors"] == ["not_text"] and "<int object>" in info["result"]
 
 
-# ---------------------------------------------------------------------- results bounded before built
+# ------------------------------------------------------------------ results bounded before built
 
 
 def test_an_exploration_of_large_blobs_stays_small(kwargs):
@@ -175,8 +180,8 @@ def test_an_exploration_of_large_blobs_stays_small(kwargs):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         obs, reward, terminated, truncated, info = env.step("<sql>{BLOB_ATTACK}</sql>")
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-        print(json.dumps({{"grown_kb": grown, "result": info["result"], "errors": info["move_errors"],
-                          "transcript": obs["transcript"], "spent": env.unwrapped._explore_spent}}))
+        print(json.dumps({{"grown_kb": grown, "result": info["result"],
+                          "errors": info["move_errors"], "transcript": obs["transcript"]}}))
     """, kwargs)
     entry = result["result"]  # the echoed query is cut too, its note on a line of its own
     text = entry[entry.index("</sql>\n") + 7:]
