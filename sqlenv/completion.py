@@ -13,8 +13,9 @@ in order (the first that finds a query wins)::
     3. the bare statement from the first SELECT or CTE anywhere in the text.
 
 A fenced statement ends at its first ``;`` (or the fence). A bare statement also ends at a blank
-line, a code fence or a closing ``</sql>`` / ``</answer>`` tag, so trailing prose or a tag is
-dropped. ``;`` and blank lines inside string literals, quoted identifiers and comments do not end
+line (unless the next line goes on with an upper-case clause such as ``FROM``, ``WHERE``, ``JOIN``,
+``UNION`` or with ``)`` / ``,``), a code fence or a closing ``</sql>`` / ``</answer>`` tag, so
+trailing prose or a tag is dropped. ``;`` and blank lines inside string literals, quoted identifiers and comments do not end
 a statement. In prose, ``with`` counts only as a CTE (``I went with ...`` is not a query). Nothing
 is found: ``""``. Every step is a single forward scan, linear in the text's length.
 """
@@ -36,6 +37,9 @@ _CTE = r"WITH\s+(?:RECURSIVE\s+)?\w+\s*(?:\([^()]*\)\s*)?AS\s*\("
 _STATEMENT_START = re.compile(rf"(?:{_KEYWORDS})(?=[\s(])|{_CTE}", re.IGNORECASE)
 _PROSE_START = re.compile(rf"\bSELECT\b|\b{_CTE}", re.IGNORECASE)
 _CLOSING_TAG = re.compile(r"</(?:sql|answer)>", re.IGNORECASE)
+# After a blank line, an upper-case clause (or ")" / ",") continues the query; anything else is prose.
+_CONTINUES = re.compile(r"(?:FROM|WHERE|GROUP|ORDER|HAVING|LIMIT|OFFSET|JOIN|LEFT|RIGHT|INNER|OUTER|CROSS|"
+                        r"NATURAL|UNION|INTERSECT|EXCEPT|AND|OR|ON|USING|WINDOW)\b|[),]")
 _QUOTES = "'\"`"
 
 
@@ -68,7 +72,10 @@ def _scan(sql: str, blank_line: bool) -> int | None:
             j = sql.find("*/", i + 2)
             i = n if j < 0 else j + 2
         elif c == "\n" and blank_line and _blank_line_at(sql, i):
-            return i
+            j = _next_text(sql, i)
+            if not _CONTINUES.match(sql, j):
+                return i
+            i = j
         else:
             i += 1
     return None
@@ -93,6 +100,14 @@ def _blank_line_at(text: str, i: int) -> bool:
     while j < n and text[j] in " \t\r":
         j += 1
     return j < n and text[j] == "\n"
+
+
+def _next_text(text: str, i: int) -> int:
+    """Index of the first character at or after ``i`` that is not whitespace (``len`` if none)."""
+    n = len(text)
+    while i < n and text[i].isspace():
+        i += 1
+    return i
 
 
 def _skip_comments(text: str) -> str:

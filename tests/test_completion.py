@@ -8,7 +8,7 @@ import pytest
 from sqlenv.completion import completion_text, extract_sql, statement_end
 
 
-@pytest.mark.parametrize("text, sql", [
+CASES = [
     # fenced blocks
     ("```sql\nSELECT COUNT(*) FROM Medal;\n```", "SELECT COUNT(*) FROM Medal"),
     ("```sql\nSELECT COUNT(*) FROM Medal\n```\nThis counts the medals.", "SELECT COUNT(*) FROM Medal"),
@@ -47,9 +47,22 @@ from sqlenv.completion import completion_text, extract_sql, statement_end
     ("SELECT [a;b] FROM t -- comment; here\nWHERE 1;", "SELECT [a;b] FROM t -- comment; here\nWHERE 1"),
     ("SELECT /* ; */ 1;", "SELECT /* ; */ 1"),
     ("SELECT 'a\n\nb' FROM t\n\nprose", "SELECT 'a\n\nb' FROM t"),  # a blank line in a literal
-])
+    ("SELECT a\n\nFROM t\n\nWHERE b = 1\n\nThis filters.", "SELECT a\n\nFROM t\n\nWHERE b = 1"),  # clauses go on
+    ("SELECT a FROM t\n\nFrom this we get the answer.", "SELECT a FROM t"),  # capitalised prose stops
+]
+
+
+@pytest.mark.parametrize("text, sql", CASES)
 def test_extract_sql(text, sql):
     assert extract_sql(text) == sql
+
+
+def test_extracting_twice_changes_nothing():
+    """The TRL tools extract a query the model may have extracted itself: a fixed point."""
+    texts = [text for text, _ in CASES] + ["SELECT '" * 50, "<sql>" * 20 + "SELECT 1</sql>"]
+    for text in texts:
+        once = extract_sql(text)
+        assert extract_sql(once) == once, text
 
 
 def test_prefix_is_prepended():
@@ -84,6 +97,7 @@ HOSTILE = {
     "closing tags": "</sql>", "with": "WITH ", "with words": "with a ", "cte heads": "WITH x AS (",
     "open cte columns": "with x (", "select quotes": "SELECT '", "quotes": "'", "comments": "/*",
     "dashes": "--", "brackets": "[", "blank lines": "\n\n", "selects": "SELECT ",
+    "blank clauses": "SELECT\n\nFROM ",
 }
 
 

@@ -21,7 +21,8 @@ Each rollout plays its replies through one Gymnasium env pinned to the task's qu
 loop and the rubric share the env), so the score is exactly the Gymnasium env's (same executor,
 matchers and presets) and a move near a time budget is never re-run. The env is closed when the
 episode ends or the trace is scored; at most ``EPISODES.limit`` live at once (the oldest is closed;
-a rollout whose env was closed early is replayed from its trace). A single-step reply becomes SQL
+a rollout whose env was closed early, or that is scored in another process, is replayed from its
+trace). A single-step reply becomes SQL
 through :func:`sqlenv.completion.extract_sql`, the extractor every path uses.
 
 ``SQLTasksetConfig`` fields (``--env.taskset.<field>`` on the ``vf-eval`` command line): ``env``,
