@@ -1,10 +1,11 @@
 """
 Run untrusted SQL (written by a policy under RL) against a SQLite file and return a result object.
 
-`Executor.execute` never raises for anything the SQL does: every failure of the query, whatever the input,
-comes back as an `ExecutionResult` whose `error` is one of `ERROR_KINDS` (`None` on success). It raises
-`HostError` for faults of the host (a database that cannot be opened, no file descriptors, no memory),
-which are never the query's failure and must never be scored as one. Modelled on nanochat's `execution.py`.
+`Executor.execute` never raises for anything the SQL does: every failure of the query, whatever the
+input, comes back as an `ExecutionResult` whose `error` is one of `ERROR_KINDS` (`None` on success).
+It raises `HostError` for faults of the host (a database that cannot be opened, no file descriptors,
+no memory), which are never the query's failure and must never be scored as one. Modelled on
+nanochat's `execution.py`.
 
 What is covered:
 - Read-only by construction, three layers deep: the file is opened through a `file:...?mode=ro&immutable=1`
@@ -55,19 +56,21 @@ What is covered:
   cheaper than the per-statement checks SQLite itself skips under `immutable=1`; `revalidate=False` skips it).
 - One connection budget per process, shared by every Executor (so by every env, session and reward
   function in it): `connection_budget()`, half the soft RLIMIT_NOFILE less 16 (1024 -> 496), or
-  $SQLENV_CONNECTION_BUDGET. When the process's cached connections reach it, the least recently used idle
-  one (of any Executor; never one running a query) is closed before another is opened, so no number of
-  envs can exhaust the descriptors; the other half of the limit is headroom for sockets, pipes, workers,
-  SQLite's temporary files and the short-lived connections that describe or build a database
-  (`open_connection`, used by sqlenv.infobox and sqlenv.schema). `max_connections` stays a per-Executor cap.
-- Host faults raise `HostError` (message: the action, the database path and the cause), never a result:
-  opening a database that fails for want of descriptors or memory (EMFILE, ENFILE, ENOMEM, SQLite's
-  "unable to open database file") is retried once after closing every idle cached connection of the
-  process (`free_idle_connections`); a query that fails because SQLite cannot open a temporary file
-  ("unable to open database file", "disk I/O error", "database or disk is full") is rerun once the same
-  way. A missing or unreadable file, or one that is not a SQLite database, raises at once (no retry can
-  mend it). `execute_group` runs the whole group and then raises HostError if a worker met one (workers
-  have their own budgets and retry likewise); a pool that cannot be started still runs the group here.
+  $SQLENV_CONNECTION_BUDGET. When the process's cached connections reach it, the least recently used
+  idle one (of any Executor; never one running a query) is closed before another is opened, so no
+  number of envs can exhaust the descriptors; the other half of the limit is headroom for sockets,
+  pipes, workers, SQLite's temporary files and the short-lived connections that describe or build a
+  database (`open_connection`, used by sqlenv.infobox and sqlenv.schema). `max_connections` stays a
+  per-Executor cap.
+- Host faults raise `HostError` (message: the action, the database path and the cause), never a
+  result: opening a database that fails for want of descriptors or memory (EMFILE, ENFILE, ENOMEM,
+  SQLite's "unable to open database file") is retried once after closing every idle cached
+  connection of the process (`free_idle_connections`); a query that fails because SQLite cannot open
+  a temporary file ("unable to open database file", "disk I/O error", "database or disk is full") is
+  rerun once the same way. A missing or unreadable file, or one that is not a SQLite database,
+  raises at once (no retry can mend it). `execute_group` runs the whole group and then raises
+  HostError if a worker met one (workers have their own budgets and retry likewise); a pool that
+  cannot be started still runs the group here.
 - `execute_group(..., workers=N)` runs a group in N persistent worker processes (fresh interpreters,
   each with its own Executor). A worker that does not answer by its hard deadline (the query budget plus
   `kill_grace`) or by the group `deadline` is killed and replaced; that sample comes back as "timeout"
@@ -91,9 +94,10 @@ What is not covered:
 - Nondeterministic functions (random, randomblob, current_timestamp) are allowed.
 - One Executor may be shared by threads (a lock serialises its calls), but not across fork: a forked
   child starts with an empty cache and pool (and new locks).
-- The budget counts the connections sqlenv keeps; it cannot stop other code in the process from using the
-  descriptors up. Then opening fails, and HostError says so. A query's own "out of memory" (SQLite's heap,
-  a huge value) stays "too_large": that is the query's doing; only failing to open is a host fault.
+- The budget counts the connections sqlenv keeps; it cannot stop other code in the process from
+  using the descriptors up. Then opening fails, and HostError says so. A query's own "out of memory"
+  (SQLite's heap, a huge value) stays "too_large": that is the query's doing; only failing to open
+  is a host fault.
 """
 
 from __future__ import annotations
