@@ -1,7 +1,6 @@
 """The OpenEnv server under hostile and careless clients: each test starts it as a real process
-(``python -m sqlenv.integrations.openenv``) and drives it with the real client, websockets or raw sockets.
-
-Outcomes only (statuses, error codes, close codes, log lines); sleeps are hang guards, never assertions.
+(``python -m sqlenv.integrations.openenv``) and drives it with the real client, websockets or raw
+sockets. Outcomes only (statuses, error codes, close codes, log lines); waits are hang guards.
 """
 
 import asyncio
@@ -22,7 +21,10 @@ websockets = pytest.importorskip("websockets")
 import sqlenv  # noqa: E402
 from sqlenv.integrations.openenv import SQLAction, SQLEnvClient  # noqa: E402
 
-SLOW_SQL = "<sql>WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c</sql>"
+SLOW_SQL = (
+    "<sql>WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+    "SELECT count(*) FROM c</sql>"
+)
 
 
 def _free_port() -> int:
@@ -39,11 +41,27 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"server-{self.port}.log"
         self._log = open(self.log_path, "wb")
-        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
+        limit = (
+            (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+            if nofile
+            else None
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sqlenv.integrations.openenv", "--host", host, "--port", str(self.port), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=limit,
-            env={**os.environ, "ENABLE_WEB_INTERFACE": "false", **(env or {})})
+            [
+                sys.executable,
+                "-m",
+                "sqlenv.integrations.openenv",
+                "--host",
+                host,
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit,
+            env={**os.environ, "ENABLE_WEB_INTERFACE": "false", **(env or {})},
+        )
 
     def wait(self) -> "Server":
         deadline = time.monotonic() + 120
@@ -102,11 +120,17 @@ def _until_closed(sock: socket.socket) -> bytes:
 def test_stateless_http_cannot_create_sessions_or_step(start):
     server = start("--max-sessions", "2")
     for i in range(20):
-        answer = httpx.post(server.url + "/mcp", json={"jsonrpc": "2.0", "id": i,
-                                                       "method": "openenv/session/create", "params": {}})
+        answer = httpx.post(
+            server.url + "/mcp",
+            json={"jsonrpc": "2.0", "id": i, "method": "openenv/session/create", "params": {}},
+        )
         assert answer.status_code == 200
         assert "sessions are not created over stateless HTTP" in answer.json()["error"]["message"]
-    assert httpx.get(server.url + "/health").json() == {"status": "healthy", "sessions": 0, "max_sessions": 2}
+    assert httpx.get(server.url + "/health").json() == {
+        "status": "healthy",
+        "sessions": 0,
+        "max_sessions": 2,
+    }
     step = httpx.post(server.url + "/step", json={"action": {"sql": "SELECT 1"}})
     assert step.status_code == 409 and "/ws" in step.json()["detail"]
 
@@ -125,8 +149,10 @@ def test_silent_partial_and_slow_connections_are_closed(start):
     partial = socket.create_connection(("127.0.0.1", server.port))
     partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
     slow_body = socket.create_connection(("127.0.0.1", server.port))
-    slow_body.sendall(b"POST /reset HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 100\r\n\r\n{\"index\"")
+    slow_body.sendall(
+        b"POST /reset HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"index"'
+    )
     assert _until_closed(silent) == b""
     assert _until_closed(partial).startswith(b"HTTP/1.1 408 ")
     assert _until_closed(slow_body).startswith(b"HTTP/1.1 408 ")
@@ -143,7 +169,9 @@ def test_idle_session_is_closed_and_frees_its_slot(start):
         async with websockets.connect(_ws_url(server)) as ws:
             await ws.send(json.dumps({"type": "reset", "data": {"index": 0}}))
             assert json.loads(await ws.recv())["type"] == "observation"
-            timeout = json.loads(await asyncio.wait_for(ws.recv(), 60))  # nothing sent: the server ends it
+            timeout = json.loads(
+                await asyncio.wait_for(ws.recv(), 60)
+            )  # nothing sent: the server ends it
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 60)
         async with SQLEnvClient(base_url=server.url) as client:  # the slot is free again
@@ -156,8 +184,8 @@ def test_idle_session_is_closed_and_frees_its_slot(start):
 
 
 def test_half_open_sockets_cannot_exhaust_descriptors(start):
-    """300 silent sockets against a server limited to 256 descriptors: the excess is refused with 503
-    at once, the rest are closed at the deadline, the server stays usable and its log stays short."""
+    """300 silent sockets against a server limited to 256 descriptors: the excess is refused with
+    503 at once, the rest are closed at the deadline; the server stays usable, its log short."""
     server = start("--request-timeout", "3", nofile=256)
     socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
     answers = [_until_closed(sock) for sock in socks]
@@ -177,8 +205,18 @@ def test_token_is_required_on_every_connection_but_health(start, monkeypatch):
     server = start(env={"SQLENV_TOKEN": "s3cret-token"})
     assert httpx.get(server.url + "/health").status_code == 200
     assert httpx.get(server.url + "/schema").status_code == 401
-    assert httpx.post(server.url + "/reset", json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.get(server.url + "/schema", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    assert (
+        httpx.post(
+            server.url + "/reset", json={}, headers={"Authorization": "Bearer wrong"}
+        ).status_code
+        == 401
+    )
+    assert (
+        httpx.get(
+            server.url + "/schema", headers={"Authorization": "Bearer s3cret-token"}
+        ).status_code
+        == 200
+    )
 
     with pytest.raises(ConnectionError, match="HTTP 401.*missing or wrong token"):
         with SQLEnvClient(base_url=server.url).sync() as client:
@@ -191,7 +229,9 @@ def test_token_is_required_on_every_connection_but_health(start, monkeypatch):
 
     async def raw_wrong_token():
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(_ws_url(server), additional_headers={"Authorization": "Bearer nope"})
+            await websockets.connect(
+                _ws_url(server), additional_headers={"Authorization": "Bearer nope"}
+            )
         return refused.value.response.status_code
 
     assert run(raw_wrong_token()) == 401
@@ -204,8 +244,21 @@ def test_token_is_required_on_every_connection_but_health(start, monkeypatch):
 def test_non_loopback_bind_needs_a_token_or_an_explicit_opt_out(start, monkeypatch):
     monkeypatch.delenv("SQLENV_TOKEN", raising=False)
     env = {k: v for k, v in os.environ.items() if k != "SQLENV_TOKEN"}
-    out = subprocess.run([sys.executable, "-m", "sqlenv.integrations.openenv", "--host", "0.0.0.0",
-                          "--port", str(_free_port())], capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sqlenv.integrations.openenv",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode != 0 and "refusing to serve 0.0.0.0 without a token" in out.stderr
     server = start("--allow-no-token", host="0.0.0.0")
     assert "SERVING 0.0.0.0 WITHOUT A TOKEN" in server.log()
@@ -217,13 +270,23 @@ def test_malformed_messages_get_errors_and_oversize_closes_cleanly(start):
 
     async def probe():
         async with websockets.connect(_ws_url(server)) as ws:
+
             async def ask(raw):
                 await ws.send(raw)
                 return json.loads(await ws.recv())["data"]
 
-            replies = [await ask(raw) for raw in ("[1, 2]", "null", '"reset"', "7", b"\xff\xfe",
-                                                  json.dumps({"type": "step", "data": [1]}),
-                                                  json.dumps({"type": "step", "data": {"sql": ["x" * 5000]}}))]
+            replies = [
+                await ask(raw)
+                for raw in (
+                    "[1, 2]",
+                    "null",
+                    '"reset"',
+                    "7",
+                    b"\xff\xfe",
+                    json.dumps({"type": "step", "data": [1]}),
+                    json.dumps({"type": "step", "data": {"sql": ["x" * 5000]}}),
+                )
+            ]
             ok = await ask(json.dumps({"type": "reset", "data": {"index": 2}}))
             step = await ask(json.dumps({"type": "step", "data": {"sql": "<sql>SELECT 7</sql>"}}))
         async with websockets.connect(_ws_url(server), max_size=None) as ws:
@@ -233,10 +296,14 @@ def test_malformed_messages_get_errors_and_oversize_closes_cleanly(start):
         return replies, ok, step, closed.value.rcvd.code
 
     replies, ok, step, code = run(probe())
-    assert [r["code"] for r in replies] == ["VALIDATION_ERROR"] * 4 + ["INVALID_JSON"] + ["VALIDATION_ERROR"] * 2
+    assert [r["code"] for r in replies] == ["VALIDATION_ERROR"] * 4 + ["INVALID_JSON"] + [
+        "VALIDATION_ERROR"
+    ] * 2
     assert "must be a JSON object with a 'type' field, got list" in replies[0]["message"]
     assert "'data' must be a JSON object" in replies[5]["message"]
-    assert "sql: Input should be a valid string" in replies[6]["message"] and "xxxx" not in json.dumps(replies[6])
+    assert "sql: Input should be a valid string" in replies[6][
+        "message"
+    ] and "xxxx" not in json.dumps(replies[6])
     assert ok["observation"]["info"]["index"] == 2 and "| 7 " in step["observation"]["transcript"]
     assert code == 1009
     assert httpx.get(server.url + "/health").json()["sessions"] == 0
@@ -244,8 +311,14 @@ def test_malformed_messages_get_errors_and_oversize_closes_cleanly(start):
 
 
 def test_a_client_that_leaves_has_its_queued_moves_dropped(start):
-    server = start("--env", sqlenv.AGENT_ENV_ID, "--max-sessions", "1", "--env-kwargs",
-                   json.dumps({"max_turns": 30, "explore_timeout": 3, "explore_seconds": 300}))
+    server = start(
+        "--env",
+        sqlenv.AGENT_ENV_ID,
+        "--max-sessions",
+        "1",
+        "--env-kwargs",
+        json.dumps({"max_turns": 30, "explore_timeout": 3, "explore_seconds": 300}),
+    )
 
     async def pipeline_and_leave():
         async with websockets.connect(_ws_url(server)) as ws:
@@ -263,18 +336,27 @@ def test_a_client_that_leaves_has_its_queued_moves_dropped(start):
         raise AssertionError("the slot was never freed")
 
     assert run(pipeline_and_leave()) == 1
-    dropped = [line for line in server.log().splitlines() if "queued messages; dropped them" in line]
+    dropped = [
+        line for line in server.log().splitlines() if "queued messages; dropped them" in line
+    ]
     assert len(dropped) == 1 and int(dropped[0].split("went away with ")[1].split()[0]) >= 1
     assert "Traceback" not in server.log()
 
 
 @pytest.mark.slow
 def test_a_slow_move_does_not_hold_up_health_or_other_sessions(start):
-    server = start("--env", sqlenv.AGENT_ENV_ID, "--env-kwargs",
-                   json.dumps({"explore_timeout": 20, "explore_seconds": 60}))
+    server = start(
+        "--env",
+        sqlenv.AGENT_ENV_ID,
+        "--env-kwargs",
+        json.dumps({"explore_timeout": 20, "explore_seconds": 60}),
+    )
 
     async def together():
-        async with SQLEnvClient(base_url=server.url) as slow, SQLEnvClient(base_url=server.url) as quick:
+        async with (
+            SQLEnvClient(base_url=server.url) as slow,
+            SQLEnvClient(base_url=server.url) as quick,
+        ):
             await slow.reset(index=0)
             slow_move = asyncio.create_task(slow.step(SQLAction(sql=SLOW_SQL)))
             await asyncio.sleep(0.5)  # let the slow move start
@@ -283,7 +365,12 @@ def test_a_slow_move_does_not_hold_up_health_or_other_sessions(start):
             result = await quick.step(SQLAction(sql="<sql>SELECT 11</sql>"))
             pending_after_others = not slow_move.done()
             slow_result = await slow_move
-            return health.status_code, result.observation.transcript, pending_after_others, slow_result
+            return (
+                health.status_code,
+                result.observation.transcript,
+                pending_after_others,
+                slow_result,
+            )
 
     status, transcript, pending, slow_result = run(together())
     assert status == 200 and "| 11 " in transcript and pending

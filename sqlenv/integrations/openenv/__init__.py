@@ -1,10 +1,11 @@
-"""OpenEnv adapter: ``TextToSQL-v0`` / ``TextToSQLAgent-v0`` served over OpenEnv's HTTP/WebSocket protocol.
+"""OpenEnv adapter: ``TextToSQL-v0`` / ``TextToSQLAgent-v0`` over OpenEnv's HTTP/WebSocket protocol.
 
 ``pip install 'sqlenv[openenv]'`` (the ``openenv-core`` package), then::
 
     python -m sqlenv.integrations.openenv --env TextToSQLAgent-v0 --port 8000 --max-sessions 64
 
-and on the client side::
+(binding a non-loopback ``--host`` needs a shared secret in ``SQLENV_TOKEN`` or ``--token``), and on
+the client side (``token=`` defaults to ``SQLENV_TOKEN``)::
 
     from sqlenv.integrations.openenv import SQLAction, SQLEnvClient
     with SQLEnvClient(base_url="http://localhost:8000").sync() as client:
@@ -12,8 +13,11 @@ and on the client side::
         result = client.step(SQLAction(sql="<answer>SELECT 1</answer>"))
 
 - :mod:`.models`: the wire types (``SQLAction``, ``SQLObservation``, ``SQLState``);
-- :mod:`.server`: ``SQLEnvironment`` (an OpenEnv ``Environment`` around one Gymnasium env), ``create_app``
-  (OpenEnv's FastAPI app with a request-size limit) and the CLI;
+- :mod:`.server`: ``SQLEnvironment`` (an OpenEnv ``Environment`` around one Gymnasium env),
+  ``create_app`` (OpenEnv's FastAPI app with its sessions, stateless ``/mcp`` and ``/step``
+  replaced) and the CLI;
+- :mod:`.sessions`: the ``/ws`` session (a slot per live connection, moves in the session's thread);
+- :mod:`.guards`: token, body limit, per-request deadline, connection cap, rate-limited logs;
 - :mod:`.client`: ``SQLEnvClient`` (OpenEnv's ``EnvClient``: one WebSocket session, one env).
 """
 

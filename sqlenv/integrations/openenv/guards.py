@@ -1,11 +1,12 @@
-"""Connection-level guards for the OpenEnv server: token, body limit, request deadline, connection cap, log limit.
+"""Connection guards for the OpenEnv server: token, body limit, deadline, connection cap, logs.
 
 - :class:`TokenGuard` (ASGI): with a token set, every HTTP request and WebSocket handshake except
-  ``GET /health`` must carry ``Authorization: Bearer <token>`` (compared in constant time); others get 401.
+  ``GET /health`` must carry ``Authorization: Bearer <token>`` (compared in constant time); others
+  get 401.
 - :class:`BodyLimit` (ASGI): an HTTP body over the limit gets 413, declared or streamed.
-- :func:`guarded_http_protocol`: uvicorn's h11 protocol with a deadline for each request (a connection
-  that sends nothing, or part of a request, is closed) and a cap on open connections (the excess gets
-  503 and is closed at once, so half-open sockets cannot use up the descriptors).
+- :func:`guarded_http_protocol`: uvicorn's h11 protocol with a deadline for each request (a
+  connection that sends nothing, or part of a request, is closed) and a cap on open connections
+  (the excess gets 503 and is closed at once, so half-open sockets cannot use up the descriptors).
 - :class:`RateLimitFilter`: at most ``per_minute`` log lines per kind of message, then one summary.
 """
 
@@ -20,7 +21,13 @@ import time
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["BodyLimit", "RateLimitFilter", "TokenGuard", "configure_logging", "guarded_http_protocol"]
+__all__ = [
+    "BodyLimit",
+    "RateLimitFilter",
+    "TokenGuard",
+    "configure_logging",
+    "guarded_http_protocol",
+]
 
 log = logging.getLogger("sqlenv.integrations.openenv")
 
@@ -29,17 +36,22 @@ OPEN_PATHS = frozenset({"/health"})
 
 def _json_response(status: int, detail: str, extra_headers=()) -> tuple[dict, dict]:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               *extra_headers]
-    return ({"type": "http.response.start", "status": status, "headers": headers},
-            {"type": "http.response.body", "body": body})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
 
 
 class TokenGuard:
     """ASGI middleware: requests and WebSocket handshakes need ``Authorization: Bearer <token>``.
 
-    ``GET /health`` stays open. HTTP requests without the token get 401; a WebSocket handshake gets an
-    HTTP 401 answer when the server supports it, and a 1008 close otherwise.
+    ``GET /health`` stays open. HTTP requests without the token get 401; a WebSocket handshake gets
+    an HTTP 401 answer when the server supports it, and a 1008 close otherwise.
     """
 
     def __init__(self, app, token: str):
@@ -53,10 +65,17 @@ class TokenGuard:
         if self._authorized(scope):
             return await self.app(scope, receive, send)
         client = scope.get("client") or ("?", 0)
-        log.warning("refused a %s request to %s from %s: missing or wrong token",
-                    scope["type"], scope.get("path"), client[0])
-        start, body = _json_response(401, "missing or wrong token: send 'Authorization: Bearer <token>'",
-                                     [(b"www-authenticate", b"Bearer")])
+        log.warning(
+            "refused a %s request to %s from %s: missing or wrong token",
+            scope["type"],
+            scope.get("path"),
+            client[0],
+        )
+        start, body = _json_response(
+            401,
+            "missing or wrong token: send 'Authorization: Bearer <token>'",
+            [(b"www-authenticate", b"Bearer")],
+        )
         if scope["type"] == "http":
             await send(start)
             return await send(body)
@@ -71,7 +90,7 @@ class TokenGuard:
 
 
 class BodyLimit:
-    """ASGI middleware: HTTP requests whose body exceeds ``limit`` bytes get 413 (declared or streamed)."""
+    """ASGI middleware: an HTTP body over ``limit`` bytes gets 413 (declared or streamed)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -123,15 +142,21 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
             super().connection_made(transport)
             self._deadline, self._upgraded = None, False
             if len(self.connections) > max_connections:
-                log.warning("refused a connection: %d connections open (--max-connections)",
-                            len(self.connections) - 1)
+                log.warning(
+                    "refused a connection: %d connections open (--max-connections)",
+                    len(self.connections) - 1,
+                )
                 self._close_with(503, b"too many open connections; retry later\n")
                 return
             self._arm()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if not self._upgraded and self.conn.their_state in _INCOMPLETE and not self.transport.is_closing():
+            if (
+                not self._upgraded
+                and self.conn.their_state in _INCOMPLETE
+                and not self.transport.is_closing()
+            ):
                 self._arm()
             else:
                 self._disarm()
@@ -156,11 +181,18 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
 
         def _expire(self) -> None:
             self._deadline = None
-            if self._upgraded or self.transport.is_closing() or self.conn.their_state not in _INCOMPLETE:
+            if (
+                self._upgraded
+                or self.transport.is_closing()
+                or self.conn.their_state not in _INCOMPLETE
+            ):
                 return
             started = self.conn.their_state is h11.SEND_BODY or bool(self.conn.trailing_data[0])
-            log.warning("closed a connection from %s: no complete request within %g s",
-                        (self.client or ("?",))[0], request_timeout)
+            log.warning(
+                "closed a connection from %s: no complete request within %g s",
+                (self.client or ("?",))[0],
+                request_timeout,
+            )
             if started:
                 self._close_with(408, b"request not completed in time\n")
             else:
@@ -168,8 +200,10 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
 
         def _close_with(self, status: int, body: bytes) -> None:
             phrase = {408: b"Request Timeout", 503: b"Service Unavailable"}[status]
-            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
-                                 b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body))
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
+            )
             self.transport.close()
 
     return GuardedH11Protocol

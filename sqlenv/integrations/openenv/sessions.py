@@ -1,8 +1,8 @@
-"""WebSocket sessions for the OpenEnv server: one env per connection, its moves run in its own thread.
+"""WebSocket sessions for the OpenEnv server: one env per connection, its moves in its own thread.
 
 The wire protocol is OpenEnv's (``reset``, ``step``, ``state``, ``close`` messages; ``observation``,
-``state`` and ``error`` answers), so OpenEnv's ``EnvClient`` and :class:`SQLEnvClient` speak it. What
-this module adds to OpenEnv's own handler:
+``state`` and ``error`` answers), so OpenEnv's ``EnvClient`` and :class:`SQLEnvClient` speak it.
+What this module adds to OpenEnv's own handler:
 
 - a slot is held only by an open connection, and freed when the connection ends (after the move in
   flight, if any, finishes: its thread cannot be stopped, and the slot bounds that work too);
@@ -23,8 +23,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from openenv.core.env_server.types import (WSErrorCode, WSErrorResponse, WSObservationResponse,
-                                           WSStateResponse)
+from openenv.core.env_server.types import (
+    WSErrorCode,
+    WSErrorResponse,
+    WSObservationResponse,
+    WSStateResponse,
+)
 from openenv.core.env_server.serialization import serialize_observation
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
@@ -46,7 +50,9 @@ class Session:
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` in this session's thread, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, lambda: fn(*args, **kwargs)
+        )
 
 
 class SessionPool:
@@ -86,8 +92,12 @@ def _error(code: str, message: str, **extra: Any) -> str:
 
 def _validation_error(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    return _error(WSErrorCode.VALIDATION_ERROR, "Invalid message: " + "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in errors), errors=errors)
+    return _error(
+        WSErrorCode.VALIDATION_ERROR,
+        "Invalid message: "
+        + "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in errors),
+        errors=errors,
+    )
 
 
 async def answer(session: Session, raw: str | bytes, action_cls) -> str | None:
@@ -97,15 +107,19 @@ async def answer(session: Session, raw: str | bytes, action_cls) -> str | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return _error(WSErrorCode.INVALID_JSON, f"Invalid JSON: {exc}")
     if not isinstance(message, dict):
-        return _error(WSErrorCode.VALIDATION_ERROR, "a message must be a JSON object with a 'type' field, "
-                      f"got {type(message).__name__}")
+        return _error(
+            WSErrorCode.VALIDATION_ERROR,
+            f"a message must be a JSON object with a 'type' field, got {type(message).__name__}",
+        )
     kind, data = message.get("type"), message.get("data", {})
     if kind == "close":
         return None
     if kind not in ("reset", "step", "state"):
         return _error(WSErrorCode.UNKNOWN_TYPE, f"Unknown message type: {str(kind)[:100]}")
     if not isinstance(data, dict):
-        return _error(WSErrorCode.VALIDATION_ERROR, f"'data' must be a JSON object, got {type(data).__name__}")
+        return _error(
+            WSErrorCode.VALIDATION_ERROR, f"'data' must be a JSON object, got {type(data).__name__}"
+        )
     try:
         if kind == "reset":
             observation = await session.call(session.env.reset, **data)
@@ -117,7 +131,7 @@ async def answer(session: Session, raw: str | bytes, action_cls) -> str | None:
         return WSStateResponse(data=session.env.state.model_dump()).model_dump_json()
     except ValidationError as exc:
         return _validation_error(exc)
-    except Exception as exc:  # noqa: BLE001 - the session survives a failing call; the client gets why
+    except Exception as exc:  # noqa: BLE001 - the session survives; the client gets why
         return _error(WSErrorCode.EXECUTION_ERROR, str(exc)[:2000])
 
 
@@ -139,19 +153,35 @@ async def _close(websocket: WebSocket, code: int = 1000, reason: str = "") -> No
         pass
 
 
-async def serve_websocket(websocket: WebSocket, pool: SessionPool, action_cls, *, idle_timeout: float,
-                          max_pending: int = 8) -> None:
-    """One OpenEnv session over ``websocket``: accept, take a slot, answer messages until it ends."""
+async def serve_websocket(
+    websocket: WebSocket,
+    pool: SessionPool,
+    action_cls,
+    *,
+    idle_timeout: float,
+    max_pending: int = 8,
+) -> None:
+    """One OpenEnv session over ``websocket``: accept, take a slot, answer until it ends."""
     await websocket.accept()
     try:
         session = await pool.open()
     except PoolFull as exc:
-        await _deliver_and_close(websocket, _error(WSErrorCode.CAPACITY_REACHED, str(exc),
-                                                   active_sessions=pool.active, max_sessions=pool.limit), 1013)
+        await _deliver_and_close(
+            websocket,
+            _error(
+                WSErrorCode.CAPACITY_REACHED,
+                str(exc),
+                active_sessions=pool.active,
+                max_sessions=pool.limit,
+            ),
+            1013,
+        )
         return
     except Exception as exc:  # noqa: BLE001 - a failing env build is the server's fault; say so
         log.warning("building a session's env failed: %s", exc)
-        await _deliver_and_close(websocket, _error(WSErrorCode.FACTORY_ERROR, f"cannot build the env: {exc}"), 1011)
+        await _deliver_and_close(
+            websocket, _error(WSErrorCode.FACTORY_ERROR, f"cannot build the env: {exc}"), 1011
+        )
         return
     try:
         code, reason = await _converse(websocket, session, action_cls, idle_timeout, max_pending)
@@ -190,23 +220,30 @@ async def _converse(websocket, session, action_cls, idle_timeout, max_pending) -
 
 
 async def _read(websocket, inbox, busy, idle_timeout, max_pending):
-    """Queue each message; returns ``"gone"`` on disconnect, or a close (code, reason) of its own."""
+    """Queue each message; returns ``"gone"`` on disconnect, or its own close (code, reason)."""
     while True:
         try:
             event = await asyncio.wait_for(websocket.receive(), idle_timeout)
         except asyncio.TimeoutError:
             if busy.is_set() or not inbox.empty():
                 continue
-            await _send(websocket, _error("SESSION_TIMEOUT", f"session idle for {idle_timeout:g} s; closed"))
+            await _send(
+                websocket, _error("SESSION_TIMEOUT", f"session idle for {idle_timeout:g} s; closed")
+            )
             return 1001, "idle timeout"
         except Exception:  # noqa: BLE001 - the connection broke
             return "gone"
         if event["type"] == "websocket.disconnect":
             return "gone"
         if inbox.qsize() >= max_pending:
-            await _send(websocket, _error("TOO_MANY_MESSAGES", f"more than {max_pending} messages in flight"))
+            await _send(
+                websocket,
+                _error("TOO_MANY_MESSAGES", f"more than {max_pending} messages in flight"),
+            )
             return 1008, "too many messages in flight"
-        inbox.put_nowait(event.get("text") if event.get("text") is not None else event.get("bytes", b""))
+        inbox.put_nowait(
+            event.get("text") if event.get("text") is not None else event.get("bytes", b"")
+        )
 
 
 async def _work(websocket, session, action_cls, inbox, busy):
