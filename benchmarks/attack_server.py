@@ -196,7 +196,7 @@ class Session:
         self.timeout = timeout
         self.ws = ws_connect(f"ws://127.0.0.1:{server.port}/ws",
                              additional_headers=server.headers(token), open_timeout=timeout,
-                             close_timeout=2, max_size=None).__enter__()
+                             close_timeout=2, max_size=None, ping_interval=None).__enter__()
         self.last_bytes = 0
 
     def send_raw(self, text: str) -> dict:
@@ -626,10 +626,21 @@ def attack_half_open(ctx: Context) -> list[Outcome]:
                 s.close()
         saw = (f"{len(socks)} half-open: /health {health}, new session {session}; after {hold:.0f} s "
                f"{closed} closed by the server, /health {health2}, new session {session2}")
-        held = health == health2 == "200" and session == session2 == "ok"
-        return saw, held, "unreachable" if not held else "", {"closed_by_server": closed}
+        return saw, *_half_open_verdict(health, session, health2, session2), {
+            "closed_by_server": closed, "during": [health, session], "after": [health2, session2]}
     server = ctx.openenv("half-open", SINGLE, nofile=256)
     return [run_attack(ctx, f"{count} half-open HTTP connections, nofile 256", server, attack)]
+
+
+def _half_open_verdict(health: str, session: str, health2: str, session2: str) -> tuple[bool, str]:
+    """Held: others were served while the connections were held, and after."""
+    if health2 != "200" or session2 != "ok":
+        return False, "unreachable after the hold"
+    if health == "200" and session == "ok":
+        return True, ""
+    if "timed out" in (health, session):
+        return False, "unreachable while held"
+    return False, "others refused while held"
 
 
 def _closed_by_peer(s: socket.socket) -> bool:
@@ -692,12 +703,13 @@ def _oversize(server: Server, limit: int = 1_000_000) -> str:
 
 
 def attack_token(ctx: Context, has_token: bool) -> list[Outcome]:
-    """Without a token and with a wrong one: /health, /reset and the WebSocket handshake."""
+    """Without a token and with a wrong one: /health, /reset and the WebSocket handshake (held when
+    /reset and the handshake are refused; /health may stay open as a liveness probe)."""
     def attack(server: Server) -> tuple:
         if not has_token:
             return ("the server has no --token: any client that reaches the port gets a session",
                     False, "no token support", {})
-        seen = {}
+        seen, refused = {}, {}
         for label, token in (("no token", None), ("wrong token", "not-" + (server.token or ""))):
             health = http_get(server, "/health", 10, token)[0]
             reset = http_request(server, "POST", "/reset", {}, 10, token)[0]
@@ -708,7 +720,8 @@ def attack_token(ctx: Context, has_token: bool) -> list[Outcome]:
             except Exception as exc:
                 ws = _brief(exc)
             seen[label] = f"/health {health}, /reset {reset}, /ws {ws}"
-        held = all("session opened" not in v and "200" not in v for v in seen.values())
+            refused[label] = reset in (401, 403) and ws != "session opened"
+        held = all(refused.values())  # GET /health may stay open (a liveness probe)
         saw = "; ".join(f"{k}: {v}" for k, v in seen.items())
         return saw, held, "unauthenticated client served" if not held else "", seen
     server = ctx.openenv("token", SINGLE)
@@ -726,10 +739,19 @@ time.sleep(10 ** 6)
 
 
 def chat_post(port: int, body: bytes, timeout: float = CALL_TIMEOUT) -> int:
+    """The status of one chat request; a server that answers before reading the whole body (413)
+    and closes is still heard: its answer is read after the send fails."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", "/v1/chat/completions", body=body,
-                     headers={"Content-Type": "application/json"})
+        conn.putrequest("POST", "/v1/chat/completions")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        try:
+            for i in range(0, len(body), 1 << 20):
+                conn.send(body[i:i + (1 << 20)])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: its answer, if any, is waiting
         return conn.getresponse().status
     finally:
         conn.close()

@@ -43,6 +43,7 @@ def test_unknown_attack_is_refused_by_name():
     assert "bogus" in proc.stderr
 
 
+@pytest.mark.slow
 def test_malformed_and_token_attacks_are_reported(tmp_path):
     stdout, results = _run(tmp_path, "--attacks", "malformed,token", "--scale", "0.02", timeout=300)
     assert [r["attack"] for r in results] == ["malformed messages", "no token / wrong token"]
