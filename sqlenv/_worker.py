@@ -8,7 +8,7 @@ only `executor.py` (by file path, so not even `sqlenv/__init__.py`), caps SQLite
 (the parent shuts it down) and answers queries over a pair of pipes framed by
 `multiprocessing.connection.Connection` until it reads `None` or end-of-file (the parent is gone).
 A query that meets a host fault the worker's own retry did not mend (executor.HostError) is answered
-with the error "host" and its message; the parent's Executor raises HostError once the group has run.
+with the error "host" and its message; the parent's Executor raises HostError once the group ran.
 
 The parent side (`WorkerPool`) keeps up to two queries in flight per worker (one running, one waiting in
 its pipe), waits with `multiprocessing.connection.wait` until a reply or the earliest hard deadline, and

@@ -431,9 +431,9 @@ def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
 
 
 class HostError(RuntimeError):
-    """A fault of the host, not of the query: a database that cannot be opened (missing, not a database,
-    unreadable), no file descriptors, no memory, no room for SQLite's temporary files. Never an
-    ExecutionResult, never scored. `path` is the database, `cause` what went wrong in words."""
+    """A fault of the host, not of the query: a database that cannot be opened (missing, not a
+    database, unreadable), no file descriptors, no memory, no room for SQLite's temporary files.
+    Never an ExecutionResult, never scored. `path`: the database; `cause`: what went wrong."""
 
     def __init__(self, message: str, path: str = "", cause: str = ""):
         super().__init__(message)
@@ -444,10 +444,13 @@ class HostError(RuntimeError):
         return (type(self), (str(self), self.path, self.cause))
 
 
-# Messages of a query that failed for want of a resource of the host, not because of its SQL: SQLite opens
-# temporary files to sort or to materialise large intermediate results.
+# Messages of a query that failed for want of a resource of the host, not because of its SQL: SQLite
+# opens temporary files to sort or to materialise large intermediate results.
+_NOT_THE_QUERY = "A fault of the host, not of the query"
 _HOST_MESSAGES = ("unable to open database file", "disk i/o error", "database or disk is full")
-_TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN})
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN}
+)
 
 
 def _errno_cause(exc: OSError) -> str:
@@ -477,7 +480,7 @@ def _probe(path: str | None) -> OSError | None:
 
 
 def _diagnose(exc: BaseException, path: str | None) -> tuple[str, bool]:
-    """(the cause of a failure to open or run in words, whether retrying after freeing might help)."""
+    """(the cause of a failure to open or run, in words; whether a retry after freeing may help)"""
     if isinstance(exc, MemoryError):
         return "out of memory", True
     if isinstance(exc, OSError) and exc.errno:
@@ -500,11 +503,12 @@ def _is_host_message(message: str) -> bool:
 
 
 def retry_host_fault(path, action: str, fn, keep=None, probe: bool = True):
-    """`fn()`, which opens, reads or builds the SQLite file `path`; if it fails for a reason of the host,
-    free the process's idle connections (all but `keep`, an `_Entry`) and call it once more; if it fails
-    again, or for a reason retrying cannot mend (a missing file, not a database), raise HostError naming
-    `action`, the path and the cause. Used for every SQLite file sqlenv opens (`open_connection`).
-    `probe=False` when `path` need not exist yet (building it): the cause is then not looked up there."""
+    """`fn()`, which opens, reads or builds the SQLite file `path`; if it fails for a reason of the
+    host, free the process's idle connections (all but `keep`, an `_Entry`) and call it once more;
+    if it fails again, or for a reason retrying cannot mend (a missing file, not a database), raise
+    HostError naming `action`, the path and the cause. Used for every SQLite file sqlenv opens
+    (`open_connection`). `probe=False` when `path` need not exist yet (building it): the cause is
+    then not looked up there."""
     target = str(path) if probe else None
     try:
         return fn()
@@ -524,15 +528,15 @@ def retry_host_fault(path, action: str, fn, keep=None, probe: bool = True):
             cause, _ = _diagnose(exc, target)
             error = exc
         note = f"; retried once after closing {freed} idle cached connection(s)"
-    message = f"{action} {str(path)!r}: {cause}{note}. A fault of the host, not of the query"
+    message = f"{action} {str(path)!r}: {cause}{note}. {_NOT_THE_QUERY}"
     raise HostError(message, str(path), cause) from error
 
 
 def open_connection(path, connect):
-    """A short-lived SQLite connection `connect()` to `path` (to describe or build a database), opened
-    within the process's connection budget (an idle cached connection is closed first if it is full) and
-    under `retry_host_fault`'s rule: a host fault raises HostError, never sqlite3.OperationalError.
-    The caller closes it."""
+    """A short-lived SQLite connection `connect()` to `path` (to describe or build a database),
+    opened within the process's connection budget (an idle cached connection is closed first if it
+    is full) and under `retry_host_fault`'s rule: a host fault raises HostError, never
+    sqlite3.OperationalError. The caller closes it."""
     _BUDGET.make_room()
     return retry_host_fault(path, "cannot open database", connect)
 
@@ -552,11 +556,11 @@ def _nofile_limit() -> int | None:
 
 
 def connection_budget() -> int:
-    """Connections all the process's Executors may keep open together: $SQLENV_CONNECTION_BUDGET if set
-    (a positive int), else half the soft RLIMIT_NOFILE less 16, at least 4 (1024 -> 496, 256 -> 112,
-    64 -> 16). The other half is headroom for sockets, pipes, worker processes, SQLite's temporary files
-    and the short-lived connections that describe or build databases. Read on every open, so a limit
-    changed at run time (`resource.setrlimit`) applies at once."""
+    """Connections all the process's Executors may keep open together: $SQLENV_CONNECTION_BUDGET if
+    set (a positive int), else half the soft RLIMIT_NOFILE less 16, at least 4 (1024 -> 496, 256 ->
+    112, 64 -> 16). The other half is headroom for sockets, pipes, worker processes, SQLite's
+    temporary files and the short-lived connections that describe or build databases. Read on every
+    open, so a limit changed at run time (`resource.setrlimit`) applies at once."""
     value = os.environ.get(BUDGET_ENV)
     if value:
         try:
@@ -570,8 +574,8 @@ def connection_budget() -> int:
 
 
 def free_idle_connections() -> int:
-    """Close every cached connection of every Executor in this process that is not running a query (they
-    reopen on next use). Returns how many were closed."""
+    """Close every cached connection of every Executor in this process that is not running a query
+    (they reopen on next use). Returns how many were closed."""
     return _BUDGET.free_idle()
 
 
@@ -585,7 +589,8 @@ class _ConnectionBudget:
     discounted when it is collected, and a count that finds nothing to close is recounted."""
 
     def __init__(self):
-        # Reentrant: `discount` runs from the garbage collector, which may fire while this thread holds it.
+        # Reentrant: `discount` runs from the garbage collector, which may fire while this thread
+        # holds it.
         self.lock = threading.RLock()
         self.executors: weakref.WeakSet = weakref.WeakSet()
         self.open = 0  # connections in caches, plus opens admitted and not yet cached
@@ -628,7 +633,7 @@ class _ConnectionBudget:
             break  # every cached connection is busy: open one more rather than fail
 
     def _close_lru(self, pid: int) -> bool:
-        """Close the least recently used idle cached connection of any Executor. False if none is idle."""
+        """Close the least recently used idle cached connection of any Executor (False: none is)."""
         oldest, owner = None, None
         for ex in list(self.executors):
             if ex._pid != pid or not ex._cache or not ex._lock.acquire(blocking=False):
@@ -671,8 +676,8 @@ class _ConnectionBudget:
         return len(closed)
 
     def after_fork_in_child(self) -> None:
-        """The child's Executors forget the parent's connections and workers; every lock is new (a lock
-        another thread held at the fork would never be released in the child)."""
+        """The child's Executors forget the parent's connections and workers; every lock is new (a
+        lock another thread held at the fork would never be released in the child)."""
         global _DEFAULT_LOCK
         self.lock = threading.RLock()
         self.open = 0
@@ -791,8 +796,8 @@ class Executor:
     # -- public API
 
     def execute(self, db_path, sql) -> ExecutionResult:
-        """Run one SELECT `sql` against the SQLite file `db_path`. Never raises for anything the SQL does;
-        raises HostError for a fault of the host (see the module docstring)."""
+        """Run one SELECT `sql` against the SQLite file `db_path`. Never raises for anything the SQL
+        does; raises HostError for a fault of the host (see the module docstring)."""
         return self._execute(db_path, sql, self.config.timeout)
 
     def execute_group(
@@ -804,9 +809,9 @@ class Executor:
         processes (started on first use, kept for later calls): a worker that does not answer within
         `timeout + kill_grace` seconds of getting its query, or dies, is killed and replaced, and its sample
         comes back as "timeout" (or "other" naming the crash). `deadline`, in seconds from the call, bounds
-        the whole call: queries still running or not started by then come back as "timeout". A pool that
-        cannot be started runs the group here. Raises HostError if a query met a host fault that a
-        retry did not mend (with workers, once the whole group has run); never for the SQL.
+        the whole call: queries still running or not started by then come back as "timeout". A pool
+        that cannot be started runs the group here. Raises HostError if a query met a host fault
+        that a retry did not mend (with workers, once the whole group has run); never for the SQL.
         """
         start = time.perf_counter()
         try:
@@ -836,7 +841,7 @@ class Executor:
             results = self._execute_serial(db_path, sqls, end)
             note = f" (worker pool failed: {exc!r}; ran in-process)"
             return [r if r.ok else _replace_message(r, r.message + note) for r in results]
-        for result in results:  # a worker met a host fault it could not mend: not the query's failure
+        for result in results:  # a worker met a host fault it could not mend: not the query's doing
             if result.error == _HOST_KIND:
                 raise HostError(result.message, os.fspath(db_path), result.message)
         return results
@@ -934,9 +939,9 @@ class Executor:
             return _result((), (), kind, message, _now() - start)
 
     def _rerun_host(self, entry: _Entry, db_path, sql: str):
-        """_run again after a host fault while the query ran (SQLite could not open a temporary file):
-        the process's other idle connections are closed first; the same deadline, a fresh instruction
-        budget. Raises HostError if the fault persists."""
+        """_run again after a host fault while the query ran (SQLite could not open a temporary
+        file): the process's other idle connections are closed first; the same deadline, a fresh
+        instruction budget. Raises HostError if the fault persists."""
 
         def rerun():
             entry.ticks = self._ticks
@@ -952,7 +957,7 @@ class Executor:
             cause, _ = _diagnose(exc, None)
             message = (
                 f"a query on {str(db_path)!r} failed: {cause}; retried once after closing {freed} "
-                "idle cached connection(s). A fault of the host, not of the query"
+                f"idle cached connection(s). {_NOT_THE_QUERY}"
             )
             raise HostError(message, os.fspath(db_path), cause) from exc
 
@@ -1045,7 +1050,7 @@ class Executor:
             return f"cannot open database {db_path!r}: {exc}"
         except OSError as exc:  # stat needs no descriptor: retrying could not help
             cause = _errno_cause(exc) if exc.errno else str(exc)
-            message = f"cannot open database {key!r}: {cause}. A fault of the host, not of the query"
+            message = f"cannot open database {key!r}: {cause}. {_NOT_THE_QUERY}"
             raise HostError(message, key, cause) from exc
         if entry is not None:
             if entry.identity == (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns):
@@ -1056,7 +1061,7 @@ class Executor:
             _BUDGET.closed()
         if not stat.S_ISREG(st.st_mode):
             cause = "not a regular file (a directory or a device)"
-            message = f"cannot open database {key!r}: {cause}. A fault of the host, not of the query"
+            message = f"cannot open database {key!r}: {cause}. {_NOT_THE_QUERY}"
             raise HostError(message, key, cause)
         identity = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
         _BUDGET.admit()
@@ -1097,7 +1102,7 @@ def _replace_message(result: ExecutionResult, message: str) -> ExecutionResult:
     return _result(result.rows, result.columns, result.error, message, result.elapsed)
 
 
-_HOST_KIND = "host"  # a worker's answer for a query that met a host fault (never a result's error kind)
+_HOST_KIND = "host"  # a worker's answer for a query that met a host fault (never an error kind)
 
 _DEFAULT_EXECUTORS: dict = {}
 _DEFAULT_LOCK = threading.Lock()

@@ -342,8 +342,9 @@ def database_for_context(context: str, schema: str = "tables") -> Path:
 
 
 def _build_within_budget(context: str, path: Path, schema: str) -> None:
-    """build_database with room made in the process's connection budget; a host fault (no descriptors,
-    no memory, a full disk) is retried once after closing idle connections, then raises HostError."""
+    """build_database with room made in the process's connection budget; a host fault (no
+    descriptors, no memory, a full disk) is retried once after closing idle connections, then raises
+    HostError."""
     from sqlenv.executor import _BUDGET, retry_host_fault
 
     _BUDGET.make_room()
@@ -358,9 +359,9 @@ def _build_within_budget(context: str, path: Path, schema: str) -> None:
 
 def _read(path: str | os.PathLike, read):
     """``read(conn)`` on a short-lived read-only connection opened within the process's connection
-    budget. Any failure to open or read the file raises :class:`sqlenv.executor.HostError` naming the
-    file and the cause (retried once after closing idle connections where that could help), never a
-    ``sqlite3`` error: a database that cannot be described is a fault of the host."""
+    budget. Any failure to open or read the file raises :class:`sqlenv.executor.HostError` naming
+    the file and the cause (retried once after closing idle connections where that could help),
+    never a ``sqlite3`` error: a database that cannot be described is a fault of the host."""
     from sqlenv.executor import _BUDGET, retry_host_fault
 
     uri = f"{Path(path).resolve().as_uri()}?mode=ro"
@@ -398,6 +399,7 @@ def _sample_blocks(conn: sqlite3.Connection, n: int) -> str:
     for name, _ in _tables(conn):
         cursor = conn.execute(f'SELECT * FROM "{name}" LIMIT ?', (n,))
         header = " | ".join(d[0] for d in cursor.description)
-        rows = [" | ".join("NULL" if v is None else str(v) for v in row) for row in cursor.fetchall()]
+        rows = [" | ".join("NULL" if v is None else str(v) for v in row)
+                for row in cursor.fetchall()]
         blocks.append("\n".join([f"{name}: {header}", *rows]))
     return "\n\n".join(blocks)

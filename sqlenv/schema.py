@@ -59,8 +59,8 @@ def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
 def tables(path: str | os.PathLike, sample_rows: int = 0) -> list[Table]:
     """Every user table of the database (``sqlite_master`` order), with ``sample_rows`` rows each.
 
-    A missing file raises FileNotFoundError; any other failure to open or read it (not a database, no
-    descriptors) raises :class:`sqlenv.executor.HostError` naming the file and the cause."""
+    A missing file raises FileNotFoundError; any other failure to open or read it (not a database,
+    no descriptors) raises :class:`sqlenv.executor.HostError` naming the file and the cause."""
     from sqlenv.executor import retry_host_fault
 
     if not Path(path).is_file():

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from conftest import build_medal_db
-from sqlenv.executor import ERROR_KINDS, ExecutionResult, Executor, ExecutorConfig, HostError, execute
+from sqlenv.executor import (
+    ERROR_KINDS,
+    ExecutionResult,
+    Executor,
+    ExecutorConfig,
+    HostError,
+    execute,
+)
 
 N_MEDALS = 3000
 MARGIN = 1.0  # seconds of slack on a loaded, shared 2-core machine (as in the other executor tests)

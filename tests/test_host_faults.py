@@ -1,6 +1,6 @@
-"""Host faults are never scored: descriptors, missing files and a process's connection budget (issue 21).
+"""Host faults are never scored: descriptors, missing files, one connection budget (issue 21).
 
-Low descriptor limits are set in a subprocess (`resource.setrlimit` there, never in the test process).
+Low descriptor limits are set in a subprocess (`resource.setrlimit` there, never in this process).
 The subprocesses print one JSON line of what they saw; the tests assert those outcomes.
 """
 
@@ -128,8 +128,8 @@ seen["first_again"] = first.execute(a, "SELECT COUNT(*) FROM Medal").rows == ((3
 print(json.dumps(seen))
 """
 
-# A cached connection, then no descriptor left: a query whose sort spills to a temporary file fails to
-# open it. The query is not to blame: HostError, never a scored result.
+# A cached connection, then no descriptor left: a query whose sort spills to a temporary file fails
+# to open it. The query is not to blame: HostError, never a scored result.
 SORT_SCRIPT = """
 import json, os, resource, sys
 path = sys.argv[1]
@@ -270,7 +270,8 @@ def test_a_missing_database_raises_host_error_from_worker_groups(tmp_path):
 
 
 def test_host_error_pickles_with_its_fields():
-    error = HostError("cannot open database '/x.sqlite': out of memory", "/x.sqlite", "out of memory")
+    message = "cannot open database '/x.sqlite': out of memory"
+    error = HostError(message, "/x.sqlite", "out of memory")
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.path, copy.cause) == (str(error), error.path, error.cause)
 
@@ -295,7 +296,8 @@ def test_the_budget_bounds_the_descriptors_of_many_executors(small_dbs, monkeypa
     try:
         for ex in executors:
             for i in range(20):
-                assert ex.execute(small_dbs / f"{i}.sqlite", "SELECT COUNT(*) FROM Medal").rows == ((3,),)
+                result = ex.execute(small_dbs / f"{i}.sqlite", "SELECT COUNT(*) FROM Medal")
+                assert result.rows == ((3,),)
         assert len(os.listdir("/proc/self/fd")) - before <= 5
     finally:
         for ex in executors:
@@ -328,7 +330,8 @@ def test_threads_share_a_small_budget_without_losing_a_query(small_dbs, monkeypa
     def walk(ex: Executor) -> None:
         for round_ in range(3):
             for i in range(20):
-                answers.append(ex.execute(small_dbs / f"{i}.sqlite", "SELECT COUNT(*) FROM Medal").rows)
+                result = ex.execute(small_dbs / f"{i}.sqlite", "SELECT COUNT(*) FROM Medal")
+                answers.append(result.rows)
 
     threads = [threading.Thread(target=walk, args=(ex,)) for ex in executors]
     for thread in threads:
