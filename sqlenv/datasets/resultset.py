@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 from sqlenv import schema as schema_mod
 from sqlenv.comparators import Comparator, get_comparator
 from sqlenv.datasets.base import Dataset, DatasetError, Example, cache_dir
-from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
+from sqlenv.executor import _BUDGET, ExecutionResult, Executor, ExecutorConfig
 from sqlenv.matching import MatchResult, match_answer, result_to_answer
 
 ON_INVALID = ("exclude", "flag", "raise")
@@ -478,6 +478,7 @@ class _GoldCache:
 
     def _conn(self) -> sqlite3.Connection | None:
         path = cache_dir() / "gold.sqlite"
+        _BUDGET.make_room()  # within the process's connection budget, like every sqlenv connection
         try:
             conn = sqlite3.connect(path, timeout=30)
             conn.execute(
