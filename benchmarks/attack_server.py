@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -508,10 +509,13 @@ def attack_fd_walk(ctx: Context, dataset: str) -> list[Outcome]:
             with ThreadPoolExecutor(sessions) as pool:
                 counts = list(pool.map(lambda k: _walk(server, indices, k, per_session),
                                        range(sessions)))
-            total = {key: sum(c[key] for c in counts) for key in counts[0]}
+            total = Counter()
+            for c in counts:
+                total.update(c)  # unlike +, keeps the zero counts
+            kinds = ", ".join(f"{k[5:]} {v}" for k, v in total.items() if k.startswith("kind:"))
             saw = (f"{total['answers']} gold answers: {total['plus1']} scored +1, "
-                   f"{total['scored_wrong']} scored below +1, {total['errors']} errors, "
-                   f"{total['lost']} sessions lost")
+                   f"{total['scored_wrong']} scored below +1{f' ({kinds})' if kinds else ''}, "
+                   f"{total['errors']} errors, {total['lost']} sessions lost")
             held = total["scored_wrong"] == 0 and total["errors"] == 0 and total["lost"] == 0
             return saw, held, "correct answers not scored +1" if not held else "", total
         extra = ["--dataset", dataset, "--max-sessions", str(sessions + 1),
@@ -522,9 +526,10 @@ def attack_fd_walk(ctx: Context, dataset: str) -> list[Outcome]:
     return outcomes
 
 
-def _walk(server: Server, indices: list[int], k: int, count: int) -> dict[str, int]:
-    """One session: ``count`` episodes on distinct databases (offset by k), each answered with gold."""
-    tally = dict(answers=0, plus1=0, scored_wrong=0, errors=0, lost=0)
+def _walk(server: Server, indices: list[int], k: int, count: int) -> Counter:
+    """One session: ``count`` episodes on distinct databases (offset by k), each answered with gold;
+    a gold answer not scored +1 also counts under ``kind:<info error>``."""
+    tally = Counter(answers=0, plus1=0, scored_wrong=0, errors=0, lost=0)
     try:
         session = Session(server, CALL_TIMEOUT)
     except Exception:
@@ -543,8 +548,11 @@ def _walk(server: Server, indices: list[int], k: int, count: int) -> dict[str, i
                 tally["lost"] += 1
                 return tally
             tally["answers"] += 1
-            reward = data.get("reward")
-            tally["plus1" if reward == 1 else "scored_wrong"] += 1
+            if data.get("reward") == 1:
+                tally["plus1"] += 1
+            else:
+                tally["scored_wrong"] += 1
+                tally[f"kind:{data.get('observation', {}).get('info', {}).get('error')}"] += 1
     return tally
 
 
