@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/attack_server.py --attacks quadratic,malformed --scale 0.05
     .venv/bin/python benchmarks/attack_server.py --json /tmp/attacks.json
 
-Each attack starts a fresh server process (``python -m sqlenv.integrations.openenv`` on a free port,
-with a random ``--token`` when the server has that flag, some under a lowered ``RLIMIT_NOFILE``), its
-stdout and stderr captured to a log file. While the attack runs, a sampler reads the server's RSS,
-VmHWM and open descriptors from /proc every ~50 ms, and a prober (another client: a WebSocket session
-doing reset + step with a tiny query, then GET /health, in a loop) records the longest time it went
-without an answer. Attacks (issue 21):
+Each attack starts a fresh server process (``python -m sqlenv.integrations.openenv`` on a free
+port, with a random ``--token`` when the server has that flag, some under a lowered
+``RLIMIT_NOFILE``), its stdout and stderr captured to a log file. While the attack runs, a sampler
+reads the server's RSS, VmHWM and open descriptors from /proc every ~50 ms, and a prober (another
+client: a WebSocket session doing reset + step with a tiny query, then GET /health, in a loop)
+records the longest time it went without an answer. Attacks (issue 21):
 
   quadratic   TextToSQLAgent-v0: one WebSocket step of "<sql>" * n (~120 KB, then ~1 MB)
   fd-walk     TextToSQL-v0, 16 sessions resetting across distinct databases and answering with the
@@ -17,7 +17,8 @@ without an answer. Attacks (issue 21):
               +1, and errors
   blobs       TextToSQLAgent-v0: an exploration of 79 zeroblob(99000) columns plus 19 small rows,
               then an answer of 79 blobs (4 sessions at once): response bytes, server memory
-  squat       16 stateless HTTP POSTs of openenv/session/create to /mcp, then a new WebSocket session
+  squat       16 stateless HTTP POSTs of openenv/session/create to /mcp, then a new WebSocket
+              session
   half-open   300 TCP connections sending a partial HTTP request (RLIMIT_NOFILE 256), then /health
               and a new session
   malformed   non-object JSON, an unknown type, a step without ``sql``: is the session still usable;
@@ -25,10 +26,10 @@ without an answer. Attacks (issue 21):
   token       no token and a wrong token, on /health, /reset and the WebSocket handshake
   chat        the chat server: 32 concurrent requests, one 150 MB body (status, memory retained)
 
-``--scale`` shrinks every size and count (the smoke test uses 0.02). The verdict is ``held`` when the
-client got a bounded, correct answer, the server stayed up and the prober never waited longer than
-``--stall-limit`` seconds; otherwise ``FAILED`` with the reason. An attack that still succeeds is
-reported as such. The server is always killed at the end.
+``--scale`` shrinks every size and count (the smoke test uses 0.02). The verdict is ``held`` when
+the client got a bounded, correct answer, the server stayed up, its log grew under 1 MB and the
+prober never waited longer than ``--stall-limit`` seconds; otherwise ``FAILED`` with the reasons. An attack that
+still succeeds is reported as such. The server is always killed at the end.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _limit_nofile(limit: int | None) -> Callable[[], None] | None:
 
 
 class Server:
-    """One server process on 127.0.0.1:port, its output in ``log``; ``token`` is None without one."""
+    """One server process on 127.0.0.1:port, its output in ``log``; ``token``: None without one."""
 
     def __init__(self, argv: list[str], port: int, log: Path, token: str | None,
                  nofile: int | None = None, ready: Callable[[], bool] | None = None):
@@ -138,7 +139,7 @@ class Server:
             return f.read().decode("utf-8", "replace")
 
     def log_count(self, needle: bytes, start: int = 0) -> int:
-        """Occurrences of ``needle`` in the log after byte ``start`` (streamed: logs can be huge)."""
+        """Occurrences of ``needle`` in the log after byte ``start`` (streamed: logs get huge)."""
         count, carry = 0, b""
         with open(self.log, "rb") as f:
             f.seek(start)
@@ -193,7 +194,8 @@ def http_request(server: Server, method: str, path: str, body: Any, timeout: flo
 class Session:
     """A WebSocket session on /ws speaking OpenEnv's message protocol; every call has a timeout."""
 
-    def __init__(self, server: Server, timeout: float = CALL_TIMEOUT, token: str | None = "default"):
+    def __init__(self, server: Server, timeout: float = CALL_TIMEOUT,
+                 token: str | None = "default"):
         self.timeout = timeout
         self.ws = ws_connect(f"ws://127.0.0.1:{server.port}/ws",
                              additional_headers=server.headers(token), open_timeout=timeout,
@@ -590,7 +592,8 @@ def attack_blobs(ctx: Context) -> list[Outcome]:
 
 
 def attack_squat(ctx: Context) -> list[Outcome]:
-    """16 openenv/session/create over stateless HTTP, then a new WebSocket session (15 s to get in)."""
+    """16 openenv/session/create over stateless HTTP, then a new WebSocket session (15 s to get
+    in)."""
     def attack(server: Server) -> tuple:
         created = 0
         for i in range(16):
@@ -615,7 +618,7 @@ def attack_squat(ctx: Context) -> list[Outcome]:
 
 
 def attack_half_open(ctx: Context) -> list[Outcome]:
-    """300 partial HTTP requests held open under RLIMIT_NOFILE 256, then /health and a new session."""
+    """300 partial HTTP requests held open under RLIMIT_NOFILE 256; /health and a new session."""
     count, hold = ctx.n(300, 10), max(5.0, 20 * ctx.scale)
 
     def attack(server: Server) -> tuple:
@@ -632,8 +635,9 @@ def attack_half_open(ctx: Context) -> list[Outcome]:
         finally:
             for s in socks:
                 s.close()
-        saw = (f"{len(socks)} half-open: /health {health}, new session {session}; after {hold:.0f} s "
-               f"{closed} closed by the server, /health {health2}, new session {session2}")
+        saw = (f"{len(socks)} half-open: /health {health}, new session {session}; "
+               f"after {hold:.0f} s {closed} closed by the server, /health {health2}, "
+               f"new session {session2}")
         return saw, *_half_open_verdict(health, session, health2, session2), {
             "closed_by_server": closed, "during": [health, session], "after": [health2, session2]}
     server = ctx.openenv("half-open", SINGLE, nofile=256)

@@ -15,9 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "attack_server.py"
-ALL_ROWS = ("quadratic move 120 KB", "quadratic move 1 MB", "descriptor walk, 16 sessions, nofile 256",
-            "descriptor walk, 16 sessions, nofile 1024", "blob formatting", "stateless session squatting",
-            "half-open HTTP connections", "malformed messages", "no token / wrong token", "chat server")
+ALL_ROWS = ("quadratic move 120 KB", "quadratic move 1 MB",
+            "descriptor walk, 16 sessions, nofile 256", "descriptor walk, 16 sessions, nofile 1024",
+            "blob formatting", "stateless session squatting", "half-open HTTP connections",
+            "malformed messages", "no token / wrong token", "chat server")
 
 
 def _run(tmp_path: Path, *args: str, timeout: float = 900) -> tuple[str, list[dict]]:
@@ -32,7 +33,8 @@ def test_help_names_every_option_and_attack():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0
-    for word in ("--port", "--attacks", "--scale", "--json", "quadratic", "fd-walk", "half-open", "chat"):
+    for word in ("--port", "--attacks", "--scale", "--json", "quadratic", "fd-walk", "half-open",
+                 "chat"):
         assert word in proc.stdout
 
 
