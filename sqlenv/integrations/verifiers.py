@@ -184,7 +184,8 @@ class SQLTask(vf.Task[SQLTaskData, vf.State, SQLTaskConfig]):
     def _scored(self, trace: vf.Trace, final: bool = False) -> tuple[float, dict[str, Any], bool]:
         cached = trace.info.get("sqlenv")
         replies = self._replies(trace)
-        if cached is None or cached["replies"] != replies or (final and not cached["final"]):
+        fresh = cached is not None and cached["replies"] == replies and (cached["final"] or not final)
+        if not fresh and not (cached is not None and cached["done"]):  # replies after the end: ignored
             episode = EPISODES.get(trace.id, self.config, self.data.index, replies)
             episode.play(replies, final)
             cached = {"replies": replies, "reward": episode.reward, "info": episode.info,
