@@ -28,8 +28,8 @@ records the longest time it went without an answer. Attacks (issue 21):
 
 ``--scale`` shrinks every size and count (the smoke test uses 0.02). The verdict is ``held`` when
 the client got a bounded, correct answer, the server stayed up, its log grew under 1 MB and the
-prober never waited longer than ``--stall-limit`` seconds; otherwise ``FAILED`` with the reasons. An attack that
-still succeeds is reported as such. The server is always killed at the end.
+prober never waited longer than ``--stall-limit`` seconds; otherwise ``FAILED`` with the reasons.
+An attack that still succeeds is reported as such. The server is always killed at the end.
 """
 
 from __future__ import annotations
