@@ -46,6 +46,8 @@ class Args:
     """agents.models name (smollm2-135m, qwen2.5-coder-0.5b) or a local model folder."""
     reward: str = "binary"
     """Reward preset: binary, partial or paper."""
+    max_instructions: int | None = None
+    """Each query's budget in SQLite VM instructions (the env's; same rewards on every machine)."""
     lora_r: int = 16
     """LoRA rank (0: train every weight)."""
     max_steps: int = 1
@@ -108,7 +110,8 @@ def main(args: Args) -> dict:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
     print(getattr(dataset, "summary", dataset))
     turns = {} if args.single_step else {"max_turns": args.max_turns}
-    factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward, **turns)
+    factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
+                                    max_instructions=args.max_instructions, **turns)
     reward = SQLEnvReward()
 
     model, tokenizer = load_model_and_tokenizer(args.model)

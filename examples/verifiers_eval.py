@@ -4,6 +4,7 @@
     python examples/verifiers_eval.py                                  # gold SQL, TextToSQL-v0, 5 questions
     python examples/verifiers_eval.py --policy explore --env TextToSQLAgent-v0
     python examples/verifiers_eval.py --policy garbage -n 3
+    python examples/verifiers_eval.py --schema flat --max-instructions 1000000   # the env's options
 
 Starts ``ChatServer`` (an OpenAI-compatible endpoint on localhost answering with the scripted policy:
 ``gold`` replies with the question's gold SQL, ``explore`` runs one ``<sql>`` query and then answers
@@ -26,8 +27,8 @@ import sqlenv
 from sqlenv.integrations.chat_server import ChatServer
 
 
-def scripted_policy(name: str, dataset: str):
-    gold = {ex.question: ex.gold_sql for ex in sqlenv.load_dataset(dataset)}
+def scripted_policy(name: str, dataset: str, schema: str = "tables"):
+    gold = {ex.question: ex.gold_sql for ex in sqlenv.load_dataset(dataset, schema=schema)}
 
     def policy(messages: list[dict]) -> str:
         question = messages[1]["content"].rsplit("Question: ", 1)[1].strip()
@@ -46,12 +47,16 @@ def main() -> None:
     parser.add_argument("--env", choices=[sqlenv.ENV_ID, sqlenv.AGENT_ENV_ID], default=sqlenv.ENV_ID)
     parser.add_argument("-n", "--limit", type=int, default=5, help="the first N questions")
     parser.add_argument("--max-turns", type=int, default=3, help="moves per episode (TextToSQLAgent-v0)")
+    parser.add_argument("--schema", choices=["tables", "flat"], default="tables", help="the env's schema variant")
+    parser.add_argument("--max-instructions", type=int, default=None,
+                        help="each query's budget in SQLite VM instructions (the env's)")
     args = parser.parse_args()
-    with ChatServer(scripted_policy(args.policy, "generated")) as server, tempfile.TemporaryDirectory() as out:
+    budget = [] if args.max_instructions is None else ["--env.taskset.max-instructions", str(args.max_instructions)]
+    with ChatServer(scripted_policy(args.policy, "generated", args.schema)) as server, tempfile.TemporaryDirectory() as out:
         command = [str(Path(sys.executable).with_name("vf-eval")), "sqlenv-verifiers", "--model", f"scripted-{args.policy}",
                    "--client.base-url", server.base_url, "--env.taskset.env", args.env,
-                   "--env.taskset.max-turns", str(args.max_turns), "-n", str(args.limit), "--no-push", "--no-rich",
-                   "-o", out]
+                   "--env.taskset.max-turns", str(args.max_turns), "--env.taskset.schema", args.schema,
+                   *budget, "-n", str(args.limit), "--no-push", "--no-rich", "-o", out]
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         episodes = [json.loads(line) for line in next(Path(out).glob("*/traces.jsonl")).read_text().splitlines()]
