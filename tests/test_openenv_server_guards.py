@@ -183,21 +183,49 @@ def test_idle_session_is_closed_and_frees_its_slot(start):
     assert (code, index) == (1001, 4)
 
 
-def test_half_open_sockets_cannot_exhaust_descriptors(start):
-    """300 silent sockets against a server limited to 256 descriptors: the excess is refused with
-    503 at once, the rest are closed at the deadline; the server stays usable, its log short."""
-    server = start("--request-timeout", "3", nofile=256)
+def test_half_open_sockets_cannot_exhaust_descriptors_or_lock_clients_out(start):
+    """300 sockets with half a request against a server limited to 256 descriptors (so at most 32
+    connections): each new connection closes the oldest half-open one, so /health and a session
+    are served while the attack holds; every half-open socket ends; the log stays short."""
+    server = start("--request-timeout", "5", nofile=256)
     socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
+    for sock in socks:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    assert httpx.get(server.url + "/health", timeout=60).json()["sessions"] == 0
+    with SQLEnvClient(base_url=server.url).sync() as client:
+        assert client.reset(index=2).observation.info["index"] == 2
     answers = [_until_closed(sock) for sock in socks]
     for sock in socks:
         sock.close()
-    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
-    assert refused and all(a in (b"", *refused) for a in answers)
-    assert httpx.get(server.url + "/health").json()["sessions"] == 0
-    with SQLEnvClient(base_url=server.url).sync() as client:
-        assert client.reset(index=2).observation.info["index"] == 2
+    assert all(a == b"" or a.startswith(b"HTTP/1.1 408 ") for a in answers)
+    assert "closed to make room for a new connection" in server.log()
     assert len(server.log().splitlines()) <= 60  # 10 lines per kind per minute
     assert "Traceback" not in server.log()
+
+
+def test_a_full_server_answers_503_when_no_connection_is_idle(start):
+    server = start("--max-connections", "3", "--max-sessions", "3")
+
+    async def fill_then_probe():
+        clients = [SQLEnvClient(base_url=server.url) for _ in range(3)]
+        for client in clients:
+            await client.reset(index=0)
+        probe = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", server.port))
+        refused = await asyncio.to_thread(_until_closed, probe)
+        probe.close()
+        await clients.pop().close()
+        for _ in range(600):  # the closed session's connection goes away
+            answer = await asyncio.to_thread(httpx.get, server.url + "/health")
+            if answer.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        for client in clients:
+            await client.close()
+        return refused, answer.status_code
+
+    refused, status = run(fill_then_probe())
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"too many open connections" in refused
+    assert status == 200
 
 
 def test_token_is_required_on_every_connection_but_health(start, monkeypatch):

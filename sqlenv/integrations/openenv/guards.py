@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -134,16 +135,19 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
     A connection must deliver each whole request (headers and body) within ``request_timeout``
     seconds of its first byte, or of the connection opening: one that sends nothing is closed
     silently, one that sent part of a request gets 408 and is closed. While ``max_connections``
-    connections (HTTP and WebSocket) are open, a new one gets 503 and is closed at once.
+    connections (HTTP and WebSocket) are open, a new one closes the oldest connection still
+    waiting for its request (silent or half-open ones go first, so they cannot lock out clients
+    that send a whole request at once); with none such, the new one gets 503 and is closed.
     """
+    waiting: OrderedDict[H11Protocol, None] = OrderedDict()  # incomplete requests, oldest first
 
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._deadline, self._upgraded = None, False
-            if len(self.connections) > max_connections:
+            if len(self.connections) > max_connections and not self._evict_oldest():
                 log.warning(
-                    "refused a connection: %d connections open (--max-connections)",
+                    "refused a connection: %d connections open, none idle (--max-connections)",
                     len(self.connections) - 1,
                 )
                 self._close_with(503, b"too many open connections; retry later\n")
@@ -152,11 +156,8 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if (
-                not self._upgraded
-                and self.conn.their_state in _INCOMPLETE
-                and not self.transport.is_closing()
-            ):
+            incomplete = self.conn.their_state in _INCOMPLETE and not self.transport.is_closing()
+            if incomplete and not self._upgraded:
                 self._arm()
             else:
                 self._disarm()
@@ -173,26 +174,30 @@ def guarded_http_protocol(request_timeout: float, max_connections: int) -> type[
         def _arm(self) -> None:
             if self._deadline is None:
                 self._deadline = self.loop.call_later(request_timeout, self._expire)
+                waiting[self] = None
 
         def _disarm(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
+            waiting.pop(self, None)
 
-        def _expire(self) -> None:
-            self._deadline = None
-            if (
-                self._upgraded
-                or self.transport.is_closing()
-                or self.conn.their_state not in _INCOMPLETE
-            ):
+        def _evict_oldest(self) -> bool:
+            oldest = next((other for other in waiting if other is not self), None)
+            if oldest is None:
+                return False
+            oldest._expire("closed to make room for a new connection (--max-connections)")
+            return True
+
+        def _expire(self, why: str = "") -> None:
+            self._disarm()
+            if self._upgraded or self.transport.is_closing():
+                return
+            if self.conn.their_state not in _INCOMPLETE:
                 return
             started = self.conn.their_state is h11.SEND_BODY or bool(self.conn.trailing_data[0])
-            log.warning(
-                "closed a connection from %s: no complete request within %g s",
-                (self.client or ("?",))[0],
-                request_timeout,
-            )
+            why = why or f"no complete request within {request_timeout:g} s"
+            log.warning("closed a connection from %s: %s", (self.client or ("?",))[0], why)
             if started:
                 self._close_with(408, b"request not completed in time\n")
             else:

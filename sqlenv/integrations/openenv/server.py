@@ -17,8 +17,9 @@ to an untrusted client (see :mod:`.sessions` and :mod:`.guards`):
   ``Authorization: Bearer <token>``; a non-loopback ``--host`` needs a token or
   ``--allow-no-token``.
 - the CLI gives each connection ``--request-timeout`` seconds to send a whole request, caps open
-  connections (``--max-connections``; the excess gets 503), pings idle WebSockets, keeps uvicorn's
-  access log off and rate-limits repeated log lines.
+  connections (``--max-connections``: a new one closes the oldest still waiting for its request,
+  or gets 503), pings idle WebSockets, keeps uvicorn's access log off and rate-limits repeated
+  log lines.
 """
 
 from __future__ import annotations
@@ -280,8 +281,9 @@ def _parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=int,
         default=None,
-        help="open connections accepted at once; more get 503 (default: a quarter of the "
-        "open-file limit, at most 1024)",
+        help="open connections at once (also the listen backlog); a new one beyond it closes the "
+        "oldest still waiting for its request, or gets 503 (default: an eighth of the open-file "
+        "limit, 16 to 1024)",
     )
     p.add_argument(
         "--dataset",
@@ -304,16 +306,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def default_max_connections() -> int:
-    """A quarter of the soft open-file limit (the rest: databases, headroom), 16 to 1024."""
+    """An eighth of the soft open-file limit, 16 to 1024: a burst of connections can briefly hold
+    three times that (the listen backlog is the same number), and sqlenv's connection budget takes
+    half the limit for databases."""
     try:
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, OSError, ValueError):
-        return 256
+        return 128
     if soft == resource.RLIM_INFINITY:
         return 1024
-    return max(16, min(1024, soft // 4))
+    return max(16, min(1024, soft // 8))
 
 
 def _is_loopback(host: str) -> bool:
@@ -393,4 +397,5 @@ def main(argv: list[str] | None = None) -> None:
         ws_ping_timeout=20.0,
         timeout_keep_alive=5,
         h11_max_incomplete_event_size=16_384,
+        backlog=max_connections,  # asyncio accepts up to this many sockets per wakeup
     )
