@@ -8,12 +8,12 @@
 What sqlenv provides: the prompts (``to_trl_dataset``: schema, sample rows, question as chat
 messages) and the reward (``SQLReward``: extract the SQL with the trainer's extractor and score it
 through the env's own scoring: read-only execution with a time and ``--max-instructions`` budget,
-comparison with the cached gold result, binary/partial/paper/arctic preset). Everything else (sampling,
-advantages, the clipped loss, LoRA through ``peft_config``) is TRL's. ``--model tiny-random`` is a
-randomly initialised two-layer Llama with SmolLM2's tokenizer, for smoke tests; the named models
-load offline through ``agents.models`` (any local folder or hub id works too). The tiny defaults
-(2 steps, 2 questions x 2 completions, 48 new tokens) run on a laptop CPU; raise them for real
-training (``--max-steps 500 --num-generations 8 --batch-size 16`` on a GPU).
+comparison with the cached gold result, binary/partial/paper/arctic preset). Everything else
+(sampling, advantages, the clipped loss, LoRA through ``peft_config``) is TRL's. ``--model
+tiny-random`` is a randomly initialised two-layer Llama with SmolLM2's tokenizer, for smoke tests;
+the named models load offline through ``agents.models`` (any local folder or hub id works too). The
+tiny defaults (2 steps, 2 questions x 2 completions, 48 new tokens) run on a laptop CPU; raise them
+for real training (``--max-steps 500 --num-generations 8 --batch-size 16`` on a GPU).
 """
 
 from __future__ import annotations

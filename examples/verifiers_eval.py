@@ -47,15 +47,19 @@ def main() -> None:
     parser.add_argument("--env", choices=[sqlenv.ENV_ID, sqlenv.AGENT_ENV_ID], default=sqlenv.ENV_ID)
     parser.add_argument("-n", "--limit", type=int, default=5, help="the first N questions")
     parser.add_argument("--max-turns", type=int, default=3, help="moves per episode (TextToSQLAgent-v0)")
-    parser.add_argument("--schema", choices=["tables", "flat"], default="tables", help="the env's schema variant")
+    parser.add_argument("--schema", choices=["tables", "flat"], default="tables",
+                        help="the env's schema variant")
     parser.add_argument("--max-instructions", type=int, default=None,
                         help="each query's budget in SQLite VM instructions (the env's)")
     args = parser.parse_args()
-    budget = [] if args.max_instructions is None else ["--env.taskset.max-instructions", str(args.max_instructions)]
-    with ChatServer(scripted_policy(args.policy, "generated", args.schema)) as server, tempfile.TemporaryDirectory() as out:
+    budget = [] if args.max_instructions is None else [
+        "--env.taskset.max-instructions", str(args.max_instructions)]
+    policy = scripted_policy(args.policy, "generated", args.schema)
+    with ChatServer(policy) as server, tempfile.TemporaryDirectory() as out:
         command = [str(Path(sys.executable).with_name("vf-eval")), "sqlenv-verifiers", "--model", f"scripted-{args.policy}",
                    "--client.base-url", server.base_url, "--env.taskset.env", args.env,
-                   "--env.taskset.max-turns", str(args.max_turns), "--env.taskset.schema", args.schema,
+                   "--env.taskset.max-turns", str(args.max_turns),
+                   "--env.taskset.schema", args.schema,
                    *budget, "-n", str(args.limit), "--no-push", "--no-rich", "-o", out]
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -15,9 +15,10 @@ in order (the first that finds a query wins)::
 A fenced statement ends at its first ``;`` (or the fence). A bare statement also ends at a blank
 line (unless the next line goes on with an upper-case clause such as ``FROM``, ``WHERE``, ``JOIN``,
 ``UNION`` or with ``)`` / ``,``), a code fence or a closing ``</sql>`` / ``</answer>`` tag, so
-trailing prose or a tag is dropped. ``;`` and blank lines inside string literals, quoted identifiers and comments do not end
-a statement. In prose, ``with`` counts only as a CTE (``I went with ...`` is not a query). Nothing
-is found: ``""``. Every step is a single forward scan, linear in the text's length.
+trailing prose or a tag is dropped. ``;`` and blank lines inside string literals, quoted
+identifiers and comments do not end a statement. In prose, ``with`` counts only as a CTE (``I went
+with ...`` is not a query). Nothing is found: ``""``. Every step is a single forward scan, linear
+in the text's length.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ _CTE = r"WITH\s+(?:RECURSIVE\s+)?\w+\s*(?:\([^()]*\)\s*)?AS\s*\("
 _STATEMENT_START = re.compile(rf"(?:{_KEYWORDS})(?=[\s(])|{_CTE}", re.IGNORECASE)
 _PROSE_START = re.compile(rf"\bSELECT\b|\b{_CTE}", re.IGNORECASE)
 _CLOSING_TAG = re.compile(r"</(?:sql|answer)>", re.IGNORECASE)
-# After a blank line, an upper-case clause (or ")" / ",") continues the query; anything else is prose.
-_CONTINUES = re.compile(r"(?:FROM|WHERE|GROUP|ORDER|HAVING|LIMIT|OFFSET|JOIN|LEFT|RIGHT|INNER|OUTER|CROSS|"
-                        r"NATURAL|UNION|INTERSECT|EXCEPT|AND|OR|ON|USING|WINDOW)\b|[),]")
+# After a blank line, an upper-case clause (or ")" / ",") goes on with the query; else it is prose.
+_CLAUSES = ("FROM|WHERE|GROUP|ORDER|HAVING|LIMIT|OFFSET|JOIN|LEFT|RIGHT|INNER|OUTER|CROSS|NATURAL|"
+            "UNION|INTERSECT|EXCEPT|AND|OR|ON|USING|WINDOW")
+_CONTINUES = re.compile(rf"(?:{_CLAUSES})\b|[),]")
 _QUOTES = "'\"`"
 
 

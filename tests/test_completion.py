@@ -11,7 +11,8 @@ from sqlenv.completion import completion_text, extract_sql, statement_end
 CASES = [
     # fenced blocks
     ("```sql\nSELECT COUNT(*) FROM Medal;\n```", "SELECT COUNT(*) FROM Medal"),
-    ("```sql\nSELECT COUNT(*) FROM Medal\n```\nThis counts the medals.", "SELECT COUNT(*) FROM Medal"),
+    ("```sql\nSELECT COUNT(*) FROM Medal\n```\nThis counts the medals.",
+     "SELECT COUNT(*) FROM Medal"),
     ("```sql\nSELECT name FROM Athlete", "SELECT name FROM Athlete"),  # no closing fence
     ("```sql\nSELECT 1; SELECT 2;\n```", "SELECT 1"),
     ("```\nselect 1\n```", "select 1"),
@@ -21,7 +22,9 @@ CASES = [
     ("Let me think.\n```python\nprint(1)\n```\n```sql\nSELECT 2\n```", "SELECT 2"),
     ("Here you go:\n```sqlite\nselect a from t where b = 'x;y'\n```\nThis works.",
      "select a from t where b = 'x;y'"),
-    ("```sql\n-- count them\nSELECT a\n\nFROM t\n```", "SELECT a\n\nFROM t"),  # fenced: blank lines kept
+    # fenced: blank lines kept
+    ("```sql\n-- count them\nSELECT a\n\nFROM t\n```",
+     "SELECT a\n\nFROM t"),
     ("```sql\nDROP TABLE t;\n```", "DROP TABLE t"),  # taken as written: the executor refuses it
     ("```sql\n```", ""),
     # bare text
@@ -29,26 +32,36 @@ CASES = [
      "SELECT year FROM Medal WHERE type = 'MedalGold'"),
     ("The answer is: SELECT MIN(year) FROM Medal", "SELECT MIN(year) FROM Medal"),
     ("The query is SELECT count(*) FROM singer; hope it helps", "SELECT count(*) FROM singer"),
-    ("SELECT MIN(year) FROM Medal\n\nThis query finds the first year.", "SELECT MIN(year) FROM Medal"),
+    ("SELECT MIN(year) FROM Medal\n\nThis query finds the first year.",
+     "SELECT MIN(year) FROM Medal"),
     ("SELECT 1\n\nIt returns one; done", "SELECT 1"),  # the blank line comes before the ';'
     ("WITH x AS (SELECT 1) SELECT * FROM x;", "WITH x AS (SELECT 1) SELECT * FROM x"),
-    ("WITH RECURSIVE c(n) AS (SELECT 1) SELECT n FROM c", "WITH RECURSIVE c(n) AS (SELECT 1) SELECT n FROM c"),
+    ("WITH RECURSIVE c(n) AS (SELECT 1) SELECT n FROM c",
+     "WITH RECURSIVE c(n) AS (SELECT 1) SELECT n FROM c"),
     ("With pleasure: SELECT 1", "SELECT 1"),  # prose "with" is not a CTE
     ("Explain: SELECT 1", "SELECT 1"),  # a keyword followed by ':' is prose
-    ("SELECT 1\n```sql\nSELECT 2\n```", "SELECT 1"),  # a leading statement wins (a pre-filled fence)
+    # a leading statement wins (a pre-filled fence)
+    ("SELECT 1\n```sql\nSELECT 2\n```",
+     "SELECT 1"),
     ("<answer>SELECT 1</answer>", "SELECT 1"),  # a closing tag ends a bare statement
     ("I went with my friends.", ""),
     ("There is no SQL for this question.", ""),
     ("", ""),
     # statement ends
     ("SELECT * FROM t WHERE name = 'a;b'; DROP TABLE t", "SELECT * FROM t WHERE name = 'a;b'"),
-    ("SELECT * FROM t WHERE name = 'O''Neil; x' AND y = 1;", "SELECT * FROM t WHERE name = 'O''Neil; x' AND y = 1"),
+    ("SELECT * FROM t WHERE name = 'O''Neil; x' AND y = 1;",
+     "SELECT * FROM t WHERE name = 'O''Neil; x' AND y = 1"),
     ('SELECT "odd;col" FROM t;', 'SELECT "odd;col" FROM t'),
-    ("SELECT [a;b] FROM t -- comment; here\nWHERE 1;", "SELECT [a;b] FROM t -- comment; here\nWHERE 1"),
+    ("SELECT [a;b] FROM t -- comment; here\nWHERE 1;",
+     "SELECT [a;b] FROM t -- comment; here\nWHERE 1"),
     ("SELECT /* ; */ 1;", "SELECT /* ; */ 1"),
     ("SELECT 'a\n\nb' FROM t\n\nprose", "SELECT 'a\n\nb' FROM t"),  # a blank line in a literal
-    ("SELECT a\n\nFROM t\n\nWHERE b = 1\n\nThis filters.", "SELECT a\n\nFROM t\n\nWHERE b = 1"),  # clauses go on
-    ("SELECT a FROM t\n\nFrom this we get the answer.", "SELECT a FROM t"),  # capitalised prose stops
+    # clauses go on
+    ("SELECT a\n\nFROM t\n\nWHERE b = 1\n\nThis filters.",
+     "SELECT a\n\nFROM t\n\nWHERE b = 1"),
+    # capitalised prose stops
+    ("SELECT a FROM t\n\nFrom this we get the answer.",
+     "SELECT a FROM t"),
 ]
 
 
@@ -66,7 +79,8 @@ def test_extracting_twice_changes_nothing():
 
 
 def test_prefix_is_prepended():
-    assert extract_sql(' name FROM "we;ird" ;\n```\nmore text', "SELECT") == 'SELECT name FROM "we;ird"'
+    text = ' name FROM "we;ird" ;\n```\nmore text'
+    assert extract_sql(text, "SELECT") == 'SELECT name FROM "we;ird"'
     assert extract_sql(" COUNT(*) FROM t;", "```sql\nSELECT") == "SELECT COUNT(*) FROM t"
     assert extract_sql(None) == "" and extract_sql(42) == ""
 
@@ -87,8 +101,10 @@ def test_every_adapter_uses_this_extractor():
 def test_completion_text_forms():
     assert completion_text("SELECT 1") == "SELECT 1"
     assert completion_text({"role": "assistant", "content": "SELECT 4"}) == "SELECT 4"
-    assert completion_text([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]) == "a"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "SELECT 3"}]}]) == "SELECT 3"
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    assert completion_text(chat) == "a"
+    parts = [{"role": "assistant", "content": [{"type": "text", "text": "SELECT 3"}]}]
+    assert completion_text(parts) == "SELECT 3"
     assert completion_text(None) == "" and completion_text([]) == ""
 
 

@@ -109,7 +109,9 @@ def test_each_move_is_played_once(gold, steps):
 
     def policy(messages):
         moves = sum(m["role"] == "assistant" for m in messages)
-        return f"<sql>SELECT {moves}</sql>" if moves < 4 else f"<answer>{_gold_for(gold, messages)}</answer>"
+        if moves < 4:
+            return f"<sql>SELECT {moves}</sql>"
+        return f"<answer>{_gold_for(gold, messages)}</answer>"
 
     results = adapter.play(adapter.SQLTaskset(config), policy)
     assert results[0]["reward"] == 1.0 and results[0]["metrics"]["correct"] == 1.0
@@ -121,9 +123,11 @@ def test_taskset_takes_the_env_arguments():
     flat = list(adapter.SQLTaskset(adapter.SQLTasksetConfig(schema="flat", limit=1)))[0]
     assert flat.data.prompt.startswith("Database schema:\nCREATE TABLE Medals (")
     assert flat.config.env_kwargs["schema"] == "flat"
-    config = adapter.SQLTasksetConfig(env=sqlenv.AGENT_ENV_ID, max_instructions=1_000, result_rows=2, limit=1)
+    config = adapter.SQLTasksetConfig(env=sqlenv.AGENT_ENV_ID, max_instructions=1_000,
+                                      result_rows=2, limit=1)
     task = list(adapter.SQLTaskset(config))[0]
-    assert {k: task.config.env_kwargs[k] for k in ("max_instructions", "result_rows", "max_turns")} == {
+    chosen = ("max_instructions", "result_rows", "max_turns")
+    assert {k: task.config.env_kwargs[k] for k in chosen} == {
         "max_instructions": 1_000, "result_rows": 2, "max_turns": 5}
     heavy = "<answer>SELECT COUNT(*) FROM Medal a, Medal b, Medal c</answer>"
     reward, info, done = adapter.replay(task.config, 0, [heavy])
@@ -131,7 +135,7 @@ def test_taskset_takes_the_env_arguments():
     assert (reward, done, unbounded["error"]) == (-1.0, True, None)
     assert info["error"] is not None  # the instruction budget reached the env
     single = adapter.SQLTasksetConfig(max_turns=3, result_rows=2, limit=1)
-    assert "result_rows" not in adapter.env_kwargs(single)  # agent-only fields stay out of TextToSQL-v0
+    assert "result_rows" not in adapter.env_kwargs(single)  # agent-only: not for TextToSQL-v0
 
 
 def test_views_and_bad_configuration():

@@ -59,7 +59,8 @@ def test_extract_sql(text, sql):
 def test_the_policy_uses_the_one_extractor():
     import sqlenv.completion
 
-    assert extract_sql is sqlenv.completion.extract_sql and statement_end is sqlenv.completion.statement_end
+    assert extract_sql is sqlenv.completion.extract_sql
+    assert statement_end is sqlenv.completion.statement_end
 
 
 def test_statement_end_ignores_semicolons_in_literals():

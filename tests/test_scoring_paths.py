@@ -167,7 +167,8 @@ def test_the_reference_covers_each_outcome(dataset):
 
 
 # ------------------------------------------------------------------------- the multi-turn paths
-MOVES = ["<sql>SELECT COUNT(*) FROM Medal</sql>", "<sql>" + HEAVY + "</sql>", None]  # None: the gold
+# None: the gold answer
+MOVES = ["<sql>SELECT COUNT(*) FROM Medal</sql>", "<sql>" + HEAVY + "</sql>", None]
 
 
 def agent_moves(example) -> list[str]:
@@ -186,7 +187,7 @@ def test_agent_paths_play_moves_like_the_env(dataset):
     index = QUESTIONS[1]
     moves = agent_moves(dataset[index])
     expected = agent_reference(index, moves)
-    assert expected[1][1]["move_errors"][1] is not None  # the instruction budget stopped the heavy move
+    assert expected[1][1]["move_errors"][1] is not None  # the instruction budget stopped it
     assert expected[-1][1]["correct"] is True
     total = sum(r for r, _ in expected)
 
@@ -210,7 +211,8 @@ def test_agent_paths_play_moves_like_the_env(dataset):
     if _has("verifiers.v1"):
         from sqlenv.integrations import verifiers as adapter
 
-        config = adapter.SQLTasksetConfig(**AGENT_SETTINGS, env=sqlenv.AGENT_ENV_ID, limit=index + 1)
+        config = adapter.SQLTasksetConfig(**AGENT_SETTINGS, env=sqlenv.AGENT_ENV_ID,
+                                          limit=index + 1)
         taskset = adapter.SQLTaskset(config).include(idx=[f"{index}:{index + 1}"])
         replies = iter(moves)
         result = adapter.play(taskset, lambda messages: next(replies))[0]
@@ -233,14 +235,15 @@ def _free_port() -> int:
 
 
 def _start(env_id: str, settings: dict):
-    """``python -m sqlenv.integrations.openenv`` serving ``env_id`` with ``settings``; (process, URL)."""
+    """``python -m sqlenv.integrations.openenv`` serving ``env_id`` with ``settings``."""
     port = _free_port()
     extra = {k: v for k, v in settings.items() if k not in ("dataset", "split", "reward")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sqlenv.integrations.openenv", "--env", env_id, "--port", str(port),
-         "--dataset", settings["dataset"], "--split", settings["split"], "--reward", settings["reward"],
-         "--env-kwargs", json.dumps(extra)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "ENABLE_WEB_INTERFACE": "false"})
+         "--dataset", settings["dataset"], "--split", settings["split"],
+         "--reward", settings["reward"], "--env-kwargs", json.dumps(extra)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "ENABLE_WEB_INTERFACE": "false"})
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -249,7 +252,8 @@ def _wait(proc, url: str) -> None:
     deadline = time.monotonic() + 180  # a hang guard, not a timing assertion
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
+            output = proc.stdout.read().decode()[-2000:]
+            raise RuntimeError(f"server exited {proc.returncode}: {output}")
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return
@@ -263,7 +267,8 @@ def _wait(proc, url: str) -> None:
 def servers():
     pytest.importorskip("openenv.core.env_client")
     pytest.importorskip("httpx")
-    started = {"single": _start(sqlenv.ENV_ID, SETTINGS), "agent": _start(sqlenv.AGENT_ENV_ID, AGENT_SETTINGS)}
+    started = {"single": _start(sqlenv.ENV_ID, SETTINGS),
+               "agent": _start(sqlenv.AGENT_ENV_ID, AGENT_SETTINGS)}
     try:
         for proc, url in started.values():
             _wait(proc, url)

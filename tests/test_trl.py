@@ -152,13 +152,15 @@ def test_reward_takes_the_env_arguments():
     """A dataset by name, the flat schema and max_instructions: scored as the env built alike."""
     heavy = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000000) "
              "SELECT COUNT(*) FROM c")
-    settings = {"split": "train", "schema": "flat", "reward": "partial", "max_instructions": 100_000}
+    settings = {"split": "train", "schema": "flat", "reward": "partial",
+                "max_instructions": 100_000}
     reward = SQLReward("generated", **settings)
     env = TextToSQLEnv("generated", **settings)
     sqls = [heavy, "SELECT COUNT(*) FROM Medals", "SELECT COUNT(*) FROM Medal"]
     assert reward(sqls, index=[2] * 3) == [r for r, _ in env.score_sqls(2, sqls)]
     assert reward.last_infos == [info for _, info in env.score_sqls(2, sqls)]
-    assert [i["executed"] for i in reward.last_infos] == [False, True, False]  # budget; flat table only
+    # over the budget; the flat table runs, the five tables do not exist
+    assert [i["executed"] for i in reward.last_infos] == [False, True, False]
     assert SQLReward("generated", split="train")([heavy], index=[2]) == [0.0]  # no budget: it runs
     with pytest.raises(ValueError, match="out of range"):
         reward(["SELECT 1"], index=[10**6])

@@ -1,6 +1,7 @@
 """Adapters to other libraries. Each submodule imports its library only when used; docs/integrations.md
-has an example of each. Every adapter turns a completion into SQL with :func:`sqlenv.completion.extract_sql`
-(the trainer's extractor) and scores it through the env's own scoring.
+has an example of each. Every adapter turns a completion into SQL with
+:func:`sqlenv.completion.extract_sql` (the trainer's extractor) and scores it through the env's own
+scoring.
 
 - :mod:`sqlenv.integrations.trl`: a TRL ``reward_funcs`` function and ``to_trl_dataset``.
 - :mod:`sqlenv.integrations.trl_env`: ``GRPOTrainer(environment_factory=...)`` tools over the envs.

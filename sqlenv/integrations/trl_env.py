@@ -73,9 +73,9 @@ ENDED = "The episode has ended: an answer was already submitted or the turns ran
 
 # ---------------------------------------------------------------------- the environments
 def _sql(query: str) -> str:
-    """The SQL in a tool call's ``query``, by the extractor every path uses (a fence, trailing prose,
-    a second statement or a closing tag is dropped); a query in which it finds none is run as
-    written, so the model sees the database's error."""
+    """The SQL in a tool call's ``query``, by the extractor every path uses (a fence, trailing
+    prose, a second statement or a closing tag is dropped); a query in which it finds none is run
+    as written, so the model sees the database's error."""
     return extract_sql(query) or query
 
 

@@ -5,9 +5,9 @@ question) played by an agent seat (harness x model); the task's ``@vf.reward`` m
 
 | verifiers | sqlenv |
 | --- | --- |
-| ``SQLTaskset`` (``SQLTasksetConfig``: ``env``, ``limit`` and the env's arguments) | the questions of ``TextToSQL-v0`` / ``TextToSQLAgent-v0`` |
+| ``SQLTaskset`` (``SQLTasksetConfig``: ``env``, ``limit``, the env's arguments) | the questions |
 | ``SQLTask.data.prompt`` | the reset observation as chat messages (schema, sample rows, question) |
-| ``@vf.reward sqlenv`` (weight 1) | the env's reward: the episode's return in the rollout's Gymnasium env |
+| ``@vf.reward sqlenv`` (weight 1) | the return of the rollout's Gymnasium env |
 | ``@vf.metric executed``, ``correct``, ``f1`` (logged, not rewarded) | the final step's ``info`` |
 | ``@vf.stop`` | ``terminated or truncated``: one reply (single-step), or an ``<answer>`` / ``max_turns`` replies |
 | ``SQLAgentEnv`` (``SQLAgentEnvConfig``) | the episode loop: each reply is a move, its result the next user turn |
@@ -55,8 +55,9 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("sqlenv.integrations.verifiers needs verifiers: pip install 'sqlenv[verifiers]'") from exc
 
-__all__ = ["EPISODES", "SQLAgentEnv", "SQLAgentEnvConfig", "SQLChatHarness", "SQLTask", "SQLTaskConfig",
-           "SQLTaskData", "SQLTaskset", "SQLTasksetConfig", "env_kwargs", "play", "replay"]
+__all__ = ["EPISODES", "SQLAgentEnv", "SQLAgentEnvConfig", "SQLChatHarness", "SQLTask",
+           "SQLTaskConfig", "SQLTaskData", "SQLTaskset", "SQLTasksetConfig", "env_kwargs", "play",
+           "replay"]
 
 _ENVS = (sqlenv.ENV_ID, sqlenv.AGENT_ENV_ID)
 
@@ -132,7 +133,8 @@ class _Episodes:
         episode = episode or _Episode(config, index)
         with self._lock:
             self._live[key] = episode
-            evicted = [self._live.popitem(last=False)[1] for _ in range(len(self._live) - self.limit)]
+            extra = len(self._live) - self.limit
+            evicted = [self._live.popitem(last=False)[1] for _ in range(extra)]
         for old in evicted:
             old.close()
         return episode
@@ -184,8 +186,10 @@ class SQLTask(vf.Task[SQLTaskData, vf.State, SQLTaskConfig]):
     def _scored(self, trace: vf.Trace, final: bool = False) -> tuple[float, dict[str, Any], bool]:
         cached = trace.info.get("sqlenv")
         replies = self._replies(trace)
-        fresh = cached is not None and cached["replies"] == replies and (cached["final"] or not final)
-        if not fresh and not (cached is not None and cached["done"]):  # replies after the end: ignored
+        fresh = (cached is not None and cached["replies"] == replies
+                 and (cached["final"] or not final))
+        ended = cached is not None and cached["done"]  # replies after the end are ignored
+        if not fresh and not ended:
             episode = EPISODES.get(trace.id, self.config, self.data.index, replies)
             episode.play(replies, final)
             cached = {"replies": replies, "reward": episode.reward, "info": episode.info,
@@ -218,8 +222,9 @@ class SQLTask(vf.Task[SQLTaskData, vf.State, SQLTaskConfig]):
         return float(self._scored(trace, final=True)[1].get("f1", 0.0))
 
 
-# The env's ``schema`` argument shadows pydantic's deprecated ``BaseModel.schema()`` (harmless here).
-warnings.filterwarnings("ignore", message='Field name "schema" in "SQLTasksetConfig"', category=UserWarning)
+# The env's ``schema`` argument shadows pydantic's deprecated ``BaseModel.schema()`` (harmless).
+warnings.filterwarnings("ignore", message='Field name "schema" in "SQLTasksetConfig"',
+                        category=UserWarning)
 
 
 class SQLTasksetConfig(vf.TasksetConfig):
@@ -254,11 +259,12 @@ class SQLTasksetConfig(vf.TasksetConfig):
     task: SQLTaskConfig = SQLTaskConfig()
 
 
-#: Taskset fields passed to both envs / to ``TextToSQLAgent-v0`` only (``None`` values are left out).
-_ENV_FIELDS = ("dataset", "split", "data_dir", "reward", "schema", "sample_rows", "timeout", "max_rows",
-               "max_instructions")
+#: Taskset fields passed to both envs / to ``TextToSQLAgent-v0`` only (``None`` values left out).
+_ENV_FIELDS = ("dataset", "split", "data_dir", "reward", "schema", "sample_rows", "timeout",
+               "max_rows", "max_instructions")
 _AGENT_FIELDS = ("max_turns", "result_rows", "result_chars", "transcript_chars", "explore_timeout",
-                 "explore_max_instructions", "explore_seconds", "turn_cost", "exploration_error_penalty")
+                 "explore_max_instructions", "explore_seconds", "turn_cost",
+                 "exploration_error_penalty")
 
 
 def env_kwargs(config: SQLTasksetConfig) -> dict[str, Any]:
@@ -354,8 +360,8 @@ def play(taskset: SQLTaskset, policy, limit: int | None = None) -> list[dict[str
 
     Builds each task's ``vf.Trace`` from the policy's replies (the agent loop for ``TextToSQLAgent-v0``)
     and runs ``Task.score`` on it: the rubric a ``vf eval`` run applies, without a model server.
-    Returns per task ``{"index", "id", "reward", "rewards", "metrics", "info"}`` (``info``: the env's
-    ``info`` of the episode's last step).
+    Returns per task ``{"index", "id", "reward", "rewards", "metrics", "info"}`` (``info``: the
+    env's ``info`` of the episode's last step).
     """
     import asyncio
 
@@ -395,5 +401,6 @@ async def _play(taskset: SQLTaskset, policy, limit: int | None) -> list[dict[str
         rewards = {k: v.score for k, v in trace.rewards.items() if v is not None}
         out.append({"index": task.data.index, "id": task.data.id, "reward": sum(
             v.score * v.weight for v in trace.rewards.values() if v is not None),
-            "rewards": rewards, "metrics": dict(trace.metrics), "info": trace.info["sqlenv"]["info"]})
+            "rewards": rewards, "metrics": dict(trace.metrics),
+            "info": trace.info["sqlenv"]["info"]})
     return out
