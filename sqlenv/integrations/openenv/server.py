@@ -366,7 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("warning")
     token = args.token or os.environ.get("SQLENV_TOKEN") or None
     _check_exposure(args.host, token, args.allow_no_token)
-    max_connections = args.max_connections or default_max_connections()
+    max_connections = args.max_connections
+    if max_connections is None:
+        max_connections = default_max_connections()
     try:
         _check_seconds("request_timeout", args.request_timeout)
         _check_int("max_connections", max_connections, 1)
