@@ -371,6 +371,32 @@ def test_a_client_that_leaves_has_its_queued_moves_dropped(start):
     assert "Traceback" not in server.log()
 
 
+def test_a_flood_of_pipelined_messages_is_cut_off(start):
+    server = start(
+        "--env",
+        sqlenv.AGENT_ENV_ID,
+        "--env-kwargs",
+        json.dumps({"max_turns": 30, "explore_timeout": 3, "explore_seconds": 300}),
+    )
+
+    async def flood():
+        async with websockets.connect(_ws_url(server)) as ws:
+            await ws.send(json.dumps({"type": "reset", "data": {"index": 0}}))
+            assert json.loads(await ws.recv())["type"] == "observation"
+            for _ in range(20):
+                await ws.send(json.dumps({"type": "step", "data": {"sql": SLOW_SQL}}))
+            replies = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    replies.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+        return replies, closed.value.rcvd.code
+
+    replies, code = run(flood())
+    codes = [r["data"].get("code") for r in replies if r["type"] == "error"]
+    assert codes == ["TOO_MANY_MESSAGES"] and code == 1008
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
 @pytest.mark.slow
 def test_a_slow_move_does_not_hold_up_health_or_other_sessions(start):
     server = start(

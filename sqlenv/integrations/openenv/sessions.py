@@ -204,12 +204,16 @@ async def _converse(websocket, session, action_cls, idle_timeout, max_pending) -
     busy = asyncio.Event()
     reader = asyncio.create_task(_read(websocket, inbox, busy, idle_timeout, max_pending))
     worker = asyncio.create_task(_work(websocket, session, action_cls, inbox, busy))
-    done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (reader, worker):
-        task.cancel()
-    await asyncio.gather(reader, worker, return_exceptions=True)
+    try:
+        done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the server shuts down: no task outlives the session
+        for task in (reader, worker):
+            task.cancel()
+        await asyncio.gather(reader, worker, return_exceptions=True)
     finished = next(iter(done))
-    if finished.cancelled() or finished.exception() is not None:
+    if finished.cancelled():
+        return 1011, ""
+    if finished.exception() is not None:
         if not isinstance(finished.exception(), _Gone):
             log.warning("a session ended on an unexpected error: %r", finished.exception())
         return 1011, ""
