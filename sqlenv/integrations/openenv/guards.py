@@ -67,7 +67,7 @@ class TokenGuard:
             return await self.app(scope, receive, send)
         client = scope.get("client") or ("?", 0)
         log.warning(
-            "refused a %s request to %s from %s: missing or wrong token",
+            "refused a %s request to %r from %s: missing or wrong token",
             scope["type"],
             scope.get("path"),
             client[0],
