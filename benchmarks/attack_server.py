@@ -519,7 +519,7 @@ def attack_fd_walk(ctx: Context, dataset: str) -> list[Outcome]:
                    f"{total['scored_wrong']} scored below +1{f' ({kinds})' if kinds else ''}, "
                    f"{total['errors']} errors, {total['lost']} sessions lost")
             held = total["scored_wrong"] == 0 and total["errors"] == 0 and total["lost"] == 0
-            return saw, held, "correct answers not scored +1" if not held else "", total
+            return saw, held, "correct answers not scored +1" if not held else "", dict(total)
         extra = ["--dataset", dataset, "--max-sessions", str(sessions + 1),
                  "--env-kwargs", json.dumps({"expose_gold": True})]
         server = ctx.openenv(f"fd-walk-{limit}", SINGLE, extra, nofile=limit)
