@@ -9,6 +9,7 @@
 from gymnasium.envs.registration import register, registry
 
 from sqlenv.datasets import Dataset, DatasetError, Example, available_datasets, load_dataset
+from sqlenv.executor import HostError
 
 ENV_ID = "TextToSQL-v0"
 AGENT_ENV_ID = "TextToSQLAgent-v0"
@@ -49,4 +50,4 @@ def __getattr__(name):  # lazy: keeps `import sqlenv` light for worker processes
     raise AttributeError(name)
 
 
-__all__ = ["AGENT_ENV_ID", "ENV_ID", "Dataset", "DatasetError", "Example", "TextToSQLAgentEnv", "TextToSQLEnv", "available_datasets", "load_dataset"]
+__all__ = ["AGENT_ENV_ID", "ENV_ID", "Dataset", "DatasetError", "Example", "HostError", "TextToSQLAgentEnv", "TextToSQLEnv", "available_datasets", "load_dataset"]

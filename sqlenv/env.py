@@ -66,6 +66,9 @@ class TextToSQLEnv(gym.Env[dict, str]):
     relaxed match, +1000 for an exact match). ``info`` carries every component; its text fields
     (``sql``, ``error_message``, ``prediction``) hold at most ``MAX_INFO_CHARS`` characters (a cut
     one ends with ``CUT_NOTE``), while scoring always uses the whole result.
+    A fault of the host (a database that cannot be opened, no file descriptors, no memory) is never
+    a reward: ``step``, ``reset`` and ``score_group`` raise :class:`sqlenv.HostError` naming the
+    database and the cause.
 
     ## Starting State
     ``reset`` picks a question uniformly with ``self.np_random``; ``options={"index": i}``

@@ -429,3 +429,36 @@ def test_a_slow_move_does_not_hold_up_health_or_other_sessions(start):
     status, transcript, pending, slow_result = run(together())
     assert status == 200 and "| 11 " in transcript and pending
     assert "time" in slow_result.observation.transcript.lower()
+
+
+def test_a_host_fault_is_an_error_never_a_reward_and_the_session_goes_on(start, tmp_path):
+    """The database vanishes between reset and step (a fault of the host): the client gets
+    HOST_FAULT naming the file, not reward -1; once the file is back the same move scores."""
+    cache = tmp_path / "cache"
+    server = start("--env-kwargs", json.dumps({"expose_gold": True}),
+                   env={"SQLENV_CACHE_DIR": str(cache)})
+
+    async def probe():
+        async with websockets.connect(_ws_url(server)) as ws:
+
+            async def ask(message):
+                await ws.send(json.dumps(message))
+                return json.loads(await ws.recv())
+
+            reset = await ask({"type": "reset", "data": {"index": 0}})
+            gold = reset["data"]["observation"]["info"]["gold_sql"]
+            databases = [p for p in cache.rglob("*") if p.is_file() and p.suffix in (".db", ".sqlite")]
+            hidden = [p.rename(p.with_name(p.name + ".away")) for p in databases]
+            fault = await ask({"type": "step", "data": {"sql": gold}})
+            for path in hidden:
+                path.rename(str(path)[: -len(".away")])
+            again = await ask({"type": "reset", "data": {"index": 0}})
+            scored = await ask({"type": "step", "data": {"sql": gold}})
+            return databases, fault, again, scored
+
+    databases, fault, again, scored = run(probe())
+    assert databases, "the generated dataset built no database under SQLENV_CACHE_DIR"
+    assert fault["type"] == "error" and fault["data"]["code"] == "HOST_FAULT"
+    assert "not of the query" in fault["data"]["message"]
+    assert again["type"] == "observation"
+    assert scored["data"]["reward"] == 1.0 and scored["data"]["observation"]["info"]["correct"]

@@ -12,7 +12,9 @@ What this module adds to OpenEnv's own handler:
   session goes on; a validation error does not echo the input back;
 - a session idle for ``idle_timeout`` seconds gets a ``SESSION_TIMEOUT`` error and is closed (1001);
   more than ``max_pending`` messages in flight get ``TOO_MANY_MESSAGES`` and a 1008 close;
-- a connection that breaks mid-answer is closed quietly (no traceback in the log).
+- a connection that breaks mid-answer is closed quietly (no traceback in the log);
+- a fault of the host (``sqlenv.executor.HostError``: a database that cannot be opened, no
+  descriptors) gets a ``HOST_FAULT`` error naming the cause, never a reward; the session goes on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from openenv.core.env_server.types import (
 from openenv.core.env_server.serialization import serialize_observation
 from pydantic import ValidationError
 from starlette.websockets import WebSocket
+
+from sqlenv.executor import HostError
 
 __all__ = ["SessionPool", "serve_websocket"]
 
@@ -100,6 +104,10 @@ def _validation_error(exc: ValidationError) -> str:
     )
 
 
+#: The error code of a move the server could not score for a fault of its own host.
+HOST_FAULT = "HOST_FAULT"
+
+
 async def answer(session: Session, raw: str | bytes, action_cls) -> str | None:
     """The reply to one message (``None`` for ``close``). Never raises for a bad message."""
     try:
@@ -131,6 +139,8 @@ async def answer(session: Session, raw: str | bytes, action_cls) -> str | None:
         return WSStateResponse(data=session.env.state.model_dump()).model_dump_json()
     except ValidationError as exc:
         return _validation_error(exc)
+    except HostError as exc:  # the server's fault, never the move's: no reward, the session goes on
+        return _error(HOST_FAULT, str(exc)[:2000])
     except Exception as exc:  # noqa: BLE001 - the session survives; the client gets why
         return _error(WSErrorCode.EXECUTION_ERROR, str(exc)[:2000])
 
