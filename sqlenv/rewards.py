@@ -45,6 +45,10 @@ the execution tenth whatever it asked. Here executing only pays when the query f
 Measured from the same warm start it lost 8.9 points against ``arctic``: the policy moved to counts with
 the question's filters dropped, which are never 0 and rarely right. An experiment, not a fix.
 
+Each preset is one :class:`RewardPreset` in :data:`REWARD_PRESETS` (its error reward, range, scoring
+and a one-line summary); :func:`reward_preset` is the one check of a preset's name, and help texts
+list the table with :func:`preset_help`. A new preset is one new entry.
+
 ``reward(preset, result, match)`` duck-types ``result``: anything with an ``.error`` attribute
 that is ``None`` when the query executed (an :class:`sqlenv.executor.ExecutionResult`); ``arctic-nofloor``
 also reads its ``.rows``.
@@ -52,13 +56,13 @@ also reads its ``.rows``.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from sqlenv.matching import MatchResult, is_floor_answer, result_to_answer
 
-__all__ = ["ARCTIC_EXECUTES", "PARTIAL_WRONG_MAX", "REWARD_PRESETS", "reward", "reward_range"]
-
-REWARD_PRESETS = ("binary", "paper", "partial", "arctic", "arctic-nofloor")
+__all__ = ["ARCTIC_EXECUTES", "PARTIAL_WRONG_MAX", "REWARD_PRESETS", "RewardPreset", "preset_help",
+           "reward", "reward_preset", "reward_range"]
 
 #: The most a wrong answer earns under ``partial`` (a correct one earns 1.0).
 PARTIAL_WRONG_MAX = 0.99
@@ -66,16 +70,83 @@ PARTIAL_WRONG_MAX = 0.99
 #: What a query that executes but answers wrong earns under ``arctic`` (a right one earns 1.0).
 ARCTIC_EXECUTES = 0.1
 
-_ERROR = {"binary": -1.0, "paper": -100.0, "partial": -1.0, "arctic": 0.0, "arctic-nofloor": 0.0}
-_RANGE = {"binary": (-1.0, 1.0), "paper": (-100.0, 1101.0), "partial": (-1.0, 1.0), "arctic": (0.0, 1.0),
-          "arctic-nofloor": (0.0, 1.0)}
+
+@dataclass(frozen=True)
+class RewardPreset:
+    """One reward preset: what a failing query earns, the range, and the scoring of one that ran.
+
+    ``score(result, match)`` is the reward of a query that executed (``result.error is None``);
+    ``summary`` is the one line help texts show after the name.
+    """
+
+    name: str
+    error_reward: float
+    range: tuple[float, float]
+    score: Callable[[Any, MatchResult], float]
+    summary: str
 
 
-def _check(preset: str) -> None:
-    if preset not in REWARD_PRESETS:
+def _binary(result: Any, match: MatchResult) -> float:
+    return 1.0 if match.correct else 0.0
+
+
+def _partial(result: Any, match: MatchResult) -> float:
+    return 1.0 if match.correct else min(float(match.f1), PARTIAL_WRONG_MAX)
+
+
+def _paper(result: Any, match: MatchResult) -> float:
+    return 1.0 + 100.0 * float(match.relaxed) + (1000.0 if match.exact >= 1.0 else 0.0)
+
+
+def _arctic(result: Any, match: MatchResult) -> float:
+    return 1.0 if match.correct else ARCTIC_EXECUTES
+
+
+def _arctic_nofloor(result: Any, match: MatchResult) -> float:
+    if match.correct:
+        return 1.0
+    rows = getattr(result, "rows", None)
+    if rows is None:
+        raise ValueError("reward 'arctic-nofloor' needs the executed query's rows (result.rows)")
+    return 0.0 if is_floor_answer(result_to_answer(rows)) else ARCTIC_EXECUTES
+
+
+def _table(*presets: RewardPreset) -> dict[str, RewardPreset]:
+    return {preset.name: preset for preset in presets}
+
+
+#: Every preset by name, in the order help texts list them.
+REWARD_PRESETS: dict[str, RewardPreset] = _table(
+    RewardPreset("binary", -1.0, (-1.0, 1.0), _binary,
+                 "execution error -1, executed but wrong 0, correct 1 (the env's default)"),
+    RewardPreset("paper", -100.0, (-100.0, 1101.0), _paper,
+                 "error -100, else 1 + 100 x the relaxed match, + 1000 for an exact match"),
+    RewardPreset("partial", -1.0, (-1.0, 1.0), _partial,
+                 "error -1, executed but wrong the F1 of its answer items (at most 0.99), correct 1"),
+    RewardPreset("arctic", 0.0, (0.0, 1.0), _arctic,
+                 "error 0, executed but wrong 0.1, correct 1 (correctness dominates)"),
+    RewardPreset("arctic-nofloor", 0.0, (0.0, 1.0), _arctic_nofloor,
+                 "arctic, but a wrong answer that is 0, empty or NULL earns 0"),
+)
+
+
+def reward_preset(name: Any) -> RewardPreset:
+    """The preset called ``name``; a ValueError naming the field and the choices if there is none.
+
+    >>> reward_preset("arctic").range
+    (0.0, 1.0)
+    """
+    try:
+        return REWARD_PRESETS[name]
+    except (KeyError, TypeError):
         raise ValueError(
-            f"reward={preset!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}"
-        )
+            f"reward={name!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}"
+        ) from None
+
+
+def preset_help() -> str:
+    """Every preset with its summary, for a ``--reward`` help text ("binary: ...; paper: ...")."""
+    return "; ".join(f"{p.name}: {p.summary}" for p in REWARD_PRESETS.values())
 
 
 def reward(preset: str, result: Any, match: MatchResult | None) -> float:
@@ -92,26 +163,12 @@ def reward(preset: str, result: Any, match: MatchResult | None) -> float:
     >>> reward("arctic", Ok(), MatchResult(correct=False, exact=1.0, relaxed=1.0, f1=0.5))
     0.1
     """
-    _check(preset)
+    entry = reward_preset(preset)
     if result.error is not None:
-        return _ERROR[preset]
+        return entry.error_reward
     if match is None:
         raise ValueError("reward needs a MatchResult for a query that executed (error is None)")
-    if preset == "binary":
-        return 1.0 if match.correct else 0.0
-    if preset == "partial":
-        return 1.0 if match.correct else min(float(match.f1), PARTIAL_WRONG_MAX)
-    if preset == "arctic":
-        return 1.0 if match.correct else ARCTIC_EXECUTES
-    if preset == "arctic-nofloor":
-        if match.correct:
-            return 1.0
-        rows = getattr(result, "rows", None)
-        if rows is None:
-            raise ValueError("reward 'arctic-nofloor' needs the executed query's rows (result.rows)")
-        return 0.0 if is_floor_answer(result_to_answer(rows)) else ARCTIC_EXECUTES
-    # paper
-    return 1.0 + 100.0 * float(match.relaxed) + (1000.0 if match.exact >= 1.0 else 0.0)
+    return entry.score(result, match)
 
 
 def reward_range(preset: str) -> tuple[float, float]:
@@ -120,5 +177,4 @@ def reward_range(preset: str) -> tuple[float, float]:
     >>> reward_range("paper")
     (-100.0, 1101.0)
     """
-    _check(preset)
-    return _RANGE[preset]
+    return reward_preset(preset).range

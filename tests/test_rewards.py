@@ -24,7 +24,7 @@ PARTLY = MatchResult(correct=False, exact=0.0, relaxed=0.67, f1=0.8)
 
 
 def test_presets():
-    assert REWARD_PRESETS == ("binary", "paper", "partial", "arctic", "arctic-nofloor")
+    assert tuple(REWARD_PRESETS) == ("binary", "paper", "partial", "arctic", "arctic-nofloor")
 
 
 def test_arctic_is_one_right_a_tenth_executes_zero_fails():
