@@ -4,7 +4,8 @@
 greedy evaluation scores one query a question through ``env.score_group``). ``held_out_records``
 turns what it kept into per-question records, adds the collapse monitors (``agents/monitors.py``) to
 the evaluation's metrics as ``eval/collapse/*``, and writes ``<run>/eval/step_NNNNNN.json`` in
-``benchmarks/evaluate.py``'s result format, so any two steps compare with ``benchmarks/paired.py``.
+``benchmarks/evaluate.py``'s result format, so any two steps compare with ``benchmarks/paired.py``
+(the command line of ``agents/paired.py``).
 ``compare_with_start`` is the final evaluation against the starting policy (step 0, written before
 any update, also by the run a resume continues): ``paired/*`` metrics and ``<run>/eval/paired.md``.
 """
@@ -12,10 +13,10 @@ any update, also by the run a resume continues): ``paired/*`` metrics and ``<run
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from agents import paired
 from agents.monitors import monitor_metrics
 
 RECORD_KEYS = ("index", "sql", "error", "correct", "exact", "relaxed", "f1", "reward", "prediction", "answer")
@@ -78,11 +79,6 @@ def compare_with_start(result: dict[str, Any] | None, metrics: dict[str, Any], o
     start = eval_file(out, 0)
     if result is None or not start.exists() or result["config"]["step"] == 0:
         return None
-    repo = str(Path(__file__).resolve().parents[1])
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
-    from benchmarks import paired  # the repository's benchmarks/paired.py
-
     before = paired.load_result(start)
     step = result["config"]["step"]
     comparison = paired.paired_comparison(before, result, (f"step 0 ({start.name})", f"step {step}"))

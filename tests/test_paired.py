@@ -1,4 +1,5 @@
-"""benchmarks/paired.py: McNemar's exact p by hand, the paired bootstrap, pairing and its refusals, the CLI."""
+"""agents/paired.py and its command line benchmarks/paired.py: McNemar's exact p by hand, the paired
+bootstrap, pairing and its refusals, the CLI."""
 
 import importlib.util
 import json
@@ -142,3 +143,11 @@ def test_evaluate_compare_to_other_questions_exits_2_naming_the_file(tmp_path):
     assert "this run: its 30 questions differ from" in out.stderr and str(before) in out.stderr
     missing = _evaluate("--policy", "constant", "--compare-to", str(tmp_path / "nope.json"), cwd=tmp_path)
     assert missing.returncode == 2 and "nope.json: cannot read" in missing.stderr
+
+
+def test_the_script_is_the_command_line_of_agents_paired():
+    import agents.paired
+
+    for name in ("mcnemar_exact", "paired_bootstrap", "load_result", "paired_comparison", "format_paired"):
+        assert getattr(paired, name) is getattr(agents.paired, name)
+    assert paired.PairingError is agents.paired.PairingError
