@@ -1,9 +1,10 @@
-"""sqlenv/: no import circle between its modules (function-level imports included), and no torch."""
+"""sqlenv/: no import circle between its modules (function-level imports included), no torch, never agents
+or benchmarks, and no ``sys.path`` edits."""
 
 import ast
 from pathlib import Path
 
-from test_agents_layout import find_cycle
+from test_agents_layout import assert_no_sys_path_edits, find_cycle, top_level_imports
 
 SQLENV = Path(__file__).resolve().parents[1] / "sqlenv"
 
@@ -47,3 +48,13 @@ def test_sqlenv_never_imports_torch():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] == "torch" for n in names), f"{path} imports torch"
+
+
+def test_sqlenv_imports_neither_agents_nor_benchmarks():
+    for path in SQLENV.rglob("*.py"):
+        found = top_level_imports(path) & {"agents", "benchmarks"}
+        assert not found, f"{path} imports {sorted(found)}"
+
+
+def test_no_sys_path_edits_in_sqlenv():
+    assert_no_sys_path_edits(SQLENV)
