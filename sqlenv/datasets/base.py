@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from sqlenv import infobox
 from sqlenv.cache import CACHE_DIR_ENV, cache_dir  # noqa: F401  (re-exported: datasets build into it)
+from sqlenv.matching import match_answer
 
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
 
@@ -62,8 +65,6 @@ class Dataset(Sequence[Example]):
 
     def subset(self, indices) -> "Dataset":
         """A copy of this dataset holding only ``indices`` (same databases, same scoring)."""
-        import copy
-
         clone = copy.copy(self)
         clone.examples = [self.examples[i] for i in indices]
         return clone
@@ -73,8 +74,6 @@ class Dataset(Sequence[Example]):
 
     def describe(self, path: str | os.PathLike, sample_rows: int) -> tuple[str, str]:
         """The observation's ``(schema, sample_rows)`` texts for the database at ``path``."""
-        from sqlenv import infobox
-
         return infobox.schema_sql(path), (infobox.sample_rows(path, sample_rows) if sample_rows else "")
 
     def match(self, example: Example, rows):
@@ -82,8 +81,6 @@ class Dataset(Sequence[Example]):
 
         Datasets whose gold is a query result (Spider, BIRD) override this with a result-set comparator.
         """
-        from sqlenv.matching import match_answer
-
         return match_answer(rows, example.answer)
 
     def __repr__(self) -> str:

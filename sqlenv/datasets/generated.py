@@ -53,7 +53,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sqlenv import infobox
 from sqlenv.datasets.base import Dataset, DatasetError, Example, register_dataset
+from sqlenv.matching import match_answer
 
 SPLITS = ("train", "dev", "test")
 SPLIT_SIZES = {"train": 2000, "dev": 200, "test": 500}
@@ -1023,8 +1025,6 @@ def _generate(split: str, seed: int, size: int) -> tuple[_Item, ...]:
 def generate_examples(split: str, seed: int = 0, size: int | None = None,
                       schema: str = "tables") -> list[Example]:
     """The questions of one split as Examples whose ``gold_sql`` is written for ``schema``."""
-    from sqlenv import infobox  # lazily: sqlenv.infobox imports sqlenv.datasets
-
     if schema not in infobox.SCHEMAS:
         raise DatasetError(f"unknown schema {schema!r}; available: {list(infobox.SCHEMAS)}")
     if size is None:
@@ -1056,14 +1056,10 @@ class GeneratedDataset(Dataset):
         self.seed = seed
 
     def database(self, example: Example) -> Path:
-        from sqlenv import infobox
-
         return infobox.database_for_context(example.context, self.schema)
 
     def match(self, example: Example, rows):
         """The default matcher; in the gold's order for :data:`ORDERED_TYPES` questions."""
-        from sqlenv.matching import match_answer
-
         return match_answer(rows, example.answer, ordered=bool(example.metadata.get("ordered")))
 
 
