@@ -109,11 +109,15 @@ def _ws_url(server: Server) -> str:
 
 
 def _until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (60 s hang guard)."""
+    """Everything the server sends until it closes the connection (60 s hang guard). A reset is
+    a close too: a server that drops a connection it never read from may answer with RST."""
     sock.settimeout(60)
     chunks = []
-    while chunk := sock.recv(4096):
-        chunks.append(chunk)
+    try:
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
     return b"".join(chunks)
 
 
