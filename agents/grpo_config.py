@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 from agents import grpo
 from agents.cli import ConfigError, bad, dataclass_parser
-from sqlenv.rewards import REWARD_PRESETS
+from sqlenv.rewards import REWARD_PRESETS, preset_help, reward_preset
 
 SCHEMAS = ("tables", "flat")
-REWARDS = REWARD_PRESETS  # sqlenv.rewards: "binary", "paper", "partial", "arctic", "arctic-nofloor"
+REWARDS = REWARD_PRESETS  # the table of sqlenv.rewards, keyed by preset name
 PRESET_NAMES = ("cpu", "gpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -77,12 +77,12 @@ class Config:
     """Database layout shown to the model: "flat" (one table; easiest for a small model) or "tables"
     (the benchmark's five tables)."""
     reward: str = "arctic"
-    """Reward preset of the env: "arctic" (0 error / 0.1 wrong / 1 right: correctness-dominated; pair it with
-    scale_rewards "batch" or "none", or with drop_unsolved_groups, since "group" scaling turns a group's
-    0-vs-0.1 into -1-vs-+1), "arctic-nofloor" (arctic, but a wrong 0/empty/NULL answer earns 0: measured
-    worse, it moves the hack to counts with the filters dropped), "binary" (-1 error / 0 wrong / 1 right), "partial" or "paper". Default arctic:
-    with batch scaling it gained +6.0 and +7.1 (CPU, two seeds) and +5.0 (GPU) points over the warm start on the full dev split
-    where binary with group scaling gained nothing (docs/results.md)."""
+    """Reward preset of the env (the presets are listed after the default). Default arctic: with
+    batch scaling it gained +6.0 and +7.1 (CPU, two seeds) and +5.0 (GPU) points over the warm
+    start on the full dev split where binary with group scaling gained nothing (docs/results.md);
+    pair it with scale_rewards "batch" or "none", or with drop_unsolved_groups, since "group"
+    scaling turns a group's 0-vs-0.1 into -1-vs-+1. arctic-nofloor measured worse: it moves the
+    hack to counts with the filters dropped."""
     sample_rows: int = 3
     """Rows per table shown in the observation (0 = none)."""
     workers: int = 0
@@ -163,7 +163,11 @@ class Config:
     longer completions, a larger eval); flags given explicitly win over the preset."""
 
     def __post_init__(self):
-        for name, choices in (("schema", SCHEMAS), ("reward", REWARDS), ("preset", PRESET_NAMES),
+        try:
+            reward_preset(self.reward)
+        except ValueError:
+            bad("reward", self.reward, f"must be one of {', '.join(REWARDS)}")
+        for name, choices in (("schema", SCHEMAS), ("preset", PRESET_NAMES),
                               ("dtype", DTYPES), ("scale_rewards", grpo.SCALE_REWARDS),
                               ("loss_type", grpo.LOSS_TYPES)):
             if getattr(self, name) not in choices:
@@ -215,10 +219,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def build_parser():
-    return dataclass_parser(Config, prog="python agents/grpo_train.py",
-                            usage="%(prog)s [options]   (--help lists every option)",
-                            description="Fine-tune a LoRA policy with GRPO on the Text-to-SQL environment, "
-                                        "from execution rewards.", presets=PRESETS)
+    parser = dataclass_parser(Config, prog="python agents/grpo_train.py",
+                              usage="%(prog)s [options]   (--help lists every option)",
+                              description="Fine-tune a LoRA policy with GRPO on the Text-to-SQL "
+                                          "environment, from execution rewards.", presets=PRESETS)
+    reward = parser._option_string_actions["--reward"]
+    reward.help += f" Presets: {preset_help()}."
+    return parser
 
 
 def make_config(preset: str = "cpu", **overrides: Any) -> Config:

@@ -60,6 +60,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` im
 
 from agents.monitors import MONITORS, collapse_monitors  # noqa: E402  (no torch)
 from sqlenv.executor import ERROR_KINDS  # noqa: E402
+from sqlenv.rewards import preset_help  # noqa: E402
 
 UNKNOWN = "n/a"
 
@@ -586,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "at most N moves), reporting turns used, exploration errors and unanswered questions; "
                         "1: one query per question (default: the adapter's, else 1)")
     g.add_argument("--reward", default=None,
-                   help="reward preset recorded as mean_reward (default: the adapter's, else binary)")
+                   help="reward preset recorded as mean_reward (default: the adapter's, else binary): "
+                        + preset_help())
     g.add_argument("--sample-rows", type=int, default=None,
                    help="sample rows per table in the observation (default: the adapter's, else 3)")
     m = parser.add_argument_group("language-model policies")

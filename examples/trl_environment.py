@@ -45,7 +45,7 @@ class Args:
     model: str = "smollm2-135m"
     """agents.models name (smollm2-135m, qwen2.5-coder-0.5b) or a local model folder."""
     reward: str = "binary"
-    """Reward preset: binary, partial or paper."""
+    """Reward preset (sqlenv.rewards):"""
     max_instructions: int | None = None
     """Each query's budget in SQLite VM instructions (the env's; same rewards on every machine)."""
     lora_r: int = 16
@@ -83,6 +83,9 @@ def parse_args(argv=None) -> Args:
         for node, nxt in zip(tree.body, tree.body[1:])
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
     }
+    from sqlenv.rewards import preset_help
+
+    docs["reward"] += " " + preset_help()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(Args):

@@ -8,7 +8,7 @@
 What sqlenv provides: the prompts (``to_trl_dataset``: schema, sample rows, question as chat
 messages) and the reward (``SQLReward``: extract the SQL with the trainer's extractor and score it
 through the env's own scoring: read-only execution with a time and ``--max-instructions`` budget,
-comparison with the cached gold result, binary/partial/paper/arctic preset). Everything else
+comparison with the cached gold result, a preset of sqlenv.rewards). Everything else
 (sampling, advantages, the clipped loss, LoRA through ``peft_config``) is TRL's. ``--model
 tiny-random`` is a randomly initialised two-layer Llama with SmolLM2's tokenizer, for smoke tests;
 the named models load offline through ``agents.models`` (any local folder or hub id works too). The
@@ -39,7 +39,7 @@ class Args:
     model: str = "smollm2-135m"
     """agents.models name (smollm2-135m, qwen2.5-coder-0.5b), a local folder, or 'tiny-random'."""
     reward: str = "binary"
-    """Reward preset: binary, partial, paper, arctic or arctic-nofloor."""
+    """Reward preset (sqlenv.rewards):"""
     max_instructions: int | None = None
     """Each query's budget in SQLite VM instructions (the env's; same rewards on every machine)."""
     lora_r: int = 16
@@ -81,6 +81,9 @@ def parse_args(argv=None) -> Args:
             and isinstance(nxt.value, ast.Constant)
         ):
             docs[node.target.id] = nxt.value.value
+    from sqlenv.rewards import preset_help
+
+    docs["reward"] += " " + preset_help()
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from sqlenv.datasets import DatasetError, available_datasets
+from sqlenv.rewards import preset_help
 
 
 def _env_args(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def _env_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="data folder (default: $SQLENV_DATA_DIR)")
     parser.add_argument("--schema", default="tables", choices=["tables", "flat"],
                         help="the benchmark's five tables, or one denormalised table")
-    parser.add_argument("--reward", default="binary", help="reward preset: binary, partial, paper, arctic or arctic-nofloor")
+    parser.add_argument("--reward", default="binary", help=f"reward preset: {preset_help()}")
     parser.add_argument("--sample-rows", type=int, default=3, help="sample rows per table in the observation")
     parser.add_argument("--index", type=int, default=0, help="question index in the split")
 

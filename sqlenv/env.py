@@ -16,7 +16,7 @@ from sqlenv import infobox
 from sqlenv.datasets import Dataset, Example, load_dataset
 from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
 from sqlenv.matching import MatchResult, result_to_answer
-from sqlenv.rewards import REWARD_PRESETS, reward as compute_reward, reward_range
+from sqlenv.rewards import reward as compute_reward, reward_preset, reward_range
 from sqlenv.spaces import UnicodeText
 
 MAX_QUESTION_CHARS = 2_000
@@ -60,10 +60,13 @@ class TextToSQLEnv(gym.Env[dict, str]):
     table as text; empty when 0). Flattens to Unicode code points (``FlattenObservation`` works).
 
     ## Rewards
-    Set by ``reward``: ``"binary"`` (default; execution error -1, executed but wrong 0,
-    correct +1), ``"partial"`` (error -1, else the F1 of the answer items, 1 when correct) or
+    Set by ``reward``, a preset of :mod:`sqlenv.rewards` (one entry of ``REWARD_PRESETS`` each):
+    ``"binary"`` (default; execution error -1, executed but wrong 0, correct +1), ``"partial"``
+    (error -1, else the F1 of the answer items, at most 0.99 when wrong, 1 when correct),
     ``"paper"`` (our reading of the reference work: error -100, valid SQL +1, up to +100 by
-    relaxed match, +1000 for an exact match). ``info`` carries every component; its text fields
+    relaxed match, +1000 for an exact match), ``"arctic"`` (Arctic-Text2SQL-R1's: error 0,
+    executed but wrong 0.1, correct 1) or ``"arctic-nofloor"`` (``arctic``, but a wrong answer
+    that is ``0``, empty or ``NULL`` earns 0). ``info`` carries every component; its text fields
     (``sql``, ``error_message``, ``prediction``) hold at most ``MAX_INFO_CHARS`` characters (a cut
     one ends with ``CUT_NOTE``), while scoring always uses the whole result.
     A fault of the host (a database that cannot be opened, no file descriptors, no memory) is never
@@ -113,8 +116,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         max_instructions: int | None = None,
         **dataset_kwargs,
     ):
-        if reward not in REWARD_PRESETS:
-            raise ValueError(f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}")
+        reward_preset(reward)
         if schema not in infobox.SCHEMAS:
             raise ValueError(f"schema={schema!r} is not a schema variant; choose one of {list(infobox.SCHEMAS)}")
         if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:

@@ -122,7 +122,7 @@ REWARD_PRESETS: dict[str, RewardPreset] = _table(
     RewardPreset("paper", -100.0, (-100.0, 1101.0), _paper,
                  "error -100, else 1 + 100 x the relaxed match, + 1000 for an exact match"),
     RewardPreset("partial", -1.0, (-1.0, 1.0), _partial,
-                 "error -1, executed but wrong the F1 of its answer items (at most 0.99), correct 1"),
+                 "error -1, executed but wrong its answer items' F1 (at most 0.99), correct 1"),
     RewardPreset("arctic", 0.0, (0.0, 1.0), _arctic,
                  "error 0, executed but wrong 0.1, correct 1 (correctness dominates)"),
     RewardPreset("arctic-nofloor", 0.0, (0.0, 1.0), _arctic_nofloor,

@@ -1,12 +1,19 @@
-"""sqlenv.rewards: the five presets, their ranges and the error for an unknown preset."""
+"""sqlenv.rewards: the five presets, their ranges, the error for an unknown name, the one table."""
 
+import importlib.util
+import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from sqlenv.comparators import compare
 from sqlenv.matching import MatchResult, match_answer
-from sqlenv.rewards import ARCTIC_EXECUTES, PARTIAL_WRONG_MAX, REWARD_PRESETS, reward, reward_range
+from sqlenv.rewards import (
+    ARCTIC_EXECUTES, PARTIAL_WRONG_MAX, REWARD_PRESETS, RewardPreset, reward, reward_preset,
+    reward_range,
+)
 
 
 @dataclass(frozen=True)
@@ -222,3 +229,98 @@ def test_partial_caps_any_rejected_match_below_one():
     assert reward("partial", OK, inconsistent) == PARTIAL_WRONG_MAX == 0.99
     assert reward("partial", OK, MatchResult(False, 0.0, 0.0, 0.995)) == 0.99
     assert reward("partial", OK, PARTLY) == pytest.approx(0.8)  # below the cap: unchanged
+
+
+# ------------------------------------------------------------- issue 22: one preset table
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under ``heading`` up to the next heading of any level."""
+    body = text.split(heading, 1)[1]
+    return re.split(r"\n\s*#+ ", body, maxsplit=1)[0]
+
+
+def test_every_preset_is_named_in_the_env_docstring_and_in_docs_env_md():
+    from sqlenv.env import TextToSQLEnv
+
+    docstring = _section(TextToSQLEnv.__doc__, "## Rewards")
+    rows = _section((REPO / "docs" / "env.md").read_text(), "## Reward presets")
+    listed = re.findall(r"^\| `([^`]+)`", rows, flags=re.M)
+    assert sorted(listed) == sorted(REWARD_PRESETS)
+    for name in REWARD_PRESETS:
+        assert f'``"{name}"``' in docstring, name
+
+
+def test_the_one_check_names_the_field_and_the_choices_for_any_value():
+    for bad in ("dense", ["binary"], None):
+        expected = r"reward=.* is not a reward preset; choose one of \['binary'"
+        with pytest.raises(ValueError, match=expected):
+            reward_preset(bad)
+    assert reward_preset("paper").range == reward_range("paper") == (-100.0, 1101.0)
+
+
+HALFWAY = RewardPreset("halfway", 0.0, (0.0, 1.0),
+                       lambda result, match: 1.0 if match.correct else 0.5,
+                       "error 0, executed but wrong 0.5, correct 1")
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"rewards_test_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass in it looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _example_help(path: Path, capsys) -> str:
+    with pytest.raises(SystemExit):
+        _load(path).parse_args(["--help"])
+    return capsys.readouterr().out
+
+
+def _helps(capsys) -> dict[str, str]:
+    """The --reward help each command line shows, whitespace folded."""
+    import argparse
+
+    from sqlenv.__main__ import _env_args
+
+    sqlenv_cli = argparse.ArgumentParser()
+    _env_args(sqlenv_cli)
+    helps = {"python -m sqlenv": sqlenv_cli.format_help(),
+             "evaluate.py": _load(REPO / "benchmarks" / "evaluate.py").build_parser().format_help()}
+    for example in ("trl_grpo.py", "trl_environment.py"):
+        helps[example] = _example_help(REPO / "examples" / example, capsys)
+    if importlib.util.find_spec("torch"):
+        from agents.grpo_config import build_parser
+
+        helps["grpo_train.py"] = build_parser().format_help()
+    if importlib.util.find_spec("openenv"):
+        from sqlenv.integrations.openenv.server import _parser
+
+        helps["openenv server"] = _parser().format_help()
+    return {name: " ".join(text.split()) for name, text in helps.items()}
+
+
+def test_one_table_entry_is_all_a_new_preset_takes(monkeypatch, capsys):
+    from sqlenv.env import TextToSQLEnv
+    from sqlenv.integrations.trl import SQLReward
+
+    monkeypatch.setitem(REWARD_PRESETS, "halfway", HALFWAY)
+    monkeypatch.setenv("COLUMNS", "2000")  # argparse wraps at this width: no name split at its hyphen
+    env = TextToSQLEnv(split="dev", reward="halfway")
+    index = next(i for i in range(len(env.dataset)) if env.example(i).gold_sql)
+    env.reset(options={"index": index})
+    scored = env.score_group([env.example(index).gold_sql, "SELECT 'not the answer'", "SELEC"])
+    assert [r for r, _ in scored] == [1.0, 0.5, 0.0]
+    assert env.reward_range == (0.0, 1.0)
+    assert SQLReward(env.dataset, reward="halfway").__name__ == "sqlenv_halfway"
+    if importlib.util.find_spec("torch"):
+        from agents.grpo_config import make_config
+
+        assert make_config(reward="halfway").reward == "halfway"
+    helps = _helps(capsys)
+    assert len(helps) >= 4
+    for name, text in helps.items():
+        assert "halfway: error 0, executed but wrong 0.5, correct 1" in text, name
+        assert all(f"{preset}:" in text for preset in REWARD_PRESETS), name

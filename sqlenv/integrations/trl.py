@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 from sqlenv.completion import completion_text, extract_sql
 from sqlenv.datasets import Dataset, Example
 from sqlenv.env import TextToSQLEnv
-from sqlenv.rewards import REWARD_PRESETS
+from sqlenv.rewards import reward_preset
 
 SYSTEM_PROMPT = (
     "You are an expert in SQLite. Given a database schema, a few sample rows and a question, "
@@ -62,7 +62,7 @@ class SQLReward:
         dataset: the sqlenv :class:`~sqlenv.datasets.Dataset` the prompts were built from
             (:func:`to_trl_dataset`), or a registered name (loaded with ``split``, ``data_dir``,
             ``schema`` and ``dataset_kwargs``, as the env loads it).
-        reward: a preset of :mod:`sqlenv.rewards` (``"binary"``, ``"partial"``, ``"paper"``).
+        reward: a preset of :mod:`sqlenv.rewards` (a name in ``REWARD_PRESETS``).
         timeout, max_rows, max_instructions: the executor's budget per query (the env's; set
             ``max_instructions`` for rewards that do not depend on the machine).
         workers: execute each group in that many worker processes (0: in-process).
@@ -92,10 +92,7 @@ class SQLReward:
         name: str | None = None,
         **env_kwargs,
     ):
-        if reward not in REWARD_PRESETS:
-            raise ValueError(
-                f"reward={reward!r} is not a reward preset; choose one of {list(REWARD_PRESETS)}"
-            )
+        reward_preset(reward)
         where = {} if isinstance(dataset, Dataset) else {"split": split, "data_dir": data_dir}
         env_kwargs.setdefault("sample_rows", 0)  # prompts come from to_trl_dataset, not this env
         self.env = TextToSQLEnv(dataset, reward=reward, schema=schema, timeout=timeout,

@@ -49,6 +49,7 @@ from sqlenv.integrations.openenv.guards import (
 )
 from sqlenv.integrations.openenv.models import SQLAction, SQLObservation, SQLState
 from sqlenv.integrations.openenv.sessions import SessionPool, serve_websocket
+from sqlenv.rewards import preset_help
 
 __all__ = ["ENV_IDS", "SQLEnvironment", "create_app", "main"]
 
@@ -295,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reward",
         default="binary",
-        help="reward preset: binary, partial, paper, arctic or arctic-nofloor",
+        help=f"reward preset: {preset_help()}",
     )
     p.add_argument(
         "--env-kwargs",
