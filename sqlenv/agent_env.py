@@ -235,6 +235,10 @@ class TextToSQLAgentEnv(TextToSQLEnv):
             lines.append(f"Reward: {info['reward']:g}  correct={info['correct']}  error={info['error']}")
         return "\n".join(line for line in lines if line) + "\n"
 
+    def interrupt(self) -> None:
+        self.explore_executor.interrupt()
+        super().interrupt()
+
     def close(self):
         self.explore_executor.close()
         super().close()

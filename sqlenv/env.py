@@ -231,6 +231,11 @@ class TextToSQLEnv(gym.Env[dict, str]):
                      f"relaxed={info['relaxed']:g}  f1={info['f1']:.2f}")
         return "\n".join(lines) + "\n"
 
+    def interrupt(self) -> None:
+        """Stop the query this env runs now, from another thread (a server whose client went
+        away): that step ends at once with a timeout error. A no-op between steps."""
+        self.executor.interrupt()
+
     def close(self):
         self.executor.close()
         super().close()

@@ -846,6 +846,20 @@ class Executor:
                 raise HostError(result.message, os.fspath(db_path), result.message)
         return results
 
+    def interrupt(self) -> None:
+        """Stop the query this Executor is running now, from any thread (``sqlite3``'s
+        ``Connection.interrupt``): it ends as "timeout". For a client that went away; a no-op when
+        nothing runs. Lock-free, so it never waits for the query it stops."""
+        try:
+            entries = tuple(self._cache.values())
+        except RuntimeError:  # the cache changed under us: that query has not started yet
+            return
+        for entry in entries:
+            try:
+                entry.conn.interrupt()
+            except Exception:  # noqa: BLE001 - closed meanwhile: nothing to stop
+                pass
+
     def close(self) -> None:
         """Close every cached connection and stop the worker pool. The Executor stays usable."""
         with self._lock:

@@ -146,6 +146,25 @@ def test_timeout_kind(ex, db):
     assert result.error == "timeout" and "0.5" in result.message
 
 
+def test_interrupt_stops_the_running_query_from_another_thread(db):
+    """A query with a 600 s budget, stopped by interrupt() from another thread (a server whose
+    client left): it ends as "timeout", the Executor stays usable, and an interrupt with nothing
+    running does not touch the next query. The join below is a hang guard."""
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    with Executor(ExecutorConfig(timeout=600.0)) as ex:
+        assert ex.execute(db, "SELECT 1").ok  # the connection is cached
+        results = []
+        runner = threading.Thread(target=lambda: results.append(ex.execute(db, endless)))
+        runner.start()
+        while not results and runner.is_alive():
+            ex.interrupt()
+            runner.join(0.05)
+        runner.join(120)
+        assert not runner.is_alive() and results[0].error == "timeout"
+        ex.interrupt()  # nothing runs: a no-op
+        assert ex.execute(db, "SELECT COUNT(*) FROM Medal").rows == ((N_MEDALS,),)
+
+
 def test_row_cap(db):
     with Executor(max_rows=10) as ex:
         assert len(ex.execute(db, "SELECT * FROM Medal LIMIT 10").rows) == 10

@@ -250,3 +250,25 @@ def test_render_of_a_blob_result_is_a_bounded_table(make):
     text = env.render()
     assert "| c0 " in text  # the blob column is wider than the whole budget
     assert CUT_NOTE.format(limit=MAX_INFO_CHARS) in text and len(text) < 2 * MAX_INFO_CHARS
+
+
+@pytest.mark.parametrize("tag", ["sql", "answer"])
+def test_interrupt_ends_a_running_move_as_a_timeout(make, tag):
+    """env.interrupt() from another thread (a server whose client left) stops the query of the move
+    running now, exploration or answer, under 600 s budgets; the join is a hang guard."""
+    import threading
+
+    env = make(timeout=600.0, explore_timeout=600.0, explore_seconds=600.0)
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(env.step(f"<{tag}>{endless}</{tag}>")))
+    runner.start()
+    while not outcome and runner.is_alive():
+        env.unwrapped.interrupt()
+        runner.join(0.05)
+    runner.join(120)
+    assert not runner.is_alive()
+    _, reward, terminated, _, info = outcome[0]
+    assert info["move_errors"][-1] == "timeout" and terminated == (tag == "answer")
+    if tag == "answer":
+        assert info["error"] == "timeout" and reward == -1.0

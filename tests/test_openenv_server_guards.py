@@ -466,3 +466,29 @@ def test_a_host_fault_is_an_error_never_a_reward_and_the_session_goes_on(start, 
     assert "not of the query" in fault["data"]["message"]
     assert again["type"] == "observation"
     assert scored["data"]["reward"] == 1.0 and scored["data"]["observation"]["info"]["correct"]
+
+
+def test_a_client_that_leaves_mid_move_has_its_query_interrupted(start):
+    """A query with a 600 s budget is running when its client leaves: the server interrupts it, so
+    the only slot frees long before that budget (the 120 s loop below is a hang guard)."""
+    server = start("--max-sessions", "1", "--env-kwargs", json.dumps({"timeout": 600}))
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+
+    async def start_move_and_leave():
+        async with websockets.connect(_ws_url(server)) as ws:
+            await ws.send(json.dumps({"type": "reset", "data": {"index": 0}}))
+            assert json.loads(await ws.recv())["type"] == "observation"
+            await ws.send(json.dumps({"type": "step", "data": {"sql": endless}}))
+            await asyncio.sleep(2)  # the session's thread has picked the move up
+        for _ in range(1200):
+            try:
+                async with SQLEnvClient(base_url=server.url) as client:
+                    return (await client.reset(index=1)).observation.info["index"]
+            except RuntimeError as exc:
+                assert "CAPACITY_REACHED" in str(exc)
+                await asyncio.sleep(0.1)
+        raise AssertionError("the slot was never freed: the query was not interrupted")
+
+    assert run(start_move_and_leave()) == 1
+    assert "a session ended during a move; interrupted its query" in server.log()
+    assert "Traceback" not in server.log()

@@ -111,6 +111,10 @@ class SQLEnvironment(Environment[SQLAction, SQLObservation, SQLState]):
     def state(self) -> SQLState:
         return self._state
 
+    def interrupt(self) -> None:
+        """Stop the move running now (from the event loop, when its client went away)."""
+        self.env.interrupt()
+
     def close(self) -> None:
         self.env.close()
 

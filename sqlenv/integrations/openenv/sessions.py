@@ -4,8 +4,8 @@ The wire protocol is OpenEnv's (``reset``, ``step``, ``state``, ``close`` messag
 ``state`` and ``error`` answers), so OpenEnv's ``EnvClient`` and :class:`SQLEnvClient` speak it.
 What this module adds to OpenEnv's own handler:
 
-- a slot is held only by an open connection, and freed when the connection ends (after the move in
-  flight, if any, finishes: its thread cannot be stopped, and the slot bounds that work too);
+- a slot is held only by an open connection, and freed when the connection ends; a move in flight
+  then has its query interrupted (``env.interrupt()``), so no work outlives its connection;
 - messages are read while a move runs, so a client that goes away is noticed at once: its queued
   messages are dropped, never run;
 - a message that is not a JSON object, or whose ``data`` is not an object, gets an error and the
@@ -57,6 +57,13 @@ class Session:
         return await asyncio.get_running_loop().run_in_executor(
             self.executor, lambda: fn(*args, **kwargs)
         )
+
+    def interrupt(self) -> None:
+        """Stop the env's running query from the event loop, if the env can (never raises)."""
+        try:
+            getattr(self.env, "interrupt", lambda: None)()
+        except Exception as exc:  # noqa: BLE001 - the session is ending anyway
+            log.warning("interrupting a session's move failed: %s", exc)
 
 
 class SessionPool:
@@ -217,6 +224,9 @@ async def _converse(websocket, session, action_cls, idle_timeout, max_pending) -
     try:
         done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
     finally:  # also when the server shuts down: no task outlives the session
+        if busy.is_set():  # a move is running for a session that is ending: stop its query
+            log.warning("a session ended during a move; interrupted its query")
+            session.interrupt()
         for task in (reader, worker):
             task.cancel()
         await asyncio.gather(reader, worker, return_exceptions=True)
