@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agents import grpo
 from agents.distributed import World
@@ -139,6 +140,137 @@ def update_precision(policy, cfg: Config):
 UPDATE_METRICS = ("clip_frac", "clip_low", "clip_high", "ratio_mean")  # from grpo.grpo_loss (+ "kl")
 
 
+def micro_batches(n: int, cfg: Config) -> list[list[int]]:
+    """The indices of ``n`` rollouts in micro-batches of ``cfg.micro_batch_size``, whole groups when it can
+    (a group's prompt then runs once in ``policy.sequence_logprobs``)."""
+    size = cfg.micro_batch_size
+    if size >= cfg.num_generations and n % cfg.num_generations == 0:
+        size -= size % cfg.num_generations
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def corrects_precision(cfg: Config) -> bool:
+    """Whether the rollouts were sampled in another precision than the update's forward (rollout_dtype or
+    update_dtype): the old log-probs are then the training forward's, each token importance-weighted."""
+    return cfg.rollout_dtype is not None or getattr(cfg, "update_dtype", None) is not None
+
+
+def old_logprobs(policy, rollouts: Sequence, chunks: list, cfg: Config, corrected: bool) -> list | None:
+    """Per-rollout old log-probs. Used once (num_iterations == 1): the sampling ones, or None when the
+    precision is corrected (the one pass's own values: same weights, so no extra forward); else a no-grad pass."""
+    if cfg.num_iterations == 1:
+        return None if corrected else [r.logprobs for r in rollouts]
+    with update_precision(policy, cfg):
+        return _logprobs_no_grad(policy, rollouts, chunks)
+
+
+def reference_logprobs(policy, rollouts: Sequence, chunks: list, cfg: Config, reference) -> list | None:
+    """Per-rollout log-probs of the KL reference, None when beta is 0: the adapter off (``reference`` None)
+    or the adapter with the ``reference`` weights."""
+    with update_precision(policy, cfg):
+        return (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
+                if cfg.beta > 0 else None)
+
+
+class _Totals:
+    """What an update sums: token-weighted loss metrics and their tokens, the loss and grad norm of each step
+    taken, the steps skipped, and |log pi_old - log pi_rollout| over the sampled tokens with their count."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.tokens = 0.0
+        self.skipped = 0
+        self.mismatch = [0.0, 0.0]
+
+    def add_chunk(self, metrics: dict, tokens: float) -> None:
+        self.tokens += tokens
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value * tokens
+
+    def add_step(self, loss_sum: float, grad_norm: float) -> None:
+        self.sums["loss"] = self.sums.get("loss", 0.0) + loss_sum
+        self.sums["grad_norm"] = self.sums.get("grad_norm", 0.0) + grad_norm
+
+    def sum_ranks(self, world: World, cfg: Config, corrected: bool) -> None:
+        """Replace the token-weighted sums with those of all ranks (loss and grad_norm are global already)."""
+        keys = UPDATE_METRICS + (("kl",) if cfg.beta > 0 else ()) + (("is_weight_mean",) if corrected else ())
+        sums = world.sum([self.tokens] + [self.sums.get(key, 0.0) for key in keys])
+        self.tokens = sums[0]
+        self.sums.update(zip(keys, sums[1:]))
+
+    def averages(self, steps: int, world: World | None, corrected: bool) -> dict[str, float]:
+        """Per-token means of the loss metrics, per-step means of loss and grad_norm (absent when no step was
+        taken), "skipped_nonfinite", and "rollout_mismatch" per sampled token over all ranks when corrected."""
+        out = {key: value / max(self.tokens, 1.0) for key, value in self.sums.items()
+               if key not in ("loss", "grad_norm")}
+        done = steps - self.skipped
+        if done:
+            out["loss"] = self.sums["loss"] / done
+            out["grad_norm"] = self.sums["grad_norm"] / done
+        out["skipped_nonfinite"] = self.skipped
+        if corrected:
+            total_abs, count = world.sum(self.mismatch) if world is not None else self.mismatch
+            out["rollout_mismatch"] = total_abs / max(count, 1.0)
+        return out
+
+
+def _chunk_loss(policy, rollouts: Sequence, chunk: list, old, ref, advantages, cfg: Config, total: int,
+                corrected: bool, mismatch: list | None):
+    """One micro-batch's loss with grad, its metrics and its token weights ``[B, T]``. ``mismatch`` (the first
+    iteration of a corrected update) gets sum |log pi_old - log pi_rollout| and the token count added."""
+    with update_precision(policy, cfg):
+        logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
+                                              [rollouts[i].completion_ids for i in chunk])
+    logp = logp.float()
+    length = logp.shape[1]
+    mask = loss_weights([rollouts[i] for i in chunk], mask)
+    logp = logp * mask  # masked tokens: log-prob 0 with no gradient, equal in every term below
+    old_logp = (logp.detach() if old is None else
+                pad_right([old[i] for i in chunk], length, device=logp.device) * mask)
+    ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device) * mask
+    is_weights = None
+    if corrected:
+        rollout_logp = pad_right([rollouts[i].logprobs for i in chunk], length, device=logp.device) * mask
+        is_weights = grpo.truncated_importance_weights(old_logp, rollout_logp, cfg.tis_cap)
+        if mismatch is not None:
+            mismatch[0] += float(((old_logp - rollout_logp).abs() * mask).sum())
+            mismatch[1] += float(mask.sum())
+    loss, metrics = grpo.grpo_loss(
+        logp, old_logp, advantages[chunk].to(logp.device), mask, is_weights=is_weights,
+        ref_logp=ref_logp, beta=cfg.beta,
+        epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+        max_completion_length=cfg.max_completion_length * getattr(cfg, "max_turns", 1),
+        num_sequences=total)
+    return loss, metrics, mask
+
+
+def _backward(policy, rollouts: Sequence, chunks: list, old, ref, advantages, cfg: Config, total: int,
+              corrected: bool, totals: _Totals, first: bool) -> tuple[bool, float]:
+    """Loss and backward of each micro-batch in turn (the gradients add up); stops at a non-finite loss.
+    Returns (every loss was finite, the sum of the losses backpropagated)."""
+    import torch
+
+    loss_sum = 0.0
+    for chunk in chunks:
+        loss, metrics, mask = _chunk_loss(policy, rollouts, chunk, old, ref, advantages, cfg, total, corrected,
+                                          totals.mismatch if first else None)
+        if not torch.isfinite(loss):
+            return False, loss_sum
+        loss.backward()
+        loss_sum += float(loss.detach())
+        totals.add_chunk(metrics, float(mask.sum()))
+    return True, loss_sum
+
+
+def _grad_norm(params: list, cfg: Config) -> float:
+    """The gradients' global norm, clipped in place to ``cfg.max_grad_norm`` first when that is > 0."""
+    import torch
+
+    if cfg.max_grad_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+    return float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None)))
+
+
 def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
                 world: World | None = None, reference=None) -> dict[str, float]:
     """num_iterations optimizer steps on these rollouts; returns averaged metrics.
@@ -153,101 +285,30 @@ def grpo_update(policy, optimizer, rollouts: Sequence, advantages, cfg: Config,
     ranks before clipping (so each rank steps with the gradient of the whole batch), a non-finite
     loss on any rank skips the step on all of them, and the returned metrics are global.
     """
-    import torch
-
     distributed = world is not None and world.distributed
     n = len(rollouts)
     total = int(world.sum([n])[0]) if distributed else n
-    # a micro-batch holds whole groups when it can: a group's prompt then runs once (policy.sequence_logprobs)
-    size = cfg.micro_batch_size
-    if size >= cfg.num_generations and n % cfg.num_generations == 0:
-        size -= size % cfg.num_generations
-    chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    chunks = micro_batches(n, cfg)
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
-    # Rollouts sampled in another precision (rollout_dtype) need the old log-probs of the training forward:
-    # with one pass they are that pass's own values (same weights, so no extra forward), else a no-grad pass.
-    corrected = cfg.rollout_dtype is not None or getattr(cfg, "update_dtype", None) is not None
-    if cfg.num_iterations == 1:
-        old = None if corrected else [r.logprobs for r in rollouts]
-    else:
-        with update_precision(policy, cfg):
-            old = _logprobs_no_grad(policy, rollouts, chunks)
-    mismatch = [0.0, 0.0]  # sum of |log pi_old - log pi_rollout| over sampled tokens, and their count
-    with update_precision(policy, cfg):
-        ref = (_logprobs_no_grad(policy, rollouts, chunks, disable_adapter=reference is None, weights=reference)
-               if cfg.beta > 0 else None)
+    corrected = corrects_precision(cfg)
+    old = old_logprobs(policy, rollouts, chunks, cfg, corrected)
+    ref = reference_logprobs(policy, rollouts, chunks, cfg, reference)
     advantages = _tensor(advantages)
 
-    totals: dict[str, float] = {}
-    weight_total = 0.0
-    skipped = 0
+    totals = _Totals()
     for iteration in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
-        finite = True
-        loss_sum = 0.0
-        for chunk in chunks:
-            with update_precision(policy, cfg):
-                logp, mask = policy.sequence_logprobs([rollouts[i].prompt_ids for i in chunk],
-                                                      [rollouts[i].completion_ids for i in chunk])
-            logp = logp.float()
-            length = logp.shape[1]
-            mask = loss_weights([rollouts[i] for i in chunk], mask)
-            logp = logp * mask  # masked tokens: log-prob 0 with no gradient, equal in every term below
-            old_logp = (logp.detach() if old is None else
-                        pad_right([old[i] for i in chunk], length, device=logp.device) * mask)
-            ref_logp = None if ref is None else pad_right([ref[i] for i in chunk], length, device=logp.device) * mask
-            is_weights = None
-            if corrected:
-                rollout_logp = pad_right([rollouts[i].logprobs for i in chunk], length, device=logp.device) * mask
-                is_weights = grpo.truncated_importance_weights(old_logp, rollout_logp, cfg.tis_cap)
-                if iteration == 0:
-                    mismatch[0] += float(((old_logp - rollout_logp).abs() * mask).sum())
-                    mismatch[1] += float(mask.sum())
-            loss, metrics = grpo.grpo_loss(
-                logp, old_logp, advantages[chunk].to(logp.device), mask, is_weights=is_weights,
-                ref_logp=ref_logp, beta=cfg.beta,
-                epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-                max_completion_length=cfg.max_completion_length * getattr(cfg, "max_turns", 1),
-                num_sequences=total)
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            loss.backward()
-            loss_sum += float(loss.detach())
-            tokens = float(mask.sum())
-            weight_total += tokens
-            for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value * tokens
+        finite, loss_sum = _backward(policy, rollouts, chunks, old, ref, advantages, cfg, total, corrected,
+                                     totals, first=iteration == 0)
         if distributed:  # one all-reduce: the summed gradients, any rank's non-finite flag, the loss
             finite, loss_sum = world.reduce_gradients(params, finite, loss_sum)
-        grad_norm = float("nan")
-        if finite:
-            if cfg.max_grad_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            else:
-                grad_norm = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None)))
-            finite = math.isfinite(grad_norm)
-        if not finite:
+        grad_norm = _grad_norm(params, cfg) if finite else float("nan")
+        if not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
-            skipped += 1
+            totals.skipped += 1
             continue
         optimizer.step()
-        totals["loss"] = totals.get("loss", 0.0) + loss_sum
-        totals["grad_norm"] = totals.get("grad_norm", 0.0) + grad_norm
-    if distributed:  # token-weighted metric sums of all ranks (loss and grad_norm are global already)
-        keys = UPDATE_METRICS + (("kl",) if cfg.beta > 0 else ()) + (("is_weight_mean",) if corrected else ())
-        sums = world.sum([weight_total] + [totals.get(key, 0.0) for key in keys])
-        weight_total = sums[0]
-        totals.update(zip(keys, sums[1:]))
-    done = cfg.num_iterations - skipped
-    out = {key: value / max(weight_total, 1.0) for key, value in totals.items()
-           if key not in ("loss", "grad_norm")}
-    if done:
-        out["loss"] = totals["loss"] / done
-        out["grad_norm"] = totals["grad_norm"] / done
-    out["skipped_nonfinite"] = skipped
-    if corrected:  # mean |log pi_old - log pi_rollout| per sampled token, over all ranks
-        total_abs, count = world.sum(mismatch) if distributed else mismatch
-        out["rollout_mismatch"] = total_abs / max(count, 1.0)
-    return out
-
+        totals.add_step(loss_sum, grad_norm)
+    if distributed:
+        totals.sum_ranks(world, cfg, corrected)
+    return totals.averages(cfg.num_iterations, world if distributed else None, corrected)
