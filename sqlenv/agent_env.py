@@ -73,7 +73,9 @@ class TextToSQLAgentEnv(TextToSQLEnv):
 
     ## Rewards
     The ``<answer>`` query is scored exactly as ``TextToSQL-v0`` scores its step (the same ``reward``
-    presets, matchers and ``info``). Other moves reward ``-turn_cost``, minus
+    presets, matchers and ``info``, ``reads_table`` included; under ``literal_answers="unanswered"`` an
+    answer that reads no table is scored as no answer, ``info["error"] == "literal"``). Exploring with
+    literals is free: only the answer is checked. Other moves reward ``-turn_cost``, minus
     ``exploration_error_penalty`` when the move was malformed or its query failed (both 0 by default,
     so only the answer counts). Running out of turns without an answer ends the episode with
     ``truncated=True`` and the preset's execution-error reward (``info["error"] == "no_answer"``), on top
@@ -85,7 +87,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
 
     ## Arguments
     Every ``TextToSQL-v0`` argument (``dataset``, ``split``, ``reward``, ``timeout``,
-    ``max_instructions``, ``expose_gold``, dataset keywords, ...), plus ``max_turns=5``,
+    ``max_instructions``, ``literal_answers``, ``expose_gold``, dataset keywords, ...), plus ``max_turns=5``,
     ``result_rows=20``, ``result_chars=2_000``, ``transcript_chars=8_000``, ``explore_timeout=None``
     (each exploration query's time budget; ``None``: ``timeout``), ``explore_max_instructions=None``
     (each exploration query's instruction budget; ``None``: ``max_instructions``),

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sqlenv import infobox
+from sqlenv import infobox, literal
 from sqlenv.datasets import Dataset, Example, load_dataset
 from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
 from sqlenv.matching import MatchResult, result_to_answer
@@ -69,6 +69,11 @@ class TextToSQLEnv(gym.Env[dict, str]):
     that is ``0``, empty or ``NULL`` earns 0). ``info`` carries every component; its text fields
     (``sql``, ``error_message``, ``prediction``) hold at most ``MAX_INFO_CHARS`` characters (a cut
     one ends with ``CUT_NOTE``), while scoring always uses the whole result.
+    ``info["reads_table"]`` says whether SQLite read a table of the database to answer (False for a
+    literal answer such as ``SELECT '16'``, and for a query that failed; :mod:`sqlenv.literal`).
+    ``literal_answers="unanswered"`` scores an answer that reads no table as one that gives nothing:
+    the preset's execution-error reward, ``info["error"] == "literal"``; ``"score"`` (the default)
+    scores it like any other answer.
     A fault of the host (a database that cannot be opened, no file descriptors, no memory) is never
     a reward: ``step``, ``reset`` and ``score_group`` raise :class:`sqlenv.HostError` naming the
     database and the cause.
@@ -87,15 +92,17 @@ class TextToSQLEnv(gym.Env[dict, str]):
     ## Arguments
     ``gym.make("sqlenv:TextToSQL-v0", dataset="generated", split="train", data_dir=None,
     reward="binary", schema="tables", sample_rows=3, timeout=1.0, max_rows=10_000,
-    workers=0, render_mode=None, expose_gold=False, max_instructions=None, **dataset_kwargs)``; ``dataset`` may also be
-    a :class:`~sqlenv.Dataset`, and ``dataset_kwargs`` go to its loader (``db=``, ``empty_match=``).
+    workers=0, render_mode=None, expose_gold=False, max_instructions=None, literal_answers="score",
+    **dataset_kwargs)``; ``dataset`` may also be a :class:`~sqlenv.Dataset`, and ``dataset_kwargs`` go to
+    its loader (``db=``, ``empty_match=``).
     ``schema="flat"`` swaps the benchmark's five tables for one denormalised table.
     ``max_instructions`` bounds each query in SQLite VM instructions, the same on every machine
     (``timeout`` stays the wall-clock backstop); set it for reproducible rewards.
 
     ## Version History
     * v0: initial version. Later changes kept the id: no gold in reset ``info`` (``expose_gold``),
-      Unicode action space, SAME_STEP vector entry point, picklable.
+      Unicode action space, SAME_STEP vector entry point, picklable, ``info["reads_table"]`` and
+      ``literal_answers``.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
@@ -114,9 +121,11 @@ class TextToSQLEnv(gym.Env[dict, str]):
         render_mode: str | None = None,
         expose_gold: bool = False,
         max_instructions: int | None = None,
+        literal_answers: str = "score",
         **dataset_kwargs,
     ):
         reward_preset(reward)
+        literal.literal_answers_option(literal_answers)
         if schema not in infobox.SCHEMAS:
             raise ValueError(f"schema={schema!r} is not a schema variant; choose one of {list(infobox.SCHEMAS)}")
         if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:
@@ -146,6 +155,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         self.workers = workers
         self.render_mode = render_mode
         self.expose_gold = bool(expose_gold)
+        self.literal_answers = literal_answers
         self.executor = Executor(ExecutorConfig(timeout=timeout, max_rows=max_rows, max_instructions=max_instructions))
         self.reward_range = reward_range(reward)
 
@@ -291,6 +301,10 @@ class TextToSQLEnv(gym.Env[dict, str]):
         return db
 
     def _score(self, example: Example, sql: Any, result: ExecutionResult, index: int | None = None):
+        # Literal answers: asked of SQLite only for a query that executed (sqlenv.literal)
+        reads = result.error is None and literal.reads_table(self._database(example).path, sql)
+        if result.error is None and not reads and self.literal_answers == "unanswered":
+            result = ExecutionResult(error=literal.LITERAL, message=literal.LITERAL_MESSAGE)
         match: MatchResult | None = self.dataset.match(example, result.rows) if result.error is None else None
         value = float(compute_reward(self.reward_preset, result, match))
         shown = result_to_answer(result.rows, MAX_INFO_CHARS) if result.error is None else ""
@@ -298,6 +312,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
             "index": self._index if index is None else index,
             "sql": _cut(sql if isinstance(sql, str) else _short_repr(sql)),
             "executed": result.error is None,
+            "reads_table": reads,
             "error": result.error,
             "error_message": _cut(result.message),
             "correct": bool(match.correct) if match else False,

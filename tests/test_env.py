@@ -142,7 +142,7 @@ def test_reward_presets(reward, lo, hi):
 @pytest.mark.parametrize("kwargs,field", [
     ({"reward": "nope"}, "reward"), ({"schema": "wide"}, "schema"),
     ({"sample_rows": -1}, "sample_rows"), ({"workers": -2}, "workers"), ({"render_mode": "human"}, "render_mode"),
-    ({"split": "nope"}, "split"), ({"dataset": "nope"}, "dataset"),
+    ({"split": "nope"}, "split"), ({"dataset": "nope"}, "dataset"), ({"literal_answers": "drop"}, "literal_answers"),
 ])
 def test_invalid_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -187,3 +187,75 @@ def test_observation_space_accepts_any_unicode_value():
     obs = dict(obs, sample_rows="Zürich | Kraków | 東京")
     assert env.observation_space.contains(obs)
     assert not env.observation_space["question"].contains(12)
+
+
+# ---------------------------------------------------------------------- literal answers (issue 23)
+def _literal(answer: str) -> str:
+    return "SELECT '" + answer.replace("'", "''") + "'"
+
+
+def _single_value_index(env):
+    return next(i for i, ex in enumerate(env.dataset) if ex.gold_sql and ex.answer and "," not in ex.answer)
+
+
+@pytest.mark.parametrize("reward", ["binary", "arctic", "paper"])
+def test_literal_answers_unanswered_scores_a_right_constant_as_no_answer(reward):
+    scored = TextToSQLEnv(split="dev", reward=reward)
+    unanswered = TextToSQLEnv(split="dev", reward=reward, literal_answers="unanswered")
+    i = _single_value_index(scored)
+    gold, answer = scored.example(i).gold_sql, scored.example(i).answer
+    cte = "WITH c(x) AS (SELECT '" + answer.replace("'", "''") + "') SELECT x FROM c"
+    sqls = [_literal(answer), cte, gold, "SELECT COUNT(*) FROM Medal", "", "SELECT 'surely wrong'"]
+    nothing = scored.reward_range[0]  # what an answer that gives nothing (an empty query) earns
+    for env in (scored, unanswered):
+        env.reset(options={"index": i})
+    default = scored.score_group(sqls)
+    strict = unanswered.score_group(sqls)
+    assert [info["reads_table"] for _, info in default] == [False, False, True, True, False, False]
+    assert [info["reads_table"] for _, info in strict] == [False, False, True, True, False, False]
+    # the default scores a right constant as right; "unanswered" gives it what the empty query gets
+    assert [r for r, _ in default][:3] == [scored.reward_range[1]] * 3 and default[4][0] == nothing
+    assert [r for r, _ in strict] == [nothing, nothing, default[2][0], default[3][0], nothing, nothing]
+    assert [info["error"] for _, info in strict] == ["literal", "literal", None, None, "syntax", "literal"]
+    assert [info["correct"] for _, info in strict][:3] == [False, False, True]
+    assert strict[0][1]["executed"] is False and "reads no table" in strict[0][1]["error_message"]
+    assert strict[0][1]["prediction"] == "" and default[0][1]["prediction"] == answer
+    # env.step and the worker-process group path score the same way
+    unanswered.reset(options={"index": i})
+    _, reward_step, terminated, _, info = unanswered.step(_literal(answer))
+    assert (reward_step, terminated, info["error"], info["reads_table"]) == (nothing, True, "literal", False)
+    unanswered.reset(options={"index": i})
+    assert unanswered.score_group(sqls, workers=2) == strict
+    for env in (scored, unanswered):
+        env.close()
+
+
+def test_reads_table_on_temptabqa_c_queries(data_dir):
+    env = TextToSQLEnv(dataset="temptabqa-c", split="dev", data_dir=str(data_dir), schema="flat",
+                       literal_answers="unanswered")
+    env.reset(options={"index": 0})  # dev-1: how many silver medals at the European Games? Gold: 0
+    counted = ("SELECT COUNT(*) FROM Medals WHERE athlete = 'Linda Efler' AND tournament = 'European Games' "
+               "AND medal = 'MedalSilver'")
+    sqls = {"SELECT '16'": False, "SELECT 0": False, "SELECT 1+1": False,
+            "WITH c(n) AS (SELECT 0) SELECT n FROM c": False, "SELECT 0 -- FROM Medals": False,
+            "SELECT 'FROM Medals'": False, "SELECT count(*) FROM medals": True,
+            "SELECT (SELECT count(*) FROM Medals WHERE year < 0)": True, counted: True}
+    scored = env.score_group(list(sqls))
+    assert [info["reads_table"] for _, info in scored] == list(sqls.values())
+    rewards = dict(zip(sqls, (r for r, _ in scored)))
+    assert rewards["SELECT 0"] == -1.0 and rewards[counted] == 1.0  # same answer "0": only the count earns it
+    assert rewards["SELECT (SELECT count(*) FROM Medals WHERE year < 0)"] == 1.0
+    env.close()
+
+
+def test_literal_answers_passes_through_make_and_pickle():
+    import pickle
+
+    env = gym.make("TextToSQL-v0", split="dev", literal_answers="unanswered").unwrapped
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.literal_answers == "unanswered"
+    copy.reset(options={"index": 0})
+    _, reward, _, _, info = copy.step("SELECT 1")
+    assert (reward, info["error"]) == (-1.0, "literal")
+    for e in (env, copy):
+        e.close()
