@@ -167,7 +167,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         if kind == "answer":
             result = self.executor.execute(self._database(example).path, query)
             reward, info = self._score(example, query, result)
-            self._move_errors.append(result.error)
+            self._move_errors.append(info["error"])  # the executor's, or "literal" (literal_answers="unanswered")
             self._entries.append(f"Turn {turn}/{self.max_turns} <answer>{self._clip(query)}</answer>\n"
                                  "Answer submitted.")
             self._done = True

@@ -301,7 +301,8 @@ def test_exploration_time_and_instruction_budgets(make):
 @pytest.mark.parametrize("field,value", [
     ("max_turns", 0), ("max_turns", True), ("result_rows", -1), ("result_chars", 10), ("transcript_chars", 50),
     ("explore_timeout", 0), ("explore_max_instructions", 0), ("explore_seconds", -1.0),
-    ("turn_cost", float("nan")), ("exploration_error_penalty", -0.5), ("reward", "dense")])
+    ("turn_cost", float("nan")), ("exploration_error_penalty", -0.5), ("reward", "dense"),
+    ("literal_answers", "penalise")])
 def test_bad_arguments_are_named(kwargs, field, value):
     with pytest.raises(ValueError, match=field):
         TextToSQLAgentEnv(**{**kwargs, field: value})
@@ -491,3 +492,36 @@ def test_pickled_env_plays_the_same_episodes_in_a_fresh_process(make, tmp_path):
 def test_an_unknown_argument_is_named(kwargs):
     with pytest.raises(ValueError, match="max_turn"):
         gym.make(AGENT_ENV_ID, max_turn=3, **kwargs)
+
+
+# ---------------------------------------------------------------------- literal answers (issue 23)
+@pytest.mark.parametrize("preset,nothing", [("binary", -1.0), ("arctic", 0.0)])
+def test_a_literal_answer_is_unanswered_under_the_option(make, kwargs, preset, nothing):
+    """The scripted agent of issue 23: explore, then answer the constant it saw. Default: full reward."""
+    def play(env, answer):
+        env.reset(options={"index": 2})  # How many cities are listed? Gold: 6
+        env.step("<sql>SELECT COUNT(*) FROM city</sql>")
+        return env.step(f"<answer>{answer}</answer>")
+
+    default = make(reward=preset)
+    strict = make(reward=preset, literal_answers="unanswered")
+    for answer in ("SELECT 6", "SELECT 2 * 3", "WITH c(n) AS (SELECT 6) SELECT n FROM c", "SELECT 6 -- FROM city"):
+        _, reward, terminated, _, info = play(default, answer)
+        assert (reward, terminated, info["correct"], info["reads_table"]) == (1.0, True, True, False)
+        _, reward, terminated, truncated, info = play(strict, answer)
+        assert (reward, terminated, truncated, info["error"], info["correct"]) == (nothing, True, False, "literal",
+                                                                                   False)
+        assert info["reads_table"] is False and info["move_errors"] == [None, "literal"]
+    _, reward, _, _, info = play(strict, "SELECT COUNT(*) FROM city")
+    assert (reward, info["error"], info["reads_table"]) == (1.0, None, True)
+    # explorations are never scored: a literal one is fine, and running out of turns is still no_answer
+    env = make(reward=preset, literal_answers="unanswered", max_turns=1)
+    env.reset(options={"index": 2})
+    _, reward, _, truncated, info = env.step("<sql>SELECT 6</sql>")
+    assert (reward, truncated, info["error"], info["reads_table"]) == (nothing, True, "no_answer", False)
+    single = gym.make(ENV_ID, reward=preset, literal_answers="unanswered", **kwargs)
+    single.reset(options={"index": 2})
+    _, want, *_, want_info = single.step("SELECT 6")
+    _, got, *_, got_info = play(strict, "SELECT 6")
+    assert (got, got_info["error_message"]) == (want, want_info["error_message"])
+    single.close()
