@@ -18,6 +18,18 @@ def test_both_envs_are_registered():
     assert skyrl_gym.spec("sqlenv_agent").entry_point == "sqlenv.integrations.skyrl:SQLAgentSkyRLEnv"
 
 
+
+def test_prompts_are_the_recorded_ones(dataset):
+    from test_prompts import RENDERED
+
+    recorded = RENDERED["tables"]["stacks"]
+    for env_id, config, expected in (("sqlenv", {}, recorded["single"]),
+                                     ("sqlenv_agent", {"max_turns": 5}, recorded["agent"])):
+        env = skyrl_gym.make(env_id, env_config=config, extras={"extra_info": {"index": 0}})
+        assert env.init(None)[0] == expected, env_id
+        env.close()
+        assert adapter.skyrl_rows(dataset, env_id, max_turns=5, indices=[0])[0]["prompt"] == expected
+
 def test_single_step_episode_scores_the_gold_sql(dataset):
     example = dataset[3]
     env = skyrl_gym.make("sqlenv", env_config={"reward": "binary"}, extras={"extra_info": {"index": 3}})

@@ -42,6 +42,17 @@ def test_taskset_yields_prompted_tasks_without_the_gold():
     assert tasks[0].key == "sqlenv:TextToSQL-v0:generated-train-0-00000"
 
 
+
+def test_prompts_are_the_recorded_ones():
+    from test_prompts import RENDERED
+
+    recorded = RENDERED["tables"]["stacks"]
+    for config, expected in ((adapter.SQLTasksetConfig(limit=1), recorded["single"]),
+                             (adapter.SQLTasksetConfig(env=sqlenv.AGENT_ENV_ID, max_turns=5, limit=1),
+                              recorded["agent"])):
+        task = next(iter(adapter.SQLTaskset(config)))
+        assert [task.data.system_prompt, task.data.prompt] == [m["content"] for m in expected]
+
 def test_gold_policy_scores_one_on_every_task(gold):
     taskset = adapter.SQLTaskset(adapter.SQLTasksetConfig(limit=4))
     results = adapter.play(taskset, lambda m: "Sure.\n```sql\n" + _gold_for(gold, m) + "\n```")

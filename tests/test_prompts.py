@@ -1,11 +1,16 @@
-"""agents.prompts: message layout, schema detection, and worked examples that really run."""
+"""sqlenv.prompts: every path's rendering pinned byte for byte, message layout, schema detection, and
+worked examples that really run."""
 
+import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
-from agents import prompts
-from agents.prompts import FLAT_EXAMPLES, PREFILL, TABLES_EXAMPLES, build_messages, detect_schema
+from sqlenv import prompts
+from sqlenv.prompts import FLAT_EXAMPLES, PREFILL, TABLES_EXAMPLES, build_messages, detect_schema
+
+RENDERED = json.loads((Path(__file__).parent / "fixtures" / "prompts" / "rendered.json").read_text())
 
 TABLES_SCHEMA = """\
 CREATE TABLE [Athlete] ([athlete_id] INTEGER PRIMARY KEY, [name] TEXT NOT NULL);
@@ -123,3 +128,54 @@ def test_worked_examples_run_and_give_the_right_answer(connect, examples):
 def test_render_plain_ends_with_an_assistant_cue():
     text = prompts.render_plain(build_messages(observation(), 1))
     assert text.startswith("System: ") and text.endswith("Assistant: ")
+
+
+# ---------------------------------------------------------------------- every path, byte for byte
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_trainer_prompts_are_byte_identical_to_the_recorded_ones(schema):
+    recorded = RENDERED[schema]["trainer"]
+    obs = RENDERED[schema]["observation"]
+    messages = build_messages(obs, 2)
+    assert messages == recorded["messages"]
+    assert prompts.render_plain(messages) + PREFILL == recorded["plain"]
+    assert prompts.build_agent_messages(obs, 5, 2) == recorded["agent_messages"]
+    assert prompts.agent_result_message(" 1 row\n| x |\n", 3) == recorded["agent_result"]
+    assert prompts.agent_result_message("Error: no such table", 1) == recorded["agent_result_last"]
+
+
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_stack_default_prompts_are_byte_identical_to_the_recorded_ones(schema):
+    recorded = RENDERED[schema]["stacks"]
+    obs = RENDERED[schema]["observation"]
+    assert prompts.messages_for(obs, None) == prompts.default_messages(obs) == recorded["single"]
+    assert prompts.messages_for(obs, 5) == prompts.agent_messages(obs, 5) == recorded["agent"]
+    assert prompts.fenced_prompt(prompts.default_messages(obs)) == recorded["trl_dataset_plain"]
+    assert prompts.TOOLS_AGENT_SYSTEM_PROMPT == recorded["trl_env_agent_system"]
+    assert prompts.TOOLS_ANSWER_SYSTEM_PROMPT == recorded["trl_env_answer_system"]
+
+
+def test_the_recorded_observation_is_the_envs():
+    import gymnasium as gym
+
+    import sqlenv  # noqa: F401 -- registers TextToSQL-v0
+
+    for schema in ("tables", "flat"):
+        env = gym.make("sqlenv:TextToSQL-v0", schema=schema).unwrapped
+        try:
+            assert env.observation_for(0) == RENDERED[schema]["observation"], schema
+        finally:
+            env.close()
+
+
+def test_the_trainer_and_the_stacks_prompts_differ_on_purpose():
+    obs = RENDERED["tables"]["observation"]
+    trainer, stack = build_messages(obs, 0), prompts.default_messages(obs)
+    assert "athlete" in trainer[0]["content"] and "athlete" not in stack[0]["content"]
+    assert obs["schema"].strip() in trainer[0]["content"] and obs["schema"] in stack[1]["content"]
+    assert prompts.SYSTEM_PROMPT != prompts.DEFAULT_SYSTEM_PROMPT
+
+
+def test_agents_prompts_is_the_sqlenv_module():
+    from agents import prompts as agent_prompts
+
+    assert all(getattr(agent_prompts, name) is getattr(prompts, name) for name in prompts.__all__)

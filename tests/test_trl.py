@@ -209,6 +209,22 @@ def test_to_trl_dataset(spider_dev):
     assert custom[0]["prompt"] == f"Q: {spider_dev[0].question}"
 
 
+
+@pytest.mark.parametrize("schema", ["tables", "flat"])
+def test_to_trl_dataset_prompts_are_the_recorded_ones(schema):
+    pytest.importorskip("datasets")
+    from test_prompts import RENDERED
+
+    from sqlenv import prompts
+    from sqlenv.integrations import trl
+
+    generated = load_dataset("generated", split="train", schema=schema)
+    recorded = RENDERED[schema]["stacks"]
+    assert trl.to_trl_dataset(generated, indices=[0])[0]["prompt"] == recorded["single"]
+    plain = trl.to_trl_dataset(generated, indices=[0], conversational=False)
+    assert plain[0]["prompt"] == recorded["trl_dataset_plain"]
+    assert trl.SYSTEM_PROMPT is prompts.DEFAULT_SYSTEM_PROMPT and trl.default_messages is prompts.default_messages
+
 # ---------------------------------------------------------------------- one GRPO step with TRL
 @pytest.mark.slow
 def test_trl_grpo_example_runs_one_step(tmp_path):

@@ -214,6 +214,23 @@ def test_reward_function_reads_the_environments(cities):
         reward(["c"], environments=envs)
 
 
+
+@pytest.mark.parametrize("multi_turn", [True, False])
+def test_prompts_are_the_recorded_ones(multi_turn):
+    pytest.importorskip("datasets")
+    from test_prompts import RENDERED
+
+    recorded = RENDERED["tables"]["stacks"]
+    factory = SQLEnvironmentFactory("generated", split="train", multi_turn=multi_turn)
+    env = factory()
+    try:
+        assert env.reset(index=0) == recorded["single"][1]["content"]
+    finally:
+        env.env.close()
+    system = recorded["trl_env_agent_system" if multi_turn else "trl_env_answer_system"]
+    assert factory.train_dataset(indices=[0])[0]["prompt"] == [{"role": "system", "content": system},
+                                                               {"role": "user", "content": ""}]
+
 def test_example_help():
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--help"],
                           capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ Importing this module registers two ids with ``skyrl_gym`` (``pip install 'sqlen
 | ``sqlenv`` / ``sqlenv_agent`` | ``TextToSQL-v0`` / ``TextToSQLAgent-v0`` (``gym.make``) |
 | ``env_config`` (SkyRL's ``environment.skyrl_gym.<id>``) | the env's constructor keywords (``dataset``, ``split``, ``reward``, ``max_turns``, ...) |
 | ``extras["extra_info"]["index"]`` (or ``extras["index"]``) | ``reset(options={"index": i})``: the question |
-| ``init(prompt)`` | ``reset``; returns ``prompt`` when given, else the observation as chat messages |
+| ``init(prompt)`` | ``reset``; returns ``prompt`` when given, else ``sqlenv.prompts.messages_for`` of the observation |
 | ``step(text)`` | ``step``: the SQL extracted from the text (single-step), or the move itself (agent) |
 | ``observations`` | ``[]`` when done, else the newest transcript entry as a user message |
 | ``done`` / ``reward`` / ``metadata`` | ``terminated or truncated`` / the step's reward / the step's ``info`` |
@@ -28,8 +28,8 @@ from typing import Any
 import gymnasium as gym
 
 import sqlenv
-from sqlenv.integrations._chat import latest_turn, messages_for
 from sqlenv.completion import completion_text, extract_sql
+from sqlenv.prompts import latest_turn, messages_for
 
 try:
     import skyrl_gym

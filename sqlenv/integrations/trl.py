@@ -21,7 +21,9 @@ presets): the environment, the trainer and a TRL run give identical rewards and 
 
 :func:`to_trl_dataset` builds the ``datasets.Dataset`` TRL expects: a ``prompt`` column (chat
 messages by default, or a plain string) with the schema, sample rows and question of each example,
-plus ``index``, ``id``, ``db_path``, ``question``, ``gold_sql`` and ``answer`` columns.
+plus ``index``, ``id``, ``db_path``, ``question``, ``gold_sql`` and ``answer`` columns. The prompt
+texts are the stacks' defaults of :mod:`sqlenv.prompts` (``SYSTEM_PROMPT`` here is its
+``DEFAULT_SYSTEM_PROMPT``, ``default_messages`` its function), shared with verifiers and SkyRL.
 """
 
 from __future__ import annotations
@@ -32,13 +34,9 @@ from typing import Any, Callable, Sequence
 from sqlenv.completion import completion_text, extract_sql
 from sqlenv.datasets import Dataset, Example
 from sqlenv.env import TextToSQLEnv
+from sqlenv.prompts import DEFAULT_SYSTEM_PROMPT as SYSTEM_PROMPT
+from sqlenv.prompts import default_messages, fenced_prompt
 from sqlenv.rewards import reward_preset
-
-SYSTEM_PROMPT = (
-    "You are an expert in SQLite. Given a database schema, a few sample rows and a question, "
-    "write one SQLite query that answers the question. Reply with the query in a ```sql code block."
-)
-USER_TEMPLATE = "Database schema:\n{schema}\n\n{sample_block}Question: {question}"
 
 __all__ = [
     "SQLReward",
@@ -162,19 +160,6 @@ class SQLReward:
 
 
 # ---------------------------------------------------------------------- the prompt dataset
-def default_messages(
-    observation: dict[str, str], system_prompt: str = SYSTEM_PROMPT
-) -> list[dict[str, str]]:
-    """Chat messages for one observation: a system prompt and a user turn with schema, rows and question."""
-    rows = observation.get("sample_rows") or ""
-    user = USER_TEMPLATE.format(
-        schema=observation["schema"],
-        question=observation["question"],
-        sample_block=f"Sample rows:\n{rows}\n\n" if rows else "",
-    )
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
-
-
 def to_trl_dataset(
     dataset: Dataset,
     *,
@@ -189,7 +174,8 @@ def to_trl_dataset(
     Columns: ``prompt`` (chat messages, or with ``conversational=False`` one string ending in an
     opened ```sql fence), ``index``, ``id``, ``db_path``, ``question``, ``gold_sql`` (``""`` when
     none) and ``answer``. ``prompt_fn(observation, example)`` replaces the default prompt (return
-    messages or a string; e.g. ``lambda obs, ex: agents.prompts.build_messages(obs, 2)``); the
+    messages or a string; e.g. ``lambda obs, ex: sqlenv.prompts.build_messages(obs, 2)``, the
+    trainer's prompt); the
     observation is the environment's: ``{"question", "schema", "sample_rows"}``.
     """
     try:
@@ -214,11 +200,7 @@ def to_trl_dataset(
             prompt = prompt_fn(observation, example)
         else:
             messages = default_messages(observation, system_prompt)
-            prompt = (
-                messages
-                if conversational
-                else (f"{messages[0]['content']}\n\n{messages[1]['content']}\n\n```sql\n")
-            )
+            prompt = messages if conversational else fenced_prompt(messages)
         rows["prompt"].append(prompt)
         rows["index"].append(int(i))
         rows["id"].append(example.id)

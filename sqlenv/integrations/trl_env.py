@@ -28,9 +28,11 @@ What maps to what:
   gives when the turns run out). The classes define no ``get_reward``, so the reward is counted once.
 
 The adapter keeps no SQL, budget or scoring logic: it formats the env's observation as the user turn
-and turns tool calls into env steps. A tool's ``query`` goes through
-:func:`sqlenv.completion.extract_sql`, the extractor of every other path (a query in which it finds
-no SQL is run as written). Tool calls never raise: bad SQL comes back as error text.
+(:func:`sqlenv.prompts.user_message`, the other stacks' user turn; the system prompts are
+``sqlenv.prompts.TOOLS_AGENT_SYSTEM_PROMPT`` and ``TOOLS_ANSWER_SYSTEM_PROMPT``) and turns tool calls
+into env steps. A tool's ``query`` goes through :func:`sqlenv.completion.extract_sql`, the extractor
+of every other path (a query in which it finds no SQL is run as written). Tool calls never raise: bad
+SQL comes back as error text.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from sqlenv.completion import extract_sql
 from sqlenv.datasets import Dataset
 from sqlenv.env import TextToSQLEnv
 from sqlenv.executor import ExecutionResult
-from sqlenv.integrations.trl import USER_TEMPLATE
+from sqlenv.prompts import TOOLS_ANSWER_SYSTEM_PROMPT as ANSWER_SYSTEM_PROMPT
+from sqlenv.prompts import TOOLS_AGENT_SYSTEM_PROMPT as AGENT_SYSTEM_PROMPT
+from sqlenv.prompts import user_message
 from sqlenv.rewards import reward as compute_reward
 
 __all__ = [
@@ -57,15 +61,6 @@ __all__ = [
     "to_trl_env_dataset",
 ]
 
-AGENT_SYSTEM_PROMPT = (
-    "You are an expert in SQLite. Answer the user's question about the database below. Call run_sql to "
-    "explore the data (it returns the result rows or the error), then call submit_answer once with the "
-    "single SQLite query whose result answers the question. Only the submitted query is scored."
-)
-ANSWER_SYSTEM_PROMPT = (
-    "You are an expert in SQLite. Answer the user's question about the database below: call "
-    "submit_answer once with the single SQLite query whose result answers the question."
-)
 #: What ``submit_answer`` returns in single-step mode (the agent env's own text for its answer move).
 SUBMITTED = "Answer submitted."
 ENDED = "The episode has ended: an answer was already submitted or the turns ran out. Stop here."
@@ -112,11 +107,7 @@ class _SQLTools:
             )
         observation, _ = self.env.reset(options={"index": index})
         self.info, self.sql_calls, self._return, self._done, self._index = None, 0, 0.0, False, index
-        return USER_TEMPLATE.format(
-            schema=observation["schema"],
-            question=observation["question"],
-            sample_block=f"Sample rows:\n{observation['sample_rows']}\n\n" if observation["sample_rows"] else "",
-        )
+        return user_message(observation)
 
     # Properties, not methods: TRL turns every public method into a tool.
     @property

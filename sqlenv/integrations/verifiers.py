@@ -6,7 +6,7 @@ question) played by an agent seat (harness x model); the task's ``@vf.reward`` m
 | verifiers | sqlenv |
 | --- | --- |
 | ``SQLTaskset`` (``SQLTasksetConfig``: ``env``, ``limit``, the env's arguments) | the questions |
-| ``SQLTask.data.prompt`` | the reset observation as chat messages (schema, sample rows, question) |
+| ``SQLTask.data.prompt`` | the reset observation as the stacks' default chat messages (``sqlenv.prompts``) |
 | ``@vf.reward sqlenv`` (weight 1) | the return of the rollout's Gymnasium env |
 | ``@vf.metric executed``, ``correct``, ``f1`` (logged, not rewarded) | the final step's ``info`` |
 | ``@vf.stop`` | ``terminated or truncated``: one reply (single-step), or an ``<answer>`` / ``max_turns`` replies |
@@ -46,8 +46,8 @@ from typing import Any
 import gymnasium as gym
 
 import sqlenv
-from sqlenv.integrations._chat import latest_turn, messages_for
 from sqlenv.completion import extract_sql
+from sqlenv.prompts import latest_turn, messages_for
 
 try:
     import verifiers.v1 as vf
