@@ -1,5 +1,7 @@
 """From a model's completion to the SQL the env scores: the one extractor every path uses.
 
+The other half of the text protocol, what the model reads before it writes, is :mod:`sqlenv.prompts`.
+
 The trainer (``agents.policy``), the TRL reward (:mod:`sqlenv.integrations.trl`), verifiers and
 SkyRL all call :func:`extract_sql`, so one completion becomes the same query everywhere. The rules,
 in order (the first that finds a query wins)::
