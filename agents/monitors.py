@@ -4,7 +4,8 @@ Each monitor is a share of all the records given (so the shares of one batch can
 with its accuracy and failing share); a record is one scored query, as the env's ``info`` or
 ``benchmarks/evaluate.py``'s per-question record carries it: ``sql``, ``error`` (None when it
 executed), ``prediction`` (its result as an answer string, rows joined by ", "), ``answer`` (the
-gold), and ``question`` (its text; ``index`` stands in as the question's identity when it is missing).
+gold), ``question`` (its text; ``index`` stands in as the question's identity when it is missing) and
+``reads_table`` (the env's: False when the query read no table of the database).
 
 ==================  ======================================================================================
 ``floor``           executed queries whose answer is a constant floor: ``0``, empty, ``None`` (a count
@@ -22,6 +23,10 @@ gold), and ``question`` (its text; ``index`` stands in as the question's identit
 ``example_entity``  queries naming an entity of the prompt's worked examples (``agents/prompts.py``:
                     "Anna Berg") that the question does not name
 ``list_for_one``    executed queries returning more than one value where the gold is one value
+``literal``         queries that answered without reading any table of the database (``SELECT '16'``,
+                    ``SELECT 0``, a CTE of constants: ``reads_table`` False, :mod:`sqlenv.literal`),
+                    also when the env scored them as unanswered (error ``literal``); a record without
+                    ``reads_table`` (one written before the field existed) counts as reading a table
 ==================  ======================================================================================
 
 Nothing here imports torch; the worked examples' entity names are read from ``agents.prompts``.
@@ -34,8 +39,16 @@ from collections import Counter, defaultdict
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
+from sqlenv.literal import LITERAL
 from sqlenv.matching import is_floor_answer
 
+#: Every monitor, with its label in a report's table: ``monitor_metrics`` (the trainer's metrics) reports each.
+LABELS = {"floor": "Floor answers (0, empty, None)", "floor_text": "Floor answers where the gold is not a number",
+          "floor_gold": "Gold is a floor answer", "repeated": "Query repeated across questions",
+          "top_template": "Most frequent template", "example_entity": "Names a worked example's entity",
+          "list_for_one": "List where one value asked", "literal": "Reads no table (literal answer)"}
+#: The monitors ``benchmarks/evaluate.py``'s table lists with labels of its own; ``literal`` joins them once that
+#: table reads :data:`LABELS` (issue 23), until then it is in ``collapse_monitors`` and the metrics only.
 MONITORS = ("floor", "floor_text", "floor_gold", "repeated", "top_template", "example_entity", "list_for_one")
 
 # The worked examples name their athlete in the athlete column (flat schema) or Athlete.name (tables).
@@ -99,7 +112,7 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
     entities = tuple(example_entities() if entities is None else entities)
     n = len(records)
     if not n:
-        return {**{name: 0.0 for name in MONITORS}, "top_template_sql": ""}
+        return {**{name: 0.0 for name in LABELS}, "top_template_sql": ""}
     executed = [r.get("error") is None for r in records]
     questions = [_question_key(r, i) for i, r in enumerate(records)]
 
@@ -120,6 +133,7 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
     entity = sum(_names_example_entity(r, entities) for r in records)
     list_for_one = sum(ok and len(answer_items(r.get("prediction"))) > 1 and len(answer_items(r.get("answer"))) == 1
                        for ok, r in zip(executed, records))
+    literal = sum(r.get("reads_table") is False and r.get("error") in (None, LITERAL) for r in records)
     return {
         "floor": floor / n,
         "floor_text": floor_text / n,
@@ -128,6 +142,7 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
         "top_template": (templates[top] / n) if top else 0.0,
         "example_entity": entity / n,
         "list_for_one": list_for_one / n,
+        "literal": literal / n,
         "top_template_sql": top,
     }
 
@@ -135,7 +150,7 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
 def monitor_metrics(prefix: str, records: Sequence[dict], entities: Iterable[str] | None = None) -> dict[str, float]:
     """:func:`collapse_monitors` as flat metrics ``<prefix>/collapse/<name>`` (the shares only)."""
     found = collapse_monitors(records, entities)
-    return {f"{prefix}/collapse/{name}": float(found[name]) for name in MONITORS}
+    return {f"{prefix}/collapse/{name}": float(found[name]) for name in LABELS}
 
 
 def with_questions(infos: Sequence[dict], env) -> list[dict]:

@@ -7,7 +7,7 @@ import pytest
 
 from agents import prompts
 from agents.monitors import (
-    MONITORS, answer_items, collapse_monitors, example_entities, monitor_metrics, normalize_sql, sql_template,
+    LABELS, MONITORS, answer_items, collapse_monitors, example_entities, monitor_metrics, normalize_sql, sql_template,
     with_questions)
 
 Q1 = "How many gold medals did Ivo Kent win?"
@@ -83,9 +83,10 @@ def test_entities_come_from_the_worked_examples():
 
 
 def test_empty_batch_and_flat_metrics():
-    assert collapse_monitors([]) == {**{name: 0.0 for name in MONITORS}, "top_template_sql": ""}
+    assert collapse_monitors([]) == {**{name: 0.0 for name in LABELS}, "top_template_sql": ""}
     flat = monitor_metrics("eval", RECORDS, entities=("Anna Berg",))
-    assert sorted(flat) == sorted(f"eval/collapse/{name}" for name in MONITORS)
+    assert sorted(flat) == sorted(f"eval/collapse/{name}" for name in LABELS)
+    assert set(MONITORS) <= set(LABELS)
     assert flat["eval/collapse/floor"] == pytest.approx(0.75)
 
 
@@ -127,3 +128,28 @@ def test_curves_draw_the_collapse_panels(tmp_path):
     assert tuple(f"train/collapse/{m}" for m in curves.COLLAPSE) in panels
     assert tuple(f"eval/collapse/{m}" for m in curves.COLLAPSE) in panels
     assert curves.plot_curves(path, tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_literal_counted_by_hand():
+    records = [dict(rec(Q1, "SELECT 3", "3", "3"), reads_table=False),                          # literal
+               dict(rec(Q2, "SELECT 2011", "", "2011", error="literal"), reads_table=False),     # literal, scored as none
+               dict(rec(Q3, "SELECT location FROM Medals", "Oslo", "Oslo"), reads_table=True),
+               dict(rec(Q4, "SELEC 'No'", "", "No", error="syntax"), reads_table=False),         # failed: no answer
+               rec(Q4, "SELECT 'No'", "No", "No")]                                                # no field: reads
+    m = collapse_monitors(records, entities=())
+    assert m["literal"] == pytest.approx(2 / 5)
+    assert monitor_metrics("train", records, entities=())["train/collapse/literal"] == pytest.approx(2 / 5)
+
+
+@pytest.mark.parametrize("literal_answers", ["score", "unanswered"])
+def test_literal_from_the_envs_info(literal_answers):
+    from sqlenv.env import TextToSQLEnv
+
+    env = TextToSQLEnv(split="dev", literal_answers=literal_answers)
+    i = next(k for k, ex in enumerate(env.dataset) if ex.gold_sql)
+    env.reset(options={"index": i})
+    sqls = [env.example(i).gold_sql, "SELECT 0", "WITH c(x) AS (SELECT 1) SELECT x FROM c", "SELEC 0",
+            "SELECT COUNT(*) FROM Medal", "SELECT 'FROM Medal'"]
+    records = with_questions([info for _, info in env.score_group(sqls)], env)
+    assert collapse_monitors(records, entities=())["literal"] == pytest.approx(3 / 6)
+    env.close()
