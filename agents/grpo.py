@@ -44,8 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-SCALE_REWARDS = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "dr_grpo")
+from agents.grpo_choices import LOSS_TYPES, SCALE_REWARDS
 
 
 def _grouped(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:

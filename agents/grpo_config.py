@@ -9,11 +9,12 @@ whose message names the flag; the script turns it into exit status 2.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from agents import grpo
 from agents.cli import ConfigError, bad, dataclass_parser
+from agents.grpo_choices import LOSS_TYPES, SCALE_REWARDS
 from sqlenv.rewards import REWARD_PRESETS, preset_help, reward_preset
 
 SCHEMAS = ("tables", "flat")
@@ -124,7 +125,8 @@ class Config:
     scale_rewards: str = "batch"
     """Advantage scaling: "batch" (divide by the batch's std), "group" (by the group's std) or "none"."""
     loss_type: str = "dr_grpo"
-    """Aggregation: "grpo" (token mean per sequence, then mean) or "dr_grpo" (token sum / (N * max_completion_length))."""
+    """Aggregation: "grpo" (token mean per sequence, then mean) or "dr_grpo" (token sum / (N *
+    max_completion_length))."""
     skip_zero_std: bool = True
     """Dynamic filtering: leave groups whose rewards are all equal out of the update (they have advantage 0)."""
     drop_unsolved_groups: bool = False
@@ -168,8 +170,8 @@ class Config:
         except ValueError:
             bad("reward", self.reward, f"must be one of {', '.join(REWARDS)}")
         for name, choices in (("schema", SCHEMAS), ("preset", PRESET_NAMES),
-                              ("dtype", DTYPES), ("scale_rewards", grpo.SCALE_REWARDS),
-                              ("loss_type", grpo.LOSS_TYPES)):
+                              ("dtype", DTYPES), ("scale_rewards", SCALE_REWARDS),
+                              ("loss_type", LOSS_TYPES)):
             if getattr(self, name) not in choices:
                 bad(name, getattr(self, name), f"must be one of {', '.join(choices)}")
         for name in ("lora_r", "lora_alpha", "max_completion_length", "batch_size", "micro_batch_size",

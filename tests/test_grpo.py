@@ -1,12 +1,17 @@
-"""agents/grpo.py against numbers computed by hand."""
+"""agents/grpo.py against numbers computed by hand; its switches' values (agents/grpo_choices.py) stay torch-free."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from agents import grpo  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # two groups of G=4
 
@@ -214,3 +219,32 @@ def test_grpo_loss_scales_each_token_by_its_importance_weight():
     assert metrics["is_weight_mean"] == pytest.approx(1.25)
     loss.backward()
     torch.testing.assert_close(logp.grad, torch.tensor([[-0.25, -1.0]]))
+
+
+# --- the switches' values, without torch (agents/grpo_choices.py) -----------------------------------
+
+def test_trainer_config_and_its_help_import_no_torch():
+    """agents.grpo_config checks scale_rewards and loss_type against agents.grpo_choices, not agents.grpo."""
+    code = ("import contextlib, io, sys\n"
+            "import agents.grpo_config as config\n"
+            "assert 'torch' not in sys.modules, 'importing agents.grpo_config imported torch'\n"
+            "config.make_config(scale_rewards='none', loss_type='grpo')\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+            "    config.parse_config(['--help'])\n"
+            "assert '--loss-type' in out.getvalue(), out.getvalue()\n"
+            "assert 'torch' not in sys.modules, 'parsing --help imported torch'\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+
+
+def test_config_accepts_exactly_the_choices_grpo_implements():
+    from agents.cli import ConfigError
+    from agents.grpo_config import make_config
+
+    for scale in grpo.SCALE_REWARDS:
+        assert make_config(scale_rewards=scale).scale_rewards == scale
+    for loss_type in grpo.LOSS_TYPES:
+        assert make_config(loss_type=loss_type).loss_type == loss_type
+    with pytest.raises(ConfigError, match=r"loss_type='bnpo' \(--loss-type\) must be one of grpo, dr_grpo"):
+        make_config(loss_type="bnpo")
