@@ -60,8 +60,8 @@ What is covered:
   idle one (of any Executor; never one running a query) is closed before another is opened, so no
   number of envs can exhaust the descriptors; the other half of the limit is headroom for sockets,
   pipes, workers, SQLite's temporary files and the short-lived connections that describe or build a
-  database (`open_connection`, used by sqlenv.infobox and sqlenv.schema). `max_connections` stays a
-  per-Executor cap.
+  database. The budget and the host-fault rules below live in `sqlenv.connections` (re-exported
+  here). `max_connections` stays a per-Executor cap.
 - Host faults raise `HostError` (message: the action, the database path and the cause), never a
   result: opening a database that fails for want of descriptors or memory (EMFILE, ENFILE, ENOMEM,
   SQLite's "unable to open database file") is retried once after closing every idle cached
@@ -103,7 +103,6 @@ What is not covered:
 from __future__ import annotations
 
 import collections
-import errno
 import marshal
 import math
 import os
@@ -119,10 +118,27 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain
 
-try:
-    import resource
-except ImportError:  # not on this platform: no descriptor limit to read
-    resource = None
+if __package__:
+    from sqlenv import connections
+else:  # loaded by file path in a worker process (sqlenv/_worker.py): load the sibling the same way,
+    # so a worker still imports nothing of sqlenv/__init__.py
+    import importlib.util
+
+    _here = os.path.dirname(os.path.abspath(__file__))
+    _spec = importlib.util.spec_from_file_location(
+        "_sqlenv_worker_connections", os.path.join(_here, "connections.py")
+    )
+    connections = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = connections
+    _spec.loader.exec_module(connections)
+
+# The process-wide connection budget and host faults live in sqlenv.connections; re-exported here.
+BUDGET_ENV = connections.BUDGET_ENV
+HostError = connections.HostError
+connection_budget = connections.connection_budget
+free_idle_connections = connections.free_idle_connections
+open_connection = connections.open_connection
+retry_host_fault = connections.retry_host_fault
 
 __all__ = [
     "ERROR_KINDS",
@@ -388,6 +404,10 @@ _LIMITS = (  # (limit, value or a function of the config). Generous where real s
 
 
 def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
+    """A hardened connection for untrusted SQL. Not `connections.connect_readonly` (the describe path's
+    `mode=ro`): `immutable=1` takes no locks and creates nothing beside the file, which is safe only
+    because this connection is cached and `_entry` stats the file before every query to reopen a
+    replaced one; then the limits, authorizer, progress handler and safe printf."""
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
     conn = sqlite3.connect(
         uri, uri=True, isolation_level=None, check_same_thread=False, cached_statements=256
@@ -426,277 +446,6 @@ def _open(path: str, identity: tuple, config: ExecutorConfig) -> _Entry:
         conn.close()
         raise
 
-
-# --------------------------------------------------------------------------- host faults
-
-
-class HostError(RuntimeError):
-    """A fault of the host, not of the query: a database that cannot be opened (missing, not a
-    database, unreadable), no file descriptors, no memory, no room for SQLite's temporary files.
-    Never an ExecutionResult, never scored. `path`: the database; `cause`: what went wrong."""
-
-    def __init__(self, message: str, path: str = "", cause: str = ""):
-        super().__init__(message)
-        self.path = path
-        self.cause = cause
-
-    def __reduce__(self):  # picklable with its fields (async vector envs send exceptions across)
-        return (type(self), (str(self), self.path, self.cause))
-
-
-# Messages of a query that failed for want of a resource of the host, not because of its SQL: SQLite
-# opens temporary files to sort or to materialise large intermediate results.
-_NOT_THE_QUERY = "A fault of the host, not of the query"
-_HOST_MESSAGES = ("unable to open database file", "disk i/o error", "database or disk is full")
-_TRANSIENT_ERRNOS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EAGAIN}
-)
-
-
-def _errno_cause(exc: OSError) -> str:
-    """A host fault's errno in words; EMFILE names the process's open-file limit."""
-    name = errno.errorcode.get(exc.errno, str(exc.errno))
-    if exc.errno == errno.EMFILE:
-        soft = _nofile_limit()
-        limit = "unlimited" if soft is None else str(soft)
-        return f"too many open files (EMFILE; the process's open-file limit is {limit})"
-    if exc.errno == errno.ENFILE:
-        return "the system's open-file table is full (ENFILE)"
-    if exc.errno == errno.ENOENT:
-        return "no such file (ENOENT)"
-    return f"{os.strerror(exc.errno).lower()} ({name})"
-
-
-def _probe(path: str | None) -> OSError | None:
-    """Open /dev/null, then `path`, read-only: the OSError saying why opening fails, or None."""
-    for target in (os.devnull, path):
-        if not target:
-            continue
-        try:
-            os.close(os.open(target, os.O_RDONLY))
-        except OSError as exc:
-            return exc
-    return None
-
-
-def _diagnose(exc: BaseException, path: str | None) -> tuple[str, bool]:
-    """(the cause of a failure to open or run, in words; whether a retry after freeing may help)"""
-    if isinstance(exc, MemoryError):
-        return "out of memory", True
-    if isinstance(exc, OSError) and exc.errno:
-        return _errno_cause(exc), exc.errno in _TRANSIENT_ERRNOS
-    message = str(exc) or type(exc).__name__
-    low = message.lower()
-    if "out of memory" in low:
-        return f"out of memory ({message})", True
-    if "not a database" in low or "malformed" in low:
-        return f"the file is not a usable SQLite database ({message})", False
-    probed = _probe(path)  # SQLite's "unable to open database file" says no more than that
-    if probed is not None and probed.errno:
-        return f"{_errno_cause(probed)}; SQLite said: {message}", probed.errno in _TRANSIENT_ERRNOS
-    return f"{message} (the file itself opens: no descriptor is missing)", True
-
-
-def _is_host_message(message: str) -> bool:
-    low = message.lower()
-    return any(needle in low for needle in _HOST_MESSAGES)
-
-
-def retry_host_fault(path, action: str, fn, keep=None, probe: bool = True):
-    """`fn()`, which opens, reads or builds the SQLite file `path`; if it fails for a reason of the
-    host, free the process's idle connections (all but `keep`, an `_Entry`) and call it once more;
-    if it fails again, or for a reason retrying cannot mend (a missing file, not a database), raise
-    HostError naming `action`, the path and the cause. Used for every SQLite file sqlenv opens
-    (`open_connection`). `probe=False` when `path` need not exist yet (building it): the cause is
-    then not looked up there."""
-    target = str(path) if probe else None
-    try:
-        return fn()
-    except HostError:
-        raise
-    except Exception as exc:
-        cause, transient = _diagnose(exc, target)
-        error = exc
-    note = ""
-    if transient:
-        freed = _BUDGET.free_idle(keep)
-        try:
-            return fn()
-        except HostError:
-            raise
-        except Exception as exc:
-            cause, _ = _diagnose(exc, target)
-            error = exc
-        note = f"; retried once after closing {freed} idle cached connection(s)"
-    message = f"{action} {str(path)!r}: {cause}{note}. {_NOT_THE_QUERY}"
-    raise HostError(message, str(path), cause) from error
-
-
-def open_connection(path, connect):
-    """A short-lived SQLite connection `connect()` to `path` (to describe or build a database),
-    opened within the process's connection budget (an idle cached connection is closed first if it
-    is full) and under `retry_host_fault`'s rule: a host fault raises HostError, never
-    sqlite3.OperationalError. The caller closes it."""
-    _BUDGET.make_room()
-    return retry_host_fault(path, "cannot open database", connect)
-
-
-# --------------------------------------------------------------------------- connection budget
-
-BUDGET_ENV = "SQLENV_CONNECTION_BUDGET"
-_NOFILE_CAP = 1 << 20  # what "unlimited" counts as
-
-
-def _nofile_limit() -> int | None:
-    """The process's soft RLIMIT_NOFILE (None: unlimited or unknown)."""
-    if resource is None:
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return None if soft == resource.RLIM_INFINITY or soft < 0 else soft
-
-
-def connection_budget() -> int:
-    """Connections all the process's Executors may keep open together: $SQLENV_CONNECTION_BUDGET if
-    set (a positive int), else half the soft RLIMIT_NOFILE less 16, at least 4 (1024 -> 496, 256 ->
-    112, 64 -> 16). The other half is headroom for sockets, pipes, worker processes, SQLite's
-    temporary files and the short-lived connections that describe or build databases. Read on every
-    open, so a limit changed at run time (`resource.setrlimit`) applies at once."""
-    value = os.environ.get(BUDGET_ENV)
-    if value:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number > 0:
-            return number
-    soft = _nofile_limit()
-    return max(4, min(soft or _NOFILE_CAP, _NOFILE_CAP) // 2 - 16)
-
-
-def free_idle_connections() -> int:
-    """Close every cached connection of every Executor in this process that is not running a query
-    (they reopen on next use). Returns how many were closed."""
-    return _BUDGET.free_idle()
-
-
-class _ConnectionBudget:
-    """The process-wide count of cached connections, kept within `connection_budget()`: before an
-    Executor opens one, the least recently used idle connection of any Executor is closed while the
-    count is at the budget. "Idle" means its Executor's lock could be taken without waiting (an
-    Executor holds it while it runs a query), so a running query's connection is never closed.
-    Locks: the budget's lock, then executors' locks only without blocking, so no deadlock. The count
-    is kept as connections enter and leave caches (O(1) per open); an Executor dropped unclosed is
-    discounted when it is collected, and a count that finds nothing to close is recounted."""
-
-    def __init__(self):
-        # Reentrant: `discount` runs from the garbage collector, which may fire while this thread
-        # holds it.
-        self.lock = threading.RLock()
-        self.executors: weakref.WeakSet = weakref.WeakSet()
-        self.open = 0  # connections in caches, plus opens admitted and not yet cached
-
-    def register(self, executor: Executor) -> None:
-        with self.lock:
-            self.executors.add(executor)
-        finalizer = weakref.finalize(executor, self.discount, executor._cache)
-        finalizer.atexit = False
-
-    def discount(self, cache) -> None:
-        """An Executor was collected: its cached connections close with it."""
-        with self.lock:
-            self.open = max(0, self.open - len(cache))
-
-    def admit(self) -> None:
-        """Make room for one connection an Executor is about to open, and count it."""
-        with self.lock:
-            self._make_room()
-            self.open += 1
-
-    def closed(self, count: int = 1) -> None:
-        """`count` connections left a cache (or an admitted open failed)."""
-        with self.lock:
-            self.open = max(0, self.open - count)
-
-    def make_room(self) -> None:
-        """Make room for one short-lived connection (not counted: it is closed right after use)."""
-        with self.lock:
-            self._make_room()
-
-    def _make_room(self) -> None:
-        pid = os.getpid()
-        budget = connection_budget()
-        while self.open >= budget:
-            if self._close_lru(pid):
-                self.open -= 1
-                continue
-            self.open = sum(len(ex._cache) for ex in list(self.executors) if ex._pid == pid)
-            break  # every cached connection is busy: open one more rather than fail
-
-    def _close_lru(self, pid: int) -> bool:
-        """Close the least recently used idle cached connection of any Executor (False: none is)."""
-        oldest, owner = None, None
-        for ex in list(self.executors):
-            if ex._pid != pid or not ex._cache or not ex._lock.acquire(blocking=False):
-                continue
-            try:
-                entry = next(iter(ex._cache.values()), None)
-                if entry is not None and (oldest is None or entry.used < oldest.used):
-                    oldest, owner = entry, ex
-            finally:
-                ex._lock.release()
-        if owner is None or not owner._lock.acquire(blocking=False):
-            return False
-        try:
-            if not owner._cache:
-                return False
-            _, entry = owner._cache.popitem(last=False)
-        finally:
-            owner._lock.release()
-        _close_quietly(entry.conn)
-        return True
-
-    def free_idle(self, keep=None) -> int:
-        """Close every idle cached connection of every Executor (but `keep`). Returns how many."""
-        closed = []
-        pid = os.getpid()
-        with self.lock:
-            for ex in list(self.executors):
-                if ex._pid != pid or not ex._lock.acquire(blocking=False):
-                    continue
-                try:
-                    for key, entry in list(ex._cache.items()):
-                        if entry is not keep:
-                            del ex._cache[key]
-                            closed.append(entry.conn)
-                finally:
-                    ex._lock.release()
-            self.open = max(0, self.open - len(closed))
-        for conn in closed:
-            _close_quietly(conn)
-        return len(closed)
-
-    def after_fork_in_child(self) -> None:
-        """The child's Executors forget the parent's connections and workers; every lock is new (a
-        lock another thread held at the fork would never be released in the child)."""
-        global _DEFAULT_LOCK
-        self.lock = threading.RLock()
-        self.open = 0
-        _DEFAULT_LOCK = threading.Lock()
-        for ex in list(self.executors):
-            ex._lock = threading.RLock()
-            ex._forget_after_fork()
-
-
-def _close_quietly(conn) -> None:
-    try:
-        conn.close()
-    except Exception:
-        pass
-
-
-_BUDGET = _ConnectionBudget()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_BUDGET.after_fork_in_child)
 
 
 _PRINTF_SPEC = re.compile(r"%[-+ 0#!,]*(\*|\d+)?(?:\.(\*|\d+))?l{0,2}(.)?", re.DOTALL)
@@ -791,7 +540,7 @@ class Executor:
         )
         # marshal bytes one value may take: SQLite's cap on a string or blob plus a little framing
         self._value_room = max(1, min(config.max_value_bytes, config.max_bytes)) + 16
-        _BUDGET.register(self)
+        connections.BUDGET.register(self)
 
     # -- public API
 
@@ -868,7 +617,7 @@ class Executor:
                 self._pool = None
             entries = list(self._cache.values())
             self._cache.clear()
-        _BUDGET.closed(len(entries))
+        connections.BUDGET.closed(len(entries))
         for entry in entries:
             try:
                 entry.conn.close()
@@ -932,7 +681,7 @@ class Executor:
                     if error == "other":
                         if message.startswith(_UNDECODABLE):
                             rows, columns, error, message = self._run_lenient(entry, sql)
-                        elif _is_host_message(message):
+                        elif connections.is_host_message(message):
                             rows, columns, error, message = self._rerun_host(entry, db_path, sql)
                     over_instructions = entry.ticks < 0
                 finally:
@@ -960,18 +709,18 @@ class Executor:
         def rerun():
             entry.ticks = self._ticks
             outcome = self._run(entry.conn, sql)
-            if outcome[2] == "other" and _is_host_message(outcome[3]):
+            if outcome[2] == "other" and connections.is_host_message(outcome[3]):
                 raise sqlite3.OperationalError(outcome[3])
             return outcome
 
-        freed = _BUDGET.free_idle(keep=entry)
+        freed = connections.BUDGET.free_idle(keep=entry)
         try:
             return rerun()
         except sqlite3.OperationalError as exc:
-            cause, _ = _diagnose(exc, None)
+            cause, _ = connections.diagnose(exc, None)
             message = (
                 f"a query on {str(db_path)!r} failed: {cause}; retried once after closing {freed} "
-                f"idle cached connection(s). {_NOT_THE_QUERY}"
+                f"idle cached connection(s). {connections.NOT_THE_QUERY}"
             )
             raise HostError(message, os.fspath(db_path), cause) from exc
 
@@ -1063,34 +812,31 @@ class Executor:
         except (TypeError, ValueError) as exc:  # not a path at all: the caller's mistake
             return f"cannot open database {db_path!r}: {exc}"
         except OSError as exc:  # stat needs no descriptor: retrying could not help
-            cause = _errno_cause(exc) if exc.errno else str(exc)
-            message = f"cannot open database {key!r}: {cause}. {_NOT_THE_QUERY}"
-            raise HostError(message, key, cause) from exc
+            cause = connections.errno_cause(exc) if exc.errno else str(exc)
+            raise connections.cannot_open(key, cause) from exc
         if entry is not None:
             if entry.identity == (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns):
                 cache.move_to_end(key)
                 return entry
             del cache[key]  # the file was replaced or changed: reopen
             entry.conn.close()
-            _BUDGET.closed()
+            connections.BUDGET.closed()
         if not stat.S_ISREG(st.st_mode):
-            cause = "not a regular file (a directory or a device)"
-            message = f"cannot open database {key!r}: {cause}. {_NOT_THE_QUERY}"
-            raise HostError(message, key, cause)
+            raise connections.cannot_open(key, connections.NOT_A_FILE)
         identity = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-        _BUDGET.admit()
+        connections.BUDGET.admit()
         try:
             entry = retry_host_fault(
                 key, "cannot open database", lambda: _open(key, identity, self.config)
             )
         except BaseException:
-            _BUDGET.closed()
+            connections.BUDGET.closed()
             raise
         cache[key] = entry
         while len(cache) > self.config.max_connections:
             _, old = cache.popitem(last=False)
             old.conn.close()
-            _BUDGET.closed()
+            connections.BUDGET.closed()
         return entry
 
     def _forget_after_fork(self) -> None:
@@ -1120,6 +866,16 @@ _HOST_KIND = "host"  # a worker's answer for a query that met a host fault (neve
 
 _DEFAULT_EXECUTORS: dict = {}
 _DEFAULT_LOCK = threading.Lock()
+
+
+def _new_default_lock_in_child() -> None:
+    """A forked child gets a new lock (one another thread held at the fork would never be released)."""
+    global _DEFAULT_LOCK
+    _DEFAULT_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_default_lock_in_child)
 
 
 def execute(db_path, sql, **config_kwargs) -> ExecutionResult:

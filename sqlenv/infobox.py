@@ -28,7 +28,8 @@ Two schemas are built (``SCHEMAS``):
 
 Databases are cached on disk per distinct (context, schema, ``BUILDER_VERSION``) under
 ``cache_dir()/db`` and written atomically (temporary file, then ``os.replace``), so concurrent
-processes never see a half-built file; an in-process dict skips even the ``stat``.
+processes never see a half-built file; an in-process dict skips even the ``stat``. Their
+observation text comes from the one schema describer, :func:`sqlenv.schema.describe` (``verbatim``).
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from sqlenv.cache import cache_dir
+from sqlenv.connections import BUDGET, retry_host_fault
 
 __all__ = [
     "BUILDER_VERSION", "MEDAL_TYPES", "SCHEMAS", "Infobox", "Medal", "build_database", "context_key",
-    "database_for_context", "parse_infobox", "sample_rows", "schema_sql",
+    "database_for_context", "parse_infobox",
 ]
 
 SCHEMAS = ("tables", "flat")
@@ -345,61 +347,6 @@ def _build_within_budget(context: str, path: Path, schema: str) -> None:
     """build_database with room made in the process's connection budget; a host fault (no
     descriptors, no memory, a full disk) is retried once after closing idle connections, then raises
     HostError."""
-    from sqlenv.executor import _BUDGET, retry_host_fault
-
-    _BUDGET.make_room()
+    BUDGET.make_room()
     retry_host_fault(path, "cannot build database", lambda: build_database(context, path, schema),
                      probe=False)
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Describing a database (for the observation)
-# ---------------------------------------------------------------------------------------------
-
-def _read(path: str | os.PathLike, read):
-    """``read(conn)`` on a short-lived read-only connection opened within the process's connection
-    budget. Any failure to open or read the file raises :class:`sqlenv.executor.HostError` naming
-    the file and the cause (retried once after closing idle connections where that could help),
-    never a ``sqlite3`` error: a database that cannot be described is a fault of the host."""
-    from sqlenv.executor import _BUDGET, retry_host_fault
-
-    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-
-    def attempt():
-        conn = sqlite3.connect(uri, uri=True)
-        try:
-            return read(conn)
-        finally:
-            conn.close()
-
-    _BUDGET.make_room()
-    return retry_host_fault(path, "cannot read database", attempt)
-
-
-def _tables(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    return conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' "
-                        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid").fetchall()
-
-
-def schema_sql(path: str | os.PathLike) -> str:
-    """The ``CREATE TABLE`` statements of the database at ``path``, separated by blank lines."""
-    return _read(path, lambda conn: "\n\n".join(f"{sql.strip()};" for _, sql in _tables(conn)))
-
-
-def sample_rows(path: str | os.PathLike, n: int = 3) -> str:
-    """Up to ``n`` rows of each table as ``Table: col | col`` blocks; ``""`` when ``n <= 0``."""
-    if n <= 0:
-        return ""
-    return _read(path, lambda conn: _sample_blocks(conn, n))
-
-
-def _sample_blocks(conn: sqlite3.Connection, n: int) -> str:
-    blocks = []
-    for name, _ in _tables(conn):
-        cursor = conn.execute(f'SELECT * FROM "{name}" LIMIT ?', (n,))
-        header = " | ".join(d[0] for d in cursor.description)
-        rows = [" | ".join("NULL" if v is None else str(v) for v in row)
-                for row in cursor.fetchall()]
-        blocks.append("\n".join([f"{name}: {header}", *rows]))
-    return "\n\n".join(blocks)

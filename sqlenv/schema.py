@@ -1,4 +1,4 @@
-"""Schema text of a real SQLite database (Spider, BIRD, your own) for the observation.
+"""Schema text of a SQLite database for the observation: the one describer of every dataset.
 
 :func:`describe` returns the two observation texts, ``(schema, sample_rows)``:
 
@@ -6,7 +6,8 @@
   (so column types, primary keys and ``FOREIGN KEY ... REFERENCES`` clauses are kept), plus a
   ``-- foreign keys:`` comment for any declared foreign key the statement text does not show.
 * ``sample_rows``: up to ``n`` rows of each table as ``table: col | col`` blocks (long values
-  cut to :data:`MAX_VALUE_CHARS`).
+  cut to :data:`MAX_VALUE_CHARS`). ``verbatim=True`` keeps values as they are and shows an empty
+  table's header: the TempTabQA-C and generated datasets' format (``Dataset.describe``, no budget).
 
 Large schemas (BIRD has tables with 100+ columns) are cut to a token budget, where a token is
 approximated as 4 characters. Whole tables are kept or dropped, never cut in half: sample rows
@@ -19,8 +20,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from sqlenv.connections import connect_readonly, is_host_message, retry_host_fault
 
 #: Default budget of :func:`describe`, in approximate tokens (4 characters each).
 DEFAULT_MAX_TOKENS = 4_000
@@ -38,37 +40,23 @@ def approx_tokens(text: str) -> int:
 class Table:
     name: str
     create_sql: str
-    sample: str  # "" when no rows were asked for or the table is empty
+    sample: str  # "" when no rows were asked for or the table is empty (verbatim: its header line)
 
 
-def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
-    """A read-only connection (``mode=ro``) to an existing SQLite file, opened within the process's
-    connection budget (:func:`sqlenv.executor.open_connection`: a host fault such as no descriptors
-    raises :class:`~sqlenv.executor.HostError`)."""
-    from sqlenv.executor import open_connection
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no SQLite database at {str(path)!r}")
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    conn = open_connection(path, lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
-    conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
-    return conn
-
-
-def tables(path: str | os.PathLike, sample_rows: int = 0) -> list[Table]:
+def tables(path: str | os.PathLike, sample_rows: int = 0, *, verbatim: bool = False) -> list[Table]:
     """Every user table of the database (``sqlite_master`` order), with ``sample_rows`` rows each.
 
-    A missing file raises FileNotFoundError; any other failure to open or read it (not a database,
-    no descriptors) raises :class:`sqlenv.executor.HostError` naming the file and the cause."""
-    from sqlenv.executor import retry_host_fault
+    ``verbatim``: sample values as ``str(value)`` (``NULL`` for None), never cut or re-spaced, and an
+    empty table still shows its header line: the format of TempTabQA-C and generated observations,
+    kept byte-identical (tests/test_observation_texts.py). Any failure to open or read the file
+    (missing, not a database, no descriptors) raises :class:`sqlenv.connections.HostError` naming
+    the file and the cause."""
+    return retry_host_fault(
+        path, "cannot read database", lambda: _read_tables(path, sample_rows, verbatim)
+    )
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no SQLite database at {str(path)!r}")
-    return retry_host_fault(path, "cannot read database", lambda: _read_tables(path, sample_rows))
 
-
-def _read_tables(path: str | os.PathLike, sample_rows: int) -> list[Table]:
+def _read_tables(path: str | os.PathLike, sample_rows: int, verbatim: bool) -> list[Table]:
     conn = connect_readonly(path)
     try:
         out = []
@@ -80,9 +68,8 @@ def _read_tables(path: str | os.PathLike, sample_rows: int) -> list[Table]:
             fks = _missing_foreign_keys(conn, name, create)
             if fks:
                 create += "\n-- foreign keys: " + ", ".join(fks)
-            out.append(
-                Table(name, create, _sample(conn, name, sample_rows) if sample_rows > 0 else "")
-            )
+            sample = _sample(conn, name, sample_rows, verbatim) if sample_rows > 0 else ""
+            out.append(Table(name, create, sample))
         return out
     finally:
         conn.close()
@@ -130,10 +117,15 @@ def render(tables_: list[Table], max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
 
 
 def describe(
-    path: str | os.PathLike, sample_rows: int = 3, max_tokens: int | None = DEFAULT_MAX_TOKENS
+    path: str | os.PathLike,
+    sample_rows: int = 3,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    *,
+    verbatim: bool = False,
 ) -> tuple[str, str]:
-    """The observation's ``(schema, sample_rows)`` texts for the database at ``path``."""
-    return render(tables(path, sample_rows), max_tokens)
+    """The observation's ``(schema, sample_rows)`` texts for the database at ``path`` (``verbatim``:
+    see :func:`tables`)."""
+    return render(tables(path, sample_rows, verbatim=verbatim), max_tokens)
 
 
 def schema_text(path: str | os.PathLike, max_tokens: int | None = DEFAULT_MAX_TOKENS) -> str:
@@ -167,18 +159,23 @@ def _format_value(v: Any) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
 
 
-def _sample(conn: sqlite3.Connection, table: str, n: int) -> str:
+def _verbatim_value(v: Any) -> str:
+    return "NULL" if v is None else str(v)
+
+
+def _sample(conn: sqlite3.Connection, table: str, n: int, verbatim: bool = False) -> str:
     try:
         cursor = conn.execute(f"SELECT * FROM {_quote(table)} LIMIT ?", (n,))
         rows = cursor.fetchall()
     except sqlite3.Error as exc:  # e.g. a virtual table whose module is missing
+        if is_host_message(str(exc)):  # no temporary file, disk I/O: retry_host_fault's to handle
+            raise
         return f"-- {table}: rows unavailable ({exc})"
-    if not rows:
+    if not rows and not verbatim:
         return ""
     header = " | ".join(d[0] for d in cursor.description)
-    return "\n".join(
-        [f"{table}: {header}"] + [" | ".join(_format_value(v) for v in r) for r in rows]
-    )
+    value = _verbatim_value if verbatim else _format_value
+    return "\n".join([f"{table}: {header}"] + [" | ".join(value(v) for v in r) for r in rows])
 
 
 def _sample_len(table: Table) -> int:

@@ -116,7 +116,7 @@ def test_flat_schema_selects_flat_gold_sql():
     ds = load_dataset("generated", split="dev", schema="flat", size=20)
     assert ds.schema == "flat"
     assert all(ex.gold_sql == ex.metadata["gold_sql_flat"] for ex in ds)
-    assert "Medals" in infobox.schema_sql(ds.database(ds[0]))
+    assert "CREATE TABLE Medals" in ds.describe(ds.database(ds[0]), 0)[0]
 
 
 def test_bad_arguments_raise_dataset_errors():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sqlenv import infobox
+from sqlenv.datasets import Dataset
 from sqlenv.infobox import Medal, build_database, database_for_context, parse_infobox
 
 SAMPLE = (
@@ -175,12 +176,13 @@ def test_flat_and_tables_agree_on_real_contexts(data_dir):
             _facts_from_flat(database_for_context(text, "flat"))
 
 
-def test_schema_sql_and_sample_rows(tmp_path):
+def test_observation_texts_of_a_built_database(tmp_path):
     path = build_database(SAMPLE, tmp_path / "t.sqlite")
-    text = infobox.schema_sql(path)
+    text, none = Dataset([]).describe(path, 0)
     assert text.count("CREATE TABLE") == 5 and "FOREIGN KEY (format_id) REFERENCES Format(format_id)" in text
-    assert infobox.sample_rows(path, 0) == ""
-    sample = infobox.sample_rows(path, 2)
+    assert none == ""
+    assert Dataset([]).describe(path, 2)[0] == text
+    sample = Dataset([]).describe(path, 2)[1]
     assert "Medal: medal_id | format_id | type | year | location" in sample
     assert "1 | 1 | MedalBronze | 2023 | Kraków\n2 | 2 | MedalSilver | 2019 | Copenhagen" in sample
     assert "Lubin" not in sample  # 2 rows per table

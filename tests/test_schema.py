@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from sqlenv import schema
+from sqlenv.connections import HostError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONCERT = FIXTURES / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
@@ -132,7 +133,36 @@ def test_fits_untouched_and_token_estimate():
     )
 
 
-def test_missing_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_missing_file_is_a_host_error(tmp_path):
+    with pytest.raises(HostError, match="nope.sqlite.*no such file") as caught:
         schema.describe(tmp_path / "nope.sqlite", 0)
+    assert caught.value.path == str(tmp_path / "nope.sqlite")
     assert not (tmp_path / "nope.sqlite").exists()  # read-only open never creates it
+    with pytest.raises(HostError, match="not a regular file"):
+        schema.describe(tmp_path, 0)
+
+
+def test_a_file_that_is_not_a_database_is_a_host_error(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    for verbatim in (False, True):
+        with pytest.raises(HostError, match="cannot read database.*junk.sqlite.*not a usable SQLite database"):
+            schema.describe(junk, 3, verbatim=verbatim)
+
+
+def test_verbatim_keeps_values_and_empty_tables(tmp_path):
+    long = "x" * 100
+    db = make_db(
+        tmp_path / "v.sqlite",
+        f"""
+        CREATE TABLE t (id INTEGER, label TEXT, data BLOB);
+        INSERT INTO t VALUES (1, 'two  spaces', NULL), (2, '{long}', NULL);
+        CREATE TABLE empty (id INTEGER);
+    """,
+    )
+    text, rows = schema.describe(db, 3, None, verbatim=True)
+    assert rows == f"t: id | label | data\n1 | two  spaces | NULL\n2 | {long} | NULL\n\nempty: id"
+    assert text == schema.describe(db, 3, None)[0]  # the CREATE text is the same either way
+    _, cut = schema.describe(db, 3, None)
+    assert cut == f"t: id | label | data\n1 | two spaces | NULL\n2 | {long[:77]}..." + " | NULL"
+    assert schema.describe(db, 0, None, verbatim=True) == (text, "")

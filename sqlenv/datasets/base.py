@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from sqlenv import infobox
+from sqlenv import schema as schema_mod
 from sqlenv.cache import CACHE_DIR_ENV, cache_dir  # noqa: F401  (re-exported: datasets build into it)
 from sqlenv.matching import match_answer
 
@@ -73,8 +73,9 @@ class Dataset(Sequence[Example]):
         raise NotImplementedError
 
     def describe(self, path: str | os.PathLike, sample_rows: int) -> tuple[str, str]:
-        """The observation's ``(schema, sample_rows)`` texts for the database at ``path``."""
-        return infobox.schema_sql(path), (infobox.sample_rows(path, sample_rows) if sample_rows else "")
+        """The observation's ``(schema, sample_rows)`` texts for the database at ``path``: every table,
+        values verbatim, no token budget (:func:`sqlenv.schema.describe`)."""
+        return schema_mod.describe(path, sample_rows, None, verbatim=True)
 
     def match(self, example: Example, rows):
         """Score a query's result rows against the example's gold answer (a ``MatchResult``).
