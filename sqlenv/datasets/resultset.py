@@ -45,8 +45,9 @@ from typing import Any, Iterable, Sequence
 
 from sqlenv import schema as schema_mod
 from sqlenv.comparators import Comparator, get_comparator
+from sqlenv.connections import BUDGET
 from sqlenv.datasets.base import Dataset, DatasetError, Example, cache_dir
-from sqlenv.executor import _BUDGET, ExecutionResult, Executor, ExecutorConfig
+from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
 from sqlenv.matching import MatchResult, match_answer, result_to_answer
 
 ON_INVALID = ("exclude", "flag", "raise")
@@ -260,68 +261,22 @@ def build(
     """Validate the gold of ``questions`` and make the dataset (see the module docstring)."""
     if on_invalid not in ON_INVALID:
         raise ValueError(f"on_invalid={on_invalid!r}; choose one of {list(ON_INVALID)}")
-    if isinstance(comparator, Comparator):
-        cmp = comparator
-    else:
-        cmp = get_comparator(
-            comparator,
-            empty_match=empty_match,
-            float_tol=float_tol,
-            normalize=normalize,
-            official_quirks=official_quirks,
-        )
+    cmp = _comparator(comparator, empty_match, float_tol, normalize, official_quirks)
     start = time.perf_counter()
     summary = LoadSummary(dataset=name, split=split, read=len(questions), on_invalid=on_invalid)
-    ids = Counter(q.id for q in questions)
-    duplicates = [i for i, n in ids.items() if n > 1]
-    if duplicates:
-        raise DatasetError(f"{name}/{split}: question ids repeat: {duplicates[:5]}")
-
+    _check_unique_ids(questions, name, split)
     config = ExecutorConfig(timeout=gold_timeout, max_rows=gold_max_rows)
     gold = compute_gold(
         questions, config, workers=gold_workers, use_cache=use_cache, summary=summary
     )
-
-    examples: list[Example] = []
-    databases: dict[str, Path] = {}
-    for q in questions:
-        g = gold[q.id]
-        if g.status == EMPTY and cmp.empty_match:
-            summary.empty_kept.append(q.id)  # scoreable: only an empty prediction matches
-        elif g.status not in (OK, "answer"):
-            summary.problems.append(Problem(q.id, q.db_id, g.status, g.message, q.sql))
-            if on_invalid == "exclude" or g.status == MISSING_DB:
-                continue  # a question without its database cannot be asked, in any mode
-        text = q.question
-        if evidence_in_question and q.evidence:
-            text = f"{text}\nHint: {q.evidence}"
-        metadata = {**q.metadata, "db_id": q.db_id, "evidence": q.evidence, "gold_status": g.status}
-        if g.status == "answer":
-            answer = g.message
-        else:
-            answer = _cut(result_to_answer(g.rows))
-            metadata["gold_columns"] = list(g.columns)
-        examples.append(
-            Example(
-                id=q.id,
-                question=text,
-                answer=answer,
-                db_key=q.db_id,
-                question_type=q.question_type,
-                difficulty=q.difficulty,
-                gold_sql=q.sql,
-                metadata=metadata,
-            )
-        )
-        if q.db_path is not None:
-            databases[q.db_id] = q.db_path
+    examples, databases = _keep_examples(questions, gold, cmp, summary, evidence_in_question)
     summary.kept = len(examples)
     summary.seconds = time.perf_counter() - start
     if on_invalid == "raise" and any(p.status != MISSING_DB for p in summary.problems):
         summary.kept = 0
         raise DatasetError(f"gold validation failed (on_invalid='raise'):\n{summary}")
     missing = summary.missing_databases
-    if missing:
+    if missing:  # here, not in a helper: stacklevel=4 names the caller of load_dataset
         warnings.warn(
             f"{name}/{split}: {len(missing)} database(s) missing, "
             f"{sum(missing.values())} question(s) excluded: "
@@ -338,6 +293,80 @@ def build(
         comparator=cmp,
         summary=summary,
         schema_tokens=schema_tokens,
+    )
+
+
+def _comparator(
+    comparator: str | Comparator,
+    empty_match: bool,
+    float_tol: float | None,
+    normalize: bool,
+    official_quirks: bool,
+) -> Comparator:
+    """``comparator`` itself if it is one, else the named comparator with these options."""
+    if isinstance(comparator, Comparator):
+        return comparator
+    return get_comparator(
+        comparator,
+        empty_match=empty_match,
+        float_tol=float_tol,
+        normalize=normalize,
+        official_quirks=official_quirks,
+    )
+
+
+def _check_unique_ids(questions: Sequence[Question], name: str, split: str) -> None:
+    ids = Counter(q.id for q in questions)
+    duplicates = [i for i, n in ids.items() if n > 1]
+    if duplicates:
+        raise DatasetError(f"{name}/{split}: question ids repeat: {duplicates[:5]}")
+
+
+def _keep_examples(
+    questions: Sequence[Question],
+    gold: dict[str, GoldResult],
+    cmp: Comparator,
+    summary: LoadSummary,
+    evidence_in_question: bool,
+) -> tuple[list[Example], dict[str, Path]]:
+    """The examples to ask, and the database of each db_id; invalid gold is recorded in
+    ``summary`` and, under ``exclude`` (always for a missing database), leaves its question out."""
+    examples: list[Example] = []
+    databases: dict[str, Path] = {}
+    for q in questions:
+        g = gold[q.id]
+        if g.status == EMPTY and cmp.empty_match:
+            summary.empty_kept.append(q.id)  # scoreable: only an empty prediction matches
+        elif g.status not in (OK, "answer"):
+            summary.problems.append(Problem(q.id, q.db_id, g.status, g.message, q.sql))
+            if summary.on_invalid == "exclude" or g.status == MISSING_DB:
+                continue  # a question without its database cannot be asked, in any mode
+        examples.append(_example(q, g, evidence_in_question))
+        if q.db_path is not None:
+            databases[q.db_id] = q.db_path
+    return examples, databases
+
+
+def _example(q: Question, g: GoldResult, evidence_in_question: bool) -> Example:
+    """The Example of question ``q`` with gold ``g``: its answer text and metadata."""
+    text = q.question
+    if evidence_in_question and q.evidence:
+        text = f"{text}\nHint: {q.evidence}"
+    metadata = {**q.metadata, "db_id": q.db_id, "evidence": q.evidence, "gold_status": g.status}
+    if g.status == "answer":
+        answer = g.message
+    else:
+        answer = _cut(result_to_answer(g.rows))
+        metadata["gold_columns"] = list(g.columns)
+    return Example(
+        id=q.id,
+        question=text,
+        answer=answer,
+        db_key=q.db_id,
+        question_type=q.question_type,
+        difficulty=q.difficulty,
+        gold_sql=q.sql,
+        metadata=metadata,
     )
 
 
@@ -478,7 +507,7 @@ class _GoldCache:
 
     def _conn(self) -> sqlite3.Connection | None:
         path = cache_dir() / "gold.sqlite"
-        _BUDGET.make_room()  # within the process's connection budget, like every sqlenv connection
+        BUDGET.make_room()  # within the process's connection budget, like every sqlenv connection
         try:
             conn = sqlite3.connect(path, timeout=30)
             conn.execute(

@@ -302,6 +302,24 @@ def load_jsonl(
     _check_schema(schema, "jsonl")
     build_kw, rest = _split_kwargs(kwargs)
     _reject_unknown("jsonl", rest)
+    path, data = _jsonl_file(file, data_dir, split)
+    default_db = None
+    if db is not None:
+        default_db = Path(db).expanduser()
+        default_db = default_db if default_db.is_absolute() else data / default_db
+    records = _limit(_read_jsonl(path), limit)
+    questions = [
+        _jsonl_question(r, path, lineno, data, default_db, f"{name}-{split}-{lineno:05d}")
+        for lineno, r in records
+    ]
+    build_kw.setdefault("comparator", "spider")
+    return build(questions, name=name, split=split, **build_kw)
+
+
+def _jsonl_file(
+    file: str | os.PathLike | None, data_dir: str | os.PathLike | None, split: str
+) -> tuple[Path, Path]:
+    """(the questions file, the folder relative paths start from)."""
     if file is not None and Path(file).expanduser().is_absolute() and data_dir is None:
         path = Path(file).expanduser()
         data = path.parent
@@ -312,10 +330,11 @@ def load_jsonl(
         raise DatasetError(
             f"questions file {str(path)!r} not found (pass file=... relative to data_dir)"
         )
-    default_db = None
-    if db is not None:
-        default_db = Path(db).expanduser()
-        default_db = default_db if default_db.is_absolute() else data / default_db
+    return path, data
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line."""
     records = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -328,60 +347,68 @@ def load_jsonl(
             if not isinstance(record, dict):
                 raise DatasetError(f"{str(path)!r} line {lineno}: expected a JSON object")
             records.append((lineno, record))
-    records = _limit(records, limit)
-    questions = []
-    for lineno, r in records:
-        sql = _field(r, ("sql", "query", "SQL", "gold_sql"), path, lineno, required=False)
-        answer = r.get("answer")
-        if sql is None and answer is None:
-            raise DatasetError(
-                f"{str(path)!r} line {lineno}: needs a gold 'sql' (or 'query') or an 'answer'"
-            )
-        if answer is not None and not isinstance(answer, (str, list)):
-            raise DatasetError(
-                f"{str(path)!r} line {lineno}: 'answer' must be a string or a list of rows"
-            )
-        if r.get("db"):
-            db_path = Path(str(r["db"])).expanduser()
-            db_path = db_path if db_path.is_absolute() else path.parent / db_path
-            db_id = str(r.get("db_id") or db_path.stem)
-        elif r.get("db_id"):
-            db_id = str(r["db_id"])
-            db_path = (
-                find_database(data, db_id)
-                or find_database(data / "database", db_id)
-                or (default_db if default_db is not None and default_db.stem == db_id else None)
-            )
-        elif default_db is not None:
-            db_path, db_id = default_db, default_db.stem
-        else:
-            raise DatasetError(
-                f"{str(path)!r} line {lineno}: no database: give 'db' or 'db_id', or pass db=..."
-            )
-        if db_path is None or not db_path.is_file():
-            if sql is None:  # nothing to execute, but the env needs the file
-                raise DatasetError(f"{str(path)!r} line {lineno}: database for {db_id!r} not found")
-        questions.append(
-            Question(
-                id=str(r.get("id", f"{name}-{split}-{lineno:05d}")),
-                question=str(_field(r, ("question",), path, lineno)).strip(),
-                db_id=_db_key(db_id, db_path),
-                db_path=db_path,
-                sql=None if sql is None else str(sql).strip(),
-                answer=answer if sql is None else None,
-                evidence=str(r.get("evidence") or ""),
-                difficulty=r.get("difficulty"),
-                question_type=str(r.get("question_type") or ""),
-                metadata={
-                    "source": path.name,
-                    "line": lineno,
-                    "db_name": db_id,
-                    **({"given_answer": answer} if sql is not None and answer is not None else {}),
-                },
-            )
+    return records
+
+
+def _jsonl_question(
+    r: dict, path: Path, lineno: int, data: Path, default_db: Path | None, default_id: str
+) -> Question:
+    """The Question of line ``lineno``: its gold (SQL or answer) and its database checked."""
+    sql = _field(r, ("sql", "query", "SQL", "gold_sql"), path, lineno, required=False)
+    answer = r.get("answer")
+    if sql is None and answer is None:
+        raise DatasetError(
+            f"{str(path)!r} line {lineno}: needs a gold 'sql' (or 'query') or an 'answer'"
         )
-    build_kw.setdefault("comparator", "spider")
-    return build(questions, name=name, split=split, **build_kw)
+    if answer is not None and not isinstance(answer, (str, list)):
+        raise DatasetError(
+            f"{str(path)!r} line {lineno}: 'answer' must be a string or a list of rows"
+        )
+    db_path, db_id = _jsonl_database(r, path, lineno, data, default_db)
+    if db_path is None or not db_path.is_file():
+        if sql is None:  # nothing to execute, but the env needs the file
+            raise DatasetError(f"{str(path)!r} line {lineno}: database for {db_id!r} not found")
+    return Question(
+        id=str(r.get("id", default_id)),
+        question=str(_field(r, ("question",), path, lineno)).strip(),
+        db_id=_db_key(db_id, db_path),
+        db_path=db_path,
+        sql=None if sql is None else str(sql).strip(),
+        answer=answer if sql is None else None,
+        evidence=str(r.get("evidence") or ""),
+        difficulty=r.get("difficulty"),
+        question_type=str(r.get("question_type") or ""),
+        metadata={
+            "source": path.name,
+            "line": lineno,
+            "db_name": db_id,
+            **({"given_answer": answer} if sql is not None and answer is not None else {}),
+        },
+    )
+
+
+def _jsonl_database(
+    r: dict, path: Path, lineno: int, data: Path, default_db: Path | None
+) -> tuple[Path | None, str]:
+    """(database file or None if not found, db_id) of a line: its ``db``, else its ``db_id``, else
+    the ``db=`` argument."""
+    if r.get("db"):
+        db_path = Path(str(r["db"])).expanduser()
+        db_path = db_path if db_path.is_absolute() else path.parent / db_path
+        return db_path, str(r.get("db_id") or db_path.stem)
+    if r.get("db_id"):
+        db_id = str(r["db_id"])
+        db_path = (
+            find_database(data, db_id)
+            or find_database(data / "database", db_id)
+            or (default_db if default_db is not None and default_db.stem == db_id else None)
+        )
+        return db_path, db_id
+    if default_db is not None:
+        return default_db, default_db.stem
+    raise DatasetError(
+        f"{str(path)!r} line {lineno}: no database: give 'db' or 'db_id', or pass db=..."
+    )
 
 
 def _db_key(db_id: str, db_path: Path | None) -> str:
