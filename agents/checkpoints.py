@@ -4,8 +4,9 @@
 describes) and ``state.pt``: the step, the optimizer, every RNG state (question sampling, Python,
 torch, CUDA; per rank under torchrun) and the run's configuration, so that ``--resume`` repeats the
 uninterrupted run exactly. A resume must continue the same run: ``check_resume`` refuses one whose
-dataset, split, schema, model, reward or turns per episode (``--max-turns``) differ from the
-checkpoint's, naming each difference.
+env (every ``sqlenv.spec.EnvSpec`` field: dataset, split, schema, sample rows, reward, query budget
+``--query-timeout``/``--max-instructions``, turns per episode ``--max-turns``), model or LoRA shape
+differ from the checkpoint's, naming each difference.
 """
 
 from __future__ import annotations
@@ -21,24 +22,29 @@ import numpy as np
 from agents.adapter_card import write_env_config
 from agents.cli import ConfigError, flag
 from agents.distributed import World, seed_rank
+from sqlenv.spec import LEGACY_VALUES, EnvSpec, field_names
 
+#: The trainer's ``Config`` name of each ``EnvSpec`` field it names otherwise.
+CONFIG_NAMES = {"timeout": "query_timeout"}
 # What a resumed run must share with its checkpoint (other settings, such as steps or learning_rate,
-# may change). "dataset" is the dataset actually trained on (after the generated fallback).
-RUN_IDENTITY = ("dataset", "split", "schema", "sample_rows", "few_shot", "reward", "model", "lora_r", "lora_alpha",
-                "max_turns")
+# may change): the env (its data folder may move: checked through "dataset"), the model and its LoRA shape.
+# "dataset" is the dataset actually trained on (after the generated fallback). Config names.
+RUN_IDENTITY = tuple(CONFIG_NAMES.get(name, name) for name in field_names() if name != "data_dir") + (
+    "few_shot", "model", "lora_r", "lora_alpha")
 # Identity values of checkpoints written before the setting existed (those runs were trained that way).
-IDENTITY_DEFAULTS = {"max_turns": 1}
+IDENTITY_DEFAULTS = {CONFIG_NAMES.get(name, name): value for name, value in LEGACY_VALUES.items()}
 
 
 def save_checkpoint(path: Path, policy, optimizer, step: int, rng: np.random.Generator, config: Mapping[str, Any],
-                    env: Mapping[str, Any] | None = None, rank_rng: list[dict] | None = None) -> Path:
+                    env: EnvSpec | None = None, eval_split: str | None = None,
+                    rank_rng: list[dict] | None = None) -> Path:
     """adapter/ (PEFT format) + state.pt (optimizer, RNG states, step, config), written atomically.
 
     ``config``: the run's configuration as saved in config.json (with "resolved_dataset" and
-    "resolved_data_dir"); ``env``: the environment the adapter was trained on, written beside it as
-    env_config.json (``agents.adapter_card``). ``rank_rng``: every rank's ``rng_state()`` in a
-    distributed run (the top-level RNG states are then rank 0's, so a plain run can resume a
-    distributed checkpoint).
+    "resolved_data_dir"); ``env``: the environment the adapter was trained on and ``eval_split`` its
+    held-out split, written beside it as env_config.json (``agents.adapter_card``). ``rank_rng``: every
+    rank's ``rng_state()`` in a distributed run (the top-level RNG states are then rank 0's, so a plain run
+    can resume a distributed checkpoint).
     """
     import torch
 
@@ -48,7 +54,7 @@ def save_checkpoint(path: Path, policy, optimizer, step: int, rng: np.random.Gen
     tmp.mkdir(parents=True)
     policy.save(tmp / "adapter")
     if env is not None:
-        write_env_config(tmp / "adapter", **env)
+        write_env_config(tmp / "adapter", env, eval_split=eval_split)
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),
@@ -129,7 +135,8 @@ def check_resume(checkpoint: Path, saved: Mapping[str, Any], current: Mapping[st
                        + (f"pass --data-dir {saved['data_dir']}" if saved.get("data_dir") else "pass --data-dir"))
             lines.append(f"  dataset: the run trained on {was!r}, this command would train on {now!r}; {fix}")
         else:
-            lines.append(f"  {name}: the run used {was!r}, this command {now!r}; pass {flag(name)} {was}")
+            lines.append(f"  {name}: the run used {was!r}, this command {now!r}; pass {flag(name)} "
+                         f"{'none' if was is None else was}")
     if lines:
         raise ConfigError(f"resume={str(checkpoint)!r} (--resume) would not continue the same run:\n"
                           + "\n".join(lines)

@@ -93,7 +93,7 @@ from agents.metrics_log import JsonlLogger, truncate_metrics  # noqa: E402
 from agents.monitors import monitor_metrics, with_questions  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
 from agents.rollouts import (  # noqa: E402
-    collect_groups, evaluate, generate_groups, make_env, outcome_metrics, policy_tokens, probe_mixed_share,
+    collect_groups, evaluate, generate_groups, outcome_metrics, policy_tokens, probe_mixed_share,
     sample_questions, score_groups, turn_metrics)
 
 PROG = "python agents/grpo_train.py"
@@ -124,12 +124,6 @@ def run_warmup(cfg: Config, out: Path) -> str:
             examples=cfg.warmup_examples, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, threads=cfg.threads,
             max_completion_length=cfg.max_completion_length, seed=cfg.seed, output_dir=str(folder)))
     return str(adapter)
-
-
-def env_card(cfg: Config, plan: RunPlan) -> dict[str, Any]:
-    """The environment the adapter is trained on, saved beside it (``agents.adapter_card``)."""
-    return dict(dataset=plan.dataset, data_dir=plan.data_dir, split=cfg.split, eval_split=cfg.eval_split,
-                schema=cfg.schema, sample_rows=cfg.sample_rows, reward=cfg.reward, max_turns=cfg.max_turns)
 
 
 def train(cfg: Config) -> dict[str, Any]:
@@ -179,11 +173,9 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     run_config = {**asdict(cfg), "resolved_dataset": dataset, "resolved_data_dir": plan.data_dir}
 
     # ---- 2. envs, policy, optimizer; a resume loads the adapter, the optimizer and the RNG states
-    budget = dict(timeout=cfg.query_timeout, max_instructions=cfg.max_instructions, max_turns=cfg.max_turns)
-    env = make_env(dataset, cfg.split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows, cfg.workers, **budget)
+    env = plan.env.make(workers=cfg.workers)  # the env's settings: sqlenv/spec.py, from the Config
     evaluating = bool(cfg.eval_limit)
-    eval_env = (make_env(dataset, cfg.eval_split, plan.data_dir, cfg.reward, cfg.schema, cfg.sample_rows,
-                         cfg.workers, **budget) if evaluating and main else None)
+    eval_env = plan.env.make(cfg.eval_split, cfg.workers) if evaluating and main else None
     if eval_env is not None:  # keep each held-out query, or each episode's answer (eval_records.py)
         eval_env = EvalRecorder(eval_env)
     # multi-turn: each live episode plays on its own copy of the env (agents/multiturn.py)
@@ -242,8 +234,8 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
     def save(step: int) -> Path:
         rank_rng = world.gather(rng_state(world)) if world.distributed else None
         return world.on_main(lambda: save_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy, optimizer,
-                                                     step, rng, run_config, env=env_card(cfg, plan),
-                                                     rank_rng=rank_rng))
+                                                     step, rng, run_config, env=plan.env,
+                                                     eval_split=cfg.eval_split, rank_rng=rank_rng))
 
     summary: dict[str, Any] = {"output_dir": str(out), "dataset": dataset, "start_step": start_step}
     eval_metrics: dict[str, float] = {}

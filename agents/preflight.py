@@ -11,8 +11,9 @@ nothing behind.
   benchmark, with a notice, only when neither ``--data-dir`` nor ``$SQLENV_DATA_DIR`` is set), its
   folder, and its train and eval splits, loaded once;
 * the output folder: not a file, writable, and not holding another run (unless resuming it);
-* ``--resume``: a checkpoint exists, and the run it continues has the same dataset, split, schema,
-  model, reward and turns per episode (``agents.checkpoints.check_resume``);
+* ``--resume``: a checkpoint exists, and the run it continues has the same env (dataset, split, schema,
+  sample rows, reward, query budget, turns per episode), model and LoRA shape
+  (``agents.checkpoints.check_resume``);
 * the warm start: ``--warmup-adapter`` is an adapter folder; a resume never runs the warm-up stage
   again, and keeps the warm-up adapter of the run it continues as its KL reference, wherever the new
   output folder is.
@@ -26,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.checkpoints import RUN_IDENTITY, check_resume, find_checkpoint, load_state, saved_identity
+from agents.checkpoints import CONFIG_NAMES, RUN_IDENTITY, check_resume, find_checkpoint, load_state, saved_identity
 from agents.cli import ConfigError, flag
+from sqlenv.spec import EnvSpec, field_names
 
 if TYPE_CHECKING:
     from agents.grpo_config import Config
@@ -48,6 +50,7 @@ class RunPlan:
     warmup_adapter: str | None     # the adapter GRPO starts from (None: fresh, or the warm-up stage's)
     warmup_stage: bool             # run the warm-up stage first (never on a resume: the checkpoint has the adapter)
     notice: str = ""               # a line to print (the dataset fallback), or ""
+    env: EnvSpec | None = None     # the training env: env_spec(cfg, dataset, data_dir)
 
 
 def plan_run(cfg: "Config") -> RunPlan:
@@ -76,7 +79,17 @@ def plan_run(cfg: "Config") -> RunPlan:
         checkpoint.parent.parent if checkpoint is not None else default_output_dir(cfg, dataset))
     check_output_dir(output_dir, checkpoint)
     warmup_stage = checkpoint is None and warmup_adapter is None and cfg.warmup_examples > 0
-    return RunPlan(dataset, data_dir, output_dir, checkpoint, warmup_adapter, warmup_stage, notice)
+    return RunPlan(dataset, data_dir, output_dir, checkpoint, warmup_adapter, warmup_stage, notice,
+                   env_spec(cfg, dataset, data_dir))
+
+
+def env_spec(cfg: "Config", dataset: str | None = None, data_dir: str | None = None) -> EnvSpec:
+    """The training env's spec from the trainer's Config (its names: ``CONFIG_NAMES``); ``dataset`` and
+    ``data_dir``: the resolved ones (default: as configured)."""
+    values = {name: getattr(cfg, CONFIG_NAMES.get(name, name)) for name in field_names()}
+    if dataset is not None:
+        values.update(dataset=dataset, data_dir=data_dir)
+    return EnvSpec(**values)
 
 
 def default_output_dir(cfg: "Config", dataset: str) -> Path:

@@ -21,26 +21,18 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from agents import grpo
+from sqlenv.spec import EnvSpec
 
 if TYPE_CHECKING:
     from agents.grpo_config import Config
 
 
 def make_env(dataset: str, split: str, data_dir: str | None, reward: str, schema: str, sample_rows: int,
-             workers: int = 0, timeout: float = 1.0, max_instructions: int | None = None, max_turns: int = 1):
-    """The TextToSQL env of one split (raises the dataset loader's error when its files are missing);
-    ``max_turns`` > 1: the multi-turn ``TextToSQLAgentEnv`` with that many moves per episode."""
-    from sqlenv.env import TextToSQLEnv
-
-    if max_turns > 1:
-        from sqlenv.agent_env import TextToSQLAgentEnv
-
-        return TextToSQLAgentEnv(dataset=dataset, split=split, data_dir=data_dir, reward=reward, schema=schema,
-                                 sample_rows=sample_rows, workers=workers, timeout=timeout,
-                                 max_instructions=max_instructions, max_turns=max_turns)
-    return TextToSQLEnv(dataset=dataset, split=split, data_dir=data_dir, reward=reward, schema=schema,
-                        sample_rows=sample_rows, workers=workers, timeout=timeout,
-                        max_instructions=max_instructions)
+             workers: int = 0, **settings):
+    """``EnvSpec(...).make(workers=workers)`` (``sqlenv/spec.py``; ``settings``: its other fields), for
+    callers that predate the spec."""
+    return EnvSpec(dataset=dataset, split=split, data_dir=data_dir, reward=reward, schema=schema,
+                   sample_rows=sample_rows, **settings).make(workers=workers)
 
 
 def observations(env, indices: Sequence[int]) -> list[dict]:

@@ -134,11 +134,11 @@ def resolve_dataset(args) -> str:
     return dataset
 
 
-def make_env(cfg, dataset: str, split: str):
-    """The env agents/grpo_train.py builds for this configuration."""
-    from agents.rollouts import make_env as make
+def make_env(cfg, dataset: str):
+    """The env agents/grpo_train.py builds for this configuration (its EnvSpec, on ``dataset``)."""
+    from agents.preflight import env_spec
 
-    return make(dataset, split, cfg.data_dir, cfg.reward, cfg.schema, cfg.sample_rows, cfg.workers)
+    return env_spec(cfg, dataset, cfg.data_dir).make(workers=cfg.workers)
 
 
 def question_plan(args, num_questions: int, steps: int | None = None) -> list[list[int]]:
@@ -232,7 +232,7 @@ def build_ours(args):
     cfg = make_cfg(args, dataset)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    env = make_env(cfg, dataset, cfg.split)
+    env = make_env(cfg, dataset)
     t0 = time.perf_counter()
     policy = build_policy(cfg)
     load_s = time.perf_counter() - t0
@@ -295,7 +295,7 @@ def run_trl(args) -> dict:
     dataset = resolve_dataset(args)
     cfg = make_cfg(args, dataset)
     torch.manual_seed(cfg.seed)
-    env = make_env(cfg, dataset, cfg.split)
+    env = make_env(cfg, dataset)
     t0 = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(cfg.model, "cpu", "float32", cfg.threads)
     load_s = time.perf_counter() - t0
@@ -433,7 +433,7 @@ def run_sweep(args) -> dict:
                 over["micro_batch_size"] = max(args.micro_batch_size, 1)
             cfg = make_cfg(args, dataset, **over)
             policy.config.few_shot = cfg.few_shot
-            env = make_env(cfg, dataset, cfg.split)
+            env = make_env(cfg, dataset)
             sub = argparse.Namespace(**{**vars(args), "batch_size": cfg.batch_size})
             plan = question_plan(sub, len(env.dataset), steps=args.warmup + args.steps)
             torch.manual_seed(cfg.seed)

@@ -29,9 +29,11 @@ order), so every policy evaluated with the same seed and limit sees the same que
 
 A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the environment it was trained
 on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
-(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--reward`` and ``--max-turns``
-(an adapter trained in multi-turn episodes is evaluated in them); a flag that differs is honoured with a
-notice. A policy or model that cannot be used, or the oracle on questions without
+(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--reward``, the query budget
+``--timeout`` and ``--max-instructions`` (a run trained under an instruction budget is evaluated under
+it) and ``--max-turns`` (an adapter trained in multi-turn episodes is evaluated in them); a flag that
+differs is honoured with a notice. Without a flag or an adapter, every env setting has the default of
+``sqlenv.spec.EnvSpec``; the report's config records the query budget the env had. A policy or model that cannot be used, or the oracle on questions without
 gold SQL, stops the script at once with exit status 2 and a message naming the flag. The report records
 the command so that it runs again as written (``SQLENV_DATA_DIR=...`` in front when the data folder came
 from that variable).
@@ -61,6 +63,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` im
 from agents.monitors import MONITORS, collapse_monitors  # noqa: E402  (no torch)
 from sqlenv.executor import ERROR_KINDS  # noqa: E402
 from sqlenv.rewards import preset_help  # noqa: E402
+from sqlenv.spec import EnvSpec, default  # noqa: E402
 
 UNKNOWN = "n/a"
 
@@ -278,11 +281,18 @@ def run_config(policy, base, records: Sequence[dict], started: float, **settings
         "split": getattr(dataset, "split", ""),
         "schema": getattr(base, "schema_variant", getattr(dataset, "schema", "")),
         "reward": getattr(base, "reward_preset", ""),
+        **query_budget(base),
         "num_questions_in_split": len(dataset),
         **settings,
         "elapsed_s": round(elapsed, 2),
         "seconds_per_question": round(elapsed / len(records), 4) if records else None,
     }
+
+
+def query_budget(env) -> dict[str, Any]:
+    """The env's query budget: ``timeout`` (seconds) and ``max_instructions`` (None: wall clock only)."""
+    config = getattr(getattr(env, "executor", None), "config", None)
+    return {} if config is None else {"timeout": config.timeout, "max_instructions": config.max_instructions}
 
 
 def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
@@ -549,8 +559,8 @@ def load_eval_dataset(name: str, split: str | None, data_dir: str | None, schema
 
 
 # ---------------------------------------------------------------------------------------- CLI
-# The environment's defaults when neither a flag nor the adapter's env_config.json says otherwise.
-ENV_DEFAULTS = {"dataset": "generated", "schema": "tables", "sample_rows": 3, "reward": "binary", "max_turns": 1}
+# The env settings a flag or the adapter's env_config.json gives, else EnvSpec's default (sqlenv/spec.py).
+ENV_FLAGS = ("dataset", "schema", "sample_rows", "reward", "timeout", "max_instructions", "max_turns")
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
 PROG = "benchmarks/evaluate.py"
 
@@ -560,20 +570,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Evaluate a policy through the Text-to-SQL environment; write a Markdown + JSON report. "
                     "An adapter folder is evaluated on the environment it was trained on (its env_config.json: "
-                    "dataset, held-out split, data folder, schema, sample rows, reward, turns per episode) unless a "
-                    "flag says otherwise.",
+                    "dataset, held-out split, data folder, schema, sample rows, reward, query budget, turns per "
+                    "episode) unless a flag says otherwise.",
     )
     g = parser.add_argument_group("what to evaluate")
     g.add_argument("--policy", default="oracle",
                    help="oracle, constant, template, zero-shot, few-shot, or the path of a trained adapter folder "
                         "(default: oracle)")
     g.add_argument("--dataset", default=None,
-                   help="dataset name, see python -m sqlenv datasets (default: the adapter's, else generated)")
+                   help=f"dataset name, see python -m sqlenv datasets (default: the adapter's, else "
+                        f"{default('dataset')})")
     g.add_argument("--split", default=None,
                    help="split (default: the adapter's held-out split, else dev; with --gold-sql on temptabqa-c: its "
                         "47 gold-SQL samples, split gold-sql)")
     g.add_argument("--schema", default=None, choices=["tables", "flat"],
-                   help="database schema variant (default: the adapter's, else tables)")
+                   help=f"database schema variant (default: the adapter's, else {default('schema')})")
     g.add_argument("--data-dir", default=None,
                    help="dataset folder (default: $SQLENV_DATA_DIR, else the adapter's)")
     g.add_argument("--gold-sql", action="store_true",
@@ -585,12 +596,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-turns", type=int, default=None,
                    help="N > 1: multi-turn episodes on TextToSQLAgent-v0 (explore with <sql>, answer with <answer>, "
                         "at most N moves), reporting turns used, exploration errors and unanswered questions; "
-                        "1: one query per question (default: the adapter's, else 1)")
+                        f"1: one query per question (default: the adapter's, else {default('max_turns')})")
     g.add_argument("--reward", default=None,
-                   help="reward preset recorded as mean_reward (default: the adapter's, else binary): "
+                   help=f"reward preset recorded as mean_reward (default: the adapter's, else {default('reward')}): "
                         + preset_help())
     g.add_argument("--sample-rows", type=int, default=None,
-                   help="sample rows per table in the observation (default: the adapter's, else 3)")
+                   help=f"sample rows per table in the observation (default: the adapter's, else "
+                        f"{default('sample_rows')})")
+    g.add_argument("--timeout", type=_seconds, default=None,
+                   help=f"wall-clock seconds a query may run; with --max-instructions the backstop (default: the "
+                        f"adapter's, else {default('timeout')})")
+    g.add_argument("--max-instructions", type=_instructions, default=None, metavar="N|none",
+                   help="SQLite VM instructions a query may run, the same on every machine (docs/env.md, "
+                        "\"Reproducible rewards\"); none: wall clock only (default: the adapter's, else none)")
     m = parser.add_argument_group("language-model policies")
     m.add_argument("--model", default=None, help="model name or folder (default: the adapter's, else smollm2-135m)")
     m.add_argument("--adapter", default=None, help="LoRA adapter folder to load into a zero-shot/few-shot policy")
@@ -616,6 +634,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
+    return value
+
+
+NO_LIMIT = "none"  # --max-instructions none: no instruction budget, even when the adapter was trained under one
+
+
+def _instructions(text: str) -> int | str:
+    if text.lower() == NO_LIMIT:
+        return NO_LIMIT
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1 or none") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1 or none")
+    return value
+
+
 def adapter_of(args) -> Path | None:
     """The adapter folder being evaluated: ``--policy <folder>`` or ``--adapter``."""
     from agents.baselines import POLICY_NAMES
@@ -626,19 +666,21 @@ def adapter_of(args) -> Path | None:
 
 
 def env_settings(args, adapter: Path | None) -> tuple[dict[str, Any], list[str]]:
-    """The env to evaluate on: flags first, then the adapter's env_config.json, then ENV_DEFAULTS.
+    """The env to evaluate on: flags first, then the adapter's env_config.json, then EnvSpec's defaults.
 
-    Returns (settings with dataset, split, data_dir, schema, sample_rows, reward, max_turns; notices to print).
+    Returns (settings: EnvSpec's fields; notices to print). A bad env_config.json is a ValueError naming
+    the file and the field.
     """
     from agents.adapter_card import read_env_config
 
     trained = read_env_config(adapter) if adapter is not None else {}
     notices = []
     settings: dict[str, Any] = {}
-    for key in ("dataset", "schema", "sample_rows", "reward", "max_turns"):
-        given = getattr(args, key)
-        settings[key] = given if given is not None else trained.get(key, ENV_DEFAULTS[key])
-        if given is not None and key in trained and given != trained[key]:
+    for key in ENV_FLAGS:
+        flagged = getattr(args, key) is not None
+        given = None if getattr(args, key) == NO_LIMIT else getattr(args, key)
+        settings[key] = given if flagged else trained.get(key, default(key))
+        if flagged and key in trained and given != trained[key]:
             notices.append(f"notice: evaluating with {key}={given!r} although {adapter} was trained with "
                            f"{trained[key]!r}")
     same_dataset = trained.get("dataset") == settings["dataset"]
@@ -678,7 +720,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from agents.baselines import POLICY_NAMES, make_policy
     from sqlenv.datasets import DatasetError
-    from sqlenv.env import TextToSQLEnv
 
     paired = paired_module()
     before = None
@@ -694,7 +735,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapter = adapter_of(args)
     if args.adapter and not adapter.is_dir():
         parser.error(f"--adapter {args.adapter}: no adapter folder there")
-    settings, notices = env_settings(args, adapter)
+    try:
+        settings, notices = env_settings(args, adapter)
+    except ValueError as exc:
+        parser.error(f"--policy {adapter}: {exc}")
     max_turns = settings["max_turns"]
     if max_turns > 1 and args.samples > 1:
         source = f"--max-turns {max_turns}" if args.max_turns is not None else (
@@ -704,16 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in notices:
         print(line, flush=True)
     try:
-        dataset = load_eval_dataset(settings["dataset"], settings["split"], settings["data_dir"], settings["schema"],
-                                    args.gold_sql)
-        env_kwargs = dict(dataset=dataset, reward=settings["reward"], schema=settings["schema"],
-                          sample_rows=settings["sample_rows"])
-        if max_turns > 1:
-            from sqlenv.agent_env import TextToSQLAgentEnv
-
-            env = TextToSQLAgentEnv(**env_kwargs, max_turns=max_turns)
-        else:
-            env = TextToSQLEnv(**env_kwargs)
+        spec = EnvSpec(**settings)
+        dataset = load_eval_dataset(spec.dataset, spec.split, spec.data_dir, spec.schema, args.gold_sql)
+        env = spec.make(dataset=dataset)
     except (DatasetError, ValueError) as exc:
         parser.error(f"--dataset {settings['dataset']} --split {settings['split'] or 'dev'}: {exc}")
     policy_kwargs: dict[str, Any] = {}

@@ -307,3 +307,74 @@ def test_an_adapter_without_its_environment_says_what_is_assumed(tmp_path, tiny_
                 "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "records no training environment" in proc.stdout and "'tables' schema" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def budget_adapter(tiny_adapter, tmp_path_factory):
+    """The tiny adapter as a run under an instruction budget saves it (--max-instructions 5000 --query-timeout 3)."""
+    import shutil
+
+    from agents.adapter_card import write_env_config
+    from sqlenv.spec import EnvSpec
+
+    adapter = shutil.copytree(tiny_adapter[0], tmp_path_factory.mktemp("budget") / "adapter")
+    write_env_config(adapter, EnvSpec(dataset="generated", split="train", schema="flat", sample_rows=0,
+                                      timeout=3.0, max_instructions=5000), eval_split="test")
+    return adapter
+
+
+def _report_config(folder: Path) -> dict:
+    (report,) = folder.glob("*.json")
+    return json.loads(report.read_text())["config"]
+
+
+def test_an_adapter_is_evaluated_under_the_query_budget_it_was_trained_with(tmp_path, budget_adapter):
+    common = ("--policy", str(budget_adapter), "--limit", "1", "--threads", "1", "--device", "cpu", "--no-progress")
+    proc = _run(*common, "--out", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    config = _report_config(tmp_path / "a")
+    assert (config["timeout"], config["max_instructions"]) == (3.0, 5000) and "notice" not in proc.stdout
+    assert config["trained_env"]["max_instructions"] == 5000
+    # a flag wins, with the notice; "none" lifts the instruction budget
+    proc = _run(*common, "--max-instructions", "none", "--timeout", "2", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    config = _report_config(tmp_path / "b")
+    assert (config["timeout"], config["max_instructions"]) == (2.0, None)
+    assert "notice: evaluating with max_instructions=None although" in proc.stdout and "5000" in proc.stdout
+    assert "notice: evaluating with timeout=2.0 although" in proc.stdout
+
+
+def test_without_an_adapter_the_budget_is_the_spec_default_or_the_flags(tmp_path):
+    proc = _run("--policy", "oracle", "--limit", "2", "--no-progress", "--out", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    config = _report_config(tmp_path / "a")
+    assert (config["timeout"], config["max_instructions"]) == (1.0, None)
+    proc = _run("--policy", "oracle", "--limit", "2", "--no-progress", "--max-instructions", "100000000",
+                "--out", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    assert _report_config(tmp_path / "b")["max_instructions"] == 100000000
+    for flag, value in (("--max-instructions", "0"), ("--timeout", "-1")):
+        proc = _run("--policy", "oracle", flag, value, "--out", str(tmp_path / "c"))
+        assert proc.returncode == 2 and f"argument {flag}: " in proc.stderr, proc.stderr
+
+
+def test_an_old_or_bad_env_config_is_read_or_named(tmp_path, tiny_adapter):
+    """An env_config.json written before the budget existed reads as those runs were (1 s, no instruction
+    budget, one query); a bad field stops the script naming the field and the file."""
+    import shutil
+
+    adapter = Path(shutil.copytree(tiny_adapter[0], tmp_path / "adapter"))
+    card = adapter / "env_config.json"
+    old = {k: v for k, v in json.loads(card.read_text()).items()
+           if k not in ("timeout", "max_instructions", "max_turns")}
+    card.write_text(json.dumps(old))
+    proc = _run("--policy", "template", "--adapter", str(adapter), "--limit", "1", "--no-progress",
+                "--out", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    config = _report_config(tmp_path / "a")
+    assert (config["timeout"], config["max_instructions"], config["schema"]) == (1.0, None, "flat")
+    assert config["trained_env"] == {**old, "timeout": 1.0, "max_instructions": None, "max_turns": 1}
+    card.write_text(json.dumps({**old, "max_instructions": "lots"}))
+    proc = _run("--policy", "template", "--adapter", str(adapter), "--limit", "1", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"{card}: max_instructions='lots' must be an integer >= 1" in proc.stderr

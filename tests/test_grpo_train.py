@@ -20,6 +20,7 @@ from agents import checkpoints, curves, grpo_train, metrics_log, preflight, roll
 from agents import grpo_update as update  # noqa: E402
 from agents.cli import ConfigError, field_docs  # noqa: E402
 from agents.grpo_config import Config, make_config, parse_config  # noqa: E402
+from sqlenv.spec import EnvSpec  # noqa: E402
 
 from tests.tiny_llama import save_tiny_llama  # noqa: E402
 
@@ -487,6 +488,32 @@ def test_resume_names_every_difference_and_its_flag(tmp_path):
                                        split="dev", model=str(save_tiny_llama(tmp_path / "tiny"))))
 
 
+@pytest.mark.parametrize("flags, message", [
+    (dict(max_instructions=5000), "max_instructions: the run used None, this command 5000; pass --max-instructions none"),
+    (dict(query_timeout=7.0), "query_timeout: the run used 1.0, this command 7.0; pass --query-timeout 1.0"),
+])
+def test_resume_refuses_another_query_budget(tmp_path, flags, message):
+    """A resume that changes the query budget would not continue the same run (its rewards change)."""
+    run = fake_run(tmp_path / "run", resolved_dataset="generated", resolved_data_dir=None)
+    with pytest.raises(ConfigError) as error:
+        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0, **flags))
+    assert message in str(error.value)
+    assert preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0)).checkpoint
+
+
+def test_resume_of_a_checkpoint_without_the_budget_reads_the_old_defaults(tmp_path):
+    """Checkpoints saved before the budget was in the identity were trained with 1 s a query, no instruction cap."""
+    run = fake_run(tmp_path / "run", resolved_dataset="generated", resolved_data_dir=None, max_instructions=5000)
+    state_pt = run / "checkpoints" / "step_000004" / "state.pt"
+    state = torch.load(state_pt, weights_only=False)
+    del state["config"]["query_timeout"], state["config"]["max_instructions"]
+    torch.save(state, state_pt)
+    plan = preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0))
+    assert (plan.env.timeout, plan.env.max_instructions) == (1.0, None)
+    with pytest.raises(ConfigError, match="max_instructions: the run used None, this command 9"):
+        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0, max_instructions=9))
+
+
 def test_resume_with_the_data_continues(tmp_path, data_dir):
     """1. The same run found again through --data-dir (or the variable) is resumed, wherever the data lives."""
     run = fake_run(tmp_path / "run", resolved_data_dir=str(data_dir))
@@ -566,12 +593,12 @@ def test_checkpoint_adapter_records_its_environment(tmp_path):
             (Path(path) / "adapter_config.json").write_text("{}")
 
     param = torch.nn.Parameter(torch.zeros(2))
-    env = dict(dataset="temptabqa-c", data_dir="/data/t", split="train", eval_split="dev", schema="flat",
-               sample_rows=3, reward="binary")
+    spec = EnvSpec(dataset="temptabqa-c", data_dir="/data/t", split="train", schema="flat", reward="binary",
+                   timeout=10.0, max_instructions=5000)
     path = checkpoints.save_checkpoint(tmp_path / "step_000001", Saving(), torch.optim.SGD([param], lr=0.1), 1,
                                        __import__("numpy").random.default_rng(0),
-                                       {"model": "m", "resolved_dataset": "temptabqa-c"}, env=env)
-    assert read_env_config(path / "adapter") == {**env, "max_turns": 1}  # left out: one query per question
+                                       {"model": "m", "resolved_dataset": "temptabqa-c"}, env=spec, eval_split="dev")
+    assert read_env_config(path / "adapter") == {**spec.to_dict(), "eval_split": "dev"}
     state = checkpoints.load_state(path)
     assert state["config"]["resolved_dataset"] == "temptabqa-c"
 
@@ -619,15 +646,16 @@ def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_pat
                         "--dataset", "generated", "--warmup-examples", "0", "--output-dir", str(tmp_path / "run")])
     assert (cfg.max_instructions, cfg.query_timeout) == (5000, 7.0)
     built = []
+    make = EnvSpec.make
 
-    def recording_make_env(*args, **kwargs):
-        env = rollouts.make_env(*args, **kwargs)
+    def recording_make(spec, *args, **kwargs):
+        env = make(spec, *args, **kwargs)
         built.append(env.executor.config)
         if len(built) == 2:
             raise KeyboardInterrupt  # both envs built: enough
         return env
 
-    monkeypatch.setattr(grpo_train, "make_env", recording_make_env)
+    monkeypatch.setattr(EnvSpec, "make", recording_make)
     with pytest.raises(KeyboardInterrupt):
         grpo_train.train(cfg)
     assert [(c.max_instructions, c.timeout) for c in built] == [(5000, 7.0), (5000, 7.0)]

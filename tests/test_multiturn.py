@@ -18,7 +18,7 @@ from agents.cli import ConfigError  # noqa: E402
 from agents.grpo_config import make_config, parse_config  # noqa: E402
 from agents.multiturn import EnvPool, episode_metrics, move_finished, move_result, run_episodes  # noqa: E402
 from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
-from agents.rollouts import make_env  # noqa: E402
+from sqlenv.spec import EnvSpec  # noqa: E402
 
 from tests.tiny_llama import save_tiny_llama  # noqa: E402
 
@@ -42,7 +42,7 @@ def policy(tiny_model):
 
 @pytest.fixture()
 def agent_env():
-    env = make_env("generated", "dev", None, "binary", "tables", 3, max_turns=3)
+    env = EnvSpec(dataset="generated", split="dev", max_turns=3).make()
     yield env
     env.close()
 
@@ -112,7 +112,7 @@ def test_scripted_episode_through_the_env(policy, agent_env, monkeypatch):
     pool = EnvPool(agent_env)
     (a, b) = run_episodes(policy, pool, [index], 2)
     assert script.calls == [1, 2]  # turn 1: one prompt for the group; turn 2: each live episode
-    reference = make_env("generated", "dev", None, "binary", "tables", 3, max_turns=3)
+    reference = EnvSpec(dataset="generated", split="dev", max_turns=3).make()
     reference.reset(options={"index": index})
     obs, _, _, _, info = reference.step(explore)
     reference.close()
@@ -285,12 +285,13 @@ def test_the_adapter_card_records_max_turns(tmp_path):
     env = dict(dataset="generated", data_dir=None, split="train", eval_split="dev", schema="tables", sample_rows=3,
                reward="binary")
     write_env_config(tmp_path, **env, max_turns=3)
-    assert json.loads((tmp_path / "env_config.json").read_text()) == {**env, "max_turns": 3}
+    legacy = {"timeout": 1.0, "max_instructions": None}  # the query budget every run before it had
+    assert json.loads((tmp_path / "env_config.json").read_text()) == {**env, **legacy, "max_turns": 3}
     write_env_config(tmp_path, **env)  # a single-step writer (the warm-up stage) may leave it out
     assert read_env_config(tmp_path)["max_turns"] == 1
     (tmp_path / "env_config.json").write_text(json.dumps(env))  # written before max_turns existed
-    assert read_env_config(tmp_path) == {**env, "max_turns": 1}
-    with pytest.raises(ValueError, match="env_config needs exactly"):
+    assert read_env_config(tmp_path) == {**env, **legacy, "max_turns": 1}
+    with pytest.raises(ValueError, match="unknown env setting 'turns'"):
         write_env_config(tmp_path, **env, max_turns=2, turns=2)
 
 

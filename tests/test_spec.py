@@ -1,0 +1,89 @@
+"""sqlenv/spec.py: EnvSpec round-trips, names the bad field and its file, reads old files as their runs were,
+and builds the env it describes."""
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sqlenv.agent_env import TextToSQLAgentEnv
+from sqlenv.datasets import load_dataset
+from sqlenv.env import TextToSQLEnv
+from sqlenv.spec import LEGACY_VALUES, EnvSpec, field_names
+
+SPEC = EnvSpec(dataset="generated", split="dev", data_dir=None, schema="flat", sample_rows=0, reward="partial",
+               timeout=7.5, max_instructions=5000, max_turns=3)
+
+
+def test_round_trips_through_json():
+    data = json.loads(json.dumps(SPEC.to_dict()))
+    assert list(data) == list(field_names())
+    assert EnvSpec.from_dict(data) == SPEC
+    assert EnvSpec.from_dict(EnvSpec().to_dict()) == EnvSpec()
+
+
+def test_defaults_are_the_envs():
+    """The spec's defaults are TextToSQLEnv's (one query per question: max_turns 1)."""
+    params = inspect.signature(TextToSQLEnv.__init__).parameters
+    for name in field_names():
+        if name != "max_turns":
+            assert EnvSpec().to_dict()[name] == params[name].default, name
+    assert EnvSpec().max_turns == 1
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"max_turn": 2}, "unknown env setting 'max_turn'"),
+    ({"sample_rows": -1}, "sample_rows=-1 must be an integer >= 0"),
+    ({"max_instructions": 0}, "max_instructions=0 must be an integer >= 1"),
+    ({"timeout": "1"}, "timeout='1' must be a positive number of seconds"),
+    ({"schema": "wide"}, "schema='wide' is not a schema variant"),
+    ({"reward": "nope"}, "reward='nope' is not a reward preset"),
+    ({"max_turns": True}, "max_turns=True must be an integer >= 1"),
+])
+def test_a_bad_or_unknown_field_names_itself_and_the_file(change, fragment):
+    with pytest.raises(ValueError) as error:
+        EnvSpec.from_dict({**SPEC.to_dict(), **change}, source="run/env_config.json")
+    assert str(error.value).startswith("run/env_config.json: ") and fragment in str(error.value)
+
+
+def test_a_missing_field_is_named_unless_it_came_later():
+    data = SPEC.to_dict()
+    del data["schema"]
+    with pytest.raises(ValueError, match="a.json: missing env setting 'schema'"):
+        EnvSpec.from_dict(data, source="a.json")
+    old = {k: v for k, v in SPEC.to_dict().items() if k not in LEGACY_VALUES}  # written before the budget existed
+    spec = EnvSpec.from_dict(old)
+    assert (spec.timeout, spec.max_instructions, spec.max_turns) == (1.0, None, 1)
+
+
+def test_make_builds_the_env_it_describes():
+    env = SPEC.make()
+    try:
+        assert isinstance(env, TextToSQLAgentEnv) and env.max_turns == 3
+        assert (env.executor.config.timeout, env.executor.config.max_instructions) == (7.5, 5000)
+        assert (env.dataset.split, env.schema_variant, env.num_sample_rows, env.reward_preset) == (
+            "dev", "flat", 0, "partial")
+    finally:
+        env.close()
+    one = EnvSpec(dataset="generated", split="dev").make(split="test", workers=0)
+    try:
+        assert type(one) is TextToSQLEnv and one.dataset.split == "test"
+        assert (one.executor.config.timeout, one.executor.config.max_instructions) == (1.0, None)
+    finally:
+        one.close()
+    subset = load_dataset("generated", split="dev").subset([0, 1])
+    two = EnvSpec(max_instructions=9).make(dataset=subset)
+    try:
+        assert len(two.dataset) == 2 and two.executor.config.max_instructions == 9
+    finally:
+        two.close()
+
+
+def test_is_frozen_and_imports_no_torch():
+    with pytest.raises(AttributeError):
+        SPEC.timeout = 2.0  # type: ignore[misc]
+    code = "import sys, sqlenv.spec; sqlenv.spec.EnvSpec(); assert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
