@@ -1,10 +1,11 @@
 """A frozen dataclass as a command line: one ``--flag`` per field, its docstring as the help.
 
-The training scripts (``agents/grpo_train.py``, ``agents/sft_warmup.py``) describe their settings as a
-dataclass with a docstring under each field, as CleanRL does; this module turns such a class into an
-``argparse`` parser and gives invalid values one shape of error, ``ConfigError``, whose message names
-the field and its flag. A script exits with status 2 and that message (``exit_with``), never with a
-traceback.
+The training scripts (``agents/grpo_train.py``, ``agents/sft_warmup.py``) and the TRL examples
+(``examples/trl_grpo.py``, ``examples/trl_environment.py``) describe their settings as a dataclass with
+a docstring under each field, as CleanRL does; this module, the one builder they share, turns such a
+class into an ``argparse`` parser and gives invalid values one shape of error, ``ConfigError``, whose
+message names the field and its flag. A script exits with status 2 and that message (``exit_with``),
+never with a traceback.
 """
 
 from __future__ import annotations
@@ -64,16 +65,22 @@ def converter(tp: Any, name: str):
 
 
 def dataclass_parser(cls: type, prog: str, description: str, usage: str | None = None,
-                     presets: Mapping[str, Mapping[str, Any]] | None = None) -> argparse.ArgumentParser:
+                     presets: Mapping[str, Mapping[str, Any]] | None = None,
+                     extra_help: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """A parser with one flag per field of ``cls``; unset flags are absent from the parsed namespace.
 
     Booleans get ``--x/--no-x``. ``presets`` (name -> field overrides) are listed in each field's help.
+    ``extra_help`` (field -> text) follows a field's docstring: help rendered from a table when the
+    parser is built (the reward presets, the registered datasets). A name that is not a field raises.
     """
+    unknown = set(extra_help or {}) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"extra_help names {sorted(unknown)}, which are not fields of {cls.__name__}")
     parser = argparse.ArgumentParser(prog=prog, usage=usage, description=description)
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
-        help_text = docs.get(f.name, "")
+        help_text = " ".join(t for t in (docs.get(f.name, ""), (extra_help or {}).get(f.name, "")) if t)
         overrides = {p: v[f.name] for p, v in (presets or {}).items() if f.name in v}
         if overrides:
             help_text += " [" + "; ".join(f"{p} preset: {v}" for p, v in overrides.items()) + "]"

@@ -20,18 +20,21 @@ real training on a GPU.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.cli import dataclass_parser
+from agents.models import MODEL_NAMES
+from sqlenv.datasets import available_datasets
+from sqlenv.rewards import preset_help
+
 
 @dataclass
 class Args:
     dataset: str = "generated"
-    """sqlenv dataset: generated (built in), temptabqa-c, spider, bird, jsonl."""
+    """sqlenv dataset (generated is built in, the others need --data-dir), one of:"""
     data_dir: str | None = None
     """Folder of the download (else $SQLENV_DATA_DIR); not needed for generated."""
     split: str = "train"
@@ -43,7 +46,7 @@ class Args:
     max_turns: int = 5
     """Moves per episode, the answer included (multi-turn only)."""
     model: str = "smollm2-135m"
-    """agents.models name (smollm2-135m, qwen2.5-coder-0.5b) or a local model folder."""
+    """A local model folder or an agents.models name:"""
     reward: str = "binary"
     """Reward preset (sqlenv.rewards):"""
     max_instructions: int | None = None
@@ -72,31 +75,17 @@ class Args:
     """Save the trained adapter to output_dir at the end."""
 
 
+def build_parser():
+    """The command line of ``Args`` (``agents.cli``, the trainer's builder): a field's docstring is its
+    help, followed by the registered datasets, models and reward presets as they are now."""
+    names = {"dataset": ", ".join(available_datasets()), "model": ", ".join(MODEL_NAMES), "reward": preset_help()}
+    return dataclass_parser(Args, prog="python examples/trl_environment.py", description=__doc__.split("\n\n")[0],
+                            extra_help={field: text + "." for field, text in names.items()})
+
+
 def parse_args(argv=None) -> Args:
-    """``Args`` from the command line; each field's docstring is its --help text."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(Args)).body[0]
-    docs = {
-        node.target.id: nxt.value.value
-        for node, nxt in zip(tree.body, tree.body[1:])
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-    }
-    from sqlenv.rewards import preset_help
-
-    docs["reward"] += " " + preset_help()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(Args):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default,
-                                help=docs.get(field.name))
-            continue
-        kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(field.type, str)
-        parser.add_argument(flag, type=kind, default=field.default, help=docs.get(field.name))
-    return Args(**vars(parser.parse_args(argv)))
+    """``Args`` from the command line (unset flags keep the field defaults)."""
+    return Args(**vars(build_parser().parse_args(argv)))
 
 
 def main(args: Args) -> dict:

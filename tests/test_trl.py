@@ -225,6 +225,54 @@ def test_to_trl_dataset_prompts_are_the_recorded_ones(schema):
     assert plain[0]["prompt"] == recorded["trl_dataset_plain"]
     assert trl.SYSTEM_PROMPT is prompts.DEFAULT_SYSTEM_PROMPT and trl.default_messages is prompts.default_messages
 
+
+# ---------------------------------------------------------------------- the example's command line
+def test_trl_grpo_example_help_and_defaults():
+    from agents.models import MODEL_NAMES
+    from sqlenv.datasets import available_datasets
+    from sqlenv.rewards import REWARD_PRESETS
+
+    path = REPO / "examples" / "trl_grpo.py"
+    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "2000"})
+    assert proc.returncode == 0, proc.stderr
+    lines = _options(proc.stdout)
+    assert all(name in lines["--dataset"] for name in available_datasets())
+    assert "(default: spider)" in lines["--dataset"]
+    assert all(name in lines["--model"] for name in MODEL_NAMES) and "tiny-random" in lines["--model"]
+    assert all(f"{name}:" in lines["--reward"] for name in REWARD_PRESETS) and "(default: binary)" in lines["--reward"]
+    assert "(default: 16)" in lines["--lora-r"] and "--no-save" in lines["--save"]
+    example = _load_example(path)
+    assert example.parse_args([]) == example.Args()
+    parsed = example.parse_args(["--limit", "3", "--max-instructions", "none", "--save", "--learning-rate", "2e-5"])
+    assert (parsed.limit, parsed.max_instructions, parsed.save, parsed.learning_rate) == (3, None, True, 2e-5)
+    bad = subprocess.run([sys.executable, str(path), "--limit", "three"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "limit expects int, got 'three'" in bad.stderr
+
+
+def _options(help_text: str) -> dict[str, str]:
+    """Each option's line of ``--help`` with its continuation lines: ``{"--flag": "--flag METAVAR help"}``."""
+    options: dict[str, str] = {}
+    key = None
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            key = line.split()[0].rstrip(",")
+            options[key] = line.strip()
+        elif key and line.startswith("    "):
+            options[key] += " " + line.strip()
+    return options
+
+
+def _load_example(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the Args dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
 # ---------------------------------------------------------------------- one GRPO step with TRL
 @pytest.mark.slow
 def test_trl_grpo_example_runs_one_step(tmp_path):

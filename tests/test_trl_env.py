@@ -232,9 +232,35 @@ def test_prompts_are_the_recorded_ones(multi_turn):
                                                                {"role": "user", "content": ""}]
 
 def test_example_help():
+    from agents.models import MODEL_NAMES
+    from sqlenv.datasets import available_datasets
+    from sqlenv.rewards import REWARD_PRESETS
+
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--help"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "--single-step" in proc.stdout and "--max-tool-calls" in proc.stdout
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "2000"})
+    assert proc.returncode == 0, proc.stderr
+    lines = _options(proc.stdout)
+    assert "--no-single-step" in lines["--single-step"] and "(default: 4)" in lines["--max-tool-calls"]
+    assert all(name in lines["--dataset"] for name in available_datasets())
+    assert "(default: generated)" in lines["--dataset"]
+    assert all(name in lines["--model"] for name in MODEL_NAMES)
+    assert all(f"{name}:" in lines["--reward"] for name in REWARD_PRESETS) and "(default: binary)" in lines["--reward"]
+    bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--max-turns", "x"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "max_turns expects int, got 'x'" in bad.stderr
+
+
+def _options(help_text: str) -> dict[str, str]:
+    """Each option's line of ``--help`` with its continuation lines: ``{"--flag": "--flag METAVAR help"}``."""
+    options: dict[str, str] = {}
+    key = None
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            key = line.split()[0].rstrip(",")
+            options[key] = line.strip()
+        elif key and line.startswith("    "):
+            options[key] += " " + line.strip()
+    return options
 
 
 # ---------------------------------------------------------------------- the chat template TRL needs
