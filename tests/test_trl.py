@@ -233,8 +233,8 @@ def test_trl_grpo_example_help_and_defaults():
     from sqlenv.rewards import REWARD_PRESETS
 
     path = REPO / "examples" / "trl_grpo.py"
-    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "2000"})
+    proc = subprocess.run([sys.executable, str(path), "--help"], check=False, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "2000"})
     assert proc.returncode == 0, proc.stderr
     lines = _options(proc.stdout)
     assert all(name in lines["--dataset"] for name in available_datasets())
@@ -246,7 +246,8 @@ def test_trl_grpo_example_help_and_defaults():
     assert example.parse_args([]) == example.Args()
     parsed = example.parse_args(["--limit", "3", "--max-instructions", "none", "--save", "--learning-rate", "2e-5"])
     assert (parsed.limit, parsed.max_instructions, parsed.save, parsed.learning_rate) == (3, None, True, 2e-5)
-    bad = subprocess.run([sys.executable, str(path), "--limit", "three"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, str(path), "--limit", "three"], check=False, capture_output=True,
+                         text=True, timeout=120)
     assert bad.returncode == 2 and "limit expects int, got 'three'" in bad.stderr
 
 

@@ -237,7 +237,8 @@ def test_example_help():
     from sqlenv.rewards import REWARD_PRESETS
 
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--help"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "2000"})
+                          check=False, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "2000"})
     assert proc.returncode == 0, proc.stderr
     lines = _options(proc.stdout)
     assert "--no-single-step" in lines["--single-step"] and "(default: 4)" in lines["--max-tool-calls"]
@@ -246,7 +247,7 @@ def test_example_help():
     assert all(name in lines["--model"] for name in MODEL_NAMES)
     assert all(f"{name}:" in lines["--reward"] for name in REWARD_PRESETS) and "(default: binary)" in lines["--reward"]
     bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--max-turns", "x"],
-                         capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "max_turns expects int, got 'x'" in bad.stderr
 
 

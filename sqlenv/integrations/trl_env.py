@@ -45,8 +45,8 @@ from sqlenv.completion import extract_sql
 from sqlenv.datasets import Dataset
 from sqlenv.env import TextToSQLEnv
 from sqlenv.executor import ExecutionResult
-from sqlenv.prompts import TOOLS_ANSWER_SYSTEM_PROMPT as ANSWER_SYSTEM_PROMPT
 from sqlenv.prompts import TOOLS_AGENT_SYSTEM_PROMPT as AGENT_SYSTEM_PROMPT
+from sqlenv.prompts import TOOLS_ANSWER_SYSTEM_PROMPT as ANSWER_SYSTEM_PROMPT
 from sqlenv.prompts import user_message
 from sqlenv.rewards import reward as compute_reward
 
