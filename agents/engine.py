@@ -13,6 +13,12 @@ What it does that Hugging Face's ``generate`` path does not:
 - **Finished samples leave.** A prompt whose G samples have all stopped drops out of the batch, and
   within a prompt the finished samples drop out down to the width of the prompt with the most live
   samples (the others are padded with discarded filler copies), so a step computes live rows.
+- **No host round-trip per token.** A decode step (:meth:`RolloutEngine._decode_step`, gpt-fast's
+  ``decode_one_token``) is a pure tensor function with static shapes: the generated level is read
+  whole under a mask, the step index is a tensor. Tokens, log-probs, lengths and finished flags stay
+  on the device (``agents.sampling.DecodeRows``; EOS tested there); the host looks every
+  ``stop_check_every`` steps, for the text-level stop rule and the compaction above. ``compile=True``
+  runs the step through ``torch.compile``.
 
 - **Few, large matrix products.** At the start of each call the LoRA adapter is folded into the
   projections it targets (``W + B A scaling``, PEFT's own ``get_delta_weight``; skipped under
@@ -30,11 +36,14 @@ the quantity the trainer's forward computes.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from agents.sampling import DecodeRows, sample_tokens  # noqa: F401 (sample_tokens re-exported)
 
 __all__ = ["RolloutEngine", "sample_tokens", "supports", "SUPPORTED_MODEL_TYPES"]
 
@@ -111,24 +120,6 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * x.to(dtype)
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row from ``softmax(logits / temperature)`` restricted to the top-p nucleus.
-
-    Inverse-CDF sampling (a cumulative sum and a binary search per row): the same distribution as
-    ``torch.multinomial``, which draws an exponential per vocabulary entry (38 ms for 32 x 49,152
-    here, against 1.4 ms).
-    """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keeps the top token always
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-    cdf = probs.cumsum(dim=-1)
-    draw = torch.rand((len(probs), 1), device=probs.device, generator=generator) * cdf[:, -1:]
-    return torch.searchsorted(cdf, draw, right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
-
-
 @dataclass
 class _Levels:
     """Per-layer keys and values of the three cache levels (see the module docstring).
@@ -163,10 +154,17 @@ class RolloutEngine:
     weights, activations and KV cache are cast, the logits come back in float32. Its tokens then come
     from a slightly different distribution than the training forward's; the trainer must correct for
     it (importance sampling) and ``benchmarks/bench_generate.py --rollout-dtype`` measures the gap.
+
+    ``stop_check_every`` (k): the host looks at the tokens every k steps only, to apply ``stop`` and
+    compact the batch; EOS is tested on the device every step, and a row's completion ends at its
+    first stop whatever k is (the rows past it decode up to k - 1 discarded tokens). ``compile``: the
+    decode step runs through ``torch.compile`` (inductor on CPU, ``mode="reduce-overhead"``, i.e.
+    CUDA graphs, on CUDA); where compilation is unavailable or fails, one warning and the eager step.
     """
 
     def __init__(self, model, eos_token_ids: Sequence[int], pad_token_id: int = 0,
-                 prefill_chunk: int = 8, dtype: torch.dtype | None = None):
+                 prefill_chunk: int = 8, dtype: torch.dtype | None = None, stop_check_every: int = 8,
+                 compile: bool = False):
         if not supports(model):
             config = getattr(_base_model(model), "config", None)
             raise ValueError(f"RolloutEngine supports Llama-style decoders {SUPPORTED_MODEL_TYPES}; "
@@ -185,6 +183,12 @@ class RolloutEngine:
         self.pad = int(pad_token_id)
         self.prefill_chunk = max(1, int(prefill_chunk))
         self.dtype = dtype
+        if stop_check_every < 1:
+            raise ValueError(f"stop_check_every must be >= 1, got {stop_check_every}")
+        self.stop_check_every = int(stop_check_every)
+        self.compile = bool(compile)
+        self._compiled = None
+        self._compile_failed = False
         self._weights: list[_Layer] | None = None  # set for the length of one sample() call
         self._head: torch.Tensor | None = None
         self._dtype = self.head.weight.dtype
@@ -298,39 +302,89 @@ class RolloutEngine:
 
     # ------------------------------------------------------------------ decoding
 
-    def _attend_decode(self, levels: _Levels, layer: int, q, k, v, groups: int, rows: int):
-        """One decode step's attention for ``groups x rows`` sequences over the three levels."""
-        b, g, r, d, hkv = groups, rows, self.rep, self.head_dim, self.n_kv
-        step = levels.steps
-        levels.gen_k[layer][:, :, :, step] = k.reshape(b, g, hkv, d)
-        levels.gen_v[layer][:, :, :, step] = v.reshape(b, g, hkv, d)
+    def _attend_decode(self, levels: _Levels, layer: int, q, k, v, step: torch.Tensor, gen_mask: torch.Tensor):
+        """One decode step's attention for ``groups x width`` sequences over the three levels.
+
+        Static shapes: the generated level is read whole (``T`` positions), ``gen_mask`` hiding the
+        positions after ``step`` (a one-element tensor, so nothing here depends on a host integer)."""
+        b = levels.own_k[layer].shape[0]
+        g = q.shape[0] // b
+        r, d, hkv = self.rep, self.head_dim, self.n_kv
+        gen_k_all, gen_v_all = levels.gen_k[layer], levels.gen_v[layer]  # [B, G, Hkv, T, D]
+        gen_k_all.index_copy_(3, step, k.reshape(b, g, hkv, 1, d))
+        gen_v_all.index_copy_(3, step, v.reshape(b, g, hkv, 1, d))
+        t = gen_k_all.shape[3]
         # queries grouped by prompt and kv head: [B, Hkv, G*rep, D]
         qr = q.reshape(b, g, hkv, r, d)
         qg = qr.permute(0, 2, 1, 3, 4).reshape(b, hkv, g * r, d)
         scores = [torch.matmul(qg, levels.own_k[layer].transpose(-1, -2)) + levels.own_mask]
         if levels.common_k:
             scores.insert(0, torch.matmul(qg, levels.common_k[layer].transpose(-1, -2)))
-        gen_k = levels.gen_k[layer][:, :, :, :step + 1]  # [B, G, Hkv, t, D]
-        gen_scores = torch.matmul(qr, gen_k.transpose(-1, -2))  # [B, G, Hkv, rep, t]
-        scores.append(gen_scores.permute(0, 2, 1, 3, 4).reshape(b, hkv, g * r, step + 1))
+        gen_scores = torch.matmul(qr, gen_k_all.transpose(-1, -2)) + gen_mask  # [B, G, Hkv, rep, T]
+        scores.append(gen_scores.permute(0, 2, 1, 3, 4).reshape(b, hkv, g * r, t))
         widths = [s.shape[-1] for s in scores]
         probs = torch.softmax(torch.cat(scores, dim=-1).float() * self.scaling, dim=-1).to(q.dtype)
         parts = probs.split(widths, dim=-1)
         out = torch.matmul(parts[-2], levels.own_v[layer])
         if levels.common_k:
             out = out + torch.matmul(parts[0], levels.common_v[layer])
-        gen_probs = parts[-1].reshape(b, hkv, g, r, step + 1).permute(0, 2, 1, 3, 4)
-        gen_out = torch.matmul(gen_probs, levels.gen_v[layer][:, :, :, :step + 1])  # [B, G, Hkv, rep, D]
+        gen_probs = parts[-1].reshape(b, hkv, g, r, t).permute(0, 2, 1, 3, 4)
+        gen_out = torch.matmul(gen_probs, gen_v_all)  # [B, G, Hkv, rep, D]
         out = out.reshape(b, hkv, g, r, d).permute(0, 2, 1, 3, 4) + gen_out
         return out.reshape(b * g, 1, hkv * r * d)
 
+    def _decode_step(self, levels: _Levels, tokens: torch.Tensor, positions: torch.Tensor,
+                     step: torch.Tensor) -> torch.Tensor:
+        """One decode step as a pure tensor function (gpt-fast's ``decode_one_token``): the last tokens
+        ``[N]`` of ``groups x width`` slots at ``positions [N, 1]`` -> logits ``[N, V]``; writes the
+        step's keys and values at ``step`` in the generated level. This is what ``compile`` compiles."""
+        t = levels.gen_k[0].shape[3]
+        visible = torch.arange(t, device=tokens.device) <= step
+        gen_mask = torch.zeros(t, dtype=self._dtype, device=tokens.device).masked_fill(
+            ~visible, torch.finfo(self._dtype).min)
+        hidden = self._run_layers(self._embed(tokens[:, None]), positions,
+                                  lambda layer, q, k, v: self._attend_decode(levels, layer, q, k, v, step, gen_mask))
+        return self._logits(hidden[:, -1])
+
+    def _step_function(self):
+        """The decode step to call: compiled once where ``compile`` asks and it works, else eager."""
+        if not self.compile or self._compile_failed:
+            return self._decode_step
+        if self._compiled is None:
+            try:
+                mode = "reduce-overhead" if self.device.type == "cuda" else None
+                self._compiled = torch.compile(self._decode_step, mode=mode, dynamic=None)
+            except Exception as error:  # noqa: BLE001 (any failure means: decode eagerly)
+                self._fall_back(error)
+                return self._decode_step
+        return self._compiled
+
+    def _fall_back(self, error: Exception) -> None:
+        self._compile_failed = True
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        warnings.warn(f"RolloutEngine: torch.compile unavailable ({type(error).__name__}: {message[:160]}); "
+                      "decoding eagerly", RuntimeWarning, stacklevel=3)
+
+    def _forward(self, levels, tokens, positions, step):
+        step_function = self._step_function()
+        if step_function is self._decode_step:
+            return step_function(levels, tokens, positions, step)
+        try:
+            return step_function(levels, tokens, positions, step)
+        except Exception as error:  # noqa: BLE001 (the step writes only position `step`: rerunning it is exact)
+            self._fall_back(error)
+            return self._decode_step(levels, tokens, positions, step)
+
     @torch.no_grad()
     def sample(self, prompts: Sequence[torch.Tensor], rows: int, *, max_new_tokens: int,
-               choose: Callable[[torch.Tensor], torch.Tensor],
+               choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                stop: Callable[[list[int]], bool] | None = None) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """``rows`` continuations of each prompt (token id tensors); per prompt ``[(ids, logprobs)] * rows``.
 
-        ``choose(logits [N, V]) -> tokens [N]`` picks the next tokens (argmax, or a sampler).
+        ``choose(logits [N, V], row [N]) -> tokens [N]`` picks the next tokens of the decoding slots,
+        ``row[i]`` being the row (``prompt * rows + sample``) slot ``i`` decodes
+        (:class:`agents.sampling.Chooser`). ``stop(row_tokens)`` is the text-level end rule (monotone:
+        see :mod:`agents.sampling`), checked every ``stop_check_every`` steps.
         """
         if not prompts or max_new_tokens <= 0:
             return [[(torch.zeros(0, dtype=torch.long), torch.zeros(0))] * rows for _ in prompts]
@@ -352,56 +406,48 @@ class RolloutEngine:
     def _sample(self, prompts, common, rows, max_new_tokens, choose, stop):
         levels, logits = self._prefill(prompts, common, rows, max_new_tokens)
         total_groups = len(prompts)
-        eos = self.eos.to(self.device)
-        tokens = [[[] for _ in range(rows)] for _ in range(total_groups)]
-        logps = [[[] for _ in range(rows)] for _ in range(total_groups)]
-        done = [[False] * rows for _ in range(total_groups)]
+        book = DecodeRows(total_groups * rows, max_new_tokens, self.eos, self.device, stop)
         active = list(range(total_groups))  # prompt of each batch group
         # slots[gi][s]: the sample (row of its prompt) that batch slot s of group gi decodes; None = a
-        # filler slot kept only so every group has the same width (its tokens are discarded)
+        # filler slot kept only so every group has the same width (its tokens go to the filler row)
         slots: list[list[int | None]] = [list(range(rows)) for _ in range(total_groups)]
         width = rows
-        next_pos = torch.tensor([len(p) for p in prompts], device=self.device)
+        slot_row = torch.arange(total_groups * rows, device=self.device)
+        base_pos = torch.tensor([len(p) for p in prompts], device=self.device).repeat_interleave(rows)[:, None]
+        step_t = torch.zeros(1, dtype=torch.long, device=self.device)
         logits = logits.repeat_interleave(rows, dim=0)  # [B*G, V]
         for step in range(max_new_tokens):
-            logp_all = torch.log_softmax(logits, dim=-1)
-            chosen = choose(logits)
-            chosen_logp = logp_all.gather(-1, chosen[:, None])[:, 0].tolist()
-            is_eos = torch.isin(chosen, eos).tolist()
-            chosen_list = chosen.tolist()
-            alive: list[list[int]] = []  # per group: the slots still decoding
-            for gi, prompt in enumerate(active):
-                alive.append([])
-                for slot, r in enumerate(slots[gi]):
-                    if r is None or done[prompt][r]:
-                        continue
-                    i = gi * width + slot
-                    tokens[prompt][r].append(chosen_list[i])
-                    logps[prompt][r].append(chosen_logp[i])
-                    if is_eos[i] or (stop is not None and stop(tokens[prompt][r])):
-                        done[prompt][r] = True
-                    else:
-                        alive[gi].append(slot)
-            keep = [gi for gi in range(len(active)) if alive[gi]]
-            if not keep or step == max_new_tokens - 1:
+            chosen = choose(logits, slot_row)
+            book.record(slot_row, chosen, torch.log_softmax(logits, dim=-1).gather(-1, chosen[:, None])[:, 0])
+            if step == max_new_tokens - 1:
                 break
-            new_width = max(len(alive[gi]) for gi in keep)
-            if len(keep) < len(active) or new_width < width:
-                # finished groups leave; a group's finished samples leave too, down to the widest group
-                chosen = self._compact(levels, chosen, keep, [alive[gi] for gi in keep], width, new_width)
-                slots = [[slots[gi][s] for s in alive[gi]] + [None] * (new_width - len(alive[gi])) for gi in keep]
-                next_pos = next_pos.index_select(0, torch.tensor(keep, device=self.device))
-                active = [active[gi] for gi in keep]
-                width = new_width
-            positions = next_pos.repeat_interleave(width)[:, None] + levels.steps
-            groups = len(active)
-            hidden = self._run_layers(
-                self._embed(chosen[:, None]), positions,
-                lambda layer, q, k, v: self._attend_decode(levels, layer, q, k, v, groups, width))
+            if (step + 1) % self.stop_check_every == 0:
+                done = book.check()  # the one host synchronisation of the k steps
+                alive = [[s for s, r in enumerate(group_slots) if r is not None and not done[prompt * rows + r]]
+                         for prompt, group_slots in zip(active, slots)]
+                keep = [gi for gi in range(len(active)) if alive[gi]]
+                if not keep:
+                    break
+                new_width = max(len(alive[gi]) for gi in keep)
+                if len(keep) < len(active) or new_width < width:
+                    # finished groups leave; a group's finished samples leave too, down to the widest group
+                    chosen = self._compact(levels, chosen, keep, [alive[gi] for gi in keep], width, new_width)
+                    slots = [[slots[gi][s] for s in alive[gi]] + [None] * (new_width - len(alive[gi]))
+                             for gi in keep]
+                    active = [active[gi] for gi in keep]
+                    width = new_width
+                    filler = total_groups * rows
+                    slot_row = torch.tensor([filler if r is None else p * rows + r
+                                             for p, group_slots in zip(active, slots) for r in group_slots],
+                                            device=self.device)
+                    lengths = [len(prompts[p]) for p in active]
+                    base_pos = torch.tensor(lengths, device=self.device).repeat_interleave(width)[:, None]
+            logits = self._forward(levels, chosen, base_pos + step_t, step_t)
+            step_t += 1
             levels.steps += 1
-            logits = self._logits(hidden[:, -1])
-        return [[(torch.tensor(tokens[p][r], dtype=torch.long), torch.tensor(logps[p][r], dtype=torch.float32))
-                 for r in range(rows)] for p in range(total_groups)]
+        book.check()
+        results = book.results()
+        return [results[p * rows:(p + 1) * rows] for p in range(total_groups)]
 
     def _compact(self, levels: _Levels, chosen: torch.Tensor, keep: list[int], alive: list[list[int]],
                  width: int, new_width: int) -> torch.Tensor:

@@ -13,6 +13,11 @@ sequence finishes at the EOS token, at a closing code fence, at a ';' outside st
 (the end of the SQL statement) or after ``max_completion_length`` tokens; the stopping token is
 kept in ``completion_ids``.
 
+Both paths share one sampler and one row bookkeeping (``agents.sampling``): row ``r``'s ``t``-th token
+is drawn by inverse CDF from the ``t``-th uniform number drawn for ``r``, so one seed gives the same
+samples on either path (up to draws within float rounding of a CDF boundary); EOS is tested on the
+device, the statement end on the host every ``stop_check_every`` steps.
+
 Log-probs: ``Rollout.logprobs`` and ``sequence_logprobs`` are the same quantity,
 ``log softmax(logits)`` of the unmodified model at temperature 1 (no temperature, no top-p), so the
 GRPO ratio is exactly 1 before the first update. The sampling distribution itself is tempered
@@ -37,6 +42,7 @@ import torch
 
 from agents import prompts as prompt_texts
 from agents.prompts import PREFILL
+from agents.sampling import Chooser, DecodeRows
 from sqlenv.completion import extract_sql, statement_end  # noqa: F401 (re-exported)
 
 # --------------------------------------------------------------------------- SQL extraction
@@ -76,6 +82,11 @@ class PolicyConfig:
         cache copied G times), or "auto" (the engine where the model is Llama-style, else "hf").
       rollout_dtype: "bfloat16"/"float16" runs the engine in that precision (its log-probs then differ
         from ``sequence_logprobs``'; the trainer corrects with importance weights), None the model's.
+      stop_check_every: the host checks the text-level end of a completion (and compacts the batch)
+        every this many decode steps; EOS is tested on the device every step. Completions do not depend
+        on it (each ends at its first stop); larger values spend up to k - 1 discarded tokens per row.
+      compile: ``torch.compile`` the engine's decode step (CUDA graphs on CUDA); eager with a warning
+        where compilation is unavailable.
     """
 
     model: str = "smollm2-135m"
@@ -94,6 +105,8 @@ class PolicyConfig:
     max_batch_rows: int = 64
     engine: str = "auto"
     rollout_dtype: str | None = None
+    stop_check_every: int = 8
+    compile: bool = False
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -113,6 +126,8 @@ class PolicyConfig:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.rollout_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"rollout_dtype must be 'bfloat16', 'float16' or None, got {self.rollout_dtype!r}")
+        if self.stop_check_every < 1:
+            raise ValueError(f"stop_check_every must be >= 1, got {self.stop_check_every}")
         if self.rollout_dtype is not None and self.engine == "hf":
             raise ValueError("rollout_dtype needs the rollout engine (engine='auto' or 'engine'), not 'hf'")
 
@@ -339,18 +354,16 @@ class LoRAPolicy:
         if not self.uses_engine():
             return self._sample_many(prompt_ids_list, rows, temperature=temperature, top_p=top_p,
                                      greedy=greedy, max_new_tokens=max_new_tokens, finished=finished)
-        from agents.engine import RolloutEngine, sample_tokens
+        from agents.engine import RolloutEngine
 
         if getattr(self, "_engine", None) is None:
             dtype = getattr(torch, self.config.rollout_dtype) if self.config.rollout_dtype else None
             self._engine = RolloutEngine(self.model, self.eos_token_ids, self.tokenizer.pad_token_id or 0,
-                                         dtype=dtype)
-        if greedy:
-            choose = lambda logits: logits.argmax(dim=-1)  # noqa: E731
-        else:
-            choose = lambda logits: sample_tokens(logits, temperature, top_p)  # noqa: E731
+                                         dtype=dtype, stop_check_every=self.config.stop_check_every,
+                                         compile=self.config.compile)
+        chooser = Chooser(len(prompt_ids_list) * rows, greedy=greedy, temperature=temperature, top_p=top_p)
         decode = self.tokenizer.decode
-        return self._engine.sample(prompt_ids_list, rows, max_new_tokens=max_new_tokens, choose=choose,
+        return self._engine.sample(prompt_ids_list, rows, max_new_tokens=max_new_tokens, choose=chooser,
                                    stop=lambda tokens: finished(decode(tokens)))
 
     def _sample(self, prompt_ids: torch.Tensor, rows: int, *, temperature: float, top_p: float,
@@ -400,34 +413,28 @@ class LoRAPolicy:
                              **extra)
             cache, logits = _cache_of(out), out.logits[:, -1, :].float()
         mask = mask.repeat_interleave(rows, dim=0)
-        eos = torch.tensor(self.eos_token_ids, device=self.device)
         total = len(lengths) * rows
-        tokens: list[list[int]] = [[] for _ in range(total)]
-        logps: list[list[float]] = [[] for _ in range(total)]
-        active = list(range(total))  # active[i] = the sequence whose cache entry is i
+        chooser = Chooser(total, greedy=greedy, temperature=temperature, top_p=top_p)
+        book = DecodeRows(total, max_new_tokens, self.eos_token_ids if stop else [], self.device,
+                          (lambda tokens: finished(self.tokenizer.decode(tokens))) if stop else None)
+        every = self.config.stop_check_every
+        active = list(range(total))  # active[i] = the row whose cache entry is i
+        row = torch.arange(total, device=self.device)
         for step in range(max_new_tokens):
-            logp_all = torch.log_softmax(logits, dim=-1)
-            if greedy:
-                chosen = logits.argmax(dim=-1)
-            else:
-                chosen = _sample_tokens(logits, temperature, top_p)
-            chosen_logp = logp_all.gather(-1, chosen[:, None])[:, 0]
-            is_eos = torch.isin(chosen, eos).tolist()
-            chosen_list, logp_list = chosen.tolist(), chosen_logp.tolist()
-            keep = []
-            for i, row in enumerate(active):
-                tokens[row].append(chosen_list[i])
-                logps[row].append(logp_list[i])
-                done = stop and (is_eos[i] or finished(self.tokenizer.decode(tokens[row])))
-                if not done:
-                    keep.append(i)
-            if not keep or step == max_new_tokens - 1:
+            chosen = chooser(logits, row)
+            book.record(row, chosen, torch.log_softmax(logits, dim=-1).gather(-1, chosen[:, None])[:, 0])
+            if step == max_new_tokens - 1:
                 break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                chosen, mask, next_pos = chosen[index], mask[index], next_pos[index]
-                active = [active[i] for i in keep]
+            if (step + 1) % every == 0:
+                done = book.check()
+                keep = [i for i, r in enumerate(active) if not done[r]]
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    chosen, mask, next_pos, row = chosen[index], mask[index], next_pos[index], row[index]
+                    active = [active[i] for i in keep]
             step_extra = {}
             if padded:
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
@@ -435,8 +442,8 @@ class LoRAPolicy:
             out = self.model(input_ids=chosen[:, None], use_cache=True, **{self._cache_arg: cache}, **step_extra)
             next_pos = next_pos + 1
             logits = out.logits[:, -1, :].float()
-        results = [(torch.tensor(tokens[r], dtype=torch.long), torch.tensor(logps[r], dtype=torch.float32))
-                   for r in range(total)]
+        book.check()
+        results = book.results()
         return [results[i * rows:(i + 1) * rows] for i in range(len(lengths))]
 
     # ------------------------------------------------------------------ scoring
@@ -599,15 +606,4 @@ class LoRAPolicy:
 def _cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
-
-
-def _sample_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """One token per row from ``softmax(logits / temperature)``, restricted to the top-p nucleus."""
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keeps the top token always
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1)[:, 0]
 

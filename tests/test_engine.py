@@ -12,6 +12,7 @@ import transformers
 
 from agents.engine import RolloutEngine, _common_prefix, sample_tokens, supports
 from agents.policy import LoRAPolicy, PolicyConfig
+from agents.sampling import Chooser
 from test_policy import OBSERVATION, perturb_adapter, tiny_model, tiny_tokenizer
 
 QUESTIONS = ("How many gold medals did Anna Berg win?", "When?", "In which year did she win her first medal?",
@@ -66,9 +67,9 @@ def test_finished_groups_leave_without_changing_the_others(pair):
     """Prompts that stop at different steps: each row equals its unstopped run cut at its stop."""
     prompts = [pair.encode(p) for p in prompts_of(pair)]
     engine = RolloutEngine(pair.model, [], pair.tokenizer.pad_token_id)
-    greedy = lambda logits: logits.argmax(-1)  # noqa: E731
+    greedy = lambda logits, row: logits.argmax(-1)  # noqa: E731
     full = engine.sample(prompts, 2, max_new_tokens=12, choose=greedy)
-    stop = lambda tokens: tokens[-1] % 5 == 0  # noqa: E731
+    stop = lambda tokens: any(t % 5 == 0 for t in tokens)  # noqa: E731  (monotone, as the text rules)
     stopped = engine.sample(prompts, 2, max_new_tokens=12, choose=greedy, stop=stop)
     lengths = set()
     for group_full, group_stopped in zip(full, stopped):
@@ -86,7 +87,7 @@ def test_greedy_identical_without_stopping_for_many_rows(pair):
     kwargs = dict(temperature=1.0, top_p=1.0, greedy=True, max_new_tokens=12)
     plain = pair._sample_many(prompts, 3, stop=False, **kwargs)
     engine = RolloutEngine(pair.model, [], pair.tokenizer.pad_token_id)
-    ours = engine.sample(prompts, 3, max_new_tokens=12, choose=lambda logits: logits.argmax(-1))
+    ours = engine.sample(prompts, 3, max_new_tokens=12, choose=lambda logits, row: logits.argmax(-1))
     for group_a, group_b in zip(plain, ours):
         for (a_ids, a_lp), (b_ids, b_lp) in zip(group_a, group_b):
             assert a_ids.tolist() == b_ids.tolist() and len(b_ids) == 12
@@ -114,9 +115,9 @@ def test_finished_samples_leave_their_group_and_the_rest_stay_exact(pair, monkey
     monkeypatch.setattr(engine, "_compact", lambda levels, chosen, keep, alive, width, new_width: (
         widths.append((width, new_width)), compact(levels, chosen, keep, alive, width, new_width))[1])
     generator = torch.Generator().manual_seed(3)
-    stop = lambda tokens: tokens[-1] % 4 == 0  # noqa: E731  (about a quarter of the tokens end a sample)
+    stop = lambda tokens: any(t % 4 == 0 for t in tokens)  # noqa: E731  (a quarter of the tokens end a sample)
     groups = engine.sample(prompts, 6, max_new_tokens=12, stop=stop,
-                           choose=lambda logits: sample_tokens(logits, 1.0, 1.0, generator))
+                           choose=Chooser(len(prompts) * 6, greedy=False, generator=generator))
     assert any(new < old for old, new in widths)  # a group narrowed, not only whole groups leaving
     assert any(len({len(ids) for ids, _ in group}) > 2 for group in groups)
     rollout_prompts = [p for p, group in zip(prompts, groups) for _ in group]
@@ -153,8 +154,8 @@ def test_common_prefix_is_found_and_used(pair):
     assert common > 10 and all(torch.equal(p[:common], prompts[0][:common]) for p in prompts)
     assert not all(len(p) > common and p[common] == prompts[0][common] for p in prompts)
     engine = RolloutEngine(pair.model, [], 0)
-    shared = engine.sample(prompts[:3], 2, max_new_tokens=5, choose=lambda l: l.argmax(-1))
-    alone = [engine.sample([p], 2, max_new_tokens=5, choose=lambda l: l.argmax(-1))[0] for p in prompts[:3]]
+    shared = engine.sample(prompts[:3], 2, max_new_tokens=5, choose=lambda logits, row: logits.argmax(-1))
+    alone = [engine.sample([p], 2, max_new_tokens=5, choose=lambda logits, row: logits.argmax(-1))[0] for p in prompts[:3]]
     for group_a, group_b in zip(shared, alone):
         for (a_ids, a_lp), (b_ids, b_lp) in zip(group_a, group_b):
             assert a_ids.tolist() == b_ids.tolist()
@@ -208,7 +209,7 @@ def test_sample_tokens_follows_the_tempered_distribution():
 
 def test_bfloat16_rollout_runs_and_stays_close_to_float32(pair):
     prompts = [pair.encode(p) for p in prompts_of(pair)[:4]]
-    greedy = lambda logits: logits.argmax(-1)  # noqa: E731
+    greedy = lambda logits, row: logits.argmax(-1)  # noqa: E731
     full = RolloutEngine(pair.model, [], 0).sample(prompts, 2, max_new_tokens=6, choose=greedy)
     half = RolloutEngine(pair.model, [], 0, dtype=torch.bfloat16).sample(prompts, 2, max_new_tokens=6, choose=greedy)
     assert next(pair.model.parameters()).dtype == torch.float32  # the model itself is untouched
@@ -217,3 +218,118 @@ def test_bfloat16_rollout_runs_and_stays_close_to_float32(pair):
     assert first_half.dtype == torch.float32
     assert not torch.equal(first_full, first_half)  # really computed in another precision
     torch.testing.assert_close(first_half, first_full, atol=0.1, rtol=0)  # the first token's log-prob, same context
+
+
+# --------------------------------------------------------------------------- host checks every k steps, one sampler
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """tests/tiny_llama.py's 1-layer Llama as a policy with a non-trivial adapter, 40 new tokens at most."""
+    from tiny_llama import save_tiny_llama
+
+    folder = save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+    torch.manual_seed(0)
+    policy = LoRAPolicy(PolicyConfig(model=folder, device="cpu", dtype="float32", max_completion_length=40,
+                                     few_shot=0, temperature=1.0))
+    perturb_adapter(policy)
+    return policy
+
+
+def run_with(policy, prompts, n, greedy, engine="engine", every=8, compile=False, seed=0):
+    policy.config.engine, policy.config.stop_check_every, policy.config.compile = engine, every, compile
+    policy._engine = None
+    torch.manual_seed(seed)
+    return policy.generate(prompts, n, greedy=greedy)
+
+
+def test_stop_check_every_does_not_change_completions(tiny_llama):
+    """The host looks every k steps; each completion still ends at its first stop, greedy or sampled."""
+    from agents.policy import _finished
+
+    prompts = prompts_of(tiny_llama)
+    stopped = []
+    for greedy, n in ((True, 1), (False, 4)):
+        every_step = run_with(tiny_llama, prompts, n, greedy, every=1)
+        every_8 = run_with(tiny_llama, prompts, n, greedy, every=8)
+        assert [r.text for r in every_step] == [r.text for r in every_8]
+        for a, b in zip(every_step, every_8):
+            assert torch.equal(a.completion_ids, b.completion_ids)
+            torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-6, rtol=0)
+        stopped += [r for r in every_8 if len(r.completion_ids) < 40]
+    assert any(len(r.completion_ids) % 8 for r in stopped)  # some cut between two host checks
+    decode = tiny_llama.tokenizer.decode
+    for r in stopped:  # each ends at its first stop: nothing generated after it leaked in
+        ids = r.completion_ids.tolist()
+        assert ids[-1] in tiny_llama.eos_token_ids or _finished(decode(ids))
+        assert not _finished(decode(ids[:-1])) and not set(ids[:-1]) & set(tiny_llama.eos_token_ids)
+
+
+def test_one_seed_gives_the_same_samples_on_the_engine_and_the_plain_path(tiny_llama):
+    prompts = prompts_of(tiny_llama)[:5]
+    """Both paths draw row r's t-th token from the same uniform number. Their float32 logits differ in
+    the last bits (other summation orders), which can move a draw that falls within ~1e-6 of a CDF
+    boundary to the neighbouring token; so: nearly every row identical, any other row equal up to a
+    step where the two picks are neighbours."""
+    prompts = prompts_of(tiny_llama)[:5]
+    engine = run_with(tiny_llama, prompts, 4, False, engine="engine", seed=5)
+    plain = run_with(tiny_llama, prompts, 4, False, engine="hf", seed=5)
+    same = 0
+    for a, b in zip(engine, plain):
+        ids_a, ids_b = a.completion_ids.tolist(), b.completion_ids.tolist()
+        first = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y), None)
+        if first is None:
+            same += 1
+            assert ids_a == ids_b
+            torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+        else:
+            assert abs(ids_a[first] - ids_b[first]) == 1, (first, ids_a[first], ids_b[first])
+    assert same >= 18  # of 20 (multinomial against the inverse CDF: none would be)
+    assert len({tuple(r.completion_ids.tolist()) for r in engine}) > 10  # really sampled
+    other_seed = run_with(tiny_llama, prompts, 4, False, engine="engine", seed=6)
+    assert [r.completion_ids.tolist() for r in other_seed] != [r.completion_ids.tolist() for r in engine]
+
+
+def test_the_host_synchronises_once_per_k_steps(pair, monkeypatch):
+    """DecodeRows.check (the one .tolist() of a window) runs every k steps and once at the end."""
+    from agents import sampling
+
+    calls = []
+    check = sampling.DecodeRows.check
+    monkeypatch.setattr(sampling.DecodeRows, "check", lambda self: (calls.append(self.steps), check(self))[1])
+    prompts = [pair.encode(p) for p in prompts_of(pair)[:3]]
+    engine = RolloutEngine(pair.model, [], pair.tokenizer.pad_token_id, stop_check_every=4)
+    groups = engine.sample(prompts, 2, max_new_tokens=12, choose=lambda logits, row: logits.argmax(-1))
+    assert calls == [4, 8, 12] and all(len(ids) == 12 for group in groups for ids, _ in group)
+
+
+def test_a_failing_compile_falls_back_to_the_eager_step_with_one_warning(pair, monkeypatch):
+    prompts = prompts_of(pair)[:4]
+    eager = [r.completion_ids.tolist() for r in run_with(pair, prompts, 1, True)]
+
+    def broken(*args, **kwargs):
+        def step(*a, **k):
+            raise RuntimeError("no C++ compiler\nsecond line")
+        return step
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile unavailable \(RuntimeError: no C\+\+ compiler\); "
+                                            r"decoding eagerly") as caught:
+        fallback = [r.completion_ids.tolist() for r in run_with(pair, prompts, 1, True, compile=True)]
+        pair.generate(prompts, 1, greedy=True)  # the same engine: no second warning
+    assert fallback == eager and len([w for w in caught if "torch.compile" in str(w.message)]) == 1
+
+
+@pytest.mark.slow
+def test_the_compiled_step_gives_the_eager_greedy_output(tiny_llama):
+    import warnings
+
+    prompts = prompts_of(tiny_llama)
+    eager = run_with(tiny_llama, prompts, 1, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail the test
+        compiled = run_with(tiny_llama, prompts, 1, True, compile=True)
+    assert tiny_llama._engine._compiled is not None and not tiny_llama._engine._compile_failed
+    assert [r.text for r in compiled] == [r.text for r in eager]
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)

@@ -19,11 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from agents.policy import (  # noqa: E402
     LoRAPolicy,
     PolicyConfig,
-    _sample_tokens,
     extract_sql,
     statement_end,
 )
 from agents.prompts import PREFILL  # noqa: E402
+from agents.sampling import sample_tokens  # noqa: E402
 
 # --------------------------------------------------------------------------- extract_sql
 # sqlenv.completion's rules (tests/test_completion.py); the trainer's completions through them.
@@ -270,7 +270,7 @@ def test_greedy_is_deterministic_and_identical_across_the_group(policy):
 def test_tiny_top_p_is_greedy(policy):
     logits = torch.randn(16, len(policy.tokenizer))
     torch.manual_seed(0)
-    assert torch.equal(_sample_tokens(logits, 1.0, 1e-6), logits.argmax(-1))
+    assert torch.equal(sample_tokens(logits, 1.0, 1e-6), logits.argmax(-1))
 
 
 @pytest.mark.parametrize("stop_text", [";", "```"])
@@ -345,7 +345,8 @@ def test_load_rejects_an_adapter_of_another_shape(policy, tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("lora_r", 0), ("max_completion_length", 0), ("temperature", -1.0),
-                                          ("top_p", 0.0), ("top_p", 1.5), ("few_shot", -1)])
+                                          ("top_p", 0.0), ("top_p", 1.5), ("few_shot", -1),
+                                          ("stop_check_every", 0)])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         PolicyConfig(**{field: value})
@@ -415,6 +416,25 @@ def test_real_greedy_is_deterministic_sql(real_policy):
     second = real_policy.generate([prompt], 1, greedy=True)
     assert torch.equal(first[0].completion_ids, second[0].completion_ids)
     assert first[0].sql.upper().startswith("SELECT")
+
+
+@pytest.mark.slow
+def test_real_greedy_text_does_not_depend_on_stop_check_every(real_policy):
+    """The host checks the statement end every step or every 8 steps: the same greedy completions."""
+    prompts = [real_policy.prompt({**OBSERVATION, "question": q}) for q in
+               ("How many gold medals did Anna Berg win?", "What is the name of athlete 1?")]
+    texts = {}
+    real_policy.config.max_completion_length = 64
+    try:
+        for every in (1, 8):
+            real_policy.config.stop_check_every, real_policy._engine = every, None
+            rollouts = real_policy.generate(prompts, 1, greedy=True)
+            texts[every] = [(r.text, r.completion_ids.tolist()) for r in rollouts]
+    finally:
+        real_policy.config.stop_check_every, real_policy._engine = 8, None
+        real_policy.config.max_completion_length = 16
+    assert texts[1] == texts[8]
+    assert any(len(ids) < 64 for _, ids in texts[8]), texts[8]  # a statement ended before the token limit
 
 
 @pytest.mark.slow
