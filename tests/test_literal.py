@@ -7,7 +7,7 @@ import pytest
 from conftest import build_medal_db
 
 from sqlenv import HostError, literal
-from sqlenv.literal import LITERAL_ANSWERS, MAX_OPEN, literal_answers_option, reads_table, tables_read
+from sqlenv.literal import LITERAL_ANSWERS, MAX_OPEN, literal_answers_option, reads_table, table_read
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def db(tmp_path_factory):
     "SELECT 16 ;; ",  # the executor runs it without the trailing semicolons
 ])
 def test_constant_answers_read_no_table(db, sql):
-    assert tables_read(db, sql) == frozenset()
+    assert table_read(db, sql) == ""
     assert reads_table(db, sql) is False
 
 
@@ -57,28 +57,30 @@ def test_constant_answers_read_no_table(db, sql):
     ("SELECT 'FROM' FROM Medal LIMIT 1", {"medal"}),  # names a table: counts as reading, constant or not
     ("-- SELECT 16\nSELECT count(*) FROM Medal ;;", {"medal"}),
 ])
-def test_queries_over_tables_name_the_tables(db, sql, tables):
-    assert tables_read(db, sql) == frozenset(tables)
+def test_queries_over_tables_name_a_table_they_read(db, sql, tables):
+    assert table_read(db, sql) in tables
     assert reads_table(db, sql) is True
 
 
 def test_the_query_is_prepared_never_run(db):
-    # run, it fails with "integer overflow"; prepared only, its table is named
-    sql = "SELECT count(*) FROM Medal WHERE abs(-9223372036854775808) > 0"
-    with pytest.raises(sqlite3.OperationalError, match="overflow"):
-        sqlite3.connect(db).execute(sql).fetchall()
-    assert tables_read(db, sql) == {"medal"}
+    # run, each fails with "integer overflow"; prepared only, each is told apart
+    for sql, table in (("SELECT count(*) FROM Medal WHERE abs(-9223372036854775808) > 0", "medal"),
+                       ("SELECT abs(-9223372036854775808)", ""),
+                       ("WITH c(x) AS (SELECT abs(-9223372036854775808)) SELECT x FROM c", "")):
+        with pytest.raises(sqlite3.OperationalError, match="overflow"):
+            sqlite3.connect(db).execute(sql).fetchall()
+        assert table_read(db, sql) == table
 
 
 def test_the_same_query_twice_gives_the_same_answer(db):
     # no statement cache: the authorizer sees every prepare
-    assert [tables_read(db, "SELECT count(*) FROM Medal") for _ in range(3)] == [{"medal"}] * 3
-    assert [tables_read(db, "SELECT 7") for _ in range(3)] == [frozenset()] * 3
+    assert [table_read(db, "SELECT count(*) FROM Medal") for _ in range(3)] == ["medal"] * 3
+    assert [table_read(db, "SELECT 7") for _ in range(3)] == [""] * 3
 
 
 @pytest.mark.parametrize("sql", [None, 12, b"SELECT 1", "SELEC 1", "SELECT nope FROM Medal", "SELECT 1; SELECT 2"])
 def test_what_cannot_be_told_counts_as_reading(db, sql):
-    assert tables_read(db, sql) is None
+    assert table_read(db, sql) is None
     assert reads_table(db, sql) is True
 
 
@@ -87,28 +89,50 @@ def test_a_replaced_file_is_read_afresh(tmp_path):
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE Old (x)")
     conn.close()
-    assert tables_read(path, "SELECT count(*) FROM Old") == {"old"}
+    assert table_read(path, "SELECT count(*) FROM Old") == "old"
     fresh = tmp_path / "fresh.sqlite"
     conn = sqlite3.connect(fresh)
     conn.execute("CREATE TABLE New (x)")
     conn.close()
     os.replace(fresh, path)
-    assert tables_read(path, "SELECT count(*) FROM New") == {"new"}
-    assert tables_read(path, "SELECT count(*) FROM Old") is None
+    assert table_read(path, "SELECT count(*) FROM New") == "new"
+    assert table_read(path, "SELECT count(*) FROM Old") is None
 
 
 def test_a_missing_database_is_a_host_error(tmp_path):
     with pytest.raises(HostError, match="gone.sqlite"):
-        tables_read(tmp_path / "gone.sqlite", "SELECT 1")
+        table_read(tmp_path / "gone.sqlite", "SELECT 1")
 
 
-def test_connections_stay_within_max_open(tmp_path):
-    paths = [build_medal_db(tmp_path / f"{n}.sqlite", rows=1) for n in range(MAX_OPEN + 3)]
-    assert [tables_read(p, "SELECT count(*) FROM Athlete") for p in paths] == [{"athlete"}] * len(paths)
-    assert len(literal._OPEN) <= MAX_OPEN
+def test_files_of_one_schema_share_one_copy_within_max_open(tmp_path):
     literal.close_all()
-    assert not literal._OPEN
-    assert tables_read(paths[0], "SELECT 1") == frozenset()
+    paths = [build_medal_db(tmp_path / f"{n}.sqlite", rows=n) for n in range(3)]
+    assert [table_read(p, "SELECT count(*) FROM Athlete") for p in paths] == ["athlete"] * 3
+    assert len(literal._READERS) == 1
+    for n in range(MAX_OPEN + 3):  # as many schemas: a table name each
+        conn = sqlite3.connect(tmp_path / f"schema{n}.sqlite")
+        conn.execute(f"CREATE TABLE t{n} (x)")
+        conn.close()
+        assert table_read(tmp_path / f"schema{n}.sqlite", f"SELECT x FROM t{n}") == f"t{n}"
+    assert len(literal._READERS) == MAX_OPEN
+    literal.close_all()
+    assert not literal._READERS
+    assert table_read(paths[0], "SELECT 1") == ""
+
+
+def test_a_schema_that_does_not_copy_is_read_from_the_file(tmp_path):
+    path = tmp_path / "collated.sqlite"
+    conn = sqlite3.connect(path)
+    conn.create_collation("backwards", lambda a, b: (a < b) - (a > b))
+    conn.execute("CREATE TABLE word (w TEXT COLLATE backwards)")
+    conn.execute("INSERT INTO word VALUES ('a')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(sqlite3.OperationalError, match="collation"):
+        sqlite3.connect(":memory:").execute("CREATE TABLE word (w TEXT COLLATE backwards)")
+    assert table_read(path, "SELECT count(*) FROM word") == "word"
+    assert table_read(path, "SELECT 'a'") == ""
+    assert any(key[0] == "file" for key in literal._READERS)
 
 
 def test_option_names_the_field():

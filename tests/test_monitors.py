@@ -132,7 +132,7 @@ def test_curves_draw_the_collapse_panels(tmp_path):
 
 def test_literal_counted_by_hand():
     records = [dict(rec(Q1, "SELECT 3", "3", "3"), reads_table=False),                          # literal
-               dict(rec(Q2, "SELECT 2011", "", "2011", error="literal"), reads_table=False),     # literal, scored as none
+               dict(rec(Q2, "SELECT 2011", "", "2011", error="literal"), reads_table=False),     # literal, unanswered
                dict(rec(Q3, "SELECT location FROM Medals", "Oslo", "Oslo"), reads_table=True),
                dict(rec(Q4, "SELEC 'No'", "", "No", error="syntax"), reads_table=False),         # failed: no answer
                rec(Q4, "SELECT 'No'", "No", "No")]                                                # no field: reads
