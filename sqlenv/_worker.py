@@ -12,8 +12,11 @@ with the error "host" and its message; the parent's Executor raises HostError on
 
 The parent side (`WorkerPool`) keeps up to two queries in flight per worker (one running, one waiting in
 its pipe), waits with `multiprocessing.connection.wait` until a reply or the earliest hard deadline, and
-kills and replaces a worker that is late or dead, requeueing the query that waited behind it. No threads. Workers are stopped by `close()`, and by a `weakref.finalize`
-hook when the pool is garbage-collected or the interpreter exits.
+kills and replaces a worker that is late or dead, requeueing the query that waited behind it. No threads.
+`WorkerPool._run` reads as its steps: answer here what needs no worker, replace unfit idle workers, expire
+the call at its deadline, dispatch, fall back when no worker can start, wait and read the replies, kill the
+overdue. Workers are stopped by `close()`, and by a `weakref.finalize` hook when the pool is
+garbage-collected or the interpreter exits.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ PIPELINE_MAX_SQL = (
     8192  # longer SQL waits for an idle worker (a send must never block on a full pipe)
 )
 MAX_FAILED_STARTS = 3  # consecutive workers that die before reporting ready: stop replacing them
+DEADLINE_PASSED = "group deadline passed before this query ran"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -86,9 +90,7 @@ def _child_main(argv: list[str]) -> int:
             timeout if end is None else min(timeout, end - time.monotonic())
         )  # monotonic: system-wide
         if budget <= 0:
-            outbox.send(
-                (task_id, (), (), "timeout", "group deadline passed before this query ran", 0.0)
-            )
+            outbox.send((task_id, (), (), "timeout", DEADLINE_PASSED, 0.0))
             continue
         try:
             result = executor._execute(db_path, sql, budget)
@@ -186,6 +188,20 @@ def _stop_all(workers: list, owner_pid: int) -> None:
     workers.clear()
 
 
+class _Call:
+    """One `WorkerPool.run` call: its queries and database, their results so far, the indices still to send,
+    and its deadline on both clocks (the workers read time.monotonic(), which is system-wide)."""
+
+    __slots__ = ("end", "end_monotonic", "path", "pending", "results", "sqls")
+
+    def __init__(self, path: str, sqls: list, end: float | None):
+        self.path = path
+        self.sqls = sqls
+        self.results: list = [None] * len(sqls)
+        self.pending: deque = deque()  # indices of the queries not sent to a worker yet, in order
+        self.end = end
+        self.end_monotonic = None if end is None else time.monotonic() + (end - time.perf_counter())
+
 class WorkerPool:
     """N persistent worker processes, each with its own Executor; see the module docstring."""
 
@@ -250,164 +266,158 @@ class WorkerPool:
         never waits for this process to wake up); a query's hard deadline counts from when the previous
         answer arrived. Large SQL is only sent to an idle worker, so a send can never block on a full pipe.
         """
-        ExecutionResult = self._result_type  # noqa: N806
-
-        config = self.config
-        results: list = [None] * len(sqls)
         try:
             path = os.fspath(db_path)
         except TypeError as exc:
-            return [
-                ExecutionResult(error="other", message=f"cannot open database {db_path!r}: {exc}")
-            ] * len(sqls)
-        for index, sql in enumerate(sqls):  # what needs no worker is answered here at once
-            if type(sql) is not str or len(sql) > config.max_sql_length:
-                results[index] = fallback._execute(path, sql, config.timeout)
-        pending = deque(i for i in range(len(sqls)) if results[i] is None)
-        end_monotonic = None if end is None else time.monotonic() + (end - time.perf_counter())
-        late = "group deadline passed before this query ran"
-
-        def retire(worker: _Worker, result) -> None:
-            """Give the running query `result`, requeue the rest of the worker's queries, replace it."""
-            if worker.tasks:
-                results[worker.tasks.popleft()[0]] = result
-            pending.extendleft(reversed([index for index, _ in worker.tasks]))
-            worker.tasks.clear()
-            self._replace(worker, failed_start=not worker.ready)
-
+            message = f"cannot open database {db_path!r}: {exc}"
+            return [self._result_type(error="other", message=message)] * len(sqls)
+        call = _Call(path, sqls, end)
+        self._answer_here(call, fallback)
         while True:
             now = time.perf_counter()
-            for worker in list(self._workers):  # dead idle workers, or ones that never started
-                if not worker.tasks and worker.proc.poll() is not None:
-                    self._replace(worker, failed_start=not worker.ready)
-                elif not worker.ready and now - worker.started > STARTUP_TIMEOUT:
-                    self._replace(worker, failed_start=True)
-            if end is not None and now >= end:  # the whole call's deadline
-                for worker in [w for w in self._workers if w.tasks]:
-                    retire(
-                        worker,
-                        ExecutionResult(
-                            error="timeout",
-                            elapsed=now - worker.dispatched,
-                            message="group deadline passed while this query ran; worker killed",
-                        ),
-                    )
-                for index in pending:
-                    results[index] = ExecutionResult(error="timeout", message=late)
+            self._replace_unfit_idle(now)
+            if end is not None and now >= end:
+                self._expire(call, now)
                 break
-            broken = []
-            for worker in self._workers:  # dispatch: fill each ready worker's pipeline
-                while pending and worker.ready and len(worker.tasks) < PIPELINE:
-                    index = pending[0]
-                    if worker.tasks and len(sqls[index]) > PIPELINE_MAX_SQL:
-                        break
-                    self._task_ids += 1
-                    try:
-                        worker.outbox.send(
-                            (self._task_ids, path, sqls[index], config.timeout, end_monotonic)
-                        )
-                    except Exception:  # it died while idle
-                        broken.append(worker)
-                        break
-                    pending.popleft()
-                    if not worker.tasks:
-                        worker.dispatched = now
-                        worker.kill_at = now + config.timeout + config.kill_grace
-                    worker.tasks.append((index, self._task_ids))
-            for worker in broken:
-                retire(
-                    worker,
-                    ExecutionResult(
-                        error="other", message="worker process died while running this query"
-                    ),
-                )
+            self._dispatch(call, now)
             busy = [w for w in self._workers if w.tasks]
             starting = [w for w in self._workers if not w.ready]
-            if not busy and not pending:
+            if not busy and not call.pending:
                 break
-            if not busy and not starting and not any(w.ready for w in self._workers):
-                for index in pending:  # no worker could be started at all: run the rest here
-                    budget = (
-                        config.timeout
-                        if end is None
-                        else min(config.timeout, end - time.perf_counter())
-                    )
-                    results[index] = (
-                        fallback._execute(path, sqls[index], budget)
-                        if budget > 0
-                        else ExecutionResult(error="timeout", message=late)
-                    )
+            if not self._workers:  # no worker could be started at all
+                self._fall_back(call, fallback)
                 break
-            # Sleep until an answer, a ready message, or the earliest deadline.
-            wake = [w.kill_at for w in busy] + [w.started + STARTUP_TIMEOUT for w in starting]
-            if end is not None:
-                wake.append(end)
-            watched = {id(w.inbox): w for w in busy + starting}
-            readable = wait(
-                [w.inbox for w in busy + starting], max(0.0, min(wake) - time.perf_counter())
+            answered = self._wait_and_read(call, busy, starting)
+            self._kill_overdue(call, busy, answered)
+        return call.results
+
+    def _answer_here(self, call: _Call, fallback) -> None:
+        """Answer with `fallback` what needs no worker (not a string, or over max_sql_length); queue the rest."""
+        config = self.config
+        for index, sql in enumerate(call.sqls):
+            if type(sql) is not str or len(sql) > config.max_sql_length:
+                call.results[index] = fallback._execute(call.path, sql, config.timeout)
+        call.pending.extend(i for i in range(len(call.sqls)) if call.results[i] is None)
+
+    def _replace_unfit_idle(self, now: float) -> None:
+        """Replace the idle workers that died, and those that did not report ready within STARTUP_TIMEOUT."""
+        for worker in list(self._workers):
+            if not worker.tasks and worker.proc.poll() is not None:
+                self._replace(worker, failed_start=not worker.ready)
+            elif not worker.ready and now - worker.started > STARTUP_TIMEOUT:
+                self._replace(worker, failed_start=True)
+
+    def _retire(self, call: _Call, worker: _Worker, result) -> None:
+        """Give `worker`'s running query `result` (None: it had none), requeue the queries waiting behind it,
+        and replace the worker."""
+        if worker.tasks:
+            call.results[worker.tasks.popleft()[0]] = result
+        call.pending.extendleft(reversed([index for index, _ in worker.tasks]))
+        worker.tasks.clear()
+        self._replace(worker, failed_start=not worker.ready)
+
+    def _expire(self, call: _Call, now: float) -> None:
+        """The call's deadline has passed: the running queries time out (their workers killed), the rest are
+        answered as never run."""
+        ExecutionResult = self._result_type
+        for worker in [w for w in self._workers if w.tasks]:
+            message = "group deadline passed while this query ran; worker killed"
+            self._retire(call, worker, ExecutionResult(error="timeout", elapsed=now - worker.dispatched,
+                                                       message=message))
+        for index in call.pending:
+            call.results[index] = ExecutionResult(error="timeout", message=DEADLINE_PASSED)
+
+    def _dispatch(self, call: _Call, now: float) -> None:
+        """Fill each ready worker's pipeline (up to PIPELINE queries) from the queue, large SQL only to an idle
+        worker; a worker whose pipe is broken (it died while idle) is retired."""
+        config = self.config
+        broken = []
+        for worker in self._workers:
+            while call.pending and worker.ready and len(worker.tasks) < PIPELINE:
+                index = call.pending[0]
+                if worker.tasks and len(call.sqls[index]) > PIPELINE_MAX_SQL:
+                    break
+                self._task_ids += 1
+                try:
+                    worker.outbox.send((self._task_ids, call.path, call.sqls[index], config.timeout,
+                                        call.end_monotonic))
+                except Exception:  # it died while idle
+                    broken.append(worker)
+                    break
+                call.pending.popleft()
+                if not worker.tasks:
+                    worker.dispatched = now
+                    worker.kill_at = now + config.timeout + config.kill_grace
+                worker.tasks.append((index, self._task_ids))
+        for worker in broken:
+            message = "worker process died while running this query"
+            self._retire(call, worker, self._result_type(error="other", message=message))
+
+    def _fall_back(self, call: _Call, fallback) -> None:
+        """No worker could be started: run the queued queries here with `fallback`, each within what is left of
+        the call's deadline (none left: a timeout)."""
+        config = self.config
+        for index in call.pending:
+            budget = config.timeout if call.end is None else min(config.timeout, call.end - time.perf_counter())
+            call.results[index] = (
+                fallback._execute(call.path, call.sqls[index], budget)
+                if budget > 0
+                else self._result_type(error="timeout", message=DEADLINE_PASSED)
             )
-            answered = set()
-            for conn in readable:
-                worker = watched[id(conn)]
-                answered.add(id(worker))
-                while (
-                    worker in self._workers and worker.inbox.poll()
-                ):  # every answer already in the pipe
-                    try:
-                        message = worker.inbox.recv()
-                    except Exception:  # end of file: the worker died
-                        code = worker.proc.poll()
-                        retire(
-                            worker,
-                            ExecutionResult(
-                                error="other",
-                                elapsed=time.perf_counter() - worker.dispatched,
-                                message=f"worker process died while running this query (exit code {code})",
-                            ),
-                        )
-                        break
-                    if not worker.ready:
-                        if isinstance(message, tuple) and message[:1] == ("ready",):
-                            worker.ready = True
-                            self._failed_starts = 0
-                        else:
-                            retire(worker, None)
-                        break
-                    task_id, rows, columns, error, text, elapsed = message
-                    if task_id != worker.tasks[0][1]:  # not the query it was given: never trust it
-                        retire(
-                            worker,
-                            ExecutionResult(
-                                error="other", message="worker answered out of turn; replaced"
-                            ),
-                        )
-                        break
-                    results[worker.tasks.popleft()[0]] = ExecutionResult(
-                        rows, columns, error, text, elapsed
-                    )
-                    worker.dispatched = (
-                        time.perf_counter()
-                    )  # the next one, if any, has just started
-                    worker.kill_at = worker.dispatched + config.timeout + config.kill_grace
-            now = time.perf_counter()
-            for (
-                worker
-            ) in busy:  # overdue: kill, replace, report a timeout, requeue what was queued behind
-                if (
-                    id(worker) not in answered
-                    and worker.tasks
-                    and worker in self._workers
-                    and now >= worker.kill_at
-                ):
-                    retire(
-                        worker,
-                        ExecutionResult(
-                            error="timeout",
-                            elapsed=now - worker.dispatched,
-                            message=f"worker did not answer within {worker.kill_at - worker.dispatched:.3g} s; killed",
-                        ),
-                    )
-        return results
+
+    def _wait_and_read(self, call: _Call, busy: list, starting: list) -> set:
+        """Sleep until a reply, a ready message or the earliest deadline, then read what arrived. Returns the
+        ids of the workers whose pipes were readable."""
+        wake = [w.kill_at for w in busy] + [w.started + STARTUP_TIMEOUT for w in starting]
+        if call.end is not None:
+            wake.append(call.end)
+        watched = {id(w.inbox): w for w in busy + starting}
+        readable = wait([w.inbox for w in busy + starting], max(0.0, min(wake) - time.perf_counter()))
+        answered = set()
+        for conn in readable:
+            worker = watched[id(conn)]
+            answered.add(id(worker))
+            self._read_replies(call, worker)
+        return answered
+
+    def _read_replies(self, call: _Call, worker: _Worker) -> None:
+        """Take every message already in `worker`'s pipe: its ready message, or its answers in turn. A worker
+        that died, sent anything else before ready, or answered another query than its first is retired."""
+        ExecutionResult = self._result_type
+        while worker in self._workers and worker.inbox.poll():
+            try:
+                message = worker.inbox.recv()
+            except Exception:  # end of file: the worker died
+                code = worker.proc.poll()
+                text = f"worker process died while running this query (exit code {code})"
+                self._retire(call, worker, ExecutionResult(error="other", message=text,
+                                                           elapsed=time.perf_counter() - worker.dispatched))
+                return
+            if not worker.ready:
+                if isinstance(message, tuple) and message[:1] == ("ready",):
+                    worker.ready = True
+                    self._failed_starts = 0
+                else:
+                    self._retire(call, worker, None)
+                return
+            task_id, rows, columns, error, text, elapsed = message
+            if task_id != worker.tasks[0][1]:  # not the query it was given: never trust it
+                answer = ExecutionResult(error="other", message="worker answered out of turn; replaced")
+                self._retire(call, worker, answer)
+                return
+            call.results[worker.tasks.popleft()[0]] = ExecutionResult(rows, columns, error, text, elapsed)
+            worker.dispatched = time.perf_counter()  # the next one, if any, has just started
+            worker.kill_at = worker.dispatched + self.config.timeout + self.config.kill_grace
+
+    def _kill_overdue(self, call: _Call, busy: list, answered: set) -> None:
+        """Kill and replace each busy worker past its hard deadline that did not just answer: its running query
+        times out, the ones queued behind it are requeued."""
+        now = time.perf_counter()
+        for worker in busy:
+            if id(worker) not in answered and worker.tasks and worker in self._workers and now >= worker.kill_at:
+                message = f"worker did not answer within {worker.kill_at - worker.dispatched:.3g} s; killed"
+                self._retire(call, worker, self._result_type(error="timeout", elapsed=now - worker.dispatched,
+                                                             message=message))
 
 
 if __name__ == "__main__":

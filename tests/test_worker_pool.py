@@ -14,8 +14,8 @@ import textwrap
 import threading
 
 import pytest
-
 from conftest import build_medal_db
+
 from sqlenv import _worker
 from sqlenv.executor import Executor, ExecutorConfig
 
