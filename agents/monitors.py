@@ -20,7 +20,7 @@ gold), ``question`` (its text; ``index`` stands in as the question's identity wh
                     multi-turn episode that never answered) is no repeat
 ``top_template``    queries sharing the batch's most frequent template (string and number literals
                     masked) across different questions; the template itself is reported with it
-``example_entity``  queries naming an entity of the prompt's worked examples (``agents/prompts.py``:
+``example_entity``  queries naming an entity of the prompt's worked examples (``sqlenv/prompts.py``:
                     "Anna Berg") that the question does not name
 ``list_for_one``    executed queries returning more than one value where the gold is one value
 ``literal``         queries that answered without reading any table of the database (``SELECT '16'``,
@@ -29,7 +29,7 @@ gold), ``question`` (its text; ``index`` stands in as the question's identity wh
                     ``reads_table`` (one written before the field existed) counts as reading a table
 ==================  ======================================================================================
 
-Nothing here imports torch; the worked examples' entity names are read from ``agents.prompts``.
+Nothing here imports torch; the worked examples' entity names are read from ``sqlenv.prompts``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from typing import Any, Iterable, Sequence
 
 from sqlenv.literal import LITERAL
 from sqlenv.matching import is_floor_answer
+from sqlenv.prompts import WORKED_EXAMPLES
 
 #: Every monitor, with its label in a report's table: ``monitor_metrics`` (the trainer's metrics) reports each.
 LABELS = {"floor": "Floor answers (0, empty, None)", "floor_text": "Floor answers where the gold is not a number",
@@ -59,9 +60,7 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 
 @lru_cache(maxsize=1)
 def example_entities() -> tuple[str, ...]:
-    """The athletes the prompt's worked examples name (both schemas), read from ``agents.prompts``."""
-    from agents.prompts import WORKED_EXAMPLES
-
+    """The athletes the prompt's worked examples name (both schemas), read from ``sqlenv.prompts``."""
     found = {m.group(1).replace("''", "'") for examples in WORKED_EXAMPLES.values()
              for example in examples for m in _ATHLETE_LITERAL.finditer(example.sql)}
     return tuple(sorted(found))
