@@ -78,7 +78,7 @@ class Config:
     """Database layout shown to the model: "flat" (one table; easiest for a small model) or "tables"
     (the benchmark's five tables)."""
     reward: str = "arctic"
-    """Reward preset of the env (the presets are listed after the default). Default arctic: with
+    """Reward preset of the env. Default arctic: with
     batch scaling it gained +6.0 and +7.1 (CPU, two seeds) and +5.0 (GPU) points over the warm
     start on the full dev split where binary with group scaling gained nothing (docs/results.md);
     pair it with scale_rewards "batch" or "none", or with drop_unsolved_groups, since "group"
@@ -224,9 +224,8 @@ def build_parser():
     parser = dataclass_parser(Config, prog="python agents/grpo_train.py",
                               usage="%(prog)s [options]   (--help lists every option)",
                               description="Fine-tune a LoRA policy with GRPO on the Text-to-SQL "
-                                          "environment, from execution rewards.", presets=PRESETS)
-    reward = parser._option_string_actions["--reward"]
-    reward.help += f" Presets: {preset_help()}."
+                                          "environment, from execution rewards.", presets=PRESETS,
+                              extra_help={"reward": f"Presets: {preset_help()}."})
     return parser
 
 
