@@ -145,6 +145,9 @@ def test_taskset_takes_the_env_arguments():
     unbounded = adapter.replay(adapter.SQLTaskConfig(env=sqlenv.AGENT_ENV_ID), 0, [heavy])[1]
     assert (reward, done, unbounded["error"]) == (-1.0, True, None)
     assert info["error"] is not None  # the instruction budget reached the env
+    literal = list(adapter.SQLTaskset(adapter.SQLTasksetConfig(literal_answers="unanswered", limit=1)))[0]
+    reward, info, _ = adapter.replay(literal.config, 0, ["SELECT 0"])
+    assert (reward, info["error"]) == (-1.0, "literal")  # the option reached the env
     single = adapter.SQLTasksetConfig(max_turns=3, result_rows=2, limit=1)
     assert "result_rows" not in adapter.env_kwargs(single)  # agent-only: not for TextToSQL-v0
 

@@ -244,6 +244,8 @@ class SQLTasksetConfig(vf.TasksetConfig):
     max_rows: int | None = None
     max_instructions: int | None = None
     """Each query's budget in SQLite VM instructions (rewards independent of the machine)."""
+    literal_answers: str | None = None
+    """``"unanswered"``: an answer that reads no table (``SELECT '16'``) scores as no answer."""
     max_turns: int = 5
     """Moves per episode (``TextToSQLAgent-v0`` only, as are the fields below)."""
     result_rows: int | None = None
@@ -261,7 +263,7 @@ class SQLTasksetConfig(vf.TasksetConfig):
 
 #: Taskset fields passed to both envs / to ``TextToSQLAgent-v0`` only (``None`` values left out).
 _ENV_FIELDS = ("dataset", "split", "data_dir", "reward", "schema", "sample_rows", "timeout",
-               "max_rows", "max_instructions")
+               "max_rows", "max_instructions", "literal_answers")
 _AGENT_FIELDS = ("max_turns", "result_rows", "result_chars", "transcript_chars", "explore_timeout",
                  "explore_max_instructions", "explore_seconds", "turn_cost",
                  "exploration_error_penalty")
