@@ -1,6 +1,7 @@
 """sqlenv.integrations.trl_env: the tools, the reward and one real GRPOTrainer(environment_factory=...) step."""
 
 import inspect
+import json
 import os
 import pickle
 import subprocess
@@ -192,7 +193,7 @@ def test_train_dataset(cities):
     assert custom[1]["prompt"][0] == {"role": "system", "content": "Be brief."}
 
 
-def test_reward_function_reads_the_environments(cities):
+def test_reward_function_reads_the_environments(cities, tmp_path):
     factory = SQLEnvironmentFactory(**cities)
     envs = [factory() for _ in range(4)]
     for env in envs:
@@ -202,10 +203,22 @@ def test_reward_function_reads_the_environments(cities):
     envs[1].submit_answer("SELECT 2")  # wrong
     envs[2].submit_answer("SELEC")  # fails
     # envs[3] never answers
+    envs[1].submit_answer("SELECT 3")  # refused (the episode has ended) but counted as a call
     logged = {}
-    reward = SQLEnvReward(name="sql")
+    reward = SQLEnvReward(name="sql", rollout_log=tmp_path / "rollouts.jsonl")
     assert reward(["c"] * 4, environments=envs, log_metric=logged.__setitem__) == [1.0, 0.0, -1.0, -1.0]
-    assert logged == {"sql/submitted": 0.75, "sql/executed": 0.5, "sql/correct": 0.25, "sql/sql_calls": 0.25}
+    assert logged == {"sql/submitted": 0.75, "sql/executed": 0.5, "sql/correct": 0.25, "sql/sql_calls": 0.25,
+                      "sql/tool_calls": 1.25}
+    assert [i["tool_calls"] for i in reward.last_infos] == [
+        {"run_sql": 1, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 2},
+        {"run_sql": 0, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 0}]
+    reward(["c"] * 4, environments=envs)
+    lines = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    assert [(line["call"], line["index"], line["reward"]) for line in lines] == [
+        (call, 0, r) for call in (1, 2) for r in (1.0, 0.0, -1.0, -1.0)]
+    assert lines[1]["tool_calls"] == {"run_sql": 0, "submit_answer": 2} and lines[3]["error"] == "no_answer"
+    envs[0].reset(index=1)
+    assert envs[0].tool_calls == {}  # a new episode counts from zero
     assert reward.summary() == {"correct": 0.25, "ok": 0.5, "syntax": 0.25, "no_answer": 0.25}
     assert [i["error"] for i in reward.last_infos] == [None, None, "syntax", "no_answer"]
     with pytest.raises(ValueError, match="environment_factory"):

@@ -37,6 +37,8 @@ SQL comes back as error text.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from typing import Any, Sequence
 
@@ -85,6 +87,7 @@ class _SQLTools:
         self.env = env
         self.info: dict[str, Any] | None = None  # the scored answer's info once the episode has ended
         self.sql_calls = 0
+        self.tool_calls: Counter = Counter()  # every tool call of the episode by tool name, refused ones too
         self._return = 0.0
         self._done = False
         self._index: int | None = None
@@ -107,6 +110,7 @@ class _SQLTools:
             )
         observation, _ = self.env.reset(options={"index": index})
         self.info, self.sql_calls, self._return, self._done, self._index = None, 0, 0.0, False, index
+        self.tool_calls = Counter()
         return user_message(observation)
 
     # Properties, not methods: TRL turns every public method into a tool.
@@ -138,8 +142,9 @@ class _SQLTools:
             self.info = info
         return observation, terminated, truncated, info
 
-    def _check(self, query: Any) -> str | None:
-        """Why a tool call cannot run (episode not started or over, query not text); None when it can."""
+    def _check(self, query: Any, tool: str) -> str | None:
+        """Count the call of ``tool``; why it cannot run (episode not started or over, query not text), or None."""
+        self.tool_calls[tool] += 1
         if self._index is None:
             return "Error: the episode has not started (TRL calls reset first)."
         if self._done:
@@ -167,7 +172,7 @@ class TextToSQLTools(_SQLTools):
         Returns:
             A confirmation; the episode ends.
         """
-        problem = self._check(query)
+        problem = self._check(query, "submit_answer")
         if problem is not None:
             return problem
         self._step(_sql(query))
@@ -188,7 +193,7 @@ class TextToSQLAgentTools(_SQLTools):
         Returns:
             The row count and the first rows as a table, or the error.
         """
-        problem = self._check(query)
+        problem = self._check(query, "run_sql")
         if problem is not None:
             return problem
         self.sql_calls += 1
@@ -207,7 +212,7 @@ class TextToSQLAgentTools(_SQLTools):
         Returns:
             A confirmation; the episode ends.
         """
-        problem = self._check(query)
+        problem = self._check(query, "submit_answer")
         if problem is not None:
             return problem
         _, _, _, info = self._step(f"<answer>{_sql(query)}</answer>")
@@ -300,14 +305,18 @@ class SQLEnvReward:
     """A TRL reward function returning each rollout's environment reward (``environments=``, from TRL).
 
     When TRL passes ``log_metric``, logs the fraction of rollouts that submitted an answer, whose answer
-    executed and whose answer was correct (``<name>/submitted``, ``/executed``, ``/correct``) and the
-    mean number of ``run_sql`` calls (``<name>/sql_calls``). ``last_infos`` holds the latest call's
-    per-rollout details.
+    executed and whose answer was correct (``<name>/submitted``, ``/executed``, ``/correct``), the
+    mean number of ``run_sql`` queries run (``<name>/sql_calls``) and of tool calls of either tool,
+    refused ones included (``<name>/tool_calls``). ``last_infos`` holds the latest call's per-rollout
+    details; with ``rollout_log``, every call appends them to that file, one JSON line per rollout
+    (``call``: the reward call's number from 1, then ``index``, ``tool_calls`` by tool, ``reward``, ...).
     """
 
-    def __init__(self, name: str = "sqlenv_env"):
+    def __init__(self, name: str = "sqlenv_env", rollout_log: str | os.PathLike | None = None):
         self.__name__ = name
         self.last_infos: list[dict] = []
+        self.rollout_log = rollout_log
+        self.calls = 0
 
     def __call__(self, completions: Sequence[Any] = (), environments: Sequence[_SQLTools] | None = None,
                  **kwargs) -> list[float]:
@@ -317,11 +326,17 @@ class SQLEnvReward:
         if completions and len(completions) != len(environments):
             raise ValueError(f"got {len(completions)} completions but {len(environments)} environments")
         self.last_infos = [_rollout_info(env) for env in environments]
+        self.calls += 1
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and self.last_infos:
             n = len(self.last_infos)
             for key in ("submitted", "executed", "correct", "sql_calls"):
                 log_metric(f"{self.__name__}/{key}", sum(float(i[key]) for i in self.last_infos) / n)
+            log_metric(f"{self.__name__}/tool_calls", sum(sum(i["tool_calls"].values()) for i in self.last_infos) / n)
+        if self.rollout_log is not None:
+            with open(self.rollout_log, "a", encoding="utf-8") as fh:
+                for info in self.last_infos:
+                    fh.write(json.dumps({"call": self.calls, **info}) + "\n")
         return [i["reward"] for i in self.last_infos]
 
     def summary(self) -> dict[str, float]:
@@ -342,7 +357,12 @@ def _rollout_info(env: _SQLTools) -> dict[str, Any]:
         "correct": submitted and bool(info.get("correct")),
         "error": info.get("error") if submitted else NO_ANSWER,
         "sql_calls": env.sql_calls,
+        "tool_calls": {name: env.tool_calls[name] for name in _tool_names(env)},
     }
+
+
+def _tool_names(env: _SQLTools) -> tuple[str, ...]:
+    return ("run_sql", "submit_answer") if isinstance(env, TextToSQLAgentTools) else ("submit_answer",)
 
 
 # ---------------------------------------------------------------------- the model's chat template
