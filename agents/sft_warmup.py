@@ -17,6 +17,13 @@ skipped, as are targets longer than ``max_target_tokens``; both are counted. The
 negative log-likelihood of the target tokens (``policy.sequence_logprobs``), minimised with AdamW
 on the LoRA weights only. Writes ``config.json``, ``metrics.jsonl`` (one line per step:
 "step", "epoch", "loss", "tokens") and ``adapter/`` (``policy.save``).
+
+``--max-turns N`` (N > 1): multi-turn episodes on ``TextToSQLAgent-v0`` instead (``agents.agent_warmup``):
+0, 1 or 2 explorations built from the gold SQL (seeded), then ``<answer>GOLD</answer>``, each played
+through the env so the results between the moves are the env's real observations, laid out as multi-turn
+GRPO lays out a sampled episode; the loss covers the moves' tokens only (the env's text is masked), and
+the adapter's ``env_config.json`` records ``max_turns`` (evaluate.py then plays N-move episodes).
+``max_target_tokens`` then bounds each move. ``--max-turns 1`` is the single-step warm-up above.
 """
 
 from __future__ import annotations
@@ -72,7 +79,11 @@ class Config:
     lora_alpha: int = 32
     """LoRA scaling numerator."""
     max_target_tokens: int = 96
-    """Targets longer than this many tokens are skipped (and counted)."""
+    """Targets longer than this many tokens are skipped (and counted); with --max-turns > 1, episodes with a
+    move longer than this."""
+    max_turns: int = 1
+    """1: the single-step warm-up (prefilled SELECT); N > 1: multi-turn episodes of up to N moves on
+    TextToSQLAgent-v0 (0-2 explorations from the gold SQL, then the gold answer); use grpo_train's value."""
     max_completion_length: int = 64
     """Completion length saved with the adapter (policy_config.json), what benchmarks/evaluate.py then
     samples with; use grpo_train's --max-completion-length."""
@@ -87,7 +98,7 @@ class Config:
         if self.schema not in SCHEMAS:
             bad("schema", self.schema, f"must be one of {', '.join(SCHEMAS)}")
         for name in ("examples", "epochs", "batch_size", "lora_r", "lora_alpha", "max_target_tokens",
-                     "max_completion_length"):
+                     "max_completion_length", "max_turns"):
             if getattr(self, name) < 1:
                 bad(name, getattr(self, name), "must be >= 1")
         for name in ("few_shot", "learning_rate", "max_grad_norm"):
@@ -137,15 +148,35 @@ def make_batches(items: Sequence[dict], batch_size: int) -> list[list[dict]]:
     return batches
 
 
+def build_env(cfg: Config):
+    """The warm-up's env: ``TextToSQLEnv`` on the generated train split, ``TextToSQLAgentEnv`` with
+    ``max_turns`` > 1."""
+    if cfg.max_turns > 1:
+        from sqlenv.agent_env import TextToSQLAgentEnv
+
+        return TextToSQLAgentEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema, sample_rows=SAMPLE_ROWS,
+                                 max_turns=cfg.max_turns)
+    from sqlenv.env import TextToSQLEnv
+
+    return TextToSQLEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema, sample_rows=SAMPLE_ROWS)
+
+
 def build_examples(cfg: Config, policy, env=None) -> tuple[list[dict], dict[str, int]]:
     """Tokenised (prompt, target) items of ``cfg.examples`` seeded generated train questions, and counts
-    of the skipped ones ("skipped_not_select", "skipped_too_long")."""
+    of the skipped ones ("skipped_not_select", "skipped_too_long"); with ``max_turns`` > 1 multi-turn
+    episodes (``agents.agent_warmup.build_episodes``: items also carry ``loss_mask``)."""
     if env is None:
-        from sqlenv.env import TextToSQLEnv
-
-        env = TextToSQLEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema, sample_rows=SAMPLE_ROWS)
+        env = build_env(cfg)
     indices = list(range(len(env.dataset)))
     random.Random(cfg.seed).shuffle(indices)
+    if cfg.max_turns > 1:
+        from agents.agent_warmup import build_episodes
+
+        if getattr(env, "max_turns", None) != cfg.max_turns:
+            raise ValueError(f"max_turns={cfg.max_turns} needs a TextToSQLAgentEnv with max_turns={cfg.max_turns}, "
+                             f"got {type(env).__name__} with max_turns={getattr(env, 'max_turns', None)}")
+        return build_episodes(indices[:cfg.examples], policy, env, seed=cfg.seed,
+                              max_move_tokens=cfg.max_target_tokens)
     items, counts = [], {"skipped_not_select": 0, "skipped_too_long": 0}
     for index in indices[:cfg.examples]:
         obs, _ = env.reset(options={"index": index})
@@ -165,8 +196,13 @@ def build_examples(cfg: Config, policy, env=None) -> tuple[list[dict], dict[str,
 
 # ====================================================================================== training
 def nll_loss(policy, batch: Sequence[dict]):
-    """Mean negative log-likelihood of the batch's target tokens (all tokens weigh the same)."""
+    """Mean negative log-likelihood of the batch's target tokens (all tokens weigh the same); for multi-turn
+    episodes only the moves' tokens (``agents.grpo_update.loss_weights``, as multi-turn GRPO masks them)."""
     logprobs, mask = policy.sequence_logprobs([b["prompt_ids"] for b in batch], [b["target_ids"] for b in batch])
+    if "episode" in batch[0]:
+        from agents.grpo_update import loss_weights
+
+        mask = loss_weights([b["episode"] for b in batch], mask)
     return -(logprobs * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -220,7 +256,8 @@ def train(cfg: Config, policy=None, env=None) -> dict[str, Any]:
             for batch in batches:
                 loss = train_step(policy, optimizer, batch, cfg.max_grad_norm)
                 losses.append(loss)
-                tokens = sum(len(b["target_ids"]) for b in batch)
+                tokens = sum(len(b["target_ids"]) if "loss_mask" not in b else int(b["loss_mask"].sum())
+                             for b in batch)
                 log.write(json.dumps({"step": len(losses), "epoch": epoch, "loss": loss, "tokens": tokens}) + "\n")
                 log.flush()
                 bar.update(1)
@@ -228,7 +265,7 @@ def train(cfg: Config, policy=None, env=None) -> dict[str, Any]:
         bar.close()
     adapter = policy.save(out / "adapter")
     write_env_config(adapter, dataset=DATASET, data_dir=None, split=SPLIT, eval_split=EVAL_SPLIT, schema=cfg.schema,
-                     sample_rows=SAMPLE_ROWS, reward="binary")
+                     sample_rows=SAMPLE_ROWS, reward="binary", max_turns=cfg.max_turns)
     summary = {"adapter": str(adapter), "examples": len(items), **counts, "steps": len(losses),
                "first_loss": losses[0], "last_loss": losses[-1],
                "seconds": round(time.perf_counter() - start, 2)}

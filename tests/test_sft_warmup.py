@@ -175,3 +175,188 @@ def test_an_unknown_model_exits_2_before_any_work(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "python agents/sft_warmup.py: error: model='nonexistent-model' (--model)" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
+
+
+# ====================================================================================== multi-turn (--max-turns)
+from agents import agent_warmup, multiturn  # noqa: E402
+from sqlenv.agent_env import TextToSQLAgentEnv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def agent_env():
+    env = TextToSQLAgentEnv(dataset="generated", split="train", schema="flat", max_turns=3)
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def episodes(tokenizer, agent_env, tmp_path_factory):
+    policy = make_policy(tokenizer)
+    cfg = config(tmp_path_factory.mktemp("mt"), examples=24, max_turns=3)
+    items, counts = sft_warmup.build_examples(cfg, policy, agent_env)
+    return policy, items, counts
+
+
+def runs(mask) -> list[tuple[int, int, int]]:
+    """(start, end, value) of the runs of equal values in a 0/1 mask."""
+    out, start = [], 0
+    values = [int(v) for v in mask]
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            out.append((start, i, values[start]))
+            start = i
+    return out
+
+
+def test_exploration_candidates_come_from_the_gold_sql():
+    gold = "SELECT COUNT(*)\nFROM Medals\nWHERE athlete = 'Anna Berg' AND medal = 'MedalSilver' AND year = 2006"
+    assert agent_warmup.exploration_candidates(gold) == [
+        "SELECT DISTINCT year FROM Medals", "SELECT DISTINCT athlete FROM Medals", "SELECT DISTINCT medal FROM Medals",
+        "SELECT COUNT(*) FROM Medals",
+        "SELECT COUNT(*)\nFROM Medals\nWHERE athlete = 'Anna Berg' AND medal = 'MedalSilver' AND year = 2006"]
+    joined = ("SELECT COUNT(*)\nFROM Medal m\nJOIN Format f ON f.format_id = m.format_id\n"
+              "JOIN Tournament t ON t.tournament_id = f.tournament_id\nWHERE t.name = 'World Championships'")
+    candidates = agent_warmup.exploration_candidates(joined)
+    assert candidates[:2] == ["SELECT DISTINCT name FROM Tournament", "SELECT COUNT(*) FROM Medal"]
+    assert candidates[2] == "SELECT COUNT(*)\n" + joined.split("\n", 1)[1]
+    assert agent_warmup.exploration_candidates("SELECT (") == []
+
+
+def test_multiturn_episodes_vary_the_explorations_and_end_with_the_gold_answer(episodes, agent_env):
+    _, items, counts = episodes
+    assert len(items) == 24 - counts["skipped_too_long"] - counts["skipped_not_correct"] > 0
+    assert counts["skipped_not_correct"] == 0
+    assert {item["explorations"] for item in items} == {0, 1, 2}  # answering early is shown too
+    assert sum(counts[f"explorations_{n}"] for n in range(3)) == len(items)
+    for item in items:
+        episode = item["episode"]
+        gold = agent_env.example(item["index"]).gold_sql.strip().rstrip(";").rstrip()
+        assert episode.moves[-1] == f"<answer>{gold}</answer>"
+        assert len(episode.moves) == item["explorations"] + 1 <= agent_env.max_turns
+        assert all(move.startswith("<sql>") and move.endswith("</sql>") for move in episode.moves[:-1])
+        assert episode.move_errors == [None] * len(episode.moves)  # explorations that fail are never shown
+
+
+def test_the_gold_answer_move_scores_one_through_the_env(episodes):
+    _, items, _ = episodes
+    fresh = TextToSQLAgentEnv(dataset="generated", split="train", schema="flat", max_turns=3)
+    try:
+        for item in items:
+            assert item["episode"].reward == 1.0 and item["episode"].info["correct"] is True
+            fresh.reset(options={"index": item["index"]})
+            for move in item["episode"].moves[:-1]:
+                assert fresh.step(move)[1] == 0.0
+            _, reward, terminated, _, info = fresh.step(item["episode"].moves[-1])
+            assert (reward, terminated, info["correct"]) == (1.0, True, True)
+    finally:
+        fresh.close()
+
+
+def test_the_env_text_is_what_the_env_returns_for_those_moves(episodes):
+    policy, items, _ = episodes
+    fresh = TextToSQLAgentEnv(dataset="generated", split="train", schema="flat", max_turns=3)
+    try:
+        for item in items:
+            episode = item["episode"]
+            obs, _ = fresh.reset(options={"index": item["index"]})
+            assert torch.equal(item["prompt_ids"], policy.encode(policy.agent_prompt(obs, 3)))
+            env_runs = [(s, e) for s, e, v in runs(item["loss_mask"]) if v == 0]
+            assert len(env_runs) == len(episode.moves) - 1
+            for move, (start, end) in zip(episode.moves, env_runs):
+                _, _, _, _, info = fresh.step(move)
+                text = policy.tokenizer.decode(item["target_ids"][start:end])
+                assert text == policy.agent_feedback(multiturn.move_result(info), info["turns_left"])
+                assert multiturn.move_result(info).strip() in text  # the result table itself, as the env wrote it
+    finally:
+        fresh.close()
+
+
+def test_the_loss_mask_covers_exactly_the_policys_moves(episodes):
+    policy, items, _ = episodes
+    for item in items:
+        episode = item["episode"]
+        assert len(item["loss_mask"]) == len(item["target_ids"])
+        move_runs = [(s, e) for s, e, v in runs(item["loss_mask"]) if v == 1]
+        assert len(move_runs) == len(episode.moves)
+        for move, (start, end) in zip(episode.moves, move_runs):
+            assert torch.equal(item["target_ids"][start:end], policy.encode(move))
+    # the loss averages the moves' tokens only: unmasking the env's text changes it
+    batch = [item for item in items if item["explorations"] > 0][:2]
+    with torch.no_grad():
+        masked = float(sft_warmup.nll_loss(policy, batch))
+        logprobs, pad = policy.sequence_logprobs([b["prompt_ids"] for b in batch], [b["target_ids"] for b in batch])
+        moves = torch.stack([torch.nn.functional.pad(b["loss_mask"], (0, pad.shape[1] - len(b["loss_mask"])))
+                             for b in batch])
+        assert masked == pytest.approx(float(-(logprobs * moves).sum() / moves.sum()), rel=1e-5)
+        unmasked = [{**b, "episode": multiturn.Episode(0, b["prompt_ids"], b["target_ids"],
+                                                       torch.ones(len(b["target_ids"])), b["loss_mask"])}
+                    for b in batch]
+        every = float(sft_warmup.nll_loss(policy, unmasked))
+        assert every == pytest.approx(float(-(logprobs * pad).sum() / pad.sum()), rel=1e-5) and every != masked
+
+
+class ScriptedPolicy:
+    """The real policy, except that its 'samples' are the warm-up episodes' moves (for run_episodes)."""
+
+    def __init__(self, policy, items):
+        self.policy, self.items, self.played = policy, items, {}
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def sample_ids(self, contexts, num_generations=1, **_):
+        out = []
+        for context in contexts:
+            (k, item), = [(k, it) for k, it in enumerate(self.items)
+                          if torch.equal(context[:len(it["prompt_ids"])], it["prompt_ids"])]
+            move = item["episode"].moves[self.played.get(k, 0)]
+            self.played[k] = self.played.get(k, 0) + 1
+            ids = self.policy.encode(move)
+            out.append([(ids, torch.zeros(len(ids)))] * num_generations)
+        return out
+
+
+def test_episodes_are_laid_out_as_multiturn_grpo_lays_out_sampled_ones(episodes, agent_env):
+    policy, items, _ = episodes
+    pool = multiturn.EnvPool(agent_env)
+    try:
+        played = multiturn.run_episodes(ScriptedPolicy(policy, items), pool, [it["index"] for it in items], 1)
+    finally:
+        pool.close()
+    for item, episode in zip(items, played):
+        assert torch.equal(episode.prompt_ids, item["prompt_ids"])
+        assert torch.equal(episode.completion_ids, item["target_ids"])
+        assert torch.equal(episode.loss_mask, item["loss_mask"])
+        assert episode.reward == 1.0 and episode.moves == item["episode"].moves
+
+
+def test_max_turns_1_builds_the_same_examples_as_before(tokenizer, env, tmp_path):
+    """The digest of the single-step examples as the code before --max-turns built them (seed 0, 40 drawn)."""
+    import hashlib
+
+    items, counts = sft_warmup.build_examples(config(tmp_path, examples=40, max_turns=1), make_policy(tokenizer), env)
+    digest = hashlib.sha256()
+    for it in items:
+        digest.update(json.dumps([it["index"], it["prompt"], it["target"], it["prompt_ids"].tolist(),
+                                  it["target_ids"].tolist()]).encode())
+    assert counts == {"skipped_not_select": 1, "skipped_too_long": 0}
+    assert digest.hexdigest() == "7820e25abfba1114bb98a3ea9bb53d72bc91732377b25c0a8e18ed24e924433d"
+    assert all("loss_mask" not in it for it in items)
+
+
+def test_multiturn_train_records_max_turns_for_evaluate(tokenizer, agent_env, tmp_path):
+    cfg = config(tmp_path, examples=4, batch_size=2, max_turns=3)
+    summary = sft_warmup.train(cfg, policy=make_policy(tokenizer), env=agent_env)
+    assert summary["steps"] >= 1 and summary["explorations_0"] + summary["explorations_1"] + summary[
+        "explorations_2"] == summary["examples"]
+    env_config = json.loads((Path(cfg.output_dir) / "adapter" / "env_config.json").read_text())
+    assert (env_config["max_turns"], env_config["schema"], env_config["eval_split"]) == (3, "flat", "dev")
+    lines = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["loss"] > 0 and line["tokens"] > 0 for line in lines)
+
+
+def test_max_turns_needs_a_matching_agent_env(tokenizer, env, tmp_path):
+    with pytest.raises(ValueError, match="max_turns=3 needs a TextToSQLAgentEnv"):
+        sft_warmup.build_examples(config(tmp_path, max_turns=3), make_policy(tokenizer), env)
+    with pytest.raises(SystemExit):
+        sft_warmup.parse_config(["--max-turns", "0"])

@@ -1,0 +1,174 @@
+"""Multi-turn warm-up episodes: explore with pieces of the gold SQL, then answer with the gold SQL.
+
+``agents/sft_warmup.py --max-turns N`` (N > 1) trains on these instead of single-step targets. Each
+episode is played through ``TextToSQLAgentEnv`` (``TextToSQLAgent-v0``) on a generated train question:
+
+1. Candidate explorations come from the question's gold SQL (:func:`exploration_candidates`): the distinct
+   values of each column the gold compares with a literal (``SELECT DISTINCT col FROM table``), the rows of
+   its first table (``SELECT COUNT(*) FROM table``) and, when the gold is one plain ``SELECT ... FROM ...
+   WHERE ...``, how many rows its own filter keeps (``SELECT COUNT(*)`` over the gold's FROM and WHERE).
+   Each candidate is run through the env once; one that fails (a column of a subquery, ...) is dropped.
+2. A seeded draw picks how many explorations come first (0, 1 or 2, at most ``max_turns - 1`` and at most
+   the candidates that ran) and which; the answer ``<answer>GOLD</answer>`` ends the episode.
+3. The moves are played through a fresh episode of the env, and the episode is laid out exactly as
+   ``agents.multiturn.run_episodes`` lays out a sampled one: the prompt ``policy.agent_prompt``, each move
+   tokenised on its own (``<sql>QUERY</sql>``, as the prompt's worked episodes write it), then the env's
+   answer to it as ``policy.agent_feedback(move_result(info), turns_left)``. ``loss_mask`` is 1 on the
+   moves' tokens only, so the loss (``agents.grpo_update.loss_weights``) covers what the policy writes and
+   never the env's text.
+
+The gold answer is scored by the env as any answer is; an episode whose answer is not correct (none is
+expected on the generated benchmark) is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import sqlglot
+import torch
+from sqlglot import exp
+
+from agents.multiturn import Episode, move_result
+
+__all__ = ["exploration_candidates", "play_episode", "build_episodes", "MAX_EXPLORATIONS"]
+
+#: Explorations before the answer are drawn from 0..MAX_EXPLORATIONS (and at most max_turns - 1).
+MAX_EXPLORATIONS = 2
+
+
+def _tables(tree: exp.Expression) -> tuple[list[str], dict[str, str]]:
+    """The tables the query reads (in order, no repeats) and its alias -> table map."""
+    names: list[str] = []
+    aliases: dict[str, str] = {}
+    for table in tree.find_all(exp.Table):
+        if table.name and table.name not in names:
+            names.append(table.name)
+        if table.alias:
+            aliases[table.alias] = table.name
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    return [n for n in names if n not in ctes], aliases
+
+
+def _filter_check(gold_sql: str) -> str | None:
+    """``SELECT COUNT(*)`` over the gold's own FROM/JOIN and WHERE lines, when the gold is one plain
+    ``SELECT`` laid out a clause a line (FROM a table, JOINs, one WHERE line); else None."""
+    lines = gold_sql.strip().rstrip(";").splitlines()
+    if len(lines) < 3 or not lines[0].upper().startswith("SELECT ") or "(" in lines[1] \
+            or not lines[1].upper().startswith("FROM "):
+        return None
+    for end, line in enumerate(lines[2:], start=2):
+        if line.upper().startswith("WHERE "):
+            return "SELECT COUNT(*)\n" + "\n".join(lines[1:end + 1]) if "(" not in line else None
+        if not line.upper().startswith("JOIN "):
+            return None
+    return None
+
+
+def exploration_candidates(gold_sql: str) -> list[str]:
+    """Exploratory queries built from pieces of ``gold_sql`` (none run yet): distinct values of each column
+    it compares with a literal (in sqlglot's breadth-first order of the comparisons), the row count of its
+    first table, and its own filter's row count."""
+    try:
+        tree = sqlglot.parse_one(gold_sql, read="sqlite")
+    except sqlglot.errors.ParseError:
+        return []
+    tables, aliases = _tables(tree)
+    out: list[str] = []
+    for eq in tree.find_all(exp.EQ):
+        column, literal = eq.left, eq.right
+        if not (isinstance(column, exp.Column) and isinstance(literal, exp.Literal)):
+            continue
+        table = aliases.get(column.table) if column.table else (tables[0] if len(tables) == 1 else None)
+        query = f"SELECT DISTINCT {column.name} FROM {table}" if table else None
+        if query and query not in out:
+            out.append(query)
+    if tables:
+        out.append(f"SELECT COUNT(*) FROM {tables[0]}")
+    check = _filter_check(gold_sql)
+    if check:
+        out.append(check)
+    return out
+
+
+def play_episode(policy, env, index: int, moves: Sequence[str]) -> tuple[Episode, dict[str, Any]]:
+    """Play ``moves`` on question ``index`` of ``env`` (a ``TextToSQLAgentEnv``) and lay the episode out as
+    ``agents.multiturn.run_episodes`` does: moves (``loss_mask`` 1) and the env's answers (0). Returns the
+    episode and the last step's ``info``."""
+    obs, _ = env.reset(options={"index": int(index)})
+    prompt_ids = policy.encode(policy.agent_prompt(obs, env.max_turns))
+    ids, mask, texts = [], [], []
+    episode = Episode(0, prompt_ids, prompt_ids[:0], prompt_ids[:0].float(), prompt_ids[:0].float())
+    info: dict[str, Any] = {}
+    for move in moves:
+        move_ids = policy.encode(move)
+        ids.append(move_ids)
+        mask.append(torch.ones(len(move_ids)))
+        texts.append(move)
+        _, reward, terminated, truncated, info = env.step(move)
+        episode.moves.append(move)
+        episode.move_tokens.append(len(move_ids))
+        episode.move_kinds.append(info.get("move", ""))
+        episode.move_errors = list(info["move_errors"])
+        episode.reward += float(reward)
+        if terminated or truncated:
+            episode.done, episode.info = True, info
+            episode.sql = info.get("sql", "") if info.get("move") == "answer" else ""
+            break
+        feedback = policy.agent_feedback(move_result(info), info["turns_left"])
+        feedback_ids = policy.encode(feedback)
+        ids.append(feedback_ids)
+        mask.append(torch.zeros(len(feedback_ids)))
+        texts.append(feedback)
+    episode.completion_ids = torch.cat(ids).long()
+    episode.loss_mask = torch.cat(mask).float()
+    episode.logprobs = torch.zeros(len(episode.completion_ids))
+    episode.text = "".join(texts)
+    return episode, info
+
+
+def _working(policy, env, index: int, candidates: Sequence[str]) -> list[str]:
+    """The candidates whose exploration runs without error on question ``index``, each tried through the env."""
+    works = []
+    for query in candidates:
+        env.reset(options={"index": int(index)})
+        _, _, _, _, info = env.step(f"<sql>{query}</sql>")
+        if info["move_errors"] == [None]:
+            works.append(query)
+    return works
+
+
+def build_episodes(indices: Sequence[int], policy, env, *, seed: int, max_move_tokens: int
+                   ) -> tuple[list[dict], dict[str, int]]:
+    """Warm-up items of the questions ``indices``: ``prompt``, ``prompt_ids``, ``target_ids`` (the episode's
+    completion: moves and env text), ``loss_mask``, ``episode`` and ``explorations``; and counts:
+    "skipped_too_long" (a move over ``max_move_tokens`` tokens), "skipped_not_correct" (the gold answer
+    did not score as correct), "explorations_N" (episodes with N explorations), "explore_failed"
+    (candidate explorations dropped because they failed)."""
+    rng = random.Random(seed)
+    most = min(MAX_EXPLORATIONS, env.max_turns - 1)
+    counts = {"skipped_not_select": 0, "skipped_too_long": 0, "skipped_not_correct": 0, "explore_failed": 0,
+              **{f"explorations_{n}": 0 for n in range(most + 1)}}
+    items = []
+    for index in indices:
+        gold = env.example(index).gold_sql.strip().rstrip(";").rstrip()
+        wanted = rng.randint(0, most)
+        candidates = exploration_candidates(gold) if wanted else []
+        works = _working(policy, env, index, candidates)
+        counts["explore_failed"] += len(candidates) - len(works)
+        chosen = rng.sample(works, min(wanted, len(works)))
+        moves = [f"<sql>{query}</sql>" for query in chosen] + [f"<answer>{gold}</answer>"]
+        if any(len(policy.encode(move)) > max_move_tokens for move in moves):
+            counts["skipped_too_long"] += 1
+            continue
+        episode, info = play_episode(policy, env, index, moves)
+        if not info.get("correct"):
+            counts["skipped_not_correct"] += 1
+            continue
+        counts[f"explorations_{len(chosen)}"] += 1
+        prompt = policy.agent_prompt(env.observation_for(index), env.max_turns)
+        items.append({"index": index, "prompt": prompt, "prompt_ids": episode.prompt_ids,
+                      "target_ids": episode.completion_ids, "loss_mask": episode.loss_mask,
+                      "episode": episode, "explorations": len(chosen)})
+    return items, counts
