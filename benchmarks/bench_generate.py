@@ -18,7 +18,14 @@ One run, one process, the same prompts (TempTabQA-C training questions, the trai
    a growing cache) and the engine (``agents/engine.py``) alternating ``--repeats`` times; tokens/s of
    each, their ratio, and the engine's fraction of the bound. Completions stop as in training (EOS,
    end of statement), so both paths sample the same kind of work; tokens are counted as sampled.
-4. ``--rollout-dtype bfloat16``: the engine once more with bfloat16 weights, activations and cache
+4. **Host overhead** (first, unless ``--no-host-overhead``). A random Llama of the model's depth and
+   heads but tiny width (head size 4, vocabulary 512), so the arithmetic is negligible and a decode
+   step's time is what the host spends launching it: milliseconds per decode step of the engine at
+   1, 32 and 128 rows (1 x 1, 4 x 8, 16 x 8 prompts x samples, no stop), eager and compiled
+   (``compile=True``) alternating in one process, and each figure over the 1-row one.
+5. ``--compile``: the engine with its compiled decode step is timed beside the others in 3 (its first
+   call, which compiles, is not timed).
+6. ``--rollout-dtype bfloat16``: the engine once more with bfloat16 weights, activations and cache
    (float32 logits), its tokens/s, its greedy SQL against float32's, and the policy mismatch it
    causes: the log-probs of its sampled tokens against the float32 training forward's
    (``sequence_logprobs``), per token and per sequence, which an importance-sampling correction
@@ -67,6 +74,70 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def host_overhead(config, rows_list=((1, 1), (4, 8), (16, 8)), steps: int = 32, repeats: int = 3,
+                  stop_check_every: int = 8, device: str = "cpu") -> dict[tuple[str, int], float]:
+    """Seconds per decode step of the engine on a random tiny-width Llama of ``config``'s depth and heads.
+
+    Per (mode, rows): the median over ``repeats`` of (time of ``steps + 1`` new tokens - time of 1) /
+    ``steps``, which leaves out the prefill and the set-up; eager and compiled calls alternate.
+    """
+    import torch
+    import transformers
+
+    from agents.engine import RolloutEngine
+    from agents.sampling import Chooser
+
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    tiny = transformers.LlamaConfig(vocab_size=512, hidden_size=4 * heads, intermediate_size=16,
+                                    num_hidden_layers=config.num_hidden_layers, num_attention_heads=heads,
+                                    num_key_value_heads=kv_heads, max_position_embeddings=4096)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(tiny).eval().to(device)
+    engines = {"eager": RolloutEngine(model, [], stop_check_every=stop_check_every),
+               "compiled": RolloutEngine(model, [], stop_check_every=stop_check_every, compile=True)}
+    common = torch.randint(0, 512, (64,))
+    result: dict[tuple[str, int], list[float]] = {}
+    for prompts, samples in rows_list:
+        batch = [torch.cat([common, torch.randint(0, 512, (8 + 2 * i,))]) for i in range(prompts)]
+
+        def timed(engine, new_tokens):
+            chooser = Chooser(prompts * samples, greedy=False)
+            synchronize(device)
+            start = time.perf_counter()
+            engine.sample(batch, samples, max_new_tokens=new_tokens, choose=chooser)
+            synchronize(device)
+            return time.perf_counter() - start
+
+        for engine in engines.values():
+            timed(engine, steps + 1)  # warm-up (the compiled engine compiles here)
+        for _ in range(repeats):
+            for mode, engine in engines.items():
+                per_step = (timed(engine, steps + 1) - timed(engine, 1)) / steps
+                result.setdefault((mode, prompts * samples), []).append(per_step)
+    return {key: sorted(values)[len(values) // 2] for key, values in result.items()}
+
+
+def print_host_overhead(config, device, args) -> None:
+    import torch
+
+    rows_list = ((1, 1), (4, 8), (16, 8))
+    seconds = host_overhead(config, rows_list, steps=args.host_steps, repeats=args.host_repeats, device=device,
+                            stop_check_every=args.stop_check_every)
+    print(f"host overhead per decode step: random Llama of {config.num_hidden_layers} layers, "
+          f"{config.num_attention_heads}/{getattr(config, 'num_key_value_heads', None)} heads, head size 4, "
+          f"vocabulary 512; {args.host_steps} steps, median of {args.host_repeats}, {torch.get_num_threads()} "
+          f"thread(s), stop_check_every={args.stop_check_every}, load average before {os.getloadavg()[0]:.1f}")
+    print("| rows | eager ms/step | compiled ms/step | compiled / eager | eager / 1 row | compiled / 1 row |\n"
+          "|---|---|---|---|---|---|")
+    for prompts, samples in rows_list:
+        rows = prompts * samples
+        eager, compiled = seconds[("eager", rows)], seconds[("compiled", rows)]
+        print(f"| {rows} ({prompts} x {samples}) | {eager * 1e3:.2f} | {compiled * 1e3:.2f} | {compiled / eager:.2f} "
+              f"| {eager / seconds[('eager', 1)]:.2f} | {compiled / seconds[('compiled', 1)]:.2f} |")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
 def kv_bytes_per_step(model, prompt_lengths) -> int:
     """Bytes of the prompts' KV caches one engine decode step reads (each prompt's cache once)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -95,6 +166,13 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rollout-dtype", default=None, choices=["bfloat16", "float16"],
                         help="also time the engine in this dtype and measure the log-prob mismatch")
+    parser.add_argument("--stop-check-every", type=int, default=8, help="the engine's host check interval (k)")
+    parser.add_argument("--compile", action="store_true", help="also time the engine with its compiled decode step")
+    parser.add_argument("--no-host-overhead", dest="host_overhead", action="store_false",
+                        help="skip the host-overhead table (tiny-width model)")
+    parser.add_argument("--host-steps", type=int, default=32, help="decode steps timed per host-overhead call")
+    parser.add_argument("--host-repeats", type=int, default=3, help="host-overhead calls per mode and row count")
+    parser.add_argument("--host-only", action="store_true", help="print the host-overhead table and stop")
     args = parser.parse_args(argv)
 
     import torch
@@ -103,8 +181,13 @@ def main(argv=None) -> int:
     from sqlenv.env import TextToSQLEnv
 
     config = PolicyConfig(model=args.model, threads=args.threads, few_shot=args.few_shot, device=args.device,
-                          max_completion_length=args.max_completion_length, engine="hf")
+                          max_completion_length=args.max_completion_length, engine="hf",
+                          stop_check_every=args.stop_check_every)
     policy = LoRAPolicy(config)
+    if args.host_overhead or args.host_only:
+        print_host_overhead(policy.model.get_base_model().config, policy.device, args)
+        if args.host_only:
+            return 0
     env = TextToSQLEnv(dataset=args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema)
     count = max(args.prompts, args.check_prompts)
     stride = max(1, len(env.dataset) // count)
@@ -129,15 +212,39 @@ def main(argv=None) -> int:
     greedy = {name: [r.sql for r in run(name, checked, 1, greedy=True)] for name in ("hf", "engine")}
     identical = sum(a == b for a, b in zip(greedy["hf"], greedy["engine"]))
 
-    tokens = {"hf": 0, "engine": 0}
-    seconds = {"hf": 0.0, "engine": 0.0}
+    paths = ["hf", "engine"] + (["compiled"] if args.compile else [])
+    engines = {"engine": policy._engine}
+    if args.compile:
+        from agents.engine import RolloutEngine
+
+        engines["compiled"] = RolloutEngine(policy.model, policy.eos_token_ids, policy.tokenizer.pad_token_id or 0,
+                                            stop_check_every=args.stop_check_every, compile=True)
+        policy._engine = engines["compiled"]
+        start = time.perf_counter()
+        run("engine", prompts[:args.prompts], G)  # compiles (not timed)
+        print(f"compiled engine: first call (compiling) {time.perf_counter() - start:.0f} s")
+        compiled_sql = [r.sql for r in run("engine", checked, 1, greedy=True)]
+        print(f"compiled engine: greedy SQL as the eager engine's on "
+              f"{sum(a == b for a, b in zip(greedy['engine'], compiled_sql))}/{len(checked)} prompts")
+
+    def run_path(name):
+        if name == "hf":
+            return run("hf", prompts[:args.prompts], G)
+        policy._engine = engines[name]
+        return run("engine", prompts[:args.prompts], G)
+
+    tokens = dict.fromkeys(paths, 0)
+    seconds = dict.fromkeys(paths, 0.0)
     for repeat in range(args.repeats):
-        for name in ("hf", "engine"):
+        for name in paths:
             torch.manual_seed(repeat)
+            synchronize(policy.device)
             start = time.perf_counter()
-            rollouts = run(name, prompts[:args.prompts], G)
+            rollouts = run_path(name)
+            synchronize(policy.device)
             seconds[name] += time.perf_counter() - start
             tokens[name] += sum(len(r.completion_ids) for r in rollouts)
+    policy._engine = engines["engine"]
 
     speed = {name: tokens[name] / seconds[name] for name in tokens}
     print(f"{args.model}, {args.prompts} prompts x G={G}, up to {args.max_completion_length} new tokens, "
@@ -149,11 +256,16 @@ def main(argv=None) -> int:
     print(f"the same products for {rows} rows: {compute_s * 1e3:.1f} ms a step, compute floor "
           f"{compute_bound:.0f} tokens/s")
     print("| path | tokens | seconds | tokens/s | of the memory bound | of the compute floor |\n|---|---|---|---|---|---|")
-    for name, label in (("hf", "plain (Hugging Face forward, cache copied G times)"), ("engine", "engine")):
+    labels = {"hf": "plain (Hugging Face forward, cache copied G times)", "engine": "engine (eager)",
+              "compiled": "engine (compiled decode step)"}
+    for name in paths:
+        label = labels[name]
         print(f"| {label} | {tokens[name]} | {seconds[name]:.1f} | {speed[name]:.1f} | {speed[name] / bound:.0%} "
               f"| {speed[name] / compute_bound:.0%} |")
     print(f"engine / plain tokens/s: {speed['engine'] / speed['hf']:.2f}x; "
           f"greedy SQL identical on {identical}/{len(checked)} prompts")
+    if args.compile:
+        print(f"compiled / eager engine tokens/s: {speed['compiled'] / speed['engine']:.2f}x")
     if args.rollout_dtype:
         low_precision(policy, prompts, checked, greedy["engine"], args, speed["engine"], bound)
     return 0 if identical == len(checked) else 1
@@ -168,7 +280,7 @@ def low_precision(policy, prompts, checked, greedy_sql, args, fp32_speed, bound)
     dtype = getattr(torch, args.rollout_dtype)
     policy.config.engine = "engine"
     policy._engine = RolloutEngine(policy.model, policy.eos_token_ids, policy.tokenizer.pad_token_id or 0,
-                                   dtype=dtype)
+                                   dtype=dtype, stop_check_every=args.stop_check_every)
     same = sum(a == r.sql for a, r in zip(greedy_sql, policy.generate(checked, 1, greedy=True)))
     tokens, seconds, rollouts = 0, 0.0, []
     for repeat in range(args.repeats):

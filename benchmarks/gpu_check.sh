@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of docs/performance.md ("On a GPU") and docs/results.md ("GRPO's own effect on a GPU"),
 # on one CUDA device:
-#   1. bench_generate.py at 4 x G=8 x 64 tokens and at the gpu preset's 16 x G=8 x 128 tokens;
+#   1. bench_generate.py at 4 x G=8 x 64 tokens (with the host-overhead table, eager against compiled, and the
+#      compiled engine, CUDA graphs, beside the eager one) and at the gpu preset's 16 x G=8 x 128 tokens;
 #   2. full-dev greedy evaluations of the untuned model, single-step and with --max-turns 3;
 #   3. the warm-up stage (agents/sft_warmup.py, 320 generated questions) and its full-dev evaluation;
 #   4. GRPO from that warm start with --preset gpu, three variants side by side on the same GPU
@@ -27,9 +28,9 @@ EV="benchmarks/evaluate.py --dataset temptabqa-c --data-dir $DATA --split dev --
 
 log "bench_generate + untuned evaluations (background)"
 ( $PY benchmarks/bench_generate.py --device cuda --data-dir "$DATA" --prompts 4 -G 8 --repeats 3 --check-prompts 8 \
-    > "$W/bench_4x8.txt" 2>&1
+    --compile > "$W/bench_4x8.txt" 2>&1
   $PY benchmarks/bench_generate.py --device cuda --data-dir "$DATA" --prompts 16 -G 8 --max-completion-length 128 \
-    --repeats 2 --check-prompts 4 > "$W/bench_16x8_128.txt" 2>&1 ) & pids=($!)
+    --repeats 2 --check-prompts 4 --no-host-overhead > "$W/bench_16x8_128.txt" 2>&1 ) & pids=($!)
 $PY $EV --policy few-shot --schema flat --max-completion-length 128 --out "$W/eval_untuned" > "$W/eval_untuned.log" 2>&1 &
 pids+=($!)
 $PY $EV --policy few-shot --schema flat --max-completion-length 128 --max-turns 3 --out "$W/eval_untuned_mt3" \
