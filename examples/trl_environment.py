@@ -68,7 +68,7 @@ class Args:
     temperature: float = 0.8
     """Sampling temperature."""
     output_dir: str = "runs/trl_environment"
-    """Where TRL writes logs (and result.json)."""
+    """Where TRL writes logs (and result.json, and rollouts.jsonl: each rollout's tool calls and reward)."""
     seed: int = 0
     """Random seed."""
     save: bool = False
@@ -104,7 +104,10 @@ def main(args: Args) -> dict:
     turns = {} if args.single_step else {"max_turns": args.max_turns}
     factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
                                     max_instructions=args.max_instructions, **turns)
-    reward = SQLEnvReward()
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    rollout_log = Path(args.output_dir) / "rollouts.jsonl"
+    rollout_log.unlink(missing_ok=True)
+    reward = SQLEnvReward(rollout_log=rollout_log)
 
     model, tokenizer = load_model_and_tokenizer(args.model)
     model.train()
@@ -156,11 +159,12 @@ def main(args: Args) -> dict:
         "seconds": round(time.time() - start, 1),
         "last_reward": last.get("reward"),
         "tool_call_frequency": last.get("tools/call_frequency"),
+        "rewards": [h["reward"] for h in history],
+        "tool_calls_per_rollout": [h.get("sqlenv_env/tool_calls") for h in history],
         "rollouts": reward.last_infos,
         "reward_call": reward.summary(),
     }
     print(json.dumps(result))
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_dir) / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

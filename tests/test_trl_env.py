@@ -217,6 +217,7 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     assert [(line["call"], line["index"], line["reward"]) for line in lines] == [
         (call, 0, r) for call in (1, 2) for r in (1.0, 0.0, -1.0, -1.0)]
     assert lines[1]["tool_calls"] == {"run_sql": 0, "submit_answer": 2} and lines[3]["error"] == "no_answer"
+    assert [line["completion"] for line in lines] == ["c"] * 8
     envs[0].reset(index=1)
     assert envs[0].tool_calls == {}  # a new episode counts from zero
     assert reward.summary() == {"correct": 0.25, "ok": 0.5, "syntax": 0.25, "no_answer": 0.25}

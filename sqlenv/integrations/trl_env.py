@@ -309,7 +309,8 @@ class SQLEnvReward:
     mean number of ``run_sql`` queries run (``<name>/sql_calls``) and of tool calls of either tool,
     refused ones included (``<name>/tool_calls``). ``last_infos`` holds the latest call's per-rollout
     details; with ``rollout_log``, every call appends them to that file, one JSON line per rollout
-    (``call``: the reward call's number from 1, then ``index``, ``tool_calls`` by tool, ``reward``, ...).
+    (``call``: the reward call's number from 1, then ``index``, ``tool_calls`` by tool, ``reward``, ...,
+    and the ``completion`` TRL passed: the model's messages, tool calls and results).
     """
 
     def __init__(self, name: str = "sqlenv_env", rollout_log: str | os.PathLike | None = None):
@@ -335,8 +336,9 @@ class SQLEnvReward:
             log_metric(f"{self.__name__}/tool_calls", sum(sum(i["tool_calls"].values()) for i in self.last_infos) / n)
         if self.rollout_log is not None:
             with open(self.rollout_log, "a", encoding="utf-8") as fh:
-                for info in self.last_infos:
-                    fh.write(json.dumps({"call": self.calls, **info}) + "\n")
+                for i, info in enumerate(self.last_infos):
+                    text = {"completion": completions[i]} if completions else {}
+                    fh.write(json.dumps({"call": self.calls, **info, **text}, default=str) + "\n")
         return [i["reward"] for i in self.last_infos]
 
     def summary(self) -> dict[str, float]:
