@@ -148,6 +148,28 @@ def load_adapter(path: Path, policy):
     policy.load(Path(path) / "adapter")
 
 
+def load_resume(checkpoint: Path | None, policy, world: World) -> dict | None:
+    """A resume's checkpoint state on every rank, its adapter loaded into rank 0's policy (the caller then
+    broadcasts the parameters); None for a fresh run (``checkpoint`` None)."""
+    if checkpoint is None:
+        return None
+    state = world.on_main(lambda: load_state(checkpoint))
+    if world.main:
+        load_adapter(checkpoint, policy)
+    return state
+
+
+def restore(state: dict | None, optimizer, rng: np.random.Generator, world: World, seed: int) -> int:
+    """The step the run starts at: a resume's (``state``: its optimizer and RNG states restored), or 0, the
+    ranks other than 0 then getting their own token-sampling streams (``seed_rank``)."""
+    if state is None:
+        seed_rank(seed, world)  # ranks sample different completions of their own questions
+        return 0
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state, rng, world, seed)
+    return int(state["step"])
+
+
 def restore_rng(state: dict, rng: np.random.Generator, world: World | None = None, seed: int = 0):
     """Restore the question RNG (shared by all ranks) and this process's token-sampling RNGs.
 

@@ -1,11 +1,11 @@
 """The trainer's held-out evaluations kept question by question: collapse monitors and the paired comparison.
 
-``EvalRecorder`` wraps the eval env and keeps the ``info`` of every query it scores (the trainer's
-greedy evaluation scores one query a question through ``env.score_group``). ``held_out_records``
-turns what it kept into per-question records, adds the collapse monitors (``agents/monitors.py``) to
-the evaluation's metrics as ``eval/collapse/*``, and writes ``<run>/eval/step_NNNNNN.json`` in
-``benchmarks/evaluate.py``'s result format, so any two steps compare with ``benchmarks/paired.py``
-(the command line of ``agents/paired.py``).
+``HeldOut`` is the trainer's greedy evaluation (rank 0): ``eval_limit`` questions of the eval split,
+the same ones each time, evaluated by ``agents.rollouts.evaluate``, which returns each question's
+``info`` (a multi-turn episode's: its last step's). ``held_out_records`` turns those infos into
+per-question records, adds the collapse monitors (``agents/monitors.py``) to the evaluation's metrics as
+``eval/collapse/*``, and writes ``<run>/eval/step_NNNNNN.json`` in ``benchmarks/evaluate.py``'s result
+format, so any two steps compare with ``benchmarks/paired.py`` (the command line of ``agents/paired.py``).
 ``compare_with_start`` is the final evaluation against the starting policy (step 0, written before
 any update, also by the run a resume continues): ``paired/*`` metrics and ``<run>/eval/paired.md``.
 """
@@ -14,48 +14,58 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from agents import paired
 from agents.monitors import monitor_metrics
+from agents.multiturn import EnvPool
+from agents.rollouts import evaluate
+
+if TYPE_CHECKING:
+    from agents.grpo_config import Config
 
 RECORD_KEYS = ("index", "sql", "error", "correct", "exact", "relaxed", "f1", "reward", "prediction", "answer")
 
 
-class EvalRecorder:
-    """The eval env, keeping the infos of the queries it scores; every other attribute is the env's."""
+class HeldOut:
+    """The greedy evaluations of a run on ``cfg.eval_limit`` questions of the eval env (seeded, sorted),
+    each one recorded in ``<out>/eval/``; multi-turn (``max_turns`` > 1): greedy episodes on copies of it."""
 
-    def __init__(self, env):
-        self.__dict__["env"] = env
-        self.__dict__["infos"] = []
+    def __init__(self, env, cfg: "Config", out: Path):
+        self.env, self.cfg, self.out = env, cfg, Path(out)
+        self.pool = EnvPool(env) if cfg.max_turns > 1 else None
+        self.indices = sorted(np.random.default_rng(0).permutation(len(env.dataset))[:cfg.eval_limit].tolist())
 
-    def __getattr__(self, name: str):
-        if name in ("env", "infos"):
-            raise AttributeError(name)
-        return getattr(self.__dict__["env"], name)
+    def __call__(self, policy, step: int) -> dict[str, Any]:
+        """Evaluate ``policy`` at ``step``: its eval/* metrics (with eval/collapse/*), its records written."""
+        return self._run(policy, step)[0]
 
-    def score_group(self, sqls, *args, **kwargs):
-        scored = self.env.score_group(sqls, *args, **kwargs)
-        self.infos.extend(info for _, info in scored)
-        return scored
+    def final(self, policy, step: int) -> tuple[dict[str, Any], str | None]:
+        """The last evaluation, paired against step 0's: ``(metrics with paired/*, the table or None)``."""
+        metrics, result = self._run(policy, step)
+        return metrics, compare_with_start(result, metrics, self.out)
 
-    def take(self) -> list[dict]:
-        """The infos kept since the last call."""
-        infos, self.__dict__["infos"] = self.infos, []
-        return infos
+    def _run(self, policy, step: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        metrics, infos = evaluate(policy, self.env, self.indices, self.cfg, self.pool)
+        return metrics, held_out_records(self.env, infos, metrics, self.out, step)
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.close()
+        self.env.close()
 
 
 def eval_file(out: Path, step: int) -> Path:
     return Path(out) / "eval" / f"step_{step:06d}.json"
 
 
-def held_out_records(recorder, metrics: dict[str, Any], out: Path, step: int) -> dict[str, Any] | None:
-    """Records of the evaluation just run (None when ``recorder`` kept nothing): ``eval/collapse/*`` added
-    to ``metrics``, the result written to ``<out>/eval/step_NNNNNN.json`` and returned."""
-    infos = recorder.take() if isinstance(recorder, EvalRecorder) else []
+def held_out_records(env, infos: list[dict], metrics: dict[str, Any], out: Path, step: int) -> dict[str, Any] | None:
+    """Records of the evaluation just run on ``env`` (its questions' ``infos``; None when there are none):
+    ``eval/collapse/*`` added to ``metrics``, the result written to ``<out>/eval/step_NNNNNN.json`` and returned."""
     if not infos:
         return None
-    env = recorder.env
     records = []
     for info in infos:
         example = env.example(int(info["index"]))

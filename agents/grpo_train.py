@@ -11,8 +11,10 @@ The run, top to bottom (``train``):
      created nothing;
   1. the warm-up stage (``agents/sft_warmup.py``), unless a warm-start adapter is given or this is
      a resume;
-  2. the envs, the policy and its optimizer; a resume loads its checkpoint;
-  3. before training: probe the starting policy, evaluate it on held-out questions (step 0);
+  2. the envs (built from the run's ``sqlenv.spec.EnvSpec``), the policy and its optimizer; a resume
+     loads its checkpoint: the adapter, the optimizer and the RNG states;
+  3. before training (not on a resume): probe the starting policy, evaluate it on held-out questions
+     (step 0);
   4. the loop, one GRPO step each:
      1. pick ``batch_size`` questions (seeded), reset the env on each to get its observation;
      2. sample G completions per question (``policy.generate``), extract the SQL;
@@ -34,20 +36,25 @@ error shares of the untuned policy); train/reward_mean, accuracy, exact, f1, err
 frac_zero_std, groups_kept, groups_unsolved (share of groups with no right sample),
 skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
 clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only when beta > 0: the
-reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype); eval/* (greedy, held-out);
-train/collapse/* and eval/collapse/* (agents/monitors.py: floor, floor_text, floor_gold, repeated, top_template, example_entity,
-list_for_one); paired/* (final evaluation against step 0, agents/eval_records.py: diff, diff_ci_low/high,
-p_mcnemar, a_only, b_only; each evaluation's records in <output_dir>/eval/step_NNNNNN.json); perf/gen_s, score_s, update_s, step_s,
-eval_s, tokens_per_s (sampled completion tokens per second of generation).
+reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype);
+eval/* (greedy, held-out); train/collapse/* and eval/collapse/* (agents/monitors.py: floor, floor_text,
+floor_gold, repeated, top_template, example_entity, list_for_one); paired/* (final evaluation against
+step 0, agents/eval_records.py: diff, diff_ci_low/high, p_mcnemar, a_only, b_only; each evaluation's
+records in <output_dir>/eval/step_NNNNNN.json); perf/gen_s, score_s, update_s, step_s, eval_s,
+tokens_per_s (sampled completion tokens per second of generation).
 
 Where each part lives (one job a module):
   agents/grpo_config.py   the Config dataclass, its presets and command line (agents/cli.py)
   agents/preflight.py     the checks before any work
   agents/sft_warmup.py    the supervised warm-up stage
+  sqlenv/spec.py          EnvSpec: the env's settings, which build the envs and travel with the adapter
   agents/rollouts.py      questions -> observations -> completions -> scored groups; probe; held-out eval
+  agents/eval_records.py  HeldOut: the run's held-out evaluations, their records and the paired comparison
+  agents/multiturn.py     multi-turn episodes (--max-turns > 1)
   agents/grpo_update.py   advantages and the optimizer step(s) (the tensor math: agents/grpo.py)
   agents/distributed.py   World: this process's rank and every collective (torchrun)
-  agents/checkpoints.py   save, find, resume checks, RNG restore
+  agents/run_outputs.py   RunOutputs: what rank 0 alone prints and writes (config, metrics, checkpoints, curves)
+  agents/checkpoints.py   save, find, resume checks, resume restore
   agents/metrics_log.py   metrics.jsonl;  agents/curves.py: curves.png
   agents/adapter_card.py  what an adapter folder carries so that evaluation matches training
 
@@ -57,15 +64,15 @@ draws the same ``batch_size`` questions and takes its share (``batch[rank::world
 ``scale_rewards="batch"`` uses the std of the whole batch (all-reduced). After each backward pass the
 LoRA gradients are summed across ranks with one all-reduce, the loss being normalised by the global
 number of sequences, so every rank applies the gradient of the whole batch and all ranks keep identical
-adapters. Rank 0 alone checks, logs, probes, evaluates, plots and writes checkpoints (with every rank's
-RNG state); the others wait at a barrier. See ``agents/distributed.py`` and docs/training.md.
+adapters. Rank 0 alone checks, probes and evaluates (``world.on_main``: the others wait for its result),
+and prints, logs, plots and writes checkpoints (``RunOutputs``: a checkpoint holds every rank's RNG
+state). See ``agents/distributed.py`` and docs/training.md.
 
 What is kept from PPO/GRPO and why: see the docstring of ``agents/grpo.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
@@ -77,24 +84,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 if __package__ in (None, ""):  # run as a file: make `agents` and `sqlenv` importable from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import grpo  # noqa: E402  (pure torch math; torch itself is imported on first use)
-from agents.checkpoints import load_adapter, load_state, restore_rng, save_checkpoint  # noqa: E402
+from agents import grpo  # noqa: E402  (the GRPO tensor math)
+from agents.checkpoints import load_resume, restore  # noqa: E402
 from agents.cli import ConfigError, exit_with  # noqa: E402
-from agents.curves import plot_curves  # noqa: E402
-from agents.distributed import World, rng_state, seed_rank, setup_world, teardown_world  # noqa: E402
+from agents.distributed import World, setup_world, teardown_world  # noqa: E402
+from agents.eval_records import HeldOut  # noqa: E402
 from agents.grpo_config import Config, parse_config  # noqa: E402
 from agents.grpo_update import batch_advantages, grpo_update, reference_weights  # noqa: E402
-from agents.eval_records import EvalRecorder, compare_with_start, held_out_records  # noqa: E402
-from agents.metrics_log import JsonlLogger, truncate_metrics  # noqa: E402
 from agents.monitors import monitor_metrics, with_questions  # noqa: E402
+from agents.multiturn import EnvPool  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
-from agents.rollouts import (  # noqa: E402
-    collect_groups, evaluate, generate_groups, outcome_metrics, policy_tokens, probe_mixed_share,
-    sample_questions, score_groups, turn_metrics)
+from agents.rollouts import (  # noqa: E402  (generate_groups, score_groups: the seams tests replace here)
+    collect_groups, generate_groups, outcome_metrics, policy_tokens, probe_mixed_share, sample_questions,
+    score_groups, turn_metrics)
+from agents.run_outputs import RunOutputs  # noqa: E402
 
 PROG = "python agents/grpo_train.py"
 
@@ -148,18 +156,8 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
-    import torch
-    from tqdm.auto import tqdm
-
-    main = world.main
-
-    def say(text: str):
-        if main:
-            print(text, flush=True)
-
-    dataset, out, checkpoint = plan.dataset, plan.output_dir, plan.checkpoint
-    if plan.notice:
-        say(plan.notice)
+    out = RunOutputs(world, plan.output_dir)  # rank 0 prints and writes; the other ranks' calls do nothing
+    out.say(plan.notice)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # the same on every rank: the same LoRA initialisation
@@ -168,111 +166,61 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
 
     # ---- 1. the warm-up stage (rank 0; a finished one is reused)
     if plan.warmup_stage:
-        cfg = replace(cfg, warmup_adapter=world.on_main(lambda: run_warmup(cfg, out)))
+        cfg = replace(cfg, warmup_adapter=world.on_main(lambda: run_warmup(cfg, plan.output_dir)))
         torch.manual_seed(cfg.seed)
-    run_config = {**asdict(cfg), "resolved_dataset": dataset, "resolved_data_dir": plan.data_dir}
+    run_config = {**asdict(cfg), "resolved_dataset": plan.dataset, "resolved_data_dir": plan.data_dir}
 
     # ---- 2. envs, policy, optimizer; a resume loads the adapter, the optimizer and the RNG states
     env = plan.env.make(workers=cfg.workers)  # the env's settings: sqlenv/spec.py, from the Config
-    evaluating = bool(cfg.eval_limit)
-    eval_env = plan.env.make(cfg.eval_split, cfg.workers) if evaluating and main else None
-    if eval_env is not None:  # keep each held-out query, or each episode's answer (eval_records.py)
-        eval_env = EvalRecorder(eval_env)
-    # multi-turn: each live episode plays on its own copy of the env (agents/multiturn.py)
-    from agents.multiturn import EnvPool
-
-    pool = EnvPool(env) if cfg.max_turns > 1 else None
-    eval_pool = EnvPool(eval_env) if cfg.max_turns > 1 and eval_env is not None else None
-    eval_indices = ([] if eval_env is None else
-                    sorted(np.random.default_rng(0).permutation(len(eval_env.dataset))[:cfg.eval_limit].tolist()))
+    held_out = (HeldOut(plan.env.make(cfg.eval_split, cfg.workers), cfg, plan.output_dir)  # rank 0 evaluates
+                if cfg.eval_limit and world.main else None)
+    pool = EnvPool(env) if cfg.max_turns > 1 else None  # multi-turn: each live episode on its own copy
     policy = build_policy(cfg if world.device in (None, cfg.device) else replace(cfg, device=world.device))
     reference = reference_weights(policy, cfg)  # taken before a resume overwrites the adapter
     rng = np.random.default_rng(cfg.seed)  # question sampling: the same stream on every rank
-    start_step = 0
-    state = world.on_main(lambda: load_state(checkpoint)) if checkpoint is not None else None
-    if state is not None and main:
-        load_adapter(checkpoint, policy)
+    state = load_resume(plan.checkpoint, policy, world)
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
     world.broadcast_parameters(params)  # every rank starts from rank 0's adapter (fresh or resumed)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if state is not None and main:  # records past the checkpoint belong to the abandoned continuation
-        truncate_metrics(out / "metrics.jsonl", int(state["step"]))
-    if main:  # the run's first files, once everything is built
-        (out / "config.json").write_text(json.dumps(run_config, indent=2))
-    logger = JsonlLogger(out / "metrics.jsonl") if main else None
-    ranks = (f", data-parallel over {world.size} processes ({world.device or cfg.device})"
-             if world.distributed else "")
-    weights = next(policy.model.parameters())
-    say(f"GRPO on {dataset}/{cfg.split} ({len(env.dataset)} questions, {cfg.schema} schema), {cfg.model} "
-        f"({str(weights.dtype).removeprefix('torch.')} on {weights.device}), "
-        f"{sum(p.numel() for p in params):,} trainable LoRA parameters{ranks} -> {out}")
+    start_step = restore(state, optimizer, rng, world, cfg.seed)
+    out.begin(run_config, plan.env, cfg.eval_split, resumed_step=start_step if state is not None else None)
+    out.say(run_banner(cfg, plan, world, env, policy, params))
     if world.distributed and cfg.batch_size % world.size:
-        say(f"notice: batch_size={cfg.batch_size} is not a multiple of {world.size} processes; "
-            "some ranks get one question fewer each step")
-
-    # ---- 3. before training: can GRPO learn at all? (groups with mixed rewards carry the signal)
+        out.say(f"notice: batch_size={cfg.batch_size} is not a multiple of {world.size} processes; "
+                "some ranks get one question fewer each step")
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state, rng, world, cfg.seed)
-        start_step = int(state["step"])
-        say(f"resumed from {checkpoint} at step {start_step}")
-    else:
-        seed_rank(cfg.seed, world)  # ranks sample different completions of their own questions
-        if cfg.probe_questions:
-            if main:
-                probe_rng = np.random.default_rng(cfg.seed + 1)
-                probe = probe_mixed_share(policy, env, sample_questions(probe_rng, len(env.dataset),
-                                                                        cfg.probe_questions), cfg, pool)
-                logger.log(0, probe)
-                print(f"starting policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups "
-                      f"have mixed rewards (accuracy {probe['probe/accuracy']:.1%}, errors "
-                      f"{probe['probe/error_frac']:.1%})", flush=True)
-                if probe["probe/mixed_frac"] == 0:
-                    print("warning: no group had mixed rewards; GRPO gets no signal from such batches", flush=True)
-            world.barrier()
+        out.say(f"resumed from {plan.checkpoint} at step {start_step}")
 
-    def save(step: int) -> Path:
-        rank_rng = world.gather(rng_state(world)) if world.distributed else None
-        return world.on_main(lambda: save_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy, optimizer,
-                                                     step, rng, run_config, env=plan.env,
-                                                     eval_split=cfg.eval_split, rank_rng=rank_rng))
-
-    summary: dict[str, Any] = {"output_dir": str(out), "dataset": dataset, "start_step": start_step}
+    # ---- 3. before training (a fresh run): can GRPO learn at all? and the held-out starting point
+    if state is None and cfg.probe_questions:  # groups with mixed rewards carry the signal
+        questions = sample_questions(np.random.default_rng(cfg.seed + 1), len(env.dataset), cfg.probe_questions)
+        probe = world.on_main(lambda: probe_mixed_share(policy, env, questions, cfg, pool))
+        out.log(0, probe)
+        out.say(f"starting policy: {probe['probe/mixed_frac']:.0%} of {probe['probe/questions']} groups have "
+                f"mixed rewards (accuracy {probe['probe/accuracy']:.1%}, errors {probe['probe/error_frac']:.1%})")
+        if probe["probe/mixed_frac"] == 0:
+            out.say("warning: no group had mixed rewards; GRPO gets no signal from such batches")
     eval_metrics: dict[str, float] = {}
-    if evaluating and checkpoint is None:
-        # the starting point of the curves and of the final paired comparison: the starting policy
-        if main:
-            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
-            held_out_records(eval_env, eval_metrics, out, 0)
-            logger.log(0, eval_metrics)
-            print(f"step 0: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
-                  f"errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
-        world.barrier()
+    if state is None and cfg.eval_limit:  # the first point of the curves and of the final paired comparison
+        eval_metrics = world.on_main(lambda: held_out(policy, 0))
+        out.log(0, eval_metrics)
+        out.say(f"step 0: {eval_line(eval_metrics)}")
 
     # ---- 4. the loop
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="grpo",
-               dynamic_ncols=True, disable=not main)
+    bar = out.progress(start_step, cfg.steps)
     for step in bar:
         step_start = time.perf_counter()
-        # 1-2. questions (the same batch on every rank; each takes its share) -> G samples each
+        # 1-3. questions (the same batch on every rank; each takes its share) -> G samples each -> scored by
+        # the env (multi-turn: G episodes per question in lockstep, scored by their own steps)
         indices = world.shard(sample_questions(rng, len(env.dataset), cfg.batch_size))
-        if pool is None:
-            t0 = time.perf_counter()
-            rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)
-            gen_s = time.perf_counter() - t0
-            # 3. execute and score each group through the env
-            t0 = time.perf_counter()
-            rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], cfg.num_generations)
-            score_s = time.perf_counter() - t0
-        else:  # 2-3 multi-turn: G episodes per question in lockstep, scored by their own steps
-            rollouts, rewards, infos, gen_s, score_s = collect_groups(policy, env, indices, cfg.num_generations,
-                                                                      cfg.batch_size, pool=pool)
+        rollouts, rewards, infos, gen_s, score_s = collect_groups(
+            policy, env, indices, cfg.num_generations, cfg.batch_size, pool=pool, generate=generate_groups,
+            score=score_groups)
         # 4. group-relative advantages; dynamic filtering of groups without signal
         rewards_t = torch.as_tensor(rewards, dtype=torch.float32)
         advantages = batch_advantages(rewards_t, cfg, world)
         zero = grpo.zero_std_mask(rewards_t, cfg.num_generations)
-        keep_groups = kept_groups(zero, infos, cfg)
-        keep = keep_groups.repeat_interleave(cfg.num_generations).tolist()
+        keep = kept_groups(zero, infos, cfg).repeat_interleave(cfg.num_generations).tolist()
         kept = [r for r, k in zip(rollouts, keep) if k]
         kept_total = int(world.sum([len(kept)])[0]) if world.distributed else len(kept)
         # 5. the update (every rank joins it while any rank kept a group)
@@ -286,58 +234,53 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
                              truncated=[truncated(r, cfg) for r in rollouts],
                              times=dict(gen_s=gen_s, score_s=score_s, update_s=update_s))
         done = step + 1
-        if main:
-            metrics = step_metrics(batch, update, kept_total, cfg)
-            metrics.update(monitor_metrics("train", with_questions(batch["infos"], env)))
-            metrics.update(turn_metrics("train", rollouts))  # multi-turn: this rank's episodes
-            if update.get("skipped_nonfinite"):
-                tqdm.write(f"step {done}: non-finite loss or gradient, skipped "
-                           f"{update['skipped_nonfinite']}/{cfg.num_iterations} optimizer step(s)")
-        if evaluating and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            if main:
-                eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
-                held_out_records(eval_env, eval_metrics, out, done)
-                metrics.update(eval_metrics)
-                tqdm.write(f"step {done}: eval accuracy {eval_metrics['eval/accuracy']:.1%}, "
-                           f"errors {eval_metrics['eval/error_frac']:.1%}")
-            world.barrier()
-        if main:
-            metrics["perf/step_s"] = time.perf_counter() - step_start
-            logger.log(done, metrics)
-            bar.set_postfix(reward=f"{metrics['train/reward_mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
-                            mixed=f"{1 - metrics['train/frac_zero_std']:.2f}")
+        metrics = step_metrics(batch, update, kept_total, cfg, env, rollouts)
+        if update.get("skipped_nonfinite"):
+            out.note(f"step {done}: non-finite loss or gradient, skipped {update['skipped_nonfinite']}/"
+                     f"{cfg.num_iterations} optimizer step(s)")
+        if cfg.eval_limit and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            metrics.update(world.on_main(lambda: held_out(policy, done)))
+            out.note(f"step {done}: {eval_line(metrics)}")
+        metrics["perf/step_s"] = time.perf_counter() - step_start
+        out.log(done, metrics)
+        bar.set_postfix(reward=f"{metrics['train/reward_mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
+                        mixed=f"{1 - metrics['train/frac_zero_std']:.2f}")
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-            save(done)
+            out.checkpoint(done, policy, optimizer, rng)
     bar.close()
 
     # ---- 5. the end: final checkpoint, final evaluation, curves (rank 0; the others wait)
     last = max(cfg.steps, start_step)
-    final = save(last)
-    summary.update(checkpoint=str(final), adapter=str(final / "adapter"))
-    if main:
-        if eval_env is not None:
-            eval_metrics = evaluate(policy, eval_env, eval_indices, cfg, eval_pool)
-            paired_table = compare_with_start(held_out_records(eval_env, eval_metrics, out, last), eval_metrics, out)
-            logger.log(last, eval_metrics)
-            if paired_table:
-                print(f"held-out questions, paired against the starting policy (step 0):\n{paired_table}", flush=True)
-            print(f"final eval on {len(eval_indices)} {cfg.eval_split} questions: accuracy "
-                  f"{eval_metrics['eval/accuracy']:.1%}, errors {eval_metrics['eval/error_frac']:.1%}", flush=True)
-        logger.close()
-        if cfg.plot:
-            png = plot_curves(out / "metrics.jsonl", out / "curves.png")
-            if png:
-                print(f"curves: {png}", flush=True)
-        print(f"adapter: {final / 'adapter'}\nevaluate it: {evaluate_command(final / 'adapter', cfg)}", flush=True)
-    for each in (pool, eval_pool):
+    final = out.checkpoint(last, policy, optimizer, rng)
+    if cfg.eval_limit:
+        eval_metrics, paired_table = world.on_main(lambda: held_out.final(policy, last))
+        out.log(last, eval_metrics)
+        if paired_table:
+            out.say(f"held-out questions, paired against the starting policy (step 0):\n{paired_table}")
+        out.say(f"final eval on {eval_metrics['eval/questions']} {cfg.eval_split} questions: accuracy "
+                f"{eval_metrics['eval/accuracy']:.1%}, errors {eval_metrics['eval/error_frac']:.1%}")
+    out.finish(cfg.plot)
+    out.say(f"adapter: {final / 'adapter'}\nevaluate it: {evaluate_command(final / 'adapter', cfg)}")
+    for each in (pool, env, held_out):
         if each is not None:
             each.close()
-    env.close()
-    if eval_env is not None:
-        eval_env.close()
     world.barrier()
-    summary.update(step=last, eval=eval_metrics)
-    return summary
+    return {"output_dir": str(plan.output_dir), "dataset": plan.dataset, "start_step": start_step,
+            "checkpoint": str(final), "adapter": str(final / "adapter"), "step": last, "eval": eval_metrics}
+
+
+def run_banner(cfg: Config, plan: RunPlan, world: World, env, policy, params) -> str:
+    """The line that says what is trained on what, with how many parameters, where."""
+    ranks = (f", data-parallel over {world.size} processes ({world.device or cfg.device})"
+             if world.distributed else "")
+    weights = next(policy.model.parameters())
+    return (f"GRPO on {plan.dataset}/{cfg.split} ({len(env.dataset)} questions, {cfg.schema} schema), {cfg.model} "
+            f"({str(weights.dtype).removeprefix('torch.')} on {weights.device}), "
+            f"{sum(p.numel() for p in params):,} trainable LoRA parameters{ranks} -> {plan.output_dir}")
+
+
+def eval_line(metrics: dict[str, Any]) -> str:
+    return f"eval accuracy {metrics['eval/accuracy']:.1%}, errors {metrics['eval/error_frac']:.1%}"
 
 
 def truncated(rollout, cfg: Config) -> bool:
@@ -349,8 +292,6 @@ def truncated(rollout, cfg: Config) -> bool:
 
 def kept_groups(zero, infos: list[dict], cfg: Config):
     """[num_groups] bool: the groups the update uses (``skip_zero_std``, ``drop_unsolved_groups``)."""
-    import torch
-
     keep = ~zero if cfg.skip_zero_std else torch.ones_like(zero)
     if cfg.drop_unsolved_groups:
         keep = keep & grpo.solved_mask([bool(i["correct"]) for i in infos], cfg.num_generations)
@@ -360,8 +301,6 @@ def kept_groups(zero, infos: list[dict], cfg: Config):
 def gather_batch(world: World, cfg: Config, *, rewards: list[float], infos: list[dict], zero, advantages,
                  lengths: list[int], truncated: list[bool], times: dict[str, float]) -> dict[str, Any]:
     """This step's outcome for the logs: of the whole batch, gathered from every rank (timings: the slowest)."""
-    import torch
-
     batch = dict(rewards=rewards, infos=infos, zero=zero, advantages=advantages, lengths=lengths,
                  truncated=truncated, **times)
     if not world.distributed:
@@ -377,10 +316,10 @@ def gather_batch(world: World, cfg: Config, *, rewards: list[float], infos: list
     return batch
 
 
-def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: int, cfg: Config) -> dict[str, Any]:
-    """The train/* and perf/* metrics of one step (see the module docstring)."""
-    import torch
-
+def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: int, cfg: Config, env,
+                 rollouts: Sequence) -> dict[str, Any]:
+    """The train/* and perf/* metrics of one step (see the module docstring), with the collapse monitors of
+    the whole batch and, multi-turn, the turn metrics of this rank's episodes."""
     zero, advantages, lengths = batch["zero"], batch["advantages"], batch["lengths"]
     keep_groups = kept_groups(zero, batch["infos"], cfg)
     solved = grpo.solved_mask([bool(i["correct"]) for i in batch["infos"]], cfg.num_generations)
@@ -397,6 +336,8 @@ def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: in
         "perf/gen_s": batch["gen_s"], "perf/score_s": batch["score_s"], "perf/update_s": batch["update_s"],
         "perf/tokens_per_s": sum(lengths) / max(batch["gen_s"], 1e-9),
     })
+    metrics.update(monitor_metrics("train", with_questions(batch["infos"], env)))
+    metrics.update(turn_metrics("train", rollouts))
     return metrics
 
 

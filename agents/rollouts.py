@@ -95,30 +95,28 @@ def generate_groups(policy, env, indices: Sequence[int], group_size: int, chunk:
     return rollouts
 
 
-def collect_groups(policy, env, indices: Sequence[int], group_size: int, chunk: int, *, pool=None,
-                   greedy: bool = False) -> tuple[list, list[float], list[dict], float, float]:
+def collect_groups(policy, env, indices: Sequence[int], group_size: int, chunk: int, *, pool=None, greedy: bool = False,
+                   generate=None, score=None) -> tuple[list, list[float], list[dict], float, float]:
     """``(rollouts, rewards, infos, generation seconds, scoring seconds)`` for group_size samples of each
     question: single-step completions scored by ``score_groups``, or, with an ``EnvPool`` (``pool``),
     multi-turn episodes (``agents.multiturn``) whose rewards come from their own steps (time all counted
-    as generation), chunk questions at a time. An ``EvalRecorder`` ``env`` keeps the infos either way (an
-    episode's: its last step's, with the submitted query, its prediction and the gold, or ``no_answer``)."""
+    as generation), chunk questions at a time. An episode's info is its last step's (the submitted query,
+    its prediction and the gold, or ``no_answer``). ``generate``/``score``: replacements of
+    ``generate_groups``/``score_groups`` with their signatures (the trainer passes its own names, the
+    seams an external engine or a test replaces)."""
     start = time.perf_counter()
     if pool is None:
-        rollouts = generate_groups(policy, env, indices, group_size, chunk, greedy=greedy)
+        rollouts = (generate or generate_groups)(policy, env, indices, group_size, chunk, greedy=greedy)
         gen_s = time.perf_counter() - start
         start = time.perf_counter()
-        rewards, infos = score_groups(env, indices, [r.sql for r in rollouts], group_size)
+        rewards, infos = (score or score_groups)(env, indices, [r.sql for r in rollouts], group_size)
         return rollouts, rewards, infos, gen_s, time.perf_counter() - start
-    from agents.eval_records import EvalRecorder
     from agents.multiturn import run_episodes
 
     episodes = []
     for first in range(0, len(indices), chunk):
         episodes += run_episodes(policy, pool, indices[first:first + chunk], group_size, greedy=greedy)
-    infos = [e.info for e in episodes]
-    if isinstance(env, EvalRecorder):  # the held-out records: each episode's final info, as score_group's
-        env.infos.extend(infos)
-    return episodes, [e.reward for e in episodes], infos, time.perf_counter() - start, 0.0
+    return episodes, [e.reward for e in episodes], [e.info for e in episodes], time.perf_counter() - start, 0.0
 
 
 def turn_metrics(prefix: str, rollouts: Sequence) -> dict[str, float]:
@@ -144,11 +142,12 @@ def probe_mixed_share(policy, env, indices: Sequence[int], cfg: "Config", pool=N
     return metrics
 
 
-def evaluate(policy, env, indices: Sequence[int], cfg: "Config", pool=None) -> dict[str, float]:
-    """Greedy accuracy, reward and error shares on held-out questions (one sample each); with an
-    ``EnvPool``, of greedy multi-turn episodes, with their turn metrics."""
+def evaluate(policy, env, indices: Sequence[int], cfg: "Config", pool=None) -> tuple[dict[str, float], list[dict]]:
+    """``(metrics, infos)``: greedy accuracy, reward and error shares on held-out questions (one sample each),
+    and each question's info (``agents.eval_records`` keeps them); with an ``EnvPool``, of greedy
+    multi-turn episodes, with their turn metrics."""
     if not indices:
-        return {}
+        return {}, []
     start = time.perf_counter()
     rollouts, rewards, infos, _, _ = collect_groups(policy, env, indices, 1, cfg.eval_batch_size, pool=pool,
                                                     greedy=True)
@@ -157,7 +156,7 @@ def evaluate(policy, env, indices: Sequence[int], cfg: "Config", pool=None) -> d
     metrics["eval/completion_len"] = float(np.mean([policy_tokens(r) for r in rollouts]))
     metrics["eval/questions"] = len(indices)
     metrics["perf/eval_s"] = time.perf_counter() - start
-    return metrics
+    return metrics, infos
 
 
 def policy_tokens(rollout) -> int:

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from agents import grpo, grpo_train, metrics_log  # noqa: E402
-from agents.eval_records import EvalRecorder, compare_with_start, eval_file, held_out_records  # noqa: E402
+from agents.eval_records import compare_with_start, eval_file, held_out_records  # noqa: E402
 from agents.grpo_config import make_config, parse_config  # noqa: E402
 from sqlenv.env import TextToSQLEnv  # noqa: E402
 from tests.tiny_llama import save_tiny_llama  # noqa: E402
@@ -50,24 +50,26 @@ def test_arctic_group_scaling_is_why_unsolved_groups_are_dropped():
 
 
 def _recorded_eval(tmp_path, sqls, step):
+    """One query for each of questions 0-2, scored by the env; the infos an evaluation returns, recorded."""
     env = TextToSQLEnv(split="dev")
-    recorder = EvalRecorder(env)
+    infos = []
     for index, sql in zip((0, 1, 2), sqls):
-        recorder.reset(options={"index": index})
-        recorder.score_group([sql])
+        env.reset(options={"index": index})
+        infos += [info for _, info in env.score_group([sql])]
     metrics = {}
-    return recorder, metrics, held_out_records(recorder, metrics, tmp_path, step)
+    return env, metrics, held_out_records(env, infos, metrics, tmp_path, step)
 
 
 def test_held_out_records_monitors_and_file(tmp_path):
-    recorder, metrics, result = _recorded_eval(tmp_path, ["SELECT 0", "SELECT 0", "SELEC"], 0)
-    assert recorder.take() == [] and len(recorder.dataset) == len(recorder.env.dataset)
+    env, metrics, result = _recorded_eval(tmp_path, ["SELECT 0", "SELECT 0", "SELEC"], 0)
     assert [r["index"] for r in result["records"]] == [0, 1, 2]
-    assert result["records"][0]["question"] == recorder.example(0).question
+    assert result["records"][0]["question"] == env.example(0).question
+    assert result["config"]["split"] == "dev" and result["config"]["step"] == 0
     assert metrics["eval/collapse/floor"] == pytest.approx(2 / 3)   # two executed SELECT 0
     assert metrics["eval/collapse/repeated"] == pytest.approx(2 / 3)
     assert json.loads(eval_file(tmp_path, 0).read_text())["records"][2]["error"] == "syntax"
     assert compare_with_start(result, metrics, tmp_path) is None  # step 0 has nothing to compare with
+    assert held_out_records(env, [], {}, tmp_path, 1) is None and not eval_file(tmp_path, 1).exists()
 
 
 def test_final_evaluation_is_paired_with_step_0(tmp_path):

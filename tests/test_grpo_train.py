@@ -489,7 +489,8 @@ def test_resume_names_every_difference_and_its_flag(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (dict(max_instructions=5000), "max_instructions: the run used None, this command 5000; pass --max-instructions none"),
+    (dict(max_instructions=5000),
+     "max_instructions: the run used None, this command 5000; pass --max-instructions none"),
     (dict(query_timeout=7.0), "query_timeout: the run used 1.0, this command 7.0; pass --query-timeout 1.0"),
 ])
 def test_resume_refuses_another_query_budget(tmp_path, flags, message):

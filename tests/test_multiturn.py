@@ -202,18 +202,17 @@ def test_max_turns_flag_is_validated():
 
 
 def test_held_out_episodes_are_recorded_and_monitored(policy, agent_env, monkeypatch, tmp_path):
-    """The trainer's multi-turn evaluation keeps each episode's submitted query, its prediction and the gold
-    (EvalRecorder), so eval/collapse/* and <run>/eval/step_NNNNNN.json are filled as in single-step runs."""
-    from agents.eval_records import EvalRecorder, held_out_records
+    """The trainer's multi-turn evaluation returns each episode's submitted query, its prediction and the gold
+    (its last step's info), so eval/collapse/* and <run>/eval/step_NNNNNN.json are filled as in single-step runs."""
+    from agents.eval_records import held_out_records
     from agents.rollouts import evaluate
 
-    recorder = EvalRecorder(agent_env)
-    pool = EnvPool(recorder)
-    assert pool.env is agent_env  # the episodes play on copies of the env itself
+    pool = EnvPool(agent_env)
     script = Scripted(policy, ["<sql>SELECT name FROM Athlete</sql>", "<answer>SELECT 0</answer>"])
     monkeypatch.setattr(policy, "sample_ids", script)
-    metrics = evaluate(policy, recorder, [1, 3], make_config(eval_batch_size=2, max_turns=3), pool)
-    result = held_out_records(recorder, metrics, tmp_path, 0)
+    metrics, infos = evaluate(policy, agent_env, [1, 3], make_config(eval_batch_size=2, max_turns=3), pool)
+    assert [info["index"] for info in infos] == [1, 3]
+    result = held_out_records(agent_env, infos, metrics, tmp_path, 0)
     records = [{k: r[k] for k in ("index", "sql", "error", "correct", "prediction", "answer", "reward")}
                for r in result["records"]]
     assert records == [
@@ -223,11 +222,12 @@ def test_held_out_episodes_are_recorded_and_monitored(policy, agent_env, monkeyp
          "reward": 0.0}]
     assert [r["question"] for r in result["records"]] == [agent_env.example(i).question for i in (1, 3)]
     # SELECT 0 for both: a constant floor, the same query for two questions, one template
-    assert {k: v for k, v in metrics.items() if "/collapse/" in k} == {
-        "eval/collapse/floor": 1.0, "eval/collapse/floor_text": 0.0, "eval/collapse/floor_gold": 0.0, "eval/collapse/repeated": 1.0,
-        "eval/collapse/top_template": 1.0, "eval/collapse/example_entity": 0.0, "eval/collapse/list_for_one": 0.0}
+    expected = {"eval/collapse/floor": 1.0, "eval/collapse/floor_text": 0.0, "eval/collapse/floor_gold": 0.0,
+                "eval/collapse/repeated": 1.0, "eval/collapse/top_template": 1.0, "eval/collapse/example_entity": 0.0,
+                "eval/collapse/list_for_one": 0.0}
+    assert {k: metrics[k] for k in expected} == expected
     assert json.loads((tmp_path / "eval" / "step_000000.json").read_text())["records"] == result["records"]
-    assert metrics["eval/turns_mean"] == 2.0 and recorder.take() == []
+    assert metrics["eval/turns_mean"] == 2.0
     pool.close()
 
 
