@@ -24,7 +24,7 @@ counts as reading one; an ``EXPLAIN`` query counts the tables of the statement i
 Cost: one prepare of the query (up to its first table read; the last 1,024 texts are remembered), and the
 first time a file is seen (or after it changed) one short read of its schema; docs/env.md, "Literal
 answers", has the figures. At most :data:`MAX_OPEN` connections per process; those on files are opened
-within the executor's connection budget (:func:`sqlenv.executor.open_connection`). Thread-safe; a forked
+within the process's connection budget (:func:`sqlenv.connections.open_connection`). Thread-safe; a forked
 child opens its own.
 """
 
@@ -37,7 +37,7 @@ import threading
 import urllib.parse
 from typing import Any
 
-from sqlenv.executor import HostError, open_connection
+from sqlenv.connections import HostError, open_connection
 
 __all__ = ["LITERAL", "LITERAL_ANSWERS", "LITERAL_MESSAGE", "MAX_OPEN", "close_all", "literal_answers_option",
            "reads_table", "table_read"]
