@@ -15,9 +15,10 @@ questions x 2 completions). The script wraps, without changing what they do, the
   ``backward``, the optimizer step; the model load and the trainer's construction.
 
 A part called inside another (``apply_chat_template`` inside our template check) is counted in both;
-"other" is the step's time outside every part. Peak RSS is sampled every 50 ms by a thread and
-attributed to the part running at that moment (the innermost), so "peak RSS" of a part is the
-process's largest resident size seen while it ran. Timings are wall-clock on a shared machine: compare
+"share" is of TRL's ``training_step`` (generation, tools, reward, log-prob forward, backward; the
+optimizer step runs outside it); the glue row is that step minus its parts. Peak RSS is sampled every
+50 ms by a thread and attributed to the part running at that moment (the innermost), so a part's
+"peak RSS" is the process's largest resident size seen while it ran. Timings are wall-clock on a shared machine: compare
 runs made one after the other.
 """
 
@@ -152,13 +153,13 @@ def table(profile: Profile, total: float) -> str:
     gib = 1 << 30
     rows = [f"{'part':46} {'side':6} {'calls':>6} {'seconds':>9} {'share':>6} {'peak RSS GiB':>13}"]
     step = profile.seconds.get("trl: training_step (all)", 0.0)
-    for name in sorted(profile.seconds, key=lambda n: -profile.seconds[n]):
-        share = f"{100 * profile.seconds[name] / step:5.1f}%" if step and name != "trl: training_step (all)" else ""
-        rows.append(f"{name:46} {profile.owner.get(name, ''):6} {profile.calls[name]:6d} "
-                    f"{profile.seconds[name]:9.2f} {share:>6} {profile.peak[name] / gib:13.2f}")
-    inside = ("transformers: generate", "trl: log-prob forward", "torch: backward", "torch: optimizer step",
+    inside = ("transformers: generate", "trl: log-prob forward", "torch: backward",
               "sqlenv: factory() (build one env)", "sqlenv: reset", "sqlenv: run_sql", "sqlenv: submit_answer",
               "sqlenv: reward", "transformers: parse_response (tool calls)")
+    for name in sorted(profile.seconds, key=lambda n: -profile.seconds[n]):
+        share = f"{100 * profile.seconds[name] / step:5.1f}%" if step and name in inside else ""
+        rows.append(f"{name:46} {profile.owner.get(name, ''):6} {profile.calls[name]:6d} "
+                    f"{profile.seconds[name]:9.2f} {share:>6} {profile.peak[name] / gib:13.2f}")
     if step:
         other = step - sum(profile.seconds.get(n, 0.0) for n in inside)
         rows.append(f"{'training_step minus the parts above (TRL glue)':46} {'trl':6} {'':6} {other:9.2f} "
