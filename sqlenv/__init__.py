@@ -4,12 +4,14 @@
 >>> env = gym.make("TextToSQL-v0")              # the built-in generated benchmark
 >>> obs, info = env.reset(seed=0)
 >>> obs, reward, terminated, truncated, info = env.step("SELECT COUNT(*) FROM Medal")
+>>> env = sqlenv.EnvSpec(split="dev", max_instructions=100_000_000, timeout=10.0).make()   # settings as one value
 """
 
 from gymnasium.envs.registration import register, registry
 
 from sqlenv.datasets import Dataset, DatasetError, Example, available_datasets, load_dataset
 from sqlenv.executor import HostError
+from sqlenv.spec import EnvSpec
 
 ENV_ID = "TextToSQL-v0"
 AGENT_ENV_ID = "TextToSQLAgent-v0"
@@ -50,4 +52,5 @@ def __getattr__(name):  # lazy: keeps `import sqlenv` light for worker processes
     raise AttributeError(name)
 
 
-__all__ = ["AGENT_ENV_ID", "ENV_ID", "Dataset", "DatasetError", "Example", "HostError", "TextToSQLAgentEnv", "TextToSQLEnv", "available_datasets", "load_dataset"]
+__all__ = ["AGENT_ENV_ID", "ENV_ID", "Dataset", "DatasetError", "EnvSpec", "Example", "HostError", "TextToSQLAgentEnv",
+           "TextToSQLEnv", "available_datasets", "load_dataset"]

@@ -3,7 +3,10 @@
     python -m sqlenv datasets
     python -m sqlenv show --dataset temptabqa-c --split dev --index 3 --data-dir ../shared/data/temptabqa-c
     python -m sqlenv run "SELECT COUNT(*) FROM Medal" --index 3
+    python -m sqlenv run "SELECT 0" --literal-answers unanswered --max-instructions 100000000 --timeout 10
     python -m sqlenv demo
+
+The env settings (--dataset ... --literal-answers) are those of ``sqlenv.spec.EnvSpec``, with its defaults.
 """
 
 from __future__ import annotations
@@ -12,25 +15,37 @@ import argparse
 import sys
 
 from sqlenv.datasets import DatasetError, available_datasets
+from sqlenv.infobox import SCHEMAS
+from sqlenv.literal import LITERAL_ANSWERS
 from sqlenv.rewards import preset_help
+from sqlenv.spec import EnvSpec, default
 
 
 def _env_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="generated", help="dataset name (see `python -m sqlenv datasets`)")
+    parser.add_argument("--dataset", default=default("dataset"), help="dataset name (see `python -m sqlenv datasets`)")
     parser.add_argument("--split", default=None, help="split name (default: the dataset's first split)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $SQLENV_DATA_DIR)")
-    parser.add_argument("--schema", default="tables", choices=["tables", "flat"],
+    parser.add_argument("--schema", default=default("schema"), choices=list(SCHEMAS),
                         help="the benchmark's five tables, or one denormalised table")
-    parser.add_argument("--reward", default="binary", help=f"reward preset: {preset_help()}")
-    parser.add_argument("--sample-rows", type=int, default=3, help="sample rows per table in the observation")
+    parser.add_argument("--reward", default=default("reward"), help=f"reward preset: {preset_help()}")
+    parser.add_argument("--sample-rows", type=int, default=default("sample_rows"),
+                        help="sample rows per table in the observation")
+    parser.add_argument("--timeout", type=float, default=default("timeout"),
+                        help=f"wall-clock seconds a query may run (default: {default('timeout')})")
+    parser.add_argument("--max-instructions", type=int, default=default("max_instructions"),
+                        help="SQLite VM instructions a query may run, the same on every machine (default: none, "
+                             "wall clock only)")
+    parser.add_argument("--literal-answers", default=default("literal_answers"), choices=list(LITERAL_ANSWERS),
+                        help="an answer that reads no table (SELECT '16'): score it like any other, or as no "
+                             f"answer, error 'literal' (default: {default('literal_answers')})")
     parser.add_argument("--index", type=int, default=0, help="question index in the split")
 
 
 def _make_env(args):
-    from sqlenv.env import TextToSQLEnv
-
-    return TextToSQLEnv(dataset=args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema,
-                        reward=args.reward, sample_rows=args.sample_rows, render_mode="ansi")
+    spec = EnvSpec(dataset=args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema,
+                   sample_rows=args.sample_rows, reward=args.reward, timeout=args.timeout,
+                   max_instructions=args.max_instructions, literal_answers=args.literal_answers)
+    return spec.make(render_mode="ansi")
 
 
 def cmd_datasets(args) -> int:

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 #: Fields added after env_config.json and checkpoints existed, with the value every run before them had:
-#: a file that lacks one was trained that way (wall clock only, 1 s a query, one query per question).
-LEGACY_VALUES: dict[str, Any] = {"timeout": 1.0, "max_instructions": None, "max_turns": 1}
+#: a file that lacks one was trained that way (wall clock only, 1 s a query, one query per question,
+#: literal answers scored like any other).
+LEGACY_VALUES: dict[str, Any] = {"timeout": 1.0, "max_instructions": None, "max_turns": 1, "literal_answers": "score"}
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,13 @@ class EnvSpec:
     """SQLite VM instructions a query may run, the same on every machine (None: wall clock only)."""
     max_turns: int = 1
     """Moves per episode: 1 is one query per question; N > 1 the multi-turn TextToSQLAgentEnv."""
+    literal_answers: str = "score"
+    """An answer that reads no table (``SELECT '16'``, :mod:`sqlenv.literal`): "score" scores it like any
+    other; "unanswered" scores it as no answer (the preset's execution-error reward, error "literal")."""
 
     def __post_init__(self):
         from sqlenv.infobox import SCHEMAS
+        from sqlenv.literal import literal_answers_option
         from sqlenv.rewards import reward_preset
 
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -67,13 +72,16 @@ class EnvSpec:
             _bad("max_instructions", self.max_instructions, "must be an integer >= 1, or None")
         if not _is_int(self.max_turns) or self.max_turns < 1:
             _bad("max_turns", self.max_turns, "must be an integer >= 1 (1: one query per question)")
+        literal_answers_option(self.literal_answers)
 
-    def make(self, split: str | None = None, workers: int = 0, *, dataset=None):
+    def make(self, split: str | None = None, workers: int = 0, *, dataset=None, render_mode: str | None = None):
         """The env: ``TextToSQLEnv``, or ``TextToSQLAgentEnv`` when ``max_turns`` > 1. ``split`` replaces the
-        spec's; ``dataset``: an already loaded ``Dataset`` (e.g. a subset) in place of loading the spec's."""
+        spec's; ``dataset``: an already loaded ``Dataset`` (e.g. a subset) in place of loading the spec's;
+        ``workers`` and ``render_mode`` (not settings of the env's behaviour) go to its constructor."""
         kwargs = dict(dataset=self.dataset if dataset is None else dataset, reward=self.reward, schema=self.schema,
                       sample_rows=self.sample_rows, workers=workers, timeout=self.timeout,
-                      max_instructions=self.max_instructions)
+                      max_instructions=self.max_instructions, literal_answers=self.literal_answers,
+                      render_mode=render_mode)
         if dataset is None:
             kwargs.update(split=self.split if split is None else split, data_dir=self.data_dir)
         if self.max_turns > 1:

@@ -14,7 +14,7 @@ from sqlenv.env import TextToSQLEnv
 from sqlenv.spec import LEGACY_VALUES, EnvSpec, field_names
 
 SPEC = EnvSpec(dataset="generated", split="dev", data_dir=None, schema="flat", sample_rows=0, reward="partial",
-               timeout=7.5, max_instructions=5000, max_turns=3)
+               timeout=7.5, max_instructions=5000, max_turns=3, literal_answers="unanswered")
 
 
 def test_round_trips_through_json():
@@ -41,6 +41,7 @@ def test_defaults_are_the_envs():
     ({"schema": "wide"}, "schema='wide' is not a schema variant"),
     ({"reward": "nope"}, "reward='nope' is not a reward preset"),
     ({"max_turns": True}, "max_turns=True must be an integer >= 1"),
+    ({"literal_answers": "drop"}, "literal_answers='drop' is not an option; choose one of ['score', 'unanswered']"),
 ])
 def test_a_bad_or_unknown_field_names_itself_and_the_file(change, fragment):
     with pytest.raises(ValueError) as error:
@@ -55,7 +56,7 @@ def test_a_missing_field_is_named_unless_it_came_later():
         EnvSpec.from_dict(data, source="a.json")
     old = {k: v for k, v in SPEC.to_dict().items() if k not in LEGACY_VALUES}  # written before the budget existed
     spec = EnvSpec.from_dict(old)
-    assert (spec.timeout, spec.max_instructions, spec.max_turns) == (1.0, None, 1)
+    assert (spec.timeout, spec.max_instructions, spec.max_turns, spec.literal_answers) == (1.0, None, 1, "score")
 
 
 def test_make_builds_the_env_it_describes():
@@ -79,6 +80,26 @@ def test_make_builds_the_env_it_describes():
         assert len(two.dataset) == 2 and two.executor.config.max_instructions == 9
     finally:
         two.close()
+
+
+@pytest.mark.parametrize("max_turns", [1, 3])
+def test_literal_answers_reach_the_env(max_turns):
+    """The spec's literal_answers decides how the env it builds scores SELECT 0 (a literal) on a question whose
+    gold is 0; render_mode reaches the env too."""
+    dataset = load_dataset("generated", split="dev")
+    index = next(i for i, example in enumerate(dataset) if example.answer == "0")
+    move = "SELECT 0" if max_turns == 1 else "<answer>SELECT 0</answer>"
+    outcomes = {}
+    for option in ("score", "unanswered"):
+        env = EnvSpec(split="dev", max_turns=max_turns, literal_answers=option).make(render_mode="ansi")
+        try:
+            env.reset(options={"index": index})
+            _, reward, _, _, info = env.step(move)
+            outcomes[option] = (reward, info["error"], info["reads_table"])
+            assert env.literal_answers == option and "SELECT 0" in env.render()
+        finally:
+            env.close()
+    assert outcomes == {"score": (1.0, None, False), "unanswered": (-1.0, "literal", False)}
 
 
 def test_is_frozen_and_imports_no_torch():
