@@ -10,11 +10,12 @@ env_config.json            this module: the environment it was trained on, the f
 
 ``benchmarks/evaluate.py --policy <adapter folder>`` takes its defaults from the last two: the model
 and prompt from policy_config.json, the env (dataset, held-out split, data folder, schema, sample rows,
-reward, query budget, turns per episode) from env_config.json, so an adapter trained on the flat schema,
-under an instruction budget or in 3-move episodes is evaluated that way unless a flag says otherwise.
+reward, query budget, turns per episode, how literal answers are scored) from env_config.json, so an adapter
+trained on the flat schema, under an instruction budget or in 3-move episodes is evaluated that way unless a flag
+says otherwise.
 Adapters saved before env_config.json existed have only policy_config.json; evaluate.py then says which
 defaults it assumes. A file written before a field existed (``timeout``, ``max_instructions``,
-``max_turns``) reads as the value those runs had (``sqlenv.spec.LEGACY_VALUES``).
+``max_turns``, ``literal_answers``) reads as the value those runs had (``sqlenv.spec.LEGACY_VALUES``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ describes) and ``state.pt``: the step, the optimizer, every RNG state (question 
 torch, CUDA; per rank under torchrun) and the run's configuration, so that ``--resume`` repeats the
 uninterrupted run exactly. A resume must continue the same run: ``check_resume`` refuses one whose
 env (every ``sqlenv.spec.EnvSpec`` field: dataset, split, schema, sample rows, reward, query budget
-``--query-timeout``/``--max-instructions``, turns per episode ``--max-turns``), model or LoRA shape
-differ from the checkpoint's, naming each difference.
+``--query-timeout``/``--max-instructions``, turns per episode ``--max-turns``, ``--literal-answers``),
+model or LoRA shape differ from the checkpoint's, naming each difference.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any
 
 from agents.cli import ConfigError, bad, dataclass_parser
 from agents.grpo_choices import LOSS_TYPES, SCALE_REWARDS
+from sqlenv.literal import LITERAL_ANSWERS
 from sqlenv.rewards import REWARD_PRESETS, preset_help, reward_preset
 
 SCHEMAS = ("tables", "flat")
@@ -99,6 +100,11 @@ class Config:
     episodes on TextToSQLAgent-v0 (explore with <sql>, see the result, submit with <answer>; at most N
     moves, each of at most max_completion_length tokens), whose loss covers only the policy's own tokens
     (agents/multiturn.py, docs/agent_env.md)."""
+    literal_answers: str = "score"
+    """An answer that reads no table of the database (SELECT '16', SELECT 0; sqlenv/literal.py): "score"
+    rewards it like any other, "unanswered" as no answer (the preset's error reward, error "literal"; docs/env.md,
+    "Literal answers"). The collapse monitor train/ and eval/collapse/literal counts them either way. Default "score" until a
+    paired comparison on the same seeds shows that "unanswered" costs no accuracy (issue 23)."""
 
     # ---------------------------------------------------------------- GRPO
     num_generations: int = 8
@@ -152,7 +158,8 @@ class Config:
     or the resumed run's folder. It must not hold another run."""
     resume: str | None = None
     """Checkpoint folder to continue from, or a run folder (its latest checkpoint). The run must stay the same:
-    dataset, split, schema, sample_rows, few_shot, reward, model and LoRA shape (a difference is an error)."""
+    its env (dataset, split, schema, sample_rows, reward, query_timeout, max_instructions, max_turns,
+    literal_answers), few_shot, model, lora_r and lora_alpha (a difference is an error naming its flag)."""
     seed: int = 0
     """Seed of question sampling, LoRA initialisation and token sampling."""
     threads: int | None = 1
@@ -171,7 +178,7 @@ class Config:
             bad("reward", self.reward, f"must be one of {', '.join(REWARDS)}")
         for name, choices in (("schema", SCHEMAS), ("preset", PRESET_NAMES),
                               ("dtype", DTYPES), ("scale_rewards", SCALE_REWARDS),
-                              ("loss_type", LOSS_TYPES)):
+                              ("loss_type", LOSS_TYPES), ("literal_answers", LITERAL_ANSWERS)):
             if getattr(self, name) not in choices:
                 bad(name, getattr(self, name), f"must be one of {', '.join(choices)}")
         for name in ("lora_r", "lora_alpha", "max_completion_length", "batch_size", "micro_batch_size",

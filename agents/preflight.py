@@ -12,7 +12,7 @@ nothing behind.
   folder, and its train and eval splits, loaded once;
 * the output folder: not a file, writable, and not holding another run (unless resuming it);
 * ``--resume``: a checkpoint exists, and the run it continues has the same env (dataset, split, schema,
-  sample rows, reward, query budget, turns per episode), model and LoRA shape
+  sample rows, reward, query budget, turns per episode, literal answers), model and LoRA shape
   (``agents.checkpoints.check_resume``);
 * the warm start: ``--warmup-adapter`` is an adapter folder; a resume never runs the warm-up stage
   again, and keeps the warm-up adapter of the run it continues as its KL reference, wherever the new
