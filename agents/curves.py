@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 from agents.metrics_log import read_metrics
+from agents.monitors import MONITORS, REFERENCE_LEVELS
 
-COLLAPSE = ("floor", "floor_text", "repeated", "top_template", "example_entity", "list_for_one")  # agents/monitors.py
+COLLAPSE = tuple(name for name in MONITORS if name not in REFERENCE_LEVELS)  # the signs of collapse, plotted
 PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/accuracy"),
          ("train/error_frac", "eval/error_frac"), ("train/frac_zero_std",), ("train/loss",),
          ("train/completion_len",), ("train/kl",), ("train/clip_frac",),

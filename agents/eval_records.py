@@ -19,14 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents import paired
-from agents.monitors import monitor_metrics
+from agents.monitors import RECORD_FIELDS, monitor_metrics
 from agents.multiturn import EnvPool
 from agents.rollouts import evaluate
 
 if TYPE_CHECKING:
     from agents.grpo_config import Config
 
+#: What a held-out record keeps of the env's info (the question's text and type come from the dataset): the
+#: outcome, then everything else the collapse monitors read (``reads_table``, for ``literal``).
 RECORD_KEYS = ("index", "sql", "error", "correct", "exact", "relaxed", "f1", "reward", "prediction", "answer")
+RECORD_KEYS += tuple(name for name in RECORD_FIELDS if name not in RECORD_KEYS and name != "question")
 
 
 class HeldOut:

@@ -38,7 +38,7 @@ skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
 clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only when beta > 0: the
 reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype);
 eval/* (greedy, held-out); train/collapse/* and eval/collapse/* (agents/monitors.py: floor, floor_text,
-floor_gold, repeated, top_template, example_entity, list_for_one); paired/* (final evaluation against
+floor_gold, repeated, top_template, example_entity, list_for_one, literal); paired/* (final evaluation against
 step 0, agents/eval_records.py: diff, diff_ci_low/high, p_mcnemar, a_only, b_only; each evaluation's
 records in <output_dir>/eval/step_NNNNNN.json); perf/gen_s, score_s, update_s, step_s, eval_s,
 tokens_per_s (sampled completion tokens per second of generation).
@@ -96,7 +96,7 @@ from agents.distributed import World, setup_world, teardown_world  # noqa: E402
 from agents.eval_records import HeldOut  # noqa: E402
 from agents.grpo_config import Config, parse_config  # noqa: E402
 from agents.grpo_update import batch_advantages, grpo_update, reference_weights  # noqa: E402
-from agents.monitors import monitor_metrics, with_questions  # noqa: E402
+from agents.monitors import RECORD_FIELDS, monitor_metrics, with_questions  # noqa: E402
 from agents.multiturn import EnvPool  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
 from agents.rollouts import (  # noqa: E402  (generate_groups, score_groups: the seams tests replace here)
@@ -105,6 +105,9 @@ from agents.rollouts import (  # noqa: E402  (generate_groups, score_groups: the
 from agents.run_outputs import RunOutputs  # noqa: E402
 
 PROG = "python agents/grpo_train.py"
+# What each rank sends of its samples' infos under torchrun: what the train/* outcome metrics and the collapse
+# monitors read (the question's text is added after the gather, from its index).
+GATHERED_INFO = ("correct", "exact", "f1") + tuple(name for name in RECORD_FIELDS if name != "question")
 
 
 def build_policy(cfg: Config):
@@ -307,8 +310,7 @@ def gather_batch(world: World, cfg: Config, *, rewards: list[float], infos: list
         return batch
     parts = world.gather(dict(
         rewards=rewards, lengths=lengths, truncated=truncated, zero=zero.tolist(), advantages=advantages.tolist(),
-        infos=[{k: i.get(k) for k in ("correct", "exact", "f1", "error", "index", "sql", "prediction", "answer")}
-               for i in infos], **times))
+        infos=[{k: i.get(k) for k in GATHERED_INFO} for i in infos], **times))
     batch = {key: [x for part in parts for x in part[key]] for key in ("rewards", "infos", "lengths", "truncated")}
     batch["zero"] = torch.tensor([x for part in parts for x in part["zero"]], dtype=torch.bool)
     batch["advantages"] = torch.as_tensor([x for part in parts for x in part["advantages"]], dtype=torch.float32)

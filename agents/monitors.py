@@ -43,14 +43,18 @@ from sqlenv.literal import LITERAL
 from sqlenv.matching import is_floor_answer
 from sqlenv.prompts import WORKED_EXAMPLES
 
-#: Every monitor, with its label in a report's table: ``monitor_metrics`` (the trainer's metrics) reports each.
+#: Every monitor, with its label in a report's table (``benchmarks/evaluate.py``); ``monitor_metrics`` (the
+#: trainer's metrics) reports each, and the curves plot each but the reference levels.
 LABELS = {"floor": "Floor answers (0, empty, None)", "floor_text": "Floor answers where the gold is not a number",
           "floor_gold": "Gold is a floor answer", "repeated": "Query repeated across questions",
           "top_template": "Most frequent template", "example_entity": "Names a worked example's entity",
           "list_for_one": "List where one value asked", "literal": "Reads no table (literal answer)"}
-#: The monitors ``benchmarks/evaluate.py``'s table lists with labels of its own; ``literal`` joins them once that
-#: table reads :data:`LABELS` (issue 23), until then it is in ``collapse_monitors`` and the metrics only.
-MONITORS = ("floor", "floor_text", "floor_gold", "repeated", "top_template", "example_entity", "list_for_one")
+#: Every monitor's name, in the tables' order.
+MONITORS = tuple(LABELS)
+#: Monitors of the golds, not of the policy: the level an honest policy reaches (no sign of collapse by itself).
+REFERENCE_LEVELS = ("floor_gold",)
+#: What the monitors read of a record (a record that carries more is fine); keep these when shipping records.
+RECORD_FIELDS = ("index", "question", "sql", "error", "prediction", "answer", "reads_table")
 
 # The worked examples name their athlete in the athlete column (flat schema) or Athlete.name (tables).
 _ATHLETE_LITERAL = re.compile(r"\b(?:athlete|a\.name)\s*=\s*'((?:[^']|'')+)'", re.IGNORECASE)

@@ -18,9 +18,10 @@ What is measured (every figure is over the evaluated questions, the greedy query
 * accuracy and errors by question type and by difficulty;
 * pass@k (``--samples K`` > 1): the unbiased estimator 1 - C(n-c, k) / C(n, k) over K sampled
   queries per question (Chen et al. 2021), for k = 1, 2, 4, ... up to K;
-* collapse monitors (``agents/monitors.py``): shares of constant-floor answers, of queries repeated
-  across questions, of the most frequent query template, of queries naming the worked examples'
-  entity, and of lists where one value is asked;
+* collapse monitors (``agents/monitors.py``, every one of ``LABELS``): shares of constant-floor answers, of
+  queries repeated across questions, of the most frequent query template, of queries naming the worked
+  examples' entity, of lists where one value is asked, and of literal answers (queries that read no table
+  of the database, ``SELECT '16'``: the env's ``reads_table``, kept in each record);
 * with ``--compare-to BEFORE.json``: the paired comparison with that earlier result on the same
   questions (``benchmarks/paired.py``: McNemar's exact test, bootstrap interval of the difference).
 
@@ -31,9 +32,10 @@ A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the 
 on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
 (its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--reward``, the query budget
 ``--timeout`` and ``--max-instructions`` (a run trained under an instruction budget is evaluated under
-it) and ``--max-turns`` (an adapter trained in multi-turn episodes is evaluated in them); a flag that
-differs is honoured with a notice. Without a flag or an adapter, every env setting has the default of
-``sqlenv.spec.EnvSpec``; the report's config records the query budget the env had. A policy or model that cannot be used, or the oracle on questions without
+it), ``--max-turns`` (an adapter trained in multi-turn episodes is evaluated in them) and
+``--literal-answers``; a flag that differs is honoured with a notice. Without a flag or an adapter, every
+env setting has the default of ``sqlenv.spec.EnvSpec``; the report's config records the query budget and
+the literal-answer option the env had. A policy or model that cannot be used, or the oracle on questions without
 gold SQL, stops the script at once with exit status 2 and a message naming the flag. The report records
 the command so that it runs again as written (``SQLENV_DATA_DIR=...`` in front when the data folder came
 from that variable).
@@ -60,8 +62,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` importable
     sys.path.insert(0, str(REPO))
 
-from agents.monitors import MONITORS, collapse_monitors  # noqa: E402  (no torch)
+from agents.monitors import LABELS, collapse_monitors  # noqa: E402  (no torch)
 from sqlenv.executor import ERROR_KINDS  # noqa: E402
+from sqlenv.literal import LITERAL_ANSWERS  # noqa: E402
 from sqlenv.rewards import preset_help  # noqa: E402
 from sqlenv.spec import EnvSpec, default  # noqa: E402
 
@@ -196,6 +199,7 @@ def _record(index: int, info: dict, score: dict, sample_scores: list[dict] | Non
         "reward": float(score["reward"]),
         "prediction": score["prediction"],
         "answer": score["answer"],
+        "reads_table": score.get("reads_table"),  # False: a literal answer (agents/monitors.py, "literal")
     }
     if sample_scores is not None:
         record["num_samples"] = len(sample_scores)
@@ -282,6 +286,7 @@ def run_config(policy, base, records: Sequence[dict], started: float, **settings
         "schema": getattr(base, "schema_variant", getattr(dataset, "schema", "")),
         "reward": getattr(base, "reward_preset", ""),
         **query_budget(base),
+        "literal_answers": getattr(base, "literal_answers", None),
         "num_questions_in_split": len(dataset),
         **settings,
         "elapsed_s": round(elapsed, 2),
@@ -456,15 +461,10 @@ def turn_table(turns: dict[str, Any]) -> str:
                     _f(turns["malformed_rate"])]])
 
 
-MONITOR_NAMES = {"floor": "Floor answers (0, empty, None)",
-                 "floor_text": "Floor answers where the gold is not a number", "floor_gold": "Gold is a floor answer",
-                 "repeated": "Query repeated across questions", "top_template": "Most frequent template",
-                 "example_entity": "Names a worked example's entity", "list_for_one": "List where one value asked"}
-
-
 def collapse_table(monitors: dict[str, Any]) -> str:
-    """The collapse monitors (``agents/monitors.py``) as a Markdown table, % of questions."""
-    rows = [[MONITOR_NAMES[k], _f(100.0 * monitors[k])] for k in MONITORS]
+    """The collapse monitors (``agents/monitors.py``, labelled by its ``LABELS``) as a Markdown table, % of
+    questions; a monitor missing from ``monitors`` (a result written before it existed) is left out."""
+    rows = [[label, _f(100.0 * monitors[name])] for name, label in LABELS.items() if name in monitors]
     table = _table(["Monitor", "% of questions"], rows)
     if monitors.get("top_template_sql"):
         table += f"\n\nMost frequent template: `{monitors['top_template_sql']}`"
@@ -560,7 +560,8 @@ def load_eval_dataset(name: str, split: str | None, data_dir: str | None, schema
 
 # ---------------------------------------------------------------------------------------- CLI
 # The env settings a flag or the adapter's env_config.json gives, else EnvSpec's default (sqlenv/spec.py).
-ENV_FLAGS = ("dataset", "schema", "sample_rows", "reward", "timeout", "max_instructions", "max_turns")
+ENV_FLAGS = ("dataset", "schema", "sample_rows", "reward", "timeout", "max_instructions", "max_turns",
+             "literal_answers")
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
 PROG = "benchmarks/evaluate.py"
 
@@ -571,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a policy through the Text-to-SQL environment; write a Markdown + JSON report. "
                     "An adapter folder is evaluated on the environment it was trained on (its env_config.json: "
                     "dataset, held-out split, data folder, schema, sample rows, reward, query budget, turns per "
-                    "episode) unless a flag says otherwise.",
+                    "episode, literal answers) unless a flag says otherwise.",
     )
     g = parser.add_argument_group("what to evaluate")
     g.add_argument("--policy", default="oracle",
@@ -609,6 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-instructions", type=_instructions, default=None, metavar="N|none",
                    help="SQLite VM instructions a query may run, the same on every machine (docs/env.md, "
                         "\"Reproducible rewards\"); none: wall clock only (default: the adapter's, else none)")
+    g.add_argument("--literal-answers", default=None, choices=list(LITERAL_ANSWERS),
+                   help="an answer that reads no table of the database (SELECT '16', SELECT 0): score it like any "
+                        "other, or as no answer, error 'literal' (docs/env.md, \"Literal answers\"); the collapse "
+                        f"table's literal share counts them either way (default: the adapter's, else "
+                        f"{default('literal_answers')})")
     m = parser.add_argument_group("language-model policies")
     m.add_argument("--model", default=None, help="model name or folder (default: the adapter's, else smollm2-135m)")
     m.add_argument("--adapter", default=None, help="LoRA adapter folder to load into a zero-shot/few-shot policy")

@@ -67,6 +67,8 @@ def test_held_out_records_monitors_and_file(tmp_path):
     assert result["config"]["split"] == "dev" and result["config"]["step"] == 0
     assert metrics["eval/collapse/floor"] == pytest.approx(2 / 3)   # two executed SELECT 0
     assert metrics["eval/collapse/repeated"] == pytest.approx(2 / 3)
+    assert metrics["eval/collapse/literal"] == pytest.approx(2 / 3)  # SELECT 0 reads no table; SELEC failed
+    assert [r["reads_table"] for r in result["records"]] == [False, False, False]
     assert json.loads(eval_file(tmp_path, 0).read_text())["records"][2]["error"] == "syntax"
     assert compare_with_start(result, metrics, tmp_path) is None  # step 0 has nothing to compare with
     assert held_out_records(env, [], {}, tmp_path, 1) is None and not eval_file(tmp_path, 1).exists()

@@ -176,6 +176,81 @@ def test_evaluate_result_round_trips_to_files(generated_env, tmp_path):
     assert "constant" in ev.summarize([tmp_path])
 
 
+class _LiteralOnSome:
+    """The oracle, except that every third question (index % 3 == 0) gets the literal answer SELECT 0."""
+
+    name = "literal-on-some"
+    needs_gold = True
+
+    def act_batch(self, observations, infos, n=1, greedy=True):
+        return [["SELECT 0" if info["index"] % 3 == 0 else info["gold_sql"]] * n for info in infos]
+
+
+@pytest.mark.parametrize("option", ["score", "unanswered"])
+def test_the_literal_share_in_the_report_and_json(tmp_path, monkeypatch, option):
+    """evaluate.py's main on the generated benchmark with a policy that answers a literal for a third of the
+    questions: each record says whether its query read a table, the JSON's collapse monitors and the report's
+    table give the literal share; under --literal-answers unanswered those answers are errors of kind literal."""
+    import agents.baselines
+
+    monkeypatch.setattr(agents.baselines, "make_policy", lambda name, **kwargs: _LiteralOnSome())
+    flags = ["--literal-answers", option] if option == "unanswered" else []
+    assert ev.main(["--policy", "oracle", "--limit", "12", "--no-progress", "--out", str(tmp_path), *flags]) == 0
+    result = json.loads((tmp_path / "literal-on-some_generated_dev_tables_n12.json").read_text())
+    records = result["records"]
+    literal = [r for r in records if r["index"] % 3 == 0]
+    assert len(records) == 12 and 0 < len(literal) < 12
+    assert [r["reads_table"] for r in records] == [r["index"] % 3 != 0 for r in records]
+    share = len(literal) / len(records)
+    assert result["metrics"]["collapse"]["literal"] == pytest.approx(share)
+    assert result["config"]["literal_answers"] == option
+    report = (tmp_path / "literal-on-some_generated_dev_tables_n12.md").read_text()
+    assert f"| Reads no table (literal answer) | {100 * share:.2f} |" in report
+    from agents.monitors import LABELS
+
+    assert all(f"| {label} | " in report for label in LABELS.values())
+    if option == "unanswered":
+        assert result["metrics"]["errors"]["literal"]["count"] == len(literal)
+        assert all(r["error"] == "literal" and not r["correct"] for r in literal)
+        assert result["metrics"]["execution_accuracy"] == pytest.approx(100 * (1 - share))
+    else:
+        assert result["metrics"]["error_rate"] == 0.0 and "literal" not in result["metrics"]["errors"]
+
+
+def test_literal_answers_flag_in_a_subprocess(tmp_path):
+    """--policy constant answers SELECT 0 everywhere: every answer is literal; under unanswered, every one fails."""
+    proc = _run("--policy", "constant", "--limit", "4", "--literal-answers", "unanswered", "--no-progress",
+                "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "constant_generated_dev_tables_n4.json").read_text())
+    assert result["metrics"]["collapse"]["literal"] == 1.0 and result["metrics"]["errors"]["literal"]["count"] == 4
+    assert "| Reads no table (literal answer) | 100.00 |" in (tmp_path / "constant_generated_dev_tables_n4.md").read_text()
+    proc = _run("--policy", "constant", "--literal-answers", "drop", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 2 and "argument --literal-answers: invalid choice: 'drop'" in proc.stderr
+
+
+def test_literal_answers_default_to_the_adapters_then_the_spec(tmp_path):
+    """An adapter's env_config.json gives --literal-answers' default; a flag that differs wins, with a notice;
+    an env_config.json written before the option existed reads as "score"."""
+    from agents.adapter_card import write_env_config
+    from sqlenv.spec import EnvSpec
+
+    write_env_config(tmp_path, EnvSpec(literal_answers="unanswered"), eval_split="dev")
+
+    def settings(*flags):
+        return ev.env_settings(ev.build_parser().parse_args(["--policy", str(tmp_path), *flags]), tmp_path)
+
+    assert settings()[0]["literal_answers"] == "unanswered" and settings()[1] == []
+    chosen, notices = settings("--literal-answers", "score")
+    assert chosen["literal_answers"] == "score"
+    assert notices == [f"notice: evaluating with literal_answers='score' although {tmp_path} was trained with "
+                       "'unanswered'"]
+    card = tmp_path / "env_config.json"
+    card.write_text(json.dumps({k: v for k, v in json.loads(card.read_text()).items() if k != "literal_answers"}))
+    assert settings()[0]["literal_answers"] == "score"
+    assert ev.env_settings(ev.build_parser().parse_args([]), None)[0]["literal_answers"] == "score"
+
+
 def test_evaluate_rejects_bad_samples(generated_env):
     from agents.baselines import ConstantPolicy
 
@@ -366,14 +441,16 @@ def test_an_old_or_bad_env_config_is_read_or_named(tmp_path, tiny_adapter):
     adapter = Path(shutil.copytree(tiny_adapter[0], tmp_path / "adapter"))
     card = adapter / "env_config.json"
     old = {k: v for k, v in json.loads(card.read_text()).items()
-           if k not in ("timeout", "max_instructions", "max_turns")}
+           if k not in ("timeout", "max_instructions", "max_turns", "literal_answers")}
     card.write_text(json.dumps(old))
     proc = _run("--policy", "template", "--adapter", str(adapter), "--limit", "1", "--no-progress",
                 "--out", str(tmp_path / "a"))
     assert proc.returncode == 0, proc.stderr
     config = _report_config(tmp_path / "a")
     assert (config["timeout"], config["max_instructions"], config["schema"]) == (1.0, None, "flat")
-    assert config["trained_env"] == {**old, "timeout": 1.0, "max_instructions": None, "max_turns": 1}
+    assert config["trained_env"] == {**old, "timeout": 1.0, "max_instructions": None, "max_turns": 1,
+                                     "literal_answers": "score"}
+    assert config["literal_answers"] == "score"
     card.write_text(json.dumps({**old, "max_instructions": "lots"}))
     proc = _run("--policy", "template", "--adapter", str(adapter), "--limit", "1", "--out", str(tmp_path / "b"))
     assert proc.returncode == 2, proc.stderr

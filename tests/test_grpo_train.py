@@ -147,6 +147,41 @@ def test_outcome_metrics():
     assert m["train/error/syntax"] == 0.5
 
 
+def test_the_gathered_batch_keeps_what_the_metrics_and_monitors_read():
+    """Under torchrun each rank ships its infos to the others (gather_batch): the train/* outcome and collapse
+    metrics of the gathered batch are those of the ranks' own infos, literal answers included. Two ranks that
+    scored the same samples stand in for the collective (every share is then unchanged)."""
+    from agents.distributed import World
+    from agents.monitors import MONITORS, monitor_metrics, with_questions
+    from sqlenv.env import TextToSQLEnv
+
+    class TwoRanks(World):
+        def gather(self, obj):
+            return [obj, obj]
+
+    env = TextToSQLEnv(split="dev")
+    try:
+        sqls = [env.example(0).gold_sql, "SELECT 0", "SELECT 'Yes'", "SELEC"]
+        rewards, infos = rollouts.score_groups(env, [0, 1], sqls, 2)
+        cfg = make_config(num_generations=2)
+        kwargs = dict(rewards=rewards, infos=infos, zero=torch.tensor([False, False]),
+                      advantages=torch.zeros(4), lengths=[3, 3, 3, 3], truncated=[False] * 4,
+                      times={"gen_s": 1.0, "score_s": 1.0, "update_s": 1.0})
+        mine, gathered = grpo_train.gather_batch(World(), cfg, **kwargs), grpo_train.gather_batch(TwoRanks(size=2),
+                                                                                                   cfg, **kwargs)
+        assert len(gathered["infos"]) == 8
+
+        def metrics(batch):
+            return {**rollouts.outcome_metrics("train", batch["rewards"], batch["infos"]),
+                    **monitor_metrics("train", with_questions(batch["infos"], env))}
+
+        assert metrics(gathered) == metrics(mine)
+        assert metrics(mine)["train/collapse/literal"] == pytest.approx(2 / 4)  # SELECT 0, SELECT 'Yes'
+        assert set(MONITORS) <= {key.split("/")[-1] for key in metrics(mine)}
+    finally:
+        env.close()
+
+
 def test_sample_questions_is_seeded_and_distinct():
     a = rollouts.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
     b = rollouts.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
@@ -492,6 +527,8 @@ def test_resume_names_every_difference_and_its_flag(tmp_path):
     (dict(max_instructions=5000),
      "max_instructions: the run used None, this command 5000; pass --max-instructions none"),
     (dict(query_timeout=7.0), "query_timeout: the run used 1.0, this command 7.0; pass --query-timeout 1.0"),
+    (dict(literal_answers="unanswered"),
+     "literal_answers: the run used 'score', this command 'unanswered'; pass --literal-answers score"),
 ])
 def test_resume_refuses_another_query_budget(tmp_path, flags, message):
     """A resume that changes the query budget would not continue the same run (its rewards change)."""
@@ -507,10 +544,13 @@ def test_resume_of_a_checkpoint_without_the_budget_reads_the_old_defaults(tmp_pa
     run = fake_run(tmp_path / "run", resolved_dataset="generated", resolved_data_dir=None, max_instructions=5000)
     state_pt = run / "checkpoints" / "step_000004" / "state.pt"
     state = torch.load(state_pt, weights_only=False)
-    del state["config"]["query_timeout"], state["config"]["max_instructions"]
+    del state["config"]["query_timeout"], state["config"]["max_instructions"], state["config"]["literal_answers"]
     torch.save(state, state_pt)
     plan = preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0))
-    assert (plan.env.timeout, plan.env.max_instructions) == (1.0, None)
+    assert (plan.env.timeout, plan.env.max_instructions, plan.env.literal_answers) == (1.0, None, "score")
+    with pytest.raises(ConfigError, match="literal_answers: the run used 'score', this command 'unanswered'"):
+        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0,
+                                       literal_answers="unanswered"))
     with pytest.raises(ConfigError, match="max_instructions: the run used None, this command 9"):
         preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0, max_instructions=9))
 
@@ -644,14 +684,17 @@ def test_gpu_preset_runs_one_step_on_cpu_in_bf16(tmp_path, tiny_model):
 
 def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_path, monkeypatch):
     cfg = parse_config(["--max-instructions", "5000", "--query-timeout", "7", "--model", tiny_model,
+                        "--literal-answers", "unanswered",
                         "--dataset", "generated", "--warmup-examples", "0", "--output-dir", str(tmp_path / "run")])
-    assert (cfg.max_instructions, cfg.query_timeout) == (5000, 7.0)
-    built = []
+    assert (cfg.max_instructions, cfg.query_timeout, cfg.literal_answers) == (5000, 7.0, "unanswered")
+    assert parse_config([]).literal_answers == "score"
+    built, literal = [], []
     make = EnvSpec.make
 
     def recording_make(spec, *args, **kwargs):
         env = make(spec, *args, **kwargs)
         built.append(env.executor.config)
+        literal.append(env.literal_answers)
         if len(built) == 2:
             raise KeyboardInterrupt  # both envs built: enough
         return env
@@ -660,8 +703,17 @@ def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         grpo_train.train(cfg)
     assert [(c.max_instructions, c.timeout) for c in built] == [(5000, 7.0), (5000, 7.0)]
+    assert literal == ["unanswered", "unanswered"]
     with pytest.raises(ConfigError, match="max_instructions"):
         make_config(max_instructions=0)
+    with pytest.raises(ConfigError, match=r"literal_answers='drop' \(--literal-answers\) must be one of score, "):
+        make_config(literal_answers="drop")
+
+
+def test_resume_help_names_every_identity_field():
+    """--resume's help (and so docs/training.md's row) lists everything a resume must keep."""
+    help_text = " ".join(field_docs(Config)["resume"].split())
+    assert [name for name in checkpoints.RUN_IDENTITY if name not in help_text] == []
 
 
 def test_rollout_dtype_recomputes_old_logprobs_and_weights_tokens():

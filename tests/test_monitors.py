@@ -7,8 +7,8 @@ import pytest
 
 from agents import prompts
 from agents.monitors import (
-    LABELS, MONITORS, answer_items, collapse_monitors, example_entities, monitor_metrics, normalize_sql, sql_template,
-    with_questions)
+    LABELS, MONITORS, REFERENCE_LEVELS, answer_items, collapse_monitors, example_entities, monitor_metrics,
+    normalize_sql, sql_template, with_questions)
 
 Q1 = "How many gold medals did Ivo Kent win?"
 Q2 = "In which year did Mia Ross win her first medal?"
@@ -86,8 +86,18 @@ def test_empty_batch_and_flat_metrics():
     assert collapse_monitors([]) == {**{name: 0.0 for name in LABELS}, "top_template_sql": ""}
     flat = monitor_metrics("eval", RECORDS, entities=("Anna Berg",))
     assert sorted(flat) == sorted(f"eval/collapse/{name}" for name in LABELS)
-    assert set(MONITORS) <= set(LABELS)
+    assert MONITORS == tuple(LABELS) and "literal" in MONITORS
     assert flat["eval/collapse/floor"] == pytest.approx(0.75)
+
+
+def test_the_curves_plot_every_sign_of_collapse():
+    """agents/curves.py draws each monitor but the golds' own level, literal included, from the metrics."""
+    from agents import curves
+
+    assert curves.COLLAPSE == tuple(name for name in MONITORS if name not in REFERENCE_LEVELS)
+    assert "literal" in curves.COLLAPSE and "floor_gold" not in curves.COLLAPSE
+    records = [{"step": 1, "eval/collapse/literal": 0.5}]
+    assert curves.present_panels(records) == [tuple(f"eval/collapse/{name}" for name in curves.COLLAPSE)]
 
 
 def test_helpers():

@@ -221,11 +221,12 @@ def test_held_out_episodes_are_recorded_and_monitored(policy, agent_env, monkeyp
         {"index": 3, "sql": "SELECT 0", "error": None, "correct": False, "prediction": "0", "answer": "2009",
          "reward": 0.0}]
     assert [r["question"] for r in result["records"]] == [agent_env.example(i).question for i in (1, 3)]
-    # SELECT 0 for both: a constant floor, the same query for two questions, one template
+    # SELECT 0 for both: a constant floor, the same query for two questions, one template, a literal answer
     expected = {"eval/collapse/floor": 1.0, "eval/collapse/floor_text": 0.0, "eval/collapse/floor_gold": 0.0,
                 "eval/collapse/repeated": 1.0, "eval/collapse/top_template": 1.0, "eval/collapse/example_entity": 0.0,
-                "eval/collapse/list_for_one": 0.0}
-    assert {k: metrics[k] for k in expected} == expected
+                "eval/collapse/list_for_one": 0.0, "eval/collapse/literal": 1.0}
+    assert {k: v for k, v in metrics.items() if k.startswith("eval/collapse/")} == expected
+    assert [r["reads_table"] for r in result["records"]] == [False, False]
     assert json.loads((tmp_path / "eval" / "step_000000.json").read_text())["records"] == result["records"]
     assert metrics["eval/turns_mean"] == 2.0
     pool.close()
