@@ -21,18 +21,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from agents import grpo
-from sqlenv.spec import EnvSpec
 
 if TYPE_CHECKING:
     from agents.grpo_config import Config
-
-
-def make_env(dataset: str, split: str, data_dir: str | None, reward: str, schema: str, sample_rows: int,
-             workers: int = 0, **settings):
-    """``EnvSpec(...).make(workers=workers)`` (``sqlenv/spec.py``; ``settings``: its other fields), for
-    callers that predate the spec."""
-    return EnvSpec(dataset=dataset, split=split, data_dir=data_dir, reward=reward, schema=schema,
-                   sample_rows=sample_rows, **settings).make(workers=workers)
 
 
 def observations(env, indices: Sequence[int]) -> list[dict]:

@@ -63,16 +63,18 @@ def main(argv=None) -> int:
     from agents.grpo_config import make_config
     from agents.grpo_train import build_policy
     from agents.grpo_update import _logprobs_no_grad, grpo_update, update_precision
-    from agents.rollouts import generate_groups, make_env, score_groups, sample_questions
+    from agents.preflight import env_spec
+    from agents.rollouts import generate_groups, sample_questions, score_groups
 
     dtypes = [None if d == "float32" else d for d in args.dtypes.split(",")]
     cfg = make_config(model=args.model, device=args.device, dtype="float32" if args.device == "cpu" else "auto",
                       threads=args.threads, few_shot=args.few_shot, schema=args.schema, seed=args.seed,
+                      dataset=args.dataset, split=args.split, data_dir=args.data_dir,
                       num_generations=args.num_generations, batch_size=args.prompts, beta=args.beta,
                       micro_batch_size=args.micro_batch_size, max_completion_length=args.max_completion_length,
                       warmup_examples=0)
     torch.manual_seed(args.seed)
-    env = make_env(args.dataset, args.split, args.data_dir, cfg.reward, cfg.schema, cfg.sample_rows)
+    env = env_spec(cfg).make()  # the trainer's env for this configuration (sqlenv.spec.EnvSpec)
     policy = build_policy(cfg)
     indices = sample_questions(np.random.default_rng(args.seed), len(env.dataset), args.prompts)
     rollouts = generate_groups(policy, env, indices, cfg.num_generations, cfg.batch_size)

@@ -80,10 +80,9 @@ def assert_same(got: list[tuple[float, dict]], expected: list[tuple[float, dict]
 def trainer_path(index, texts):
     pytest.importorskip("torch")
     from agents.policy import extract_sql as agents_extract
-    from agents.rollouts import make_env, score_groups
+    from agents.rollouts import score_groups
 
-    env = make_env(SETTINGS["dataset"], SETTINGS["split"], None, SETTINGS["reward"], "tables", 3,
-                   timeout=SETTINGS["timeout"], max_instructions=BUDGET)
+    env = sqlenv.EnvSpec(**SETTINGS).make()  # the trainer builds its envs from an EnvSpec
     rewards, infos = score_groups(env, [index], [agents_extract(t) for t in texts], len(texts))
     env.close()
     return list(zip(rewards, infos))
