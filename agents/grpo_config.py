@@ -102,9 +102,10 @@ class Config:
     (agents/multiturn.py, docs/agent_env.md)."""
     literal_answers: str = "score"
     """An answer that reads no table of the database (SELECT '16', SELECT 0; sqlenv/literal.py): "score"
-    rewards it like any other, "unanswered" as no answer (the preset's error reward, error "literal"; docs/env.md,
-    "Literal answers"). The collapse monitor train/ and eval/collapse/literal counts them either way. Default "score" until a
-    paired comparison on the same seeds shows that "unanswered" costs no accuracy (issue 23)."""
+    rewards it like any other, "unanswered" as no answer (the preset's error reward, error "literal";
+    docs/env.md, "Literal answers"). The collapse monitor train/ and eval/collapse/literal counts them either
+    way. Default "score" until a paired comparison on the same seeds shows that "unanswered" costs no
+    accuracy (issue 23)."""
 
     # ---------------------------------------------------------------- GRPO
     num_generations: int = 8

@@ -224,7 +224,8 @@ def test_literal_answers_flag_in_a_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "constant_generated_dev_tables_n4.json").read_text())
     assert result["metrics"]["collapse"]["literal"] == 1.0 and result["metrics"]["errors"]["literal"]["count"] == 4
-    assert "| Reads no table (literal answer) | 100.00 |" in (tmp_path / "constant_generated_dev_tables_n4.md").read_text()
+    report = (tmp_path / "constant_generated_dev_tables_n4.md").read_text()
+    assert "| Reads no table (literal answer) | 100.00 |" in report
     proc = _run("--policy", "constant", "--literal-answers", "drop", "--out", str(tmp_path / "b"))
     assert proc.returncode == 2 and "argument --literal-answers: invalid choice: 'drop'" in proc.stderr
 
