@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from agents.sampling import DecodeRows, sample_tokens  # noqa: F401 (sample_tokens re-exported)
+from agents.sampling import DecodeRows, sample_tokens
 
 __all__ = ["RolloutEngine", "sample_tokens", "supports", "SUPPORTED_MODEL_TYPES"]
 
@@ -302,15 +302,16 @@ class RolloutEngine:
 
     # ------------------------------------------------------------------ decoding
 
-    def _attend_decode(self, levels: _Levels, layer: int, q, k, v, step: torch.Tensor, gen_mask: torch.Tensor):
+    def _attend_decode(self, levels: _Levels, layer: int, q, k, v, step: torch.Tensor, gen_mask: torch.Tensor,
+                       gen_k_all: torch.Tensor, gen_v_all: torch.Tensor):
         """One decode step's attention for ``groups x width`` sequences over the three levels.
 
-        Static shapes: the generated level is read whole (``T`` positions), ``gen_mask`` hiding the
-        positions after ``step`` (a one-element tensor, so nothing here depends on a host integer)."""
+        Static shapes: the generated level is read over a window's fixed length (``gen_k_all``, ``[B, G,
+        Hkv, t, D]``, a view of the cache), ``gen_mask`` hiding the positions after ``step`` (a
+        one-element tensor, so nothing here depends on a host integer)."""
         b = levels.own_k[layer].shape[0]
         g = q.shape[0] // b
         r, d, hkv = self.rep, self.head_dim, self.n_kv
-        gen_k_all, gen_v_all = levels.gen_k[layer], levels.gen_v[layer]  # [B, G, Hkv, T, D]
         gen_k_all.index_copy_(3, step, k.reshape(b, g, hkv, 1, d))
         gen_v_all.index_copy_(3, step, v.reshape(b, g, hkv, 1, d))
         t = gen_k_all.shape[3]
@@ -333,17 +334,18 @@ class RolloutEngine:
         out = out.reshape(b, hkv, g, r, d).permute(0, 2, 1, 3, 4) + gen_out
         return out.reshape(b * g, 1, hkv * r * d)
 
-    def _decode_step(self, levels: _Levels, tokens: torch.Tensor, positions: torch.Tensor,
-                     step: torch.Tensor) -> torch.Tensor:
+    def _decode_step(self, levels: _Levels, tokens: torch.Tensor, positions: torch.Tensor, step: torch.Tensor,
+                     gen_k: list[torch.Tensor], gen_v: list[torch.Tensor]) -> torch.Tensor:
         """One decode step as a pure tensor function (gpt-fast's ``decode_one_token``): the last tokens
         ``[N]`` of ``groups x width`` slots at ``positions [N, 1]`` -> logits ``[N, V]``; writes the
-        step's keys and values at ``step`` in the generated level. This is what ``compile`` compiles."""
-        t = levels.gen_k[0].shape[3]
+        step's keys and values at ``step`` in the generated level's views ``gen_k``/``gen_v`` (its first
+        ``t > step`` positions). This is what ``compile`` compiles."""
+        t = gen_k[0].shape[3]
         visible = torch.arange(t, device=tokens.device) <= step
         gen_mask = torch.zeros(t, dtype=self._dtype, device=tokens.device).masked_fill(
             ~visible, torch.finfo(self._dtype).min)
-        hidden = self._run_layers(self._embed(tokens[:, None]), positions,
-                                  lambda layer, q, k, v: self._attend_decode(levels, layer, q, k, v, step, gen_mask))
+        hidden = self._run_layers(self._embed(tokens[:, None]), positions, lambda layer, q, k, v: self._attend_decode(
+            levels, layer, q, k, v, step, gen_mask, gen_k[layer], gen_v[layer]))
         return self._logits(hidden[:, -1])
 
     def _step_function(self):
@@ -365,15 +367,19 @@ class RolloutEngine:
         warnings.warn(f"RolloutEngine: torch.compile unavailable ({type(error).__name__}: {message[:160]}); "
                       "decoding eagerly", RuntimeWarning, stacklevel=3)
 
-    def _forward(self, levels, tokens, positions, step):
+    def _forward(self, levels, tokens, positions, step, length: int):
+        """The decode step over the generated level's first ``length`` positions (fixed for a window of
+        ``stop_check_every`` steps, so the shapes change once a window)."""
+        gen_k = [t[:, :, :, :length] for t in levels.gen_k]
+        gen_v = [t[:, :, :, :length] for t in levels.gen_v]
         step_function = self._step_function()
         if step_function is self._decode_step:
-            return step_function(levels, tokens, positions, step)
+            return step_function(levels, tokens, positions, step, gen_k, gen_v)
         try:
-            return step_function(levels, tokens, positions, step)
+            return step_function(levels, tokens, positions, step, gen_k, gen_v)
         except Exception as error:  # noqa: BLE001 (the step writes only position `step`: rerunning it is exact)
             self._fall_back(error)
-            return self._decode_step(levels, tokens, positions, step)
+            return self._decode_step(levels, tokens, positions, step, gen_k, gen_v)
 
     @torch.no_grad()
     def sample(self, prompts: Sequence[torch.Tensor], rows: int, *, max_new_tokens: int,
@@ -442,7 +448,9 @@ class RolloutEngine:
                                             device=self.device)
                     lengths = [len(prompts[p]) for p in active]
                     base_pos = torch.tensor(lengths, device=self.device).repeat_interleave(width)[:, None]
-            logits = self._forward(levels, chosen, base_pos + step_t, step_t)
+            # the generated level is read up to the end of this window of k steps (shapes change with the check)
+            length = min(max_new_tokens, ((step + 1) // self.stop_check_every + 1) * self.stop_check_every)
+            logits = self._forward(levels, chosen, base_pos + step_t, step_t, length)
             step_t += 1
             levels.steps += 1
         book.check()

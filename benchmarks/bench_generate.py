@@ -74,18 +74,40 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def engine_at(revision: str):
+    """``agents/engine.py`` as committed at a git ``revision``, imported as a module of its own (a baseline)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "show", f"{revision}:agents/engine.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(), "engine_baseline.py")
+    with open(path, "w") as handle:
+        handle.write(source)
+    spec = importlib.util.spec_from_file_location("engine_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def host_overhead(config, rows_list=((1, 1), (4, 8), (16, 8)), steps: int = 32, repeats: int = 3,
-                  stop_check_every: int = 8, device: str = "cpu") -> dict[tuple[str, int], float]:
+                  stop_check_every: int = 8, device: str = "cpu", compiled: bool = True,
+                  against: str | None = None) -> dict[tuple[str, int], float]:
     """Seconds per decode step of the engine on a random tiny-width Llama of ``config``'s depth and heads.
 
     Per (mode, rows): the median over ``repeats`` of (time of ``steps + 1`` new tokens - time of 1) /
-    ``steps``, which leaves out the prefill and the set-up; eager and compiled calls alternate.
+    ``steps``, which leaves out the prefill and the set-up; the modes' calls alternate. Modes: "eager",
+    "compiled" (``compiled``), and "baseline": the engine of git revision ``against``, whose ``choose``
+    takes the logits alone and draws one uniform number per live slot.
     """
     import torch
     import transformers
 
     from agents.engine import RolloutEngine
-    from agents.sampling import Chooser
+    from agents.sampling import Chooser, sample_tokens
 
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -94,15 +116,20 @@ def host_overhead(config, rows_list=((1, 1), (4, 8), (16, 8)), steps: int = 32, 
                                     num_key_value_heads=kv_heads, max_position_embeddings=4096)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(tiny).eval().to(device)
-    engines = {"eager": RolloutEngine(model, [], stop_check_every=stop_check_every),
-               "compiled": RolloutEngine(model, [], stop_check_every=stop_check_every, compile=True)}
+    engines = {"eager": RolloutEngine(model, [], stop_check_every=stop_check_every)}
+    if compiled:
+        engines["compiled"] = RolloutEngine(model, [], stop_check_every=stop_check_every, compile=True)
+    if against:
+        engines["baseline"] = engine_at(against).RolloutEngine(model, [])
     common = torch.randint(0, 512, (64,))
     result: dict[tuple[str, int], list[float]] = {}
     for prompts, samples in rows_list:
         batch = [torch.cat([common, torch.randint(0, 512, (8 + 2 * i,))]) for i in range(prompts)]
 
-        def timed(engine, new_tokens):
-            chooser = Chooser(prompts * samples, greedy=False)
+        def timed(engine, new_tokens, batch=batch, samples=samples):
+            chooser = Chooser(len(batch) * samples, greedy=False)
+            if engine is engines.get("baseline"):
+                chooser = lambda logits: sample_tokens(logits, 1.0)
             synchronize(device)
             start = time.perf_counter()
             engine.sample(batch, samples, max_new_tokens=new_tokens, choose=chooser)
@@ -123,18 +150,24 @@ def print_host_overhead(config, device, args) -> None:
 
     rows_list = ((1, 1), (4, 8), (16, 8))
     seconds = host_overhead(config, rows_list, steps=args.host_steps, repeats=args.host_repeats, device=device,
-                            stop_check_every=args.stop_check_every)
+                            stop_check_every=args.stop_check_every, compiled=args.host_compile,
+                            against=args.against)
+    modes = [m for m in ("baseline", "eager", "compiled") if (m, 1) in seconds]
+    names = {"baseline": f"engine at {args.against}", "eager": "eager", "compiled": "compiled"}
     print(f"host overhead per decode step: random Llama of {config.num_hidden_layers} layers, "
           f"{config.num_attention_heads}/{getattr(config, 'num_key_value_heads', None)} heads, head size 4, "
           f"vocabulary 512; {args.host_steps} steps, median of {args.host_repeats}, {torch.get_num_threads()} "
           f"thread(s), stop_check_every={args.stop_check_every}, load average before {os.getloadavg()[0]:.1f}")
-    print("| rows | eager ms/step | compiled ms/step | compiled / eager | eager / 1 row | compiled / 1 row |\n"
-          "|---|---|---|---|---|---|")
+    head = " | ".join(f"{names[m]} ms/step" for m in modes) + " | " + " | ".join(
+        f"{names[m]} / eager" for m in modes if m != "eager") + " | " + " | ".join(
+        f"{names[m]} / its 1 row" for m in modes)
+    print(f"| rows | {head} |\n|---|" + "---|" * (3 * len(modes) - 1))
     for prompts, samples in rows_list:
         rows = prompts * samples
-        eager, compiled = seconds[("eager", rows)], seconds[("compiled", rows)]
-        print(f"| {rows} ({prompts} x {samples}) | {eager * 1e3:.2f} | {compiled * 1e3:.2f} | {compiled / eager:.2f} "
-              f"| {eager / seconds[('eager', 1)]:.2f} | {compiled / seconds[('compiled', 1)]:.2f} |")
+        cells = [f"{seconds[(m, rows)] * 1e3:.2f}" for m in modes]
+        cells += [f"{seconds[(m, rows)] / seconds[('eager', rows)]:.2f}" for m in modes if m != "eager"]
+        cells += [f"{seconds[(m, rows)] / seconds[(m, 1)]:.2f}" for m in modes]
+        print(f"| {rows} ({prompts} x {samples}) | " + " | ".join(cells) + " |")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
@@ -173,6 +206,10 @@ def main(argv=None) -> int:
     parser.add_argument("--host-steps", type=int, default=32, help="decode steps timed per host-overhead call")
     parser.add_argument("--host-repeats", type=int, default=3, help="host-overhead calls per mode and row count")
     parser.add_argument("--host-only", action="store_true", help="print the host-overhead table and stop")
+    parser.add_argument("--no-host-compile", dest="host_compile", action="store_false",
+                        help="host-overhead table without the compiled column (compiling takes minutes)")
+    parser.add_argument("--against", default=None, metavar="REV",
+                        help="host-overhead table: also the engine of this git revision (e.g. e660054~1)")
     args = parser.parse_args(argv)
 
     import torch
