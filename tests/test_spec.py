@@ -102,6 +102,20 @@ def test_literal_answers_reach_the_env(max_turns):
     assert outcomes == {"score": (1.0, None, False), "unanswered": (-1.0, "literal", False)}
 
 
+def test_the_command_line_builds_its_env_from_the_spec():
+    """python -m sqlenv run takes the spec's env settings as flags: a literal scored as no answer fails (exit 1);
+    a bad value is named (exit 2)."""
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "sqlenv", "run", "SELECT 0", "--index", "0", *flags],
+                              check=False, capture_output=True, text=True, timeout=120)
+
+    scored, unanswered = run("--max-instructions", "100000", "--timeout", "5"), run("--literal-answers", "unanswered")
+    assert scored.returncode == 0 and "Reward: -1" not in scored.stdout, scored.stderr
+    assert unanswered.returncode == 1 and "Reward: -1" in unanswered.stdout, unanswered.stderr
+    bad = run("--timeout", "0")
+    assert bad.returncode == 2 and "timeout=0.0 must be a positive number of seconds" in bad.stderr
+
+
 def test_is_frozen_and_imports_no_torch():
     with pytest.raises(AttributeError):
         SPEC.timeout = 2.0  # type: ignore[misc]
