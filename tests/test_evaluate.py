@@ -244,8 +244,8 @@ def test_literal_answers_default_to_the_adapters_then_the_spec(tmp_path):
     assert settings()[0]["literal_answers"] == "unanswered" and settings()[1] == []
     chosen, notices = settings("--literal-answers", "score")
     assert chosen["literal_answers"] == "score"
-    assert notices == [f"notice: evaluating with literal_answers='score' although {tmp_path} was trained with "
-                       "'unanswered'"]
+    assert notices == [(f"notice: evaluating with literal_answers='score' although {tmp_path} was trained with "
+                        "'unanswered'")]
     card = tmp_path / "env_config.json"
     card.write_text(json.dumps({k: v for k, v in json.loads(card.read_text()).items() if k != "literal_answers"}))
     assert settings()[0]["literal_answers"] == "score"

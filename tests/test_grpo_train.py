@@ -164,9 +164,9 @@ def test_the_gathered_batch_keeps_what_the_metrics_and_monitors_read():
         sqls = [env.example(0).gold_sql, "SELECT 0", "SELECT 'Yes'", "SELEC"]
         rewards, infos = rollouts.score_groups(env, [0, 1], sqls, 2)
         cfg = make_config(num_generations=2)
-        kwargs = dict(rewards=rewards, infos=infos, zero=torch.tensor([False, False]),
-                      advantages=torch.zeros(4), lengths=[3, 3, 3, 3], truncated=[False] * 4,
-                      times={"gen_s": 1.0, "score_s": 1.0, "update_s": 1.0})
+        kwargs = {"rewards": rewards, "infos": infos, "zero": torch.tensor([False, False]),
+                  "advantages": torch.zeros(4), "lengths": [3, 3, 3, 3], "truncated": [False] * 4,
+                  "times": {"gen_s": 1.0, "score_s": 1.0, "update_s": 1.0}}
         mine, gathered = grpo_train.gather_batch(World(), cfg, **kwargs), grpo_train.gather_batch(TwoRanks(size=2),
                                                                                                    cfg, **kwargs)
         assert len(gathered["infos"]) == 8
@@ -527,7 +527,7 @@ def test_resume_names_every_difference_and_its_flag(tmp_path):
     (dict(max_instructions=5000),
      "max_instructions: the run used None, this command 5000; pass --max-instructions none"),
     (dict(query_timeout=7.0), "query_timeout: the run used 1.0, this command 7.0; pass --query-timeout 1.0"),
-    (dict(literal_answers="unanswered"),
+    ({"literal_answers": "unanswered"},
      "literal_answers: the run used 'score', this command 'unanswered'; pass --literal-answers score"),
 ])
 def test_resume_refuses_another_query_budget(tmp_path, flags, message):
