@@ -232,8 +232,8 @@ class TextToSQLEnv(gym.Env[dict, str]):
         result: ExecutionResult = self._last["result"]
         info = self._last["info"]
         lines.append("SQL: " + _one_line(self._last["sql"]))
-        if result.error is not None:
-            lines.append(_cut(f"Error ({result.error}): {result.message[:MAX_INFO_CHARS]}"))
+        if info["error"] is not None:  # as scored: a literal answer under literal_answers="unanswered" too
+            lines.append(_cut(f"Error ({info['error']}): {info['error_message']}"))
         else:
             lines.append(_cut(_format_table(result.columns, result.rows, chars=MAX_INFO_CHARS)))
         lines.append(f"Gold answer: {example.answer}")

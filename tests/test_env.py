@@ -259,3 +259,14 @@ def test_literal_answers_passes_through_make_and_pickle():
     assert (reward, info["error"]) == (-1.0, "literal")
     for e in (env, copy):
         e.close()
+
+
+def test_render_shows_a_literal_answer_as_scored():
+    """render() shows the step as it was scored: under "unanswered" a literal is an error line, not its table."""
+    env = TextToSQLEnv(split="dev", render_mode="ansi", literal_answers="unanswered")
+    env.reset(options={"index": 0})
+    env.step("SELECT 'x'")
+    lines = env.render().splitlines()
+    assert lines[2].startswith("Error (literal): ") and "reads no table" in lines[2], lines
+    assert "x" not in lines[2:3] and lines[-1].startswith("Reward: -1  correct=False")
+    env.close()
