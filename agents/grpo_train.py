@@ -122,18 +122,21 @@ def build_policy(cfg: Config):
 
 def run_warmup(cfg: Config, out: Path) -> str:
     """The warm-up stage: ``agents/sft_warmup.py`` on ``cfg.warmup_examples`` generated questions, into
-    ``<out>/warmup/``; returns its adapter folder (a finished one in that folder is reused)."""
+    ``<out>/warmup/``; returns its adapter folder (a finished one in that folder is reused). With
+    ``max_turns`` > 1 it trains on multi-turn episodes (``agents/agent_warmup.py``)."""
     from agents import sft_warmup
 
     folder = out / "warmup"
     adapter = folder / "adapter"
     if not (adapter / "adapter_config.json").exists():
-        print(f"warm-up stage: supervised pass on {cfg.warmup_examples} generated questions -> {folder}",
+        kind = f"{cfg.max_turns}-move episodes of " if cfg.max_turns > 1 else ""
+        print(f"warm-up stage: supervised pass on {kind}{cfg.warmup_examples} generated questions -> {folder}",
               flush=True)
         sft_warmup.train(sft_warmup.Config(
             model=cfg.model, device=cfg.device, dtype=cfg.dtype, schema=cfg.schema, few_shot=cfg.few_shot,
             examples=cfg.warmup_examples, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, threads=cfg.threads,
-            max_completion_length=cfg.max_completion_length, seed=cfg.seed, output_dir=str(folder)))
+            max_completion_length=cfg.max_completion_length, seed=cfg.seed, max_turns=cfg.max_turns,
+            output_dir=str(folder)))
     return str(adapter)
 
 

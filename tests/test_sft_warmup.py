@@ -167,6 +167,9 @@ def test_grpo_train_warmup_stage_runs_once_and_hands_over_its_adapter(monkeypatc
         48, "tables", 1, 8, 3, 80)
     assert grpo_train.run_warmup(cfg, tmp_path) == adapter and len(calls) == 1  # reused (e.g. on --resume)
     assert grpo_train.parse_config([]).warmup_examples == 320  # the CPU default: a warm-up stage
+    assert seen.max_turns == 1
+    grpo_train.run_warmup(grpo_train.parse_config(["--max-turns", "3"]), tmp_path / "multi")
+    assert calls[-1].max_turns == 3  # a multi-turn run warms up on multi-turn episodes
 
 
 def test_an_unknown_model_exits_2_before_any_work(tmp_path):
