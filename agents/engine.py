@@ -14,8 +14,8 @@ What it does that Hugging Face's ``generate`` path does not:
   within a prompt the finished samples drop out down to the width of the prompt with the most live
   samples (the others are padded with discarded filler copies), so a step computes live rows.
 - **No host round-trip per token.** A decode step (:meth:`RolloutEngine._decode_step`, gpt-fast's
-  ``decode_one_token``) is a pure tensor function with static shapes: the generated level is read
-  whole under a mask, the step index is a tensor. Tokens, log-probs, lengths and finished flags stay
+  ``decode_one_token``) is a pure tensor function with static shapes within a window of k steps: the
+  generated level is read up to the window's end under a mask, the step index is a tensor. Tokens, log-probs, lengths and finished flags stay
   on the device (``agents.sampling.DecodeRows``; EOS tested there); the host looks every
   ``stop_check_every`` steps, for the text-level stop rule and the compaction above. ``compile=True``
   runs the step through ``torch.compile``.
