@@ -51,6 +51,13 @@ class Config:
     with the training forward and weights each token by min(pi_old / pi_rollout, tis_cap)."""
     tis_cap: float = 2.0
     """Truncation of the importance weight correcting rollout_dtype's sampling mismatch."""
+    stop_check_every: int = 8
+    """The rollout engine tests end-of-sequence on the device every step and each completion's
+    statement end on the host every this many decode steps, compacting its batch then; completions
+    do not depend on it (each ends at its first stop)."""
+    compile_rollouts: bool = False
+    """torch.compile the rollout engine's decode step (CUDA graphs on CUDA; eager, with a warning,
+    where compiling fails). Off by default: on a CPU it measured slower (docs/performance.md)."""
     update_dtype: str | None = None
     """Run the update's forward and backward under autocast in this precision ("bfloat16"; none = the
     weights' dtype); the LoRA weights, their gradients and AdamW stay in the weights' dtype. On CPUs with
@@ -209,6 +216,9 @@ class Config:
             bad("update_dtype", self.update_dtype, "must be bfloat16, float16 or none")
         if not self.tis_cap > 0:
             bad("tis_cap", self.tis_cap, "must be > 0")
+        if isinstance(self.stop_check_every, bool) or not isinstance(self.stop_check_every, int) \
+                or self.stop_check_every < 1:
+            bad("stop_check_every", self.stop_check_every, "must be an integer >= 1")
         if not self.query_timeout > 0:
             bad("query_timeout", self.query_timeout, "must be > 0 seconds")
         if self.max_instructions is not None and self.max_instructions < 1:

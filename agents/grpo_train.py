@@ -117,7 +117,8 @@ def build_policy(cfg: Config):
         model=cfg.model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, few_shot=cfg.few_shot,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-        adapter=cfg.warmup_adapter, rollout_dtype=cfg.rollout_dtype))
+        adapter=cfg.warmup_adapter, rollout_dtype=cfg.rollout_dtype,
+        stop_check_every=cfg.stop_check_every, compile=cfg.compile_rollouts))
 
 
 def run_warmup(cfg: Config, out: Path) -> str:

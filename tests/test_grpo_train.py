@@ -674,7 +674,8 @@ def test_gpu_preset_runs_one_step_on_cpu_in_bf16(tmp_path, tiny_model):
     # 6. the end of a run names the adapter and the command that evaluates it; that command runs as printed
     assert f"adapter: {adapter}" in out.stdout
     command = out.stdout.split("evaluate it: ", 1)[1].splitlines()[0]
-    assert command == f"{sys.executable} {REPO / 'benchmarks' / 'evaluate.py'} --policy run/checkpoints/step_000001/adapter"
+    evaluate_py = REPO / "benchmarks" / "evaluate.py"
+    assert command == f"{sys.executable} {evaluate_py} --policy run/checkpoints/step_000001/adapter"
     evaluated = subprocess.run(command.split() + ["--limit", "1", "--no-progress", "--out", str(tmp_path / "eval")],
                                capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
@@ -734,7 +735,8 @@ def test_rollout_dtype_recomputes_old_logprobs_and_weights_tokens():
     assert metrics["loss"] == pytest.approx(-float(sum(a * w for a, w in zip(ADVANTAGES.tolist(), weights))) / 4,
                                             rel=1e-5)
     tokens = [3, 1, 4, 2]
-    assert metrics["is_weight_mean"] == pytest.approx(sum(w * n for w, n in zip(weights, tokens)) / sum(tokens), rel=1e-5)
+    token_weighted_mean = sum(w * n for w, n in zip(weights, tokens)) / sum(tokens)
+    assert metrics["is_weight_mean"] == pytest.approx(token_weighted_mean, rel=1e-5)
     policy = ToyPolicy()
     rollouts = toy_rollouts(policy)
     for rollout, shift in zip(rollouts, shifts):
@@ -757,3 +759,16 @@ def test_a_bfloat16_rollout_run_logs_its_correction(tiny_model, tmp_path, monkey
     record = [r for r in metrics_log.read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/reward_mean" in r][0]
     assert 0 < record["train/is_weight_mean"] <= 2.0 and record["train/rollout_mismatch"] > 0
     assert record["train/ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # old log-probs from the training forward
+
+
+def test_rollout_engine_settings_reach_the_policy(tiny_model, capsys):
+    """--stop-check-every and --compile-rollouts are the policy's engine settings; a bad k is named."""
+    from agents.grpo_train import build_policy
+
+    cfg = parse_config(["--model", tiny_model, "--device", "cpu", "--stop-check-every", "3", "--warmup-examples",
+                        "0"])
+    policy = build_policy(cfg)
+    assert (policy.config.stop_check_every, policy.config.compile) == (3, False)
+    with pytest.raises(SystemExit):
+        parse_config(["--stop-check-every", "0"])
+    assert "stop_check_every=0 (--stop-check-every) must be an integer >= 1" in capsys.readouterr().err
