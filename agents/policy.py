@@ -40,10 +40,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from agents import prompts as prompt_texts
-from agents.prompts import PREFILL
 from agents.sampling import Chooser, DecodeRows
+from sqlenv import prompts as prompt_texts
 from sqlenv.completion import extract_sql, statement_end  # noqa: F401 (re-exported)
+from sqlenv.prompts import PREFILL
 
 # --------------------------------------------------------------------------- SQL extraction
 # One extractor for every path (trainer, TRL, verifiers, SkyRL): sqlenv.completion.
@@ -72,7 +72,7 @@ class PolicyConfig:
       lora_r, lora_alpha, lora_dropout, target_modules: passed to ``peft.LoraConfig``.
       adapter: a saved adapter folder to start from (``LoRAPolicy.save``), or None for a fresh one.
     Prompt and sampling
-      few_shot: worked examples in the prompt (``agents.prompts``).
+      few_shot: worked examples in the prompt (``sqlenv.prompts``).
       max_completion_length: new tokens per completion, at most.
       temperature, top_p: the sampling distribution (``generate(greedy=True)`` ignores both).
       max_batch_rows: most sequences decoded together; ``generate`` batches as many prompts as fit

@@ -7,7 +7,7 @@
 
 Both sides get the same configuration: the model (default SmolLM2-135M from the GGUF, through
 ``agents.models``), LoRA rank/alpha/target modules, the same prompt text (``LoRAPolicy.prompt``:
-``agents.prompts`` with the chat template, ending with ``PREFILL``), G completions per question,
+``sqlenv.prompts`` with the chat template, ending with ``PREFILL``), G completions per question,
 ``--batch-size`` questions per optimizer step in micro-batches of ``--micro-batch-size``
 completions, the same ``--max-completion-length``, temperature, loss ("dr_grpo", group-scaled
 advantages, beta 0, one iteration), float32 on CPU with ``--threads`` torch threads, and the same
@@ -289,7 +289,7 @@ def run_trl(args) -> dict:
 
     from agents.models import load_model_and_tokenizer
     from agents.policy import LoRAPolicy, PolicyConfig
-    from agents.prompts import PREFILL
+    from sqlenv.prompts import PREFILL
     from sqlenv.integrations.trl import SQLReward, to_trl_dataset
 
     dataset = resolve_dataset(args)

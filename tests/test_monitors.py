@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from agents import prompts
+from sqlenv import prompts
 from agents.monitors import (
     LABELS, MONITORS, REFERENCE_LEVELS, answer_items, collapse_monitors, example_entities, monitor_metrics,
     normalize_sql, sql_template, with_questions)

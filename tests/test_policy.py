@@ -22,7 +22,7 @@ from agents.policy import (  # noqa: E402
     extract_sql,
     statement_end,
 )
-from agents.prompts import PREFILL  # noqa: E402
+from sqlenv.prompts import PREFILL  # noqa: E402
 from agents.sampling import sample_tokens  # noqa: E402
 
 # --------------------------------------------------------------------------- extract_sql

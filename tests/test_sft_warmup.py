@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 
 from agents import sft_warmup  # noqa: E402
 from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
-from agents.prompts import PREFILL  # noqa: E402
+from sqlenv.prompts import PREFILL  # noqa: E402
 from sqlenv.env import TextToSQLEnv  # noqa: E402
 from tests.test_policy import tiny_model, tiny_tokenizer  # noqa: E402
 
