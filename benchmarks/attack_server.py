@@ -38,7 +38,6 @@ import argparse
 import http.client
 import json
 import os
-import re
 import resource
 import secrets
 import signal

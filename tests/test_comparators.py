@@ -5,6 +5,10 @@ Spider test-suite (``exec_eval.py``, ``result_eq``): bag semantics, row order on
 SQL has ORDER BY, any column permutation. Both count empty-vs-empty as correct; we do not by default.
 """
 
+import itertools
+import random
+from collections import Counter as _Counter
+
 import pytest
 
 from sqlenv.comparators import COMPARATORS, Comparator, compare, get_comparator, order_matters
@@ -194,11 +198,6 @@ def test_scalar_rows_accepted():
 #   3. equal when some column permutation of the prediction makes its rows == the gold rows
 #      (as a list when order matters, as a multiset otherwise). Values are never normalised.
 # BIRD: ``set(pred) == set(gold)`` on the values as returned.
-import itertools
-import random
-from collections import Counter as _Counter
-
-
 def spider_reference(gold, pred, order_matters):
     if not gold and not pred:
         return True
@@ -281,7 +280,8 @@ def test_rejected_by_the_quirk_is_not_paid_as_correct():
 
 
 _POOL = [1, 1.0, 0.0, -0.0, -1, -1.0, 1.5, 2.5, "1", "a", "A", "", b"a", b"\xff", None]
-_TWINS = {1: [1, 1.0], 1.0: [1, 1.0], 0.0: [0.0, -0.0], -1: [-1, -1.0], "a": ["a", b"a"]}
+# one key per equal pair: 1.0 == 1 and -0.0 == 0.0 hash alike, so 1.0 finds the entry of 1
+_TWINS = {1: [1, 1.0], 0.0: [0.0, -0.0], -1: [-1, -1.0], "a": ["a", b"a"]}
 
 
 def _random_pair(rng):

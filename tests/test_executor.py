@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import sqlite3
 import threading
 import time

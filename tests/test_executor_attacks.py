@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
