@@ -192,7 +192,8 @@ class LMPolicy(Policy):
         return out
 
     def __repr__(self) -> str:
-        return f"LMPolicy(name={self.name!r}, model={self.config.model!r}, few_shot={self.few_shot}, adapter={self.adapter!r})"
+        return (f"LMPolicy(name={self.name!r}, model={self.config.model!r}, few_shot={self.few_shot}, "
+                f"adapter={self.adapter!r})")
 
 
 def _by_prompt(rollouts, num_prompts: int) -> list[list]:

@@ -113,7 +113,8 @@ def main(argv=None) -> int:
         for ctx in contexts:
             infobox.database_for_context(ctx, schema=args.schema)
 
-    variants = {"raw": raw, "execute": execute, "step": step, "score": score, "group_serial": group(0), "group_2workers": group(2)}
+    variants = {"raw": raw, "execute": execute, "step": step, "score": score,
+                "group_serial": group(0), "group_2workers": group(2)}
     if contexts:
         variants.update({"build_cold": build_cold, "build_cached": build_cached})
     for fn in variants.values():  # warm: connection caches, worker pool, database cache

@@ -1,7 +1,8 @@
 """Evaluate a policy on a Text-to-SQL split through the environment and write the paper-style table.
 
     python benchmarks/evaluate.py --policy oracle --dataset generated --split dev
-    python benchmarks/evaluate.py --policy template --dataset temptabqa-c --split dev --data-dir ../shared/data/temptabqa-c
+    python benchmarks/evaluate.py --policy template --dataset temptabqa-c --split dev \
+        --data-dir ../shared/data/temptabqa-c
     python benchmarks/evaluate.py --policy oracle --dataset temptabqa-c --gold-sql --data-dir ../shared/data/temptabqa-c
     python benchmarks/evaluate.py --policy few-shot --dataset temptabqa-c --split dev --limit 50 --threads 1
     python benchmarks/evaluate.py --policy runs/grpo/adapter --samples 8      # pass@1..8 from 8 samples
@@ -166,7 +167,8 @@ def compute_metrics(records: Sequence[dict], samples: int = 1) -> dict[str, Any]
             str(k): 100.0 * sum(pass_at_k(r["num_samples"], r["num_correct"], k) for r in records) / n
             for k in pass_ks(samples)
         }
-        metrics["sample_error_rate"] = _pct(sum(r["num_errors"] for r in records), sum(r["num_samples"] for r in records))
+        metrics["sample_error_rate"] = _pct(sum(r["num_errors"] for r in records),
+                                            sum(r["num_samples"] for r in records))
     return metrics
 
 
@@ -529,7 +531,8 @@ def summarize(paths: Iterable[str | Path]) -> str:
     if not kinds:
         return summary
     errors = _table(["Policy", "Dataset", "Split", "Schema", "Errors (%)"] + [f"{k} (%)" for k in kinds],
-                    [[r["config"][f] for f in ("policy", "dataset", "split", "schema")] + [_f(r["metrics"]["error_rate"])]
+                    [[r["config"][f] for f in ("policy", "dataset", "split", "schema")]
+                     + [_f(r["metrics"]["error_rate"])]
                      + [_f(r["metrics"]["errors"].get(k, {"percent": 0.0})["percent"]) for k in kinds]
                      for r in results if r["metrics"]["error_rate"] > 0])
     return summary + "\n\nFailing queries by error kind (% of questions):\n\n" + errors
@@ -590,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset folder (default: $SQLENV_DATA_DIR, else the adapter's)")
     g.add_argument("--gold-sql", action="store_true",
                    help="evaluate only questions with gold SQL (temptabqa-c without --split: its 47 gold-SQL samples)")
-    g.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N questions (default: all)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="evaluate a seeded random subset of N questions (default: all)")
     g.add_argument("--samples", type=int, default=1,
                    help="K sampled queries per question for pass@k (default: 1, greedy only)")
     g.add_argument("--seed", type=int, default=0, help="seed for the subset and for sampling (default: 0)")

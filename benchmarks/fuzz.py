@@ -141,7 +141,8 @@ _WINDOWS = ["row_number()", "rank()", "dense_rank()", "percent_rank()", "cume_di
             "lag({e})", "lag({e}, {n}, {e})", "lead({e}, {n})", "first_value({e})", "last_value({e})",
             "nth_value({e}, {n})", "sum({e})", "count(*)", "avg({e})", "group_concat({e})", "max({e})"]
 _FRAMES = ["", " ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
-           " ROWS BETWEEN {n} PRECEDING AND {n} FOLLOWING", " RANGE BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING",
+           " ROWS BETWEEN {n} PRECEDING AND {n} FOLLOWING",
+           " RANGE BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING",
            " GROUPS BETWEEN 1 PRECEDING AND CURRENT ROW EXCLUDE TIES", " ROWS UNBOUNDED PRECEDING"]
 _BINARY = ["+", "-", "*", "/", "%", "||", "=", "<>", "<", ">=", "AND", "OR", "IS", "IS NOT", "LIKE", "GLOB",
            "&", "|", "<<", ">>"]
@@ -708,7 +709,8 @@ def run(cases: int, seed: int, budget: float, margin: float, engine: str = "hypo
 def report(tally: Tally, budget: float, margin: float, seconds: float) -> str:
     everything = [t for name, values in tally.latencies.items() if name != "group" for t in values]
     lines = [
-        f"cases: {sum(tally.cases.values()):,} in {seconds:.0f} s  ({', '.join(f'{k} {v:,}' for k, v in tally.cases.items())})",
+        f"cases: {sum(tally.cases.values()):,} in {seconds:.0f} s  "
+        f"({', '.join(f'{k} {v:,}' for k, v in tally.cases.items())})",
         f"time budget per query: {budget} s; a case fails beyond budget + {margin} s",
         "error kinds (queries): " + ", ".join(f"{k} {v:,}" for k, v in tally.kinds.most_common()),
         "rewards (env queries): " + ", ".join(f"{k:g}: {v:,}" for k, v in sorted(tally.rewards.items())),
@@ -716,7 +718,8 @@ def report(tally: Tally, budget: float, margin: float, seconds: float) -> str:
         f"p99 {_percentile(everything, 0.99) * 1e3:.1f} ms, max {max(everything) * 1e3:.1f} ms",
     ]
     for name, values in tally.latencies.items():
-        lines.append(f"  {name:<10} n={len(values):>7,} in {tally.seconds.get(name, 0):5.0f} s  p50 {_percentile(values, 0.5) * 1e3:7.2f} ms  "
+        lines.append(f"  {name:<10} n={len(values):>7,} in {tally.seconds.get(name, 0):5.0f} s  "
+                     f"p50 {_percentile(values, 0.5) * 1e3:7.2f} ms  "
                      f"p99 {_percentile(values, 0.99) * 1e3:7.1f} ms  max {max(values) * 1e3:7.1f} ms")
     lines.append(f"failures: {len(tally.failures)}")
     for family, problems, sql in tally.failures[:20]:

@@ -56,7 +56,8 @@ def main() -> None:
         "--env.taskset.max-instructions", str(args.max_instructions)]
     policy = scripted_policy(args.policy, "generated", args.schema)
     with ChatServer(policy) as server, tempfile.TemporaryDirectory() as out:
-        command = [str(Path(sys.executable).with_name("vf-eval")), "sqlenv-verifiers", "--model", f"scripted-{args.policy}",
+        command = [str(Path(sys.executable).with_name("vf-eval")), "sqlenv-verifiers",
+                   "--model", f"scripted-{args.policy}",
                    "--client.base-url", server.base_url, "--env.taskset.env", args.env,
                    "--env.taskset.max-turns", str(args.max_turns),
                    "--env.taskset.schema", args.schema,

@@ -133,7 +133,8 @@ class TextToSQLEnv(gym.Env[dict, str]):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers={workers!r} must be an integer >= 0")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r} is not supported; use one of {self.metadata['render_modes']}")
+            raise ValueError(f"render_mode={render_mode!r} is not supported; "
+                             f"use one of {self.metadata['render_modes']}")
         if isinstance(dataset, Dataset):
             if dataset_kwargs:
                 raise ValueError(f"{sorted(dataset_kwargs)} are dataset loader arguments: pass them to "

@@ -402,7 +402,8 @@ def test_copies_mid_episode_step_like_the_original(make, how):
              "cloudpickle": lambda e: cloudpickle.loads(cloudpickle.dumps(e)),
              "deepcopy": copy.deepcopy}[how](env)
     assert clone.unwrapped.explore_executor is not env.unwrapped.explore_executor
-    for action in ["<sql>SELEC</sql>", "<sql>SELECT country FROM city</sql>", f"<answer>{QUESTIONS[0]['sql']}</answer>"]:
+    actions = ["<sql>SELEC</sql>", "<sql>SELECT country FROM city</sql>", f"<answer>{QUESTIONS[0]['sql']}</answer>"]
+    for action in actions:
         assert clone.step(action) == env.step(action)
     for seed in range(3):
         assert episode_trace(clone, seed, SCRIPTS[seed]) == episode_trace(env, seed, SCRIPTS[seed])

@@ -23,7 +23,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import sqlenv
-from sqlenv import ENV_ID, load_dataset
+from sqlenv import ENV_ID
 
 CITIES = [("Kraków", "Polska", 779), ("Zürich", "Schweiz", 421), ("東京", "日本", 13960),
           ("São Paulo", "Brasil", 12330), ("Reykjavík", "Ísland", 139), ("Plain", "ASCII", 1)]
@@ -216,7 +216,8 @@ VECTOR_CASES = [("sync", None, mode) for mode in AutoresetMode] + [
 
 
 @pytest.mark.parametrize("vector_mode,shared_memory,autoreset", VECTOR_CASES,
-                         ids=[f"{v}-{'shm' if s else 'pipe' if s is False else ''}-{m.name}" for v, s, m in VECTOR_CASES])
+                         ids=[f"{v}-{'shm' if s else 'pipe' if s is False else ''}-{m.name}"
+                              for v, s, m in VECTOR_CASES])
 def test_vector_env_returns_what_single_envs_return(kwargs, vector_mode, shared_memory, autoreset):
     num_envs, steps, seed = 3, 4, 11
     make_kwargs = dict(kwargs, sample_rows=6)

@@ -3,7 +3,6 @@
 import warnings
 
 import gymnasium as gym
-import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
@@ -167,7 +166,8 @@ def test_vector_env_on_the_builtin_benchmark_matches_single_envs(mode):
         assert rewards.tolist() == [step[1] for step in steps] and rewards[1] == -1.0 and terminated.all()
         assert list(infos["final_info"]["prediction"]) == [step[4]["prediction"] for step in steps]
         resets = [s.reset()[0] for s in singles]
-        assert [(q, sc) for q, sc in zip(obs["question"], obs["schema"])] == [(r["question"], r["schema"]) for r in resets]
+        assert ([(q, sc) for q, sc in zip(obs["question"], obs["schema"])]
+                == [(r["question"], r["schema"]) for r in resets])
     envs.close()
 
 

@@ -75,13 +75,15 @@ def test_missing_years_and_locations_are_tolerated():
     ("Birth Place\nOslo\t\n", (None, None, None)),                    # no Birth Date line at all
 ])
 def test_birth_dates_missing_or_odd(block, expected):
-    box = parse_infobox(f"A\n\nPersonal Information\n{block}\nCountry Representing: X\nCup\nSolo\tMedalGold | 2020 | Oslo\n")
+    box = parse_infobox(f"A\n\nPersonal Information\n{block}\n"
+                        "Country Representing: X\nCup\nSolo\tMedalGold | 2020 | Oslo\n")
     assert (box.birth_year, box.birth_month, box.birth_day) == expected
     assert len(box.medals) == 1
 
 
 def test_personal_information_after_the_medals_and_no_personal_block():
-    late = "A\n\nCountry Representing: X\nCup\nSolo\tMedalGold | 2020 | Oslo\n\nPersonal Information\nBirth Date\n1990-2-3\t\n\n"
+    late = ("A\n\nCountry Representing: X\nCup\nSolo\tMedalGold | 2020 | Oslo\n\n"
+            "Personal Information\nBirth Date\n1990-2-3\t\n\n")
     box = parse_infobox(late)
     assert (box.birth_year, box.birth_month, box.birth_day) == (1990, 2, 3)
     assert box.tournaments == ["Cup"] and len(box.medals) == 1

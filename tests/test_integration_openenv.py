@@ -53,7 +53,8 @@ def _wait(proc, url: str) -> None:
 
 @pytest.fixture(scope="module")
 def servers():
-    started = {"single": _start(sqlenv.ENV_ID), "agent": _start(sqlenv.AGENT_ENV_ID, "--env-kwargs", '{"max_turns": 3}')}
+    started = {"single": _start(sqlenv.ENV_ID),
+               "agent": _start(sqlenv.AGENT_ENV_ID, "--env-kwargs", '{"max_turns": 3}')}
     try:
         for proc, url in started.values():
             _wait(proc, url)

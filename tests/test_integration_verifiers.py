@@ -95,8 +95,8 @@ def test_agent_without_an_answer_is_truncated_with_the_error_reward():
 def test_replay_is_the_gymnasium_env_score(gold):
     example = sqlenv.load_dataset("generated")[7]
     config = adapter.SQLTaskConfig(env=sqlenv.AGENT_ENV_ID, env_kwargs={"max_turns": 4})
-    reward, info, done = adapter.replay(config, 7, ["<sql>SELECT 1</sql>", "oops", f"<answer>{example.gold_sql}</answer>",
-                                                    "ignored after the end"])
+    replies = ["<sql>SELECT 1</sql>", "oops", f"<answer>{example.gold_sql}</answer>", "ignored after the end"]
+    reward, info, done = adapter.replay(config, 7, replies)
     assert (reward, done, info["correct"], info["move_errors"]) == (1.0, True, True, [None, "no_tag", None])
 
 
@@ -247,7 +247,8 @@ def test_eval_agent_env_explores_then_answers(gold, scripted, tmp_path, steps):
 
 def test_example_runs_the_vf_eval_cli():
     example = Path(__file__).parents[1] / "examples" / "verifiers_eval.py"
-    done = subprocess.run([sys.executable, str(example), "--policy", "explore", "--env", sqlenv.AGENT_ENV_ID, "-n", "2"],
+    done = subprocess.run([sys.executable, str(example), "--policy", "explore",
+                           "--env", sqlenv.AGENT_ENV_ID, "-n", "2"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()

@@ -12,15 +12,20 @@ from sqlenv.prompts import FLAT_EXAMPLES, PREFILL, TABLES_EXAMPLES, build_messag
 
 RENDERED = json.loads((Path(__file__).parent / "fixtures" / "prompts" / "rendered.json").read_text())
 
-TABLES_SCHEMA = """\
-CREATE TABLE [Athlete] ([athlete_id] INTEGER PRIMARY KEY, [name] TEXT NOT NULL);
-CREATE TABLE [Tournament] ([tournament_id] INTEGER PRIMARY KEY, [athlete_id] INTEGER, [name] TEXT NOT NULL);
-CREATE TABLE [Format] ([format_id] INTEGER PRIMARY KEY, [tournament_id] INTEGER, [name] TEXT NOT NULL);
-CREATE TABLE [Medal] ([medal_id] INTEGER PRIMARY KEY, [format_id] INTEGER, [type] TEXT NOT NULL, [year] INTEGER, [location] TEXT NOT NULL);
-CREATE TABLE [PersonalInformation] ([info_id] INTEGER PRIMARY KEY, [athlete_id] INTEGER, [birth_year] INTEGER, [birth_month] INTEGER, [birth_day] INTEGER);"""
+TABLES_SCHEMA = (
+    "CREATE TABLE [Athlete] ([athlete_id] INTEGER PRIMARY KEY, [name] TEXT NOT NULL);\n"
+    "CREATE TABLE [Tournament] ([tournament_id] INTEGER PRIMARY KEY, [athlete_id] INTEGER, [name] TEXT NOT NULL);\n"
+    "CREATE TABLE [Format] ([format_id] INTEGER PRIMARY KEY, [tournament_id] INTEGER, [name] TEXT NOT NULL);\n"
+    "CREATE TABLE [Medal] ([medal_id] INTEGER PRIMARY KEY, [format_id] INTEGER, [type] TEXT NOT NULL, "
+    "[year] INTEGER, [location] TEXT NOT NULL);\n"
+    "CREATE TABLE [PersonalInformation] ([info_id] INTEGER PRIMARY KEY, [athlete_id] INTEGER, "
+    "[birth_year] INTEGER, [birth_month] INTEGER, [birth_day] INTEGER);"
+)
 
-FLAT_SCHEMA = """\
-CREATE TABLE "Medals" ("athlete" TEXT, "tournament" TEXT, "format" TEXT, "medal" TEXT, "year" INTEGER, "location" TEXT, "birth_year" INTEGER, "birth_month" INTEGER, "birth_day" INTEGER);"""
+FLAT_SCHEMA = (
+    'CREATE TABLE "Medals" ("athlete" TEXT, "tournament" TEXT, "format" TEXT, "medal" TEXT, "year" INTEGER, '
+    '"location" TEXT, "birth_year" INTEGER, "birth_month" INTEGER, "birth_day" INTEGER);'
+)
 
 # Anna Berg, born 1995: (tournament, format, medal, year, location)
 MEDALS = [

@@ -10,7 +10,7 @@ Importing this module registers two ids with ``skyrl_gym`` (``pip install 'sqlen
 | skyrl-gym | sqlenv |
 | --- | --- |
 | ``sqlenv`` / ``sqlenv_agent`` | ``TextToSQL-v0`` / ``TextToSQLAgent-v0`` (``gym.make``) |
-| ``env_config`` (SkyRL's ``environment.skyrl_gym.<id>``) | the env's constructor keywords (``dataset``, ``split``, ``reward``, ``max_turns``, ...) |
+| ``env_config`` (SkyRL's ``environment.skyrl_gym.<id>``) | env keywords: ``dataset``, ``split``, ``reward``, ... |
 | ``extras["extra_info"]["index"]`` (or ``extras["index"]``) | ``reset(options={"index": i})``: the question |
 | ``init(prompt)`` | ``reset``; returns ``prompt`` when given, else ``sqlenv.prompts.messages_for`` of the observation |
 | ``step(text)`` | ``step``: the SQL extracted from the text (single-step), or the move itself (agent) |

@@ -11,7 +11,7 @@ question) played by an agent seat (harness x model); the task's ``@vf.reward`` m
 | ``@vf.metric executed``, ``correct``, ``f1`` (logged, not rewarded) | the final step's ``info`` |
 | ``@vf.stop`` | ``terminated or truncated``: one reply (single-step), or an ``<answer>`` / ``max_turns`` replies |
 | ``SQLAgentEnv`` (``SQLAgentEnvConfig``) | the episode loop: each reply is a move, its result the next user turn |
-| ``SQLChatHarness`` (id ``sqlenv-verifiers``) | verifiers' ``null`` chat program run by this Python (no ``uv``, no tools) |
+| ``SQLChatHarness`` (id ``sqlenv-verifiers``) | verifiers' ``null`` chat program in this Python (no ``uv``, no tools) |
 
 ``vf-eval sqlenv-verifiers`` runs the real evaluation: the top-level package ``sqlenv_verifiers``
 exports these three classes, which is how verifiers finds a taskset, its env and its default harness.
@@ -377,7 +377,8 @@ async def _play(taskset: SQLTaskset, policy, limit: int | None) -> list[dict[str
     tasks = list(taskset.take(limit) if limit is not None else taskset)
     out = []
     for task in tasks:
-        messages = [{"role": "system", "content": task.data.system_prompt}, {"role": "user", "content": task.data.prompt}]
+        messages = [{"role": "system", "content": task.data.system_prompt},
+                    {"role": "user", "content": task.data.prompt}]
         trace = vf.Trace(task=TraceTask(type=type(task).__name__, data=task.data),
                          agent=AgentInfo(config=vf.AgentConfig()))
         nodes: list[MessageNode] = []
