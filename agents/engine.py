@@ -15,10 +15,10 @@ What it does that Hugging Face's ``generate`` path does not:
   samples (the others are padded with discarded filler copies), so a step computes live rows.
 - **No host round-trip per token.** A decode step (:meth:`RolloutEngine._decode_step`, gpt-fast's
   ``decode_one_token``) is a pure tensor function with static shapes within a window of k steps: the
-  generated level is read up to the window's end under a mask, the step index is a tensor. Tokens, log-probs, lengths and finished flags stay
-  on the device (``agents.sampling.DecodeRows``; EOS tested there); the host looks every
-  ``stop_check_every`` steps, for the text-level stop rule and the compaction above. ``compile=True``
-  runs the step through ``torch.compile``.
+  generated level is read up to the window's end under a mask, the step index is a tensor. Tokens,
+  log-probs, lengths and finished flags stay on the device (``agents.sampling.DecodeRows``; EOS tested
+  there); the host looks every ``stop_check_every`` steps, for the text-level stop rule and the
+  compaction above. ``compile=True`` runs the step through ``torch.compile``.
 
 - **Few, large matrix products.** At the start of each call the LoRA adapter is folded into the
   projections it targets (``W + B A scaling``, PEFT's own ``get_delta_weight``; skipped under

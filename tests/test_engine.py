@@ -155,7 +155,8 @@ def test_common_prefix_is_found_and_used(pair):
     assert not all(len(p) > common and p[common] == prompts[0][common] for p in prompts)
     engine = RolloutEngine(pair.model, [], 0)
     shared = engine.sample(prompts[:3], 2, max_new_tokens=5, choose=lambda logits, row: logits.argmax(-1))
-    alone = [engine.sample([p], 2, max_new_tokens=5, choose=lambda logits, row: logits.argmax(-1))[0] for p in prompts[:3]]
+    alone = [engine.sample([p], 2, max_new_tokens=5, choose=lambda logits, row: logits.argmax(-1))[0]
+             for p in prompts[:3]]
     for group_a, group_b in zip(shared, alone):
         for (a_ids, a_lp), (b_ids, b_lp) in zip(group_a, group_b):
             assert a_ids.tolist() == b_ids.tolist()

@@ -77,7 +77,8 @@ CHAT_TEMPLATE = (
 )
 OBSERVATION = {
     "question": "How many gold medals did Anna Berg win?",
-    "schema": "CREATE TABLE Athlete (athlete_id INTEGER, name TEXT);\nCREATE TABLE Medal (medal_id INTEGER, type TEXT);",
+    "schema": ("CREATE TABLE Athlete (athlete_id INTEGER, name TEXT);\n"
+               "CREATE TABLE Medal (medal_id INTEGER, type TEXT);"),
     "sample_rows": "Athlete: (1, 'Anna Berg')",
 }
 
@@ -164,7 +165,8 @@ def test_generate_shapes_and_grouping(policy):
         assert torch.equal(r.prompt_ids, policy.encode(prompts[r.prompt_index]))
         assert r.text.startswith(PREFILL) and r.sql == extract_sql(r.text)
         assert not r.logprobs.requires_grad and bool((r.logprobs <= 0).all())
-    assert policy.stats.completions == 6 and policy.stats.completion_tokens == sum(len(r.completion_ids) for r in rollouts)
+    assert policy.stats.completions == 6
+    assert policy.stats.completion_tokens == sum(len(r.completion_ids) for r in rollouts)
 
 
 def test_sampling_logprobs_match_a_plain_forward_pass(policy):
@@ -192,7 +194,8 @@ def test_batched_decode_matches_one_prompt_at_a_time(policy):
     """Prompts of different lengths, left-padded and decoded together, give what each gives alone."""
     perturb_adapter(policy)
     prompts = [policy.encode(policy.prompt({**OBSERVATION, "question": q}))
-               for q in ("How many gold medals did Anna Berg win?", "When?", "In which year did she win her first medal?")]
+               for q in ("How many gold medals did Anna Berg win?", "When?",
+                         "In which year did she win her first medal?")]
     assert len({len(p) for p in prompts}) == 3
     kwargs = dict(temperature=1.0, top_p=1.0, greedy=True, max_new_tokens=6, stop=False)
     together = policy._sample_many(prompts, 2, **kwargs)

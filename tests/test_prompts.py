@@ -180,7 +180,8 @@ def test_the_trainer_and_the_stacks_prompts_differ_on_purpose():
     assert prompts.SYSTEM_PROMPT != prompts.DEFAULT_SYSTEM_PROMPT
 
 
-def test_agents_prompts_is_the_sqlenv_module():
-    from agents import prompts as agent_prompts
+def test_agents_has_no_prompt_module_of_its_own():
+    """The prompt texts have one home, sqlenv.prompts; agents/prompts.py (a re-export) is gone."""
+    import importlib.util
 
-    assert all(getattr(agent_prompts, name) is getattr(prompts, name) for name in prompts.__all__)
+    assert importlib.util.find_spec("agents.prompts") is None

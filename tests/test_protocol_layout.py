@@ -11,7 +11,7 @@ from test_agents_layout import top_level_imports
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = [REPO / "sqlenv" / "prompts.py", REPO / "sqlenv" / "completion.py"]
 # Modules that read prompt texts: they import them from sqlenv.prompts and define none of their own.
-READERS = [REPO / "agents" / "prompts.py", *sorted((REPO / "sqlenv" / "integrations").rglob("*.py")),
+READERS = [*sorted((REPO / "agents").rglob("*.py")), *sorted((REPO / "sqlenv" / "integrations").rglob("*.py")),
            *sorted((REPO / "sqlenv_verifiers").rglob("*.py"))]
 
 
