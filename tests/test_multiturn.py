@@ -12,13 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from agents import grpo_train, metrics_log, prompts  # noqa: E402
+from agents import grpo_train, metrics_log  # noqa: E402
 from agents import grpo_update as update  # noqa: E402
 from agents.cli import ConfigError  # noqa: E402
 from agents.grpo_config import make_config, parse_config  # noqa: E402
 from agents.multiturn import EnvPool, episode_metrics, move_finished, move_result, run_episodes  # noqa: E402
 from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
 from sqlenv.spec import EnvSpec  # noqa: E402
+from sqlenv import prompts  # noqa: E402
 
 from tests.tiny_llama import save_tiny_llama  # noqa: E402
 
