@@ -107,14 +107,7 @@ def play_episode(policy, env, index: int, moves: Sequence[str]) -> tuple[Episode
         mask.append(torch.ones(len(move_ids)))
         texts.append(move)
         _, reward, terminated, truncated, info = env.step(move)
-        episode.moves.append(move)
-        episode.move_tokens.append(len(move_ids))
-        episode.move_kinds.append(info.get("move", ""))
-        episode.move_errors = list(info["move_errors"])
-        episode.reward += float(reward)
-        if terminated or truncated:
-            episode.done, episode.info = True, info
-            episode.sql = info.get("sql", "") if info.get("move") == "answer" else ""
+        if episode.record(move, len(move_ids), reward, terminated or truncated, info):
             break
         feedback = policy.agent_feedback(move_result(info), info["turns_left"])
         feedback_ids = policy.encode(feedback)

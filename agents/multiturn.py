@@ -63,6 +63,18 @@ class Episode:
     def turns(self) -> int:
         return len(self.moves)
 
+    def record(self, move: str, tokens: int, reward: float, ended: bool, info: dict) -> bool:
+        """Count one move of ``tokens`` tokens as the env answered it; returns ``ended``."""
+        self.moves.append(move)
+        self.move_tokens.append(tokens)
+        self.move_kinds.append(info.get("move", ""))
+        self.move_errors = list(info["move_errors"])
+        self.reward += float(reward)
+        if ended:
+            self.done, self.info = True, info
+            self.sql = info.get("sql", "") if info.get("move") == "answer" else ""
+        return ended
+
     @property
     def policy_tokens(self) -> int:
         return int(self.loss_mask.sum())
@@ -134,14 +146,7 @@ def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int,
             piece["logp"].append(logp.float())
             piece["text"].append(text)
             _, reward, terminated, truncated, info = env.step(text)
-            episode.moves.append(text)
-            episode.move_tokens.append(len(ids))
-            episode.move_kinds.append(info.get("move", ""))
-            episode.move_errors = list(info["move_errors"])
-            episode.reward += float(reward)
-            if terminated or truncated:
-                episode.done, episode.info = True, info
-                episode.sql = info.get("sql", "") if info.get("move") == "answer" else ""
+            if episode.record(text, len(ids), reward, terminated or truncated, info):
                 continue
             ended_on_eos = len(ids) > 0 and int(ids[-1]) in eos_ids
             feedback = policy.agent_feedback(move_result(info), info["turns_left"], after_eos=ended_on_eos)

@@ -76,3 +76,16 @@ def write_city_dataset(folder: Path, cities, questions) -> dict:
     (folder / "train.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions),
                                         encoding="utf-8")
     return {"dataset": "jsonl", "split": "train", "data_dir": str(folder), "db": "cities.sqlite"}
+
+
+def help_options(help_text: str) -> dict[str, str]:
+    """Each option's line of ``--help`` with its continuation lines: ``{"--flag": "--flag METAVAR help"}``."""
+    options: dict[str, str] = {}
+    key = None
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            key = line.split()[0].rstrip(",")
+            options[key] = line.strip()
+        elif key and line.startswith("    "):
+            options[key] += " " + line.strip()
+    return options

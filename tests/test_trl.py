@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import help_options
 
 from sqlenv.datasets import load_dataset
 from sqlenv.env import TextToSQLEnv
@@ -236,7 +237,7 @@ def test_trl_grpo_example_help_and_defaults():
     proc = subprocess.run([sys.executable, str(path), "--help"], check=False, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "COLUMNS": "2000"})
     assert proc.returncode == 0, proc.stderr
-    lines = _options(proc.stdout)
+    lines = help_options(proc.stdout)
     assert all(name in lines["--dataset"] for name in available_datasets())
     assert "(default: spider)" in lines["--dataset"]
     assert all(name in lines["--model"] for name in MODEL_NAMES) and "tiny-random" in lines["--model"]
@@ -250,18 +251,6 @@ def test_trl_grpo_example_help_and_defaults():
                          text=True, timeout=120)
     assert bad.returncode == 2 and "limit expects int, got 'three'" in bad.stderr
 
-
-def _options(help_text: str) -> dict[str, str]:
-    """Each option's line of ``--help`` with its continuation lines: ``{"--flag": "--flag METAVAR help"}``."""
-    options: dict[str, str] = {}
-    key = None
-    for line in help_text.splitlines():
-        if line.startswith("  -"):
-            key = line.split()[0].rstrip(",")
-            options[key] = line.strip()
-        elif key and line.startswith("    "):
-            options[key] += " " + line.strip()
-    return options
 
 
 def _load_example(path: Path):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_city_dataset
+from conftest import help_options, write_city_dataset
 
 from sqlenv.datasets import load_dataset
 from sqlenv.env import TextToSQLEnv
@@ -254,7 +254,7 @@ def test_example_help():
                           check=False, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "2000"})
     assert proc.returncode == 0, proc.stderr
-    lines = _options(proc.stdout)
+    lines = help_options(proc.stdout)
     assert "--no-single-step" in lines["--single-step"] and "(default: 4)" in lines["--max-tool-calls"]
     assert all(name in lines["--dataset"] for name in available_datasets())
     assert "(default: generated)" in lines["--dataset"]
@@ -264,18 +264,6 @@ def test_example_help():
                          check=False, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "max_turns expects int, got 'x'" in bad.stderr
 
-
-def _options(help_text: str) -> dict[str, str]:
-    """Each option's line of ``--help`` with its continuation lines: ``{"--flag": "--flag METAVAR help"}``."""
-    options: dict[str, str] = {}
-    key = None
-    for line in help_text.splitlines():
-        if line.startswith("  -"):
-            key = line.split()[0].rstrip(",")
-            options[key] = line.strip()
-        elif key and line.startswith("    "):
-            options[key] += " " + line.strip()
-    return options
 
 
 # ---------------------------------------------------------------------- the chat template TRL needs
