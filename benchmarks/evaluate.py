@@ -184,6 +184,15 @@ def select_indices(num_questions: int, limit: int | None = None, seed: int = 0) 
     return sorted(int(i) for i in np.random.default_rng(seed).permutation(num_questions)[:limit])
 
 
+def database_order(db_keys: Sequence[str]) -> list[int]:
+    """Positions ``0..len(db_keys)-1`` with equal database keys made adjacent: the databases in the order of
+    their first question, each database's questions in their own order (a stable sort by database)."""
+    first: dict[str, int] = {}
+    for position, key in enumerate(db_keys):
+        first.setdefault(key, position)
+    return sorted(range(len(db_keys)), key=lambda position: first[db_keys[position]])
+
+
 def _record(index: int, info: dict, score: dict, sample_scores: list[dict] | None, question: str = "") -> dict:
     record = {
         "index": index,
@@ -225,7 +234,11 @@ def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int 
     ``samples`` > 1, ``samples`` sampled queries for pass@k (a deterministic policy's samples are
     its greedy query repeated). ``limit`` takes a seeded subset (see :func:`select_indices`),
     ``indices`` pins the questions instead. Scoring goes through ``env.score_group``; the
-    episode state of ``env`` is left reset on the last question.
+    episode state of ``env`` is left reset on the last question answered.
+
+    Questions are asked in :func:`database_order`: those sharing a database go to the policy together,
+    ``batch_size`` at a time, so that a rollout engine can reuse the prompt prefix they share (system
+    prompt, that database's schema and sample rows). The records come back in the order of the indices.
     """
     if samples < 1:
         raise ValueError(f"samples={samples!r} must be >= 1")
@@ -243,10 +256,13 @@ def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int 
 
         bar = tqdm(total=len(chosen), desc=f"{getattr(policy, 'name', 'policy')}", unit="q", dynamic_ncols=True)
     stochastic = bool(getattr(policy, "stochastic", False))
-    records: list[dict] = []
+    slots: list[dict | None] = [None] * len(chosen)
+    done: list[dict] = []
+    order = database_order([base.example(i).db_key for i in chosen])
     started = time.perf_counter()
-    for start in range(0, len(chosen), batch_size):
-        batch = chosen[start:start + batch_size]
+    for start in range(0, len(order), batch_size):
+        positions = order[start:start + batch_size]
+        batch = [chosen[p] for p in positions]
         pairs = [base.reset(options={"index": i}) for i in batch]
         observations = [obs for obs, _ in pairs]
         infos = [info for _, info in pairs]
@@ -263,15 +279,16 @@ def evaluate(policy, env, limit: int | None = None, samples: int = 1, seed: int 
             base.reset(options={"index": index})
             queries = [greedy[j][0]] + (list(sampled[j]) if sampled is not None else [])
             scores = _score_unique(base, queries)
-            records.append(_record(index, info, scores[0], scores[1:] if sampled is not None else None,
-                                   question=observations[j]["question"]))
+            slots[positions[j]] = _record(index, info, scores[0], scores[1:] if sampled is not None else None,
+                                          question=observations[j]["question"])
+            done.append(slots[positions[j]])
         if bar is not None:
             bar.update(len(batch))
-            done = records
             bar.set_postfix(acc=f"{_pct(sum(r['correct'] for r in done), len(done)):.1f}",
                             err=f"{_pct(sum(r['error'] is not None for r in done), len(done)):.1f}")
     if bar is not None:
         bar.close()
+    records = [r for r in slots if r is not None]
     return {"config": run_config(policy, base, records, started, limit=limit, samples=samples, seed=seed),
             "metrics": compute_metrics(records, samples), "records": records}
 
@@ -561,6 +578,96 @@ def load_eval_dataset(name: str, split: str | None, data_dir: str | None, schema
     return gold_sql_only(dataset) if gold_sql else dataset
 
 
+# ---------------------------------------------------------------------------------------- several splits
+#: ``--split test``: a dataset's test splits, evaluated together (TempTabQA-C's seven, in SPLIT_FILES' order).
+TEST_ALIAS = "test"
+
+
+def test_splits(dataset: str) -> tuple[str, ...]:
+    """The splits ``--split test`` names for ``dataset``; () where ``test`` is an ordinary split or none."""
+    if dataset != "temptabqa-c":
+        return ()
+    from sqlenv.datasets.temptabqa_c import SPLIT_FILES
+
+    return tuple(split for split in SPLIT_FILES if split not in ("train", "dev"))
+
+
+def split_list(dataset: str, text: str | None) -> list[str | None]:
+    """The splits ``--split`` names: one, or a comma-separated list in which ``test`` stands for
+    :func:`test_splits` (repeats dropped). A ValueError names a split ``dataset`` does not have."""
+    if text is None:
+        return [None]
+    names: list[str] = []
+    for name in (part.strip() for part in text.split(",")):
+        if not name:
+            raise ValueError("an empty split name in the list: separate split names with single commas")
+        names += list(test_splits(dataset)) if name == TEST_ALIAS and test_splits(dataset) else [name]
+    names = list(dict.fromkeys(names))
+    if len(names) > 1:
+        from sqlenv.datasets import available_datasets
+
+        known = available_datasets().get(dataset)
+        for name in names:
+            if known is not None and name not in known:
+                alias = f", or {TEST_ALIAS} (all of {', '.join(test_splits(dataset))})" if test_splits(dataset) else ""
+                raise ValueError(f"unknown split {name!r} for dataset {dataset!r}; available: "
+                                 f"{', '.join(known)}{alias}")
+    return names
+
+
+def question_identity(example) -> tuple:
+    """What makes two examples of different splits the same question, answered once: the question text and
+    the database it is asked against (``db_key``, and the ``context`` a database is built from) decide the
+    policy's observation; the gold ``answer`` (and ``gold_sql``, the oracle's query) decide the score.
+    ``id``, ``question_type`` and ``difficulty`` are left out: they are labels that differ between splits
+    (Easy.tsv gives blank difficulties its own), and each split's records keep their own. (On TempTabQA-C's
+    test splits, 16 question/database pairs have different gold answers in different splits.)"""
+    return example.question, example.db_key, example.context, example.answer, example.gold_sql
+
+
+def union_of_splits(datasets: Sequence, selections: Sequence[Sequence[int]]):
+    """One dataset holding every distinct question (:func:`question_identity`) among the selected examples
+    of ``datasets`` once, in order of first appearance, and for each split the position in it of each of its
+    selected examples."""
+    position_of: dict[tuple, int] = {}
+    examples = []
+    positions: list[list[int]] = []
+    for dataset, chosen in zip(datasets, selections):
+        row = []
+        for index in chosen:
+            example = dataset[index]
+            key = question_identity(example)
+            if key not in position_of:
+                position_of[key] = len(examples)
+                examples.append(example)
+            row.append(position_of[key])
+        positions.append(row)
+    union = datasets[0].subset([])
+    union.examples = examples
+    union.split = ",".join(getattr(d, "split", "") for d in datasets)
+    return union, positions
+
+
+def split_result(shared: dict, dataset, chosen: Sequence[int], positions: Sequence[int],
+                 splits: Sequence[str]) -> dict[str, Any]:
+    """The result of one split from a run on the union of several (:func:`union_of_splits`): the shared
+    records at ``positions``, each with the split's own index, id, question type and difficulty; the metrics
+    recomputed from them; the config with the split's name and size. The run's time (``elapsed_s``,
+    ``seconds_per_question``: per distinct question) is the shared run's; ``shared_run`` says what it covered."""
+    records = []
+    for index, position in zip(chosen, positions):
+        example = dataset[index]
+        records.append(dict(shared["records"][position], index=index, id=example.id,
+                            question_type=example.question_type, difficulty=example.difficulty))
+    config = shared["config"]
+    metrics = compute_metrics(records, config["samples"])
+    if "multi_turn" in shared["metrics"]:
+        metrics["multi_turn"] = turn_metrics(records, shared["metrics"]["multi_turn"]["max_turns"])
+    config = dict(config, split=getattr(dataset, "split", ""), num_questions_in_split=len(dataset),
+                  shared_run={"splits": list(splits), "distinct_questions": len(shared["records"])})
+    return {"config": config, "metrics": metrics, "records": records}
+
+
 # ---------------------------------------------------------------------------------------- CLI
 # The env settings a flag or the adapter's env_config.json gives, else EnvSpec's default (sqlenv/spec.py).
 ENV_FLAGS = ("dataset", "schema", "sample_rows", "reward", "timeout", "max_instructions", "max_turns",
@@ -585,8 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"dataset name, see python -m sqlenv datasets (default: the adapter's, else "
                         f"{default('dataset')})")
     g.add_argument("--split", default=None,
-                   help="split (default: the adapter's held-out split, else dev; with --gold-sql on temptabqa-c: its "
-                        "47 gold-SQL samples, split gold-sql)")
+                   help="split, or a comma-separated list of splits; on temptabqa-c, test is its "
+                        f"{len(test_splits('temptabqa-c'))} test splits ({', '.join(test_splits('temptabqa-c'))}). "
+                        "Several splits: their "
+                        "distinct questions are answered once, in one process, and each split gets its own report "
+                        "(default: the adapter's held-out split, else dev; with --gold-sql on temptabqa-c: its 47 "
+                        "gold-SQL samples, split gold-sql)")
     g.add_argument("--schema", default=None, choices=["tables", "flat"],
                    help=f"database schema variant (default: the adapter's, else {default('schema')})")
     g.add_argument("--data-dir", default=None,
@@ -755,11 +866,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{adapter} (trained in {max_turns}-move episodes; pass --max-turns 1 for one query per question)")
         parser.error(f"--samples {args.samples} with {source}: multi-turn evaluation plays one greedy episode per "
                      "question; drop --samples")
+    try:
+        splits = split_list(settings["dataset"], settings["split"])
+    except ValueError as exc:
+        parser.error(f"--split {settings['split']}: {exc}")
+    if len(splits) > 1 and before is not None:
+        parser.error(f"--compare-to {args.compare_to}: pairs one result with one earlier result, and --split "
+                     f"{settings['split']} names {len(splits)} splits; evaluate the split to compare on its own")
     for line in notices:
         print(line, flush=True)
     try:
         spec = EnvSpec(**settings)
-        dataset = load_eval_dataset(spec.dataset, spec.split, spec.data_dir, spec.schema, args.gold_sql)
+        datasets = [load_eval_dataset(spec.dataset, split, spec.data_dir, spec.schema, args.gold_sql)
+                    for split in splits]
+        selections = [select_indices(len(d), args.limit, args.seed) for d in datasets]
+        if len(datasets) == 1:  # one split: its own questions
+            (dataset,), (indices,), positions = datasets, selections, None
+        else:  # several: each distinct question of their selections once
+            dataset, positions = union_of_splits(datasets, selections)
+            indices = list(range(len(dataset)))
         env = spec.make(dataset=dataset)
     except (DatasetError, ValueError) as exc:
         parser.error(f"--dataset {settings['dataset']} --split {settings['split'] or 'dev'}: {exc}")
@@ -778,7 +903,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                              threads=args.threads, temperature=args.temperature,
                              max_completion_length=args.max_completion_length, batch_size=args.batch_size)
     policy = make_policy(args.policy, **policy_kwargs)
-    indices = select_indices(len(env.dataset), args.limit, args.seed)
     if getattr(policy, "needs_gold", False):
         missing = sum(not env.example(i).gold_sql for i in indices)
         if missing:
@@ -792,29 +916,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if max_turns > 1:
             result = evaluate_episodes(policy, env, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, indices=indices)
         else:
             result = evaluate(policy, env, limit=args.limit, samples=args.samples, seed=args.seed,
-                              batch_size=args.batch_size, progress=not args.no_progress)
+                              batch_size=args.batch_size, progress=not args.no_progress, indices=indices)
     finally:
         env.close()
+    if positions is None:
+        results = [result]
+    else:
+        results = [split_result(result, d, chosen, rows, splits)
+                   for d, chosen, rows in zip(datasets, selections, positions)]
+        print(f"answered {len(result['records'])} distinct questions for the {sum(map(len, selections))} "
+              f"questions of {len(splits)} splits ({', '.join(splits)})")
     if adapter is not None:  # what the adapter was trained on, beside what it was evaluated on
         from agents.adapter_card import read_env_config
 
-        result["config"]["trained_env"] = read_env_config(adapter) or None
+        for one in results:
+            one["config"]["trained_env"] = read_env_config(adapter) or None
     mismatch = None
     if before is not None:
         try:
             result["paired"] = paired.paired_comparison(before, result, (args.compare_to, "this run"), seed=args.seed)
         except paired.PairingError as exc:
             mismatch = f"{PROG}: error: --compare-to {exc}"
-    json_path, md_path = write_result(result, args.out, command)
-    print(_table(summary_header(args.samples), [summary_row(result)]))
-    if "multi_turn" in result["metrics"]:
-        print(turn_table(result["metrics"]["multi_turn"]))
+    written = [write_result(one, args.out, command) for one in results]
+    print(_table(summary_header(args.samples), [summary_row(one) for one in results]))
+    for one in results:
+        if "multi_turn" in one["metrics"]:
+            label = "" if len(results) == 1 else f"{one['config']['split']}:\n"
+            print(label + turn_table(one["metrics"]["multi_turn"]))
     if result.get("paired"):
         print(format_paired(result["paired"]))
-    print(f"wrote {md_path} and {json_path}")
+    for json_path, md_path in written:
+        print(f"wrote {md_path} and {json_path}")
     if mismatch:
         print(mismatch, file=sys.stderr)
         return 2
