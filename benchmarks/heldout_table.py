@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,13 +48,12 @@ class HeldoutError(ValueError):
     """Results that cannot be tabulated; the message names the folder, split or files at fault."""
 
 
-@dataclass
 class PolicyResults:
-    """One policy's results: ``{split: (file, result)}``, read from its folder."""
+    """One policy's results: ``by_split`` maps a split to ``(file, result)``, read from ``folder``."""
 
-    label: str
-    folder: Path
-    by_split: dict[str, tuple[Path, dict]] = field(default_factory=dict)
+    def __init__(self, label: str, folder: Path, by_split: dict[str, tuple[Path, dict]] | None = None):
+        self.label, self.folder = label, folder
+        self.by_split: dict[str, tuple[Path, dict]] = dict(by_split or {})
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -132,7 +130,8 @@ def accuracy_table(policies: Sequence[PolicyResults], splits: Sequence[str]) -> 
     for split in splits:
         results = [p.by_split.get(split, (None, None))[1] for p in policies]
         sizes = [str(r["metrics"]["n"]) if r is not None else MISSING for r in results]
-        n = sizes[0] if len(set(sizes)) == 1 else " / ".join(sizes)
+        present = {size for size in sizes if size != MISSING}
+        n = present.pop() if len(present) == 1 else " / ".join(sizes)  # one N, or each policy's when they differ
         rows.append([split, n] + [cell for r in results for cell in policy_cells(r)])
     return _table(header, rows)
 
