@@ -456,3 +456,150 @@ def test_an_old_or_bad_env_config_is_read_or_named(tmp_path, tiny_adapter):
     proc = _run("--policy", "template", "--adapter", str(adapter), "--limit", "1", "--out", str(tmp_path / "b"))
     assert proc.returncode == 2, proc.stderr
     assert f"{card}: max_instructions='lots' must be an integer >= 1" in proc.stderr
+
+
+# ------------------------------------------------------------------ batching by database, several splits
+class _GoldOnEven:
+    """Deterministic: the gold SQL on even indices, SELECT 0 on odd ones; records each batch it was asked."""
+
+    name = "gold-on-even"
+    needs_gold = True
+
+    def __init__(self):
+        self.batches = []
+
+    def act_batch(self, observations, infos, n=1, greedy=True):
+        self.batches.append([info["index"] for info in infos])
+        return [[info["gold_sql"] if info["index"] % 2 == 0 else "SELECT 0"] * n for info in infos]
+
+
+def test_evaluate_batches_by_database_and_returns_records_in_index_order(generated_env):
+    """Indices that interleave three databases: the policy is asked database by database (in order of each
+    database's first question), the records come back in the order of the indices, each one what evaluating
+    that question alone gives."""
+    indices = [0, 6, 12, 1, 7, 13, 2, 8]
+    keys = [generated_env.example(i).db_key for i in indices]
+    assert len(set(keys)) == 3 and keys[0] == keys[3] != keys[1]
+    policy = _GoldOnEven()
+    result = ev.evaluate(policy, generated_env, indices=indices, batch_size=3)
+    assert policy.batches == [[0, 1, 2], [6, 7, 8], [12, 13]]
+    assert [r["index"] for r in result["records"]] == indices
+    alone = [ev.evaluate(_GoldOnEven(), generated_env, indices=[i])["records"][0] for i in indices]
+    assert result["records"] == alone
+    assert [r["correct"] for r in result["records"]] == [i % 2 == 0 for i in indices]
+    assert result["metrics"] == ev.compute_metrics(alone)
+    assert ev.database_order(["b", "a", "b", "c", "a"]) == [0, 2, 1, 4, 3]
+
+
+def _comparable(result: dict) -> dict:
+    """A result JSON without what differs between runs of the same questions: times, command, shared_run."""
+    config = {k: v for k, v in result["config"].items()
+              if k not in ("elapsed_s", "seconds_per_question", "shared_run")}
+    return {"config": config, "metrics": result["metrics"], "records": result["records"]}
+
+
+def _markdown_body(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines()
+            if not line.startswith(("Questions:", "python ", "SQLENV_DATA_DIR="))]
+
+
+def test_several_splits_write_what_separate_runs_write(tmp_path, data_dir):
+    """--split original,hard --limit 15 in one process: each split's JSON and Markdown hold what a run on that
+    split alone writes (its seeded subset, its indices and ids, its metrics), times and command aside."""
+    env = {**os.environ, "SQLENV_DATA_DIR": str(data_dir)}
+    common = ["--policy", "template", "--dataset", "temptabqa-c", "--limit", "15", "--threads", "1", "--no-progress"]
+
+    def run(split, out):
+        proc = subprocess.run([sys.executable, str(SCRIPT), *common, "--split", split, "--out", str(out)],
+                              capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    stdout = run("original,hard", tmp_path / "both")
+    for split in ("original", "hard"):
+        run(split, tmp_path / split)
+        name = f"template_temptabqa-c_{split}_tables_n15"
+        together = json.loads((tmp_path / "both" / f"{name}.json").read_text())
+        alone = json.loads((tmp_path / split / f"{name}.json").read_text())
+        assert _comparable(together) == _comparable(alone)
+        assert together["records"][0]["id"].startswith(f"{split}-") and len(together["records"]) == 15
+        assert together["config"]["shared_run"] == {"splits": ["original", "hard"], "distinct_questions": 30}
+        assert _markdown_body(tmp_path / "both" / f"{name}.md") == _markdown_body(tmp_path / split / f"{name}.md")
+    rows = [line for line in stdout.splitlines() if line.startswith("| template | temptabqa-c |")]
+    assert [row.split(" | ")[2] for row in rows] == ["original", "hard"]
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == sorted(
+        f"template_temptabqa-c_{s}_tables_n15.{ext}" for s in ("hard", "original") for ext in ("json", "md"))
+
+
+class _CountingTemplate:
+    """The template policy, counting the questions it is asked."""
+
+    def __init__(self):
+        from agents.baselines import TemplatePolicy
+
+        self.inner, self.asked = TemplatePolicy(), 0
+        self.name = self.inner.name
+
+    def act_batch(self, observations, infos, n=1, greedy=True):
+        self.asked += len(observations)
+        return self.inner.act_batch(observations, infos, n=n, greedy=greedy)
+
+    def __repr__(self):
+        return repr(self.inner)
+
+
+@pytest.mark.parametrize("turns", ["1", "2"])
+def test_questions_shared_by_splits_are_answered_once(tmp_path, monkeypatch, data_dir, turns):
+    """small and hard share 95 questions (same text, database and gold answer) of their 855 + 719: one run
+    asks the policy 1,479 questions and writes for each split what a run on it alone writes. Four more
+    question/database pairs are in both with different gold answers (hard says 3 or 4 medals, small 0 or 1):
+    they are different questions, each scored against its own split's answer. Multi-turn episodes alike."""
+    import agents.baselines
+
+    policies = []
+
+    def make_policy(name, **kwargs):
+        policies.append(_CountingTemplate())
+        return policies[-1]
+
+    monkeypatch.setattr(agents.baselines, "make_policy", make_policy)
+    common = ["--policy", "template", "--dataset", "temptabqa-c", "--data-dir", str(data_dir), "--no-progress",
+              "--max-turns", turns]
+    assert ev.main([*common, "--split", "small,hard", "--out", str(tmp_path / "both")]) == 0
+    assert policies[-1].asked == 855 + 719 - 95
+    suffix = "_t2" if turns == "2" else ""
+    results = {}
+    for split, size in (("small", 855), ("hard", 719)):
+        assert ev.main([*common, "--split", split, "--out", str(tmp_path / split)]) == 0
+        assert policies[-1].asked == size
+        name = f"template_temptabqa-c_{split}_tables{suffix}.json"
+        together = json.loads((tmp_path / "both" / name).read_text())
+        assert _comparable(together) == _comparable(json.loads((tmp_path / split / name).read_text()))
+        results[split] = {(r["question"], r["prediction"]): r for r in together["records"]}
+    answers = {key: (results["small"][key]["answer"], results["hard"][key]["answer"])
+               for key in results["small"].keys() & results["hard"].keys()
+               if results["small"][key]["answer"] != results["hard"][key]["answer"]}
+    assert ("0", "3") in answers.values() and ("1", "4") in answers.values()
+
+
+def test_split_lists_in_help_and_their_errors(tmp_path, capsys):
+    proc = _run("--help", timeout=120)
+    assert "--split" in proc.stdout and "test is its 7 test splits (original, counterfactual, small, large, " \
+        "easy, medium, hard)" in " ".join(proc.stdout.split())
+    assert ev.split_list("temptabqa-c", "test") == ["original", "counterfactual", "small", "large", "easy",
+                                                    "medium", "hard"]
+    assert ev.split_list("temptabqa-c", "hard,test,dev")[:2] == ["hard", "original"]
+    assert ev.split_list("generated", "test") == ["test"]  # the generated benchmark's own test split
+    with pytest.raises(SystemExit) as exit_:
+        ev.main(["--policy", "template", "--dataset", "temptabqa-c", "--split", "original,nonesuch"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --split original,nonesuch: unknown split 'nonesuch' for dataset 'temptabqa-c'" in err
+    assert ", or test (all of original, counterfactual" in err
+    assert ev.main(["--policy", "constant", "--limit", "3", "--no-progress", "--out", str(tmp_path)]) == 0
+    (before,) = tmp_path.glob("*.json")
+    with pytest.raises(SystemExit) as exit_:
+        ev.main(["--policy", "template", "--dataset", "temptabqa-c", "--split", "test", "--compare-to", str(before)])
+    assert exit_.value.code == 2
+    assert f"error: --compare-to {before}: pairs one result with one earlier result, and --split test names 7 " \
+        "splits" in capsys.readouterr().err
