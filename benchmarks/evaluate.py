@@ -27,7 +27,17 @@ What is measured (every figure is over the evaluated questions, the greedy query
   questions (``benchmarks/paired.py``: McNemar's exact test, bootstrap interval of the difference).
 
 Questions are taken in dataset order; ``--limit N`` takes a seeded random subset of N (in dataset
-order), so every policy evaluated with the same seed and limit sees the same questions.
+order), so every policy evaluated with the same seed and limit sees the same questions. The policy is
+asked them grouped by database (:func:`database_order`, so that a rollout engine can share the prompt
+prefix of a batch); the records keep dataset order.
+
+Several splits (``--split original,hard``; ``--split test``: TempTabQA-C's seven test splits): each split's
+questions are chosen as for a run on it alone (``--limit`` per split), the distinct questions among them
+(:func:`question_identity`: question text, database, gold answer) are answered once, in one process, and
+each split gets the report such a run would write (:func:`split_result`), plus ``config["shared_run"]``.
+A stochastic policy draws other samples than separate runs would; ``--compare-to`` takes one split.
+
+    python benchmarks/evaluate.py --policy template --dataset temptabqa-c --split test --threads 1
 
 A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the environment it was trained
 on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
