@@ -8,6 +8,10 @@ What it does that Hugging Face's ``generate`` path does not:
   (computed once per prompt, not once per sample), and each sample's generated tokens. A decode
   step's attention is one softmax over the three levels' scores, so the prompt's keys and values
   are read once per group per step instead of once per sample, and never copied G times.
+  Prompts whose own parts share a long prefix (one database asked several questions: its rows and
+  the worked examples come before the question) have that prefix prefilled once and only the rest
+  per prompt (``share_prefixes``; 1.37x on a greedy evaluation batch of 48 TempTabQA-C questions
+  over 8 databases, greedy output unchanged).
 - **Preallocated buffers.** The generated-token cache is allocated for ``max_new_tokens`` up front
   and written in place; nothing grows by concatenation.
 - **Finished samples leave.** A prompt whose G samples have all stopped drops out of the batch, and
@@ -144,6 +148,29 @@ class _Levels:
         self.own_mask = self.own_mask.index_select(0, index)
 
 
+@dataclass
+class _Shared:
+    """Prefixes that several prompts' own parts share, prefilled once: ``keys``/``values`` per layer
+    ``[S + 1, Hkv, Ls, D]`` (the last row an empty prefix, for prompts that share none), ``length [S + 1]``
+    valid positions of each, and ``group [B]``, the prefix of each prompt."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: torch.Tensor
+    group: torch.Tensor
+
+    def join(self, layer: int, group: torch.Tensor, suffix: torch.Tensor, which: str, width: int) -> torch.Tensor:
+        """A prompt's own keys (or values) ``[n, Hkv, width, D]``: its group's prefix, then ``suffix``."""
+        prefix = getattr(self, which)[layer].index_select(0, group)
+        stored = prefix.shape[2]
+        cut = self.length[group][:, None]
+        position = torch.arange(width, device=suffix.device)[None]
+        source = torch.where(position < cut, position, stored + position - cut)
+        source = source.clamp(max=stored + suffix.shape[2] - 1)
+        index = source[:, None, :, None].expand(-1, suffix.shape[1], -1, suffix.shape[3])
+        return torch.cat([prefix, suffix], dim=2).gather(2, index)
+
+
 class RolloutEngine:
     """Samples continuations of prompts for a Llama-style causal LM (optionally with LoRA).
 
@@ -160,11 +187,13 @@ class RolloutEngine:
     first stop whatever k is (the rows past it decode up to k - 1 discarded tokens). ``compile``: the
     decode step runs through ``torch.compile`` (inductor on CPU, ``mode="reduce-overhead"``, i.e.
     CUDA graphs, on CUDA); where compilation is unavailable or fails, one warning and the eager step.
+    ``share_prefixes``: prompts whose own parts share at least ``min_shared`` tokens (and half the
+    shorter part) prefill that prefix once (:func:`_shared_groups`); the cache is the same either way.
     """
 
     def __init__(self, model, eos_token_ids: Sequence[int], pad_token_id: int = 0,
                  prefill_chunk: int = 8, dtype: torch.dtype | None = None, stop_check_every: int = 8,
-                 compile: bool = False):
+                 compile: bool = False, share_prefixes: bool = True, min_shared: int = 16):
         if not supports(model):
             config = getattr(_base_model(model), "config", None)
             raise ValueError(f"RolloutEngine supports Llama-style decoders {SUPPORTED_MODEL_TYPES}; "
@@ -182,6 +211,7 @@ class RolloutEngine:
         self.eos = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
         self.pad = int(pad_token_id)
         self.prefill_chunk = max(1, int(prefill_chunk))
+        self.min_shared = int(min_shared) if share_prefixes else None
         self.dtype = dtype
         if stop_check_every < 1:
             raise ValueError(f"stop_check_every must be >= 1, got {stop_check_every}")
@@ -269,9 +299,12 @@ class RolloutEngine:
         self._run_layers(self._embed(tokens[None]), positions, attend)
         return keys, values
 
-    def _prefill_own(self, parts: list[torch.Tensor], common_k, common_v, start: int):
+    def _prefill_own(self, parts: list[torch.Tensor], common_k, common_v, start, prefix: _Shared | None = None,
+                     rows: torch.Tensor | None = None):
         """Keys/values of each prompt's own tokens (after the common prefix), batched and right-padded,
-        and the logits after each prompt's last token."""
+        and the logits after each prompt's last token. ``start``: the first position (an int, or one per
+        part); ``prefix``/``rows``: the shared prefixes the parts continue (``prefix.keys[layer][rows[i]]``,
+        its first ``prefix.length[rows[i]]`` positions), attended between the common prefix and the part."""
         n, width = len(parts), max(len(p) for p in parts)
         ids = torch.full((n, width), self.pad, dtype=torch.long, device=self.device)
         valid = torch.zeros((n, width), dtype=torch.bool, device=self.device)
@@ -281,20 +314,31 @@ class RolloutEngine:
         causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
         own_allowed = causal[None] & valid[:, None, :]  # [n, T, T]
         common_len = common_k[0].shape[1] if common_k else 0
-        allowed = torch.cat([own_allowed.new_ones((n, width, common_len)), own_allowed], dim=-1)[:, None]
+        blocks = [own_allowed.new_ones((n, width, common_len))]
+        if prefix is not None:
+            shared = prefix.keys[0].shape[2]
+            seen = torch.arange(shared, device=self.device)[None] < prefix.length[rows][:, None]  # [n, S]
+            blocks.append(seen[:, None, :].expand(n, width, shared))
+        allowed = torch.cat([*blocks, own_allowed], dim=-1)[:, None]
         keys, values = [], []
 
         def attend(layer, q, k, v):
             keys.append(k)
             values.append(v)
+            before_k, before_v = [], []
             if common_len:
-                ck = common_k[layer][None].expand(n, -1, -1, -1)
-                cv = common_v[layer][None].expand(n, -1, -1, -1)
-                k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+                before_k.append(common_k[layer][None].expand(n, -1, -1, -1))
+                before_v.append(common_v[layer][None].expand(n, -1, -1, -1))
+            if prefix is not None:
+                before_k.append(prefix.keys[layer].index_select(0, rows))
+                before_v.append(prefix.values[layer].index_select(0, rows))
+            if before_k:
+                k, v = torch.cat([*before_k, k], dim=2), torch.cat([*before_v, v], dim=2)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=True)
             return out.transpose(1, 2).reshape(n, width, -1)
 
-        positions = start + torch.arange(width, device=self.device)[None].expand(n, -1)
+        first = torch.as_tensor(start, device=self.device).reshape(-1, 1)
+        positions = first + torch.arange(width, device=self.device)[None].expand(n, -1)
         hidden = self._run_layers(self._embed(ids), positions, attend)
         last = torch.tensor([len(p) - 1 for p in parts], device=self.device)
         logits = self._logits(hidden[torch.arange(n, device=self.device), last])
@@ -476,13 +520,25 @@ class RolloutEngine:
             common_k, common_v = self._prefill_common(prompts[0][:common])
         parts = [p[common:] for p in prompts]
         width = max(len(p) for p in parts)
+        shared = self._prefill_shared(parts, common_k, common_v, common)
         n_layers = len(self.decoder.layers)
         own_k = [[] for _ in range(n_layers)]
         own_v = [[] for _ in range(n_layers)]
         logits = []
         for first in range(0, len(parts), self.prefill_chunk):
             chunk = parts[first:first + self.prefill_chunk]
-            keys, values, chunk_logits = self._prefill_own(chunk, common_k, common_v, common)
+            if shared is None:
+                keys, values, chunk_logits = self._prefill_own(chunk, common_k, common_v, common)
+            else:
+                index = torch.arange(first, first + len(chunk), device=self.device)
+                group = shared.group[index]
+                length = shared.length[group]
+                suffixes = [part[int(cut):] for part, cut in zip(chunk, length.tolist())]
+                keys, values, chunk_logits = self._prefill_own(suffixes, common_k, common_v, common + length,
+                                                               prefix=shared, rows=group)
+                own = max(len(part) for part in chunk)
+                keys = [shared.join(layer, group, k, "keys", own) for layer, k in enumerate(keys)]
+                values = [shared.join(layer, group, v, "values", own) for layer, v in enumerate(values)]
             for layer in range(n_layers):
                 own_k[layer].append(F.pad(keys[layer], (0, 0, 0, width - keys[layer].shape[2])))
                 own_v[layer].append(F.pad(values[layer], (0, 0, 0, width - values[layer].shape[2])))
@@ -499,9 +555,67 @@ class RolloutEngine:
         levels = _Levels(common_k, common_v, own_k, own_v, own_mask, gen_k, gen_v)
         return levels, torch.cat(logits)
 
+    def _prefill_shared(self, parts: list[torch.Tensor], common_k, common_v, start: int) -> _Shared | None:
+        """Prefill once the prefixes that several prompts' own parts share (one database's rows and
+        worked examples, asked several questions); None when no two parts share one."""
+        groups = _shared_groups(parts, self.min_shared) if self.min_shared is not None and len(parts) > 1 else None
+        if groups is None:
+            return None
+        group, heads, cuts = groups
+        prefixes = [parts[head][:cut] for head, cut in zip(heads, cuts)]
+        width = max(cuts)
+        n_layers = len(self.decoder.layers)
+        keys = [[] for _ in range(n_layers)]
+        values = [[] for _ in range(n_layers)]
+        for first in range(0, len(prefixes), self.prefill_chunk):
+            chunk_k, chunk_v, _ = self._prefill_own(prefixes[first:first + self.prefill_chunk], common_k, common_v,
+                                                    start)
+            for layer in range(n_layers):
+                keys[layer].append(F.pad(chunk_k[layer], (0, 0, 0, width - chunk_k[layer].shape[2])))
+                values[layer].append(F.pad(chunk_v[layer], (0, 0, 0, width - chunk_v[layer].shape[2])))
+        empty = len(prefixes)  # the last row: no shared prefix
+        return _Shared([F.pad(torch.cat(t), (0, 0, 0, 0, 0, 0, 0, 1)) for t in keys],
+                       [F.pad(torch.cat(t), (0, 0, 0, 0, 0, 0, 0, 1)) for t in values],
+                       torch.tensor([*cuts, 0], device=self.device),
+                       torch.tensor([empty if g < 0 else g for g in group], device=self.device))
+
 
 def _eps(norm) -> float:
     return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+
+
+def _shared_groups(parts: Sequence[torch.Tensor], minimum: int):
+    """Prompts whose own parts share a prefix of at least ``minimum`` tokens and half the shorter one:
+    ``(group per part (-1: none), the first part of each group, each group's shared length)`` (the
+    shared length leaves every part at least one token of its own), or None when no two share one."""
+    tokens = [part.tolist() for part in parts]
+    order = sorted(range(len(parts)), key=lambda i: tokens[i])
+    group = [-1] * len(parts)
+    heads: list[int] = []
+    cuts: list[int] = []
+    run = [order[0]] if order else []
+    shared = 0
+
+    def close():
+        cut = min([shared] + [len(tokens[i]) - 1 for i in run])
+        if len(run) > 1 and cut >= minimum:
+            for i in run:
+                group[i] = len(heads)
+            heads.append(run[0])
+            cuts.append(cut)
+
+    for previous, current in zip(order, order[1:]):
+        a, b = tokens[previous], tokens[current]
+        same = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        if same >= minimum and 2 * same >= min(len(a), len(b)):
+            shared = same if len(run) == 1 else min(shared, same)
+            run.append(current)
+            continue
+        close()
+        run, shared = [current], 0
+    if run:
+        close()
+    return (group, heads, cuts) if heads else None
 
 
 def _common_prefix(prompts: Sequence[torch.Tensor]) -> int:

@@ -334,3 +334,63 @@ def test_the_compiled_step_gives_the_eager_greedy_output(tiny_llama):
     assert [r.text for r in compiled] == [r.text for r in eager]
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+# Two databases asked several questions each: their prompts' own parts share the database's rows and
+# worked examples, which the engine prefills once per database (RolloutEngine.share_prefixes).
+DATABASES = ("Athlete: (1, 'Anna Berg')\nMedal: (1, 'Gold', 2012, 'London', 'Women''s singles')",
+             "Athlete: (7, 'Carl Olsen')\nMedal: (3, 'Bronze', 1996, 'Atlanta', 'Men''s doubles')\n"
+             "Medal: (4, 'Silver', 2000, 'Sydney', 'Men''s doubles')")
+
+
+def shared_prompts(policy):
+    return [policy.encode(policy.prompt({**OBSERVATION, "sample_rows": rows, "question": q}))
+            for q in QUESTIONS[:4] for rows in DATABASES]
+
+
+def test_prefixes_shared_by_several_prompts_are_prefilled_once_and_change_nothing(pair, monkeypatch):
+    prompts = shared_prompts(pair)
+    shared_engine = RolloutEngine(pair.model, [], 0, prefill_chunk=3)
+    groups = []
+    prefill_shared = shared_engine._prefill_shared
+    monkeypatch.setattr(shared_engine, "_prefill_shared", lambda *a: (
+        groups.append(out := prefill_shared(*a)), out)[1])
+    greedy = lambda logits, row: logits.argmax(-1)  # noqa: E731
+    ours = shared_engine.sample(prompts, 2, max_new_tokens=10, choose=greedy)
+    assert groups[0] is not None and sorted(groups[0].group.tolist()) == [0] * 4 + [1] * 4
+    assert groups[0].length.tolist()[2] == 0 and min(groups[0].length.tolist()[:2]) > 16
+    alone = RolloutEngine(pair.model, [], 0, share_prefixes=False).sample(prompts, 2, max_new_tokens=10,
+                                                                          choose=greedy)
+    plain = pair._sample_many(prompts, 2, temperature=1.0, top_p=1.0, greedy=True, max_new_tokens=10, stop=False)
+    for group_ours, group_alone, group_plain in zip(ours, alone, plain):
+        for (ids, lp), (ids_a, lp_a), (ids_p, lp_p) in zip(group_ours, group_alone, group_plain):
+            assert ids.tolist() == ids_a.tolist() == ids_p.tolist() and len(ids) == 10
+            torch.testing.assert_close(lp, lp_a, atol=1e-5, rtol=0)
+            torch.testing.assert_close(lp, lp_p, atol=1e-5, rtol=0)
+
+
+def test_sampled_logprobs_with_shared_prefixes_equal_the_training_forward(pair):
+    prompts = shared_prompts(pair)[:5]  # 3 prompts of one database, 2 of the other
+    engine = RolloutEngine(pair.model, [], 0)
+    generator = torch.Generator().manual_seed(1)
+    groups = engine.sample(prompts, 3, max_new_tokens=8,
+                           choose=Chooser(len(prompts) * 3, greedy=False, generator=generator))
+    prompt_ids = [p for p in prompts for _ in range(3)]
+    completions = [ids for group in groups for ids, _ in group]
+    logprobs, _ = pair.sequence_logprobs(prompt_ids, completions)
+    for row, (ids, lp) in enumerate((pair for group in groups for pair in group)):
+        torch.testing.assert_close(logprobs[row, :len(ids)].detach(), lp, atol=1e-5, rtol=0)
+    assert len({tuple(ids.tolist()) for ids in completions}) > 5
+
+
+def test_shared_groups_need_a_long_common_prefix():
+    from agents.engine import _shared_groups
+
+    t = torch.tensor
+    long_a, long_b = list(range(40)), list(range(100, 140))
+    parts = [t(long_a + [1, 2]), t(long_b + [3]), t(long_a + [5]), t(long_b + [4, 4]), t([7, 8, 9])]
+    group, heads, cuts = _shared_groups(parts, 16)
+    assert group[0] == group[2] != group[1] == group[3] and group[4] == -1
+    assert sorted(cuts) == [40, 40]
+    assert _shared_groups([t(long_a[:10] + [1]), t(long_a[:10] + [2])], 16) is None  # too short to share
+    assert _shared_groups([t(long_a + [1]), t(long_a[:20] + [9] * 40)], 16) is None  # under half the shorter part
