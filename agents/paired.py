@@ -150,7 +150,7 @@ def format_paired(c: dict[str, Any]) -> str:
     header = ["N", "Acc. A (%)", "Acc. B (%)", "Diff. (points)", "95% CI (bootstrap)", "McNemar p", "A only",
               "B only", "Errors A (%)", "Errors B (%)", "Errors rel. change"]
     row = [str(c["n"]), f"{c['accuracy_a']:.2f}", f"{c['accuracy_b']:.2f}", f"{c['diff']:+.2f}",
-           f"{c['diff_ci95'][0]:+.1f} to {c['diff_ci95'][1]:+.1f}", _p(c["p_mcnemar"]), str(c["a_only"]),
+           f"{c['diff_ci95'][0]:+.1f} to {c['diff_ci95'][1]:+.1f}", format_p(c["p_mcnemar"]), str(c["a_only"]),
            str(c["b_only"]), f"{c['error_a']:.2f}", f"{c['error_b']:.2f}", rel]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
              "| " + " | ".join(row) + " |", "",
@@ -159,7 +159,8 @@ def format_paired(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
+    """A p-value as the tables write it: three decimals, or scientific below 0.001."""
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 

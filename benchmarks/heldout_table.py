@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` im
     sys.path.insert(0, str(REPO))
 
 from agents.monitors import LABELS  # noqa: E402  (no torch)
-from agents.paired import RESAMPLES, PairingError, load_result, paired_comparison  # noqa: E402
+from agents.paired import RESAMPLES, PairingError, format_p, load_result, paired_comparison  # noqa: E402
 
 PROG = "benchmarks/heldout_table.py"
 #: The splits' order in the tables (TempTabQA-C's dev, then its test splits); any other split follows, sorted.
@@ -104,10 +104,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def _p(p: float) -> str:  # as agents/paired.py's format_paired writes it
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
 def policy_cells(result: dict | None) -> list[str]:
     """Table 1's cells of one policy on one split: accuracy (95 % CI), failing, floor, literal (%)."""
     if result is None:
@@ -169,7 +165,7 @@ def comparison_table(found: Sequence[dict[str, Any]]) -> str:
               "McNemar p", "A only", "B only"]
     rows = [[c["split"], f"{c['label_b']} vs {c['label_a']}", str(c["n"]), f"{c['accuracy_a']:.2f}",
              f"{c['accuracy_b']:.2f}", f"{c['diff']:+.2f}", f"{c['diff_ci95'][0]:+.1f} to {c['diff_ci95'][1]:+.1f}",
-             _p(c["p_mcnemar"]), str(c["a_only"]), str(c["b_only"])] for c in found]
+             format_p(c["p_mcnemar"]), str(c["a_only"]), str(c["b_only"])] for c in found]
     return _table(header, rows)
 
 
