@@ -1,0 +1,90 @@
+"""agents/publish.py: a published adapter carries no machine path, a card that says what it is, and the
+same weights; the adapters committed under docs/runs/*/adapter/ are such publications."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.adapter_card import read_env_spec, write_env_config
+from agents.publish import FILES, PublishError, publish, read_card
+from sqlenv.spec import EnvSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = sorted(p.parent for p in (ROOT / "docs" / "runs").glob("*/adapter/adapter_model.safetensors"))
+
+
+@pytest.fixture
+def saved_adapter(tmp_path):
+    from agents.policy import LoRAPolicy, PolicyConfig
+    from test_policy import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    policy = LoRAPolicy(PolicyConfig(max_completion_length=10, few_shot=1), model=tiny_model(tokenizer),
+                        tokenizer=tokenizer)
+    folder = policy.save(tmp_path / "run" / "checkpoints" / "step_000002" / "adapter")
+    data = tmp_path / "data"
+    data.mkdir()
+    write_env_config(folder, EnvSpec(dataset="generated", split="train", data_dir=str(data), reward="arctic"),
+                     eval_split="dev")
+    return folder
+
+
+def test_the_published_copy_names_no_machine_path_and_keeps_the_weights(saved_adapter, tmp_path):
+    dest = publish(saved_adapter, tmp_path / "docs" / "adapter", title="tiny run",
+                   command="python agents/grpo_train.py")
+    assert sorted(p.name for p in dest.iterdir()) == sorted(FILES)
+    for path in dest.iterdir():
+        if path.suffix != ".safetensors":
+            assert str(tmp_path) not in path.read_text(), path.name
+    weights = "adapter_model.safetensors"
+    assert (dest / weights).read_bytes() == (saved_adapter / weights).read_bytes()
+    spec, eval_split = read_env_spec(dest)
+    assert (spec.dataset, spec.split, spec.reward, spec.data_dir, eval_split) == ("generated", "train", "arctic", None,
+                                                                                  "dev")
+    card = read_card(dest)
+    assert card["title"] == "tiny run"
+    assert json.loads((dest / "adapter_config.json").read_text())["base_model_name_or_path"] == card["sqlenv_model"]
+    text = (dest / "README.md").read_text()
+    assert "python agents/grpo_train.py" in text and "| reward | arctic |" in text
+
+
+def test_republishing_replaces_and_a_foreign_folder_is_refused(saved_adapter, tmp_path):
+    dest = tmp_path / "out"
+    publish(saved_adapter, dest, title="first")
+    publish(saved_adapter, dest, title="second")
+    assert read_card(dest)["title"] == "second"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(PublishError, match="not a published adapter"):
+        publish(saved_adapter, foreign, title="x")
+    assert (foreign / "keep.txt").read_text() == "mine"
+    with pytest.raises(PublishError, match="adapter_model.safetensors: missing"):
+        publish(tmp_path, tmp_path / "other", title="x")
+
+
+def test_the_command_line_publishes_and_explains(saved_adapter, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "agents.publish", str(saved_adapter), str(tmp_path / "pub"),
+                          "--title", "cli"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert read_card(tmp_path / "pub")["title"] == "cli"
+    helped = subprocess.run([sys.executable, "-m", "agents.publish", "--help"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert helped.returncode == 0 and "--result" in helped.stdout and "example" in helped.stdout
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+def test_committed_adapters_are_publications(folder):
+    card = read_card(folder)
+    assert card["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and card["sqlenv_model"] == "smollm2-135m"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+    assert read_env_spec(folder)[0].data_dir is None
+    assert "benchmarks/evaluate.py --policy docs/runs/" in (folder / "README.md").read_text()
+
+
+def test_committed_adapters_stay_small():
+    total = sum(p.stat().st_size for folder in COMMITTED for p in folder.iterdir())
+    assert total <= 40_000_000, f"{total / 1e6:.1f} MB of adapters under docs/runs"
