@@ -1,12 +1,15 @@
-"""The TempTabQA-C loader: splits, examples, databases, errors, and the MySQL -> SQLite conversion."""
+"""The TempTabQA-C loader: splits, examples, answer corrections, databases, errors, MySQL -> SQLite."""
 
+import csv
 import sqlite3
 
 import pytest
 
 from sqlenv import infobox
 from sqlenv.datasets import DatasetError, available_datasets, load_dataset
-from sqlenv.datasets.temptabqa_c import SPLIT_FILES, load_gold_sql, load_temptabqa_c, mysql_to_sqlite
+from sqlenv.datasets.temptabqa_c import (
+    ANSWER_CORRECTIONS, SPLIT_FILES, load_gold_sql, load_temptabqa_c, mysql_to_sqlite,
+)
 
 ROWS = {"train": 2961, "dev": 282, "original": 578, "counterfactual": 699, "small": 855, "large": 538,
         "easy": 732, "medium": 507, "hard": 719, "gold-sql": 47}
@@ -191,3 +194,87 @@ def test_list_answers_match_in_any_order(data_dir):
     for rows in ([(y,) for y in years], [(y,) for y in sorted(years)], [(y,) for y in years][::-1]):
         assert dataset.match(example, rows).correct
     assert not example.metadata.get("ordered")
+
+
+# Answer cells that run into another template's question (ANSWER_CORRECTIONS): (split, line) -> the answer.
+RUN_ON_ANSWERS = {("small", 2441): "No international medals found.",
+                  ("small", 14055): "No international medals found.",
+                  ("hard", 16840): "No international medals found.", ("hard", 17768): "Atlanta",
+                  ("hard", 18162): "Budapest", ("hard", 18265): "Nassau", ("hard", 18492): "Birmingham"}
+
+
+def raw_answers(path):
+    """The file's answer cells, read with the csv module alone, stripped."""
+    csv.field_size_limit(2**31 - 1)
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return [row["Answers"].strip() for row in csv.DictReader(handle, delimiter="\t")
+                if any(cell.strip() for cell in row.values() if cell)]
+
+
+@pytest.mark.parametrize(("line", "answer", "run_on"), [
+    (17768, "Atlanta", "Type12: How many International medals did Christophe Lemaitre win throughout his/her career?"),
+    (18162, "Budapest", "Type13: How many International Bronze Medals did Li Bingjie win throughout his/her career?"),
+    (18265, "Nassau", "Type14: How many times has Andre De Grasse won medals in Pan American Games ?"),
+])
+def test_hard_answers_that_run_into_a_question_are_corrected(data_dir, line, answer, run_on):
+    dataset = load_temptabqa_c("hard", data_dir)
+    [example] = [e for e in dataset if e.metadata["line"] == line]
+    defective = "No international medals found." + run_on
+    assert example.metadata["answer"].strip() == defective  # the raw cell, as the file has it
+    assert example.answer == answer
+    assert example.metadata["answer_corrected_from"] == defective
+    assert example.metadata["answer_correction"].startswith("the cell runs into a type-")
+    assert dataset.match(example, [(answer,)]).correct
+    assert not dataset.match(example, [("No international medals found.",)]).correct
+
+
+def test_tim_harden_and_isiah_young_get_the_small_splits_answer(data_dir):
+    small = {(e.question, e.context): e.answer for e in load_temptabqa_c("small", data_dir)}
+    corrected = [e for e in load_temptabqa_c("hard", data_dir) if e.metadata.get("answer_corrected_from")]
+    shared = [e for e in corrected if (e.question, e.context) in small]
+    assert [(e.question.split(" did ")[1].split(" win ")[0], e.answer) for e in shared] == [
+        ("Dennis Mitchell", "No international medals found."), ("Tim Harden", "Atlanta"), ("Isiah Young", "Nassau")]
+    assert all(small[(e.question, e.context)] == e.answer for e in shared)
+
+
+def test_every_correction_applies_exactly_once(data_dir):
+    applied = {}
+    for split in SPLIT_FILES:
+        for example in load_temptabqa_c(split, data_dir):
+            if "answer_corrected_from" in example.metadata:
+                key = (split, example.question, example.metadata["answer_corrected_from"])
+                assert key not in applied
+                applied[key] = example.answer
+                assert RUN_ON_ANSWERS[(split, example.metadata["line"])] == example.answer
+    assert len(applied) == len(ANSWER_CORRECTIONS) == len(RUN_ON_ANSWERS) == 7
+    assert applied == {key: answer for key, (answer, _why) in ANSWER_CORRECTIONS.items()}
+
+
+@pytest.mark.parametrize("split", ["dev", "original", "counterfactual", "easy"])
+def test_a_clean_split_keeps_the_files_answers(data_dir, split):
+    dataset = load_temptabqa_c(split, data_dir)
+    assert [e.answer for e in dataset] == raw_answers(data_dir / SPLIT_FILES[split])
+    assert not any("answer_corrected_from" in e.metadata or "answer_correction" in e.metadata for e in dataset)
+
+
+def write_test_split(tmp_path, answer, file="Hard.tsv"):
+    question = "In which city did Tim Harden win his/her first International medal ?"
+    context = "Tim Harden\n\nCountry Representing: USA\nOlympic Games\n4x100 m relay\tMedalSilver | 1996 | Atlanta\n"
+    folder = tmp_path / "Test_Dataset_with_Splits"
+    folder.mkdir(exist_ok=True)
+    (folder / file).write_text(HEADER + f'77\t{question}\t{answer}\tTim Harden\tAthletics\t"{context}"\t\t\n',
+                               encoding="utf-8")
+    return tmp_path
+
+
+def test_a_correction_applies_only_where_the_defective_text_is(tmp_path):
+    defective = ("No international medals found.Type12: How many International medals did Christophe Lemaitre "
+                 "win throughout his/her career?")
+    [example] = load_temptabqa_c("hard", write_test_split(tmp_path, defective))
+    assert example.answer == "Atlanta" and example.metadata["answer_corrected_from"] == defective
+    for fixed_upstream in ("Atlanta", "No international medals found.", "Lisbon"):
+        [example] = load_temptabqa_c("hard", write_test_split(tmp_path, fixed_upstream))
+        assert example.answer == fixed_upstream and "answer_corrected_from" not in example.metadata
+    # the same cell in a split the table does not name is left as it is
+    [example] = load_temptabqa_c("easy", write_test_split(tmp_path, defective, "Easy.tsv"))
+    assert example.answer == defective and "answer_corrected_from" not in example.metadata
