@@ -76,12 +76,14 @@ def evaluate_command(folder: str | Path, env: dict, results: Sequence[str | Path
 
 
 def card_text(title: str, policy: dict, env: dict, peft: dict, *, command: str | None, results: Sequence[str | Path],
-              notes: str | None, evaluate: str) -> str:
-    """The model card (front matter + Markdown) of a published adapter."""
+              notes: str | None, evaluate: str, shown: Sequence[str] = ()) -> str:
+    """The model card (front matter + Markdown) of a published adapter; ``shown``: the result files as
+    paths relative to the folder above the adapter's (front matter ``results``, for re-checking)."""
     model = policy.get("model") or "smollm2-135m"
     base = BASE_MODELS.get(model, model)
     lines = ["---", "library_name: peft", f"base_model: {base}", f"sqlenv_model: {model}",
-             "tags: [lora, text-to-sql, grpo, sqlenv]", "---", "", f"# {title}", "",
+             "tags: [lora, text-to-sql, grpo, sqlenv]", *([f"results: {', '.join(shown)}"] if shown else []),
+             "---", "", f"# {title}", "",
              f"A LoRA adapter (rank {peft.get('r')}, alpha {peft.get('lora_alpha')}, on "
              f"{', '.join(sorted(peft.get('target_modules') or []))}) for {base}, the sqlenv model `{model}`. "
              "It writes one SQLite query for a question about a database, as sqlenv's prompts ask "
@@ -118,8 +120,10 @@ def publish(adapter: str | Path, dest: str | Path, *, title: str, command: str |
     policy = {**policy, "adapter": None}
     env = {**env, "data_dir": None}
     peft = {**peft, "base_model_name_or_path": model}
+    shown = [str(Path(r).resolve().relative_to(dest.parent.resolve())) for r in results
+             if Path(r).resolve().is_relative_to(dest.parent.resolve())]
     card = card_text(title, policy, env, peft, command=command, results=results, notes=notes,
-                     evaluate=evaluate_command(dest, env, results))
+                     evaluate=evaluate_command(dest, env, results), shown=shown)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -133,8 +137,9 @@ def publish(adapter: str | Path, dest: str | Path, *, title: str, command: str |
 
 
 def read_card(folder: str | Path) -> dict[str, Any]:
-    """The front matter of a published adapter's card (``base_model``, ``sqlenv_model``, ...) and its
-    ``title``; a folder without a card is a PublishError naming it."""
+    """The front matter of a published adapter's card (``base_model``, ``sqlenv_model``, ``results``: the
+    evaluate.py results it shows, relative to the folder above, ...) and its ``title``; a folder without a
+    card is a PublishError naming it."""
     path = Path(folder) / CARD_FILE
     try:
         text = path.read_text()

@@ -2,6 +2,7 @@
 same weights; the adapters committed under docs/runs/*/adapter/ are such publications."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ from agents.publish import FILES, PublishError, publish, read_card
 from sqlenv.spec import EnvSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = sorted(p.parent for p in (ROOT / "docs" / "runs").glob("*/adapter/adapter_model.safetensors"))
+COMMITTED = sorted(p.parent for p in (ROOT / "docs" / "runs").glob("**/adapter/adapter_model.safetensors"))
+DATA = Path(os.environ.get("SQLENV_DATA_DIR", ROOT.parent / "shared" / "data" / "temptabqa-c"))
 
 
 @pytest.fixture
@@ -76,7 +78,7 @@ def test_the_command_line_publishes_and_explains(saved_adapter, tmp_path):
     assert helped.returncode == 0 and "--result" in helped.stdout and "example" in helped.stdout
 
 
-@pytest.mark.parametrize("folder", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+@pytest.mark.parametrize("folder", COMMITTED, ids=[str(p.relative_to(ROOT / "docs" / "runs")) for p in COMMITTED])
 def test_committed_adapters_are_publications(folder):
     card = read_card(folder)
     assert card["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and card["sqlenv_model"] == "smollm2-135m"
@@ -88,3 +90,25 @@ def test_committed_adapters_are_publications(folder):
 def test_committed_adapters_stay_small():
     total = sum(p.stat().st_size for folder in COMMITTED for p in folder.iterdir())
     assert total <= 40_000_000, f"{total / 1e6:.1f} MB of adapters under docs/runs"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", COMMITTED, ids=[str(p.relative_to(ROOT / "docs" / "runs")) for p in COMMITTED])
+def test_a_committed_adapter_reproduces_its_recorded_evaluation(folder, tmp_path):
+    """The README's promise: evaluate.py on the committed adapter gives the recorded queries and scores
+    (here on 6 of the recorded questions)."""
+    if not (DATA / "Dev_set").is_dir():
+        pytest.skip("TempTabQA-C files not found (set SQLENV_DATA_DIR)")
+    recorded = json.loads((folder.parent / read_card(folder)["results"].split(", ")[0]).read_text())
+    config = recorded["config"]
+    run = subprocess.run([sys.executable, "benchmarks/evaluate.py", "--policy", str(folder), "--dataset",
+                          config["dataset"], "--split", config["split"], "--schema", config["schema"], "--limit", "6",
+                          "--threads", "1", "--no-progress", "--data-dir", str(DATA), "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (again,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    by_index = {r["index"]: r for r in recorded["records"]}
+    assert len(again["records"]) == 6
+    for record in again["records"]:
+        before = by_index[record["index"]]
+        assert [record[k] for k in ("sql", "correct", "error")] == [before[k] for k in ("sql", "correct", "error")]
