@@ -14,6 +14,11 @@ Anything else is passed to ``from_pretrained``: a local folder, a ``.gguf`` file
 (a hub id needs the network, or ``HF_HUB_OFFLINE=1`` and a filled hub cache).
 
 Loading never imports the packages that carry weights; ``importlib`` only locates them.
+
+Converting a GGUF file (reading its metadata three times, then de-quantising) takes about 30 s, so
+the first load of a given file saves the result in Hugging Face format (``config.json``,
+``model.safetensors`` in the dtype the conversion produced, the tokenizer files) and later loads
+read that folder (a few seconds). See ``model_cache_folder``; ``SQLENV_MODEL_CACHE=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
+import shutil
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,31 +298,242 @@ def resolve_dtype(dtype, device: str):
     return names[dtype]
 
 
+# --------------------------------------------------------------------------- the converted-model cache
+
+MODEL_CACHE_ENV = "SQLENV_MODEL_CACHE"
+CACHE_FORMAT = 1
+CACHE_MARKER = "sqlenv-complete.json"  # written last; a folder without it (or whose files differ from it) is rebuilt
+_OFF = ("0", "false", "no", "off")
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    """One warning per ``key`` and process: an unwritable cache is said once, not at every load."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # the caller of load_model_and_tokenizer
+
+
+def model_cache_enabled() -> bool:
+    """False when ``$SQLENV_MODEL_CACHE`` is ``0``, ``false``, ``no`` or ``off``."""
+    return os.environ.get(MODEL_CACHE_ENV, "1").strip().lower() not in _OFF
+
+
+def model_cache_root() -> Path:
+    """``$SQLENV_CACHE_DIR/models/converted``, else under ``$XDG_CACHE_HOME/sqlenv`` or ``~/.cache/sqlenv``.
+
+    Nothing is created here: a location that cannot be written is found (and said) when writing.
+    """
+    root = os.environ.get("SQLENV_CACHE_DIR")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = Path(xdg) / "sqlenv" if xdg else Path.home() / ".cache" / "sqlenv"
+    return Path(root).expanduser() / "models" / "converted"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def _cache_identity(gguf: Path, dtype_name: str, sha256: str | None = None) -> dict:
+    """What a converted folder depends on: the GGUF's bytes (sha256), the dtype, and the converters.
+
+    A new transformers or gguf version may convert differently, so it gets a new folder.
+    """
+    return {"format": CACHE_FORMAT, "gguf": gguf.name, "sha256": sha256 or _sha256(gguf), "dtype": dtype_name,
+            "transformers": _version("transformers"), "gguf_package": _version("gguf")}
+
+
+def model_cache_folder(gguf: str | Path, dtype="float32", sha256: str | None = None) -> Path:
+    """The folder that holds (or will hold) ``gguf`` converted to ``dtype``.
+
+    Keyed by the file's sha256 (hashing the default model's 98 MB takes about 0.1 s; the Qwen file's
+    pinned hash is passed in, it is checked when it is assembled), the dtype and the versions of
+    transformers and gguf, so a changed file or converter never reads an old conversion.
+    """
+    gguf = Path(gguf)
+    dtype_name = str(dtype).removeprefix("torch.")
+    identity = _cache_identity(gguf, dtype_name, sha256)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return model_cache_root() / f"{gguf.stem}-{dtype_name}-{key}"
+
+
+def _cache_complete(folder: Path) -> bool:
+    """The marker exists and every file it lists has the size it records (a cut-off write is caught here)."""
+    try:
+        marker = json.loads((folder / CACHE_MARKER).read_text())
+        files = marker["files"]
+        return (marker.get("format") == CACHE_FORMAT and "model.safetensors" in files
+                and all((folder / name).stat().st_size == size for name, size in files.items()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _write_cache(folder: Path, model, tokenizer, identity: dict) -> None:
+    """Save ``model`` and ``tokenizer`` into ``folder`` atomically: a temporary folder, then one rename.
+
+    Two processes converting at once both succeed: the second rename finds a complete folder and
+    drops its own copy. A folder that is there but incomplete is moved aside and replaced.
+    Raises ``OSError`` when the location cannot be written (the caller warns and goes on).
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {}
+        for path in sorted(tmp.iterdir()):
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())  # the data is on disk before the marker says it is complete
+            files[path.name] = path.stat().st_size
+        marker = dict(identity, files=files, written=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        (tmp / CACHE_MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, folder)  # atomic; fails when ``folder`` exists and is not empty
+            return
+        except OSError:
+            if not folder.exists():
+                raise
+        if _cache_complete(folder):
+            return  # another process got there first; its copy is as good as ours
+        _discard(folder)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not _cache_complete(folder):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(folder: Path) -> None:
+    """Remove a bad cache folder: renamed aside first, so no reader ever sees it half deleted."""
+    aside = folder.with_name(f".{folder.name}.stale-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return  # already gone (another process), or not ours to remove: the next write says so
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _dtype_kwarg(torch_dtype) -> dict:
+    import transformers
+
+    # transformers 5 names the argument dtype; 4.x calls it torch_dtype
+    name = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return {name: torch_dtype}
+
+
+def _convert_gguf(path: Path, torch_dtype):
+    """The slow path: transformers reads and de-quantises the GGUF file (about 30 s for the default model).
+
+    transformers keeps a GGUF "quantizer" on the model, which makes ``save_pretrained`` raise "not
+    serializable" and ``transformers.Trainer`` (TRL) refuse to train; it is removed, so the model is
+    a plain one.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, kwargs = str(path.parent), {"gguf_file": path.name}
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(folder, **_dtype_kwarg(torch_dtype), **kwargs)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model, tokenizer
+
+
+def _read_cache(folder: Path, torch_dtype):
+    """``(model, tokenizer)`` from a converted folder, or None when it is absent, incomplete or unreadable."""
+    if not folder.is_dir():
+        return None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if _cache_complete(folder):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model, info = AutoModelForCausalLM.from_pretrained(str(folder), **_dtype_kwarg(torch_dtype),
+                                                               output_loading_info=True)
+            wrong = {k: info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
+            if not wrong:
+                return model, tokenizer
+            problem = f"its weights do not fit the model: {wrong}"
+        except Exception as exc:  # a corrupt file: any error of any reader means "rebuild it"
+            problem = f"{type(exc).__name__}: {exc}"
+    else:
+        problem = f"it is incomplete (no {CACHE_MARKER}, or a file of another size than it records)"
+    warnings.warn(f"the converted-model cache {folder} is unusable ({problem}); converting the GGUF file again",
+                  RuntimeWarning, stacklevel=4)
+    _discard(folder)
+    return None
+
+
+def _load_gguf(path: Path, torch_dtype, cache: bool | None, sha256: str | None):
+    """``(model, tokenizer, how)``: from the cache when it holds this file, else converted (and cached)."""
+    if cache is None:
+        cache = model_cache_enabled()
+    if not cache:
+        return (*_convert_gguf(path, torch_dtype), "disabled")
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    try:
+        identity = _cache_identity(path, dtype_name, sha256)
+        folder = model_cache_folder(path, dtype_name, identity["sha256"])
+    except (OSError, RuntimeError) as exc:  # RuntimeError: Path.home() without a home
+        _warn_once(f"root:{exc}", f"no converted-model cache ({type(exc).__name__}: {exc}); loading from the GGUF")
+        return (*_convert_gguf(path, torch_dtype), "not written")
+    cached = _read_cache(folder, torch_dtype)
+    if cached is not None:
+        return (*cached, "read")
+    model, tokenizer = _convert_gguf(path, torch_dtype)
+    try:
+        _write_cache(folder, model, tokenizer, identity)
+    except OSError as exc:
+        _warn_once(str(folder.parent), f"cannot write the converted-model cache under {folder.parent} "
+                   f"({type(exc).__name__}: {exc}), so every load converts the GGUF file again (about 30 s). "
+                   f"Point SQLENV_CACHE_DIR at a writable folder, or set {MODEL_CACHE_ENV}=0 to silence this.")
+        return model, tokenizer, "not written"
+    return model, tokenizer, "written"
+
+
+# --------------------------------------------------------------------------- loading
+
+
 @dataclass
 class LoadInfo:
-    """What ``load_model_and_tokenizer`` loaded and how long it took (for logs and benchmarks)."""
+    """What ``load_model_and_tokenizer`` loaded and how long it took (for logs and benchmarks).
+
+    ``cache`` says where a GGUF model came from: ``"read"`` (the converted-model cache), ``"written"``
+    (converted, then cached), ``"not written"`` (converted; the cache could not be written),
+    ``"disabled"`` (converted; ``SQLENV_MODEL_CACHE=0``); ``""`` for a folder or hub id.
+    """
 
     name: str
     source: str
     device: str
     dtype: str
     seconds: float
+    cache: str = ""
 
 
 def load_model_and_tokenizer(name: str = DEFAULT_MODEL, device: str = "auto", dtype="auto",
-                             threads: int | None = None):
+                             threads: int | None = None, cache: bool | None = None):
     """Load a causal LM and its tokenizer, offline for the named models.
 
     Returns ``(model, tokenizer)``; the model is in eval mode on ``device`` with ``dtype``, and
     ``model.sqlenv_load_info`` holds a ``LoadInfo``. ``threads`` sets ``torch.set_num_threads``.
     The tokenizer gets a pad token (the EOS token) when it has none.
 
-    GGUF weights are de-quantized to ``dtype`` at load, but transformers keeps a GGUF "quantizer" on
-    the model, which makes ``save_pretrained`` raise "not serializable" and ``transformers.Trainer``
-    (TRL) refuse to train; it is removed here, so the model is a plain one.
+    A GGUF file is de-quantized to ``dtype``, and the result is kept in the converted-model cache
+    (``model_cache_folder``), which later loads of the same file and dtype read instead: the same
+    tensors bit for bit, the same tokenizer. ``cache=False`` (or ``SQLENV_MODEL_CACHE=0``) neither
+    reads nor writes it; ``None`` follows the environment variable.
     """
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if threads:
@@ -322,24 +542,17 @@ def load_model_and_tokenizer(name: str = DEFAULT_MODEL, device: str = "auto", dt
     source = resolve_model(name)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    kwargs = {}
+    how = ""
     if source.endswith(".gguf"):
-        folder, kwargs["gguf_file"] = str(Path(source).parent), Path(source).name
+        sha256 = QWEN_SHA256 if name == QWEN_NAME else None  # qwen_gguf has just checked it
+        model, tokenizer, how = _load_gguf(Path(source), torch_dtype, cache, sha256)
     else:
-        folder = source
-    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-    # transformers 5 names the argument dtype; 4.x calls it torch_dtype
-    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    model = AutoModelForCausalLM.from_pretrained(folder, **{dtype_arg: torch_dtype}, **kwargs)
-    if kwargs.get("gguf_file") and getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwarg(torch_dtype))
     model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.sqlenv_load_info = LoadInfo(name, source, device, str(torch_dtype).removeprefix("torch."),
-                                      time.perf_counter() - start)
+                                      time.perf_counter() - start, how)
     return model, tokenizer
