@@ -301,6 +301,7 @@ def resolve_dtype(dtype, device: str):
 # --------------------------------------------------------------------------- the converted-model cache
 
 MODEL_CACHE_ENV = "SQLENV_MODEL_CACHE"
+MODEL_CACHE_DIR_ENV = "SQLENV_MODEL_CACHE_DIR"
 CACHE_FORMAT = 1
 CACHE_MARKER = "sqlenv-complete.json"  # written last; a folder without it (or whose files differ from it) is rebuilt
 _OFF = ("0", "false", "no", "off")
@@ -320,10 +321,15 @@ def model_cache_enabled() -> bool:
 
 
 def model_cache_root() -> Path:
-    """``$SQLENV_CACHE_DIR/models/converted``, else under ``$XDG_CACHE_HOME/sqlenv`` or ``~/.cache/sqlenv``.
+    """``$SQLENV_MODEL_CACHE_DIR`` if set, else ``$SQLENV_CACHE_DIR/models/converted``, else the same under
+    ``$XDG_CACHE_HOME/sqlenv`` or ``~/.cache/sqlenv``.
 
-    Nothing is created here: a location that cannot be written is found (and said) when writing.
+    ``SQLENV_MODEL_CACHE_DIR`` lets a test session isolate its databases (``SQLENV_CACHE_DIR``) and still
+    share converted models. Nothing is created here: a location that cannot be written is found (and
+    said) when writing.
     """
+    if os.environ.get(MODEL_CACHE_DIR_ENV):
+        return Path(os.environ[MODEL_CACHE_DIR_ENV]).expanduser()
     root = os.environ.get("SQLENV_CACHE_DIR")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME")
@@ -389,6 +395,7 @@ def _write_cache(folder: Path, model, tokenizer, identity: dict) -> None:
         for path in sorted(tmp.iterdir()):
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())  # the data is on disk before the marker says it is complete
+            path.chmod(0o644)  # safetensors writes 0600; a shared cache is read by other users
             files[path.name] = path.stat().st_size
         marker = dict(identity, files=files, written=time.strftime("%Y-%m-%dT%H:%M:%S"))
         (tmp / CACHE_MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
@@ -448,8 +455,11 @@ def _convert_gguf(path: Path, torch_dtype):
     return model, tokenizer
 
 
-def _read_cache(folder: Path, torch_dtype):
-    """``(model, tokenizer)`` from a converted folder, or None when it is absent, incomplete or unreadable."""
+def _read_cache(folder: Path, torch_dtype, gguf: Path):
+    """``(model, tokenizer)`` from a converted folder, or None when it is absent, incomplete or unreadable.
+
+    Their ``name_or_path`` is the GGUF file's folder, as after a conversion (a PEFT adapter records it).
+    """
     if not folder.is_dir():
         return None
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -461,6 +471,7 @@ def _read_cache(folder: Path, torch_dtype):
                                                                output_loading_info=True)
             wrong = {k: info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
             if not wrong:
+                model.config.name_or_path = model.name_or_path = tokenizer.name_or_path = str(gguf.parent)
                 return model, tokenizer
             problem = f"its weights do not fit the model: {wrong}"
         except Exception as exc:  # a corrupt file: any error of any reader means "rebuild it"
@@ -486,7 +497,7 @@ def _load_gguf(path: Path, torch_dtype, cache: bool | None, sha256: str | None):
     except (OSError, RuntimeError) as exc:  # RuntimeError: Path.home() without a home
         _warn_once(f"root:{exc}", f"no converted-model cache ({type(exc).__name__}: {exc}); loading from the GGUF")
         return (*_convert_gguf(path, torch_dtype), "not written")
-    cached = _read_cache(folder, torch_dtype)
+    cached = _read_cache(folder, torch_dtype, path)
     if cached is not None:
         return (*cached, "read")
     model, tokenizer = _convert_gguf(path, torch_dtype)

@@ -135,6 +135,7 @@ def tiny_gguf(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     monkeypatch.setenv("SQLENV_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("SQLENV_MODEL_CACHE", raising=False)
+    monkeypatch.delenv("SQLENV_MODEL_CACHE_DIR", raising=False)
     monkeypatch.setattr(models, "_warned", set())
     path = tmp_path / "tiny.gguf"
     path.write_bytes(b"GGUF tiny stand-in")
@@ -340,6 +341,9 @@ def _same_weights(a, b):
 
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SQLENV_CACHE_DIR", str(tmp_path / "a"))
+    monkeypatch.setenv("SQLENV_MODEL_CACHE_DIR", str(tmp_path / "models"))
+    assert models.model_cache_root() == tmp_path / "models"
+    monkeypatch.delenv("SQLENV_MODEL_CACHE_DIR")
     assert models.model_cache_root() == tmp_path / "a" / "models" / "converted"
     monkeypatch.delenv("SQLENV_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -362,6 +366,7 @@ def real_cold_and_warm(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SQLENV_CACHE_DIR", str(tmp_path_factory.mktemp("model-cache")))
         mp.delenv("SQLENV_MODEL_CACHE", raising=False)
+        mp.delenv("SQLENV_MODEL_CACHE_DIR", raising=False)
         cold = models.load_model_and_tokenizer("smollm2-135m", device="cpu", dtype="float32")
         conversions = []
         convert = models._convert_gguf
@@ -389,6 +394,10 @@ def test_default_model_from_the_cache_is_the_converted_model(real_cold_and_warm)
     assert all(torch.equal(buffers[name], b) for name, b in warm[0].named_buffers())
     assert warm[0].lm_head.weight.data_ptr() == warm[0].model.embed_tokens.weight.data_ptr()  # still tied
     assert type(cold[1]) is type(warm[1])
+    configs = [{k: v for k, v in m.config.to_dict().items() if k != "architectures"} for m in (cold[0], warm[0])]
+    assert configs[0] == configs[1]  # saving adds only `architectures`
+    assert cold[0].generation_config.to_dict() == warm[0].generation_config.to_dict()
+    assert warm[0].name_or_path == cold[0].name_or_path == str(models.smollm2_gguf().parent)  # PEFT records it
 
 
 @pytest.mark.slow
