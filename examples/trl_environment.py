@@ -12,7 +12,11 @@ and question; the tools ``run_sql`` and ``submit_answer`` are moves of ``TextToS
 (``factory.train_dataset()``) and the reward (``SQLEnvReward``: each rollout's episode return under
 the preset). TRL does the rest: it renders the tools into the prompt, parses the model's tool calls,
 runs them, feeds the results back until the model stops or ``--max-tool-calls`` is reached, then
-computes advantages and the clipped loss. SmolLM2's own chat template cannot show tools, so
+computes advantages and the clipped loss. TRL runs only calls written as Qwen2.5's template writes
+them, ``<tool_call>`` + one JSON line + ``</tool_call>``, so the system prompt
+(``sqlenv.prompts.TOOLS_AGENT_SYSTEM_PROMPT``) ends with one such call, written out; without it
+Qwen2.5-Coder-0.5B writes its calls as a ```json fence that TRL does not parse
+(``benchmarks/tool_call_check.py`` counts both). SmolLM2's own chat template cannot show tools, so
 ``ensure_tool_chat_template`` swaps in a ChatML tool template (see docs/integrations.md). The tiny
 defaults (1 step, 2 questions x 2 completions, 64 new tokens) run on a laptop CPU; raise them for
 real training on a GPU.

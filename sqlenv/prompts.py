@@ -335,6 +335,39 @@ TOOLS_ANSWER_SYSTEM_PROMPT = (
 )
 USER_TEMPLATE = "Database schema:\n{schema}\n\n{sample_block}Question: {question}"
 
+#: A worked tool episode on a made-up one-table database, as chat turns placed before the real question
+#: (:func:`tools_demo_messages`): the chat template renders its calls in the model's own tool-call format.
+TOOLS_DEMO_OBSERVATION = {
+    "schema": "CREATE TABLE city (name TEXT, country TEXT, population INTEGER);",
+    "sample_rows": "city: name | country | population\nOslo | Norge | 709\nBergen | Norge | 291",
+    "question": "How many cities have over 300 thousand people?",
+}
+TOOLS_DEMO_QUERY = "SELECT COUNT(*) FROM city WHERE population > 300"
+
+
+def _tool_call_turn(name: str, query: str) -> dict:
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": {"query": query}}}]}
+
+
+def tools_demo_messages(multi_turn: bool = True, max_turns: int = 5) -> list[dict]:
+    """The worked episode's turns: the question, then (multi-turn) a ``run_sql`` call and its result, then
+    the ``submit_answer`` call and its result, each result as the env returns it (tests/test_prompts.py)."""
+    query = TOOLS_DEMO_QUERY
+    messages: list[dict] = [{"role": "user", "content": user_message(TOOLS_DEMO_OBSERVATION)}]
+    if not multi_turn:
+        return messages + [_tool_call_turn("submit_answer", query),
+                           {"role": "tool", "name": "submit_answer", "content": "Answer submitted."}]
+    return messages + [
+        _tool_call_turn("run_sql", query),
+        {"role": "tool", "name": "run_sql",
+         "content": f"Turn 1/{max_turns} <sql>{query}</sql>\n1 row\n| COUNT(*) |\n|----------|\n| 1        |"},
+        _tool_call_turn("submit_answer", query),
+        {"role": "tool", "name": "submit_answer",
+         "content": f"Turn 2/{max_turns} <answer>{query}</answer>\nAnswer submitted."},
+    ]
+
+
 
 def user_message(observation: dict[str, str]) -> str:
     """The stacks' user turn: the observation's schema, sample rows (when any) and question, as given."""

@@ -219,8 +219,10 @@ def tool_tokenizer():
 def city_db(tmp_path_factory):
     from conftest import write_city_dataset
 
-    return write_city_dataset(tmp_path_factory.mktemp("tool-prompt"), [("Oslo", "Norge", 709)],
-                              [{"id": "q", "question": "How many cities?", "sql": "SELECT COUNT(*) FROM city"}])
+    demo = prompts.TOOLS_DEMO_OBSERVATION  # the worked episode's database, built for real
+    cities = [("Oslo", "Norge", 709), ("Bergen", "Norge", 291)]
+    return write_city_dataset(tmp_path_factory.mktemp("tool-prompt"), cities,
+                              [{"id": "q", "question": demo["question"], "sql": prompts.TOOLS_DEMO_QUERY}])
 
 
 @pytest.mark.parametrize("system, multi_turn, name, query", WORKED_CALLS)
@@ -258,3 +260,20 @@ def test_the_worked_exploration_runs_on_any_database(city_db):
     env = SQLEnvironmentFactory(**city_db, multi_turn=True)()
     env.reset(index=0)
     assert env.run_sql(WORKED_CALLS[0][3]).endswith("1 row\n| name |\n|------|\n| city |")
+
+
+@pytest.mark.parametrize("multi_turn", [True, False])
+def test_the_worked_tool_episode_is_what_the_env_returns(city_db, multi_turn):
+    """tools_demo_messages: its question turn is reset's text and each tool result is what the tool returns,
+    on the demo's database built for real; the answer it submits is correct."""
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, SQLEnvReward
+
+    env = SQLEnvironmentFactory(**city_db, multi_turn=multi_turn, **({"max_turns": 4} if multi_turn else {}))()
+    demo = prompts.tools_demo_messages(multi_turn, max_turns=4)
+    assert [m["role"] for m in demo] == ["user"] + ["assistant", "tool"] * (2 if multi_turn else 1)
+    assert demo[0]["content"] == env.reset(index=0)
+    for call, result in zip(demo[1::2], demo[2::2]):
+        function = call["tool_calls"][0]["function"]
+        assert result["name"] == function["name"]
+        assert getattr(env, function["name"])(**function["arguments"]) == result["content"]
+    assert SQLEnvReward()(environments=[env]) == [1.0]

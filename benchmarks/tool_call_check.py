@@ -1,0 +1,180 @@
+"""Does a model's first turn hold a tool call that TRL can parse? Before/after the worked call in the tool prompt.
+
+    python benchmarks/tool_call_check.py --help
+    SQLENV_DATA_DIR=/work/shared/data/temptabqa-c \\
+        python benchmarks/tool_call_check.py --dataset temptabqa-c --split dev --limit 8 --threads 1
+
+No training. For each of the first ``--limit`` questions and each system prompt (``before``: the tool
+prompt without a worked call, as it was up to commit 3b9af3f; ``after``: ``sqlenv.prompts``' current one,
+which ends with one literal ``<tool_call>`` example), the script builds the first-turn prompt exactly as
+``examples/trl_environment.py`` has TRL build it: the row of ``SQLEnvironmentFactory.train_dataset``,
+``reset``'s text appended to its user turn, rendered by ``apply_chat_template`` with the environment's
+public methods as ``tools`` (after ``ensure_tool_chat_template`` and TRL's ``add_response_schema``, as
+``GRPOTrainer`` does). It then generates greedily (``--max-new-tokens``) and parses the completion with
+TRL's own ``parse_response``, which is what decides whether a tool runs during training. A call counts
+when its name is one of the tools and its arguments hold a string ``query``.
+
+``--model qwen2.5-coder-0.5b`` (the default) needs the opt-in extra: ``pip install -e '.[qwen]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqlenv import prompts  # noqa: E402
+
+#: The tool prompts before the worked call was added (sqlenv/prompts.py at commit 3b9af3f).
+BEFORE = {
+    "agent": (
+        "You are an expert in SQLite. Answer the user's question about the database below. Call run_sql to "
+        "explore the data (it returns the result rows or the error), then call submit_answer once with the "
+        "single SQLite query whose result answers the question. Only the submitted query is scored."
+    ),
+    "answer": (
+        "You are an expert in SQLite. Answer the user's question about the database below: call "
+        "submit_answer once with the single SQLite query whose result answers the question."
+    ),
+}
+AFTER = {"agent": prompts.TOOLS_AGENT_SYSTEM_PROMPT, "answer": prompts.TOOLS_ANSWER_SYSTEM_PROMPT}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python benchmarks/tool_call_check.py",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b",
+                        help="an agents.models name (qwen2.5-coder-0.5b needs pip install -e '.[qwen]') or a folder")
+    parser.add_argument("--dataset", default="temptabqa-c", help="sqlenv dataset")
+    parser.add_argument("--split", default="dev", help="split")
+    parser.add_argument("--data-dir", default=None, help="the dataset's folder (else $SQLENV_DATA_DIR)")
+    parser.add_argument("--limit", type=int, default=8, help="the first N questions")
+    parser.add_argument("--single-step", action="store_true",
+                        help="the submit_answer-only prompt and tool (TextToSQL-v0) instead of run_sql + submit_answer")
+    parser.add_argument("--max-turns", type=int, default=5, help="moves per episode (multi-turn)")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="greedy tokens per completion")
+    parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--prompts", default="before,after,demo", help="which prompts, comma-separated")
+    parser.add_argument("--json", default=None, help="write every completion and its parse here")
+    return parser
+
+
+def check_model_available(name: str) -> None:
+    """Exit with a message naming the extra when the opt-in model's packages are missing."""
+    from agents.models import QWEN_NAME, ModelNotFoundError, check_model
+
+    try:
+        check_model(name)
+    except ModelNotFoundError as exc:
+        hint = " Install the opt-in extra: pip install -e '.[qwen]'." if name == QWEN_NAME else ""
+        raise SystemExit(f"tool_call_check: {exc}{hint}") from None
+
+
+def environment_tools(environment) -> list:
+    """The tools TRL exposes for an environment instance: its public methods but reset and get_reward
+    (``GRPOTrainer.__init__``, trl 1.16)."""
+    return [getattr(environment, name) for name, _ in inspect.getmembers(type(environment), inspect.isfunction)
+            if name not in ("reset", "get_reward") and not name.startswith("_")]
+
+
+def first_turn_prompt(row: dict, environment) -> list[dict]:
+    """The row's prompt with ``reset``'s text appended to the last (user) turn, as TRL does."""
+    observation = environment.reset(**row)
+    prompt = row["prompt"]
+    return prompt[:-1] + [{**prompt[-1], "content": prompt[-1]["content"] + observation}]
+
+
+def count_call(parsed: dict, tool_names: set[str]) -> tuple[int, int]:
+    """(tool calls TRL parsed, those naming a tool with a string ``query``)."""
+    calls = parsed.get("tool_calls") or []
+    valid = sum(1 for c in calls if c.get("function", {}).get("name") in tool_names
+                and isinstance((c.get("function", {}).get("arguments") or {}).get("query"), str))
+    return len(calls), valid
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    check_model_available(args.model)
+    import torch
+    from trl.chat_template_utils import add_response_schema, parse_response
+
+    from agents.models import load_model_and_tokenizer
+    from sqlenv.datasets import load_dataset
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, ensure_tool_chat_template
+
+    kind = "answer" if args.single_step else "agent"
+    variants = {"before": (BEFORE[kind], False), "after": (AFTER[kind], False), "demo": (AFTER[kind], True)}
+    chosen = [v.strip() for v in args.prompts.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in variants]
+    if unknown:
+        raise SystemExit(f"--prompts: unknown {unknown}; choose from {sorted(variants)}")
+
+    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
+    turns = {} if args.single_step else {"max_turns": args.max_turns}
+    factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, **turns)
+    indices = list(range(min(args.limit, len(dataset))))
+    environment = factory()
+    tools = environment_tools(environment)
+    tool_names = {t.__name__ for t in tools}
+
+    start = time.time()
+    model, tokenizer = load_model_and_tokenizer(args.model, device="cpu", dtype=args.dtype, threads=args.threads)
+    ensure_tool_chat_template(tokenizer)
+    if getattr(tokenizer, "response_template", None) is None and getattr(tokenizer, "response_schema", None) is None:
+        add_response_schema(tokenizer)  # as GRPOTrainer does for tools
+    print(f"loaded {args.model} in {time.time() - start:.0f} s; {len(indices)} questions of {args.dataset} "
+          f"{args.split}; tools {sorted(tool_names)}", flush=True)
+
+    records, table = [], {}
+    for variant in chosen:
+        system, demo = variants[variant]
+        rows = factory.train_dataset(indices=indices, system_prompt=system)
+        demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns) if demo else []
+        parsed_n = valid_n = 0
+        for row in rows:
+            prompt = first_turn_prompt(dict(row), environment)
+            prompt = prompt[:-1] + demo_turns + prompt[-1:]
+            prompt_ids = tokenizer.apply_chat_template([prompt], tools=tools, add_generation_prompt=True,
+                                                       tokenize=True, return_dict=True)["input_ids"][0]
+            t0 = time.time()
+            with torch.no_grad():
+                out = model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids),
+                                                                                            dtype=torch.long),
+                                     max_new_tokens=args.max_new_tokens, do_sample=False,
+                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            completion_ids = out[0, len(prompt_ids):].tolist()
+            parsed = parse_response(tokenizer, completion_ids, prefix=list(prompt_ids), tools=tools)
+            calls, valid = count_call(parsed, tool_names)
+            parsed_n += calls > 0
+            valid_n += valid > 0
+            text = tokenizer.decode(completion_ids, skip_special_tokens=False)
+            records.append({"prompt": variant, "index": row["index"], "id": row["id"], "prompt_tokens": len(prompt_ids),
+                            "completion": text, "tool_calls": parsed.get("tool_calls") or [], "valid_calls": valid,
+                            "seconds": round(time.time() - t0, 1)})
+            print(f"[{variant}] q{row['index']} {len(prompt_ids)} prompt tokens, {time.time() - t0:.0f} s, "
+                  f"parsed calls {calls} (valid {valid}): {text[:160]!r}", flush=True)
+        table[variant] = {"questions": len(rows), "with_parsed_call": parsed_n, "with_valid_call": valid_n}
+
+    print(f"\n{args.model}, {args.dataset} {args.split}, first {len(indices)} questions, greedy, "
+          f"{args.max_new_tokens} new tokens, {'single-step' if args.single_step else 'multi-turn'} tool prompt")
+    print("| prompt | questions | completions with a tool call TRL parses | ... naming a tool with a query |")
+    print("| --- | ---: | ---: | ---: |")
+    for variant, row in table.items():
+        print(f"| {variant} | {row['questions']} | {row['with_parsed_call']} | {row['with_valid_call']} |")
+    result = {"args": vars(args), "table": table, "records": records}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()
