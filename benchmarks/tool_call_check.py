@@ -4,15 +4,16 @@
     SQLENV_DATA_DIR=/work/shared/data/temptabqa-c \\
         python benchmarks/tool_call_check.py --dataset temptabqa-c --split dev --limit 8 --threads 1
 
-No training. For each of the first ``--limit`` questions and each system prompt (``before``: the tool
-prompt without a worked call, as it was up to commit 3b9af3f; ``after``: ``sqlenv.prompts``' current one,
-which ends with one literal ``<tool_call>`` example), the script builds the first-turn prompt exactly as
+No training. For each of the first ``--limit`` questions and each prompt (``before``: the tool prompt without
+a worked call, as it was up to commit 3b9af3f; ``after``: ``sqlenv.prompts``' current one, which ends with one
+literal ``<tool_call>`` example; ``demo``: the current one plus a worked tool episode as chat turns before the
+question, ``sqlenv.prompts.tools_demo_messages``), the script builds the first-turn prompt exactly as
 ``examples/trl_environment.py`` has TRL build it: the row of ``SQLEnvironmentFactory.train_dataset``,
-``reset``'s text appended to its user turn, rendered by ``apply_chat_template`` with the environment's
-public methods as ``tools`` (after ``ensure_tool_chat_template`` and TRL's ``add_response_schema``, as
-``GRPOTrainer`` does). It then generates greedily (``--max-new-tokens``) and parses the completion with
-TRL's own ``parse_response``, which is what decides whether a tool runs during training. A call counts
-when its name is one of the tools and its arguments hold a string ``query``.
+``reset``'s text appended to its user turn, rendered by ``apply_chat_template`` with the environment's public
+methods as ``tools`` (after ``ensure_tool_chat_template`` and TRL's ``add_response_schema``, as
+``GRPOTrainer`` does). It then generates greedily (``--max-new-tokens``) and parses the completion with TRL's
+own ``parse_response``, which is what decides whether a tool runs during training. A call counts when its name
+is one of the tools and its arguments hold a string ``query``.
 
 ``--model qwen2.5-coder-0.5b`` (the default) needs the opt-in extra: ``pip install -e '.[qwen]'``.
 """
