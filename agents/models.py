@@ -328,13 +328,11 @@ def model_cache_root() -> Path:
     share converted models. Nothing is created here: a location that cannot be written is found (and
     said) when writing.
     """
+    from sqlenv.cache import cache_root
+
     if os.environ.get(MODEL_CACHE_DIR_ENV):
         return Path(os.environ[MODEL_CACHE_DIR_ENV]).expanduser()
-    root = os.environ.get("SQLENV_CACHE_DIR")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = Path(xdg) / "sqlenv" if xdg else Path.home() / ".cache" / "sqlenv"
-    return Path(root).expanduser() / "models" / "converted"
+    return cache_root() / "models" / "converted"
 
 
 def _version(distribution: str) -> str:

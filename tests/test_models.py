@@ -420,3 +420,16 @@ def test_default_model_tokenizer_and_outputs_from_the_cache(real_cold_and_warm):
         assert torch.equal(cold(ids).logits, warm(ids).logits)
         greedy = [m.generate(ids, max_new_tokens=8, do_sample=False) for m in (cold, warm)]
     assert torch.equal(*greedy)
+
+
+def test_databases_and_converted_models_share_one_cache_root(monkeypatch, tmp_path):
+    from agents.models import model_cache_root
+    from sqlenv.cache import cache_dir
+
+    monkeypatch.delenv("SQLENV_CACHE_DIR", raising=False)
+    monkeypatch.delenv("SQLENV_MODEL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "sqlenv"
+    assert model_cache_root() == tmp_path / "xdg" / "sqlenv" / "models" / "converted"
+    monkeypatch.setenv("SQLENV_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine" and model_cache_root().parent.parent == tmp_path / "mine"
