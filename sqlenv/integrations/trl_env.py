@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from typing import Any, Sequence
 
@@ -59,7 +60,9 @@ __all__ = [
     "SQLEnvironmentFactory",
     "TextToSQLAgentTools",
     "TextToSQLTools",
+    "accept_json_tool_calls",
     "ensure_tool_chat_template",
+    "json_tool_call_template",
     "to_trl_env_dataset",
 ]
 
@@ -394,4 +397,103 @@ def ensure_tool_chat_template(processing_class):
             "chat_template yourself (see TRL's chat_template_utils), or use a tool-calling model"
         )
     processing_class.chat_template = qwen2_5_chat_template
+    return processing_class
+
+
+# ---------------------------------------------------------------------- lenient tool-call parsing
+#: The tools of :class:`TextToSQLAgentTools` (``submit_answer`` alone is :class:`TextToSQLTools`' one tool).
+TOOL_NAMES = ("run_sql", "submit_answer")
+
+
+def json_tool_call_template(tool_names: Sequence[str] = TOOL_NAMES) -> dict:
+    """A transformers ``response_template`` (the new-style parser, transformers >= 5.13) for Qwen2.5's ChatML
+    that reads three ways of writing a tool call; see :func:`accept_json_tool_calls`.
+
+    It is TRL's ``qwen3_template`` (what ``add_response_schema`` sets for Qwen2.5/Qwen3 templates) with two
+    more ways to open and close its one ``tool_calls`` field, whose body is still parsed as strict JSON and
+    turned into ``{"type": "function", "function": <the object>}`` as TRL's template does:
+
+    * ``<tool_call>`` ... ``</tool_call>``: TRL's own form, unchanged;
+    * a ```` ``` ```` or ```` ```json ```` fence whose content starts with ``{"name": "<tool>", "arguments": {``
+      (a known tool name, arguments an object), closed by the next ```` ``` ````;
+    * a bare call on a line of its own (after optional indentation or an ``<|im_start|>``), starting
+      ``{"name": "<tool>", "arguments": {`` and ending the line with ``}}``.
+
+    Text before, between and after calls is the message's ``content`` (the pieces joined by newlines).
+    """
+    names = [str(n) for n in tool_names]
+    if not names or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", n) for n in names):
+        raise ValueError(f"tool_names must be non-empty function names, got {names!r}")
+    name = "(?:" + "|".join(re.escape(n) for n in names) + ")"
+    head = r'\{\s*"name"\s*:\s*"' + name + r'"\s*,\s*"arguments"\s*:\s*\{'  # fenced: may span lines
+    line_head = r'\{[ \t]*"name"[ \t]*:[ \t]*"' + name + r'"[ \t]*,[ \t]*"arguments"[ \t]*:[ \t]*\{'
+    line_end = r"[ \t]*(?:\n|<\|im_end\|>|\Z)"
+    line_start = r"(?:\A|(?<=\n))[ \t]*(?:<\|im_start\|>(?:assistant)?[ \t]*\n?[ \t]*)?"
+    bare_line = line_head + r"[^\n]*\}\}"
+    open_pattern = "|".join([
+        r"<tool_call>",  # TRL's (qwen3_template's "open")
+        r"```(?:json)?[ \t]*\n?[ \t]*(?=" + head + ")",  # a fenced call
+        line_start + r"(?=" + bare_line + line_end + ")",  # a bare one-line call
+    ])
+    close_pattern = "|".join([
+        r"</tool_call>\s*",  # TRL's
+        r"\s*```[ \t]*",  # the fence's end
+        # the end of a bare one-line call (inside <tool_call> tags, TRL's close above ends the call instead)
+        r"(?<=" + line_start + bare_line + r")(?=" + line_end + r")(?!\s*</tool_call>)",
+    ])
+    return {
+        "defaults": {"role": "assistant"},
+        "start_anchor": "<|im_start|>assistant\n",
+        "fields": {
+            "reasoning_content": {"open": "<think>", "close_pattern": r"</think>\s*", "content": "text"},
+            "tool_calls": {
+                "open_pattern": open_pattern,
+                "close_pattern": close_pattern,
+                "repeats": True,
+                "content": "json",
+                "transform": {"type": "function", "function": "{content}"},
+            },
+            "content": {"close_pattern": r"<\|im_end\|>\s*", "content": "text", "repeats": True, "join": "\n"},
+        },
+    }
+
+
+def accept_json_tool_calls(processing_class, tools: Sequence[Any] = TOOL_NAMES):
+    """Make TRL's tool-call parser also accept the JSON calls small Qwen2.5 models write instead of
+    ``<tool_call>``: a fenced ```` ```json {"name": ..., "arguments": {...}} ``` ```` block, or a bare
+    one-line ``{"name": ..., "arguments": {...}}`` (also when opened by ``<|im_start|>``).
+
+    ``GRPOTrainer`` parses each completion with ``trl.chat_template_utils.parse_response``, which reads the
+    tokenizer's ``response_template`` (transformers' response parsing); ``GRPOTrainer.__init__`` calls
+    ``add_response_schema`` only when the tokenizer has none, so a template set here, before the trainer is
+    built, is the one TRL uses (trl 1.16). The template is :func:`json_tool_call_template`: the one TRL sets
+    for Qwen2.5/Qwen3 ChatML templates plus the two lenient forms. A lenient call counts only when it is a
+    JSON object that starts with ``"name"``, one of ``tools``, followed by an ``"arguments"`` object; prose
+    that mentions JSON, another name, a call cut short or split over lines outside a fence stay text.
+
+    Call it after :func:`ensure_tool_chat_template`. ``tools`` are the tool names (or the environment's
+    bound methods). Raises ``ValueError`` for a chat template TRL does not parse with its Qwen template, or a
+    transformers older than 5.13 (no ``response_template``). Returns ``processing_class`` (changed in place).
+    """
+    import transformers
+    from packaging.version import Version
+    from trl.chat_template_utils import add_response_schema, qwen3_template
+
+    if Version(transformers.__version__) < Version("5.13.0.dev0"):
+        raise ValueError(f"accept_json_tool_calls needs transformers >= 5.13 (response_template parsing), "
+                         f"found {transformers.__version__}")
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    saved = getattr(tokenizer, "response_template", None)
+    tokenizer.response_template = None
+    try:
+        add_response_schema(processing_class)
+        known = getattr(tokenizer, "response_template", None) == qwen3_template
+    except ValueError:
+        known = False
+    if not known:
+        tokenizer.response_template = saved
+        raise ValueError("accept_json_tool_calls extends TRL's Qwen ChatML (<tool_call>) parser; this chat template "
+                         "is not one TRL parses that way (call ensure_tool_chat_template first)")
+    names = [t if isinstance(t, str) else t.__name__ for t in tools]
+    tokenizer.response_template = json_tool_call_template(names)
     return processing_class
