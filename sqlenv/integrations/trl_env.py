@@ -26,6 +26,9 @@ What maps to what:
 * :class:`SQLEnvReward` (for ``reward_funcs``) reads each instance's ``reward``: the episode's return,
   or, when no answer was submitted, the preset's execution-error reward (what ``TextToSQLAgent-v0``
   gives when the turns run out). The classes define no ``get_reward``, so the reward is counted once.
+* :func:`accept_json_tool_calls` (optional, before ``GRPOTrainer``) sets the tokenizer's
+  ``response_template`` to TRL's Qwen ``<tool_call>`` parser plus a fenced or bare one-line JSON call
+  naming a tool, the forms Qwen2.5-Coder-0.5B writes; ``GRPOTrainer`` keeps a template already set.
 
 The adapter keeps no SQL, budget or scoring logic: it formats the env's observation as the user turn
 (:func:`sqlenv.prompts.user_message`, the other stacks' user turn; the system prompts are
