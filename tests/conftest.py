@@ -89,3 +89,17 @@ def help_options(help_text: str) -> dict[str, str]:
         elif key and line.startswith("    "):
             options[key] += " " + line.strip()
     return options
+
+
+def load_script(path: Path | str, name: str | None = None):
+    """The module of a script that is not in a package (``benchmarks/*.py``, ``examples/*.py``), executed
+    afresh and registered in ``sys.modules`` under ``name`` (a dataclass in it looks its module up there)."""
+    import importlib.util
+    import sys
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(name or f"sqlenv_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,12 +1,12 @@
 """agents/baselines.py: the oracle reaches 100 %, trivial baselines give sensible numbers, the LM baseline runs."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import load_script
 
 from agents.baselines import (
     ConstantPolicy,
@@ -23,11 +23,7 @@ SCRIPT = REPO / "benchmarks" / "evaluate.py"
 
 
 def _load_evaluate():
-    spec = importlib.util.spec_from_file_location("sqlenv_benchmarks_evaluate", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "sqlenv_benchmarks_evaluate")
 
 
 ev = _load_evaluate()

@@ -7,7 +7,6 @@ import pytest
 
 from sqlenv.completion import completion_text, extract_sql, statement_end
 
-
 CASES = [
     # fenced blocks
     ("```sql\nSELECT COUNT(*) FROM Medal;\n```", "SELECT COUNT(*) FROM Medal"),

@@ -9,11 +9,11 @@ default model.
 import pytest
 import torch
 import transformers
+from test_policy import OBSERVATION, perturb_adapter, tiny_model, tiny_tokenizer
 
 from agents.engine import RolloutEngine, _common_prefix, sample_tokens, supports
 from agents.policy import LoRAPolicy, PolicyConfig
 from agents.sampling import Chooser
-from test_policy import OBSERVATION, perturb_adapter, tiny_model, tiny_tokenizer
 
 QUESTIONS = ("How many gold medals did Anna Berg win?", "When?", "In which year did she win her first medal?",
              "Which tournament?", "How many silver medals did Anna Berg win in 2012 and in 2016 together?",

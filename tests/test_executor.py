@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import build_medal_db
+
 from sqlenv.executor import (
     ERROR_KINDS,
     ExecutionResult,

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import build_medal_db as _build_medal_db
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import build_medal_db as _build_medal_db
 from sqlenv.executor import ERROR_KINDS, Executor, ExecutorConfig
 
 BUDGET = 0.25  # seconds: the executor's time budget in these tests

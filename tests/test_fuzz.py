@@ -11,13 +11,12 @@ database, about 4,000 cases in all (about a minute on a shared 2-core machine).
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,10 +24,7 @@ from sqlenv.env import TextToSQLEnv
 from sqlenv.executor import ERROR_KINDS, Executor, ExecutorConfig
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz.py"
-_spec = importlib.util.spec_from_file_location("sqlenv_benchmarks_fuzz", _SCRIPT)
-fuzz = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = fuzz  # dataclasses look their module up there
-_spec.loader.exec_module(fuzz)
+fuzz = load_script(_SCRIPT, "sqlenv_benchmarks_fuzz")
 
 BUDGET = fuzz.BUDGET  # 0.05 s per query
 MARGIN = fuzz.MARGIN  # 1.0 s of slack on a loaded, shared 2-core machine

@@ -21,7 +21,6 @@ from agents import grpo_update as update  # noqa: E402
 from agents.cli import ConfigError, field_docs  # noqa: E402
 from agents.grpo_config import Config, make_config, parse_config  # noqa: E402
 from sqlenv.spec import EnvSpec  # noqa: E402
-
 from tests.tiny_llama import save_tiny_llama  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -361,11 +360,11 @@ def test_several_iterations_recompute_old_logprobs_and_clip():
 # ====================================================================================== real run (slow)
 def _has_real_stack():
     try:
+        import sqlenv.datasets.generated  # noqa: F401
         import sqlenv.env  # noqa: F401
         import sqlenv.executor  # noqa: F401
-        from sqlenv.datasets import available_datasets
         from agents import policy  # noqa: F401
-        import sqlenv.datasets.generated  # noqa: F401
+        from sqlenv.datasets import available_datasets
 
         return "generated" in available_datasets()
     except ImportError:

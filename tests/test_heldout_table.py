@@ -1,7 +1,6 @@
 """benchmarks/heldout_table.py: the held-out report's numbers are those of the evaluate.py results it reads and of
 agents/paired.py's paired_comparison; splits are read from the results' configs; its errors name what is wrong."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -9,23 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
+
+from agents.paired import load_result, paired_comparison
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "heldout_table.py"
 RESAMPLES = 2000
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ht = _load("sqlenv_benchmarks_heldout_table", SCRIPT)
-ev = _load("sqlenv_benchmarks_evaluate_for_heldout", REPO / "benchmarks" / "evaluate.py")
-
-from agents.paired import load_result, paired_comparison  # noqa: E402
+ht = load_script(SCRIPT, "sqlenv_benchmarks_heldout_table")
+ev = load_script(REPO / "benchmarks" / "evaluate.py", "sqlenv_benchmarks_evaluate_for_heldout")
 
 
 @pytest.fixture(scope="module")

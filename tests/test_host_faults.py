@@ -15,9 +15,9 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+from conftest import REPO, build_medal_db
 
 import sqlenv  # noqa: F401  (registers TextToSQL-v0)
-from conftest import REPO, build_medal_db
 from sqlenv.datasets import Dataset, Example
 from sqlenv.env import TextToSQLEnv
 from sqlenv.executor import BUDGET_ENV, Executor, HostError, connection_budget

@@ -5,10 +5,19 @@ import sys
 
 import pytest
 
-from sqlenv import prompts
 from agents.monitors import (
-    LABELS, MONITORS, REFERENCE_LEVELS, answer_items, collapse_monitors, example_entities, monitor_metrics,
-    normalize_sql, sql_template, with_questions)
+    LABELS,
+    MONITORS,
+    REFERENCE_LEVELS,
+    answer_items,
+    collapse_monitors,
+    example_entities,
+    monitor_metrics,
+    normalize_sql,
+    sql_template,
+    with_questions,
+)
+from sqlenv import prompts
 
 Q1 = "How many gold medals did Ivo Kent win?"
 Q2 = "In which year did Mia Ross win her first medal?"

@@ -18,9 +18,8 @@ from agents.cli import ConfigError  # noqa: E402
 from agents.grpo_config import make_config, parse_config  # noqa: E402
 from agents.multiturn import EnvPool, episode_metrics, move_finished, move_result, run_episodes  # noqa: E402
 from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
-from sqlenv.spec import EnvSpec  # noqa: E402
 from sqlenv import prompts  # noqa: E402
-
+from sqlenv.spec import EnvSpec  # noqa: E402
 from tests.tiny_llama import save_tiny_llama  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,23 +1,20 @@
 """agents/paired.py and its command line benchmarks/paired.py: McNemar's exact p by hand, the paired
 bootstrap, pairing and its refusals, the CLI."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "paired.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("sqlenv_benchmarks_paired", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "sqlenv_benchmarks_paired")
 
 
 paired = _load()

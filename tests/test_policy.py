@@ -22,8 +22,8 @@ from agents.policy import (  # noqa: E402
     extract_sql,
     statement_end,
 )
-from sqlenv.prompts import PREFILL  # noqa: E402
 from agents.sampling import sample_tokens  # noqa: E402
+from sqlenv.prompts import PREFILL  # noqa: E402
 
 # --------------------------------------------------------------------------- extract_sql
 # sqlenv.completion's rules (tests/test_completion.py); the trainer's completions through them.

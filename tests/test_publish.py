@@ -20,8 +20,9 @@ DATA = Path(os.environ.get("SQLENV_DATA_DIR", ROOT.parent / "shared" / "data" / 
 
 @pytest.fixture
 def saved_adapter(tmp_path):
-    from agents.policy import LoRAPolicy, PolicyConfig
     from test_policy import tiny_model, tiny_tokenizer
+
+    from agents.policy import LoRAPolicy, PolicyConfig
 
     tokenizer = tiny_tokenizer()
     policy = LoRAPolicy(PolicyConfig(max_completion_length=10, few_shot=1), model=tiny_model(tokenizer),

@@ -8,26 +8,22 @@ data folder, invalid configuration. One property per test; slow ones are marked 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
+from conftest import load_script
 
 from sqlenv import DatasetError
 from sqlenv.env import TextToSQLEnv
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
-_spec = importlib.util.spec_from_file_location("sqlenv_benchmarks_soak", _SCRIPT)
-soak = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = soak
-_spec.loader.exec_module(soak)
+soak = load_script(_SCRIPT, "sqlenv_benchmarks_soak")
 
 MARGIN = 1.0  # seconds of slack on a loaded, shared 2-core machine
 RUNAWAY = soak.RUNAWAY

@@ -2,16 +2,21 @@
 
 import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from sqlenv.comparators import compare
 from sqlenv.matching import MatchResult, match_answer
 from sqlenv.rewards import (
-    ARCTIC_EXECUTES, PARTIAL_WRONG_MAX, REWARD_PRESETS, RewardPreset, reward, reward_preset,
+    ARCTIC_EXECUTES,
+    PARTIAL_WRONG_MAX,
+    REWARD_PRESETS,
+    RewardPreset,
+    reward,
+    reward_preset,
     reward_range,
 )
 
@@ -266,11 +271,7 @@ HALFWAY = RewardPreset("halfway", 0.0, (0.0, 1.0),
 
 
 def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(f"rewards_test_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # a dataclass in it looks its module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, f"rewards_test_{path.stem}")
 
 
 def _example_help(path: Path, capsys) -> str:

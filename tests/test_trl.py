@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import help_options
+from conftest import help_options, load_script
 
 from sqlenv.datasets import load_dataset
 from sqlenv.env import TextToSQLEnv
@@ -254,13 +254,7 @@ def test_trl_grpo_example_help_and_defaults():
 
 
 def _load_example(path: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the Args dataclass looks its module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, f"example_{path.stem}")
 
 
 # ---------------------------------------------------------------------- one GRPO step with TRL
