@@ -107,12 +107,13 @@ class Config:
     episodes on TextToSQLAgent-v0 (explore with <sql>, see the result, submit with <answer>; at most N
     moves, each of at most max_completion_length tokens), whose loss covers only the policy's own tokens
     (agents/multiturn.py, docs/agent_env.md)."""
-    literal_answers: str = "score"
+    literal_answers: str = "unanswered"
     """An answer that reads no table of the database (SELECT '16', SELECT 0; sqlenv/literal.py): "score"
     rewards it like any other, "unanswered" as no answer (the preset's error reward, error "literal";
     docs/env.md, "Literal answers"). The collapse monitor train/ and eval/collapse/literal counts them either
-    way. Default "score" until a paired comparison on the same seeds shows that "unanswered" costs no
-    accuracy (issue 23)."""
+    way. Default "unanswered": the README command with either option gave bit-identical adapters (seed 2,
+    docs/results.md), so it costs nothing there and closes the shortcut. Runs from before this default
+    resume with --literal-answers score."""
 
     # ---------------------------------------------------------------- GRPO
     num_generations: int = 8

@@ -526,8 +526,8 @@ def test_resume_names_every_difference_and_its_flag(tmp_path):
     (dict(max_instructions=5000),
      "max_instructions: the run used None, this command 5000; pass --max-instructions none"),
     (dict(query_timeout=7.0), "query_timeout: the run used 1.0, this command 7.0; pass --query-timeout 1.0"),
-    ({"literal_answers": "unanswered"},
-     "literal_answers: the run used 'score', this command 'unanswered'; pass --literal-answers score"),
+    ({"literal_answers": "score"},
+     "literal_answers: the run used 'unanswered', this command 'score'; pass --literal-answers unanswered"),
 ])
 def test_resume_refuses_another_query_budget(tmp_path, flags, message):
     """A resume that changes the query budget would not continue the same run (its rewards change)."""
@@ -545,13 +545,15 @@ def test_resume_of_a_checkpoint_without_the_budget_reads_the_old_defaults(tmp_pa
     state = torch.load(state_pt, weights_only=False)
     del state["config"]["query_timeout"], state["config"]["max_instructions"], state["config"]["literal_answers"]
     torch.save(state, state_pt)
-    plan = preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0))
+    plan = preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0,
+                                          literal_answers="score"))
     assert (plan.env.timeout, plan.env.max_instructions, plan.env.literal_answers) == (1.0, None, "score")
-    with pytest.raises(ConfigError, match="literal_answers: the run used 'score', this command 'unanswered'"):
-        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0,
-                                       literal_answers="unanswered"))
+    with pytest.raises(ConfigError, match="literal_answers: the run used 'score', this command 'unanswered'; "
+                                          "pass --literal-answers score"):
+        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0))
     with pytest.raises(ConfigError, match="max_instructions: the run used None, this command 9"):
-        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0, max_instructions=9))
+        preflight.plan_run(make_config(dataset="generated", resume=str(run), warmup_examples=0, max_instructions=9,
+                                       literal_answers="score"))
 
 
 def test_resume_with_the_data_continues(tmp_path, data_dir):
@@ -687,7 +689,7 @@ def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_pat
                         "--literal-answers", "unanswered",
                         "--dataset", "generated", "--warmup-examples", "0", "--output-dir", str(tmp_path / "run")])
     assert (cfg.max_instructions, cfg.query_timeout, cfg.literal_answers) == (5000, 7.0, "unanswered")
-    assert parse_config([]).literal_answers == "score"
+    assert parse_config([]).literal_answers == "unanswered"
     built, literal = [], []
     make = EnvSpec.make
 
