@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -120,8 +121,7 @@ def publish(adapter: str | Path, dest: str | Path, *, title: str, command: str |
     policy = {**policy, "adapter": None}
     env = {**env, "data_dir": None}
     peft = {**peft, "base_model_name_or_path": model}
-    shown = [str(Path(r).resolve().relative_to(dest.parent.resolve())) for r in results
-             if Path(r).resolve().is_relative_to(dest.parent.resolve())]
+    shown = [os.path.relpath(Path(r).resolve(), dest.parent.resolve()) for r in results]
     card = card_text(title, policy, env, peft, command=command, results=results, notes=notes,
                      evaluate=evaluate_command(dest, env, results), shown=shown)
     tmp = dest.with_name(dest.name + ".tmp")

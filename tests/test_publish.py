@@ -2,12 +2,12 @@
 same weights; the adapters committed under docs/runs/*/adapter/ are such publications."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import temptabqa_dir
 
 from agents.adapter_card import read_env_spec, write_env_config
 from agents.publish import FILES, PublishError, publish, read_card
@@ -15,7 +15,6 @@ from sqlenv.spec import EnvSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = sorted(p.parent for p in (ROOT / "docs" / "runs").glob("**/adapter/adapter_model.safetensors"))
-DATA = Path(os.environ.get("SQLENV_DATA_DIR", ROOT.parent / "shared" / "data" / "temptabqa-c"))
 
 
 @pytest.fixture
@@ -98,13 +97,14 @@ def test_committed_adapters_stay_small():
 def test_a_committed_adapter_reproduces_its_recorded_evaluation(folder, tmp_path):
     """The README's promise: evaluate.py on the committed adapter gives the recorded queries and scores
     (here on 6 of the recorded questions)."""
-    if not (DATA / "Dev_set").is_dir():
+    data = temptabqa_dir()
+    if data is None:
         pytest.skip("TempTabQA-C files not found (set SQLENV_DATA_DIR)")
     recorded = json.loads((folder.parent / read_card(folder)["results"].split(", ")[0]).read_text())
     config = recorded["config"]
     run = subprocess.run([sys.executable, "benchmarks/evaluate.py", "--policy", str(folder), "--dataset",
                           config["dataset"], "--split", config["split"], "--schema", config["schema"], "--limit", "6",
-                          "--threads", "1", "--no-progress", "--data-dir", str(DATA), "--out", str(tmp_path)],
+                          "--threads", "1", "--no-progress", "--data-dir", str(data), "--out", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     (again,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
