@@ -10,8 +10,8 @@ What it does that Hugging Face's ``generate`` path does not:
   are read once per group per step instead of once per sample, and never copied G times.
   Prompts whose own parts share a long prefix (one database asked several questions: its rows and
   the worked examples come before the question) have that prefix prefilled once and only the rest
-  per prompt (``share_prefixes``; 1.37x on a greedy evaluation batch of 48 TempTabQA-C questions
-  over 8 databases, greedy output unchanged).
+  per prompt (``share_prefixes``; 1.38x on a greedy evaluation batch of 48 TempTabQA-C questions
+  over 13 databases, greedy output unchanged: ``benchmarks/bench_shared_prefill.py``).
 - **Preallocated buffers.** The generated-token cache is allocated for ``max_new_tokens`` up front
   and written in place; nothing grows by concatenation.
 - **Finished samples leave.** A prompt whose G samples have all stopped drops out of the batch, and
