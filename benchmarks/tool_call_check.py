@@ -1,7 +1,7 @@
 """Does a model's first turn hold a tool call that TRL can parse? Before/after the worked call in the tool prompt.
 
     python benchmarks/tool_call_check.py --help
-    SQLENV_DATA_DIR=/work/shared/data/temptabqa-c \\
+    SQLENV_DATA_DIR=../shared/data/temptabqa-c \\
         python benchmarks/tool_call_check.py --dataset temptabqa-c --split dev --limit 8 --threads 1
 
 No training. For each of the first ``--limit`` questions and each prompt (``before``: the tool prompt without
