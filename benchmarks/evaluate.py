@@ -631,7 +631,7 @@ def question_identity(example) -> tuple:
     policy's observation; the gold ``answer`` (and ``gold_sql``, the oracle's query) decide the score.
     ``id``, ``question_type`` and ``difficulty`` are left out: they are labels that differ between splits
     (Easy.tsv gives blank difficulties its own), and each split's records keep their own. (On TempTabQA-C's
-    test splits, 16 question/database pairs have different gold answers in different splits.)"""
+    test splits, 14 question/database pairs have different gold answers in different splits.)"""
     return example.question, example.db_key, example.context, example.answer, example.gold_sql
 
 
