@@ -62,6 +62,18 @@ def ex():
     executor.close()
 
 
+ROOMY = 30.0  # seconds: a budget the size caps always hit first, however loaded the machine
+
+
+@pytest.fixture
+def roomy():
+    """An executor whose time budget leaves the size caps room to fire first, so the kind is the cap's on a
+    loaded machine too (10,001 rows take a few ms when quiet; CI once saw the 0.25 s budget fire first)."""
+    executor = Executor(ExecutorConfig(timeout=ROOMY))
+    yield executor
+    executor.close()
+
+
 def attack(ex, db, sql, kind, budget=BUDGET):
     """Run one attack: assert its kind, its timing, and that the executor still answers afterwards."""
     start = time.perf_counter()
@@ -336,22 +348,23 @@ def test_string_doubling_too_large(ex, db):
     )
 
 
-def test_wide_rows_of_blobs_hit_the_byte_cap(ex, db):
+def test_wide_rows_of_blobs_hit_the_byte_cap(roomy, db):
     columns = ", ".join(["zeroblob(90000)"] * 90)
-    attack(ex, db, f"SELECT {columns} FROM Medal", "too_large")
+    attack(roomy, db, f"SELECT {columns} FROM Medal", "too_large", budget=ROOMY)
 
 
-def test_unbounded_rows_hit_the_row_cap(ex, db):
+def test_unbounded_rows_hit_the_row_cap(roomy, db):
     attack(
-        ex,
+        roomy,
         db,
         "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x FROM r",
         "too_large",
+        budget=ROOMY,
     )
 
 
-def test_cartesian_rows_hit_the_row_cap(ex, db):
-    attack(ex, db, "SELECT * FROM Medal a, Medal b", "too_large")
+def test_cartesian_rows_hit_the_row_cap(roomy, db):
+    attack(roomy, db, "SELECT * FROM Medal a, Medal b", "too_large", budget=ROOMY)
 
 
 def test_deep_parenthesis_nesting(ex, db):
