@@ -394,3 +394,20 @@ def test_shared_groups_need_a_long_common_prefix():
     assert sorted(cuts) == [40, 40]
     assert _shared_groups([t(long_a[:10] + [1]), t(long_a[:10] + [2])], 16) is None  # too short to share
     assert _shared_groups([t(long_a + [1]), t(long_a[:20] + [9] * 40)], 16) is None  # under half the shorter part
+
+
+def test_prompts_are_prefilled_in_chunks_of_similar_length_and_come_back_in_order(pair):
+    """Chunks are formed shortest first (less padding); the rows must still come back in the prompts' order."""
+    prompts = [pair.encode(pair.prompt({**OBSERVATION, "question": q * (1 + i % 3)}))
+               for i, q in enumerate(QUESTIONS[:6])]
+    assert len({len(p) for p in prompts}) > 3
+    greedy = lambda logits, row: logits.argmax(-1)  # noqa: E731
+    chunked = RolloutEngine(pair.model, [], 0, prefill_chunk=2, share_prefixes=False).sample(
+        prompts, 1, max_new_tokens=6, choose=greedy)
+    one_by_one = RolloutEngine(pair.model, [], 0, prefill_chunk=1, share_prefixes=False).sample(
+        prompts, 1, max_new_tokens=6, choose=greedy)
+    plain = pair._sample_many(prompts, 1, temperature=1.0, top_p=1.0, greedy=True, max_new_tokens=6, stop=False)
+    for (ids, lp), (ids_1, lp_1), (ids_p, _) in zip([g[0] for g in chunked], [g[0] for g in one_by_one],
+                                                    [g[0] for g in plain]):
+        assert ids.tolist() == ids_1.tolist() == ids_p.tolist()
+        torch.testing.assert_close(lp, lp_1, atol=1e-5, rtol=0)
