@@ -753,6 +753,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=None, help="torch CPU threads; use 1 on a shared machine "
                                                              "(default: torch's choice)")
     m.add_argument("--batch-size", type=int, default=8, help="questions per generate call (default: 8)")
+    m.add_argument("--rollout-dtype", default=None, choices=["bfloat16", "float16"],
+                   help="generate in this precision (the rollout engine's weights, activations and cache; float32 "
+                        "logits): faster on CPUs with AMX and on GPUs, and the greedy SQL can differ from float32's "
+                        "on some questions (55 of 282 on dev; docs/performance.md, \"The full dev split, quiet "
+                        "machine\"; default: the model's dtype)")
     o = parser.add_argument_group("output")
     o.add_argument("--out", default="results", help="folder for the Markdown and JSON reports (default: results)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -860,6 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except paired.PairingError as exc:
             parser.error(f"--compare-to {exc}")
     lm_policy = args.policy not in ("oracle", "constant", "template")
+    if args.rollout_dtype and not lm_policy:
+        parser.error(f"--rollout-dtype {args.rollout_dtype}: --policy {args.policy} is not a language model")
     if args.policy not in POLICY_NAMES and not Path(args.policy).expanduser().is_dir():
         parser.error(f"--policy {args.policy}: unknown policy: use one of {', '.join(POLICY_NAMES)} or the path of "
                      f"a trained adapter folder (no folder exists at {args.policy!r})")
@@ -911,7 +918,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--model {model or 'smollm2-135m'}: {exc}")
         policy_kwargs = dict(model=args.model, adapter=args.adapter, few_shot=args.few_shot, device=args.device,
                              threads=args.threads, temperature=args.temperature,
-                             max_completion_length=args.max_completion_length, batch_size=args.batch_size)
+                             max_completion_length=args.max_completion_length, batch_size=args.batch_size,
+                             rollout_dtype=args.rollout_dtype)
     policy = make_policy(args.policy, **policy_kwargs)
     if getattr(policy, "needs_gold", False):
         missing = sum(not env.example(i).gold_sql for i in indices)

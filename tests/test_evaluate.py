@@ -599,3 +599,16 @@ def test_split_lists_in_help_and_their_errors(tmp_path, capsys):
     assert exit_.value.code == 2
     assert f"error: --compare-to {before}: pairs one result with one earlier result, and --split test names 7 " \
         "splits" in capsys.readouterr().err
+
+
+def test_rollout_dtype_generates_in_that_precision_and_is_refused_for_a_non_lm_policy(tmp_path, tiny_adapter):
+    adapter, _ = tiny_adapter
+    proc = _run("--policy", str(adapter), "--limit", "2", "--threads", "1", "--device", "cpu", "--rollout-dtype",
+                "bfloat16", "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    (report,) = tmp_path.glob("*.json")
+    result = json.loads(report.read_text())
+    assert result["metrics"]["n"] == 2 and "--rollout-dtype bfloat16" in result["command"]
+    proc = _run("--policy", "template", "--dataset", "generated", "--limit", "1", "--rollout-dtype", "bfloat16",
+                "--out", str(tmp_path / "t"), "--no-progress")
+    assert proc.returncode == 2 and "--rollout-dtype bfloat16: --policy template is not a language model" in proc.stderr
