@@ -97,11 +97,11 @@ from agents.eval_records import HeldOut  # noqa: E402
 from agents.grpo_config import Config, parse_config  # noqa: E402
 from agents.grpo_update import batch_advantages, grpo_update, reference_weights  # noqa: E402
 from agents.monitors import RECORD_FIELDS, monitor_metrics, with_questions  # noqa: E402
-from agents.multiturn import EnvPool  # noqa: E402
+from agents.multiturn import EnvPool, counts_metrics, episode_counts  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
 from agents.rollouts import (  # noqa: E402  (generate_groups, score_groups: the seams tests replace here)
     collect_groups, generate_groups, outcome_metrics, policy_tokens, probe_mixed_share, sample_questions,
-    score_groups, turn_metrics)
+    score_groups)
 from agents.run_outputs import RunOutputs  # noqa: E402
 
 PROG = "python agents/grpo_train.py"
@@ -239,9 +239,10 @@ def _train(cfg: Config, plan: RunPlan, world: World) -> dict[str, Any]:
         batch = gather_batch(world, cfg, rewards=rewards, infos=infos, zero=zero, advantages=advantages,
                              lengths=[policy_tokens(r) for r in rollouts],
                              truncated=[truncated(r, cfg) for r in rollouts],
-                             times=dict(gen_s=gen_s, score_s=score_s, update_s=update_s))
+                             times=dict(gen_s=gen_s, score_s=score_s, update_s=update_s),
+                             turns=episode_counts(rollouts) if cfg.max_turns > 1 else None)
         done = step + 1
-        metrics = step_metrics(batch, update, kept_total, cfg, env, rollouts)
+        metrics = step_metrics(batch, update, kept_total, cfg, env)
         if update.get("skipped_nonfinite"):
             out.note(f"step {done}: non-finite loss or gradient, skipped {update['skipped_nonfinite']}/"
                      f"{cfg.num_iterations} optimizer step(s)")
@@ -306,26 +307,28 @@ def kept_groups(zero, infos: list[dict], cfg: Config):
 
 
 def gather_batch(world: World, cfg: Config, *, rewards: list[float], infos: list[dict], zero, advantages,
-                 lengths: list[int], truncated: list[bool], times: dict[str, float]) -> dict[str, Any]:
-    """This step's outcome for the logs: of the whole batch, gathered from every rank (timings: the slowest)."""
+                 lengths: list[int], truncated: list[bool], times: dict[str, float],
+                 turns: dict[str, float] | None = None) -> dict[str, Any]:
+    """This step's outcome for the logs: of the whole batch, gathered from every rank (timings: the slowest;
+    ``turns``, multi-turn episodes' ``episode_counts``: summed)."""
     batch = dict(rewards=rewards, infos=infos, zero=zero, advantages=advantages, lengths=lengths,
-                 truncated=truncated, **times)
+                 truncated=truncated, turns=turns, **times)
     if not world.distributed:
         return batch
     parts = world.gather(dict(
         rewards=rewards, lengths=lengths, truncated=truncated, zero=zero.tolist(), advantages=advantages.tolist(),
-        infos=[{k: i.get(k) for k in GATHERED_INFO} for i in infos], **times))
+        infos=[{k: i.get(k) for k in GATHERED_INFO} for i in infos], turns=turns, **times))
     batch = {key: [x for part in parts for x in part[key]] for key in ("rewards", "infos", "lengths", "truncated")}
     batch["zero"] = torch.tensor([x for part in parts for x in part["zero"]], dtype=torch.bool)
     batch["advantages"] = torch.as_tensor([x for part in parts for x in part["advantages"]], dtype=torch.float32)
     batch.update({key: max(part[key] for part in parts) for key in times})
+    batch["turns"] = None if turns is None else {key: sum(part["turns"][key] for part in parts) for key in turns}
     return batch
 
 
-def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: int, cfg: Config, env,
-                 rollouts: Sequence) -> dict[str, Any]:
-    """The train/* and perf/* metrics of one step (see the module docstring), with the collapse monitors of
-    the whole batch and, multi-turn, the turn metrics of this rank's episodes."""
+def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: int, cfg: Config, env) -> dict[str, Any]:
+    """The train/* and perf/* metrics of one step (see the module docstring), with the collapse monitors and,
+    multi-turn, the turn metrics of the whole batch (every rank's episodes)."""
     zero, advantages, lengths = batch["zero"], batch["advantages"], batch["lengths"]
     keep_groups = kept_groups(zero, batch["infos"], cfg)
     solved = grpo.solved_mask([bool(i["correct"]) for i in batch["infos"]], cfg.num_generations)
@@ -343,7 +346,8 @@ def step_metrics(batch: dict[str, Any], update: dict[str, float], kept_total: in
         "perf/tokens_per_s": sum(lengths) / max(batch["gen_s"], 1e-9),
     })
     metrics.update(monitor_metrics("train", with_questions(batch["infos"], env)))
-    metrics.update(turn_metrics("train", rollouts))
+    if batch.get("turns") is not None:
+        metrics.update(counts_metrics("train", batch["turns"]))
     return metrics
 
 

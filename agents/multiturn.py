@@ -163,20 +163,36 @@ def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int,
     return episodes
 
 
+def episode_counts(episodes: Sequence[Episode]) -> dict[str, float]:
+    """The sums that :func:`episode_metrics` divides: additive, so ranks' counts add up (``World.sum``)."""
+    explorations = [err for e in episodes for kind, err in zip(e.move_kinds, e.move_errors) if kind != "answer"]
+    return {
+        "episodes": len(episodes),
+        "turns": sum(e.turns for e in episodes),
+        "no_answer": sum(e.info.get("error") == "no_answer" for e in episodes),
+        "explorations": len(explorations),
+        "explore_errors": sum(err is not None for err in explorations),
+        "malformed": sum(kind == "malformed" for e in episodes for kind in e.move_kinds),
+        "policy_tokens": sum(e.policy_tokens for e in episodes),
+    }
+
+
+def counts_metrics(prefix: str, counts: dict[str, float]) -> dict[str, float]:
+    """:func:`episode_metrics` from :func:`episode_counts` (one rank's, or every rank's summed)."""
+    n, moves = max(counts["episodes"], 1), max(counts["turns"], 1)
+    return {
+        f"{prefix}/turns_mean": counts["turns"] / n,
+        f"{prefix}/no_answer_frac": counts["no_answer"] / n,
+        f"{prefix}/explore_error_frac": (counts["explore_errors"] / counts["explorations"]
+                                         if counts["explorations"] else 0.0),
+        f"{prefix}/explore_moves_mean": counts["explorations"] / n,
+        f"{prefix}/malformed_frac": counts["malformed"] / moves,
+        f"{prefix}/policy_tokens": counts["policy_tokens"] / n,
+    }
+
+
 def episode_metrics(prefix: str, episodes: Sequence[Episode]) -> dict[str, float]:
     """Turns and exploration under ``prefix/``: mean turns, the share of episodes that never answered,
     the share of exploratory moves (``<sql>`` or malformed) that failed, of malformed moves, and the
     policy's tokens per episode."""
-    n = max(len(episodes), 1)
-    explorations = [err for e in episodes for kind, err in zip(e.move_kinds, e.move_errors) if kind != "answer"]
-    malformed = sum(kind == "malformed" for e in episodes for kind in e.move_kinds)
-    moves = max(sum(e.turns for e in episodes), 1)
-    return {
-        f"{prefix}/turns_mean": sum(e.turns for e in episodes) / n,
-        f"{prefix}/no_answer_frac": sum(e.info.get("error") == "no_answer" for e in episodes) / n,
-        f"{prefix}/explore_error_frac": (sum(err is not None for err in explorations) / len(explorations)
-                                         if explorations else 0.0),
-        f"{prefix}/explore_moves_mean": len(explorations) / n,
-        f"{prefix}/malformed_frac": malformed / moves,
-        f"{prefix}/policy_tokens": sum(e.policy_tokens for e in episodes) / n,
-    }
+    return counts_metrics(prefix, episode_counts(episodes))

@@ -181,6 +181,41 @@ def test_the_gathered_batch_keeps_what_the_metrics_and_monitors_read():
         env.close()
 
 
+def test_turn_metrics_of_a_step_cover_every_ranks_episodes():
+    """Multi-turn under torchrun: each rank ships its episodes' counts (gather_batch), so train/turns_mean and
+    the other turn metrics are those of all the step's episodes, not of rank 0's alone."""
+    import torch
+
+    from agents.distributed import World
+    from agents.multiturn import Episode, episode_metrics
+
+    def episode(kinds, errors, answered):
+        e = Episode(0, torch.zeros(1), torch.zeros(1), torch.ones(1), torch.zeros(1))
+        e.moves, e.move_kinds, e.move_errors = ["m"] * len(kinds), kinds, errors
+        e.move_tokens = [5] * len(kinds)
+        e.info = {"error": None if answered else "no_answer"}
+        return e
+
+    mine = [episode(["answer"], [None], True), episode(["sql", "answer"], ["syntax", None], True)]
+    theirs = [episode(["sql", "malformed", "sql"], [None, "no_tag", None], False)] * 3
+    counts = grpo_train.episode_counts(theirs)
+
+    class RankZeroOfTwo(World):
+        def gather(self, obj):
+            return [obj, {**obj, "turns": counts}]
+
+    cfg = make_config(num_generations=2, max_turns=3)
+    kwargs = {"rewards": [1.0, 1.0], "infos": [{}, {}], "zero": torch.tensor([True]),
+              "advantages": torch.zeros(2), "lengths": [5, 10], "truncated": [False, False],
+              "times": {"gen_s": 1.0, "score_s": 1.0, "update_s": 1.0}, "turns": grpo_train.episode_counts(mine)}
+    batch = grpo_train.gather_batch(RankZeroOfTwo(size=2), cfg, **kwargs)
+    summed = grpo_train.counts_metrics("train", batch["turns"])
+    assert summed == episode_metrics("train", mine + theirs) != episode_metrics("train", mine)
+    assert summed["train/turns_mean"] == (1 + 2 + 3 * 3) / 5 and summed["train/no_answer_frac"] == 3 / 5
+    assert summed["train/explore_error_frac"] == 4 / 10 and summed["train/malformed_frac"] == 3 / 12
+    assert grpo_train.gather_batch(World(), cfg, **kwargs)["turns"] == grpo_train.episode_counts(mine)
+
+
 def test_sample_questions_is_seeded_and_distinct():
     a = rollouts.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
     b = rollouts.sample_questions(__import__("numpy").random.default_rng(3), 100, 8)
