@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlenv.executor import ERROR_KINDS, Executor, ExecutorConfig
 
 BUDGET = 0.25  # seconds: the executor's time budget in these tests
-MARGIN = 1.0  # seconds of slack on a loaded, shared 2-core machine
+MARGIN = 2.0  # seconds of slack on a loaded, shared 2-core machine (CI runs beside other jobs)
 N_MEDALS = 3000
 
 

@@ -25,7 +25,7 @@ from sqlenv.env import TextToSQLEnv
 _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
 soak = load_script(_SCRIPT, "sqlenv_benchmarks_soak")
 
-MARGIN = 1.0  # seconds of slack on a loaded, shared 2-core machine
+MARGIN = 2.0  # seconds of slack on a loaded, shared 2-core machine (CI runs beside other jobs)
 RUNAWAY = soak.RUNAWAY
 
 
