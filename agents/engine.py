@@ -12,6 +12,10 @@ What it does that Hugging Face's ``generate`` path does not:
   the worked examples come before the question) have that prefix prefilled once and only the rest
   per prompt (``share_prefixes``; 1.38x on a greedy evaluation batch of 48 TempTabQA-C questions
   over 13 databases, greedy output unchanged: ``benchmarks/bench_shared_prefill.py``).
+- **Contexts kept across calls.** Inside ``reusing_prompts()``, every prompt's keys and values are kept
+  after its call, and a later prompt that extends one (a multi-turn episode's next move: the last
+  context, the move and the env's reply) prefills only its new tokens (:mod:`agents.prompt_cache`;
+  emptied when the weights change).
 - **Preallocated buffers.** The generated-token cache is allocated for ``max_new_tokens`` up front
   and written in place; nothing grows by concatenation.
 - **Finished samples leave.** A prompt whose G samples have all stopped drops out of the batch, and
@@ -41,12 +45,14 @@ the quantity the trainer's forward computes.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from agents.prompt_cache import Kept, PromptCache, weights_fingerprint
 from agents.sampling import DecodeRows, sample_tokens
 
 __all__ = ["RolloutEngine", "sample_tokens", "supports", "SUPPORTED_MODEL_TYPES"]
@@ -222,6 +228,22 @@ class RolloutEngine:
         self._weights: list[_Layer] | None = None  # set for the length of one sample() call
         self._head: torch.Tensor | None = None
         self._dtype = self.head.weight.dtype
+        self._cache: PromptCache | None = None  # set inside reusing_prompts()
+        self._used: list[Kept] = []  # the kept prompts the current call extends
+
+    @contextmanager
+    def reusing_prompts(self, max_tokens: int = 32768) -> Iterator[PromptCache]:
+        """Inside the block, a prompt that extends a prompt of an earlier call in the block prefills only the
+        rest (:mod:`agents.prompt_cache`: a multi-turn episode's next move); at most ``max_tokens`` prompt
+        tokens are kept. Output is the same as without it. A nested block uses the outer block's cache."""
+        if self._cache is not None:
+            yield self._cache
+            return
+        self._cache = PromptCache(max_tokens)
+        try:
+            yield self._cache
+        finally:
+            self._cache, self._used = None, []
 
     @property
     def device(self) -> torch.device:
@@ -446,6 +468,8 @@ class RolloutEngine:
         if len(prompts) == 1:
             common = 0  # one prompt: its own level holds it all
         self._dtype = self.dtype or self.head.weight.dtype
+        if self._cache is not None:
+            self._cache.check((weights_fingerprint(self.model), self._dtype))
         self._weights = self._gather_weights()
         self._head = self.head.weight.to(self._dtype)
         try:
@@ -520,7 +544,9 @@ class RolloutEngine:
             common_k, common_v = self._prefill_common(prompts[0][:common])
         parts = [p[common:] for p in prompts]
         width = max(len(p) for p in parts)
-        shared = self._prefill_shared(parts, common_k, common_v, common)
+        shared = self._kept_prefixes(prompts, common) if self._cache is not None else None
+        if shared is None:
+            shared = self._prefill_shared(parts, common_k, common_v, common)
         cuts = shared.length[shared.group].tolist() if shared is not None else [0] * len(parts)
         chunks = _by_length([len(part) - cut for part, cut in zip(parts, cuts)], self.prefill_chunk)
         n_layers = len(self.decoder.layers)
@@ -547,6 +573,8 @@ class RolloutEngine:
         restore = _restore_order(chunks, self.device)
         own_k = [torch.cat(t).index_select(0, restore) for t in own_k]
         own_v = [torch.cat(t).index_select(0, restore) for t in own_v]
+        if self._cache is not None:
+            self._keep(prompts, common_k, common_v, own_k, own_v, [len(p) for p in parts])
         lengths = torch.tensor([len(p) for p in parts], device=self.device)
         own_mask = torch.zeros((len(parts), 1, 1, width), device=self.device, dtype=own_k[0].dtype)
         padding = (torch.arange(width, device=self.device)[None] >= lengths[:, None])[:, None, None]
@@ -581,6 +609,40 @@ class RolloutEngine:
                        [F.pad(torch.cat(t).index_select(0, restore), (0, 0, 0, 0, 0, 0, 0, 1)) for t in values],
                        torch.tensor([*cuts, 0], device=self.device),
                        torch.tensor([empty if g < 0 else g for g in group], device=self.device))
+
+    def _kept_prefixes(self, prompts: list[torch.Tensor], common: int) -> _Shared | None:
+        """The kept prompts (``reusing_prompts``) that these prompts extend, past the common prefix, as the
+        shared prefixes their own parts continue; None when no prompt extends one."""
+        found = [self._cache.longest(prompt) for prompt in prompts]
+        found = [kept if kept is not None and len(kept.tokens) > common else None for kept in found]
+        self._used = list({id(kept): kept for kept in found if kept is not None}.values())
+        if not self._used:
+            return None
+        row = {id(kept): i for i, kept in enumerate(self._used)}
+        cuts = [len(kept.tokens) - common for kept in self._used]
+        width = max(cuts)
+        self._cache.reused_tokens += sum(len(kept.tokens) - common for kept in found if kept is not None)
+
+        def stack(which: str, layer: int) -> torch.Tensor:
+            rows = [F.pad(getattr(kept, which)[layer][:, common:], (0, 0, 0, width - cut))
+                    for kept, cut in zip(self._used, cuts)]
+            return F.pad(torch.stack(rows), (0, 0, 0, 0, 0, 0, 0, 1))  # the last row: no prefix
+
+        layers = range(len(self.decoder.layers))
+        return _Shared([stack("keys", layer) for layer in layers], [stack("values", layer) for layer in layers],
+                       torch.tensor([*cuts, 0], device=self.device),
+                       torch.tensor([row[id(kept)] if kept is not None else len(cuts) for kept in found],
+                                    device=self.device))
+
+    def _keep(self, prompts: list[torch.Tensor], common_k, common_v, own_k, own_v, own_lengths: list[int]) -> None:
+        """Keep every prompt's keys and values (``reusing_prompts``); settle the kept prompts it extended."""
+        self._cache.settle(self._used)
+        self._used = []
+        for b, (prompt, n) in enumerate(zip(prompts, own_lengths)):
+            keys = [torch.cat([*common_k[layer:layer + 1], own[b, :, :n]], dim=1) for layer, own in enumerate(own_k)]
+            values = [torch.cat([*common_v[layer:layer + 1], own[b, :, :n]], dim=1)
+                      for layer, own in enumerate(own_v)]
+            self._cache.add(prompt, keys, values)
 
 
 def _by_length(lengths: Sequence[int], size: int) -> list[list[int]]:

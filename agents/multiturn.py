@@ -4,7 +4,8 @@ Each turn, the next move of every live episode is sampled in one batched call
 (``LoRAPolicy.sample_ids``); a move ends at ``</sql>`` or ``</answer>`` (or EOS, or after
 ``max_completion_length`` tokens). The move goes to that episode's env; an exploration's result (or a
 malformed move's complaint) comes back as the next user message (``LoRAPolicy.agent_feedback``), and the
-episode continues until it answers or its turns run out.
+episode continues until it answers or its turns run out. The turns play inside
+``policy.reusing_prompts()``, so a move's context, which extends the last one, prefills only its new tokens.
 
 An episode's token sequence is ``[prompt][move 1][env text 1][move 2][env text 2]...[last move]``:
 the moves are the exact ids the policy sampled (so the sequence the update scores is the one the
@@ -18,6 +19,7 @@ each copy has its own episode state and executor.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass, field
@@ -128,33 +130,35 @@ def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int,
             empty = torch.zeros(0, dtype=torch.long)
             episodes.append(Episode(k, prompt_ids, empty, empty.float(), empty.float()))
     pieces = [{"ids": [], "mask": [], "logp": [], "text": []} for _ in episodes]
-    for turn in range(1, max_turns + 1):
-        live = [i for i, e in enumerate(episodes) if not e.done]
-        if not live:
-            break
-        if turn == 1:  # every episode of a question has the same context: one prompt, G samples
-            sampled = policy.sample_ids(first_prompts, group_size, greedy=greedy, finished=move_finished)
-            moves = [move for group in sampled for move in group]
-        else:
-            contexts = [torch.cat([episodes[i].prompt_ids, *pieces[i]["ids"]]) for i in live]
-            moves = [group[0] for group in policy.sample_ids(contexts, 1, greedy=greedy, finished=move_finished)]
-        for i, (ids, logp) in zip(live, moves):
-            episode, piece, env = episodes[i], pieces[i], envs[i]
-            text = policy.tokenizer.decode(ids, skip_special_tokens=True)
-            piece["ids"].append(ids)
-            piece["mask"].append(torch.ones(len(ids)))
-            piece["logp"].append(logp.float())
-            piece["text"].append(text)
-            _, reward, terminated, truncated, info = env.step(text)
-            if episode.record(text, len(ids), reward, terminated or truncated, info):
-                continue
-            ended_on_eos = len(ids) > 0 and int(ids[-1]) in eos_ids
-            feedback = policy.agent_feedback(move_result(info), info["turns_left"], after_eos=ended_on_eos)
-            feedback_ids = policy.encode(feedback)
-            piece["ids"].append(feedback_ids)
-            piece["mask"].append(torch.zeros(len(feedback_ids)))
-            piece["logp"].append(torch.zeros(len(feedback_ids)))
-            piece["text"].append(feedback)
+    reusing = getattr(policy, "reusing_prompts", contextlib.nullcontext)
+    with reusing():  # a move's context is prefilled once: the next move's context extends it
+        for turn in range(1, max_turns + 1):
+            live = [i for i, e in enumerate(episodes) if not e.done]
+            if not live:
+                break
+            if turn == 1:  # every episode of a question has the same context: one prompt, G samples
+                sampled = policy.sample_ids(first_prompts, group_size, greedy=greedy, finished=move_finished)
+                moves = [move for group in sampled for move in group]
+            else:
+                contexts = [torch.cat([episodes[i].prompt_ids, *pieces[i]["ids"]]) for i in live]
+                moves = [group[0] for group in policy.sample_ids(contexts, 1, greedy=greedy, finished=move_finished)]
+            for i, (ids, logp) in zip(live, moves):
+                episode, piece, env = episodes[i], pieces[i], envs[i]
+                text = policy.tokenizer.decode(ids, skip_special_tokens=True)
+                piece["ids"].append(ids)
+                piece["mask"].append(torch.ones(len(ids)))
+                piece["logp"].append(logp.float())
+                piece["text"].append(text)
+                _, reward, terminated, truncated, info = env.step(text)
+                if episode.record(text, len(ids), reward, terminated or truncated, info):
+                    continue
+                ended_on_eos = len(ids) > 0 and int(ids[-1]) in eos_ids
+                feedback = policy.agent_feedback(move_result(info), info["turns_left"], after_eos=ended_on_eos)
+                feedback_ids = policy.encode(feedback)
+                piece["ids"].append(feedback_ids)
+                piece["mask"].append(torch.zeros(len(feedback_ids)))
+                piece["logp"].append(torch.zeros(len(feedback_ids)))
+                piece["text"].append(feedback)
     for episode, piece in zip(episodes, pieces):
         episode.completion_ids = torch.cat(piece["ids"]).long()
         episode.loss_mask = torch.cat(piece["mask"]).float()

@@ -354,6 +354,13 @@ class LoRAPolicy:
         if not self.uses_engine():
             return self._sample_many(prompt_ids_list, rows, temperature=temperature, top_p=top_p,
                                      greedy=greedy, max_new_tokens=max_new_tokens, finished=finished)
+        chooser = Chooser(len(prompt_ids_list) * rows, greedy=greedy, temperature=temperature, top_p=top_p)
+        decode = self.tokenizer.decode
+        return self._rollout_engine().sample(prompt_ids_list, rows, max_new_tokens=max_new_tokens, choose=chooser,
+                                             stop=lambda tokens: finished(decode(tokens)))
+
+    def _rollout_engine(self):
+        """The policy's :class:`agents.engine.RolloutEngine`, built on first use."""
         from agents.engine import RolloutEngine
 
         if getattr(self, "_engine", None) is None:
@@ -361,10 +368,13 @@ class LoRAPolicy:
             self._engine = RolloutEngine(self.model, self.eos_token_ids, self.tokenizer.pad_token_id or 0,
                                          dtype=dtype, stop_check_every=self.config.stop_check_every,
                                          compile=self.config.compile)
-        chooser = Chooser(len(prompt_ids_list) * rows, greedy=greedy, temperature=temperature, top_p=top_p)
-        decode = self.tokenizer.decode
-        return self._engine.sample(prompt_ids_list, rows, max_new_tokens=max_new_tokens, choose=chooser,
-                                   stop=lambda tokens: finished(decode(tokens)))
+        return self._engine
+
+    def reusing_prompts(self):
+        """A context in which prompts that extend an earlier call's prompts prefill only the rest (the rollout
+        engine's ``reusing_prompts``; a multi-turn episode's next move), with the same output; on the Hugging
+        Face path it changes nothing."""
+        return self._rollout_engine().reusing_prompts() if self.uses_engine() else contextlib.nullcontext()
 
     def _sample(self, prompt_ids: torch.Tensor, rows: int, *, temperature: float, top_p: float,
                 greedy: bool, max_new_tokens: int, shared_prefill: bool = True,

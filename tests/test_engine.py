@@ -411,3 +411,45 @@ def test_prompts_are_prefilled_in_chunks_of_similar_length_and_come_back_in_orde
                                                     [g[0] for g in plain]):
         assert ids.tolist() == ids_1.tolist() == ids_p.tolist()
         torch.testing.assert_close(lp, lp_1, atol=1e-5, rtol=0)
+
+
+def test_prompts_that_extend_an_earlier_calls_prompts_reuse_their_cache_with_the_same_output(pair):
+    """``reusing_prompts``: the second call's prompts (the first call's prompts plus their completions and a
+    reply, as a multi-turn episode's next move) prefill only their new tokens, and decode exactly as a fresh
+    engine does; an adapter update inside the block empties the cache."""
+    greedy = lambda logits, row: logits.argmax(-1)  # noqa: E731
+    first = shared_prompts(pair)[:3] + [pair.encode(pair.prompt({**OBSERVATION, "question": QUESTIONS[5]}))]
+    reply = pair.encode("\nResult: 3 rows\n")
+
+    def second_of(results):
+        return [torch.cat([p, ids, reply]) for p, ((ids, _),) in zip(first, results)]
+
+    engine = RolloutEngine(pair.model, [], 0, prefill_chunk=3)
+    with engine.reusing_prompts() as cache:
+        one = engine.sample(first, 1, max_new_tokens=6, choose=greedy)
+        assert len(cache) == 4 and cache.reused_tokens == 0
+        second = second_of(one)
+        two = engine.sample(second, 1, max_new_tokens=6, choose=greedy)
+        alone = RolloutEngine(pair.model, [], 0).sample(second, 1, max_new_tokens=6, choose=greedy)
+        for ((ids, lp),), ((ids_a, lp_a),) in zip(two, alone):
+            assert ids.tolist() == ids_a.tolist()
+            torch.testing.assert_close(lp, lp_a, atol=1e-5, rtol=0)
+        assert cache.reused_tokens == sum(len(p) - _common_prefix(second) for p in first)
+        assert len(cache) == 8  # the first call's prompts stay until a call does not extend them
+        perturb_adapter(pair)  # new weights: nothing kept may be used
+        three = engine.sample(second, 1, max_new_tokens=6, choose=greedy)
+        assert cache.reused_tokens == sum(len(p) - _common_prefix(second) for p in first) and len(cache) == 4
+    fresh = RolloutEngine(pair.model, [], 0)
+    assert [r[0][0].tolist() for r in three] == [r[0][0].tolist() for r in fresh.sample(
+        second, 1, max_new_tokens=6, choose=greedy)]
+    perturb_adapter(pair)  # back to some other weights, then compare the reused call with a fresh one
+    with fresh.reusing_prompts():
+        fresh.sample(first, 1, max_new_tokens=6, choose=greedy)
+        reused = fresh.sample(second_of(fresh.sample(first, 1, max_new_tokens=6, choose=greedy)), 1,
+                              max_new_tokens=6, choose=greedy)
+    plain = pair._sample_many(second_of(RolloutEngine(pair.model, [], 0).sample(first, 1, max_new_tokens=6,
+                                                                                 choose=greedy)),
+                              1, temperature=1.0, top_p=1.0, greedy=True, max_new_tokens=6, stop=False)
+    for (ids, lp), (ids_p, lp_p) in zip([r[0] for r in reused], [r[0] for r in plain]):
+        assert ids.tolist() == ids_p.tolist() and len(ids) == 6
+        torch.testing.assert_close(lp, lp_p, atol=1e-5, rtol=0)

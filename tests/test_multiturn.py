@@ -466,3 +466,28 @@ def test_evaluate_refuses_bad_turn_flags(argv, fragment, tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "evaluate.py"), "--dataset", "generated", *argv,
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and fragment in out.stderr, out.stderr
+
+
+def test_episodes_reuse_each_moves_context_and_play_as_without_it(policy, agent_env, monkeypatch):
+    """run_episodes plays inside ``policy.reusing_prompts()``: each later move's context extends the last one,
+    whose keys and values the engine kept, and the episodes come out as when every context is prefilled."""
+    import contextlib
+
+    caches = []
+    reusing = policy.reusing_prompts
+
+    @contextlib.contextmanager
+    def watched():
+        with reusing() as cache:
+            caches.append(cache)
+            yield cache
+
+    monkeypatch.setattr(policy, "reusing_prompts", watched)
+    reused = run_episodes(policy, EnvPool(agent_env), [0, 1, 2], 2, greedy=True)
+    assert len(caches) == 1 and caches[0].reused_tokens > 0
+    assert max(e.turns for e in reused) >= 2  # later moves happened, so contexts were extended
+    monkeypatch.setattr(policy, "reusing_prompts", contextlib.nullcontext)
+    plain = run_episodes(policy, EnvPool(agent_env), [0, 1, 2], 2, greedy=True)
+    for a, b in zip(reused, plain):
+        assert a.text == b.text and torch.equal(a.completion_ids, b.completion_ids) and a.reward == b.reward
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
