@@ -82,9 +82,10 @@ class PromptCache:
     def longest(self, prompt: torch.Tensor) -> Kept | None:
         """The longest kept prompt that ``prompt`` starts with and is longer than (so at least one of its
         tokens is left to prefill), or None."""
+        tokens = prompt.detach().to("cpu", torch.long).numpy()  # one copy off the device, then slices of it
         for length in sorted(self._lengths, reverse=True):
-            if length < len(prompt):
-                found = self._entries.get(_key(prompt[:length]))
+            if length < len(tokens):
+                found = self._entries.get(tokens[:length].tobytes())
                 if found is not None:
                     return found
         return None
