@@ -202,9 +202,9 @@ async def serve_websocket(
         return
     try:
         code, reason = await _converse(websocket, session, action_cls, idle_timeout, max_pending)
-        await _close(websocket, code, reason)
-    finally:
+    finally:  # the slot is free before the client can see the close, so it may reconnect at once
         await pool.close(session)
+    await _close(websocket, code, reason)
 
 
 async def _deliver_and_close(websocket: WebSocket, text: str, code: int) -> None:
