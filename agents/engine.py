@@ -52,7 +52,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from agents.prompt_cache import Kept, PromptCache, weights_fingerprint
+from agents.prompt_cache import DEFAULT_MAX_TOKENS, Kept, PromptCache, weights_fingerprint
 from agents.sampling import DecodeRows, sample_tokens
 
 __all__ = ["RolloutEngine", "sample_tokens", "supports", "SUPPORTED_MODEL_TYPES"]
@@ -232,7 +232,7 @@ class RolloutEngine:
         self._used: list[Kept] = []  # the kept prompts the current call extends
 
     @contextmanager
-    def reusing_prompts(self, max_tokens: int = 32768) -> Iterator[PromptCache]:
+    def reusing_prompts(self, max_tokens: int = DEFAULT_MAX_TOKENS) -> Iterator[PromptCache]:
         """Inside the block, a prompt that extends a prompt of an earlier call in the block prefills only the
         rest (:mod:`agents.prompt_cache`: a multi-turn episode's next move); at most ``max_tokens`` prompt
         tokens are kept. Output is the same as without it. A nested block uses the outer block's cache."""

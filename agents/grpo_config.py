@@ -55,6 +55,11 @@ class Config:
     """The rollout engine tests end-of-sequence on the device every step and each completion's
     statement end on the host every this many decode steps, compacting its batch then; completions
     do not depend on it (each ends at its first stop)."""
+    prompt_cache_tokens: int | None = None
+    """Multi-turn episodes (max_turns > 1): the most prompt tokens whose keys and values the rollout engine
+    keeps between moves, so a move's context prefills only the move and the env's reply (0 = keep none;
+    none = the policy's default, agents.prompt_cache.DEFAULT_MAX_TOKENS, 1.5 GB for SmolLM2-135M in float32).
+    Episodes are the same at any value."""
     compile_rollouts: bool = False
     """torch.compile the rollout engine's decode step (CUDA graphs on CUDA; eager, with a warning,
     where compiling fails). Off by default: on a CPU it measured slower (docs/performance.md)."""
@@ -211,6 +216,10 @@ class Config:
             bad("lora_dropout", self.lora_dropout, "must be in [0, 1)")
         if self.threads is not None and self.threads < 1:
             bad("threads", self.threads, "must be >= 1 (or none)")
+        if self.prompt_cache_tokens is not None and (
+                isinstance(self.prompt_cache_tokens, bool) or not isinstance(self.prompt_cache_tokens, int)
+                or self.prompt_cache_tokens < 0):
+            bad("prompt_cache_tokens", self.prompt_cache_tokens, "must be an integer >= 0")
         if self.rollout_dtype not in (None, "bfloat16", "float16"):
             bad("rollout_dtype", self.rollout_dtype, "must be bfloat16, float16 or none")
         if self.update_dtype not in (None, "bfloat16", "float16"):
@@ -235,7 +244,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {},
     "gpu": dict(device="cuda", dtype="bfloat16", num_generations=8, batch_size=16, micro_batch_size=32,
                 max_completion_length=128, learning_rate=5e-5, steps=200, eval_every=25, save_every=25,
-                eval_limit=200, eval_batch_size=32, probe_questions=32, threads=None),
+                eval_limit=200, eval_batch_size=32, probe_questions=32, threads=None,
+                prompt_cache_tokens=131072),  # 128 multi-turn episodes of ~900 tokens: 3 GB in bfloat16
 }
 
 

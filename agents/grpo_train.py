@@ -118,7 +118,8 @@ def build_policy(cfg: Config):
         device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, few_shot=cfg.few_shot,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
         adapter=cfg.warmup_adapter, rollout_dtype=cfg.rollout_dtype,
-        stop_check_every=cfg.stop_check_every, compile=cfg.compile_rollouts))
+        stop_check_every=cfg.stop_check_every, compile=cfg.compile_rollouts,
+        **({} if cfg.prompt_cache_tokens is None else {"prompt_cache_tokens": cfg.prompt_cache_tokens})))
 
 
 def run_warmup(cfg: Config, out: Path) -> str:

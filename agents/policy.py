@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from agents.prompt_cache import DEFAULT_MAX_TOKENS
 from agents.sampling import Chooser, DecodeRows
 from sqlenv import prompts as prompt_texts
 from sqlenv.completion import extract_sql, statement_end  # noqa: F401 (re-exported)
@@ -87,6 +88,9 @@ class PolicyConfig:
         on it (each ends at its first stop); larger values spend up to k - 1 discarded tokens per row.
       compile: ``torch.compile`` the engine's decode step (CUDA graphs on CUDA); eager with a warning
         where compilation is unavailable.
+      prompt_cache_tokens: inside ``reusing_prompts()`` (a multi-turn episode's moves), the most prompt tokens
+        whose keys and values the engine keeps for the next move's context (0 = none kept: each context is
+        prefilled whole); the output is the same at any value.
     """
 
     model: str = "smollm2-135m"
@@ -107,6 +111,7 @@ class PolicyConfig:
     rollout_dtype: str | None = None
     stop_check_every: int = 8
     compile: bool = False
+    prompt_cache_tokens: int = DEFAULT_MAX_TOKENS
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -128,6 +133,9 @@ class PolicyConfig:
             raise ValueError(f"rollout_dtype must be 'bfloat16', 'float16' or None, got {self.rollout_dtype!r}")
         if self.stop_check_every < 1:
             raise ValueError(f"stop_check_every must be >= 1, got {self.stop_check_every}")
+        if isinstance(self.prompt_cache_tokens, bool) or not isinstance(self.prompt_cache_tokens, int) \
+                or self.prompt_cache_tokens < 0:
+            raise ValueError(f"prompt_cache_tokens must be an integer >= 0, got {self.prompt_cache_tokens!r}")
         if self.rollout_dtype is not None and self.engine == "hf":
             raise ValueError("rollout_dtype needs the rollout engine (engine='auto' or 'engine'), not 'hf'")
 
@@ -373,8 +381,10 @@ class LoRAPolicy:
     def reusing_prompts(self):
         """A context in which prompts that extend an earlier call's prompts prefill only the rest (the rollout
         engine's ``reusing_prompts``; a multi-turn episode's next move), with the same output; on the Hugging
-        Face path it changes nothing."""
-        return self._rollout_engine().reusing_prompts() if self.uses_engine() else contextlib.nullcontext()
+        Face path, or with ``prompt_cache_tokens=0``, it changes nothing."""
+        if not self.uses_engine() or self.config.prompt_cache_tokens == 0:
+            return contextlib.nullcontext()
+        return self._rollout_engine().reusing_prompts(self.config.prompt_cache_tokens)
 
     def _sample(self, prompt_ids: torch.Tensor, rows: int, *, temperature: float, top_p: float,
                 greedy: bool, max_new_tokens: int, shared_prefill: bool = True,

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+#: Prompt tokens kept by default: 1.5 GB of float32 keys and values for SmolLM2-135M (46 KB a token).
+DEFAULT_MAX_TOKENS = 32768
+
 
 @dataclass
 class Kept:
@@ -44,7 +47,7 @@ def _key(tokens: torch.Tensor) -> bytes:
 class PromptCache:
     """Kept prompts by their tokens; :meth:`longest` finds the longest one a new prompt extends."""
 
-    def __init__(self, max_tokens: int = 32768):
+    def __init__(self, max_tokens: int = DEFAULT_MAX_TOKENS):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.max_tokens = int(max_tokens)

@@ -798,13 +798,20 @@ def test_a_bfloat16_rollout_run_logs_its_correction(tiny_model, tmp_path, monkey
 
 
 def test_rollout_engine_settings_reach_the_policy(tiny_model, capsys):
-    """--stop-check-every and --compile-rollouts are the policy's engine settings; a bad k is named."""
+    """--stop-check-every, --prompt-cache-tokens and --compile-rollouts are the policy's engine settings; bad
+    values are named."""
     from agents.grpo_train import build_policy
+    from agents.prompt_cache import DEFAULT_MAX_TOKENS
 
     cfg = parse_config(["--model", tiny_model, "--device", "cpu", "--stop-check-every", "3", "--warmup-examples",
-                        "0"])
+                        "0", "--prompt-cache-tokens", "500"])
     policy = build_policy(cfg)
-    assert (policy.config.stop_check_every, policy.config.compile) == (3, False)
+    assert (policy.config.stop_check_every, policy.config.compile, policy.config.prompt_cache_tokens) == (3, False, 500)
+    assert build_policy(parse_config(["--model", tiny_model, "--device", "cpu"])).config.prompt_cache_tokens \
+        == DEFAULT_MAX_TOKENS
     with pytest.raises(SystemExit):
         parse_config(["--stop-check-every", "0"])
     assert "stop_check_every=0 (--stop-check-every) must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(["--prompt-cache-tokens", "-1"])
+    assert "prompt_cache_tokens=-1 (--prompt-cache-tokens) must be an integer >= 0" in capsys.readouterr().err

@@ -491,3 +491,20 @@ def test_episodes_reuse_each_moves_context_and_play_as_without_it(policy, agent_
     for a, b in zip(reused, plain):
         assert a.text == b.text and torch.equal(a.completion_ids, b.completion_ids) and a.reward == b.reward
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+def test_prompt_cache_tokens_bounds_what_the_episodes_keep(policy, agent_env, monkeypatch):
+    """``PolicyConfig.prompt_cache_tokens`` (the trainer's ``--prompt-cache-tokens``) caps the kept tokens, and 0
+    keeps none; the episodes are the same either way."""
+    monkeypatch.setattr(policy.config, "prompt_cache_tokens", 0)
+    with policy.reusing_prompts() as cache:
+        assert cache is None
+    plain = run_episodes(policy, EnvPool(agent_env), [0, 1], 2, greedy=True)
+    monkeypatch.setattr(policy.config, "prompt_cache_tokens", 300)
+    with policy.reusing_prompts() as cache:
+        assert cache.max_tokens == 300
+        capped = run_episodes(policy, EnvPool(agent_env), [0, 1], 2, greedy=True)
+        assert cache.tokens <= 300
+    assert [e.text for e in capped] == [e.text for e in plain]
+    with pytest.raises(ValueError, match="prompt_cache_tokens must be an integer >= 0, got -1"):
+        PolicyConfig(prompt_cache_tokens=-1)
