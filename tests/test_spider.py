@@ -341,7 +341,7 @@ def test_gold_timeout_is_reported(tmp_path):
         tmp_path / "train.jsonl",
         [{"question": "Slow", "sql": slow}, {"question": "Fast", "sql": "SELECT 1"}],
     )
-    ds = load_dataset("jsonl", data_dir=tmp_path, db=db, gold_timeout=0.2, use_cache=False)
+    ds = load_dataset("jsonl", data_dir=tmp_path, db=db, gold_timeout=1.0, use_cache=False)
     assert len(ds) == 1 and ds.summary.counts == {"timeout": 1}
     assert "gold timeout" in str(ds.summary)
 
