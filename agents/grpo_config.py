@@ -47,8 +47,9 @@ class Config:
     """Sampling temperature of the G training samples (evaluation is greedy)."""
     rollout_dtype: str | None = None
     """Sample in this lower precision ("bfloat16"; none = the weights' dtype): the rollout engine runs
-    faster (1.44x on CPUs with AMX, docs/performance.md), and the update then recomputes the old log-probs
-    with the training forward and weights each token by min(pi_old / pi_rollout, tis_cap)."""
+    faster (1.44x on CPUs with native bfloat16 products, AVX512-BF16 or AMX; docs/performance.md), and
+    the update then recomputes the old log-probs with the training forward and weights each token by
+    min(pi_old / pi_rollout, tis_cap)."""
     tis_cap: float = 2.0
     """Truncation of the importance weight correcting rollout_dtype's sampling mismatch."""
     stop_check_every: int = 8
@@ -66,8 +67,9 @@ class Config:
     update_dtype: str | None = None
     """Run the update's forward and backward under autocast in this precision ("bfloat16"; none = the
     weights' dtype); the LoRA weights, their gradients and AdamW stay in the weights' dtype. On CPUs with
-    AMX the update is faster (docs/performance.md); the old log-probs then come from the update's own
-    forward and the rollout log-probs are corrected as with rollout_dtype (tis_cap)."""
+    native bfloat16 products (AVX512-BF16, AMX) the update is faster (docs/performance.md); the old
+    log-probs then come from the update's own forward and the rollout log-probs are corrected as with
+    rollout_dtype (tis_cap)."""
     warmup_adapter: str | None = None
     """LoRA adapter folder to start from, e.g. runs/sft_warmup/adapter from agents/sft_warmup.py (its
     rank and alpha win over lora_r / lora_alpha); none = a fresh adapter. --resume takes precedence."""

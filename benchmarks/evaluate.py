@@ -755,9 +755,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=8, help="questions per generate call (default: 8)")
     m.add_argument("--rollout-dtype", default=None, choices=["bfloat16", "float16"],
                    help="generate in this precision (the rollout engine's weights, activations and cache; float32 "
-                        "logits): faster on CPUs with AMX and on GPUs, and the greedy SQL can differ from float32's "
-                        "on some questions (55 of 282 on dev; docs/performance.md, \"The full dev split, quiet "
-                        "machine\"; default: the model's dtype)")
+                        "logits): faster on CPUs with native bfloat16 products (AVX512-BF16, AMX) and on GPUs, "
+                        "and the greedy SQL can differ from float32's on some questions (55 of 282 on dev; "
+                        "docs/performance.md, \"The full dev split, quiet machine\"; default: the model's dtype)")
     o = parser.add_argument_group("output")
     o.add_argument("--out", default="results", help="folder for the Markdown and JSON reports (default: results)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
