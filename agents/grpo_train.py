@@ -96,6 +96,7 @@ from agents.distributed import World, setup_world, teardown_world  # noqa: E402
 from agents.eval_records import HeldOut  # noqa: E402
 from agents.grpo_config import Config, parse_config  # noqa: E402
 from agents.grpo_update import batch_advantages, grpo_update, reference_weights  # noqa: E402
+from agents.models import resolve_rollout_dtype  # noqa: E402
 from agents.monitors import RECORD_FIELDS, monitor_metrics, with_questions  # noqa: E402
 from agents.multiturn import EnvPool, counts_metrics, episode_counts  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
@@ -117,7 +118,7 @@ def build_policy(cfg: Config):
         model=cfg.model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, few_shot=cfg.few_shot,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-        adapter=cfg.warmup_adapter, rollout_dtype=cfg.rollout_dtype,
+        adapter=cfg.warmup_adapter, rollout_dtype=resolve_rollout_dtype(cfg.rollout_dtype, cfg.device, cfg.dtype),
         stop_check_every=cfg.stop_check_every, compile=cfg.compile_rollouts,
         **({} if cfg.prompt_cache_tokens is None else {"prompt_cache_tokens": cfg.prompt_cache_tokens})))
 
@@ -283,8 +284,10 @@ def run_banner(cfg: Config, plan: RunPlan, world: World, env, policy, params) ->
     ranks = (f", data-parallel over {world.size} processes ({world.device or cfg.device})"
              if world.distributed else "")
     weights = next(policy.model.parameters())
+    rollouts = (f", {policy.config.rollout_dtype} rollouts (--rollout-dtype {cfg.rollout_dtype})"
+                if policy.config.rollout_dtype else "")
     return (f"GRPO on {plan.dataset}/{cfg.split} ({len(env.dataset)} questions, {cfg.schema} schema), {cfg.model} "
-            f"({str(weights.dtype).removeprefix('torch.')} on {weights.device}), "
+            f"({str(weights.dtype).removeprefix('torch.')} on {weights.device}{rollouts}), "
             f"{sum(p.numel() for p in params):,} trainable LoRA parameters{ranks} -> {plan.output_dir}")
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from agents import grpo
 from agents.distributed import World
+from agents.models import resolve_rollout_dtype
 
 if TYPE_CHECKING:
     from agents.grpo_config import Config
@@ -152,7 +153,8 @@ def micro_batches(n: int, cfg: Config) -> list[list[int]]:
 def corrects_precision(cfg: Config) -> bool:
     """Whether the rollouts were sampled in another precision than the update's forward (rollout_dtype or
     update_dtype): the old log-probs are then the training forward's, each token importance-weighted."""
-    return cfg.rollout_dtype is not None or getattr(cfg, "update_dtype", None) is not None
+    rollout_dtype = resolve_rollout_dtype(cfg.rollout_dtype, cfg.device, cfg.dtype)
+    return rollout_dtype is not None or getattr(cfg, "update_dtype", None) is not None
 
 
 def old_logprobs(policy, rollouts: Sequence, chunks: list, cfg: Config, corrected: bool) -> list | None:

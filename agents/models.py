@@ -298,6 +298,27 @@ def resolve_dtype(dtype, device: str):
     return names[dtype]
 
 
+def native_bfloat16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), as torch reports it."""
+    import torch
+
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+def resolve_rollout_dtype(rollout_dtype: str | None, device: str = "auto", dtype="auto") -> str | None:
+    """``"auto"`` -> ``"bfloat16"`` where the weights are float32 on a CPU that multiplies bfloat16 natively
+    (:func:`native_bfloat16_cpu`), else None (the weights' dtype); anything else unchanged."""
+    import torch
+
+    if rollout_dtype != "auto":
+        return rollout_dtype
+    device = resolve_device(device)
+    if not device.startswith("cpu") or resolve_dtype(dtype, device) != torch.float32:
+        return None
+    return "bfloat16" if native_bfloat16_cpu() else None
+
+
 # --------------------------------------------------------------------------- the converted-model cache
 
 MODEL_CACHE_ENV = "SQLENV_MODEL_CACHE"

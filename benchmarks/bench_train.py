@@ -164,7 +164,7 @@ def make_cfg(args, dataset: str, **overrides):
                   learning_rate=args.learning_rate, threads=args.threads, seed=args.seed,
                   skip_zero_std=args.skip_zero_std, device="cpu", dtype="float32", beta=0.0,
                   num_iterations=1, loss_type="dr_grpo", scale_rewards="group", probe_questions=0,
-                  eval_limit=0, plot=False)
+                  eval_limit=0, plot=False, rollout_dtype=None)  # float32 rollouts, like TRL's side
     values.update(overrides)
     return make_config(**values)
 

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                       dataset=args.dataset, split=args.split, data_dir=args.data_dir,
                       num_generations=args.num_generations, batch_size=args.prompts, beta=args.beta,
                       micro_batch_size=args.micro_batch_size, max_completion_length=args.max_completion_length,
-                      warmup_examples=0)
+                      warmup_examples=0, rollout_dtype=None)  # sampled in float32, as the docstring says
     torch.manual_seed(args.seed)
     env = env_spec(cfg).make()  # the trainer's env for this configuration (sqlenv.spec.EnvSpec)
     policy = build_policy(cfg)
