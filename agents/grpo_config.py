@@ -102,6 +102,9 @@ class Config:
     hack to counts with the filters dropped."""
     sample_rows: int = 3
     """Rows per table shown in the observation (0 = none)."""
+    column_values: int = 0
+    """Most frequent text values of each column listed under its table in the observation, as SQL literals
+    (0 = none; sqlenv/schema.py), so filters can copy a value's spelling instead of guessing it."""
     workers: int = 0
     """Executor worker processes scoring a group in parallel (0 = in this process)."""
     query_timeout: float = 1.0
@@ -175,7 +178,7 @@ class Config:
     or the resumed run's folder. It must not hold another run."""
     resume: str | None = None
     """Checkpoint folder to continue from, or a run folder (its latest checkpoint). The run must stay the same:
-    its env (dataset, split, schema, sample_rows, reward, query_timeout, max_instructions, max_turns,
+    its env (dataset, split, schema, sample_rows, column_values, reward, query_timeout, max_instructions, max_turns,
     literal_answers), few_shot, model, lora_r and lora_alpha (a difference is an error naming its flag)."""
     seed: int = 0
     """Seed of question sampling, LoRA initialisation and token sampling."""
@@ -202,7 +205,7 @@ class Config:
                      "num_iterations", "steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 bad(name, getattr(self, name), "must be >= 1")
-        for name in ("few_shot", "warmup_examples", "sample_rows", "workers", "eval_every", "eval_limit", "save_every",
+        for name in ("few_shot", "warmup_examples", "sample_rows", "column_values", "workers", "eval_every", "eval_limit", "save_every",
                      "probe_questions", "learning_rate", "weight_decay", "max_grad_norm", "beta"):
             if getattr(self, name) < 0:
                 bad(name, getattr(self, name), "must be >= 0")

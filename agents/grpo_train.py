@@ -137,6 +137,7 @@ def run_warmup(cfg: Config, out: Path) -> str:
               flush=True)
         sft_warmup.train(sft_warmup.Config(
             model=cfg.model, device=cfg.device, dtype=cfg.dtype, schema=cfg.schema, few_shot=cfg.few_shot,
+            column_values=cfg.column_values,
             examples=cfg.warmup_examples, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, threads=cfg.threads,
             max_completion_length=cfg.max_completion_length, seed=cfg.seed, max_turns=cfg.max_turns,
             output_dir=str(folder)))

@@ -64,6 +64,8 @@ class Config:
     """Database layout of the prompts and gold SQL: "flat" or "tables" (use the one GRPO will train on)."""
     few_shot: int = 2
     """Worked examples in the prompt (use the value GRPO will train with)."""
+    column_values: int = 0
+    """Most frequent text values listed per column in the prompt's schema (use the value GRPO will train with)."""
     examples: int = 64
     """Generated train questions drawn (seeded); skipped ones (CTE gold SQL, too long) are not replaced."""
     epochs: int = 1
@@ -101,7 +103,7 @@ class Config:
                      "max_completion_length", "max_turns"):
             if getattr(self, name) < 1:
                 bad(name, getattr(self, name), "must be >= 1")
-        for name in ("few_shot", "learning_rate", "max_grad_norm"):
+        for name in ("few_shot", "column_values", "learning_rate", "max_grad_norm"):
             if getattr(self, name) < 0:
                 bad(name, getattr(self, name), "must be >= 0")
         if self.threads is not None and self.threads < 1:
@@ -155,10 +157,11 @@ def build_env(cfg: Config):
         from sqlenv.agent_env import TextToSQLAgentEnv
 
         return TextToSQLAgentEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema, sample_rows=SAMPLE_ROWS,
-                                 max_turns=cfg.max_turns)
+                                 column_values=cfg.column_values, max_turns=cfg.max_turns)
     from sqlenv.env import TextToSQLEnv
 
-    return TextToSQLEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema, sample_rows=SAMPLE_ROWS)
+    return TextToSQLEnv(dataset=DATASET, split=SPLIT, schema=cfg.schema, sample_rows=SAMPLE_ROWS,
+                        column_values=cfg.column_values)
 
 
 def build_examples(cfg: Config, policy, env=None) -> tuple[list[dict], dict[str, int]]:
@@ -265,7 +268,7 @@ def train(cfg: Config, policy=None, env=None) -> dict[str, Any]:
         bar.close()
     adapter = policy.save(out / "adapter")
     write_env_config(adapter, dataset=DATASET, data_dir=None, split=SPLIT, eval_split=EVAL_SPLIT, schema=cfg.schema,
-                     sample_rows=SAMPLE_ROWS, reward="binary", max_turns=cfg.max_turns)
+                     sample_rows=SAMPLE_ROWS, column_values=cfg.column_values, reward="binary", max_turns=cfg.max_turns)
     summary = {"adapter": str(adapter), "examples": len(items), **counts, "steps": len(losses),
                "first_loss": losses[0], "last_loss": losses[-1],
                "seconds": round(time.perf_counter() - start, 2)}

@@ -41,7 +41,7 @@ A stochastic policy draws other samples than separate runs would; ``--compare-to
 
 A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the environment it was trained
 on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
-(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--reward``, the query budget
+(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--column-values``, ``--reward``, the query budget
 ``--timeout`` and ``--max-instructions`` (a run trained under an instruction budget is evaluated under
 it), ``--max-turns`` (an adapter trained in multi-turn episodes is evaluated in them) and
 ``--literal-answers``; a flag that differs is honoured with a notice. Without a flag or an adapter, every
@@ -316,6 +316,7 @@ def run_config(policy, base, records: Sequence[dict], started: float, **settings
         "reward": getattr(base, "reward_preset", ""),
         **query_budget(base),
         "literal_answers": getattr(base, "literal_answers", None),
+        "column_values": getattr(base, "column_values", 0),
         "num_questions_in_split": len(dataset),
         **settings,
         "elapsed_s": round(elapsed, 2),
@@ -680,7 +681,7 @@ def split_result(shared: dict, dataset, chosen: Sequence[int], positions: Sequen
 
 # ---------------------------------------------------------------------------------------- CLI
 # The env settings a flag or the adapter's env_config.json gives, else EnvSpec's default (sqlenv/spec.py).
-ENV_FLAGS = ("dataset", "schema", "sample_rows", "reward", "timeout", "max_instructions", "max_turns",
+ENV_FLAGS = ("dataset", "schema", "sample_rows", "column_values", "reward", "timeout", "max_instructions", "max_turns",
              "literal_answers")
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
 PROG = "benchmarks/evaluate.py"
@@ -729,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-rows", type=int, default=None,
                    help=f"sample rows per table in the observation (default: the adapter's, else "
                         f"{default('sample_rows')})")
+    g.add_argument("--column-values", type=int, default=None,
+                   help="most frequent text values listed per column under each table in the observation, 0: none "
+                        f"(default: the adapter's, else {default('column_values')})")
     g.add_argument("--timeout", type=_seconds, default=None,
                    help=f"wall-clock seconds a query may run; with --max-instructions the backstop (default: the "
                         f"adapter's, else {default('timeout')})")

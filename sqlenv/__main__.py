@@ -30,6 +30,9 @@ def _env_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward", default=default("reward"), help=f"reward preset: {preset_help()}")
     parser.add_argument("--sample-rows", type=int, default=default("sample_rows"),
                         help="sample rows per table in the observation")
+    parser.add_argument("--column-values", type=int, default=default("column_values"),
+                        help="most frequent text values listed per column under each table (default: "
+                             f"{default('column_values')}, none)")
     parser.add_argument("--timeout", type=float, default=default("timeout"),
                         help=f"wall-clock seconds a query may run (default: {default('timeout')})")
     parser.add_argument("--max-instructions", type=int, default=default("max_instructions"),
@@ -43,7 +46,7 @@ def _env_args(parser: argparse.ArgumentParser) -> None:
 
 def _make_env(args):
     spec = EnvSpec(dataset=args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema,
-                   sample_rows=args.sample_rows, reward=args.reward, timeout=args.timeout,
+                   sample_rows=args.sample_rows, column_values=args.column_values, reward=args.reward, timeout=args.timeout,
                    max_instructions=args.max_instructions, literal_answers=args.literal_answers)
     return spec.make(render_mode="ansi")
 

@@ -91,18 +91,20 @@ class TextToSQLEnv(gym.Env[dict, str]):
 
     ## Arguments
     ``gym.make("sqlenv:TextToSQL-v0", dataset="generated", split="train", data_dir=None,
-    reward="binary", schema="tables", sample_rows=3, timeout=1.0, max_rows=10_000,
+    reward="binary", schema="tables", sample_rows=3, column_values=0, timeout=1.0, max_rows=10_000,
     workers=0, render_mode=None, expose_gold=False, max_instructions=None, literal_answers="score",
     **dataset_kwargs)``; ``dataset`` may also be a :class:`~sqlenv.Dataset`, and ``dataset_kwargs`` go to
     its loader (``db=``, ``empty_match=``).
     ``schema="flat"`` swaps the benchmark's five tables for one denormalised table.
+    ``column_values=k`` lists under each table's statement the ``k`` most frequent text values of each
+    column as SQL literals (:mod:`sqlenv.schema`), so filters need not guess spellings; 0 (default): none.
     ``max_instructions`` bounds each query in SQLite VM instructions, the same on every machine
     (``timeout`` stays the wall-clock backstop); set it for reproducible rewards.
 
     ## Version History
     * v0: initial version. Later changes kept the id: no gold in reset ``info`` (``expose_gold``),
       Unicode action space, SAME_STEP vector entry point, picklable, ``info["reads_table"]`` and
-      ``literal_answers``.
+      ``literal_answers``, ``column_values``.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
@@ -115,6 +117,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         reward: str = "binary",
         schema: str = "tables",
         sample_rows: int = 3,
+        column_values: int = 0,
         timeout: float = 1.0,
         max_rows: int = 10_000,
         workers: int = 0,
@@ -130,6 +133,8 @@ class TextToSQLEnv(gym.Env[dict, str]):
             raise ValueError(f"schema={schema!r} is not a schema variant; choose one of {list(infobox.SCHEMAS)}")
         if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:
             raise ValueError(f"sample_rows={sample_rows!r} must be an integer >= 0")
+        if isinstance(column_values, bool) or not isinstance(column_values, int) or column_values < 0:
+            raise ValueError(f"column_values={column_values!r} must be an integer >= 0 (0: none)")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers={workers!r} must be an integer >= 0")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -153,6 +158,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         self.reward_preset = reward
         self.schema_variant = getattr(self.dataset, "schema", schema)
         self.num_sample_rows = sample_rows
+        self.column_values = column_values
         self.workers = workers
         self.render_mode = render_mode
         self.expose_gold = bool(expose_gold)
@@ -294,7 +300,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         db = self._databases.get(example.db_key)
         if db is None:
             path = str(self.dataset.database(example))
-            schema, rows = self.dataset.describe(path, self.num_sample_rows)
+            schema, rows = self.dataset.describe(path, self.num_sample_rows, self.column_values)
             db = _Database(path, schema[:MAX_SCHEMA_CHARS], rows[:MAX_SAMPLE_ROWS_CHARS])
             if len(self._databases) > 4096:
                 self._databases.clear()

@@ -8,10 +8,21 @@
 * ``sample_rows``: up to ``n`` rows of each table as ``table: col | col`` blocks (long values
   cut to :data:`MAX_VALUE_CHARS`). ``verbatim=True`` keeps values as they are and shows an empty
   table's header: the TempTabQA-C and generated datasets' format (``Dataset.describe``, no budget).
+* ``column_values=k`` (opt-in) adds to ``schema``, under each table's statement, the ``k`` most
+  frequent text values of each column as SQL literals, so a model can copy a filter's value instead
+  of guessing its spelling (``'MedalGold'``, ``'Women''s team'``)::
+
+      -- Medals values, most frequent first:
+      -- medal: 'MedalGold', 'MedalBronze', 'MedalSilver'
+      -- location: 'Nanning', 'Chengdu', 'Jakarta' (+12 more)
+
+  Counted over a table's first :data:`VALUES_SCAN_ROWS` rows; values longer than
+  :data:`MAX_VALUE_CHARS` or holding control characters are left out (a literal cut short would
+  match nothing).
 
 Large schemas (BIRD has tables with 100+ columns) are cut to a token budget, where a token is
-approximated as 4 characters. Whole tables are kept or dropped, never cut in half: sample rows
-go first (fewer per table, then none), then trailing tables; each cut is announced in a ``--``
+approximated as 4 characters. Whole tables are kept or dropped, never cut in half: column values
+go first, then sample rows (fewer per table, then none), then trailing tables; each cut is announced in a ``--``
 comment line so the model knows the schema it sees is partial.
 """
 
@@ -26,8 +37,10 @@ from sqlenv.connections import connect_readonly, is_host_message, retry_host_fau
 
 #: Default budget of :func:`describe`, in approximate tokens (4 characters each).
 DEFAULT_MAX_TOKENS = 4_000
-#: Sample values longer than this are cut with "...".
+#: Sample values longer than this are cut with "..." (and left out of column values).
 MAX_VALUE_CHARS = 80
+#: Column values are counted over at most this many rows of each table.
+VALUES_SCAN_ROWS = 10_000
 CHARS_PER_TOKEN = 4
 
 
@@ -41,10 +54,13 @@ class Table:
     name: str
     create_sql: str
     sample: str  # "" when no rows were asked for or the table is empty (verbatim: its header line)
+    values: str = ""  # "-- " lines of column values; "" when none were asked for or found
 
 
-def tables(path: str | os.PathLike, sample_rows: int = 0, *, verbatim: bool = False) -> list[Table]:
-    """Every user table of the database (``sqlite_master`` order), with ``sample_rows`` rows each.
+def tables(path: str | os.PathLike, sample_rows: int = 0, *, verbatim: bool = False,
+           column_values: int = 0) -> list[Table]:
+    """Every user table of the database (``sqlite_master`` order), with ``sample_rows`` rows and the
+    ``column_values`` most frequent values of each text column.
 
     ``verbatim``: sample values as ``str(value)`` (``NULL`` for None), never cut or re-spaced, and an
     empty table still shows its header line: the format of TempTabQA-C and generated observations,
@@ -52,11 +68,11 @@ def tables(path: str | os.PathLike, sample_rows: int = 0, *, verbatim: bool = Fa
     (missing, not a database, no descriptors) raises :class:`sqlenv.connections.HostError` naming
     the file and the cause."""
     return retry_host_fault(
-        path, "cannot read database", lambda: _read_tables(path, sample_rows, verbatim)
+        path, "cannot read database", lambda: _read_tables(path, sample_rows, verbatim, column_values)
     )
 
 
-def _read_tables(path: str | os.PathLike, sample_rows: int, verbatim: bool) -> list[Table]:
+def _read_tables(path: str | os.PathLike, sample_rows: int, verbatim: bool, column_values: int) -> list[Table]:
     conn = connect_readonly(path)
     try:
         out = []
@@ -69,7 +85,8 @@ def _read_tables(path: str | os.PathLike, sample_rows: int, verbatim: bool) -> l
             if fks:
                 create += "\n-- foreign keys: " + ", ".join(fks)
             sample = _sample(conn, name, sample_rows, verbatim) if sample_rows > 0 else ""
-            out.append(Table(name, create, sample))
+            values = _column_values(conn, name, column_values) if column_values > 0 else ""
+            out.append(Table(name, create, sample, values))
         return out
     finally:
         conn.close()
@@ -80,6 +97,14 @@ def render(tables_: list[Table], max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
 
     def join(parts: list[str]) -> str:
         return "\n\n".join(p for p in parts if p)
+
+    if any(t.values for t in tables_):  # 0. Column values go first, all at once.
+        schema, rows = join([t.create_sql + "\n" + t.values if t.values else t.create_sql for t in tables_]), \
+            join([t.sample for t in tables_])
+        if max_tokens is None or approx_tokens(schema) + approx_tokens(rows) <= max_tokens:
+            return schema, rows
+        schema, rows = render([Table(t.name, t.create_sql, t.sample) for t in tables_], max_tokens)
+        return schema + f"\n\n-- column values omitted to fit the {max_tokens}-token schema budget", rows
 
     schema, rows = join([t.create_sql for t in tables_]), join([t.sample for t in tables_])
     if max_tokens is None or approx_tokens(schema) + approx_tokens(rows) <= max_tokens:
@@ -122,10 +147,11 @@ def describe(
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     *,
     verbatim: bool = False,
+    column_values: int = 0,
 ) -> tuple[str, str]:
-    """The observation's ``(schema, sample_rows)`` texts for the database at ``path`` (``verbatim``:
-    see :func:`tables`)."""
-    return render(tables(path, sample_rows, verbatim=verbatim), max_tokens)
+    """The observation's ``(schema, sample_rows)`` texts for the database at ``path`` (``verbatim``,
+    ``column_values``: see :func:`tables`)."""
+    return render(tables(path, sample_rows, verbatim=verbatim, column_values=column_values), max_tokens)
 
 
 def schema_text(path: str | os.PathLike, max_tokens: int | None = DEFAULT_MAX_TOKENS) -> str:
@@ -176,6 +202,31 @@ def _sample(conn: sqlite3.Connection, table: str, n: int, verbatim: bool = False
     header = " | ".join(d[0] for d in cursor.description)
     value = _verbatim_value if verbatim else _format_value
     return "\n".join([f"{table}: {header}"] + [" | ".join(value(v) for v in r) for r in rows])
+
+
+def _column_values(conn: sqlite3.Connection, table: str, k: int) -> str:
+    """``-- column: 'a', 'b' (+N more)`` lines: each column's ``k`` most frequent text values (ties by
+    value) among the table's first VALUES_SCAN_ROWS rows, as SQL literals; "" when no column has one."""
+    try:
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({_quote(table)})")]
+        lines = []
+        for column in columns:
+            counts = conn.execute(
+                f"SELECT v, COUNT(*) AS n FROM (SELECT {_quote(column)} AS v FROM {_quote(table)} LIMIT ?) "
+                "WHERE typeof(v) = 'text' GROUP BY v ORDER BY n DESC, v", (VALUES_SCAN_ROWS,)).fetchall()
+            shown = [v for v, _ in counts if len(v) <= MAX_VALUE_CHARS and v.isprintable()][:k]
+            if shown:
+                more = f" (+{len(counts) - len(shown)} more)" if len(counts) > len(shown) else ""
+                lines.append(f"-- {column}: " + ", ".join(_literal(v) for v in shown) + more)
+    except sqlite3.Error as exc:  # e.g. a virtual table whose module is missing
+        if is_host_message(str(exc)):
+            raise
+        return ""
+    return "\n".join([f"-- {table} values, most frequent first:"] + lines) if lines else ""
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _sample_len(table: Table) -> int:

@@ -19,8 +19,9 @@ from typing import Any, Mapping
 
 #: Fields added after env_config.json and checkpoints existed, with the value every run before them had:
 #: a file that lacks one was trained that way (wall clock only, 1 s a query, one query per question,
-#: literal answers scored like any other).
-LEGACY_VALUES: dict[str, Any] = {"timeout": 1.0, "max_instructions": None, "max_turns": 1, "literal_answers": "score"}
+#: literal answers scored like any other, no column values).
+LEGACY_VALUES: dict[str, Any] = {"timeout": 1.0, "max_instructions": None, "max_turns": 1, "literal_answers": "score",
+                                 "column_values": 0}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class EnvSpec:
     """Database schema variant: tables or flat."""
     sample_rows: int = 3
     """Sample rows per table in the observation."""
+    column_values: int = 0
+    """Most frequent text values listed per column under each table's statement (0: none)."""
     reward: str = "binary"
     """Reward preset (``sqlenv.rewards.REWARD_PRESETS``)."""
     timeout: float = 1.0
@@ -62,8 +65,9 @@ class EnvSpec:
                 _bad(name, value, "must be a string or None")
         if self.schema not in SCHEMAS:
             _bad("schema", self.schema, f"is not a schema variant; choose one of {list(SCHEMAS)}")
-        if not _is_int(self.sample_rows) or self.sample_rows < 0:
-            _bad("sample_rows", self.sample_rows, "must be an integer >= 0")
+        for name in ("sample_rows", "column_values"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                _bad(name, getattr(self, name), "must be an integer >= 0")
         reward_preset(self.reward)
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) \
                 or not math.isfinite(self.timeout) or self.timeout <= 0:
@@ -79,7 +83,7 @@ class EnvSpec:
         spec's; ``dataset``: an already loaded ``Dataset`` (e.g. a subset) in place of loading the spec's;
         ``workers`` and ``render_mode`` (not settings of the env's behaviour) go to its constructor."""
         kwargs = dict(dataset=self.dataset if dataset is None else dataset, reward=self.reward, schema=self.schema,
-                      sample_rows=self.sample_rows, workers=workers, timeout=self.timeout,
+                      sample_rows=self.sample_rows, column_values=self.column_values, workers=workers, timeout=self.timeout,
                       max_instructions=self.max_instructions, literal_answers=self.literal_answers,
                       render_mode=render_mode)
         if dataset is None:

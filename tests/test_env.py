@@ -1,5 +1,6 @@
 """TextToSQLEnv: the Gymnasium contract, rewards in info, group scoring, vector envs."""
 
+import sqlite3
 import warnings
 
 import gymnasium as gym
@@ -142,6 +143,7 @@ def test_reward_presets(reward, lo, hi):
     ({"reward": "nope"}, "reward"), ({"schema": "wide"}, "schema"),
     ({"sample_rows": -1}, "sample_rows"), ({"workers": -2}, "workers"), ({"render_mode": "human"}, "render_mode"),
     ({"split": "nope"}, "split"), ({"dataset": "nope"}, "dataset"), ({"literal_answers": "drop"}, "literal_answers"),
+    ({"column_values": -1}, "column_values"), ({"column_values": True}, "column_values"),
 ])
 def test_invalid_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -152,6 +154,27 @@ def test_flat_schema_observation(data_dir):
     env = TextToSQLEnv(dataset="temptabqa-c", split="dev", data_dir=str(data_dir), schema="flat", sample_rows=2)
     obs, _ = env.reset(seed=0)
     assert obs["schema"].count("CREATE TABLE") == 1 and obs["sample_rows"]
+
+
+def test_column_values_list_the_athletes_values_in_the_observation(data_dir):
+    """column_values=k: under the statement, each text column's k most frequent values of this athlete's
+    database, as literals a query can copy; the rest of the observation is unchanged."""
+    kwargs = dict(dataset="temptabqa-c", split="dev", data_dir=str(data_dir), schema="flat")
+    env, plain = TextToSQLEnv(**kwargs, column_values=2), TextToSQLEnv(**kwargs)
+    obs, info = env.reset(seed=0)
+    bare, _ = plain.reset(seed=0)
+    lines = obs["schema"][len(bare["schema"]) + 1:].splitlines()  # after the statement's newline
+    assert obs["schema"].startswith(bare["schema"]) and obs["sample_rows"] == bare["sample_rows"]
+    conn = sqlite3.connect(env.dataset.database(env.example(info["index"])))
+    counts = conn.execute("SELECT medal, COUNT(*) FROM Medals GROUP BY medal ORDER BY 2 DESC, 1").fetchall()
+    conn.close()
+    more = f" (+{len(counts) - 2} more)" if len(counts) > 2 else ""
+    assert lines[0] == "-- Medals values, most frequent first:"
+    assert "-- medal: " + ", ".join(f"'{v}'" for v, _ in counts[:2]) + more in lines
+    _, _, _, _, step = env.step(f"SELECT COUNT(*) FROM Medals WHERE medal = '{counts[0][0]}'")  # copied
+    assert step["error"] is None and step["reads_table"]
+    env.close()
+    plain.close()
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

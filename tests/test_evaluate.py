@@ -248,6 +248,21 @@ def test_literal_answers_default_to_the_adapters_then_the_spec(tmp_path):
     assert ev.env_settings(ev.build_parser().parse_args([]), None)[0]["literal_answers"] == "score"
 
 
+def test_column_values_default_to_the_adapters(tmp_path):
+    """An adapter trained with column values is evaluated with them; one saved before the option, without."""
+    from agents.adapter_card import write_env_config
+    from sqlenv.spec import EnvSpec
+
+    write_env_config(tmp_path, EnvSpec(column_values=8), eval_split="dev")
+    settings = ev.env_settings(ev.build_parser().parse_args(["--policy", str(tmp_path)]), tmp_path)[0]
+    env = EnvSpec(**settings).make()
+    assert settings["column_values"] == 8 and env.column_values == 8 and "-- type: 'Medal" in env.reset(seed=0)[0]["schema"]
+    env.close()
+    card = tmp_path / "env_config.json"
+    card.write_text(json.dumps({k: v for k, v in json.loads(card.read_text()).items() if k != "column_values"}))
+    assert ev.env_settings(ev.build_parser().parse_args(["--policy", str(tmp_path)]), tmp_path)[0]["column_values"] == 0
+
+
 def test_evaluate_rejects_bad_samples(generated_env):
     from agents.baselines import ConstantPolicy
 

@@ -721,7 +721,7 @@ def test_gpu_preset_runs_one_step_on_cpu_in_bf16(tmp_path, tiny_model):
 
 def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_path, monkeypatch):
     cfg = parse_config(["--max-instructions", "5000", "--query-timeout", "7", "--model", tiny_model,
-                        "--literal-answers", "unanswered",
+                        "--literal-answers", "unanswered", "--column-values", "4",
                         "--dataset", "generated", "--warmup-examples", "0", "--output-dir", str(tmp_path / "run")])
     assert (cfg.max_instructions, cfg.query_timeout, cfg.literal_answers) == (5000, 7.0, "unanswered")
     assert parse_config([]).literal_answers == "unanswered"
@@ -731,7 +731,7 @@ def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_pat
     def recording_make(spec, *args, **kwargs):
         env = make(spec, *args, **kwargs)
         built.append(env.executor.config)
-        literal.append(env.literal_answers)
+        literal.append((env.literal_answers, env.column_values))
         if len(built) == 2:
             raise KeyboardInterrupt  # both envs built: enough
         return env
@@ -740,7 +740,7 @@ def test_query_budget_flags_reach_the_training_and_eval_envs(tiny_model, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         grpo_train.train(cfg)
     assert [(c.max_instructions, c.timeout) for c in built] == [(5000, 7.0), (5000, 7.0)]
-    assert literal == ["unanswered", "unanswered"]
+    assert literal == [("unanswered", 4), ("unanswered", 4)]
     with pytest.raises(ConfigError, match="max_instructions"):
         make_config(max_instructions=0)
     with pytest.raises(ConfigError, match=r"literal_answers='drop' \(--literal-answers\) must be one of score, "):

@@ -1,4 +1,4 @@
-"""Schema text of real databases: CREATE TABLE with foreign keys, sample rows, token budget."""
+"""Schema text of real databases: CREATE TABLE with foreign keys, sample rows, column values, token budget."""
 
 import sqlite3
 from pathlib import Path
@@ -166,3 +166,35 @@ def test_verbatim_keeps_values_and_empty_tables(tmp_path):
     _, cut = schema.describe(db, 3, None)
     assert cut == f"t: id | label | data\n1 | two spaces | NULL\n2 | {long[:77]}..." + " | NULL"
     assert schema.describe(db, 0, None, verbatim=True) == (text, "")
+
+
+def test_column_values_are_the_most_frequent_text_values_as_sql_literals(tmp_path):
+    db = make_db(tmp_path / "v.sqlite", """
+        CREATE TABLE medal (athlete TEXT, format TEXT, year INTEGER, note TEXT);
+        INSERT INTO medal VALUES ('Ana', 'Women''s team', 2019, NULL), ('Ana', 'Singles', 2020, NULL),
+            ('Ana', 'Women''s team', 2021, NULL), ('Ana', 'Doubles', 2022, NULL), ('Ana', 'Mixed', 2023, 'x');
+        INSERT INTO medal VALUES ('Ana', 'line' || char(10) || 'break', 2024, NULL);
+        CREATE TABLE empty (name TEXT);""")
+    text, rows = schema.describe(db, 0, column_values=2)
+    assert rows == ""
+    assert text.split(";\n", 1)[1].split("\n\n")[0] == (
+        "-- medal values, most frequent first:\n"
+        "-- athlete: 'Ana'\n"
+        "-- format: 'Women''s team', 'Doubles' (+3 more)\n"      # ties by value; a value with a newline is not shown
+        "-- note: 'x'")                                            # numbers and NULLs are not text values
+    assert text.endswith("CREATE TABLE empty (name TEXT);")      # nothing to list: no values block
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM medal WHERE format = 'Women''s team'").fetchone() == (2,)  # copyable
+    conn.close()
+    assert schema.describe(db, 0) == (schema.describe(db, 0, column_values=0))
+    assert "values" not in schema.describe(db, 0)[0]
+
+
+def test_budget_drops_column_values_first(tmp_path):
+    db = big_db(tmp_path)
+    bare, _ = schema.describe(db, 0, max_tokens=None)
+    full, _ = schema.describe(db, 0, max_tokens=None, column_values=3)
+    assert full.count("values, most frequent first") == 30 and schema.approx_tokens(full) > schema.approx_tokens(bare)
+    text, _ = schema.describe(db, 0, max_tokens=schema.approx_tokens(bare) + 30, column_values=3)
+    assert text == bare + "\n\n-- column values omitted to fit the " \
+        f"{schema.approx_tokens(bare) + 30}-token schema budget"

@@ -42,6 +42,7 @@ def test_defaults_are_the_envs():
     ({"reward": "nope"}, "reward='nope' is not a reward preset"),
     ({"max_turns": True}, "max_turns=True must be an integer >= 1"),
     ({"literal_answers": "drop"}, "literal_answers='drop' is not an option; choose one of ['score', 'unanswered']"),
+    ({"column_values": -1}, "column_values=-1 must be an integer >= 0"),
 ])
 def test_a_bad_or_unknown_field_names_itself_and_the_file(change, fragment):
     with pytest.raises(ValueError) as error:
@@ -56,7 +57,8 @@ def test_a_missing_field_is_named_unless_it_came_later():
         EnvSpec.from_dict(data, source="a.json")
     old = {k: v for k, v in SPEC.to_dict().items() if k not in LEGACY_VALUES}  # written before the budget existed
     spec = EnvSpec.from_dict(old)
-    assert (spec.timeout, spec.max_instructions, spec.max_turns, spec.literal_answers) == (1.0, None, 1, "score")
+    assert (spec.timeout, spec.max_instructions, spec.max_turns, spec.literal_answers, spec.column_values) == (
+        1.0, None, 1, "score", 0)
 
 
 def test_make_builds_the_env_it_describes():

@@ -72,10 +72,10 @@ class Dataset(Sequence[Example]):
     def database(self, example: Example) -> Path:
         raise NotImplementedError
 
-    def describe(self, path: str | os.PathLike, sample_rows: int) -> tuple[str, str]:
+    def describe(self, path: str | os.PathLike, sample_rows: int, column_values: int = 0) -> tuple[str, str]:
         """The observation's ``(schema, sample_rows)`` texts for the database at ``path``: every table,
         values verbatim, no token budget (:func:`sqlenv.schema.describe`)."""
-        return schema_mod.describe(path, sample_rows, None, verbatim=True)
+        return schema_mod.describe(path, sample_rows, None, verbatim=True, column_values=column_values)
 
     def match(self, example: Example, rows):
         """Score a query's result rows against the example's gold answer (a ``MatchResult``).

@@ -225,8 +225,8 @@ class ResultSetDataset(Dataset):
     def gold_result(self, example: Example) -> GoldResult:
         return self.gold[example.id]
 
-    def describe(self, path: str | os.PathLike, sample_rows: int) -> tuple[str, str]:
-        return schema_mod.describe(path, sample_rows, self.schema_tokens)
+    def describe(self, path: str | os.PathLike, sample_rows: int, column_values: int = 0) -> tuple[str, str]:
+        return schema_mod.describe(path, sample_rows, self.schema_tokens, column_values=column_values)
 
     def match(self, example: Example, rows) -> MatchResult:
         gold = self.gold.get(example.id)

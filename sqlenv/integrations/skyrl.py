@@ -135,14 +135,16 @@ def register() -> None:
 
 
 def skyrl_rows(dataset: sqlenv.Dataset, env_class: str = "sqlenv", *, max_turns: int = 5,
-               sample_rows: int = 3, indices=None) -> list[dict[str, Any]]:
+               sample_rows: int = 3, column_values: int = 0, indices=None) -> list[dict[str, Any]]:
     """SkyRL dataset rows (``prompt``, ``env_class``, ``reward_spec``, ``extra_info``), one per question.
+    ``sample_rows`` and ``column_values`` shape the prompt's schema as the env's arguments do.
 
     Write them to parquet for SkyRL's trainer; ``extra_info.index`` pins each episode's question.
     """
     if env_class not in ENV_IDS:
         raise ValueError(f"env_class={env_class!r} must be one of {list(ENV_IDS)}")
-    env = gym.make(ENV_IDS[env_class], dataset=dataset, sample_rows=sample_rows).unwrapped
+    env = gym.make(ENV_IDS[env_class], dataset=dataset, sample_rows=sample_rows,
+                   column_values=column_values).unwrapped
     try:
         rows = []
         for i in range(len(dataset)) if indices is None else indices:

@@ -165,6 +165,7 @@ def to_trl_dataset(
     *,
     conversational: bool = True,
     sample_rows: int = 3,
+    column_values: int = 0,
     system_prompt: str = SYSTEM_PROMPT,
     prompt_fn: Callable[[dict, Example], Any] | None = None,
     indices: Sequence[int] | None = None,
@@ -176,7 +177,8 @@ def to_trl_dataset(
     none) and ``answer``. ``prompt_fn(observation, example)`` replaces the default prompt (return
     messages or a string; e.g. ``lambda obs, ex: sqlenv.prompts.build_messages(obs, 2)``, the
     trainer's prompt); the
-    observation is the environment's: ``{"question", "schema", "sample_rows"}``.
+    observation is the environment's: ``{"question", "schema", "sample_rows"}`` (``sample_rows`` and
+    ``column_values`` as the env's).
     """
     try:
         import datasets as hf_datasets
@@ -192,7 +194,7 @@ def to_trl_dataset(
         example = dataset[i]
         if example.db_key not in described:
             path = str(dataset.database(example))
-            schema, sample = dataset.describe(path, sample_rows)
+            schema, sample = dataset.describe(path, sample_rows, column_values)
             described[example.db_key] = (path, schema, sample)
         path, schema, sample = described[example.db_key]
         observation = {"question": example.question, "schema": schema, "sample_rows": sample}

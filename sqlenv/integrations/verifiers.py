@@ -239,6 +239,8 @@ class SQLTasksetConfig(vf.TasksetConfig):
     schema: str = "tables"
     """``"tables"`` (the benchmark's tables) or ``"flat"`` (one denormalised table)."""
     sample_rows: int = 3
+    column_values: int = 0
+    """Most frequent text values listed per column under each table (0: none)."""
     timeout: float | None = None
     """Each query's wall-clock budget in seconds."""
     max_rows: int | None = None
@@ -262,7 +264,7 @@ class SQLTasksetConfig(vf.TasksetConfig):
 
 
 #: Taskset fields passed to both envs / to ``TextToSQLAgent-v0`` only (``None`` values left out).
-_ENV_FIELDS = ("dataset", "split", "data_dir", "reward", "schema", "sample_rows", "timeout",
+_ENV_FIELDS = ("dataset", "split", "data_dir", "reward", "schema", "sample_rows", "column_values", "timeout",
                "max_rows", "max_instructions", "literal_answers")
 _AGENT_FIELDS = ("max_turns", "result_rows", "result_chars", "transcript_chars", "explore_timeout",
                  "explore_max_instructions", "explore_seconds", "turn_cost",
