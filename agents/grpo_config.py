@@ -205,7 +205,8 @@ class Config:
                      "num_iterations", "steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 bad(name, getattr(self, name), "must be >= 1")
-        for name in ("few_shot", "warmup_examples", "sample_rows", "column_values", "workers", "eval_every", "eval_limit", "save_every",
+        for name in ("few_shot", "warmup_examples", "sample_rows", "column_values", "workers",
+                     "eval_every", "eval_limit", "save_every",
                      "probe_questions", "learning_rate", "weight_decay", "max_grad_norm", "beta"):
             if getattr(self, name) < 0:
                 bad(name, getattr(self, name), "must be >= 0")

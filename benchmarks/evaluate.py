@@ -41,7 +41,8 @@ A stochastic policy draws other samples than separate runs would; ``--compare-to
 
 A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the environment it was trained
 on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
-(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--column-values``, ``--reward``, the query budget
+(its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--column-values``, ``--reward``, the
+query budget
 ``--timeout`` and ``--max-instructions`` (a run trained under an instruction budget is evaluated under
 it), ``--max-turns`` (an adapter trained in multi-turn episodes is evaluated in them) and
 ``--literal-answers``; a flag that differs is honoured with a notice. Without a flag or an adapter, every

@@ -46,7 +46,8 @@ def _env_args(parser: argparse.ArgumentParser) -> None:
 
 def _make_env(args):
     spec = EnvSpec(dataset=args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema,
-                   sample_rows=args.sample_rows, column_values=args.column_values, reward=args.reward, timeout=args.timeout,
+                   sample_rows=args.sample_rows, column_values=args.column_values, reward=args.reward,
+                   timeout=args.timeout,
                    max_instructions=args.max_instructions, literal_answers=args.literal_answers)
     return spec.make(render_mode="ansi")
 

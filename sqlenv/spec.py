@@ -83,7 +83,8 @@ class EnvSpec:
         spec's; ``dataset``: an already loaded ``Dataset`` (e.g. a subset) in place of loading the spec's;
         ``workers`` and ``render_mode`` (not settings of the env's behaviour) go to its constructor."""
         kwargs = dict(dataset=self.dataset if dataset is None else dataset, reward=self.reward, schema=self.schema,
-                      sample_rows=self.sample_rows, column_values=self.column_values, workers=workers, timeout=self.timeout,
+                      sample_rows=self.sample_rows, column_values=self.column_values, workers=workers,
+                      timeout=self.timeout,
                       max_instructions=self.max_instructions, literal_answers=self.literal_answers,
                       render_mode=render_mode)
         if dataset is None:

@@ -256,7 +256,8 @@ def test_column_values_default_to_the_adapters(tmp_path):
     write_env_config(tmp_path, EnvSpec(column_values=8), eval_split="dev")
     settings = ev.env_settings(ev.build_parser().parse_args(["--policy", str(tmp_path)]), tmp_path)[0]
     env = EnvSpec(**settings).make()
-    assert settings["column_values"] == 8 and env.column_values == 8 and "-- type: 'Medal" in env.reset(seed=0)[0]["schema"]
+    assert settings["column_values"] == 8 and env.column_values == 8
+    assert "-- type: 'Medal" in env.reset(seed=0)[0]["schema"]
     env.close()
     card = tmp_path / "env_config.json"
     card.write_text(json.dumps({k: v for k, v in json.loads(card.read_text()).items() if k != "column_values"}))
