@@ -234,8 +234,8 @@ class SQLEnvironmentFactory:
             ``split``, ``data_dir`` and ``schema``).
         multi_turn: ``True`` for :class:`TextToSQLAgentTools` (run_sql + submit_answer), ``False`` for
             :class:`TextToSQLTools` (submit_answer only).
-        env_kwargs: the env's arguments (``reward``, ``timeout``, ``max_instructions``, ``sample_rows``;
-            multi-turn: ``max_turns``, ``result_rows``, ``result_chars``, ``explore_seconds``, ...).
+        env_kwargs: the env's arguments (``reward``, ``timeout``, ``max_instructions``, ``sample_rows``,
+            ``column_values``; multi-turn: ``max_turns``, ``result_rows``, ``result_chars``, ``explore_seconds``, ...).
 
     Picklable (a module-level class holding the dataset and keywords), as TRL's async worker needs.
     """
