@@ -100,8 +100,8 @@ def host_overhead(config, rows_list=((1, 1), (4, 8), (16, 8)), steps: int = 32, 
 
     Per (mode, rows): the median over ``repeats`` of (time of ``steps + 1`` new tokens - time of 1) /
     ``steps``, which leaves out the prefill and the set-up; the modes' calls alternate. Modes: "eager",
-    "compiled" (``compiled``), and "baseline": the engine of git revision ``against``, whose ``choose``
-    takes the logits alone and draws one uniform number per live slot.
+    "compiled" (``compiled``), and "baseline": the engine of git revision ``against`` (one from before
+    e660054 takes ``choose(logits)`` and draws one uniform number per live slot).
     """
     import torch
     import transformers
@@ -119,8 +119,12 @@ def host_overhead(config, rows_list=((1, 1), (4, 8), (16, 8)), steps: int = 32, 
     engines = {"eager": RolloutEngine(model, [], stop_check_every=stop_check_every)}
     if compiled:
         engines["compiled"] = RolloutEngine(model, [], stop_check_every=stop_check_every, compile=True)
+    old_chooser = False
     if against:
-        engines["baseline"] = engine_at(against).RolloutEngine(model, [])
+        baseline = engine_at(against)
+        old_chooser = not hasattr(baseline, "DecodeRows")  # the engine before e660054: choose(logits)
+        engines["baseline"] = baseline.RolloutEngine(model, [], stop_check_every=stop_check_every) \
+            if not old_chooser else baseline.RolloutEngine(model, [])
     common = torch.randint(0, 512, (64,))
     result: dict[tuple[str, int], list[float]] = {}
     for prompts, samples in rows_list:
@@ -128,7 +132,7 @@ def host_overhead(config, rows_list=((1, 1), (4, 8), (16, 8)), steps: int = 32, 
 
         def timed(engine, new_tokens, batch=batch, samples=samples):
             chooser = Chooser(len(batch) * samples, greedy=False)
-            if engine is engines.get("baseline"):  # the engine before issue 25 takes choose(logits)
+            if old_chooser and engine is engines.get("baseline"):  # the engine before issue 25: choose(logits)
                 def chooser(logits):
                     return sample_tokens(logits, 1.0)
             synchronize(device)

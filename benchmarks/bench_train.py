@@ -20,7 +20,8 @@ questions (``warmup + steps`` batches drawn once; TRL shuffles them within its s
         completion (``--skip-zero-std`` turns our dynamic filtering back on).
   trl   ``trl.GRPOTrainer`` with ``sqlenv.integrations.trl.SQLReward`` (our executor) on the
         ``to_trl_dataset`` rows; transformers ``generate`` stops at EOS or the length cap.
-        TRL's own defaults that would change the work are set to ours: ``bf16=False``,
+        TRL's own defaults that would change the work are set to ours: ``bf16=False`` (``--bf16``: both
+        sides in bfloat16, ours through its rollout and update dtypes, TRL through autocast),
         ``gradient_checkpointing=False`` (``--trl-gradient-checkpointing`` turns it on).
 
 Each side runs in its own subprocess (separate peak memory). Per measured step (after
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-zero-std", action="store_true",
                    help="ours: leave all-equal-reward groups out of the update (grpo_train's default)")
+    p.add_argument("--bf16", action="store_true",
+                   help="both sides in bfloat16 where they allow it: ours samples with --rollout-dtype bfloat16 "
+                        "and updates with --update-dtype bfloat16 (autocast, importance-weighted); TRL gets "
+                        "bf16=True (autocast over its generation and update); weights and LoRA stay float32")
     p.add_argument("--trl-gradient-checkpointing", action="store_true",
                    help="trl: keep TRL's default gradient checkpointing (less memory, more time)")
     p.add_argument("--profile", default=None, metavar="PATH",
@@ -165,6 +170,8 @@ def make_cfg(args, dataset: str, **overrides):
                   skip_zero_std=args.skip_zero_std, device="cpu", dtype="float32", beta=0.0,
                   num_iterations=1, loss_type="dr_grpo", scale_rewards="group", probe_questions=0,
                   eval_limit=0, plot=False, rollout_dtype=None)  # float32 rollouts, like TRL's side
+    if args.bf16:
+        values.update(rollout_dtype="bfloat16", update_dtype="bfloat16")
     values.update(overrides)
     return make_config(**values)
 
@@ -335,7 +342,7 @@ def run_trl(args) -> dict:
         gradient_accumulation_steps=completions_per_step // cfg.micro_batch_size,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         beta=0.0, num_iterations=1, epsilon=cfg.epsilon, loss_type="dr_grpo", scale_rewards="group",
-        seed=cfg.seed, use_cpu=True, bf16=False, fp16=False,
+        seed=cfg.seed, use_cpu=True, bf16=args.bf16, fp16=False,
         gradient_checkpointing=args.trl_gradient_checkpointing,
         logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0,
         log_completions=False, lr_scheduler_type="constant", warmup_steps=0,
@@ -554,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
           f"G={args.num_generations} questions/step={args.batch_size} micro-batch={args.micro_batch_size} "
           f"max_completion_length={args.max_completion_length} few_shot={args.few_shot} "
           f"sample_rows={args.sample_rows} lora_r={args.lora_r} threads={args.threads} "
+          f"precision={'bfloat16 (--bf16)' if args.bf16 else 'float32'} "
           f"steps={args.steps} (+{args.warmup} warm-up)")
     print(f"machine: nproc={before['nproc']} load average {before['load_avg']} before, {after['load_avg']} after; "
           f"torch {before['torch']}; prompt tokens per question {ours['prompt_tokens_mean']:.0f}; "
