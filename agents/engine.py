@@ -132,17 +132,18 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 
 @dataclass
 class _Levels:
-    """Per-layer keys and values of the three cache levels (see the module docstring).
+    """Per-layer keys and values of the three cache levels (see the module docstring), kv head first so
+    that a decode step's queries of every level are ``[Hkv, B, G * rep, D]`` and no level is copied per step.
 
-    common: ``[Hkv, L0, D]``; own: ``[B, Hkv, L1, D]`` with ``own_len[b]`` valid positions;
-    gen: ``[B, G, Hkv, T, D]``, the first ``steps`` positions written.
+    common: ``[Hkv, L0, D]``; own: ``[Hkv, B, L1, D]`` with ``own_len[b]`` valid positions;
+    gen: ``[Hkv, B, G, T, D]``, the first ``steps`` positions written.
     """
 
     common_k: list[torch.Tensor]
     common_v: list[torch.Tensor]
     own_k: list[torch.Tensor]
     own_v: list[torch.Tensor]
-    own_mask: torch.Tensor  # [B, 1, 1, L1] additive: 0 where valid, -inf past own_len
+    own_mask: torch.Tensor  # [1, B, 1, L1] additive: 0 where valid, -inf past own_len
     gen_k: list[torch.Tensor]
     gen_v: list[torch.Tensor]
     steps: int = 0
@@ -150,8 +151,8 @@ class _Levels:
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the prompts at ``index`` (finished groups leave)."""
         for name in ("own_k", "own_v", "gen_k", "gen_v"):
-            setattr(self, name, [t.index_select(0, index) for t in getattr(self, name)])
-        self.own_mask = self.own_mask.index_select(0, index)
+            setattr(self, name, [t.index_select(1, index) for t in getattr(self, name)])
+        self.own_mask = self.own_mask.index_select(1, index)
 
 
 @dataclass
@@ -372,33 +373,34 @@ class RolloutEngine:
                        gen_k_all: torch.Tensor, gen_v_all: torch.Tensor):
         """One decode step's attention for ``groups x width`` sequences over the three levels.
 
-        Static shapes: the generated level is read over a window's fixed length (``gen_k_all``, ``[B, G,
-        Hkv, t, D]``, a view of the cache), ``gen_mask`` hiding the positions after ``step`` (a
-        one-element tensor, so nothing here depends on a host integer)."""
-        b = levels.own_k[layer].shape[0]
+        Static shapes: the generated level is read over a window's fixed length (``gen_k_all``, ``[Hkv, B,
+        G, t, D]``, a view of the cache), ``gen_mask`` hiding the positions after ``step`` (a one-element
+        tensor, so nothing here depends on a host integer). Every level's scores come out as ``[Hkv, B,
+        G * rep, L]`` (the common prefix's as one product per kv head over all B x G x rep queries), so
+        they are joined, and their values read, without copying or broadcasting any level."""
+        hkv, b = levels.own_k[layer].shape[:2]
         g = q.shape[0] // b
-        r, d, hkv = self.rep, self.head_dim, self.n_kv
-        gen_k_all.index_copy_(3, step, k.reshape(b, g, hkv, 1, d))
-        gen_v_all.index_copy_(3, step, v.reshape(b, g, hkv, 1, d))
+        r, d = self.rep, self.head_dim
+        gen_k_all.index_copy_(3, step, k.reshape(b, g, hkv, d).permute(2, 0, 1, 3).unsqueeze(3))
+        gen_v_all.index_copy_(3, step, v.reshape(b, g, hkv, d).permute(2, 0, 1, 3).unsqueeze(3))
         t = gen_k_all.shape[3]
-        # queries grouped by prompt and kv head: [B, Hkv, G*rep, D]
-        qr = q.reshape(b, g, hkv, r, d)
-        qg = qr.permute(0, 2, 1, 3, 4).reshape(b, hkv, g * r, d)
+        # queries by kv head, prompt, sample, query head: [Hkv, B, G, rep, D], scaled here rather than the scores
+        qh = (q.reshape(b, g, hkv, r, d).permute(2, 0, 1, 3, 4) * self.scaling).contiguous()
+        qg = qh.view(hkv, b, g * r, d)
         scores = [torch.matmul(qg, levels.own_k[layer].transpose(-1, -2)) + levels.own_mask]
         if levels.common_k:
-            scores.insert(0, torch.matmul(qg, levels.common_k[layer].transpose(-1, -2)))
-        gen_scores = torch.matmul(qr, gen_k_all.transpose(-1, -2)) + gen_mask  # [B, G, Hkv, rep, T]
-        scores.append(gen_scores.permute(0, 2, 1, 3, 4).reshape(b, hkv, g * r, t))
+            common = torch.matmul(qg.view(hkv, b * g * r, d), levels.common_k[layer].transpose(-1, -2))
+            scores.insert(0, common.view(hkv, b, g * r, -1))
+        gen_scores = torch.matmul(qh, gen_k_all.transpose(-1, -2)) + gen_mask  # [Hkv, B, G, rep, T]
+        scores.append(gen_scores.view(hkv, b, g * r, t))
         widths = [s.shape[-1] for s in scores]
-        probs = torch.softmax(torch.cat(scores, dim=-1).float() * self.scaling, dim=-1).to(q.dtype)
+        probs = torch.softmax(torch.cat(scores, dim=-1).float(), dim=-1).to(q.dtype)
         parts = probs.split(widths, dim=-1)
-        out = torch.matmul(parts[-2], levels.own_v[layer])
+        out = torch.matmul(parts[-2], levels.own_v[layer])  # [Hkv, B, G * rep, D]
         if levels.common_k:
-            out = out + torch.matmul(parts[0], levels.common_v[layer])
-        gen_probs = parts[-1].reshape(b, hkv, g, r, t).permute(0, 2, 1, 3, 4)
-        gen_out = torch.matmul(gen_probs, gen_v_all)  # [B, G, Hkv, rep, D]
-        out = out.reshape(b, hkv, g, r, d).permute(0, 2, 1, 3, 4) + gen_out
-        return out.reshape(b * g, 1, hkv * r * d)
+            out = out + torch.matmul(parts[0].reshape(hkv, b * g * r, -1), levels.common_v[layer]).view_as(out)
+        out = out.view(hkv, b, g, r, d) + torch.matmul(parts[-1].reshape(hkv, b, g, r, t), gen_v_all)
+        return out.permute(1, 2, 0, 3, 4).reshape(b * g, 1, hkv * r * d)
 
     def _decode_step(self, levels: _Levels, tokens: torch.Tensor, positions: torch.Tensor, step: torch.Tensor,
                      gen_k: list[torch.Tensor], gen_v: list[torch.Tensor]) -> torch.Tensor:
@@ -532,10 +534,10 @@ class RolloutEngine:
         gathered once here, so later steps compute only live samples (and the fillers)."""
         groups = torch.tensor(keep, device=self.device)
         select = torch.tensor([a + [a[0]] * (new_width - len(a)) for a in alive], device=self.device)
-        levels.keep(groups)  # per-prompt levels; gen_k/gen_v now [kept, width, ...]
+        levels.keep(groups)  # per-prompt levels; gen_k/gen_v now [Hkv, kept, width, ...]
         local = torch.arange(len(keep), device=self.device)[:, None]
-        levels.gen_k = [t[local, select] for t in levels.gen_k]
-        levels.gen_v = [t[local, select] for t in levels.gen_v]
+        levels.gen_k = [t[:, local, select] for t in levels.gen_k]
+        levels.gen_v = [t[:, local, select] for t in levels.gen_v]
         return chosen.view(-1, width)[groups[:, None], select].reshape(-1)
 
     def _prefill(self, prompts: list[torch.Tensor], common: int, rows: int, max_new_tokens: int):
@@ -576,12 +578,14 @@ class RolloutEngine:
         if self._cache is not None:
             self._keep(prompts, common_k, common_v, own_k, own_v, [len(p) for p in parts])
         lengths = torch.tensor([len(p) for p in parts], device=self.device)
-        own_mask = torch.zeros((len(parts), 1, 1, width), device=self.device, dtype=own_k[0].dtype)
-        padding = (torch.arange(width, device=self.device)[None] >= lengths[:, None])[:, None, None]
+        own_mask = torch.zeros((1, len(parts), 1, width), device=self.device, dtype=own_k[0].dtype)
+        padding = (torch.arange(width, device=self.device)[None] >= lengths[:, None])[None, :, None]
         own_mask.masked_fill_(padding, torch.finfo(own_k[0].dtype).min)
-        shape = (len(parts), rows, self.n_kv, max_new_tokens, self.head_dim)
+        shape = (self.n_kv, len(parts), rows, max_new_tokens, self.head_dim)
         gen_k = [own_k[0].new_zeros(shape) for _ in range(n_layers)]
         gen_v = [own_k[0].new_zeros(shape) for _ in range(n_layers)]
+        own_k = [t.transpose(0, 1).contiguous() for t in own_k]  # [Hkv, B, L1, D] (_Levels)
+        own_v = [t.transpose(0, 1).contiguous() for t in own_v]
         levels = _Levels(common_k, common_v, own_k, own_v, own_mask, gen_k, gen_v)
         return levels, torch.cat(logits).index_select(0, restore)
 

@@ -30,6 +30,9 @@ One run, one process, the same prompts (TempTabQA-C training questions, the trai
    causes: the log-probs of its sampled tokens against the float32 training forward's
    (``sequence_logprobs``), per token and per sequence, which an importance-sampling correction
    would have to absorb.
+7. ``--step-against REV`` (alone): the model's decode step on these prompts, this engine against the
+   engine of git revision REV, alternating, with the largest difference of their logits: a change to
+   the step, measured side by side in one process.
 """
 
 from __future__ import annotations
@@ -176,6 +179,44 @@ def print_host_overhead(config, device, args) -> None:
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
+def step_against(model, prompts, samples: int, revision: str, repeats: int, dtype=None, position: int = 32) -> dict:
+    """One decode step of the real model, this engine against the engine of git ``revision``: each prefills
+    ``prompts`` x ``samples`` once, then its decode step at generated position ``position`` (the cache read
+    up to the next window of 8) is timed ``repeats`` times, the two alternating. Medians in seconds, and
+    the largest difference between their logits."""
+    import statistics
+
+    import torch
+
+    from agents.engine import RolloutEngine, _common_prefix
+
+    engines = {"baseline": engine_at(revision).RolloutEngine(model, [], dtype=dtype),
+               "now": RolloutEngine(model, [], dtype=dtype)}
+    state = {}
+    with torch.no_grad():
+        for name, engine in engines.items():
+            engine._dtype = dtype or engine.head.weight.dtype
+            engine._weights, engine._head = engine._gather_weights(), engine.head.weight.to(engine._dtype)
+            levels, logits = engine._prefill(prompts, _common_prefix(prompts), samples, position + 16)
+            tokens = logits.argmax(-1).repeat_interleave(samples)
+            where = torch.tensor([len(p) for p in prompts], device=tokens.device).repeat_interleave(samples)[:, None]
+            state[name] = (engine, levels, tokens, where + position)
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        logits = {}
+        for _ in range(repeats):
+            for name, (engine, levels, tokens, positions) in state.items():
+                step = torch.tensor([position], device=tokens.device)
+                synchronize(tokens.device)
+                start = time.perf_counter()
+                logits[name] = engine._forward(levels, tokens, positions, step, position + 8)
+                synchronize(tokens.device)
+                times[name].append(time.perf_counter() - start)
+        for engine in engines.values():
+            engine._weights = engine._head = None
+    return {**{name: statistics.median(values) for name, values in times.items()},
+            "max_logit_diff": float((logits["baseline"] - logits["now"]).abs().max())}
+
+
 def kv_bytes_per_step(model, prompt_lengths) -> int:
     """Bytes of the prompts' KV caches one engine decode step reads (each prompt's cache once)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -215,6 +256,11 @@ def main(argv=None) -> int:
                         help="host-overhead table without the compiled column (compiling takes minutes)")
     parser.add_argument("--against", default=None, metavar="REV",
                         help="host-overhead table: also the engine of this git revision (e.g. e660054~1)")
+    parser.add_argument("--step-against", default=None, metavar="REV",
+                        help="only: the model's decode step at --prompts x G on the benchmark's prompts, this "
+                             "engine against the engine of git revision REV, alternating --step-repeats times "
+                             "(float32, and --rollout-dtype's too when given)")
+    parser.add_argument("--step-repeats", type=int, default=12, help="timed decode steps per engine (--step-against)")
     args = parser.parse_args(argv)
 
     import torch
@@ -226,7 +272,7 @@ def main(argv=None) -> int:
                           max_completion_length=args.max_completion_length, engine="hf",
                           stop_check_every=args.stop_check_every)
     policy = LoRAPolicy(config)
-    if args.host_overhead or args.host_only:
+    if (args.host_overhead and not args.step_against) or args.host_only:
         print_host_overhead(policy.model.get_base_model().config, policy.device, args)
         if args.host_only:
             return 0
@@ -237,6 +283,21 @@ def main(argv=None) -> int:
     env.close()
     lengths = [len(policy.encode(p)) for p in prompts[:args.prompts]]
     G = args.num_generations
+    if args.step_against:
+        batch = [policy.encode(p).to(policy.device) for p in prompts[:args.prompts]]
+        print(f"decode step of {args.model}, {args.prompts} prompts x G={G} ({sum(lengths) // len(lengths)} prompt "
+              f"tokens on average), the engine at {args.step_against} against this one, medians of "
+              f"{args.step_repeats} alternating, {torch.get_num_threads()} thread(s), load average before "
+              f"{os.getloadavg()[0]:.1f}")
+        print(f"| dtype | engine at {args.step_against} ms | now ms | before / now | max abs. logit difference |")
+        print("|---|---|---|---|---|")
+        for name in ["float32"] + ([args.rollout_dtype] if args.rollout_dtype else []):
+            dtype = None if name == "float32" else getattr(torch, name)
+            result = step_against(policy.model, batch, G, args.step_against, args.step_repeats, dtype)
+            print(f"| {name} | {result['baseline'] * 1e3:.1f} | {result['now'] * 1e3:.1f} | "
+                  f"{result['baseline'] / result['now']:.2f} | {result['max_logit_diff']:.2e} |")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+        return 0
 
     weight_s, weight_bytes = weight_stream_seconds(policy.model)
     bandwidth = weight_bytes / weight_s
