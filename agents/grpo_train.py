@@ -36,7 +36,7 @@ error shares of the untuned policy); train/reward_mean, accuracy, exact, f1, err
 frac_zero_std, groups_kept, groups_unsolved (share of groups with no right sample),
 skipped_update, skipped_nonfinite, loss, grad_norm, clip_frac (clip_low,
 clip_high), ratio_mean, adv_abs_mean, completion_len, truncated_frac, kl (only when beta > 0: the
-reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (only with --rollout-dtype);
+reference pass is skipped otherwise), is_weight_mean and rollout_mismatch (lower --rollout-dtype or --update-dtype);
 eval/* (greedy, held-out); train/collapse/* and eval/collapse/* (agents/monitors.py: floor, floor_text,
 floor_gold, repeated, top_template, example_entity, list_for_one, literal); paired/* (final evaluation against
 step 0, agents/eval_records.py: diff, diff_ci_low/high, p_mcnemar, a_only, b_only; each evaluation's
@@ -96,7 +96,7 @@ from agents.distributed import World, setup_world, teardown_world  # noqa: E402
 from agents.eval_records import HeldOut  # noqa: E402
 from agents.grpo_config import Config, parse_config  # noqa: E402
 from agents.grpo_update import batch_advantages, grpo_update, reference_weights  # noqa: E402
-from agents.models import resolve_rollout_dtype  # noqa: E402
+from agents.models import resolve_lower_precision  # noqa: E402
 from agents.monitors import RECORD_FIELDS, monitor_metrics, with_questions  # noqa: E402
 from agents.multiturn import EnvPool, counts_metrics, episode_counts  # noqa: E402
 from agents.preflight import RunPlan, plan_run  # noqa: E402
@@ -118,7 +118,7 @@ def build_policy(cfg: Config):
         model=cfg.model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, few_shot=cfg.few_shot,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-        adapter=cfg.warmup_adapter, rollout_dtype=resolve_rollout_dtype(cfg.rollout_dtype, cfg.device, cfg.dtype),
+        adapter=cfg.warmup_adapter, rollout_dtype=resolve_lower_precision(cfg.rollout_dtype, cfg.device, cfg.dtype),
         stop_check_every=cfg.stop_check_every, compile=cfg.compile_rollouts,
         **({} if cfg.prompt_cache_tokens is None else {"prompt_cache_tokens": cfg.prompt_cache_tokens})))
 
@@ -287,6 +287,8 @@ def run_banner(cfg: Config, plan: RunPlan, world: World, env, policy, params) ->
     weights = next(policy.model.parameters())
     rollouts = (f", {policy.config.rollout_dtype} rollouts (--rollout-dtype {cfg.rollout_dtype})"
                 if policy.config.rollout_dtype else "")
+    update_dtype = resolve_lower_precision(cfg.update_dtype, cfg.device, cfg.dtype)
+    rollouts += f", {update_dtype} update (--update-dtype {cfg.update_dtype})" if update_dtype else ""
     return (f"GRPO on {plan.dataset}/{cfg.split} ({len(env.dataset)} questions, {cfg.schema} schema), {cfg.model} "
             f"({str(weights.dtype).removeprefix('torch.')} on {weights.device}{rollouts}), "
             f"{sum(p.numel() for p in params):,} trainable LoRA parameters{ranks} -> {plan.output_dir}")

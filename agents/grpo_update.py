@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from agents import grpo
 from agents.distributed import World
-from agents.models import resolve_rollout_dtype
+from agents.models import resolve_device, resolve_lower_precision
 
 if TYPE_CHECKING:
     from agents.grpo_config import Config
@@ -130,12 +130,13 @@ def reference_weights(policy, cfg: Config):
 def update_precision(policy, cfg: Config):
     """Autocast in ``cfg.update_dtype`` on the policy's device for one of the update's forwards; a no-op
     context when unset. The backward runs outside it, each op in its forward's dtype."""
-    dtype = getattr(cfg, "update_dtype", None)
+    dtype = resolve_lower_precision(getattr(cfg, "update_dtype", None), cfg.device, cfg.dtype)
     if dtype is None:
         return contextlib.nullcontext()
     import torch
 
-    return torch.autocast(device_type=policy.device.type, dtype=getattr(torch, dtype))
+    device = getattr(policy, "device", None) or torch.device(resolve_device(cfg.device))
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
 UPDATE_METRICS = ("clip_frac", "clip_low", "clip_high", "ratio_mean")  # from grpo.grpo_loss (+ "kl")
@@ -153,8 +154,9 @@ def micro_batches(n: int, cfg: Config) -> list[list[int]]:
 def corrects_precision(cfg: Config) -> bool:
     """Whether the rollouts were sampled in another precision than the update's forward (rollout_dtype or
     update_dtype): the old log-probs are then the training forward's, each token importance-weighted."""
-    rollout_dtype = resolve_rollout_dtype(cfg.rollout_dtype, cfg.device, cfg.dtype)
-    return rollout_dtype is not None or getattr(cfg, "update_dtype", None) is not None
+    rollout_dtype = resolve_lower_precision(cfg.rollout_dtype, cfg.device, cfg.dtype)
+    update_dtype = resolve_lower_precision(getattr(cfg, "update_dtype", None), cfg.device, cfg.dtype)
+    return rollout_dtype is not None or update_dtype is not None
 
 
 def old_logprobs(policy, rollouts: Sequence, chunks: list, cfg: Config, corrected: bool) -> list | None:

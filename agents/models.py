@@ -306,13 +306,14 @@ def native_bfloat16_cpu() -> bool:
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
-def resolve_rollout_dtype(rollout_dtype: str | None, device: str = "auto", dtype="auto") -> str | None:
-    """``"auto"`` -> ``"bfloat16"`` where the weights are float32 on a CPU that multiplies bfloat16 natively
-    (:func:`native_bfloat16_cpu`), else None (the weights' dtype); anything else unchanged."""
+def resolve_lower_precision(precision: str | None, device: str = "auto", dtype="auto") -> str | None:
+    """A lower precision setting (``--rollout-dtype``, ``--update-dtype``): ``"auto"`` -> ``"bfloat16"`` where
+    the weights are float32 on a CPU that multiplies bfloat16 natively (:func:`native_bfloat16_cpu`), else
+    None (the weights' dtype); anything else unchanged."""
     import torch
 
-    if rollout_dtype != "auto":
-        return rollout_dtype
+    if precision != "auto":
+        return precision
     device = resolve_device(device)
     if not device.startswith("cpu") or resolve_dtype(dtype, device) != torch.float32:
         return None

@@ -169,7 +169,7 @@ def make_cfg(args, dataset: str, **overrides):
                   learning_rate=args.learning_rate, threads=args.threads, seed=args.seed,
                   skip_zero_std=args.skip_zero_std, device="cpu", dtype="float32", beta=0.0,
                   num_iterations=1, loss_type="dr_grpo", scale_rewards="group", probe_questions=0,
-                  eval_limit=0, plot=False, rollout_dtype=None)  # float32 rollouts, like TRL's side
+                  eval_limit=0, plot=False, rollout_dtype=None, update_dtype=None)  # float32, like TRL's side
     if args.bf16:
         values.update(rollout_dtype="bfloat16", update_dtype="bfloat16")
     values.update(overrides)

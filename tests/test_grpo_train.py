@@ -791,19 +791,20 @@ def test_rollout_dtype_auto_is_bfloat16_on_a_cpu_that_multiplies_it_natively(tin
     CPU with AVX512-BF16 or AMX, the weights' dtype elsewhere; "none" keeps float32."""
     from agents.grpo_train import build_policy
     from agents.grpo_update import corrects_precision
-    from agents.models import resolve_rollout_dtype
+    from agents.models import resolve_lower_precision
 
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False})
     cfg = parse_config(["--model", tiny_model, "--device", "cpu", "--warmup-examples", "0"])
     assert cfg.rollout_dtype == "auto" and corrects_precision(cfg)
     assert build_policy(cfg).config.rollout_dtype == "bfloat16"
-    assert resolve_rollout_dtype("auto", "cpu", "bfloat16") is None  # the weights are bfloat16 already
-    assert resolve_rollout_dtype("auto", "cuda") is None  # a GPU run's weights are bfloat16 (the gpu preset)
-    assert resolve_rollout_dtype("float16", "cpu") == "float16"
-    plain = parse_config(["--model", tiny_model, "--device", "cpu", "--rollout-dtype", "none"])
+    assert resolve_lower_precision("auto", "cpu", "bfloat16") is None  # the weights are bfloat16 already
+    assert resolve_lower_precision("auto", "cuda") is None  # a GPU run's weights are bfloat16 (the gpu preset)
+    assert resolve_lower_precision("float16", "cpu") == "float16"
+    plain = parse_config(["--model", tiny_model, "--device", "cpu", "--rollout-dtype", "none",
+                          "--update-dtype", "none"])
     assert plain.rollout_dtype is None and not corrects_precision(plain)
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
-    assert resolve_rollout_dtype("auto", "cpu") is None and not corrects_precision(cfg)
+    assert resolve_lower_precision("auto", "cpu") is None and not corrects_precision(cfg)
     assert build_policy(cfg).config.rollout_dtype is None
 
 

@@ -44,7 +44,11 @@ def test_update_dtype_runs_the_update_forwards_under_bfloat16_autocast(tiny_mode
     assert {w.dtype for w in weights.values()} == {torch.float32}  # the LoRA weights stay float32
 
 
-def test_without_update_dtype_no_autocast(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("update_dtype, native_bf16, autocast", [
+    (None, True, False), ("auto", False, False), ("auto", True, True)])
+def test_update_dtype_none_or_auto_without_native_bfloat16_means_no_autocast(
+        tiny_model, tmp_path, monkeypatch, update_dtype, native_bf16, autocast):
+    """The default "auto" autocasts the update in bfloat16 only where the CPU multiplies it natively."""
     seen = []
     original = LoRAPolicy.sequence_logprobs
 
@@ -54,10 +58,12 @@ def test_without_update_dtype_no_autocast(tiny_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(LoRAPolicy, "sequence_logprobs", spy)
     monkeypatch.setattr(grpo_train, "score_groups", with_signal(grpo_train.score_groups))
-    cfg = make_config(steps=1, output_dir=str(tmp_path / "run"), model=tiny_model,
-                      **{**TINY, "eval_limit": 0, "probe_questions": 0})
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": native_bf16, "amx_bf16": False})
+    cfg = make_config(steps=1, output_dir=str(tmp_path / "run"), model=tiny_model, device="cpu",
+                      update_dtype=update_dtype, **{**TINY, "eval_limit": 0, "probe_questions": 0})
+    assert make_config().update_dtype == "auto"
     grpo_train.train(cfg)
-    assert seen and not any(seen)
+    assert seen and set(seen) == {autocast}
 
 
 def test_update_dtype_is_validated():
