@@ -89,6 +89,10 @@ class Config:
     max_completion_length: int = 64
     """Completion length saved with the adapter (policy_config.json), what benchmarks/evaluate.py then
     samples with; use grpo_train's --max-completion-length."""
+    update_dtype: str | None = None
+    """Autocast precision of the training forward: none (the weights' dtype), "auto" (bfloat16 where the
+    weights are float32 on a CPU with native bfloat16 products, as grpo_train's --update-dtype), "bfloat16"
+    or "float16". The LoRA weights and AdamW stay in the weights' dtype."""
     threads: int | None = 1
     """Torch CPU threads (none = torch's choice)."""
     seed: int = 0
@@ -108,6 +112,8 @@ class Config:
                 bad(name, getattr(self, name), "must be >= 0")
         if self.threads is not None and self.threads < 1:
             bad("threads", self.threads, "must be >= 1 (or none)")
+        if self.update_dtype not in (None, "auto", "bfloat16", "float16"):
+            bad("update_dtype", self.update_dtype, "must be auto, bfloat16, float16 or none")
 
 
 PROG = "python agents/sft_warmup.py"
@@ -209,13 +215,20 @@ def nll_loss(policy, batch: Sequence[dict]):
     return -(logprobs * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def train_step(policy, optimizer, batch: Sequence[dict], max_grad_norm: float = 0.0) -> float:
-    """One AdamW step on the batch's NLL; returns the loss before the step."""
+def train_step(policy, optimizer, batch: Sequence[dict], max_grad_norm: float = 0.0,
+               cfg: Config | None = None) -> float:
+    """One AdamW step on the batch's NLL (its forward under ``cfg.update_dtype``'s autocast); returns the
+    loss before the step."""
+    import contextlib
+
     import torch
+
+    from agents.grpo_update import update_precision
 
     policy.model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = nll_loss(policy, batch)
+    with update_precision(policy, cfg) if cfg is not None else contextlib.nullcontext():
+        loss = nll_loss(policy, batch)
     loss.backward()
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), max_grad_norm)
@@ -257,7 +270,7 @@ def train(cfg: Config, policy=None, env=None) -> dict[str, Any]:
         bar = tqdm(total=sum(len(e) for e in epochs), desc="sft-warmup", dynamic_ncols=True)
         for epoch, batches in enumerate(epochs):
             for batch in batches:
-                loss = train_step(policy, optimizer, batch, cfg.max_grad_norm)
+                loss = train_step(policy, optimizer, batch, cfg.max_grad_norm, cfg)
                 losses.append(loss)
                 tokens = sum(len(b["target_ids"]) if "loss_mask" not in b else int(b["loss_mask"].sum())
                              for b in batch)

@@ -99,6 +99,28 @@ def test_one_step_lowers_the_loss_and_changes_only_lora(tokenizer, env, tmp_path
             assert not changed, name
 
 
+def test_update_dtype_runs_the_forward_under_bfloat16_autocast(tokenizer, env, tmp_path):
+    """--update-dtype bfloat16: the step's forward runs in bfloat16 (its loss within bfloat16 rounding of the
+    float32 one, and not equal to it); the LoRA weights stay float32; unset, the step is float32 as before."""
+    policy = make_policy(tokenizer)
+    items, _ = sft_warmup.build_examples(config(tmp_path), policy, env)
+    batch = items[:3]
+    with torch.no_grad():
+        exact = float(sft_warmup.nll_loss(policy, batch))
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=0.0)
+    low = sft_warmup.train_step(policy, optimizer, batch, cfg=config(tmp_path, update_dtype="bfloat16", device="cpu"))
+    assert low == pytest.approx(exact, rel=3e-2) and low != exact
+    assert all(p.dtype == torch.float32 for p in policy.trainable_parameters())
+    assert sft_warmup.train_step(policy, optimizer, batch, cfg=config(tmp_path)) == pytest.approx(exact, rel=1e-6)
+
+
+def test_update_dtype_rejects_other_precisions(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sft_warmup.parse_config(["--update-dtype", "int8"])
+    assert exit_info.value.code == 2
+    assert "--update-dtype" in capsys.readouterr().err
+
+
 def test_train_writes_metrics_and_an_adapter_that_loads(tokenizer, env, tmp_path):
     policy = make_policy(tokenizer)
     cfg = config(tmp_path, epochs=2)
