@@ -8,7 +8,8 @@ split (``evaluate.py --split test --out FOLDER``); the split is read from each r
 file name. Policies are given in order (the untuned model, then each stage of training). The report:
 
 * Table 1, one row per split (dev, original, counterfactual, small, large, easy, medium, hard, then any
-  other, whichever are present): for each policy its execution accuracy with the 95 % Wilson interval,
+  other, whichever are present; then ``test, pooled`` where every policy has two test splits or more: their
+  distinct questions, each once): for each policy its execution accuracy with the 95 % Wilson interval,
   its failing queries, and two collapse monitors (``agents/monitors.py``): floor answers and literal
   answers, % of questions, as evaluate.py stored them in the result's metrics (``n/a``: a result written
   before that monitor existed);
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,10 +37,15 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` im
 
 from agents.monitors import LABELS  # noqa: E402  (no torch)
 from agents.paired import RESAMPLES, PairingError, format_p, load_result, paired_comparison  # noqa: E402
+from benchmarks.evaluate import compute_metrics, test_splits  # noqa: E402  (no torch)
 
 PROG = "benchmarks/heldout_table.py"
+#: The test splits pooled into one row (TempTabQA-C's seven: ``evaluate.py --split test``).
+TEST_SPLITS = test_splits("temptabqa-c")
 #: The splits' order in the tables (TempTabQA-C's dev, then its test splits); any other split follows, sorted.
-SPLIT_ORDER = ("dev", "original", "counterfactual", "small", "large", "easy", "medium", "hard")
+SPLIT_ORDER = ("dev", *TEST_SPLITS)
+#: The row of the test splits pooled: their distinct questions, each counted once (:func:`pooled_result`).
+POOLED = "test, pooled"
 #: The collapse monitors shown per policy (their labels: agents/monitors.py's LABELS).
 MONITORS_SHOWN = ("floor", "literal")
 MISSING = "—"
@@ -86,7 +93,54 @@ def read_folder(label: str, folder: str | Path) -> PolicyResults:
 def ordered_splits(policies: Sequence[PolicyResults]) -> list[str]:
     """Every split present in any policy: those of SPLIT_ORDER in its order, then the others sorted."""
     present = {split for p in policies for split in p.by_split}
-    return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
+    others = sorted(present - set(SPLIT_ORDER) - {POOLED})
+    return [s for s in SPLIT_ORDER if s in present] + others + ([POOLED] if POOLED in present else [])
+
+
+def question_keys(records: Sequence[dict], split: str) -> list[tuple]:
+    """What makes records of two test splits the same question: its text, its gold answer and which occurrence
+    of that pair in its split it is (a split that asks one question twice keeps both); a record without its
+    text stays its split's own."""
+    seen: Counter = Counter()
+    keys = []
+    for record in records:
+        question = record.get("question")
+        if not question:
+            keys.append(("record", split, record["index"]))
+            continue
+        pair = (question, str(record.get("answer")))
+        keys.append(("question", *pair, seen[pair]))
+        seen[pair] += 1
+    return keys
+
+
+def pooled_splits(policies: Sequence[PolicyResults]) -> list[str]:
+    """The test splits every policy has, in SPLIT_ORDER; pooled only when there are two or more."""
+    shared = [s for s in TEST_SPLITS if all(s in p.by_split for p in policies)]
+    return shared if len(shared) > 1 else []
+
+
+def pooled_result(policy: PolicyResults, splits: Sequence[str]) -> dict:
+    """One evaluate.py-like result over the distinct questions (:func:`question_keys`) of ``splits``: each
+    question's first record in split order, re-indexed in order of first appearance (so two policies evaluated
+    on the same questions pair by question; paired_comparison checks their ids), metrics as evaluate.py
+    computes them; ``pooled`` says which splits, how many of their records repeat a question of an earlier
+    split, and how many of those scored otherwise there."""
+    first: dict[tuple, dict] = {}
+    repeats = disagreements = 0
+    for split in splits:
+        records = sorted(policy.by_split[split][1]["records"], key=lambda r: int(r["index"]))
+        for key, record in zip(question_keys(records, split), records):
+            if key in first:
+                repeats += 1
+                disagreements += bool(first[key]["correct"]) != bool(record["correct"])
+            else:
+                first[key] = dict(record, split=split)
+    records = [dict(record, index=i) for i, record in enumerate(first.values())]
+    config = dict(policy.by_split[splits[0]][1].get("config", {}), split=POOLED, limit=None)
+    pooled = {"splits": list(splits), "records": sum(len(policy.by_split[s][1]["records"]) for s in splits),
+              "repeated": repeats, "scored_otherwise": disagreements}
+    return {"config": config, "metrics": compute_metrics(records), "records": records, "pooled": pooled}
 
 
 def comparison_pairs(count: int) -> list[tuple[int, int]]:
@@ -169,9 +223,24 @@ def comparison_table(found: Sequence[dict[str, Any]]) -> str:
     return _table(header, rows)
 
 
+def pooled_note(policies: Sequence[PolicyResults]) -> str:
+    """What the pooled row holds: the splits, the records and the distinct questions, and per policy how many
+    repeated questions scored otherwise than in the earlier split that counts."""
+    info = [p.by_split[POOLED][1]["pooled"] for p in policies]
+    n = policies[0].by_split[POOLED][1]["metrics"]["n"]
+    otherwise = ", ".join(f"{p.label} {i['scored_otherwise']}" for p, i in zip(policies, info))
+    return (f"{POOLED}: the {n} distinct questions (same text and gold answer) of {', '.join(info[0]['splits'])} "
+            f"({info[0]['records']} records; a question in several splits counts once, as its first split scored "
+            f"it; repeats scored otherwise in a later split: {otherwise}).")
+
+
 def format_report(policies: Sequence[PolicyResults], *, resamples: int = RESAMPLES, seed: int = 0,
                   command: str | None = None) -> str:
     """The Markdown report: Table 1, Table 2 (with a note per skipped pair) and the files read."""
+    pooled = pooled_splits(policies)
+    if pooled:
+        policies = [PolicyResults(p.label, p.folder, dict(p.by_split, **{POOLED: (p.folder, pooled_result(p, pooled))}))
+                    for p in policies]
     splits = ordered_splits(policies)
     found, notes = comparisons(policies, splits, resamples=resamples, seed=seed)
     out = [f"# Held-out evaluation: {', '.join(p.label for p in policies)}", ""]
@@ -183,6 +252,8 @@ def format_report(policies: Sequence[PolicyResults], *, resamples: int = RESAMPL
             + "; ".join(f"{name}: {LABELS[name]}" for name in MONITORS_SHOWN)
             + " (agents/monitors.py). All in % of the questions; n/a: the result was written before that monitor "
               f"existed; {MISSING}: no result for that split.", ""]
+    if pooled:
+        out += [pooled_note(policies), ""]
     out += ["## Paired comparisons", ""]
     if found:
         out += [comparison_table(found), ""]
@@ -196,6 +267,8 @@ def format_report(policies: Sequence[PolicyResults], *, resamples: int = RESAMPL
     out += ["## Files read", ""]
     for p in policies:
         for split in ordered_splits([p]):
+            if split == POOLED:
+                continue
             path, result = p.by_split[split]
             c = result.get("config", {})
             out.append(f"- {p.label}: `{path}` ({c.get('dataset', '?')}/{split}, {c.get('schema', '?')} schema, "

@@ -141,12 +141,59 @@ def test_real_results_with_other_split_names(tmp_path, capsys):
     table_1 = _rows(text, "Accuracy, failing queries and collapse monitors by split")
     # the results predate the literal monitor: n/a, not 0
     expected = ["282", "24.11 (19.5-29.4)", "17.73", "39.01", "n/a", "32.98 (27.8-38.7)", "1.06", "31.56", "n/a"]
-    assert table_1 == [["original"] + expected, ["hard"] + expected]
+    # these results predate the records' question text: pooled, no two records are known to be one question
+    assert table_1[:2] == [["original"] + expected, ["hard"] + expected] and table_1[2][:2] == ["test, pooled", "564"]
     table_2 = _rows(text, "Paired comparisons")
     row = ["grpo vs untuned", "282", "24.11", "32.98", "+8.87", "+4.6 to +13.1", "7.0e-05", "7", "32"]
-    assert table_2 == [["original"] + row, ["hard"] + row]
+    assert table_2[:2] == [["original"] + row, ["hard"] + row] and table_2[2][:3] == ["test, pooled", row[0], "564"]
     c = paired_comparison(load_result(next(untuned.glob("*.json"))), load_result(next(grpo.glob("*.json"))))
     assert (c["n"], c["a_only"], c["b_only"], f"{c['p_mcnemar']:.1e}") == (282, 7, 32, "7.0e-05")
+
+
+def test_pooled_test_splits_count_each_question_once(tmp_path, capsys):
+    """Two test splits sharing part of their questions: the pooled row is the union, each question once, as its
+    first split (in SPLIT_ORDER) scored it; its comparison is paired_comparison over that union."""
+    source = json.loads((REPO / "docs/runs/cpu-qwen-warm-seed0/eval_step40/adapter_temptabqa-c_dev_flat.json")
+                        .read_text())
+    untuned = json.loads((REPO / "docs/runs/cpu-qwen-cv-seed0/eval_untuned/few-shot_temptabqa-c_dev_flat.json")
+                         .read_text())
+
+    def split_result(result, split, records):
+        return dict(result, config=dict(result["config"], split=split),
+                    records=[dict(r, index=i) for i, r in enumerate(records)])
+
+    first, second = slice(0, 150), slice(100, 282)  # questions 100-149 in both splits
+    folders = {}
+    for label, result in (("untuned", untuned), ("grpo", source)):
+        folders[label] = tmp_path / label
+        folders[label].mkdir()
+        records = result["records"]
+        hard = [dict(r) for r in records[second]]
+        if label == "grpo":  # a shared question scored otherwise in the later split: the earlier one counts
+            hard[0]["correct"] = not hard[0]["correct"]
+        for split, recs in (("original", records[first]), ("hard", hard)):
+            (folders[label] / f"{split}.json").write_text(json.dumps(split_result(result, split, recs)))
+    assert ht.main([f"untuned={folders['untuned']}", f"grpo={folders['grpo']}", "--resamples", str(RESAMPLES)]) == 0
+    text = capsys.readouterr().out
+    pooled = {row[0]: row for row in _rows(text, "Accuracy, failing queries and collapse monitors by split")}
+    whole_u, whole_g = untuned["metrics"], source["metrics"]
+    assert pooled["test, pooled"][1] == "282"
+    assert pooled["test, pooled"][2] == (f"{whole_u['execution_accuracy']:.2f} "
+                                          f"({whole_u['execution_accuracy_ci95'][0]:.1f}-"
+                                          f"{whole_u['execution_accuracy_ci95'][1]:.1f})")
+    assert pooled["test, pooled"][6].startswith(f"{whole_g['execution_accuracy']:.2f} ")
+    assert pooled["test, pooled"][7] == f"{whole_g['error_rate']:.2f}"
+    assert "(332 records; a question in several splits counts once, as its first split scored it; repeats " \
+           "scored otherwise in a later split: untuned 0, grpo 1)" in text
+    row = [r for r in _rows(text, "Paired comparisons") if r[0] == "test, pooled"][0]
+    c = paired_comparison(untuned, source, resamples=RESAMPLES, seed=0)
+    assert row[2:] == [str(c["n"]), f"{c['accuracy_a']:.2f}", f"{c['accuracy_b']:.2f}", f"{c['diff']:+.2f}",
+                       f"{c['diff_ci95'][0]:+.1f} to {c['diff_ci95'][1]:+.1f}", f"{c['p_mcnemar']:.1e}",
+                       str(c["a_only"]), str(c["b_only"])]
+
+
+def test_one_test_split_is_not_pooled(runs, capsys):
+    assert "test, pooled" not in _report(runs, capsys).out  # the generated benchmark: one split named test
 
 
 # ------------------------------------------------------------------ errors
