@@ -86,9 +86,12 @@ def load_result(path: str | Path) -> dict[str, Any]:
     return result
 
 
-def pair_records(a: dict, b: dict, names: tuple[str, str] = ("A", "B")) -> list[tuple[dict, dict]]:
+def pair_records(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), *, common: bool = False
+                 ) -> list[tuple[dict, dict]]:
     """The records of ``a`` and ``b`` side by side, by question; PairingError naming ``b``'s file
-    (or ``a``'s, for a question recorded twice) when the question sets differ."""
+    (or ``a``'s, for a question recorded twice) when the question sets differ. ``common``: keep the
+    questions both hold instead (a ``--limit`` subset against a whole split of the same seed order),
+    PairingError when they share none."""
     for key in ("dataset", "split"):
         va, vb = a.get("config", {}).get(key), b.get("config", {}).get(key)
         if va is not None and vb is not None and va != vb:
@@ -96,12 +99,19 @@ def pair_records(a: dict, b: dict, names: tuple[str, str] = ("A", "B")) -> list[
                                "a paired comparison needs the same questions")
     by_a = _by_index(a["records"], names[0])
     by_b = _by_index(b["records"], names[1])
+    if common:
+        shared = set(by_a) & set(by_b)
+        if not shared:
+            raise PairingError(f"{names[1]}: no question in common with {names[0]} (by question index)")
+        by_a = {i: r for i, r in by_a.items() if i in shared}
+        by_b = {i: r for i, r in by_b.items() if i in shared}
     if set(by_a) != set(by_b):
         only_a, only_b = sorted(set(by_a) - set(by_b)), sorted(set(by_b) - set(by_a))
         raise PairingError(
             f"{names[1]}: its {len(by_b)} questions differ from {names[0]}'s {len(by_a)} "
             f"({len(only_b)} only in {names[1]}, e.g. {only_b[:3]}; {len(only_a)} only in {names[0]}, "
-            f"e.g. {only_a[:3]}); evaluate both with the same --dataset, --split, --limit and --seed")
+            f"e.g. {only_a[:3]}); evaluate both with the same --dataset, --split, --limit and --seed, or compare on "
+            f"the questions both hold (benchmarks/paired.py --common)")
     pairs = []
     for index in sorted(by_a):
         ra, rb = by_a[index], by_b[index]
@@ -121,9 +131,10 @@ def _by_index(records: Sequence[dict], name: str) -> dict[int, dict]:
 
 
 def paired_comparison(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), *, resamples: int = RESAMPLES,
-                      seed: int = 0) -> dict[str, Any]:
-    """Accuracy of each, the difference with its bootstrap interval, McNemar's p and the failing shares."""
-    pairs = pair_records(a, b, names)
+                      seed: int = 0, common: bool = False) -> dict[str, Any]:
+    """Accuracy of each, the difference with its bootstrap interval, McNemar's p and the failing shares;
+    ``common``: on the questions both hold (``n_a`` and ``n_b`` say how many each had)."""
+    pairs = pair_records(a, b, names, common=common)
     n = len(pairs)
     ca = [bool(ra["correct"]) for ra, _ in pairs]
     cb = [bool(rb["correct"]) for _, rb in pairs]
@@ -140,7 +151,7 @@ def paired_comparison(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), *, 
         "both": sum(x and y for x, y in zip(ca, cb)),
         "error_a": err_a, "error_b": err_b,
         "error_rel_change": (err_b - err_a) / err_a if err_a else None,
-        "resamples": resamples, "seed": seed,
+        "resamples": resamples, "seed": seed, "n_a": len(a["records"]), "n_b": len(b["records"]),
     }
 
 
@@ -154,7 +165,10 @@ def format_paired(c: dict[str, Any]) -> str:
            str(c["b_only"]), f"{c['error_a']:.2f}", f"{c['error_b']:.2f}", rel]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
              "| " + " | ".join(row) + " |", "",
-             f"A: {c['a']}; B: {c['b']}. Both right on {c['both']}. Interval: paired bootstrap, "
+             f"A: {c['a']}; B: {c['b']}. "
+             + (f"On the {c['n']} questions both hold (A has {c['n_a']}, B {c['n_b']}). "
+                if c.get("n_a", c["n"]) != c["n"] or c.get("n_b", c["n"]) != c["n"] else "")
+             + f"Both right on {c['both']}. Interval: paired bootstrap, "
              f"{c['resamples']} resamples, seed {c['seed']}; p: McNemar's exact test (two-sided)."]
     return "\n".join(lines)
 
@@ -164,7 +178,8 @@ def format_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def compare_files(before: str | Path, after: str | Path, *, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+def compare_files(before: str | Path, after: str | Path, *, resamples: int = RESAMPLES, seed: int = 0,
+                  common: bool = False) -> dict:
     """:func:`paired_comparison` of two result files, named by their paths."""
     return paired_comparison(load_result(before), load_result(after), (str(before), str(after)),
-                             resamples=resamples, seed=seed)
+                             resamples=resamples, seed=seed, common=common)

@@ -2,6 +2,7 @@
 
     python benchmarks/paired.py BEFORE.json AFTER.json                 # a Markdown table
     python benchmarks/paired.py BEFORE.json AFTER.json --resamples 20000 --seed 1
+    python benchmarks/paired.py WHOLE_SPLIT.json SUBSET.json --common  # on the questions both hold
 
 Both files are ``benchmarks/evaluate.py`` results (their per-question ``records``), on the same
 questions: matched by question index (and id, where recorded); a file whose questions differ is
@@ -50,11 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
                         help=f"bootstrap resamples (default: {RESAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    parser.add_argument("--common", action="store_true",
+                        help="compare on the questions both results hold (e.g. a --limit 100 run against a whole "
+                             "split: evaluate.py's seeded subsets keep each question's index) instead of refusing "
+                             "results whose questions differ")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error(f"--resamples {args.resamples}: must be >= 1")
     try:
-        comparison = compare_files(args.before, args.after, resamples=args.resamples, seed=args.seed)
+        comparison = compare_files(args.before, args.after, resamples=args.resamples, seed=args.seed,
+                                   common=args.common)
     except PairingError as exc:
         parser.error(str(exc))
     print(format_paired(comparison))

@@ -105,6 +105,29 @@ def test_cli_prints_the_table_and_exits_2_on_a_mismatch(tmp_path):
     assert out.returncode == 2 and "after.json: its 2 questions differ" in out.stderr
 
 
+def test_common_compares_the_questions_both_hold(tmp_path):
+    whole = result([1, 0, 1, 1, 0, 0, 1, 0])                          # questions 0-7
+    subset = result([0, 1, 0], indices=[2, 5, 6], ids=["q2", "q5", "q6"])
+    c = paired.paired_comparison(whole, subset, resamples=100, common=True)
+    # by hand, on questions 2, 5, 6: A right on 2 and 6, B on 5
+    assert (c["n"], c["n_a"], c["n_b"], c["a_only"], c["b_only"], c["both"]) == (3, 8, 3, 2, 1, 0)
+    assert "On the 3 questions both hold (A has 8, B 3)." in paired.format_paired(c)
+    assert "both hold" not in paired.format_paired(paired.paired_comparison(whole, whole, resamples=10))
+    with pytest.raises(paired.PairingError, match="question 5 is 'x'"):   # ids are still checked
+        paired.paired_comparison(whole, result([0, 1], indices=[2, 5], ids=["q2", "x"]), common=True)
+    with pytest.raises(paired.PairingError, match="no question in common"):
+        paired.paired_comparison(whole, result([1], indices=[9]), common=True)
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps(whole))
+    after.write_text(json.dumps(subset))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(before), str(after), "--resamples", "100"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "benchmarks/paired.py --common" in out.stderr
+    out = subprocess.run([sys.executable, str(SCRIPT), str(before), str(after), "--resamples", "100", "--common"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "| 3 | 66.67 | 33.33 | -33.33 |" in out.stdout
+
+
 EVALUATE = REPO / "benchmarks" / "evaluate.py"
 
 
