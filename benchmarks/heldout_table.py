@@ -124,22 +124,21 @@ def pooled_result(policy: PolicyResults, splits: Sequence[str]) -> dict:
     """One evaluate.py-like result over the distinct questions (:func:`question_keys`) of ``splits``: each
     question's first record in split order, re-indexed in order of first appearance (so two policies evaluated
     on the same questions pair by question; paired_comparison checks their ids), metrics as evaluate.py
-    computes them; ``pooled`` says which splits, how many of their records repeat a question of an earlier
-    split, and how many of those scored otherwise there."""
+    computes them; ``pooled`` says which splits, how many records they hold, and how many records repeating a
+    question of an earlier split scored otherwise there."""
     first: dict[tuple, dict] = {}
-    repeats = disagreements = 0
+    disagreements = 0
     for split in splits:
         records = sorted(policy.by_split[split][1]["records"], key=lambda r: int(r["index"]))
         for key, record in zip(question_keys(records, split), records):
             if key in first:
-                repeats += 1
                 disagreements += bool(first[key]["correct"]) != bool(record["correct"])
             else:
-                first[key] = dict(record, split=split)
+                first[key] = record
     records = [dict(record, index=i) for i, record in enumerate(first.values())]
     config = dict(policy.by_split[splits[0]][1].get("config", {}), split=POOLED, limit=None)
     pooled = {"splits": list(splits), "records": sum(len(policy.by_split[s][1]["records"]) for s in splits),
-              "repeated": repeats, "scored_otherwise": disagreements}
+              "scored_otherwise": disagreements}
     return {"config": config, "metrics": compute_metrics(records), "records": records, "pooled": pooled}
 
 
