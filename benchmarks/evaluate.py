@@ -334,11 +334,15 @@ def query_budget(env) -> dict[str, Any]:
 def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
     """Multi-turn metrics of episode records (:func:`evaluate_episodes`), in % unless a mean: turns used,
     questions never answered, submitted answers that failed to execute (% of questions), exploratory
-    moves (``<sql>`` or malformed) per episode and the share of them that failed, malformed moves."""
+    moves (``<sql>`` or malformed) per episode and the share of them that failed, malformed moves. Records
+    scored by :func:`score_explorations` add: episodes where an exploration would have been a right answer
+    (``explore_found_rate``), those of them whose answer was not right (``found_then_lost_rate``, % of all
+    episodes), and answers that resubmit one of the episode's explorations (``answer_explored_rate``, % of
+    the episodes that answered)."""
     n = len(records)
     explorations = [err for r in records for kind, err in zip(r["move_kinds"], r["move_errors"]) if kind != "answer"]
     moves = sum(r["turns"] for r in records)
-    return {
+    metrics = {
         "max_turns": max_turns,
         "turns_mean": sum(r["turns"] for r in records) / n if n else 0.0,
         "no_answer_rate": _pct(sum(r["error"] == "no_answer" for r in records), n),
@@ -347,6 +351,43 @@ def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
         "explore_error_rate": _pct(sum(err is not None for err in explorations), len(explorations)),
         "malformed_rate": _pct(sum(kind == "malformed" for r in records for kind in r["move_kinds"]), moves),
     }
+    if records and all("explore_correct" in r for r in records):  # scored by score_explorations
+        found = [any(r["explore_correct"]) for r in records]
+        answered = [r for r in records if r["move_kinds"][-1] == "answer"]
+        metrics.update(
+            explore_found_rate=_pct(sum(found), n),
+            found_then_lost_rate=_pct(sum(f and not r["correct"] for f, r in zip(found, records)), n),
+            answer_explored_rate=_pct(sum(bool(r["answer_explored"]) for r in answered), len(answered)),
+        )
+    return metrics
+
+
+def score_explorations(env, records: Sequence[dict]) -> None:
+    """Add to each episode record (:func:`evaluate_episodes`) what its explorations found:
+    ``explore_correct`` (per move: whether an exploration that ran would have been scored correct had it been
+    submitted as the answer; False for the answer, malformed and failed moves) and ``answer_explored`` (whether
+    the submitted query is one of the episode's ``<sql>`` explorations, failed ones included, whitespace and a
+    final semicolon aside; None when nothing was submitted). Each exploration that ran is scored by
+    ``env.score_sqls``, as the answer was, without touching the episode state."""
+    base = getattr(env, "unwrapped", env)
+    for record in records:
+        moves = list(zip(record["moves"], record["move_kinds"], record["move_errors"]))
+        ran = [(position, base.parse(move)[1]) for position, (move, kind, error) in enumerate(moves)
+               if kind == "sql" and error is None]
+        correct = [False] * len(moves)
+        if ran:
+            scored = base.score_sqls(record["index"], [query for _, query in ran])
+            for (position, _), (_, info) in zip(ran, scored):
+                correct[position] = bool(info["correct"])
+        record["explore_correct"] = correct
+        explored = {_same_query(base.parse(move)[1]) for move, kind, _ in moves if kind == "sql"}
+        answered = record["move_kinds"][-1] == "answer"
+        record["answer_explored"] = _same_query(base.parse(record["moves"][-1])[1]) in explored if answered else None
+
+
+def _same_query(sql: str) -> str:
+    """``sql`` with its whitespace runs as one space and no final semicolon: what the env runs either way."""
+    return " ".join(sql.split()).rstrip("; ")
 
 
 def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, batch_size: int = 8,
@@ -355,8 +396,9 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
     per question. A language-model policy plays whole episodes (``agents.multiturn``: explore with
     ``<sql>``, answer with ``<answer>``), ``batch_size`` questions in lockstep; any other policy answers
     its one query at once (``<answer>SQL</answer>``, one turn). Returns :func:`evaluate`'s shape, each
-    record with the episode's ``turns``, ``moves``, ``move_kinds`` and ``move_errors``, and
-    ``metrics["multi_turn"]`` (:func:`turn_metrics`); the final answer is scored by the env's step."""
+    record with the episode's ``turns``, ``moves``, ``move_kinds`` and ``move_errors`` and what its explorations
+    found (:func:`score_explorations`), and ``metrics["multi_turn"]`` (:func:`turn_metrics`); the final answer is
+    scored by the env's step."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be >= 1")
     base = getattr(env, "unwrapped", env)
@@ -400,10 +442,13 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
                     info = base.step(move)[4]
                     episodes.append(dict(info=info, turns=1, moves=[move], move_kinds=[info["move"]],
                                          move_errors=list(info["move_errors"])))
+            batch_records = []
             for index, (obs, info), episode in zip(batch, pairs, episodes):
                 final = episode.pop("info")
                 record = _record(index, info, final, None, question=obs["question"])
-                records.append({**record, **episode})
+                batch_records.append({**record, **episode})
+            score_explorations(base, batch_records)
+            records += batch_records
             if bar is not None:
                 bar.update(len(batch))
                 bar.set_postfix(acc=f"{_pct(sum(r['correct'] for r in records), len(records)):.1f}",
@@ -485,11 +530,15 @@ def format_markdown(result: dict, command: str | None = None) -> str:
 
 def turn_table(turns: dict[str, Any]) -> str:
     """The multi-turn metrics (:func:`turn_metrics`) as a Markdown table."""
-    return _table(["Max turns", "Turns used (mean)", "No answer (%)", "Answer errors (%)", "Explorations (mean)",
-                   "Exploration errors (%)", "Malformed moves (%)"],
-                  [[str(turns["max_turns"]), _f(turns["turns_mean"]), _f(turns["no_answer_rate"]),
-                    _f(turns["answer_error_rate"]), _f(turns["explore_moves_mean"]), _f(turns["explore_error_rate"]),
-                    _f(turns["malformed_rate"])]])
+    header = ["Max turns", "Turns used (mean)", "No answer (%)", "Answer errors (%)", "Explorations (mean)",
+              "Exploration errors (%)", "Malformed moves (%)"]
+    row = [str(turns["max_turns"]), _f(turns["turns_mean"]), _f(turns["no_answer_rate"]),
+           _f(turns["answer_error_rate"]), _f(turns["explore_moves_mean"]), _f(turns["explore_error_rate"]),
+           _f(turns["malformed_rate"])]
+    if "explore_found_rate" in turns:
+        header += ["Explored a right answer (%)", "... then answered wrong (%)", "Answer is an exploration (%)"]
+        row += [_f(turns["explore_found_rate"]), _f(turns["found_then_lost_rate"]), _f(turns["answer_explored_rate"])]
+    return _table(header, [row])
 
 
 def collapse_table(monitors: dict[str, Any]) -> str:

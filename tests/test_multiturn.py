@@ -381,8 +381,11 @@ def test_evaluate_max_turns_with_the_oracle(tmp_path):
     assert result["metrics"]["execution_accuracy"] == 100.0
     assert result["metrics"]["multi_turn"] == {"max_turns": 3, "turns_mean": 1.0, "no_answer_rate": 0.0,
                                                "answer_error_rate": 0.0, "explore_moves_mean": 0.0,
-                                               "explore_error_rate": 0.0, "malformed_rate": 0.0}
+                                               "explore_error_rate": 0.0, "malformed_rate": 0.0,
+                                               "explore_found_rate": 0.0, "found_then_lost_rate": 0.0,
+                                               "answer_explored_rate": 0.0}
     assert all(r["turns"] == 1 and r["move_kinds"] == ["answer"] for r in result["records"])
+    assert all(r["explore_correct"] == [False] and r["answer_explored"] is False for r in result["records"])
     report = (tmp_path / "oracle_generated_dev_tables_n6_t3.md").read_text()
     assert "## Multi-turn episodes" in report and "## Collapse monitors" in report
     # the collapse monitors read each episode's submitted query, its prediction and the question
@@ -445,6 +448,68 @@ def test_turn_metrics_by_hand():
     assert turn_metrics(records, 3) == {"max_turns": 3, "turns_mean": 2.0, "no_answer_rate": pytest.approx(100 / 3),
                                         "answer_error_rate": pytest.approx(100 / 3), "explore_moves_mean": 4 / 3,
                                         "explore_error_rate": 50.0, "malformed_rate": pytest.approx(100 / 6)}
+
+
+@pytest.mark.parametrize("moves, explore_correct, answer_explored, rates", [
+    # explored the right query, then submitted another: found, then lost
+    (["<sql>{gold}</sql>", "<answer>SELECT COUNT(*) FROM Athlete</answer>"], [True, False], False, (100, 100, 0)),
+    # explored the right query and resubmitted it (whitespace aside)
+    (["<sql>{gold}</sql>", "<answer>  {gold}\n</answer>"], [True, False], True, (100, 0, 100)),
+    # a failed exploration and a malformed move are never a right answer; no answer: not counted as answered
+    (["<sql>SELECT nope FROM Athlete</sql>", "no tags", "<sql>SELECT name FROM Athlete</sql>"],
+     [False, False, False], None, (0, 0, 0)),
+])
+def test_evaluate_episodes_scores_what_the_explorations_found(tiny_model, agent_env, monkeypatch, moves,
+                                                              explore_correct, answer_explored, rates):
+    from agents.baselines import make_policy
+    from benchmarks.evaluate import evaluate_episodes, turn_metrics, turn_table
+
+    index = 2
+    gold = agent_env.example(index).gold_sql
+    policy = make_policy("few-shot", model=tiny_model, device="cpu", threads=1, max_completion_length=6)
+    monkeypatch.setattr(policy.lm, "sample_ids", Scripted(policy.lm, [m.format(gold=gold) for m in moves]))
+    (record,) = evaluate_episodes(policy, agent_env, indices=[index])["records"]
+    assert (record["explore_correct"], record["answer_explored"]) == (explore_correct, answer_explored)
+    assert record["correct"] is (answer_explored is True)
+    turns = turn_metrics([record], 3)
+    assert (turns["explore_found_rate"], turns["found_then_lost_rate"], turns["answer_explored_rate"]) == rates
+    assert "| Explored a right answer (%) | ... then answered wrong (%) | Answer is an exploration (%) |" \
+        in turn_table(turns)
+
+
+def test_explorations_script_rescores_an_older_result(tiny_model, agent_env, monkeypatch, tmp_path):
+    """benchmarks/explorations.py, in a process, on a result written without the exploration fields: it puts
+    back what evaluate_episodes records now; a single-step result is refused with the flag to use."""
+    from agents.baselines import make_policy
+    from benchmarks.evaluate import evaluate_episodes, write_result
+
+    gold = agent_env.example(2).gold_sql
+    policy = make_policy("few-shot", model=tiny_model, device="cpu", threads=1, max_completion_length=6)
+    monkeypatch.setattr(policy.lm, "sample_ids", Scripted(policy.lm, [f"<sql>{gold}</sql>", "<sql>SELECT 0</sql>",
+                                                                      f"<answer>{gold};</answer>"]))
+    result = evaluate_episodes(policy, agent_env, indices=[2, 3])
+    assert [r["explore_correct"] for r in result["records"]] == [[True, False, False], [False, False, False]]
+    assert [r["answer_explored"] for r in result["records"]] == [True, True]  # question 2's gold, twice
+    older = json.loads(json.dumps(result))
+    for record in older["records"]:
+        del record["explore_correct"], record["answer_explored"]
+    for key in ("explore_found_rate", "found_then_lost_rate", "answer_explored_rate"):
+        del older["metrics"]["multi_turn"][key]
+    older["config"]["split"] = "dev"
+    old_json, _ = write_result(older, tmp_path / "old")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explorations.py"), str(old_json),
+                          "--out", str(tmp_path / "new")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| 3 | 3.00 | 0.00 | 0.00 | 2.00 | 0.00 | 0.00 | 50.00 | 0.00 | 100.00 |" in out.stdout
+    rescored = json.loads((tmp_path / "new" / old_json.name).read_text())
+    assert rescored["records"] == json.loads(json.dumps(result["records"]))
+    assert rescored["metrics"]["multi_turn"] == result["metrics"]["multi_turn"]
+    single = dict(older, config=dict(older["config"], max_turns=1))
+    single_json = tmp_path / "single.json"
+    single_json.write_text(json.dumps(single))
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explorations.py"), str(single_json)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "not a multi-turn result (config.max_turns 1)" in out.stderr, out.stderr
 
 
 def test_evaluate_episodes_with_a_language_model(tiny_model, agent_env):

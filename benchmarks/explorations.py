@@ -1,0 +1,80 @@
+"""What a multi-turn evaluation's explorations found, for results written by ``benchmarks/evaluate.py --max-turns N``.
+
+    python benchmarks/explorations.py RESULT.json [RESULT.json ...] [--data-dir DIR] [--out DIR]
+
+Each exploration that ran is scored as if it had been submitted (``evaluate.score_explorations``: the env's
+``score_sqls`` for that question, on the env the result names), and the report prints, per result: episodes
+where an exploration was a right answer, those of them answered wrong (found, then lost), and answers that
+resubmit an exploration. Results from ``evaluate.py`` since this was added carry these already; this scores
+older ones too. ``--out DIR`` writes each result again, with the new fields, into DIR (same file names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.evaluate import (DATA_DIR_ENV, load_eval_dataset, score_explorations, turn_metrics,  # noqa: E402
+                                 turn_table, write_result)
+from sqlenv.datasets import DatasetError  # noqa: E402
+from sqlenv.spec import EnvSpec  # noqa: E402
+
+SETTINGS = ("dataset", "schema", "column_values", "reward", "timeout", "max_instructions", "max_turns",
+            "literal_answers")
+
+
+class ResultError(ValueError):
+    """A result file that cannot be rescored (not multi-turn, or not the questions of its dataset)."""
+
+
+def rescore(result: dict, data_dir: str | None, name: str = "result") -> dict:
+    """``result`` with each record's ``explore_correct`` / ``answer_explored`` and the multi-turn metrics redone."""
+    config = result.get("config", {})
+    if config.get("max_turns", 1) < 2 or not result.get("records"):
+        raise ResultError(f"{name}: not a multi-turn result (config.max_turns {config.get('max_turns', 1)}); "
+                          "evaluate with --max-turns N > 1")
+    settings = {k: config[k] for k in SETTINGS if k in config}
+    dataset = load_eval_dataset(config["dataset"], config["split"], data_dir, config["schema"], gold_sql=False)
+    for position, record in enumerate(result["records"]):
+        index = record["index"]
+        if not 0 <= index < len(dataset) or record.get("question", dataset[index].question) != dataset[index].question:
+            raise ResultError(f"{name}: record {position} (index {index}) is not question {index} of "
+                              f"{config['dataset']}/{config['split']}; pass the --data-dir it was evaluated on")
+    env = EnvSpec(**settings, data_dir=data_dir).make(dataset=dataset)
+    try:
+        records = [dict(r) for r in result["records"]]
+        score_explorations(env, records)
+    finally:
+        env.close()
+    metrics = dict(result["metrics"], multi_turn=turn_metrics(records, config["max_turns"]))
+    return dict(result, records=records, metrics=metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks/explorations.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="result JSON files of evaluate.py --max-turns N")
+    parser.add_argument("--data-dir", default=None, help=f"dataset folder (default: ${DATA_DIR_ENV})")
+    parser.add_argument("--out", default=None, help="write each rescored result into this folder")
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir or os.environ.get(DATA_DIR_ENV)
+    for path in args.results:
+        try:
+            result = json.loads(Path(path).read_text())
+            rescored = rescore(result, data_dir, path)
+        except (OSError, json.JSONDecodeError, KeyError, DatasetError, ResultError) as exc:
+            parser.error(f"{path}: {exc}" if not isinstance(exc, ResultError) else str(exc))
+        print(f"{path} ({len(rescored['records'])} episodes):")
+        print(turn_table(rescored["metrics"]["multi_turn"]))
+        if args.out:
+            json_path, _ = write_result(rescored, args.out, result.get("command"))
+            print(f"wrote {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
