@@ -363,31 +363,14 @@ def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
 
 
 def score_explorations(env, records: Sequence[dict]) -> None:
-    """Add to each episode record (:func:`evaluate_episodes`) what its explorations found:
-    ``explore_correct`` (per move: whether an exploration that ran would have been scored correct had it been
-    submitted as the answer; False for the answer, malformed and failed moves) and ``answer_explored`` (whether
-    the submitted query is one of the episode's ``<sql>`` explorations, failed ones included, whitespace and a
-    final semicolon aside; None when nothing was submitted). Each exploration that ran is scored by
-    ``env.score_sqls``, as the answer was, without touching the episode state."""
+    """Add to each episode record (:func:`evaluate_episodes`) what its explorations found
+    (``TextToSQLAgentEnv.score_explorations``): ``explore_correct`` (per move: an exploration that ran and would
+    have been scored correct as the answer) and ``answer_explored`` (the answer resubmits an exploration; None
+    when nothing was submitted)."""
     base = getattr(env, "unwrapped", env)
     for record in records:
-        moves = list(zip(record["moves"], record["move_kinds"], record["move_errors"]))
-        ran = [(position, base.parse(move)[1]) for position, (move, kind, error) in enumerate(moves)
-               if kind == "sql" and error is None]
-        correct = [False] * len(moves)
-        if ran:
-            scored = base.score_sqls(record["index"], [query for _, query in ran])
-            for (position, _), (_, info) in zip(ran, scored):
-                correct[position] = bool(info["correct"])
-        record["explore_correct"] = correct
-        explored = {_same_query(base.parse(move)[1]) for move, kind, _ in moves if kind == "sql"}
-        answered = record["move_kinds"][-1] == "answer"
-        record["answer_explored"] = _same_query(base.parse(record["moves"][-1])[1]) in explored if answered else None
-
-
-def _same_query(sql: str) -> str:
-    """``sql`` with its whitespace runs as one space and no final semicolon: what the env runs either way."""
-    return " ".join(sql.split()).rstrip("; ")
+        record["explore_correct"], record["answer_explored"] = base.score_explorations(
+            record["index"], record["moves"], record["move_kinds"], record["move_errors"])
 
 
 def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, batch_size: int = 8,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import string
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from gymnasium import spaces
 
@@ -256,6 +256,24 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         state["explore_executor"] = Executor(state["explore_executor"])
         super().__setstate__(state)
 
+    # ------------------------------------------------------------------ analysis
+    def score_explorations(self, index: int, moves: Sequence[str], move_kinds: Sequence[str],
+                           move_errors: Sequence[str | None]) -> tuple[list[bool], bool | None]:
+        """What an episode of question ``index`` found by exploring (its ``moves`` and each one's ``info``
+        ``move`` and ``move_errors`` entries): per move, whether it is an exploration that ran and would have
+        been scored correct had it been submitted (``score_sqls``, outside the episode), and whether the
+        episode's answer resubmits one of its ``<sql>`` explorations, failed ones included (whitespace and a
+        final semicolon aside; None when it did not answer)."""
+        ran = [(position, self.parse(move)[1]) for position, (move, kind, error)
+               in enumerate(zip(moves, move_kinds, move_errors)) if kind == "sql" and error is None]
+        correct = [False] * len(moves)
+        for (position, _), (_, info) in zip(ran, self.score_sqls(index, [q for _, q in ran]) if ran else []):
+            correct[position] = bool(info["correct"])
+        if not moves or move_kinds[-1] != "answer":
+            return correct, None
+        explored = {_same_query(self.parse(move)[1]) for move, kind in zip(moves, move_kinds) if kind == "sql"}
+        return correct, _same_query(self.parse(moves[-1])[1]) in explored
+
     # ------------------------------------------------------------------ helpers
     def observation_for(self, index: int) -> dict[str, str]:
         """The first observation of question ``index`` (empty transcript), without resetting."""
@@ -323,6 +341,11 @@ class TextToSQLAgentEnv(TextToSQLEnv):
             else:
                 return self._entries[-1][: budget]
         return "\n\n".join(reversed(kept))
+
+
+def _same_query(sql: str) -> str:
+    """``sql`` with its whitespace runs as one space and no final semicolon: what runs the same either way."""
+    return " ".join(sql.split()).rstrip("; ")
 
 
 def _malformed(kind: str, text: str) -> tuple[str, str, tuple[str, str]]:

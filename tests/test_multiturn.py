@@ -132,8 +132,23 @@ def test_scripted_episode_through_the_env(policy, agent_env, monkeypatch):
     metrics = episode_metrics("eval", [a, b])
     assert metrics == {"eval/turns_mean": 2.0, "eval/no_answer_frac": 0.0, "eval/explore_error_frac": 0.0,
                        "eval/explore_moves_mean": 1.0, "eval/malformed_frac": 0.0,
-                       "eval/policy_tokens": float(sum(a.move_tokens))}
+                       "eval/policy_tokens": float(sum(a.move_tokens)), "eval/explore_found_frac": 0.0,
+                       "eval/found_then_lost_frac": 0.0, "eval/answer_explored_frac": 0.0}
+    assert (a.explore_correct, a.answer_explored) == ([False, False], False)
     pool.close()
+
+
+def test_episode_metrics_count_a_right_exploration_answered_wrong(policy, agent_env, monkeypatch):
+    """The trainer's per-step metrics: an exploration that would have been a right answer, then a wrong answer."""
+    gold = agent_env.example(2).gold_sql
+    script = Scripted(policy, [f"<sql>{gold}</sql>", "<answer>SELECT COUNT(*) FROM Athlete</answer>"])
+    monkeypatch.setattr(policy, "sample_ids", script)
+    episodes = run_episodes(policy, EnvPool(agent_env), [2], 2)
+    assert all((e.explore_correct, e.answer_explored, e.info["correct"]) == ([True, False], False, False)
+               for e in episodes)
+    metrics = episode_metrics("train", episodes)
+    assert (metrics["train/explore_found_frac"], metrics["train/found_then_lost_frac"],
+            metrics["train/answer_explored_frac"]) == (1.0, 1.0, 0.0)
 
 
 def test_turns_run_out_without_an_answer(policy, agent_env, monkeypatch):
@@ -142,6 +157,7 @@ def test_turns_run_out_without_an_answer(policy, agent_env, monkeypatch):
     (episode,) = run_episodes(policy, EnvPool(agent_env), [0], 1)
     assert (episode.turns, episode.reward, episode.info["error"], episode.sql) == (3, -1.0, "no_answer", "")
     assert episode.move_errors == ["no_such_column", "no_tag", None]
+    assert (episode.explore_correct, episode.answer_explored) == ([False, False, False], None)
     metrics = episode_metrics("train", [episode])
     assert metrics["train/no_answer_frac"] == 1.0
     assert metrics["train/explore_error_frac"] == pytest.approx(2 / 3)
