@@ -180,6 +180,24 @@ def test_turn_cost_and_exploration_error_penalty(make):
     assert env.unwrapped.reward_range == (-1.6, 1.0)
 
 
+def test_score_explorations_reads_an_episode_outside_it(make):
+    """Which explorations would have been right answers, and whether the answer resubmitted one, from the moves
+    and the infos a client saw; the episode itself is left as it was."""
+    env = make()
+    env.reset(options={"index": 2})
+    moves = ["<sql>SELECT COUNT(*) FROM city</sql>", "<sql>SELEC</sql>", "no tags", "<sql>SELECT 1 FROM city</sql>",
+             "<answer>select COUNT(*) FROM city</answer>"]
+    infos = [env.step(move)[4] for move in moves]
+    kinds, errors = [info["move"] for info in infos], infos[-1]["move_errors"]
+    assert kinds == ["sql", "sql", "malformed", "sql", "answer"] and errors[1:3] == ["syntax", "no_tag"]
+    transcript = env.unwrapped._transcript()
+    assert env.unwrapped.score_explorations(2, moves, kinds, errors) == ([True, False, False, False, False], False)
+    assert env.unwrapped._transcript() == transcript
+    resubmitted = [*moves[:4], "<answer> SELECT COUNT(*)\n  FROM city; </answer>"]
+    assert env.unwrapped.score_explorations(2, resubmitted, kinds, errors)[1] is True
+    assert env.unwrapped.score_explorations(2, moves[:4], kinds[:4], errors[:4])[1] is None  # no answer
+
+
 def test_tags_ignore_case_and_surrounding_text(make):
     env = make()
     env.reset(options={"index": 2})
