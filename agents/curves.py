@@ -18,8 +18,14 @@ COLLAPSE = tuple(name for name in MONITORS if name not in REFERENCE_LEVELS)  # t
 PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/accuracy"),
          ("train/error_frac", "eval/error_frac"), ("train/frac_zero_std",), ("train/loss",),
          ("train/completion_len",), ("train/kl",), ("train/clip_frac",),
-         tuple(f"train/collapse/{m}" for m in COLLAPSE), tuple(f"eval/collapse/{m}" for m in COLLAPSE))
-TITLES = {"train/collapse/floor": "collapse signs, train samples", "eval/collapse/floor": "collapse signs, held-out"}
+         tuple(f"train/collapse/{m}" for m in COLLAPSE), tuple(f"eval/collapse/{m}" for m in COLLAPSE),
+         # multi-turn runs only (agents/multiturn.py)
+         ("train/turns_mean", "eval/turns_mean"),
+         ("train/explore_error_frac", "train/no_answer_frac", "train/malformed_frac"),
+         ("train/explore_found_frac", "train/found_then_lost_frac", "eval/found_then_lost_frac"))
+TITLES = {"train/collapse/floor": "collapse signs, train samples", "eval/collapse/floor": "collapse signs, held-out",
+          "train/explore_error_frac": "failed moves, train episodes",
+          "train/explore_found_frac": "an exploration was right (then lost)"}
 SMOOTH = 5  # steps in the running mean drawn over each training curve
 
 

@@ -149,6 +149,11 @@ def test_episode_metrics_count_a_right_exploration_answered_wrong(policy, agent_
     metrics = episode_metrics("train", episodes)
     assert (metrics["train/explore_found_frac"], metrics["train/found_then_lost_frac"],
             metrics["train/answer_explored_frac"]) == (1.0, 1.0, 0.0)
+    from agents.curves import present_panels  # a multi-turn run's curves.png draws them
+
+    panels = present_panels([{"step": 1, **metrics}])
+    assert ("train/explore_found_frac", "train/found_then_lost_frac", "eval/found_then_lost_frac") in panels
+    assert ("train/turns_mean", "eval/turns_mean") in panels
 
 
 def test_turns_run_out_without_an_answer(policy, agent_env, monkeypatch):
