@@ -335,10 +335,10 @@ def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
     """Multi-turn metrics of episode records (:func:`evaluate_episodes`), in % unless a mean: turns used,
     questions never answered, submitted answers that failed to execute (% of questions), exploratory
     moves (``<sql>`` or malformed) per episode and the share of them that failed, malformed moves. Records
-    scored by :func:`score_explorations` add: episodes where an exploration would have been a right answer
-    (``explore_found_rate``), those of them whose answer was not right (``found_then_lost_rate``, % of all
-    episodes), and answers that resubmit one of the episode's explorations (``answer_explored_rate``, % of
-    the episodes that answered)."""
+    with what their explorations found (``explore_correct``, ``answer_explored``) add: episodes where an
+    exploration would have been a right answer (``explore_found_rate``), those of them whose answer was not
+    right (``found_then_lost_rate``, % of all episodes), and answers that resubmit one of the episode's
+    explorations (``answer_explored_rate``, % of the episodes that answered)."""
     n = len(records)
     explorations = [err for r in records for kind, err in zip(r["move_kinds"], r["move_errors"]) if kind != "answer"]
     moves = sum(r["turns"] for r in records)
@@ -351,7 +351,7 @@ def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
         "explore_error_rate": _pct(sum(err is not None for err in explorations), len(explorations)),
         "malformed_rate": _pct(sum(kind == "malformed" for r in records for kind in r["move_kinds"]), moves),
     }
-    if records and all("explore_correct" in r for r in records):  # scored by score_explorations
+    if records and all("explore_correct" in r for r in records):  # results from before lack them
         found = [any(r["explore_correct"]) for r in records]
         answered = [r for r in records if r["move_kinds"][-1] == "answer"]
         metrics.update(
@@ -362,17 +362,6 @@ def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
     return metrics
 
 
-def score_explorations(env, records: Sequence[dict]) -> None:
-    """Add to each episode record (:func:`evaluate_episodes`) what its explorations found
-    (``TextToSQLAgentEnv.score_explorations``): ``explore_correct`` (per move: an exploration that ran and would
-    have been scored correct as the answer) and ``answer_explored`` (the answer resubmits an exploration; None
-    when nothing was submitted)."""
-    base = getattr(env, "unwrapped", env)
-    for record in records:
-        record["explore_correct"], record["answer_explored"] = base.score_explorations(
-            record["index"], record["moves"], record["move_kinds"], record["move_errors"])
-
-
 def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, batch_size: int = 8,
                       progress: bool = False, indices: Iterable[int] | None = None) -> dict[str, Any]:
     """Evaluate ``policy`` in multi-turn episodes of ``env`` (a ``TextToSQLAgentEnv``): one greedy episode
@@ -380,7 +369,8 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
     ``<sql>``, answer with ``<answer>``), ``batch_size`` questions in lockstep; any other policy answers
     its one query at once (``<answer>SQL</answer>``, one turn). Returns :func:`evaluate`'s shape, each
     record with the episode's ``turns``, ``moves``, ``move_kinds`` and ``move_errors`` and what its explorations
-    found (:func:`score_explorations`), and ``metrics["multi_turn"]`` (:func:`turn_metrics`); the final answer is
+    found (``explore_correct``, ``answer_explored``: ``TextToSQLAgentEnv.score_explorations``, as
+    ``agents.multiturn`` scored them), and ``metrics["multi_turn"]`` (:func:`turn_metrics`); the final answer is
     scored by the env's step."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be >= 1")
@@ -412,7 +402,8 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
 
                 played = run_episodes(policy.lm, pool, batch, 1, greedy=True)
                 episodes = [dict(info=e.info, turns=e.turns, moves=e.moves, move_kinds=e.move_kinds,
-                                 move_errors=e.move_errors) for e in played]
+                                 move_errors=e.move_errors, explore_correct=e.explore_correct,
+                                 answer_explored=e.answer_explored) for e in played]
             else:
                 infos = [info for _, info in pairs]
                 if getattr(policy, "needs_gold", False):
@@ -424,14 +415,12 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
                     move = f"<answer>{answer[0]}</answer>"
                     info = base.step(move)[4]
                     episodes.append(dict(info=info, turns=1, moves=[move], move_kinds=[info["move"]],
-                                         move_errors=list(info["move_errors"])))
-            batch_records = []
+                                         move_errors=list(info["move_errors"]), explore_correct=[False],
+                                         answer_explored=False))  # one answer, nothing explored
             for index, (obs, info), episode in zip(batch, pairs, episodes):
                 final = episode.pop("info")
                 record = _record(index, info, final, None, question=obs["question"])
-                batch_records.append({**record, **episode})
-            score_explorations(base, batch_records)
-            records += batch_records
+                records.append({**record, **episode})
             if bar is not None:
                 bar.update(len(batch))
                 bar.set_postfix(acc=f"{_pct(sum(r['correct'] for r in records), len(records)):.1f}",

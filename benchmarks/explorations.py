@@ -2,7 +2,7 @@
 
     python benchmarks/explorations.py RESULT.json [RESULT.json ...] [--data-dir DIR] [--out DIR]
 
-Each exploration that ran is scored as if it had been submitted (``evaluate.score_explorations``: the env's
+Each exploration that ran is scored as if it had been submitted (``TextToSQLAgentEnv.score_explorations``: the env's
 ``score_sqls`` for that question, on the env the result names), and the report prints, per result: episodes
 where an exploration was a right answer, those of them answered wrong (found, then lost), and answers that
 resubmit an exploration. Results from ``evaluate.py`` since this was added carry these already; this scores
@@ -19,8 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.evaluate import (DATA_DIR_ENV, load_eval_dataset, score_explorations, turn_metrics,  # noqa: E402
-                                 turn_table, write_result)
+from benchmarks.evaluate import DATA_DIR_ENV, load_eval_dataset, turn_metrics, turn_table, write_result  # noqa: E402
 from sqlenv.datasets import DatasetError  # noqa: E402
 from sqlenv.spec import EnvSpec  # noqa: E402
 
@@ -48,7 +47,9 @@ def rescore(result: dict, data_dir: str | None, name: str = "result") -> dict:
     env = EnvSpec(**settings, data_dir=data_dir).make(dataset=dataset)
     try:
         records = [dict(r) for r in result["records"]]
-        score_explorations(env, records)
+        for record in records:
+            record["explore_correct"], record["answer_explored"] = env.unwrapped.score_explorations(
+                record["index"], record["moves"], record["move_kinds"], record["move_errors"])
     finally:
         env.close()
     metrics = dict(result["metrics"], multi_turn=turn_metrics(records, config["max_turns"]))
