@@ -211,7 +211,7 @@ AGENT_SYSTEM_PROMPT = (
     "<sql>QUERY</sql> to run a SQLite query and see its result (to check names, values or counts), or\n"
     "<answer>QUERY</answer> to submit the SQLite query that answers the question; this ends the episode.\n"
     "Use only the tables and columns in the schema. Copy names and values exactly as they appear in the "
-    "results."
+    "results. When a query's result already answers the question, submit that same query."
 )
 
 AGENT_RESULT_TEMPLATE = "Result:\n{result}\n\n{turns_left}"
@@ -240,8 +240,8 @@ AGENT_EXAMPLES: dict[str, tuple[AgentExample, ...]] = {
         ),
         AgentExample(
             "In which year did Anna Berg win her first Gold Medal?",
-            "SELECT medal, year FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
-            "2 rows\n| medal     | year |\n|-----------|------|\n| MedalGold | 2014 |\n| MedalGold | 2011 |",
+            "SELECT MIN(year) FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
+            "1 row\n| MIN(year) |\n|-----------|\n| 2011      |",
             "SELECT MIN(year) FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
         ),
     ),
@@ -257,8 +257,8 @@ AGENT_EXAMPLES: dict[str, tuple[AgentExample, ...]] = {
         ),
         AgentExample(
             "In which year did Anna Berg win her first Gold Medal?",
-            f"SELECT m.type, m.year\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
-            "2 rows\n| type      | year |\n|-----------|------|\n| MedalGold | 2014 |\n| MedalGold | 2011 |",
+            f"SELECT MIN(m.year)\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
+            "1 row\n| MIN(m.year) |\n|-------------|\n| 2011        |",
             f"SELECT MIN(m.year)\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
         ),
     ),

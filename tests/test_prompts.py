@@ -131,6 +131,20 @@ def test_worked_examples_run_and_give_the_right_answer(connect, examples):
         assert rows == EXPECTED[example.question], example.question
 
 
+@pytest.mark.parametrize("connect, schema", [(tables_db, "tables"), (flat_db, "flat")], ids=["tables", "flat"])
+def test_worked_agent_episodes_run_and_answer_right(connect, schema):
+    """Each worked multi-turn episode's exploration runs and shows the columns its result table names, its
+    answer gives the right rows; one looks values up first, the other runs its candidate and resubmits it."""
+    db = connect()
+    examples = prompts.AGENT_EXAMPLES[schema]
+    for example in examples:
+        cursor = db.execute(example.explore)
+        header = example.result.splitlines()[1]
+        assert [c.strip() for c in header.strip("|").split("|")] == [d[0] for d in cursor.description]
+        assert sorted(db.execute(example.answer).fetchall()) == EXPECTED[example.question], example.question
+    assert [e.explore == e.answer for e in examples] == [False, True]
+
+
 def test_render_plain_ends_with_an_assistant_cue():
     text = prompts.render_plain(build_messages(observation(), 1))
     assert text.startswith("System: ") and text.endswith("Assistant: ")
