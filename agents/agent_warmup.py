@@ -9,7 +9,9 @@ episode is played through ``TextToSQLAgentEnv`` (``TextToSQLAgent-v0``) on a gen
    WHERE ...``, how many rows its own filter keeps (``SELECT COUNT(*)`` over the gold's FROM and WHERE).
    Each candidate is run through the env once; one that fails (a column of a subquery, ...) is dropped.
 2. A seeded draw picks how many explorations come first (0, 1 or 2, at most ``max_turns - 1`` and at most
-   the candidates that ran) and which; the answer ``<answer>GOLD</answer>`` ends the episode.
+   the candidates that ran) and which, the gold query itself being one more candidate: drawn, it is run
+   last, so the episode checks its answer and resubmits it (as the prompt's second worked episode does);
+   the answer ``<answer>GOLD</answer>`` ends the episode.
 3. The moves are played through a fresh episode of the env, and the episode is laid out exactly as
    ``agents.multiturn.run_episodes`` lays out a sampled one: the prompt ``policy.agent_prompt``, each move
    tokenised on its own (``<sql>QUERY</sql>``, as the prompt's worked episodes write it), then the env's
@@ -148,9 +150,12 @@ def build_episodes(indices: Sequence[int], policy, env, *, seed: int, max_move_t
         gold = env.example(index).gold_sql.strip().rstrip(";").rstrip()
         wanted = rng.randint(0, most)
         candidates = exploration_candidates(gold) if wanted else []
+        if wanted and gold not in candidates:
+            candidates.append(gold)
         works = _working(policy, env, index, candidates)
         counts["explore_failed"] += len(candidates) - len(works)
         chosen = rng.sample(works, min(wanted, len(works)))
+        chosen.sort(key=lambda query: query == gold)  # the answer, run as a check, comes right before it
         moves = [f"<sql>{query}</sql>" for query in chosen] + [f"<answer>{gold}</answer>"]
         if any(len(policy.encode(move)) > max_move_tokens for move in moves):
             counts["skipped_too_long"] += 1

@@ -261,6 +261,11 @@ def test_multiturn_episodes_vary_the_explorations_and_end_with_the_gold_answer(e
         assert len(episode.moves) == item["explorations"] + 1 <= agent_env.max_turns
         assert all(move.startswith("<sql>") and move.endswith("</sql>") for move in episode.moves[:-1])
         assert episode.move_errors == [None] * len(episode.moves)  # explorations that fail are never shown
+        if f"<sql>{gold}</sql>" in episode.moves:  # the answer run as a check comes last, then is resubmitted
+            assert episode.moves[-2] == f"<sql>{gold}</sql>"
+    checked = [item for item in items if item["episode"].moves[-2:-1]
+               == [item["episode"].moves[-1].replace("<answer>", "<sql>").replace("</answer>", "</sql>")]]
+    assert 0 < len(checked) < len(items)  # some episodes check their answer first, as the prompt's example does
 
 
 def test_the_gold_answer_move_scores_one_through_the_env(episodes):
