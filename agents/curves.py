@@ -22,10 +22,12 @@ PLOTS = (("train/reward_mean", "eval/reward_mean"), ("train/accuracy", "eval/acc
          # multi-turn runs only (agents/multiturn.py)
          ("train/turns_mean", "eval/turns_mean"),
          ("train/explore_error_frac", "train/no_answer_frac", "train/malformed_frac"),
-         ("train/explore_found_frac", "train/found_then_lost_frac", "eval/found_then_lost_frac"))
+         ("train/explore_found_frac", "train/found_then_lost_frac", "eval/found_then_lost_frac"),
+         ("train/explore_floor_frac", "train/floor_kept_frac", "eval/floor_kept_frac"))
 TITLES = {"train/collapse/floor": "collapse signs, train samples", "eval/collapse/floor": "collapse signs, held-out",
           "train/explore_error_frac": "failed moves, train episodes",
-          "train/explore_found_frac": "an exploration was right (then lost)"}
+          "train/explore_found_frac": "an exploration was right (then lost)",
+          "train/explore_floor_frac": "an exploration came back 0 / empty (then kept)"}
 SMOOTH = 5  # steps in the running mean drawn over each training curve
 
 

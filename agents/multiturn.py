@@ -27,6 +27,8 @@ from typing import Sequence
 
 import torch
 
+from sqlenv.agent_env import kept_a_floor
+
 __all__ = ["Episode", "EnvPool", "move_finished", "move_result", "run_episodes", "episode_metrics"]
 
 _CLOSE = re.compile(r"</(sql|answer)>", re.IGNORECASE)
@@ -44,9 +46,9 @@ class Episode:
     ``completion_ids`` is everything after the first prompt: moves and env text; ``loss_mask`` is 1 on the
     moves' tokens; ``logprobs`` holds the sampled tokens' log-probs (0 on env tokens). ``info`` is the
     env's last step info (``correct``, ``error``, ... of the answer, or ``error="no_answer"``).
-    ``explore_correct`` and ``answer_explored`` say what the explorations found
-    (``TextToSQLAgentEnv.score_explorations``: per move, an exploration that would have been a right answer;
-    whether the answer resubmits an exploration).
+    ``explore_correct``, ``explore_floor`` and ``answer_explored`` say what the explorations found
+    (``TextToSQLAgentEnv.score_explorations``: per move, an exploration that would have been a right answer,
+    one whose result is a floor answer; whether the answer resubmits an exploration).
     """
 
     prompt_index: int
@@ -64,6 +66,7 @@ class Episode:
     info: dict = field(default_factory=dict)
     done: bool = False
     explore_correct: list[bool] = field(default_factory=list)
+    explore_floor: list[bool] = field(default_factory=list)
     answer_explored: bool | None = None
 
     @property
@@ -165,8 +168,10 @@ def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int,
                 piece["logp"].append(torch.zeros(len(feedback_ids)))
                 piece["text"].append(feedback)
     for episode, piece in zip(episodes, pieces):
-        episode.explore_correct, episode.answer_explored = pool.env.score_explorations(
+        found = pool.env.score_explorations(
             int(indices[episode.prompt_index]), episode.moves, episode.move_kinds, episode.move_errors)
+        episode.explore_correct, episode.explore_floor, episode.answer_explored = (
+            found.correct, found.floor, found.answer_explored)
         episode.completion_ids = torch.cat(piece["ids"]).long()
         episode.loss_mask = torch.cat(piece["mask"]).float()
         episode.logprobs = torch.cat(piece["logp"]).float()
@@ -187,6 +192,8 @@ def episode_counts(episodes: Sequence[Episode]) -> dict[str, float]:
         "policy_tokens": sum(e.policy_tokens for e in episodes),
         "explore_found": sum(any(e.explore_correct) for e in episodes),
         "found_then_lost": sum(any(e.explore_correct) and not e.info.get("correct") for e in episodes),
+        "explore_floor": sum(any(e.explore_floor) for e in episodes),
+        "floor_kept": sum(kept_a_floor(e.explore_floor, e.info) for e in episodes),
         "answered": sum(e.answer_explored is not None for e in episodes),
         "answer_explored": sum(bool(e.answer_explored) for e in episodes),
     }
@@ -205,6 +212,8 @@ def counts_metrics(prefix: str, counts: dict[str, float]) -> dict[str, float]:
         f"{prefix}/policy_tokens": counts["policy_tokens"] / n,
         f"{prefix}/explore_found_frac": counts["explore_found"] / n,
         f"{prefix}/found_then_lost_frac": counts["found_then_lost"] / n,
+        f"{prefix}/explore_floor_frac": counts["explore_floor"] / n,
+        f"{prefix}/floor_kept_frac": counts["floor_kept"] / n,
         f"{prefix}/answer_explored_frac": counts["answer_explored"] / counts["answered"] if counts["answered"] else 0.0,
     }
 
@@ -213,6 +222,8 @@ def episode_metrics(prefix: str, episodes: Sequence[Episode]) -> dict[str, float
     """Turns and exploration under ``prefix/``: mean turns, the share of episodes that never answered,
     the share of exploratory moves (``<sql>`` or malformed) that failed, of malformed moves, the
     policy's tokens per episode, the share of episodes where an exploration would have been a right
-    answer (``explore_found_frac``) and where it was, but the answer was not (``found_then_lost_frac``), and
-    the share of answers that resubmit an exploration (``answer_explored_frac``)."""
+    answer (``explore_found_frac``) and where it was, but the answer was not (``found_then_lost_frac``), where
+    an exploration's result was a floor (0, empty, None: ``explore_floor_frac``) and the answer was a wrong
+    floor all the same (``floor_kept_frac``), and the share of answers that resubmit an exploration
+    (``answer_explored_frac``)."""
     return counts_metrics(prefix, episode_counts(episodes))

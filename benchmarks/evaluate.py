@@ -75,6 +75,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` im
     sys.path.insert(0, str(REPO))
 
 from agents.monitors import LABELS, collapse_monitors  # noqa: E402  (no torch)
+from sqlenv.agent_env import kept_a_floor  # noqa: E402
 from sqlenv.executor import ERROR_KINDS  # noqa: E402
 from sqlenv.literal import LITERAL_ANSWERS  # noqa: E402
 from sqlenv.rewards import preset_help  # noqa: E402
@@ -338,7 +339,9 @@ def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
     with what their explorations found (``explore_correct``, ``answer_explored``) add: episodes where an
     exploration would have been a right answer (``explore_found_rate``), those of them whose answer was not
     right (``found_then_lost_rate``, % of all episodes), and answers that resubmit one of the episode's
-    explorations (``answer_explored_rate``, % of the episodes that answered)."""
+    explorations (``answer_explored_rate``, % of the episodes that answered); with ``explore_floor``, episodes
+    where an exploration's result was a floor answer (0, empty, None: ``explore_floor_rate``) and those that
+    still answered with a wrong floor (``floor_kept_rate``, % of all episodes)."""
     n = len(records)
     explorations = [err for r in records for kind, err in zip(r["move_kinds"], r["move_errors"]) if kind != "answer"]
     moves = sum(r["turns"] for r in records)
@@ -359,6 +362,11 @@ def turn_metrics(records: Sequence[dict], max_turns: int) -> dict[str, Any]:
             found_then_lost_rate=_pct(sum(f and not r["correct"] for f, r in zip(found, records)), n),
             answer_explored_rate=_pct(sum(bool(r["answer_explored"]) for r in answered), len(answered)),
         )
+    if records and all("explore_floor" in r for r in records):
+        metrics.update(
+            explore_floor_rate=_pct(sum(any(r["explore_floor"]) for r in records), n),
+            floor_kept_rate=_pct(sum(kept_a_floor(r["explore_floor"], r) for r in records), n),
+        )
     return metrics
 
 
@@ -369,7 +377,7 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
     ``<sql>``, answer with ``<answer>``), ``batch_size`` questions in lockstep; any other policy answers
     its one query at once (``<answer>SQL</answer>``, one turn). Returns :func:`evaluate`'s shape, each
     record with the episode's ``turns``, ``moves``, ``move_kinds`` and ``move_errors`` and what its explorations
-    found (``explore_correct``, ``answer_explored``: ``TextToSQLAgentEnv.score_explorations``, as
+    found (``explore_correct``, ``explore_floor``, ``answer_explored``: ``TextToSQLAgentEnv.score_explorations``, as
     ``agents.multiturn`` scored them), and ``metrics["multi_turn"]`` (:func:`turn_metrics`); the final answer is
     scored by the env's step."""
     if batch_size < 1:
@@ -403,7 +411,8 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
                 played = run_episodes(policy.lm, pool, batch, 1, greedy=True)
                 episodes = [dict(info=e.info, turns=e.turns, moves=e.moves, move_kinds=e.move_kinds,
                                  move_errors=e.move_errors, explore_correct=e.explore_correct,
-                                 answer_explored=e.answer_explored) for e in played]
+                                 explore_floor=e.explore_floor, answer_explored=e.answer_explored)
+                            for e in played]
             else:
                 infos = [info for _, info in pairs]
                 if getattr(policy, "needs_gold", False):
@@ -416,7 +425,7 @@ def evaluate_episodes(policy, env, limit: int | None = None, seed: int = 0, *, b
                     info = base.step(move)[4]
                     episodes.append(dict(info=info, turns=1, moves=[move], move_kinds=[info["move"]],
                                          move_errors=list(info["move_errors"]), explore_correct=[False],
-                                         answer_explored=False))  # one answer, nothing explored
+                                         explore_floor=[False], answer_explored=False))  # nothing explored
             for index, (obs, info), episode in zip(batch, pairs, episodes):
                 final = episode.pop("info")
                 record = _record(index, info, final, None, question=obs["question"])
@@ -510,6 +519,9 @@ def turn_table(turns: dict[str, Any]) -> str:
     if "explore_found_rate" in turns:
         header += ["Explored a right answer (%)", "... then answered wrong (%)", "Answer is an exploration (%)"]
         row += [_f(turns["explore_found_rate"]), _f(turns["found_then_lost_rate"]), _f(turns["answer_explored_rate"])]
+    if "explore_floor_rate" in turns:
+        header += ["Explored a floor: 0, empty, None (%)", "... then answered a wrong floor (%)"]
+        row += [_f(turns["explore_floor_rate"]), _f(turns["floor_kept_rate"])]
     return _table(header, [row])
 
 

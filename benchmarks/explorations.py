@@ -2,11 +2,13 @@
 
     python benchmarks/explorations.py RESULT.json [RESULT.json ...] [--data-dir DIR] [--out DIR]
 
-Each exploration that ran is scored as if it had been submitted (``TextToSQLAgentEnv.score_explorations``: the env's
-``score_sqls`` for that question, on the env the result names), and the report prints, per result: episodes
-where an exploration was a right answer, those of them answered wrong (found, then lost), and answers that
-resubmit an exploration. Results from ``evaluate.py`` since this was added carry these already; this scores
-older ones too. ``--out DIR`` writes each result again, with the new fields, into DIR (same file names).
+Each exploration that ran is scored as if it had been submitted (``TextToSQLAgentEnv.score_explorations``: the
+env's ``score_sqls`` for that question, on the env the result names), and the report prints, per result:
+episodes where an exploration was a right answer, those of them answered wrong (found, then lost), answers
+that resubmit an exploration, and episodes where an exploration's result was a floor answer (0, empty, None)
+and those of them answered with a wrong floor all the same. Results from ``evaluate.py`` since this was added
+carry these already; this scores older ones too. ``--out DIR`` writes each result again, with the new fields,
+into DIR (same file names).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class ResultError(ValueError):
 
 
 def rescore(result: dict, data_dir: str | None, name: str = "result") -> dict:
-    """``result`` with each record's ``explore_correct`` / ``answer_explored`` and the multi-turn metrics redone."""
+    """``result`` with each record's ``explore_correct`` / ``explore_floor`` / ``answer_explored`` and the
+    multi-turn metrics redone."""
     config = result.get("config", {})
     if config.get("max_turns", 1) < 2 or not result.get("records"):
         raise ResultError(f"{name}: not a multi-turn result (config.max_turns {config.get('max_turns', 1)}); "
@@ -48,8 +51,10 @@ def rescore(result: dict, data_dir: str | None, name: str = "result") -> dict:
     try:
         records = [dict(r) for r in result["records"]]
         for record in records:
-            record["explore_correct"], record["answer_explored"] = env.unwrapped.score_explorations(
+            found = env.unwrapped.score_explorations(
                 record["index"], record["moves"], record["move_kinds"], record["move_errors"])
+            record.update(explore_correct=found.correct, explore_floor=found.floor,
+                          answer_explored=found.answer_explored)
     finally:
         env.close()
     metrics = dict(result["metrics"], multi_turn=turn_metrics(records, config["max_turns"]))

@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 import string
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 from gymnasium import spaces
 
 from sqlenv.env import ACTION_CHARSET, TextToSQLEnv, _cut, _format_table, _one_line
 from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
+from sqlenv.matching import is_floor_answer
 from sqlenv.spaces import UnicodeText
 
-__all__ = ["TextToSQLAgentEnv", "MOVE_ERRORS", "NO_ANSWER"]
+__all__ = ["TextToSQLAgentEnv", "MOVE_ERRORS", "NO_ANSWER", "Explorations", "kept_a_floor"]
 
 #: Error kinds of a move that is not a well-formed ``<sql>`` or ``<answer>`` block (``too_long``:
 #: longer than ``action_space.max_length``, answered without being read), or an exploration
@@ -33,6 +35,25 @@ NO_ANSWER = "no_answer"
 _TAGS = {name: (f"<{name}>".encode(), f"</{name}>".encode()) for name in ("sql", "answer")}
 _HINT = "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit)."
 _TAG_ROOM = 10_000  # characters an action may hold besides its query (tags, reasoning text)
+
+
+@dataclass(frozen=True)
+class Explorations:
+    """What an episode's explorations found (:meth:`TextToSQLAgentEnv.score_explorations`). Per move:
+    ``correct``, an exploration that ran and would have been scored right had it been submitted; ``floor``,
+    one whose result, read as an answer, is a floor (``0``, empty or ``None``: a count over nothing, a filter
+    that matched no row). ``answer_explored``: the answer resubmits an exploration (None: no answer)."""
+
+    correct: list[bool]
+    floor: list[bool]
+    answer_explored: bool | None
+
+
+def kept_a_floor(floor: Sequence[bool], outcome: Mapping[str, Any]) -> bool:
+    """An exploration's result was a floor and the episode still answered with a wrong floor: ``outcome`` is
+    the answer's ``info`` (or an evaluation record: ``error``, ``correct``, ``prediction``)."""
+    return (any(floor) and outcome.get("error") is None and not outcome.get("correct")
+            and is_floor_answer(outcome.get("prediction")))
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -258,21 +279,23 @@ class TextToSQLAgentEnv(TextToSQLEnv):
 
     # ------------------------------------------------------------------ analysis
     def score_explorations(self, index: int, moves: Sequence[str], move_kinds: Sequence[str],
-                           move_errors: Sequence[str | None]) -> tuple[list[bool], bool | None]:
+                           move_errors: Sequence[str | None]) -> Explorations:
         """What an episode of question ``index`` found by exploring (its ``moves`` and each one's ``info``
-        ``move`` and ``move_errors`` entries): per move, whether it is an exploration that ran and would have
-        been scored correct had it been submitted (``score_sqls``, outside the episode), and whether the
-        episode's answer resubmits one of its ``<sql>`` explorations, failed ones included (whitespace and a
-        final semicolon aside; None when it did not answer)."""
+        ``move`` and ``move_errors`` entries), outside the episode (``score_sqls``): per move, whether it is
+        an exploration that ran and would have been scored correct had it been submitted, and whether its
+        result is a floor answer; and whether the episode's answer resubmits one of its ``<sql>``
+        explorations, failed ones included (whitespace and a final semicolon aside; None when it did not
+        answer)."""
         ran = [(position, self.parse(move)[1]) for position, (move, kind, error)
                in enumerate(zip(moves, move_kinds, move_errors)) if kind == "sql" and error is None]
-        correct = [False] * len(moves)
+        correct, floor = [False] * len(moves), [False] * len(moves)
         for (position, _), (_, info) in zip(ran, self.score_sqls(index, [q for _, q in ran]) if ran else []):
             correct[position] = bool(info["correct"])
+            floor[position] = info["error"] is None and is_floor_answer(info["prediction"])
         if not moves or move_kinds[-1] != "answer":
-            return correct, None
+            return Explorations(correct, floor, None)
         explored = {_same_query(self.parse(move)[1]) for move, kind in zip(moves, move_kinds) if kind == "sql"}
-        return correct, _same_query(self.parse(moves[-1])[1]) in explored
+        return Explorations(correct, floor, _same_query(self.parse(moves[-1])[1]) in explored)
 
     # ------------------------------------------------------------------ helpers
     def observation_for(self, index: int) -> dict[str, str]:

@@ -16,7 +16,7 @@ from gymnasium.utils.env_checker import check_env
 
 import sqlenv
 from sqlenv import AGENT_ENV_ID, ENV_ID
-from sqlenv.agent_env import TextToSQLAgentEnv
+from sqlenv.agent_env import Explorations, TextToSQLAgentEnv, kept_a_floor
 
 CITIES = [("Kraków", "Polska", 779), ("Zürich", "Schweiz", 421), ("東京", "日本", 13960),
           ("São Paulo", "Brasil", 12330), ("Reykjavík", "Ísland", 139), ("Plain", "ASCII", 1)]
@@ -191,11 +191,26 @@ def test_score_explorations_reads_an_episode_outside_it(make):
     kinds, errors = [info["move"] for info in infos], infos[-1]["move_errors"]
     assert kinds == ["sql", "sql", "malformed", "sql", "answer"] and errors[1:3] == ["syntax", "no_tag"]
     transcript = env.unwrapped._transcript()
-    assert env.unwrapped.score_explorations(2, moves, kinds, errors) == ([True, False, False, False, False], False)
+    found = env.unwrapped.score_explorations(2, moves, kinds, errors)
+    assert found == Explorations([True, False, False, False, False], [False] * 5, False)
     assert env.unwrapped._transcript() == transcript
     resubmitted = [*moves[:4], "<answer> SELECT COUNT(*)\n  FROM city; </answer>"]
-    assert env.unwrapped.score_explorations(2, resubmitted, kinds, errors)[1] is True
-    assert env.unwrapped.score_explorations(2, moves[:4], kinds[:4], errors[:4])[1] is None  # no answer
+    assert env.unwrapped.score_explorations(2, resubmitted, kinds, errors).answer_explored is True
+    assert env.unwrapped.score_explorations(2, moves[:4], kinds[:4], errors[:4]).answer_explored is None  # no answer
+    # a result that reads as a floor answer: a count over nothing, no row, NULL; a failed one is no floor
+    floors = ["<sql>SELECT COUNT(*) FROM city WHERE 0</sql>", "<sql>SELECT * FROM city WHERE 0</sql>",
+              "<sql>SELECT NULL</sql>", "<sql>SELECT nope FROM city</sql>", "<sql>SELECT 7</sql>"]
+    found = env.unwrapped.score_explorations(2, floors, ["sql"] * 5, [None, None, None, "no_such_column", None])
+    assert found.floor == [True, True, True, False, False]
+
+
+def test_kept_a_floor_needs_a_floor_explored_and_a_wrong_floor_answered():
+    wrong_zero = {"error": None, "correct": False, "prediction": "0"}
+    assert kept_a_floor([False, True], wrong_zero)
+    assert not kept_a_floor([False, False], wrong_zero)  # no floor seen
+    assert not kept_a_floor([True], dict(wrong_zero, correct=True))  # the gold is 0: keeping it is right
+    assert not kept_a_floor([True], dict(wrong_zero, prediction="3"))  # answered something else
+    assert not kept_a_floor([True], {"error": "no_answer", "correct": False, "prediction": ""})
 
 
 def test_tags_ignore_case_and_surrounding_text(make):

@@ -138,8 +138,9 @@ def test_scripted_episode_through_the_env(policy, agent_env, monkeypatch):
     assert metrics == {"eval/turns_mean": 2.0, "eval/no_answer_frac": 0.0, "eval/explore_error_frac": 0.0,
                        "eval/explore_moves_mean": 1.0, "eval/malformed_frac": 0.0,
                        "eval/policy_tokens": float(sum(a.move_tokens)), "eval/explore_found_frac": 0.0,
-                       "eval/found_then_lost_frac": 0.0, "eval/answer_explored_frac": 0.0}
-    assert (a.explore_correct, a.answer_explored) == ([False, False], False)
+                       "eval/found_then_lost_frac": 0.0, "eval/explore_floor_frac": 0.0,
+                       "eval/floor_kept_frac": 0.0, "eval/answer_explored_frac": 0.0}
+    assert (a.explore_correct, a.explore_floor, a.answer_explored) == ([False, False], [False, False], False)
     pool.close()
 
 
@@ -159,6 +160,20 @@ def test_episode_metrics_count_a_right_exploration_answered_wrong(policy, agent_
     panels = present_panels([{"step": 1, **metrics}])
     assert ("train/explore_found_frac", "train/found_then_lost_frac", "eval/found_then_lost_frac") in panels
     assert ("train/turns_mean", "eval/turns_mean") in panels
+
+
+def test_episode_metrics_count_a_floor_explored_and_kept(policy, agent_env, monkeypatch):
+    """An exploration whose filter matched nothing (a count of 0), then that count submitted: a wrong floor kept."""
+    zero = "SELECT COUNT(*) FROM Athlete WHERE name = 'Nobody'"
+    monkeypatch.setattr(policy, "sample_ids", Scripted(policy, [f"<sql>{zero}</sql>", f"<answer>{zero}</answer>"]))
+    (episode,) = run_episodes(policy, EnvPool(agent_env), [1], 1)
+    assert (episode.explore_floor, episode.info["prediction"], episode.info["correct"]) == ([True, False], "0", False)
+    metrics = episode_metrics("train", [episode])
+    assert (metrics["train/explore_floor_frac"], metrics["train/floor_kept_frac"]) == (1.0, 1.0)
+    from agents.curves import present_panels
+
+    assert ("train/explore_floor_frac", "train/floor_kept_frac", "eval/floor_kept_frac") in present_panels(
+        [{"step": 1, **metrics}])
 
 
 def test_turns_run_out_without_an_answer(policy, agent_env, monkeypatch):
@@ -409,7 +424,8 @@ def test_evaluate_max_turns_with_the_oracle(tmp_path):
                                                "answer_error_rate": 0.0, "explore_moves_mean": 0.0,
                                                "explore_error_rate": 0.0, "malformed_rate": 0.0,
                                                "explore_found_rate": 0.0, "found_then_lost_rate": 0.0,
-                                               "answer_explored_rate": 0.0}
+                                               "answer_explored_rate": 0.0, "explore_floor_rate": 0.0,
+                                               "floor_kept_rate": 0.0}
     assert all(r["turns"] == 1 and r["move_kinds"] == ["answer"] for r in result["records"])
     assert all(r["explore_correct"] == [False] and r["answer_explored"] is False for r in result["records"])
     report = (tmp_path / "oracle_generated_dev_tables_n6_t3.md").read_text()
@@ -484,6 +500,9 @@ def test_turn_metrics_by_hand():
     # a failed exploration and a malformed move are never a right answer; no answer: not counted as answered
     (["<sql>SELECT nope FROM Athlete</sql>", "no tags", "<sql>SELECT name FROM Athlete</sql>"],
      [False, False, False], None, (0, 0, 0)),
+    # a filter that matched nothing, looked at again, then its empty result submitted: a floor kept
+    (["<sql>SELECT name FROM Athlete WHERE name = 'Nobody'</sql>", "<sql>SELECT 0</sql>",
+      "<answer>SELECT name FROM Athlete WHERE name = 'Nobody'</answer>"], [False, False, False], True, (0, 0, 100)),
 ])
 def test_evaluate_episodes_scores_what_the_explorations_found(tiny_model, agent_env, monkeypatch, moves,
                                                               explore_correct, answer_explored, rates):
@@ -496,11 +515,14 @@ def test_evaluate_episodes_scores_what_the_explorations_found(tiny_model, agent_
     monkeypatch.setattr(policy.lm, "sample_ids", Scripted(policy.lm, [m.format(gold=gold) for m in moves]))
     (record,) = evaluate_episodes(policy, agent_env, indices=[index])["records"]
     assert (record["explore_correct"], record["answer_explored"]) == (explore_correct, answer_explored)
-    assert record["correct"] is (answer_explored is True)
+    floor = moves[0].endswith("'Nobody'</sql>")
+    assert record["correct"] is (answer_explored is True and not floor)
     turns = turn_metrics([record], 3)
     assert (turns["explore_found_rate"], turns["found_then_lost_rate"], turns["answer_explored_rate"]) == rates
-    assert "| Explored a right answer (%) | ... then answered wrong (%) | Answer is an exploration (%) |" \
-        in turn_table(turns)
+    assert record["explore_floor"] == [floor, floor, False][:len(moves)]
+    assert (turns["explore_floor_rate"], turns["floor_kept_rate"]) == ((100, 100) if floor else (0, 0))
+    assert "| Explored a right answer (%) | ... then answered wrong (%) | Answer is an exploration (%) " \
+        "| Explored a floor: 0, empty, None (%) | ... then answered a wrong floor (%) |" in turn_table(turns)
 
 
 def test_explorations_script_rescores_an_older_result(tiny_model, agent_env, monkeypatch, tmp_path):
@@ -518,15 +540,17 @@ def test_explorations_script_rescores_an_older_result(tiny_model, agent_env, mon
     assert [r["answer_explored"] for r in result["records"]] == [True, True]  # question 2's gold, twice
     older = json.loads(json.dumps(result))
     for record in older["records"]:
-        del record["explore_correct"], record["answer_explored"]
-    for key in ("explore_found_rate", "found_then_lost_rate", "answer_explored_rate"):
+        del record["explore_correct"], record["explore_floor"], record["answer_explored"]
+    for key in ("explore_found_rate", "found_then_lost_rate", "answer_explored_rate", "explore_floor_rate",
+                "floor_kept_rate"):
         del older["metrics"]["multi_turn"][key]
     older["config"]["split"] = "dev"
     old_json, _ = write_result(older, tmp_path / "old")
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explorations.py"), str(old_json),
                           "--out", str(tmp_path / "new")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "| 3 | 3.00 | 0.00 | 0.00 | 2.00 | 0.00 | 0.00 | 50.00 | 0.00 | 100.00 |" in out.stdout
+    assert [r["explore_floor"] for r in result["records"]] == [[False, True, False]] * 2  # SELECT 0
+    assert "| 3 | 3.00 | 0.00 | 0.00 | 2.00 | 0.00 | 0.00 | 50.00 | 0.00 | 100.00 | 100.00 | 0.00 |" in out.stdout
     rescored = json.loads((tmp_path / "new" / old_json.name).read_text())
     assert rescored["records"] == json.loads(json.dumps(result["records"]))
     assert rescored["metrics"]["multi_turn"] == result["metrics"]["multi_turn"]
