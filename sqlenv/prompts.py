@@ -211,8 +211,7 @@ AGENT_SYSTEM_PROMPT = (
     "<sql>QUERY</sql> to run a SQLite query and see its result (to check names, values or counts), or\n"
     "<answer>QUERY</answer> to submit the SQLite query that answers the question; this ends the episode.\n"
     "Use only the tables and columns in the schema. Copy names and values exactly as they appear in the "
-    "results. When a query's result already answers the question, submit that same query; when a result "
-    "is 0, NULL or empty, check the values you filtered on first."
+    "results. When a query's result already answers the question, submit that same query."
 )
 
 AGENT_RESULT_TEMPLATE = "Result:\n{result}\n\n{turns_left}"
@@ -220,56 +219,46 @@ AGENT_RESULT_TEMPLATE = "Result:\n{result}\n\n{turns_left}"
 
 @dataclass(frozen=True)
 class AgentExample:
-    """A worked multi-turn episode: the question, its explorations as (query, result) in order, the answer."""
+    """A worked multi-turn episode: the question, one exploration with its result, the answer."""
 
     question: str
-    explorations: tuple[tuple[str, str], ...]
+    explore: str
+    result: str
     answer: str
 
 
-#: What a count whose filter matched nothing shows (the first worked episode's mistaken first query).
-_ZERO_COUNT = "1 row\n| COUNT(*) |\n|----------|\n| 0        |"
-
-#: The worked episodes: the first counts with a value in the wrong column, sees 0, looks the values up and
-#: answers; the second runs its candidate answer and resubmits it.
 AGENT_EXAMPLES: dict[str, tuple[AgentExample, ...]] = {
     "flat": (
         AgentExample(
             "How many World Championships Silver Medals did Anna Berg win?",
-            (("SELECT COUNT(*) FROM Medals\n"
-              "WHERE athlete = 'Anna Berg' AND location = 'World Championships' AND medal = 'MedalSilver'",
-              _ZERO_COUNT),
-             ("SELECT DISTINCT tournament, medal FROM Medals WHERE athlete = 'Anna Berg'",
-              "3 rows\n| tournament          | medal       |\n|---------------------|-------------|\n"
-              "| World Championships | MedalSilver |\n| World Championships | MedalGold   |\n"
-              "| European Games      | MedalBronze |")),
+            "SELECT DISTINCT tournament, medal FROM Medals WHERE athlete = 'Anna Berg'",
+            "3 rows\n| tournament          | medal       |\n|---------------------|-------------|\n"
+            "| World Championships | MedalSilver |\n| World Championships | MedalGold   |\n"
+            "| European Games      | MedalBronze |",
             "SELECT COUNT(*) FROM Medals\n"
             "WHERE athlete = 'Anna Berg' AND tournament = 'World Championships' AND medal = 'MedalSilver'",
         ),
         AgentExample(
             "In which year did Anna Berg win her first Gold Medal?",
-            (("SELECT MIN(year) FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
-              "1 row\n| MIN(year) |\n|-----------|\n| 2011      |"),),
+            "SELECT MIN(year) FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
+            "1 row\n| MIN(year) |\n|-----------|\n| 2011      |",
             "SELECT MIN(year) FROM Medals WHERE athlete = 'Anna Berg' AND medal = 'MedalGold'",
         ),
     ),
     "tables": (
         AgentExample(
             "How many World Championships Silver Medals did Anna Berg win?",
-            ((f"SELECT COUNT(*)\n{_MEDAL_JOINS}\n"
-              "WHERE a.name = 'Anna Berg' AND m.location = 'World Championships' AND m.type = 'MedalSilver'",
-              _ZERO_COUNT),
-             ("SELECT DISTINCT t.name, m.type\n" + _MEDAL_JOINS + "\nWHERE a.name = 'Anna Berg'",
-              "3 rows\n| name                | type        |\n|---------------------|-------------|\n"
-              "| World Championships | MedalSilver |\n| World Championships | MedalGold   |\n"
-              "| European Games      | MedalBronze |")),
+            "SELECT DISTINCT t.name, m.type\n" + _MEDAL_JOINS + "\nWHERE a.name = 'Anna Berg'",
+            "3 rows\n| name                | type        |\n|---------------------|-------------|\n"
+            "| World Championships | MedalSilver |\n| World Championships | MedalGold   |\n"
+            "| European Games      | MedalBronze |",
             f"SELECT COUNT(*)\n{_MEDAL_JOINS}\n"
             "WHERE a.name = 'Anna Berg' AND t.name = 'World Championships' AND m.type = 'MedalSilver'",
         ),
         AgentExample(
             "In which year did Anna Berg win her first Gold Medal?",
-            ((f"SELECT MIN(m.year)\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
-              "1 row\n| MIN(m.year) |\n|-------------|\n| 2011        |"),),
+            f"SELECT MIN(m.year)\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
+            "1 row\n| MIN(m.year) |\n|-------------|\n| 2011        |",
             f"SELECT MIN(m.year)\n{_MEDAL_JOINS}\nWHERE a.name = 'Anna Berg' AND m.type = 'MedalGold'",
         ),
     ),
@@ -290,8 +279,7 @@ def agent_result_message(result: str, turns_left: int) -> str:
 
 def build_agent_messages(observation: dict, max_turns: int, few_shot: int = 2) -> list[dict[str, str]]:
     """Chat messages that start a multi-turn episode: the system prompt with the database, ``few_shot``
-    worked episodes (explore, see each result, answer; with fewer turns, an episode's last explorations),
-    then the question. Ends with the user's question."""
+    worked episodes (explore, see the result, answer), then the question. Ends with the user's question."""
     if max_turns < 2:
         raise ValueError(f"max_turns must be >= 2 for a multi-turn prompt, got {max_turns}")
     if few_shot < 0:
@@ -300,12 +288,12 @@ def build_agent_messages(observation: dict, max_turns: int, few_shot: int = 2) -
     messages = [{"role": "system", "content": system}]
     kind = detect_schema(observation["schema"])
     for example in (AGENT_EXAMPLES[kind][:few_shot] if kind else ()):
-        messages.append(_question(example.question))
-        explorations = example.explorations[-(max_turns - 1):]  # an episode that fits: its last explorations
-        for turn, (query, result) in enumerate(explorations, start=1):
-            messages += [{"role": "assistant", "content": f"<sql>{query}</sql>"},
-                         {"role": "user", "content": agent_result_message(result, max_turns - turn)}]
-        messages.append({"role": "assistant", "content": f"<answer>{example.answer}</answer>"})
+        messages += [
+            _question(example.question),
+            {"role": "assistant", "content": f"<sql>{example.explore}</sql>"},
+            {"role": "user", "content": agent_result_message(example.result, max_turns - 1)},
+            {"role": "assistant", "content": f"<answer>{example.answer}</answer>"},
+        ]
     messages.append(_question(observation["question"]))
     return messages
 

@@ -77,19 +77,14 @@ def test_move_finished_and_move_result(agent_env):
 def test_agent_prompt_explains_both_tags_with_a_worked_episode(agent_env):
     obs, _ = agent_env.reset(options={"index": 0})
     messages = prompts.build_agent_messages(obs, max_turns=3, few_shot=1)
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user",
-                                             "assistant", "user"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     system = messages[0]["content"]
     assert "in up to 3 turns" in system and "<sql>QUERY</sql>" in system and "<answer>QUERY</answer>" in system
     assert obs["schema"].strip() in system
     example = prompts.AGENT_EXAMPLES["tables"][0]
-    (mistaken, zero), (lookup, values) = example.explorations
-    assert messages[2]["content"] == f"<sql>{mistaken}</sql>"
-    assert move_result(agent_env.step(messages[2]["content"])[4]) == zero  # the env renders it so (no Anna Berg)
-    assert messages[3]["content"] == f"Result:\n{zero}\n\n2 turns left."
-    assert messages[4]["content"] == f"<sql>{lookup}</sql>"
-    assert messages[5]["content"] == f"Result:\n{values}\n\nThis is your last turn: submit <answer>QUERY</answer> now."
-    assert messages[6]["content"] == f"<answer>{example.answer}</answer>"
+    assert messages[2]["content"] == f"<sql>{example.explore}</sql>"
+    assert messages[3]["content"] == f"Result:\n{example.result}\n\n2 turns left."
+    assert messages[4]["content"] == f"<answer>{example.answer}</answer>"
     assert messages[-1]["content"] == f"Question: {obs['question'].strip()}"
     last = prompts.agent_result_message("0 rows", 1)
     assert last.endswith("This is your last turn: submit <answer>QUERY</answer> now.")

@@ -133,38 +133,16 @@ def test_worked_examples_run_and_give_the_right_answer(connect, examples):
 
 @pytest.mark.parametrize("connect, schema", [(tables_db, "tables"), (flat_db, "flat")], ids=["tables", "flat"])
 def test_worked_agent_episodes_run_and_answer_right(connect, schema):
-    """Each worked multi-turn episode's explorations run and show the columns their result tables name, its
-    answer gives the right rows. The first counts with a value in the wrong column (0, as shown), looks the
-    values up and answers; the second runs its candidate answer and resubmits it."""
+    """Each worked multi-turn episode's exploration runs and shows the columns its result table names, its
+    answer gives the right rows; one looks values up first, the other runs its candidate and resubmits it."""
     db = connect()
     examples = prompts.AGENT_EXAMPLES[schema]
     for example in examples:
-        for query, result in example.explorations:
-            cursor = db.execute(query)
-            header = result.splitlines()[1]
-            assert [c.strip() for c in header.strip("|").split("|")] == [d[0] for d in cursor.description]
+        cursor = db.execute(example.explore)
+        header = example.result.splitlines()[1]
+        assert [c.strip() for c in header.strip("|").split("|")] == [d[0] for d in cursor.description]
         assert sorted(db.execute(example.answer).fetchall()) == EXPECTED[example.question], example.question
-    mistaken, result = examples[0].explorations[0]
-    assert db.execute(mistaken).fetchall() == [(0,)] and result.endswith("| 0        |")
-    assert [len(e.explorations) for e in examples] == [2, 1]
-    assert [e.explorations[-1][0] == e.answer for e in examples] == [False, True]
-
-
-def test_worked_agent_episodes_keep_their_last_explorations_when_turns_are_few():
-    """With 2 turns an episode holds one exploration: the first worked episode keeps its look-up, not its
-    mistaken count; each result message counts the turns left as the env does."""
-    obs = observation(FLAT_SCHEMA)
-    first = prompts.AGENT_EXAMPLES["flat"][0]
-    three = prompts.build_agent_messages(obs, max_turns=3, few_shot=1)
-    assert [m["content"] for m in three[2:6]] == [
-        f"<sql>{first.explorations[0][0]}</sql>", f"Result:\n{first.explorations[0][1]}\n\n2 turns left.",
-        f"<sql>{first.explorations[1][0]}</sql>",
-        f"Result:\n{first.explorations[1][1]}\n\nThis is your last turn: submit <answer>QUERY</answer> now."]
-    two = prompts.build_agent_messages(obs, max_turns=2, few_shot=1)
-    assert [m["content"] for m in two[2:5]] == [
-        f"<sql>{first.explorations[1][0]}</sql>",
-        f"Result:\n{first.explorations[1][1]}\n\nThis is your last turn: submit <answer>QUERY</answer> now.",
-        f"<answer>{first.answer}</answer>"]
+    assert [e.explore == e.answer for e in examples] == [False, True]
 
 
 def test_render_plain_ends_with_an_assistant_cue():
