@@ -11,7 +11,12 @@ episode is played through ``TextToSQLAgentEnv`` (``TextToSQLAgent-v0``) on a gen
 2. A seeded draw picks how many explorations come first (0, 1 or 2, at most ``max_turns - 1`` and at most
    the candidates that ran) and which, the gold query itself being one more candidate: drawn, it is run
    last, so the episode checks its answer and resubmits it (as the prompt's second worked episode does);
-   the answer ``<answer>GOLD</answer>`` ends the episode.
+   the answer ``<answer>GOLD</answer>`` ends the episode. With ``recovery`` > 0 (and ``max_turns`` >= 3),
+   that share of the questions instead gets a recovery episode where one can be built
+   (:func:`recovery_candidates`): the gold with one text literal mistaken (``'MedalGold'`` written
+   ``'Gold'``, a plural dropped or added), whose result is a floor (0, empty, NULL), then the distinct
+   values of that column, then the gold answer: an empty result is looked into, not submitted. The
+   mistaken move is kept out of the loss (the policy learns the look-up and the answer, not the mistake).
 3. The moves are played through a fresh episode of the env, and the episode is laid out exactly as
    ``agents.multiturn.run_episodes`` lays out a sampled one: the prompt ``policy.agent_prompt``, each move
    tokenised on its own (``<sql>QUERY</sql>``, as the prompt's worked episodes write it), then the env's
@@ -34,7 +39,8 @@ from sqlglot import exp
 
 from agents.multiturn import Episode, move_result
 
-__all__ = ["exploration_candidates", "play_episode", "build_episodes", "MAX_EXPLORATIONS"]
+__all__ = ["exploration_candidates", "recovery_candidates", "mistaken_literal", "play_episode", "build_episodes",
+           "MAX_EXPLORATIONS"]
 
 #: Explorations before the answer are drawn from 0..MAX_EXPLORATIONS (and at most max_turns - 1).
 MAX_EXPLORATIONS = 2
@@ -94,19 +100,52 @@ def exploration_candidates(gold_sql: str) -> list[str]:
     return out
 
 
-def play_episode(policy, env, index: int, moves: Sequence[str]) -> tuple[Episode, dict[str, Any]]:
+def mistaken_literal(value: str) -> str:
+    """A plausible wrong guess at a text value: ``MedalGold`` -> ``Gold``, else the last word's plural
+    dropped or added (``World Championships`` -> ``World Championship``, ``Team`` -> ``Teams``)."""
+    if value.startswith("Medal") and len(value) > len("Medal"):
+        return value[len("Medal"):]
+    return value[:-1] if value.endswith("s") else value + "s"
+
+
+def recovery_candidates(gold_sql: str) -> list[tuple[str, str]]:
+    """(mistaken query, look-up query) pairs for a recovery episode: the gold with one text literal it
+    compares a column with replaced by :func:`mistaken_literal` (the literal must occur once in the gold),
+    and ``SELECT DISTINCT column FROM table``, the values of that column (none run yet)."""
+    try:
+        tree = sqlglot.parse_one(gold_sql, read="sqlite")
+    except sqlglot.errors.ParseError:
+        return []
+    tables, aliases = _tables(tree)
+    out: list[tuple[str, str]] = []
+    for eq in tree.find_all(exp.EQ):
+        column, literal = eq.left, eq.right
+        if not (isinstance(column, exp.Column) and isinstance(literal, exp.Literal) and literal.is_string):
+            continue
+        value = literal.this
+        quoted = "'" + value.replace("'", "''") + "'"
+        table = aliases.get(column.table) if column.table else (tables[0] if len(tables) == 1 else None)
+        if not table or gold_sql.count(quoted) != 1:
+            continue
+        wrong = "'" + mistaken_literal(value).replace("'", "''") + "'"
+        out.append((gold_sql.replace(quoted, wrong), f"SELECT DISTINCT {column.name} FROM {table}"))
+    return out
+
+
+def play_episode(policy, env, index: int, moves: Sequence[str], unlearned: Sequence[int] = ()
+                 ) -> tuple[Episode, dict[str, Any]]:
     """Play ``moves`` on question ``index`` of ``env`` (a ``TextToSQLAgentEnv``) and lay the episode out as
-    ``agents.multiturn.run_episodes`` does: moves (``loss_mask`` 1) and the env's answers (0). Returns the
-    episode and the last step's ``info``."""
+    ``agents.multiturn.run_episodes`` does: moves (``loss_mask`` 1, 0 for the moves at positions
+    ``unlearned``) and the env's answers (0). Returns the episode and the last step's ``info``."""
     obs, _ = env.reset(options={"index": int(index)})
     prompt_ids = policy.encode(policy.agent_prompt(obs, env.max_turns))
     ids, mask, texts = [], [], []
     episode = Episode(0, prompt_ids, prompt_ids[:0], prompt_ids[:0].float(), prompt_ids[:0].float())
     info: dict[str, Any] = {}
-    for move in moves:
+    for position, move in enumerate(moves):
         move_ids = policy.encode(move)
         ids.append(move_ids)
-        mask.append(torch.ones(len(move_ids)))
+        mask.append(torch.full((len(move_ids),), 0.0 if position in unlearned else 1.0))
         texts.append(move)
         _, reward, terminated, truncated, info = env.step(move)
         if episode.record(move, len(move_ids), reward, terminated or truncated, info):
@@ -134,39 +173,62 @@ def _working(policy, env, index: int, candidates: Sequence[str]) -> list[str]:
     return works
 
 
-def build_episodes(indices: Sequence[int], policy, env, *, seed: int, max_move_tokens: int
+def _recovery(env, index: int, gold: str, rng: random.Random) -> list[str] | None:
+    """A drawn recovery pair for question ``index`` whose mistaken query runs and comes back a floor and whose
+    look-up runs; None when the question has none."""
+    pairs = recovery_candidates(gold)
+    rng.shuffle(pairs)
+    for mistaken, lookup in pairs:
+        moves = [f"<sql>{mistaken}</sql>", f"<sql>{lookup}</sql>"]
+        found = env.score_explorations(index, moves, ["sql", "sql"], [None, None])
+        env.reset(options={"index": int(index)})
+        errors = [env.step(move)[4]["move_errors"][-1] for move in moves]
+        if found.floor[0] and errors == [None, None]:
+            return [mistaken, lookup]
+    return None
+
+
+def build_episodes(indices: Sequence[int], policy, env, *, seed: int, max_move_tokens: int, recovery: float = 0.0
                    ) -> tuple[list[dict], dict[str, int]]:
     """Warm-up items of the questions ``indices``: ``prompt``, ``prompt_ids``, ``target_ids`` (the episode's
-    completion: moves and env text), ``loss_mask``, ``episode`` and ``explorations``; and counts:
+    completion: moves and env text), ``loss_mask``, ``episode``, ``explorations`` and ``recovery``; and counts:
     "skipped_too_long" (a move over ``max_move_tokens`` tokens), "skipped_not_correct" (the gold answer
     did not score as correct), "explorations_N" (episodes with N explorations), "explore_failed"
-    (candidate explorations dropped because they failed)."""
+    (candidate explorations dropped because they failed), "recoveries" (recovery episodes, drawn for a
+    ``recovery`` share of the questions when ``max_turns`` >= 3; a question without one gets a plain episode)."""
     rng = random.Random(seed)
     most = min(MAX_EXPLORATIONS, env.max_turns - 1)
     counts = {"skipped_not_select": 0, "skipped_too_long": 0, "skipped_not_correct": 0, "explore_failed": 0,
-              **{f"explorations_{n}": 0 for n in range(most + 1)}}
+              "recoveries": 0, **{f"explorations_{n}": 0 for n in range(most + 1)}}
     items = []
     for index in indices:
         gold = env.example(index).gold_sql.strip().rstrip(";").rstrip()
-        wanted = rng.randint(0, most)
-        candidates = exploration_candidates(gold) if wanted else []
-        if wanted and gold not in candidates:
-            candidates.append(gold)
-        works = _working(policy, env, index, candidates)
-        counts["explore_failed"] += len(candidates) - len(works)
-        chosen = rng.sample(works, min(wanted, len(works)))
-        chosen.sort(key=lambda query: query == gold)  # the answer, run as a check, comes right before it
+        recovered = None
+        if recovery > 0 and most >= 2 and rng.random() < recovery:  # no draw at all when recovery is 0
+            recovered = _recovery(env, index, gold, rng)
+        if recovered:
+            chosen = recovered
+        else:
+            wanted = rng.randint(0, most)
+            candidates = exploration_candidates(gold) if wanted else []
+            if wanted and gold not in candidates:
+                candidates.append(gold)
+            works = _working(policy, env, index, candidates)
+            counts["explore_failed"] += len(candidates) - len(works)
+            chosen = rng.sample(works, min(wanted, len(works)))
+            chosen.sort(key=lambda query: query == gold)  # the answer, run as a check, comes right before it
         moves = [f"<sql>{query}</sql>" for query in chosen] + [f"<answer>{gold}</answer>"]
         if any(len(policy.encode(move)) > max_move_tokens for move in moves):
             counts["skipped_too_long"] += 1
             continue
-        episode, info = play_episode(policy, env, index, moves)
+        episode, info = play_episode(policy, env, index, moves, unlearned=(0,) if recovered else ())
         if not info.get("correct"):
             counts["skipped_not_correct"] += 1
             continue
         counts[f"explorations_{len(chosen)}"] += 1
+        counts["recoveries"] += bool(recovered)
         prompt = policy.agent_prompt(env.observation_for(index), env.max_turns)
         items.append({"index": index, "prompt": prompt, "prompt_ids": episode.prompt_ids,
                       "target_ids": episode.completion_ids, "loss_mask": episode.loss_mask,
-                      "episode": episode, "explorations": len(chosen)})
+                      "episode": episode, "explorations": len(chosen), "recovery": bool(recovered)})
     return items, counts

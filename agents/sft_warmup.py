@@ -86,6 +86,9 @@ class Config:
     max_turns: int = 1
     """1: the single-step warm-up (prefilled SELECT); N > 1: multi-turn episodes of up to N moves on
     TextToSQLAgent-v0 (0-2 explorations from the gold SQL, then the gold answer); use grpo_train's value."""
+    recovery: float = 0.0
+    """With --max-turns >= 3: the share of questions whose episode recovers from a mistake (the gold with one
+    text value guessed wrong, its 0 or empty result, the column's distinct values, then the gold answer)."""
     max_completion_length: int = 64
     """Completion length saved with the adapter (policy_config.json), what benchmarks/evaluate.py then
     samples with; use grpo_train's --max-completion-length."""
@@ -112,6 +115,10 @@ class Config:
                 bad(name, getattr(self, name), "must be >= 0")
         if self.threads is not None and self.threads < 1:
             bad("threads", self.threads, "must be >= 1 (or none)")
+        if not 0 <= self.recovery <= 1:
+            bad("recovery", self.recovery, "must be between 0 and 1")
+        if self.recovery and self.max_turns < 3:
+            bad("recovery", self.recovery, "needs --max-turns >= 3 (a mistake, a look-up, the answer)")
         if self.update_dtype not in (None, "auto", "bfloat16", "float16"):
             bad("update_dtype", self.update_dtype, "must be auto, bfloat16, float16 or none")
 
@@ -185,7 +192,7 @@ def build_examples(cfg: Config, policy, env=None) -> tuple[list[dict], dict[str,
             raise ValueError(f"max_turns={cfg.max_turns} needs a TextToSQLAgentEnv with max_turns={cfg.max_turns}, "
                              f"got {type(env).__name__} with max_turns={getattr(env, 'max_turns', None)}")
         return build_episodes(indices[:cfg.examples], policy, env, seed=cfg.seed,
-                              max_move_tokens=cfg.max_target_tokens)
+                              max_move_tokens=cfg.max_target_tokens, recovery=cfg.recovery)
     items, counts = [], {"skipped_not_select": 0, "skipped_too_long": 0}
     for index in indices[:cfg.examples]:
         obs, _ = env.reset(options={"index": index})

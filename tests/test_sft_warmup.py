@@ -391,3 +391,52 @@ def test_max_turns_needs_a_matching_agent_env(tokenizer, env, tmp_path):
         sft_warmup.build_examples(config(tmp_path, max_turns=3), make_policy(tokenizer), env)
     with pytest.raises(SystemExit):
         sft_warmup.parse_config(["--max-turns", "0"])
+
+
+def test_recovery_candidates_mistake_one_text_value_and_look_its_column_up():
+    gold = "SELECT COUNT(*)\nFROM Medals\nWHERE athlete = 'Anna Berg' AND medal = 'MedalSilver' AND year = 2006"
+    assert agent_warmup.recovery_candidates(gold) == [
+        (gold.replace("'Anna Berg'", "'Anna Bergs'"), "SELECT DISTINCT athlete FROM Medals"),
+        (gold.replace("'MedalSilver'", "'Silver'"), "SELECT DISTINCT medal FROM Medals")]
+    joined = ("SELECT COUNT(*)\nFROM Medal m\nJOIN Format f ON f.format_id = m.format_id\n"
+              "JOIN Tournament t ON t.tournament_id = f.tournament_id\nWHERE t.name = 'World Championships'")
+    assert agent_warmup.recovery_candidates(joined) == [
+        (joined.replace("Championships'", "Championship'"), "SELECT DISTINCT name FROM Tournament")]
+    assert [agent_warmup.mistaken_literal(v) for v in ("MedalGold", "Team", "Medal")] == ["Gold", "Teams", "Medals"]
+    assert agent_warmup.recovery_candidates("SELECT (") == []
+
+
+@pytest.fixture(scope="module")
+def recovery_episodes(tokenizer, agent_env, tmp_path_factory):
+    policy = make_policy(tokenizer)
+    cfg = config(tmp_path_factory.mktemp("rec"), examples=24, max_turns=3, recovery=1.0)
+    items, counts = sft_warmup.build_examples(cfg, policy, agent_env)
+    return policy, items, counts
+
+
+def test_recovery_episodes_see_a_floor_look_the_values_up_and_answer_right(recovery_episodes, agent_env):
+    """Played through the env: the mistaken query comes back 0 or empty, the look-up lists the column's values
+    (the gold's literal among them), the gold answer scores, and the mistake is out of the loss."""
+    policy, items, counts = recovery_episodes
+    recovered = [item for item in items if item["recovery"]]
+    assert counts["recoveries"] == len(recovered) > len(items) // 2
+    for item in recovered:
+        episode = item["episode"]
+        found = agent_env.score_explorations(item["index"], episode.moves, episode.move_kinds, episode.move_errors)
+        assert found.floor[0] and not found.floor[1] and episode.info["correct"]
+        assert episode.move_errors == [None, None, None] and episode.move_kinds == ["sql", "sql", "answer"]
+        mistaken, lookup = (move[len("<sql>"):-len("</sql>")] for move in episode.moves[:2])
+        assert lookup.startswith("SELECT DISTINCT ") and mistaken != episode.sql
+        (start, end, value), *rest = runs(item["loss_mask"])
+        assert (start, value) == (0, 0) and end >= len(policy.encode(episode.moves[0]))  # the mistake: no loss
+        assert [value for _, _, value in rest] == [1, 0, 1]  # the look-up, the env's reply, the answer
+    assert sum(counts[f"explorations_{n}"] for n in range(3)) == len(items)
+
+
+def test_recovery_is_off_by_default_and_needs_three_turns(episodes):
+    _, items, counts = episodes
+    assert counts["recoveries"] == 0 and not any(item["recovery"] for item in items)
+    with pytest.raises(SystemExit):
+        sft_warmup.parse_config(["--max-turns", "2", "--recovery", "0.5"])
+    with pytest.raises(SystemExit):
+        sft_warmup.parse_config(["--max-turns", "3", "--recovery", "1.5"])
