@@ -173,18 +173,16 @@ def _working(policy, env, index: int, candidates: Sequence[str]) -> list[str]:
     return works
 
 
-def _recovery(env, index: int, gold: str, rng: random.Random) -> list[str] | None:
-    """A drawn recovery pair for question ``index`` whose mistaken query runs and comes back a floor and whose
-    look-up runs; None when the question has none."""
+def _recovery(policy, env, index: int, gold: str, rng: random.Random) -> list[str] | None:
+    """A drawn recovery pair for question ``index`` whose two explorations run and whose mistaken query comes
+    back a floor; None when the question has none."""
     pairs = recovery_candidates(gold)
     rng.shuffle(pairs)
-    for mistaken, lookup in pairs:
-        moves = [f"<sql>{mistaken}</sql>", f"<sql>{lookup}</sql>"]
-        found = env.score_explorations(index, moves, ["sql", "sql"], [None, None])
-        env.reset(options={"index": int(index)})
-        errors = [env.step(move)[4]["move_errors"][-1] for move in moves]
-        if found.floor[0] and errors == [None, None]:
-            return [mistaken, lookup]
+    for pair in pairs:
+        moves = [f"<sql>{query}</sql>" for query in pair]
+        if _working(policy, env, index, pair) == list(pair) \
+                and env.score_explorations(index, moves, ["sql", "sql"], [None, None]).floor[0]:
+            return list(pair)
     return None
 
 
@@ -205,7 +203,7 @@ def build_episodes(indices: Sequence[int], policy, env, *, seed: int, max_move_t
         gold = env.example(index).gold_sql.strip().rstrip(";").rstrip()
         recovered = None
         if recovery > 0 and most >= 2 and rng.random() < recovery:  # no draw at all when recovery is 0
-            recovered = _recovery(env, index, gold, rng)
+            recovered = _recovery(policy, env, index, gold, rng)
         if recovered:
             chosen = recovered
         else:
