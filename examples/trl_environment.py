@@ -4,6 +4,8 @@
     python examples/trl_environment.py                                 # built-in benchmark, SmolLM2, CPU
     python examples/trl_environment.py --single-step                   # submit_answer only (TextToSQL-v0)
     python examples/trl_environment.py --dataset spider --data-dir ~/data/spider --model qwen2.5-coder-0.5b
+    python agents/tool_warmup.py --output-dir runs/tool_warmup && \
+        python examples/trl_environment.py --warmup-adapter runs/tool_warmup/adapter   # calls tools from step 1
 
 What sqlenv provides: the environment TRL instantiates once per rollout
 (``SQLEnvironmentFactory``: ``reset`` pins the row's question and returns its schema, sample rows
@@ -22,7 +24,8 @@ or bare one-line JSON call naming one of the tools (``accept_json_tool_calls``, 
 SmolLM2's own chat template cannot show tools, so
 ``ensure_tool_chat_template`` swaps in a ChatML tool template (see docs/integrations.md). The tiny
 defaults (1 step, 2 questions x 2 completions, 64 new tokens) run on a laptop CPU; raise them for
-real training on a GPU.
+real training on a GPU. ``--warmup-adapter`` starts from ``agents/tool_warmup.py``'s adapter (supervised
+tool-call episodes), so the model calls the tools in TRL's format from the first step.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class Args:
     """Only the submit_answer tool (TextToSQL-v0) instead of run_sql + submit_answer (TextToSQLAgent-v0)."""
     max_turns: int = 5
     """Moves per episode, the answer included (multi-turn only)."""
+    schema: str = "tables"
+    """How the prompt shows the database: "tables" (the five tables) or "flat" (one joined view, as our trainer)."""
+    column_values: int = 0
+    """Distinct values listed per text column in the prompt (0: none)."""
     model: str = "smollm2-135m"
     """A local model folder or an agents.models name:"""
     reward: str = "binary"
@@ -60,6 +67,8 @@ class Args:
     """Each query's budget in SQLite VM instructions (the env's; same rewards on every machine)."""
     lora_r: int = 16
     """LoRA rank (0: train every weight)."""
+    warmup_adapter: str | None = None
+    """Start from this LoRA adapter (agents/tool_warmup.py's adapter/, trained further) instead of a fresh one."""
     max_steps: int = 1
     """Optimizer steps."""
     num_generations: int = 2
@@ -94,8 +103,23 @@ def build_parser():
 
 
 def parse_args(argv=None) -> Args:
-    """``Args`` from the command line (unset flags keep the field defaults)."""
-    return Args(**vars(build_parser().parse_args(argv)))
+    """``Args`` from the command line (unset flags keep the field defaults); a warm-up adapter whose episodes
+    were played with other env settings than this run's is refused (its config.json says which)."""
+    parser = build_parser()
+    args = Args(**vars(parser.parse_args(argv)))
+    if args.warmup_adapter:
+        config = Path(args.warmup_adapter).parent / "config.json"
+        if not (Path(args.warmup_adapter) / "adapter_config.json").is_file():
+            parser.error(f"--warmup-adapter {args.warmup_adapter}: no adapter_config.json there "
+                         "(pass the adapter/ folder agents/tool_warmup.py wrote)")
+        if config.is_file():
+            warmup = json.loads(config.read_text())
+            for name in ("model", "schema", "column_values", "max_turns"):
+                if name in warmup and warmup[name] != getattr(args, name):
+                    parser.error(f"--warmup-adapter was trained with {name}={warmup[name]!r} ({config}), "
+                                 f"this run has {name}={getattr(args, name)!r}: pass --{name.replace('_', '-')} "
+                                 f"{warmup[name]}")
+    return args
 
 
 def main(args: Args) -> dict:
@@ -118,7 +142,8 @@ def main(args: Args) -> dict:
     print(getattr(dataset, "summary", dataset))
     turns = {} if args.single_step else {"max_turns": args.max_turns}
     factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
-                                    max_instructions=args.max_instructions, **turns)
+                                    max_instructions=args.max_instructions, schema=args.schema,
+                                    column_values=args.column_values, **turns)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     rollout_log = Path(args.output_dir) / "rollouts.jsonl"
     rollout_log.unlink(missing_ok=True)
@@ -130,11 +155,14 @@ def main(args: Args) -> dict:
     if not args.strict_tool_calls:  # before GRPOTrainer, which then keeps this response_template
         accept_json_tool_calls(tokenizer, ["submit_answer"] if args.single_step else ["run_sql", "submit_answer"])
     peft_config = None
-    if args.lora_r > 0:
-        from peft import LoraConfig
+    if args.warmup_adapter:
+        from peft import PeftModel
 
-        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
-                                 task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        model = PeftModel.from_pretrained(model, args.warmup_adapter, is_trainable=True)
+    elif args.lora_r > 0:
+        from agents.tool_warmup import lora_config
+
+        peft_config = lora_config(args.lora_r)
     cuda = torch.cuda.is_available()
     config = GRPOConfig(
         output_dir=args.output_dir,

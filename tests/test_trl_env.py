@@ -22,6 +22,7 @@ from sqlenv.integrations.trl_env import (
     TextToSQLAgentTools,
     TextToSQLTools,
     to_trl_env_dataset,
+    tool_transcript,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,6 +311,76 @@ def test_tool_chat_template_for_smollm2(smollm2_tokenizer, cities):
         for attribute in ("response_template", "response_schema"):
             if getattr(tokenizer, attribute, None) is not None:
                 setattr(tokenizer, attribute, None)
+
+
+# ---------------------------------------------------------------------- episodes as TRL writes them
+def test_tool_transcript_is_the_rollout_trl_would_build(cities):
+    factory = SQLEnvironmentFactory(**cities, max_turns=3)
+    env = factory()
+    row = factory.train_dataset(indices=[0])[0]
+    messages = tool_transcript(row, env, [("run_sql", "SELECT nope FROM city"),
+                                          ("submit_answer", "```sql\nSELECT COUNT(*) FROM city;\n```")])
+    call = [{"type": "function", "function": {"name": "run_sql", "arguments": {"query": "SELECT nope FROM city"}}}]
+    answer = [{"type": "function", "function": {"name": "submit_answer", "arguments": {
+        "query": "```sql\nSELECT COUNT(*) FROM city;\n```"}}}]
+    assert messages == [
+        {"role": "system", "content": AGENT_SYSTEM_PROMPT},
+        {"role": "user", "content": USER_TURN},
+        {"role": "assistant", "content": "", "tool_calls": call},
+        {"role": "tool", "name": "run_sql",
+         "content": "Turn 1/3 <sql>SELECT nope FROM city</sql>\nError (no_such_column): no such column: nope"},
+        {"role": "assistant", "content": "", "tool_calls": answer},
+        {"role": "tool", "name": "submit_answer",
+         "content": "Turn 2/3 <answer>SELECT COUNT(*) FROM city</answer>\nAnswer submitted."},
+        {"role": "assistant", "content": ""},
+    ]
+    assert env.info["correct"] and (env.done, env.reward, env.sql_calls) == (True, 1.0, 1)
+    with pytest.raises(ValueError, match="'run_sql' is not one of \\['submit_answer'\\]"):
+        tool_transcript(row, SQLEnvironmentFactory(**cities, multi_turn=False)(), [("run_sql", "SELECT 1")])
+
+
+def test_transcript_renders_calls_trl_parses_and_trains_only_the_replies(chatml_tokenizers, cities):
+    """Rendered by the tool template, each assistant turn of a transcript is what TRL's parser reads back as
+    that call, and the training template's assistant mask (SFTTrainer's assistant_only_loss) is exactly those
+    turns: the calls and the final stop, never the prompt or a tool result."""
+    from trl.chat_template_utils import get_training_chat_template, parse_response
+
+    from sqlenv.integrations.trl_env import environment_tools
+
+    tokenizer = chatml_tokenizers["strict"]  # SmolLM2's, with the tool template, as GRPOTrainer leaves it
+    factory = SQLEnvironmentFactory(**cities, max_turns=3)
+    env = factory()
+    row = factory.train_dataset(indices=[1])[0]
+    queries = [("run_sql", "SELECT DISTINCT country FROM city"),
+               ("submit_answer", "SELECT name FROM city WHERE population > 400")]
+    messages = tool_transcript(row, env, queries)
+    tools = environment_tools(env)
+    for turn, (name, query) in zip((2, 4), queries):
+        prefix = tokenizer.apply_chat_template(messages[:turn], tools=tools, add_generation_prompt=True,
+                                               tokenize=True, return_dict=False)
+        whole = tokenizer.apply_chat_template(messages[:turn + 1], tools=tools, tokenize=True, return_dict=False)
+        assert whole[:len(prefix)] == prefix
+        parsed = parse_response(tokenizer, whole[len(prefix):], prefix=prefix, tools=tools)
+        assert calls(parsed) == [(name, {"query": query})]
+    rendered = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True,
+                                             chat_template=get_training_chat_template(tokenizer))
+    spans, span = [], []
+    for token, learned in zip(rendered["input_ids"], rendered["assistant_masks"]):
+        if learned:
+            span.append(token)
+        elif span:
+            spans.append(tokenizer.decode(span))
+            span = []
+    spans.append(tokenizer.decode(span)) if span else None
+    assert spans == [
+        '\n<tool_call>\n{"name": "run_sql", "arguments": {"query": "SELECT DISTINCT country FROM city"}}\n'
+        "</tool_call><|im_end|>\n",
+        '\n<tool_call>\n{"name": "submit_answer", "arguments": {"query": "SELECT name FROM city WHERE population '
+        '> 400"}}\n</tool_call><|im_end|>\n',
+        "\n<|im_end|>\n",
+    ]
+    assert env.info["correct"]
 
 
 # ---------------------------------------------------------------------- one GRPO step with TRL

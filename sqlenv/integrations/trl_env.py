@@ -65,8 +65,11 @@ __all__ = [
     "TextToSQLTools",
     "accept_json_tool_calls",
     "ensure_tool_chat_template",
+    "environment_tools",
+    "first_turn_messages",
     "json_tool_call_template",
     "to_trl_env_dataset",
+    "tool_transcript",
 ]
 
 #: What ``submit_answer`` returns in single-step mode (the agent env's own text for its answer move).
@@ -371,6 +374,43 @@ def _rollout_info(env: _SQLTools) -> dict[str, Any]:
 
 def _tool_names(env: _SQLTools) -> tuple[str, ...]:
     return ("run_sql", "submit_answer") if isinstance(env, TextToSQLAgentTools) else ("submit_answer",)
+
+
+# ---------------------------------------------------------------------- episodes as TRL sees them
+def environment_tools(environment: _SQLTools) -> list:
+    """The tools TRL exposes for an environment instance: its public methods but ``reset`` and ``get_reward``
+    (``GRPOTrainer.__init__``, trl 1.16), bound to ``environment``."""
+    import inspect
+
+    return [getattr(environment, name) for name, _ in inspect.getmembers(type(environment), inspect.isfunction)
+            if name not in ("reset", "get_reward") and not name.startswith("_")]
+
+
+def first_turn_messages(row: dict, environment: _SQLTools) -> list[dict]:
+    """The row's ``prompt`` with ``reset(**row)``'s text appended to its last (user) turn, as TRL builds a
+    rollout's first turn; the episode of ``environment`` is started."""
+    observation = environment.reset(**row)
+    prompt = list(row["prompt"])
+    return prompt[:-1] + [{**prompt[-1], "content": prompt[-1]["content"] + observation}]
+
+
+def tool_transcript(row: dict, environment: _SQLTools, calls: Sequence[tuple[str, str]]) -> list[dict]:
+    """A whole episode as the chat messages of a TRL rollout: the first turn (:func:`first_turn_messages`),
+    then for each ``(tool, query)`` of ``calls`` an assistant turn calling that tool of ``environment`` and the
+    tool's result as TRL appends it (``{"role": "tool", "name": tool, "content": result}``), then an empty
+    assistant turn (the model stops once the episode has ended). ``environment.info`` holds the scored answer's
+    info afterwards. A tool name ``environment`` does not have raises ``ValueError``."""
+    names = {tool.__name__ for tool in environment_tools(environment)}
+    messages = first_turn_messages(row, environment)
+    for name, query in calls:
+        if name not in names:
+            raise ValueError(f"tool {name!r} is not one of {sorted(names)}")
+        result = getattr(environment, name)(query)
+        call = {"type": "function", "function": {"name": name, "arguments": {"query": query}}}
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        messages.append({"role": "tool", "name": name, "content": str(result)})
+    messages.append({"role": "assistant", "content": ""})
+    return messages
 
 
 # ---------------------------------------------------------------------- the model's chat template
