@@ -73,8 +73,8 @@ class Config:
     """LoRA rank (alpha is twice the rank, as in examples/trl_environment.py)."""
     max_length: int = 4096
     """Tokens per episode (prompt, tool schemas and results included); longer episodes are skipped."""
-    threads: int = 1
-    """torch threads on the CPU (0: torch's default)."""
+    threads: int | None = 1
+    """Torch CPU threads (none = torch's choice)."""
     seed: int = 0
     """Which questions and explorations are drawn, and the training order."""
     output_dir: str = "runs/tool_warmup"
@@ -91,9 +91,10 @@ class Config:
         for name in ("epochs", "batch_size", "lora_r", "max_length"):
             if getattr(self, name) < 1:
                 bad(name, getattr(self, name), "must be at least 1")
-        if self.column_values < 0 or self.threads < 0:
-            bad("column_values" if self.column_values < 0 else "threads",
-                min(self.column_values, self.threads), "must be 0 or more")
+        if self.column_values < 0:
+            bad("column_values", self.column_values, "must be 0 or more")
+        if self.threads is not None and self.threads < 1:
+            bad("threads", self.threads, "must be >= 1 (or none)")
         if not self.learning_rate > 0:
             bad("learning_rate", self.learning_rate, "must be positive")
 
@@ -164,7 +165,7 @@ def load_model(cfg: Config):
     from agents.models import load_model_and_tokenizer
     from sqlenv.integrations.trl_env import ensure_tool_chat_template
 
-    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype="float32", threads=cfg.threads or None)
+    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype="float32", threads=cfg.threads)
     return model, ensure_tool_chat_template(tokenizer)
 
 

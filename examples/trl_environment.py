@@ -68,7 +68,8 @@ class Args:
     lora_r: int = 16
     """LoRA rank (0: train every weight)."""
     warmup_adapter: str | None = None
-    """Start from this LoRA adapter (agents/tool_warmup.py's adapter/, trained further) instead of a fresh one."""
+    """Start from this LoRA adapter (agents/tool_warmup.py's adapter/, trained further; its rank wins over
+    --lora-r) instead of a fresh one."""
     max_steps: int = 1
     """Optimizer steps."""
     num_generations: int = 2
@@ -90,6 +91,8 @@ class Args:
     """Where TRL writes logs (and result.json, and rollouts.jsonl: each rollout's tool calls and reward)."""
     seed: int = 0
     """Random seed."""
+    threads: int | None = None
+    """Torch CPU threads (none = torch's choice; on a busy CPU, 1 is often fastest)."""
     save: bool = False
     """Save the trained adapter to output_dir at the end."""
 
@@ -149,7 +152,7 @@ def main(args: Args) -> dict:
     rollout_log.unlink(missing_ok=True)
     reward = SQLEnvReward(rollout_log=rollout_log)
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model, threads=args.threads)
     model.train()
     ensure_tool_chat_template(tokenizer)
     if not args.strict_tool_calls:  # before GRPOTrainer, which then keeps this response_template

@@ -257,6 +257,7 @@ def test_example_help():
     assert proc.returncode == 0, proc.stderr
     lines = help_options(proc.stdout)
     assert "--no-single-step" in lines["--single-step"] and "(default: 4)" in lines["--max-tool-calls"]
+    assert "agents/tool_warmup.py" in lines["--warmup-adapter"] and "(default: tables)" in lines["--schema"]
     assert all(name in lines["--dataset"] for name in available_datasets())
     assert "(default: generated)" in lines["--dataset"]
     assert all(name in lines["--model"] for name in MODEL_NAMES)
