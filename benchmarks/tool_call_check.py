@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
         system, demo = variants[variant]
         rows = factory.train_dataset(indices=indices, system_prompt=system)
         demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns) if demo else []
-        parsed_n = valid_n = lenient_n = 0
+        opened_n = parsed_n = valid_n = lenient_n = 0
         for row in rows:
             prompt = first_turn_messages(dict(row), environment)
             prompt = prompt[:-1] + demo_turns + prompt[-1:]
@@ -184,13 +184,15 @@ def main(argv=None) -> dict:
                 lenient_n += lenient_valid > 0
                 extra = {"lenient_tool_calls": relaxed.get("tool_calls") or [], "lenient_valid_calls": lenient_valid}
             text = tokenizer.decode(completion_ids, skip_special_tokens=False)
+            opened_n += "<tool_call>" in text
             records.append({"prompt": variant, "index": row["index"], "id": row["id"], "prompt_tokens": len(prompt_ids),
                             "completion": text, "tool_calls": parsed.get("tool_calls") or [], "valid_calls": valid,
                             **extra, "seconds": round(time.time() - t0, 1)})
             more = f", lenient valid {extra['lenient_valid_calls']}" if extra else ""
             print(f"[{variant}] q{row['index']} {len(prompt_ids)} prompt tokens, {time.time() - t0:.0f} s, "
                   f"parsed calls {calls} (valid {valid}{more}): {text[:160]!r}", flush=True)
-        table[variant] = {"questions": len(rows), "with_parsed_call": parsed_n, "with_valid_call": valid_n}
+        table[variant] = {"questions": len(rows), "with_opened_call": opened_n, "with_parsed_call": parsed_n,
+                          "with_valid_call": valid_n}
         if lenient is not None:
             table[variant]["with_valid_call_lenient"] = lenient_n
 
@@ -207,13 +209,16 @@ def main(argv=None) -> dict:
 
 
 def markdown_table(table: dict) -> str:
-    """The summary table; a ``lenient`` column when the rows hold ``with_valid_call_lenient``."""
+    """The summary table; a ``lenient`` column when the rows hold ``with_valid_call_lenient``. "opening
+    <tool_call>": completions that write the tag at all (a call cut at --max-new-tokens is not parsed)."""
     lenient = any("with_valid_call_lenient" in row for row in table.values())
-    head = "| prompt | questions | completions with a tool call TRL parses | ... naming a tool with a query |"
+    head = ("| prompt | questions | opening `<tool_call>` | completions with a tool call TRL parses "
+            "| ... naming a tool with a query |")
     lines = [head + (" ... with accept_json_tool_calls |" if lenient else ""),
-             "| --- | ---: | ---: | ---: |" + (" ---: |" if lenient else "")]
+             "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if lenient else "")]
     for variant, row in table.items():
-        line = f"| {variant} | {row['questions']} | {row['with_parsed_call']} | {row['with_valid_call']} |"
+        line = (f"| {variant} | {row['questions']} | {row.get('with_opened_call', '')} | {row['with_parsed_call']} "
+                f"| {row['with_valid_call']} |")
         lines.append(line + (f" {row.get('with_valid_call_lenient', '')} |" if lenient else ""))
     return "\n".join(lines)
 
