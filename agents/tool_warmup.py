@@ -24,8 +24,9 @@ rewards are equal and GRPO gets no signal. This pass teaches the format first, o
   renders the tools' schemas and the calls exactly as ``GRPOTrainer`` renders them, and only the assistant
   turns (the calls and the final stop) are in the loss, never the prompt or the tool results.
 
-Writes ``config.json``, ``transcripts.jsonl`` (each episode's messages), ``adapter/`` (the LoRA adapter that
-``examples/trl_environment.py --warmup-adapter`` loads, trainable) and ``summary.json``.
+Writes ``config.json``, ``transcripts.jsonl`` (each episode's messages), ``metrics.jsonl`` (SFTTrainer's log),
+``adapter/`` (the LoRA adapter that ``examples/trl_environment.py --warmup-adapter`` loads, trainable) and
+``summary.json``.
 """
 
 from __future__ import annotations
