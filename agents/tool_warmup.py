@@ -140,18 +140,18 @@ def build_transcripts(cfg: Config, factory=None) -> tuple[list[dict], dict[str, 
     environment = factory()
     env = environment.env.unwrapped
     tools = json.dumps([get_json_schema(tool) for tool in environment_tools(environment)])
-    rows_by_index = {row["index"]: row for row in factory.train_dataset()}
     indices = list(range(len(factory.dataset)))
-    random.Random(cfg.seed).shuffle(indices)
+    random.Random(cfg.seed).shuffle(indices)  # the draw of agents/sft_warmup.py
     rng = random.Random(cfg.seed)
     counts = {key: n for key, n in new_counts(cfg.max_turns).items()
               if key in ("skipped_not_correct", "explore_failed") or key.startswith("explorations_")}
     out = []
-    for index in indices[:cfg.examples]:
+    for row in factory.train_dataset(indices=indices[:cfg.examples]):
+        index = row["index"]
         gold = gold_answer(env, index)
         explorations, _ = choose_explorations(env, index, gold, rng, counts=counts)
         calls = [("run_sql", query) for query in explorations] + [("submit_answer", gold)]
-        messages = tool_transcript(rows_by_index[index], environment, calls)
+        messages = tool_transcript(row, environment, calls)
         if not (environment.info or {}).get("correct"):
             counts["skipped_not_correct"] += 1
             continue
