@@ -6,9 +6,10 @@ Each exploration that ran is scored as if it had been submitted (``TextToSQLAgen
 env's ``score_sqls`` for that question, on the env the result names), and the report prints, per result:
 episodes where an exploration was a right answer, those of them answered wrong (found, then lost), answers
 that resubmit an exploration, and episodes where an exploration's result was a floor answer (0, empty, None)
-and those of them answered with a wrong floor all the same. Results from ``evaluate.py`` since this was added
-carry these already; this scores older ones too. ``--out DIR`` writes each result again, with the new fields,
-into DIR (same file names).
+and those of them answered with a wrong floor all the same; then whether episodes explore a second time,
+and after what (:func:`second_looks`: exploring twice, the second a repeat, after a floor or not). Results
+from ``evaluate.py`` since this was added carry these already; this scores older ones too. ``--out DIR``
+writes each result again, with the new fields, into DIR (same file names).
 """
 
 from __future__ import annotations
@@ -61,6 +62,43 @@ def rescore(result: dict, data_dir: str | None, name: str = "result") -> dict:
     return dict(result, records=records, metrics=metrics)
 
 
+def second_looks(records: list[dict]) -> dict[str, float | int]:
+    """Whether an episode explores again, and after what: the share of episodes with two or more explorations
+    (``<sql>`` moves) and with a second identical to the first, and, of the episodes that explored, those whose
+    first exploration came back a floor (0, empty, None) or not, and how many of each explored again."""
+    episodes = len(records)
+    twice = repeats = floor_first = floor_again = other_first = other_again = 0
+    for record in records:
+        moves = record["moves"]
+        if isinstance(moves, str):  # evaluate.py writes the moves as their Python repr
+            import ast
+
+            moves = ast.literal_eval(moves)
+        explored = [i for i, kind in enumerate(record["move_kinds"]) if kind == "sql"]
+        if not explored:
+            continue
+        again = len(explored) > 1
+        twice += again
+        repeats += again and moves[explored[0]] == moves[explored[1]]
+        if record.get("explore_floor", [False] * len(moves))[explored[0]]:
+            floor_first, floor_again = floor_first + 1, floor_again + again
+        else:
+            other_first, other_again = other_first + 1, other_again + again
+    share = (lambda n: round(100.0 * n / episodes, 2)) if episodes else (lambda n: 0.0)
+    return {"explored_twice_pct": share(twice), "second_repeats_first_pct": share(repeats),
+            "first_floor": floor_first, "first_floor_explored_again": floor_again,
+            "first_other": other_first, "first_other_explored_again": other_again}
+
+
+def second_looks_table(looks: dict) -> str:
+    """:func:`second_looks` as one Markdown row."""
+    return ("| Exploring twice (%) | ... the second repeats the first (%) | First exploration a floor | ... then "
+            "explored again | First exploration not a floor | ... then explored again |\n|---|---|---|---|---|---|\n"
+            f"| {looks['explored_twice_pct']:.2f} | {looks['second_repeats_first_pct']:.2f} | {looks['first_floor']} "
+            f"| {looks['first_floor_explored_again']} | {looks['first_other']} "
+            f"| {looks['first_other_explored_again']} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/explorations.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="result JSON files of evaluate.py --max-turns N")
@@ -76,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{path}: {exc}" if not isinstance(exc, ResultError) else str(exc))
         print(f"{path} ({len(rescored['records'])} episodes):")
         print(turn_table(rescored["metrics"]["multi_turn"]))
+        print(second_looks_table(second_looks(rescored["records"])))
         if args.out:
             json_path, _ = write_result(rescored, args.out, result.get("command"))
             print(f"wrote {json_path}")

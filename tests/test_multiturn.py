@@ -546,6 +546,7 @@ def test_explorations_script_rescores_an_older_result(tiny_model, agent_env, mon
     assert out.returncode == 0, out.stderr
     assert [r["explore_floor"] for r in result["records"]] == [[False, True, False]] * 2  # SELECT 0
     assert "| 3 | 3.00 | 0.00 | 0.00 | 2.00 | 0.00 | 0.00 | 50.00 | 0.00 | 100.00 | 100.00 | 0.00 |" in out.stdout
+    assert "| 100.00 | 0.00 | 0 | 0 | 2 | 2 |" in out.stdout  # both explored twice, the first no floor
     rescored = json.loads((tmp_path / "new" / old_json.name).read_text())
     assert rescored["records"] == json.loads(json.dumps(result["records"]))
     assert rescored["metrics"]["multi_turn"] == result["metrics"]["multi_turn"]
@@ -555,6 +556,24 @@ def test_explorations_script_rescores_an_older_result(tiny_model, agent_env, mon
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explorations.py"), str(single_json)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not a multi-turn result (config.max_turns 1)" in out.stderr, out.stderr
+
+
+def test_second_looks_count_what_came_before_a_second_exploration():
+    from benchmarks.explorations import second_looks
+
+    floor, look = "<sql>SELECT COUNT(*) FROM t WHERE x = 'Gold'</sql>", "<sql>SELECT DISTINCT x FROM t</sql>"
+    records = [  # moves as evaluate.py writes them (a repr) or as a list
+        {"moves": repr([floor, look, "<answer>A</answer>"]), "move_kinds": ["sql", "sql", "answer"],
+         "explore_floor": [True, False, False]},
+        {"moves": [look, look, "<answer>A</answer>"], "move_kinds": ["sql", "sql", "answer"],
+         "explore_floor": [False, False, False]},
+        {"moves": [look, "<answer>A</answer>"], "move_kinds": ["sql", "answer"], "explore_floor": [False, False]},
+        {"moves": [floor, "<answer>A</answer>"], "move_kinds": ["sql", "answer"], "explore_floor": [True, False]},
+        {"moves": ["<answer>A</answer>"], "move_kinds": ["answer"], "explore_floor": [False]},
+    ]
+    assert second_looks(records) == {"explored_twice_pct": 40.0, "second_repeats_first_pct": 20.0,
+                                     "first_floor": 2, "first_floor_explored_again": 1,
+                                     "first_other": 2, "first_other_explored_again": 1}
 
 
 def test_evaluate_episodes_with_a_language_model(tiny_model, agent_env):
