@@ -33,19 +33,15 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-if __package__ in (None, ""):  # run as a file: make `agents` and `sqlenv` importable from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agents.cli import ConfigError, bad, dataclass_parser, exit_with  # noqa: E402
-from agents.grpo_config import SCHEMAS  # noqa: E402
-from agents.preflight import check_model  # noqa: E402
-from agents.sft_warmup import DATASET, SPLIT  # noqa: E402
+from agents.cli import ConfigError, bad, dataclass_parser, exit_with
+from agents.grpo_config import SCHEMAS
+from agents.preflight import check_model
+from agents.sft_warmup import DATASET, SPLIT
 
 PROG = "python agents/tool_warmup.py"
 #: What the LoRA adapts, here and in ``examples/trl_environment.py`` (its warm-up must fit its GRPO run).
