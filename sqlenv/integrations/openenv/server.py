@@ -9,7 +9,8 @@ to an untrusted client (see :mod:`.sessions` and :mod:`.guards`):
   hold up ``/health`` or other sessions. Malformed messages (bad JSON, JSON that is not an object,
   a missing ``sql`` field, an unknown type, a step before reset or after the end) get an error
   naming the problem, and the session goes on; a message over ``max_request_bytes`` closes the
-  connection with 1009.
+  connection with 1009 (uvicorn closes it before the app hears of it, so its slot is freed a
+  moment after the client sees the close, not before as with the server's own closes).
 - ``POST /mcp`` cannot create sessions (they would hold a slot with no connection); ``POST /step``
   answers 409 (a stateless request has no episode); an HTTP body over ``max_request_bytes`` gets
   413.
