@@ -158,12 +158,10 @@ def build_transcripts(cfg: Config, factory=None) -> tuple[list[dict], dict[str, 
 
 
 def load_model(cfg: Config):
-    """The base model in float32 on the CPU (CUDA when available) and its tokenizer with a tool chat template."""
+    """The base model in float32 on the CPU (CUDA when available) and its tokenizer."""
     from agents.models import load_model_and_tokenizer
-    from sqlenv.integrations.trl_env import ensure_tool_chat_template
 
-    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype="float32", threads=cfg.threads)
-    return model, ensure_tool_chat_template(tokenizer)
+    return load_model_and_tokenizer(cfg.model, dtype="float32", threads=cfg.threads)
 
 
 def train(cfg: Config, model=None, tokenizer=None, factory=None) -> dict[str, Any]:
@@ -184,10 +182,9 @@ def train(cfg: Config, model=None, tokenizer=None, factory=None) -> dict[str, An
             log.write(json.dumps({k: row[k] for k in ("index", "explorations", "messages")}) + "\n")
     if model is None:
         model, tokenizer = load_model(cfg)
-    else:
-        from sqlenv.integrations.trl_env import ensure_tool_chat_template
+    from sqlenv.integrations.trl_env import ensure_tool_chat_template
 
-        ensure_tool_chat_template(tokenizer)
+    ensure_tool_chat_template(tokenizer)  # the template GRPOTrainer's tool loop renders with
     lengths = [len(tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=True,
                                                  return_dict=True)["input_ids"]) for row in rows]
     kept = [row for row, n in zip(rows, lengths) if n <= cfg.max_length]
