@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", default=None,
                         help="a LoRA adapter folder on the model (agents/tool_warmup.py's adapter/)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="greedy tokens per completion")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="transformers' repetition penalty in generate (1.0: off), as TRL's GRPOConfig passes it")
     parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--prompts", default="before,after,demo", help="which prompts, comma-separated")
@@ -107,7 +109,10 @@ def parse_with(tokenizer, template: dict, completion_ids: list, prompt_ids: list
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.repetition_penalty > 0:
+        parser.error(f"--repetition-penalty {args.repetition_penalty}: must be > 0 (1.0: off)")
     check_model_available(args.model)
     import torch
     from trl.chat_template_utils import add_response_schema
@@ -171,6 +176,7 @@ def main(argv=None) -> dict:
                 out = model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids),
                                                                                             dtype=torch.long),
                                      max_new_tokens=args.max_new_tokens, do_sample=False,
+                                     repetition_penalty=args.repetition_penalty,
                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
             completion_ids = out[0, len(prompt_ids):].tolist()
             parsed = parse_with(tokenizer, strict, completion_ids, prompt_ids, tools)
@@ -197,8 +203,9 @@ def main(argv=None) -> dict:
             table[variant]["with_valid_call_lenient"] = lenient_n
 
     adapter = f" + adapter {args.adapter}" if args.adapter else ""
+    penalty = f" (repetition penalty {args.repetition_penalty:g})" if args.repetition_penalty != 1.0 else ""
     print(f"\n{args.model}{adapter}, {args.dataset} {args.split} ({args.schema} schema), first {len(indices)} "
-          f"questions, greedy, "
+          f"questions, greedy{penalty}, "
           f"{args.max_new_tokens} new tokens, {'single-step' if args.single_step else 'multi-turn'} tool prompt")
     print(markdown_table(table))
     result = {"args": vars(args), "table": table, "records": records}

@@ -87,6 +87,9 @@ class Args:
     """AdamW learning rate."""
     temperature: float = 0.8
     """Sampling temperature."""
+    repetition_penalty: float = 1.0
+    """Divide the logits of tokens already in the prompt or completion by this (TRL's; 1.0: off); against a
+    small model looping inside its query."""
     output_dir: str = "runs/trl_environment"
     """Where TRL writes logs (and result.json, and rollouts.jsonl: each rollout's tool calls and reward)."""
     seed: int = 0
@@ -110,6 +113,8 @@ def parse_args(argv=None) -> Args:
     were played with other env settings than this run's is refused (its config.json says which)."""
     parser = build_parser()
     args = Args(**vars(parser.parse_args(argv)))
+    if not args.repetition_penalty > 0:
+        parser.error(f"--repetition-penalty {args.repetition_penalty}: must be > 0 (1.0: off)")
     if args.warmup_adapter:
         config = Path(args.warmup_adapter).parent / "config.json"
         if not (Path(args.warmup_adapter) / "adapter_config.json").is_file():
@@ -125,9 +130,38 @@ def parse_args(argv=None) -> Args:
     return args
 
 
-def main(args: Args) -> dict:
+def grpo_config(args: Args):
+    """TRL's ``GRPOConfig`` for this run: our flags, no KL term, CPU unless CUDA is there, no checkpoints."""
     import torch
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    cuda = torch.cuda.is_available()
+    return GRPOConfig(
+        output_dir=args.output_dir,
+        # generation
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length,
+        max_tool_calling_iterations=args.max_tool_calls,
+        temperature=args.temperature,
+        repetition_penalty=args.repetition_penalty,
+        # training
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        beta=0.0,
+        seed=args.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        # logging
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        dataloader_num_workers=0,
+    )
+
+
+def main(args: Args) -> dict:
+    from trl import GRPOTrainer
 
     from agents.models import load_model_and_tokenizer
     from sqlenv.datasets import load_dataset
@@ -166,28 +200,7 @@ def main(args: Args) -> dict:
         from agents.tool_warmup import lora_config
 
         peft_config = lora_config(args.lora_r)
-    cuda = torch.cuda.is_available()
-    config = GRPOConfig(
-        output_dir=args.output_dir,
-        # generation
-        num_generations=args.num_generations,
-        max_completion_length=args.max_completion_length,
-        max_tool_calling_iterations=args.max_tool_calls,
-        temperature=args.temperature,
-        # training
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        beta=0.0,
-        seed=args.seed,
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        # logging
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        dataloader_num_workers=0,
-    )
+    config = grpo_config(args)
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import help_options, write_city_dataset
+from conftest import help_options, load_script, write_city_dataset
 
 from sqlenv.datasets import load_dataset
 from sqlenv.env import TextToSQLEnv
@@ -265,6 +265,20 @@ def test_example_help():
     bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--max-turns", "x"],
                          check=False, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "max_turns expects int, got 'x'" in bad.stderr
+
+
+def test_example_sampling_flags_reach_trls_config(tmp_path):
+    """--temperature and --repetition-penalty are what GRPOTrainer generates with (its GRPOConfig); a penalty
+    that is not positive is refused naming the flag."""
+    pytest.importorskip("trl")
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_flags")
+    args = example.parse_args(["--repetition-penalty", "1.2", "--temperature", "0.7", "--output-dir", str(tmp_path)])
+    config = example.grpo_config(args)
+    assert (config.repetition_penalty, config.temperature, config.beta) == (1.2, 0.7, 0.0)
+    assert example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)])).repetition_penalty == 1.0
+    bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--repetition-penalty", "0"],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--repetition-penalty 0.0: must be > 0" in bad.stderr
 
 
 
