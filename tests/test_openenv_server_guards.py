@@ -308,6 +308,28 @@ def test_non_loopback_bind_needs_a_token_or_an_explicit_opt_out(start, monkeypat
     assert httpx.get(server.url + "/schema").status_code == 200
 
 
+def test_a_client_that_closes_and_reconnects_at_once_gets_the_slot(start):
+    """One slot, forty sessions one after another, each opened as soon as the last one closed: none is
+    refused by its predecessor (the server hears of a close after the client has seen it, so a new
+    session waits briefly for a slot being freed), while a slot held open is still refused."""
+    server = start("--max-sessions", "1")
+
+    async def back_to_back():
+        indices = []
+        for i in range(40):
+            async with SQLEnvClient(base_url=server.url) as client:
+                indices.append((await client.reset(index=i % 5)).observation.info["index"])
+        async with SQLEnvClient(base_url=server.url) as holder:
+            await holder.reset(index=0)
+            with pytest.raises(RuntimeError, match="CAPACITY_REACHED"):
+                async with SQLEnvClient(base_url=server.url) as extra:
+                    await extra.reset(index=1)
+        return indices
+
+    assert run(back_to_back()) == [i % 5 for i in range(40)]
+    assert "Traceback" not in server.log()
+
+
 def test_malformed_messages_get_errors_and_oversize_closes_cleanly(start):
     server = start("--env", sqlenv.AGENT_ENV_ID, "--max-request-bytes", "20000")
 

@@ -6,6 +6,8 @@ What this module adds to OpenEnv's own handler:
 
 - a slot is held only by an open connection, and freed when the connection ends; a move in flight
   then has its query interrupted (``env.interrupt()``), so no work outlives its connection;
+- a new session at the cap waits up to ``SLOT_WAIT`` seconds for a slot being freed before it gets
+  ``CAPACITY_REACHED``, so a client that closes and reconnects at once is not refused by itself;
 - messages are read while a move runs, so a client that goes away is noticed at once: its queued
   messages are dropped, never run;
 - a message that is not a JSON object, or whose ``data`` is not an object, gets an error and the
@@ -66,23 +68,51 @@ class Session:
             log.warning("interrupting a session's move failed: %s", exc)
 
 
+#: Seconds a new session waits for a slot before ``CAPACITY_REACHED``: a client that closes its session
+#: and reconnects at once can be faster than the server hearing of the close (uvicorn answers a close
+#: frame before the app sees the disconnect), and would otherwise be refused by its own old session.
+SLOT_WAIT = 2.0
+
+
 class SessionPool:
     """At most ``limit`` live sessions; a slot is reserved before the env is built and freed after
-    the env is closed, so the cap also bounds envs still finishing a move."""
+    the env is closed, so the cap also bounds envs still finishing a move. A new session waits up to
+    ``slot_wait`` seconds for a slot that is being freed before it is refused."""
 
-    def __init__(self, factory: Callable[[], Any], limit: int):
-        self.factory, self.limit, self.active = factory, limit, 0
+    def __init__(self, factory: Callable[[], Any], limit: int, slot_wait: float = SLOT_WAIT):
+        self.factory, self.limit, self.slot_wait, self.active = factory, limit, slot_wait, 0
+        self._freed = asyncio.Condition()
+
+    async def _reserve(self) -> None:
+        """Take a slot, waiting up to ``slot_wait`` seconds for one; ``PoolFull`` after that."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.slot_wait
+        async with self._freed:
+            while self.active >= self.limit:
+                remaining = deadline - loop.time()
+                try:
+                    if remaining <= 0:
+                        raise asyncio.TimeoutError
+                    await asyncio.wait_for(self._freed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    raise PoolFull(
+                        f"Server at capacity ({self.active}/{self.limit} sessions); retry later"
+                    ) from None
+            self.active += 1
+
+    async def _free_slot(self) -> None:
+        self.active -= 1  # first, so a cancelled notify cannot leak the slot
+        async with self._freed:
+            self._freed.notify_all()  # each waiter checks again; one whose wait timed out loses nothing
 
     async def open(self) -> Session:
-        if self.active >= self.limit:
-            raise PoolFull(f"Server at capacity ({self.active}/{self.limit} sessions); retry later")
-        self.active += 1
+        await self._reserve()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlenv-session")
         try:
             env = await asyncio.get_running_loop().run_in_executor(executor, self.factory)
         except BaseException:
-            self.active -= 1
             executor.shutdown(wait=False)
+            await self._free_slot()
             raise
         return Session(env, executor)
 
@@ -94,7 +124,7 @@ class SessionPool:
             log.warning("closing a session's env failed: %s", exc)
         finally:
             session.executor.shutdown(wait=False)
-            self.active -= 1
+            await self._free_slot()
 
 
 def _error(code: str, message: str, **extra: Any) -> str:
