@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,6 +73,9 @@ class Config:
     """Tokens per episode (prompt, tool schemas and results included); longer episodes are skipped."""
     threads: int | None = 1
     """Torch CPU threads (none = torch's choice)."""
+    one_line_sql: bool = True
+    """Write each call's query on one line (whitespace outside quotes made one space), so the JSON argument has
+    no \\n escapes; --no-one-line-sql keeps the gold SQL's line breaks (the warm-up before 2026-12-06)."""
     seed: int = 0
     """Which questions and explorations are drawn, and the training order."""
     output_dir: str = "runs/tool_warmup"
@@ -106,6 +110,15 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         return Config(**vars(args))
     except ConfigError as error:
         exit_with(PROG, error)
+
+
+# A quoted string or identifier (group 1: kept as it is), or a run of whitespace and comments (made one space).
+_SQL_PIECE = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])|(?:\s|--[^\n]*|/\*.*?\*/)+""", re.DOTALL)
+
+
+def one_line(sql: str) -> str:
+    """``sql`` on one line: each run of whitespace and comments outside quotes made one space."""
+    return _SQL_PIECE.sub(lambda match: match.group(1) or " ", sql).strip()
 
 
 def lora_config(r: int):
@@ -147,6 +160,8 @@ def build_transcripts(cfg: Config, factory=None) -> tuple[list[dict], dict[str, 
         gold = gold_answer(env, index)
         explorations, _ = choose_explorations(env, index, gold, rng, counts=counts)
         calls = [("run_sql", query) for query in explorations] + [("submit_answer", gold)]
+        if cfg.one_line_sql:
+            calls = [(tool, one_line(query)) for tool, query in calls]
         messages = tool_transcript(row, environment, calls)
         if not (environment.info or {}).get("correct"):
             counts["skipped_not_correct"] += 1

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from conftest import help_options, load_script
 pytest.importorskip("trl")
 
 from agents.agent_warmup import gold_answer  # noqa: E402
-from agents.tool_warmup import Config, build_factory, build_transcripts  # noqa: E402
+from agents.tool_warmup import Config, build_factory, build_transcripts, one_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,13 +56,32 @@ def test_transcripts_explore_then_submit_the_gold(transcripts):
         assert messages[1]["content"].endswith("Question: " + factory.dataset[row["index"]].question)
         calls = [m["tool_calls"][0]["function"] for m in messages if m.get("tool_calls")]
         assert [c["name"] for c in calls] == ["run_sql"] * row["explorations"] + ["submit_answer"]
-        assert calls[-1]["arguments"] == {"query": gold_answer(env, row["index"])}
+        assert calls[-1]["arguments"] == {"query": one_line(gold_answer(env, row["index"]))}
+        assert not any("\n" in c["arguments"]["query"] for c in calls)
         results = [m["content"] for m in messages if m["role"] == "tool"]
         assert all(r.startswith(f"Turn {k}/3 <sql>") and "Error" not in r for k, r in enumerate(results[:-1], 1))
         assert results[-1].endswith("Answer submitted.") and messages[-1] == {"role": "assistant", "content": ""}
     assert [t["function"]["name"] for t in json.loads(rows[0]["tools"])] == ["run_sql", "submit_answer"]
     again, _ = build_transcripts(cfg, factory)
     assert [r["messages"] for r in again] == [r["messages"] for r in rows]  # seeded
+
+
+def test_one_line_keeps_quoted_text_and_drops_comments():
+    sql = ("SELECT a, -- the year\n  b /* two\nlines */\nFROM \"my  table\"\n"
+           "WHERE name = 'Ivo  Fair\nholm' AND [x  y] = 'it''s'\n")
+    assert one_line(sql) == "SELECT a, b FROM \"my  table\" WHERE name = 'Ivo  Fair\nholm' AND [x  y] = 'it''s'"
+    assert one_line("SELECT 1") == "SELECT 1" and one_line("") == ""
+
+
+def test_no_one_line_sql_keeps_the_gold_as_written(transcripts):
+    cfg, factory, rows, _ = transcripts
+    env = factory().env.unwrapped
+    as_written, counts = build_transcripts(replace(cfg, one_line_sql=False), factory)
+    assert counts["skipped_not_correct"] == 0
+    golds = [gold_answer(env, row["index"]) for row in as_written]
+    assert any("\n" in gold for gold in golds)
+    assert [row["messages"][-3]["tool_calls"][0]["function"]["arguments"]["query"] for row in as_written] == golds
+    assert [row["index"] for row in as_written] == [row["index"] for row in rows]
 
 
 @pytest.mark.slow
