@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"--prompts: unknown {unknown}; choose from {sorted(variants)}")
 
-    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
+    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema)
     turns = {} if args.single_step else {"max_turns": args.max_turns}
     factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, schema=args.schema,
                                     column_values=args.column_values, **turns)

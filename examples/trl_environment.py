@@ -160,27 +160,29 @@ def grpo_config(args: Args):
     )
 
 
+def environment_factory(args: Args):
+    """The dataset (loaded with ``--schema``: its databases are built for it) and the factory TRL calls."""
+    from sqlenv.datasets import load_dataset
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory
+
+    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema)
+    if args.limit:
+        dataset = dataset.subset(range(min(args.limit, len(dataset))))
+    turns = {} if args.single_step else {"max_turns": args.max_turns}
+    return SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
+                                 max_instructions=args.max_instructions, schema=args.schema,
+                                 column_values=args.column_values, **turns)
+
+
 def main(args: Args) -> dict:
     from trl import GRPOTrainer
 
     from agents.models import load_model_and_tokenizer
-    from sqlenv.datasets import load_dataset
-    from sqlenv.integrations.trl_env import (
-        SQLEnvironmentFactory,
-        SQLEnvReward,
-        accept_json_tool_calls,
-        ensure_tool_chat_template,
-    )
+    from sqlenv.integrations.trl_env import SQLEnvReward, accept_json_tool_calls, ensure_tool_chat_template
 
     start = time.time()
-    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir)
-    if args.limit:
-        dataset = dataset.subset(range(min(args.limit, len(dataset))))
-    print(getattr(dataset, "summary", dataset))
-    turns = {} if args.single_step else {"max_turns": args.max_turns}
-    factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
-                                    max_instructions=args.max_instructions, schema=args.schema,
-                                    column_values=args.column_values, **turns)
+    factory = environment_factory(args)
+    print(getattr(factory.dataset, "summary", factory.dataset))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     rollout_log = Path(args.output_dir) / "rollouts.jsonl"
     rollout_log.unlink(missing_ok=True)

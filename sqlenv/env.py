@@ -95,7 +95,9 @@ class TextToSQLEnv(gym.Env[dict, str]):
     workers=0, render_mode=None, expose_gold=False, max_instructions=None, literal_answers="score",
     **dataset_kwargs)``; ``dataset`` may also be a :class:`~sqlenv.Dataset`, and ``dataset_kwargs`` go to
     its loader (``db=``, ``empty_match=``).
-    ``schema="flat"`` swaps the benchmark's five tables for one denormalised table.
+    ``schema="flat"`` swaps the benchmark's five tables for one denormalised table. A Dataset object's
+    databases are built for the schema it was loaded with (``sqlenv.load_dataset(..., schema=)``): ``schema``
+    may be left out or must name that one (anything else is a ValueError).
     ``column_values=k`` lists under each table's statement the ``k`` most frequent text values of each
     column as SQL literals (:mod:`sqlenv.schema`), so filters need not guess spellings; 0 (default): none.
     ``max_instructions`` bounds each query in SQLite VM instructions, the same on every machine
@@ -115,7 +117,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         split: str | None = None,
         data_dir: str | None = None,
         reward: str = "binary",
-        schema: str = "tables",
+        schema: str | None = None,
         sample_rows: int = 3,
         column_values: int = 0,
         timeout: float = 1.0,
@@ -129,7 +131,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
     ):
         reward_preset(reward)
         literal.literal_answers_option(literal_answers)
-        if schema not in infobox.SCHEMAS:
+        if schema is not None and schema not in infobox.SCHEMAS:
             raise ValueError(f"schema={schema!r} is not a schema variant; choose one of {list(infobox.SCHEMAS)}")
         if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:
             raise ValueError(f"sample_rows={sample_rows!r} must be an integer >= 0")
@@ -144,10 +146,15 @@ class TextToSQLEnv(gym.Env[dict, str]):
             if dataset_kwargs:
                 raise ValueError(f"{sorted(dataset_kwargs)} are dataset loader arguments: pass them to "
                                  "sqlenv.load_dataset, not beside a Dataset object")
+            loaded_with = getattr(dataset, "schema", "tables")
+            if schema is not None and schema != loaded_with:
+                raise ValueError(f"schema={schema!r}, but the Dataset object was loaded with schema={loaded_with!r} "
+                                 f"and its databases are built for it: pass schema={schema!r} to sqlenv.load_dataset")
             self.dataset = dataset
         else:
             try:
-                self.dataset = load_dataset(dataset, split=split, data_dir=data_dir, schema=schema, **dataset_kwargs)
+                self.dataset = load_dataset(dataset, split=split, data_dir=data_dir, schema=schema or "tables",
+                                            **dataset_kwargs)
             except TypeError as exc:
                 if not dataset_kwargs:
                     raise
@@ -156,7 +163,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
         if len(self.dataset) == 0:
             raise ValueError(f"dataset {self.dataset!r} has no questions")
         self.reward_preset = reward
-        self.schema_variant = getattr(self.dataset, "schema", schema)
+        self.schema_variant = getattr(self.dataset, "schema", schema or "tables")
         self.num_sample_rows = sample_rows
         self.column_values = column_values
         self.workers = workers

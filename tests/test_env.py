@@ -150,6 +150,24 @@ def test_invalid_config_names_the_field(kwargs, field):
         TextToSQLEnv(**kwargs)
 
 
+def test_a_dataset_object_keeps_the_schema_it_was_loaded_with():
+    """A Dataset's databases are built for one schema: the env shows that one, and ``schema=`` naming another is
+    refused, naming both (it was ignored silently: ``--schema flat`` over a loaded dataset showed five tables)."""
+    from sqlenv.datasets import load_dataset
+
+    flat, tables = (load_dataset("generated", split="dev", schema=s) for s in ("flat", "tables"))
+    for dataset, kwargs, count in [(flat, {}, 1), (flat, {"schema": "flat"}, 1), (tables, {}, 5),
+                                   (tables, {"schema": "tables"}, 5)]:
+        env = TextToSQLEnv(dataset, **kwargs)
+        obs, _ = env.reset(seed=0)
+        assert obs["schema"].count("CREATE TABLE") == count and env.schema_variant == dataset.schema
+    for dataset, schema in [(tables, "flat"), (flat, "tables")]:
+        message = (f"schema='{schema}', but the Dataset object was loaded with schema='{dataset.schema}'"
+                   f".*pass schema='{schema}' to sqlenv.load_dataset")
+        with pytest.raises(ValueError, match=message):
+            gym.make("sqlenv:TextToSQL-v0", dataset=dataset, schema=schema)
+
+
 def test_flat_schema_observation(data_dir):
     env = TextToSQLEnv(dataset="temptabqa-c", split="dev", data_dir=str(data_dir), schema="flat", sample_rows=2)
     obs, _ = env.reset(seed=0)

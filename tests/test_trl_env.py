@@ -21,6 +21,7 @@ from sqlenv.integrations.trl_env import (
     SQLEnvReward,
     TextToSQLAgentTools,
     TextToSQLTools,
+    first_turn_messages,
     to_trl_env_dataset,
     tool_transcript,
 )
@@ -265,6 +266,19 @@ def test_example_help():
     bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--max-turns", "x"],
                          check=False, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "max_turns expects int, got 'x'" in bad.stderr
+
+
+def test_example_schema_flag_reaches_the_prompt():
+    """--schema flat shows the one denormalised table in the first turn TRL renders (it showed five tables when
+    the example loaded the dataset without it), and the factory refuses a loaded dataset of another schema."""
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_example")
+    for schema, count in [("flat", 1), ("tables", 5)]:
+        factory = example.environment_factory(example.parse_args(["--schema", schema, "--limit", "2"]))
+        environment = factory()
+        first = first_turn_messages(dict(factory.train_dataset()[0]), environment)
+        assert first[-1]["content"].count("CREATE TABLE") == count and len(factory.dataset) == 2
+    with pytest.raises(ValueError, match="loaded with schema='tables'"):
+        SQLEnvironmentFactory(load_dataset("generated", split="train"), schema="flat")
 
 
 def test_example_sampling_flags_reach_trls_config(tmp_path):

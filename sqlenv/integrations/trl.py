@@ -81,7 +81,7 @@ class SQLReward:
         *,
         split: str | None = None,
         data_dir: str | None = None,
-        schema: str = "tables",
+        schema: str | None = None,
         timeout: float = 1.0,
         max_rows: int = 10_000,
         max_instructions: int | None = None,
