@@ -91,13 +91,13 @@ class TextToSQLEnv(gym.Env[dict, str]):
 
     ## Arguments
     ``gym.make("sqlenv:TextToSQL-v0", dataset="generated", split="train", data_dir=None,
-    reward="binary", schema="tables", sample_rows=3, column_values=0, timeout=1.0, max_rows=10_000,
+    reward="binary", schema=None, sample_rows=3, column_values=0, timeout=1.0, max_rows=10_000,
     workers=0, render_mode=None, expose_gold=False, max_instructions=None, literal_answers="score",
     **dataset_kwargs)``; ``dataset`` may also be a :class:`~sqlenv.Dataset`, and ``dataset_kwargs`` go to
     its loader (``db=``, ``empty_match=``).
-    ``schema="flat"`` swaps the benchmark's five tables for one denormalised table. A Dataset object's
-    databases are built for the schema it was loaded with (``sqlenv.load_dataset(..., schema=)``): ``schema``
-    may be left out or must name that one (anything else is a ValueError).
+    ``schema="flat"`` swaps the benchmark's five tables for one denormalised table (None: "tables"). A Dataset
+    object's databases are built for the schema it was loaded with (``sqlenv.load_dataset(..., schema=)``):
+    ``schema`` may be left out (None) or must name that one; anything else is a ValueError.
     ``column_values=k`` lists under each table's statement the ``k`` most frequent text values of each
     column as SQL literals (:mod:`sqlenv.schema`), so filters need not guess spellings; 0 (default): none.
     ``max_instructions`` bounds each query in SQLite VM instructions, the same on every machine

@@ -25,12 +25,14 @@ def test_round_trips_through_json():
 
 
 def test_defaults_are_the_envs():
-    """The spec's defaults are TextToSQLEnv's (one query per question: max_turns 1)."""
+    """The spec's defaults are TextToSQLEnv's (one query per question: max_turns 1; the env's schema=None is
+    "tables" when it loads the dataset by name, as a spec does)."""
     params = inspect.signature(TextToSQLEnv.__init__).parameters
     for name in field_names():
-        if name != "max_turns":
+        if name not in ("max_turns", "schema"):
             assert EnvSpec().to_dict()[name] == params[name].default, name
-    assert EnvSpec().max_turns == 1
+    assert EnvSpec().max_turns == 1 and params["schema"].default is None and EnvSpec().schema == "tables"
+    assert TextToSQLEnv().schema_variant == "tables"
 
 
 @pytest.mark.parametrize("change, fragment", [
