@@ -16,6 +16,8 @@ own ``parse_response``, which is what decides whether a tool runs during trainin
 is one of the tools and its arguments hold a string ``query``. With ``--lenient`` each completion is also parsed
 with the template ``sqlenv.integrations.trl_env.accept_json_tool_calls`` installs (TRL's, plus a fenced or bare
 one-line JSON call naming a tool), the parser ``examples/trl_environment.py`` uses unless ``--strict-tool-calls``.
+The first call's query (as the run's parser reads it: lenient with ``--lenient``) is also scored as the answer
+by the environment (``score_sqls``): the table says how many ran without an error and how many were right.
 
 ``--model qwen2.5-coder-0.5b`` (the default) needs the opt-in extra: ``pip install -e '.[qwen]'``.
 """
@@ -96,6 +98,16 @@ def count_call(parsed: dict, tool_names: set[str]) -> tuple[int, int]:
     return len(calls), valid
 
 
+def first_query(parsed: dict, tool_names: set[str]) -> str | None:
+    """The query of the first call that names a tool with a string ``query`` (None: no such call)."""
+    for call in parsed.get("tool_calls") or []:
+        function = call.get("function", {})
+        query = (function.get("arguments") or {}).get("query")
+        if function.get("name") in tool_names and isinstance(query, str):
+            return query
+    return None
+
+
 def parse_with(tokenizer, template: dict, completion_ids: list, prompt_ids: list, tools: list) -> dict:
     """TRL's ``parse_response`` with ``template`` as the tokenizer's ``response_template`` (restored after)."""
     from trl.chat_template_utils import parse_response
@@ -140,6 +152,7 @@ def main(argv=None) -> dict:
                                     column_values=args.column_values, **turns)
     indices = list(range(min(args.limit, len(dataset))))
     environment = factory()
+    scorer = environment.env.unwrapped
     tools = environment_tools(environment)
     tool_names = {t.__name__ for t in tools}
 
@@ -165,7 +178,7 @@ def main(argv=None) -> dict:
         system, demo = variants[variant]
         rows = factory.train_dataset(indices=indices, system_prompt=system)
         demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns) if demo else []
-        opened_n = parsed_n = valid_n = lenient_n = 0
+        opened_n = parsed_n = valid_n = lenient_n = runs_n = right_n = 0
         for row in rows:
             prompt = first_turn_messages(dict(row), environment)
             prompt = prompt[:-1] + demo_turns + prompt[-1:]
@@ -189,11 +202,18 @@ def main(argv=None) -> dict:
                 lenient_valid = count_call(relaxed, tool_names)[1]
                 lenient_n += lenient_valid > 0
                 extra = {"lenient_tool_calls": relaxed.get("tool_calls") or [], "lenient_valid_calls": lenient_valid}
+            query = first_query(relaxed if lenient is not None else parsed, tool_names)
+            score = {"first_query": query, "first_query_error": None, "first_query_correct": False}
+            if query is not None:
+                (_, info), = scorer.score_sqls(row["index"], [query])
+                score.update(first_query_error=info.get("error"), first_query_correct=bool(info.get("correct")))
+                runs_n += info.get("error") is None
+                right_n += score["first_query_correct"]
             text = tokenizer.decode(completion_ids, skip_special_tokens=False)
             opened_n += "<tool_call>" in text
             records.append({"prompt": variant, "index": row["index"], "id": row["id"], "prompt_tokens": len(prompt_ids),
                             "completion": text, "tool_calls": parsed.get("tool_calls") or [], "valid_calls": valid,
-                            **extra, "seconds": round(time.time() - t0, 1)})
+                            **extra, **score, "seconds": round(time.time() - t0, 1)})
             more = f", lenient valid {extra['lenient_valid_calls']}" if extra else ""
             print(f"[{variant}] q{row['index']} {len(prompt_ids)} prompt tokens, {time.time() - t0:.0f} s, "
                   f"parsed calls {calls} (valid {valid}{more}): {text[:160]!r}", flush=True)
@@ -201,6 +221,7 @@ def main(argv=None) -> dict:
                           "with_valid_call": valid_n}
         if lenient is not None:
             table[variant]["with_valid_call_lenient"] = lenient_n
+        table[variant].update(first_query_runs=runs_n, first_query_right=right_n)
 
     adapter = f" + adapter {args.adapter}" if args.adapter else ""
     penalty = f" (repetition penalty {args.repetition_penalty:g})" if args.repetition_penalty != 1.0 else ""
@@ -216,17 +237,23 @@ def main(argv=None) -> dict:
 
 
 def markdown_table(table: dict) -> str:
-    """The summary table; a ``lenient`` column when the rows hold ``with_valid_call_lenient``. "opening
-    <tool_call>": completions that write the tag at all (a call cut at --max-new-tokens is not parsed)."""
+    """The summary table; a ``lenient`` column when the rows hold ``with_valid_call_lenient``, and the first
+    call's query scored when they hold ``first_query_runs``. "opening <tool_call>": completions that write the
+    tag at all (a call cut at --max-new-tokens is not parsed)."""
     lenient = any("with_valid_call_lenient" in row for row in table.values())
+    scored = any("first_query_runs" in row for row in table.values())
     head = ("| prompt | questions | opening `<tool_call>` | completions with a tool call TRL parses "
             "| ... naming a tool with a query |")
-    lines = [head + (" ... with accept_json_tool_calls |" if lenient else ""),
-             "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if lenient else "")]
+    lines = [head + (" ... with accept_json_tool_calls |" if lenient else "")
+             + (" first call's query runs | ... right as the answer |" if scored else ""),
+             "| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if lenient else "")
+             + (" ---: | ---: |" if scored else "")]
     for variant, row in table.items():
         line = (f"| {variant} | {row['questions']} | {row.get('with_opened_call', '')} | {row['with_parsed_call']} "
                 f"| {row['with_valid_call']} |")
-        lines.append(line + (f" {row.get('with_valid_call_lenient', '')} |" if lenient else ""))
+        line += f" {row.get('with_valid_call_lenient', '')} |" if lenient else ""
+        line += f" {row.get('first_query_runs', '')} | {row.get('first_query_right', '')} |" if scored else ""
+        lines.append(line)
     return "\n".join(lines)
 
 

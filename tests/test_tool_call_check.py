@@ -56,6 +56,16 @@ def test_a_call_counts_when_it_names_a_tool_with_a_query():
     assert count({"tool_calls": [call, other]}, names) == (2, 1)
 
 
+def test_the_first_query_is_the_first_call_naming_a_tool_with_a_query():
+    first = load_tool_call_check().first_query
+    names = {"run_sql", "submit_answer"}
+    other = {"type": "function", "function": {"name": "answer", "arguments": {"query": "SELECT 0"}}}
+    no_query = {"type": "function", "function": {"name": "run_sql", "arguments": {"sql": "SELECT 0"}}}
+    call = {"type": "function", "function": {"name": "submit_answer", "arguments": {"query": "SELECT 1"}}}
+    assert first({"tool_calls": [other, no_query, call]}, names) == "SELECT 1"
+    assert first({"tool_calls": [other]}, names) is None and first({}, names) is None
+
+
 def test_the_table_has_a_lenient_column_when_measured():
     table = {"before": {"questions": 8, "with_opened_call": 0, "with_parsed_call": 0, "with_valid_call": 0,
                         "with_valid_call_lenient": 8},
@@ -67,6 +77,14 @@ def test_the_table_has_a_lenient_column_when_measured():
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         "| before | 8 | 0 | 0 | 0 | 8 |",
         "| after | 8 | 3 | 1 | 1 | 7 |",
+    ]
+    scored = {"after": {"questions": 16, "with_opened_call": 16, "with_parsed_call": 15, "with_valid_call": 15,
+                        "with_valid_call_lenient": 16, "first_query_runs": 14, "first_query_right": 1}}
+    assert load_tool_call_check().markdown_table(scored).splitlines()[::2] == [
+        "| prompt | questions | opening `<tool_call>` | completions with a tool call TRL parses "
+        "| ... naming a tool with a query | ... with accept_json_tool_calls | first call's query runs "
+        "| ... right as the answer |",
+        "| after | 16 | 16 | 15 | 15 | 16 | 14 | 1 |",
     ]
     strict_only = {"before": {"questions": 8, "with_parsed_call": 0, "with_valid_call": 0}}  # an older record
     assert load_tool_call_check().markdown_table(strict_only).splitlines()[-1] == "| before | 8 |  | 0 | 0 |"
