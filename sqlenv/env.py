@@ -106,7 +106,7 @@ class TextToSQLEnv(gym.Env[dict, str]):
     ## Version History
     * v0: initial version. Later changes kept the id: no gold in reset ``info`` (``expose_gold``),
       Unicode action space, SAME_STEP vector entry point, picklable, ``info["reads_table"]`` and
-      ``literal_answers``, ``column_values``.
+      ``literal_answers``, ``column_values``, ``schema`` beside a Dataset object checked (it was ignored).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
