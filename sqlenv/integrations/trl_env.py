@@ -234,7 +234,8 @@ class SQLEnvironmentFactory:
 
     Arguments:
         dataset: a sqlenv :class:`~sqlenv.datasets.Dataset`, or a registered name (loaded once here with
-            ``split``, ``data_dir`` and ``schema``).
+            ``split``, ``data_dir`` and ``schema``). A Dataset keeps the schema it was loaded with: a ``schema``
+            naming another is a ValueError (load it with ``sqlenv.load_dataset(..., schema=)``).
         multi_turn: ``True`` for :class:`TextToSQLAgentTools` (run_sql + submit_answer), ``False`` for
             :class:`TextToSQLTools` (submit_answer only).
         env_kwargs: the env's arguments (``reward``, ``timeout``, ``max_instructions``, ``sample_rows``,
