@@ -161,7 +161,7 @@ def grpo_config(args: Args):
 
 
 def environment_factory(args: Args):
-    """The dataset (loaded with ``--schema``: its databases are built for it) and the factory TRL calls."""
+    """The factory TRL calls, over the dataset loaded with ``--schema`` (its databases are built for it)."""
     from sqlenv.datasets import load_dataset
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory
 
