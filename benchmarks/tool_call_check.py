@@ -18,6 +18,8 @@ with the template ``sqlenv.integrations.trl_env.accept_json_tool_calls`` install
 one-line JSON call naming a tool), the parser ``examples/trl_environment.py`` uses unless ``--strict-tool-calls``.
 The first call's query (as the run's parser reads it: lenient with ``--lenient``) is also scored as the answer
 by the environment (``score_sqls``): the table says how many ran without an error and how many were right.
+Each record keeps the first token's three likeliest choices, and the run prints the median probability of
+``<tool_call>`` as the first token (where the tokenizer has it as one token, as Qwen2.5's does).
 
 ``--model qwen2.5-coder-0.5b`` (the default) needs the opt-in extra: ``pip install -e '.[qwen]'``.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -108,6 +111,17 @@ def first_query(parsed: dict, tool_names: set[str]) -> str | None:
     return None
 
 
+def first_token_odds(tokenizer, scores) -> dict:
+    """The first generated token's distribution (``scores``: its logits): the three likeliest tokens with their
+    probabilities, and the probability of ``<tool_call>`` where it is one token (None where it is several)."""
+    probs = scores.float().softmax(-1)
+    top = probs.topk(3)
+    ids = tokenizer.encode("<tool_call>", add_special_tokens=False)
+    return {"first_token_top": [[tokenizer.convert_ids_to_tokens(int(i)), round(float(p), 4)]
+                                for p, i in zip(top.values, top.indices)],
+            "p_tool_call_first": float(probs[ids[0]]) if len(ids) == 1 else None}
+
+
 def parse_with(tokenizer, template: dict, completion_ids: list, prompt_ids: list, tools: list) -> dict:
     """TRL's ``parse_response`` with ``template`` as the tokenizer's ``response_template`` (restored after)."""
     from trl.chat_template_utils import parse_response
@@ -179,6 +193,7 @@ def main(argv=None) -> dict:
         rows = factory.train_dataset(indices=indices, system_prompt=system)
         demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns) if demo else []
         opened_n = parsed_n = valid_n = lenient_n = runs_n = right_n = 0
+        tool_call_p = []
         for row in rows:
             prompt = first_turn_messages(dict(row), environment)
             prompt = prompt[:-1] + demo_turns + prompt[-1:]
@@ -189,9 +204,11 @@ def main(argv=None) -> dict:
                 out = model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids),
                                                                                             dtype=torch.long),
                                      max_new_tokens=args.max_new_tokens, do_sample=False,
-                                     repetition_penalty=args.repetition_penalty,
+                                     repetition_penalty=args.repetition_penalty, output_scores=True,
+                                     return_dict_in_generate=True,
                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-            completion_ids = out[0, len(prompt_ids):].tolist()
+            completion_ids = out.sequences[0, len(prompt_ids):].tolist()
+            first_token = first_token_odds(tokenizer, out.scores[0][0])
             parsed = parse_with(tokenizer, strict, completion_ids, prompt_ids, tools)
             calls, valid = count_call(parsed, tool_names)
             parsed_n += calls > 0
@@ -213,7 +230,8 @@ def main(argv=None) -> dict:
             opened_n += "<tool_call>" in text
             records.append({"prompt": variant, "index": row["index"], "id": row["id"], "prompt_tokens": len(prompt_ids),
                             "completion": text, "tool_calls": parsed.get("tool_calls") or [], "valid_calls": valid,
-                            **extra, **score, "seconds": round(time.time() - t0, 1)})
+                            **extra, **score, **first_token, "seconds": round(time.time() - t0, 1)})
+            tool_call_p.append(first_token["p_tool_call_first"])
             more = f", lenient valid {extra['lenient_valid_calls']}" if extra else ""
             print(f"[{variant}] q{row['index']} {len(prompt_ids)} prompt tokens, {time.time() - t0:.0f} s, "
                   f"parsed calls {calls} (valid {valid}{more}): {text[:160]!r}", flush=True)
@@ -222,6 +240,8 @@ def main(argv=None) -> dict:
         if lenient is not None:
             table[variant]["with_valid_call_lenient"] = lenient_n
         table[variant].update(first_query_runs=runs_n, first_query_right=right_n)
+        if None not in tool_call_p:
+            table[variant]["p_tool_call_first_median"] = statistics.median(tool_call_p)
 
     adapter = f" + adapter {args.adapter}" if args.adapter else ""
     penalty = f" (repetition penalty {args.repetition_penalty:g})" if args.repetition_penalty != 1.0 else ""
@@ -229,6 +249,10 @@ def main(argv=None) -> dict:
           f"questions, greedy{penalty}, "
           f"{args.max_new_tokens} new tokens, {'single-step' if args.single_step else 'multi-turn'} tool prompt")
     print(markdown_table(table))
+    for variant, row in table.items():
+        if "p_tool_call_first_median" in row:
+            print(f"[{variant}] P(<tool_call>) as the first token, median over the questions: "
+                  f"{row['p_tool_call_first_median']:.3g}")
     result = {"args": vars(args), "table": table, "records": records}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,27 @@ def test_the_first_query_is_the_first_call_naming_a_tool_with_a_query():
     assert first({"tool_calls": [other]}, names) is None and first({}, names) is None
 
 
+def test_first_token_odds_read_the_first_tokens_distribution():
+    import torch
+
+    class Tokenizer:
+        def __init__(self, pieces):
+            self.pieces = pieces
+
+        def encode(self, text, add_special_tokens=False):
+            return self.pieces if text == "<tool_call>" else [0, 1]
+
+        def convert_ids_to_tokens(self, i):
+            return ["a", "b", "<tool_call>", "d"][i]
+
+    odds = load_tool_call_check().first_token_odds
+    logits = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    one = odds(Tokenizer([2]), logits)
+    assert one["first_token_top"] == [["d", 0.4], ["<tool_call>", 0.3], ["b", 0.2]]
+    assert one["p_tool_call_first"] == pytest.approx(0.3)
+    assert odds(Tokenizer([0, 2]), logits)["p_tool_call_first"] is None  # several tokens: not one probability
+
+
 def test_the_table_has_a_lenient_column_when_measured():
     table = {"before": {"questions": 8, "with_opened_call": 0, "with_parsed_call": 0, "with_valid_call": 0,
                         "with_valid_call_lenient": 8},
