@@ -73,6 +73,13 @@ class Config:
     """Tokens per episode (prompt, tool schemas and results included); longer episodes are skipped."""
     threads: int | None = 1
     """Torch CPU threads (none = torch's choice)."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass: far less memory, about a third more time."""
+    train_tool_tags: bool = True
+    """Also train the input and output rows of the tool-call tags where each is one token of the vocabulary
+    (Qwen2.5's <tool_call> and </tool_call>; SmolLM2 writes them as text). In Qwen2.5-Coder-0.5B-Instruct those
+    rows are untrained, equal to 11 unused special tokens' rows, so a LoRA on attention alone cannot make the model
+    write them. --no-train-tool-tags: the attention LoRA only (the warm-up before 2026-12-06)."""
     one_line_sql: bool = True
     """Write each call's query on one line (whitespace outside quotes made one space), so the JSON argument has
     no \\n escapes; --no-one-line-sql keeps the gold SQL's line breaks (the warm-up before 2026-12-06)."""
@@ -121,11 +128,43 @@ def one_line(sql: str) -> str:
     return _SQL_PIECE.sub(lambda match: match.group(1) or " ", sql).strip()
 
 
-def lora_config(r: int):
-    """The LoRA of the tool warm-up and of ``examples/trl_environment.py``: rank ``r``, alpha ``2r``, attention."""
+def lora_config(r: int, token_rows: dict[str, list[int]] | None = None):
+    """The LoRA of the tool warm-up and of ``examples/trl_environment.py``: rank ``r``, alpha ``2r``, attention;
+    ``token_rows`` (module name -> token ids, from ``tool_tag_rows``) are trained as whole rows besides."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=list(LORA_TARGETS))
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=list(LORA_TARGETS),
+                      trainable_token_indices=token_rows or None)
+
+
+def tool_tag_ids(tokenizer) -> list[int]:
+    """The ids of the tool-call tags (``TOOL_CALL_TAGS``) that are one token each in ``tokenizer``'s vocabulary."""
+    from sqlenv.prompts import TOOL_CALL_TAGS
+
+    pieces = [tokenizer.encode(tag, add_special_tokens=False) for tag in TOOL_CALL_TAGS]
+    return [ids[0] for ids in pieces if len(ids) == 1]
+
+
+def tool_tag_rows(model, tokenizer) -> dict[str, list[int]]:
+    """The rows ``lora_config`` trains for the tool-call tags: the tags' ids in the input embedding and in the
+    output layer (both named; PEFT ties the two where the model ties them). Empty where no tag is one token."""
+    ids = tool_tag_ids(tokenizer)
+    if not ids:
+        return {}
+    names = {module: name for name, module in model.named_modules()}
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    return {names[layer].rsplit(".", 1)[-1]: ids for layer in layers if layer in names}
+
+
+def expose_head_bias(model) -> None:
+    """Let TRL's fused LM head (SFTTrainer, GRPOTrainer) read a PEFT model whose output layer trains token rows: it
+    takes ``lm_head.weight`` and ``lm_head.bias``; PEFT's wrapper answers ``.weight`` with the trained rows merged
+    in (gradients reach them) but has no ``.bias``, so it gets the wrapped layer's (None for these models)."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    head = model.get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in head.__dict__["_parameters"]:
+        head.register_parameter("bias", getattr(head.token_adapter.get_base_layer(), "bias", None))
 
 
 def build_factory(cfg: Config):
@@ -211,16 +250,20 @@ def train(cfg: Config, model=None, tokenizer=None, factory=None) -> dict[str, An
                      num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                      learning_rate=cfg.learning_rate, lr_scheduler_type="constant", weight_decay=0.0, seed=cfg.seed,
                      data_seed=cfg.seed, use_cpu=not cuda, bf16=False, logging_steps=1, report_to="none",
-                     save_strategy="no", dataloader_num_workers=0, activation_checkpointing=False)
+                     save_strategy="no", dataloader_num_workers=0,
+                     activation_checkpointing=cfg.activation_checkpointing)
     dataset = datasets.Dataset.from_list([{"messages": row["messages"], "tools": row["tools"]} for row in kept])
+    token_rows = tool_tag_rows(model, tokenizer) if cfg.train_tool_tags else {}
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_config(cfg.lora_r))
+                         peft_config=lora_config(cfg.lora_r, token_rows))
+    expose_head_bias(trainer.model)
     trainer.train()
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in trainer.state.log_history))
     summary = {"adapter": str(adapter), "episodes": len(kept), **counts, "steps": trainer.state.global_step,
+               "trained_token_rows": {name: tokenizer.convert_ids_to_tokens(ids) for name, ids in token_rows.items()},
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                "tokens_mean": round(sum(n for n in lengths if n <= cfg.max_length) / len(kept), 1),
                "seconds": round(time.perf_counter() - start, 1)}

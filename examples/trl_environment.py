@@ -197,7 +197,10 @@ def main(args: Args) -> dict:
     if args.warmup_adapter:
         from peft import PeftModel
 
+        from agents.tool_warmup import expose_head_bias
+
         model = PeftModel.from_pretrained(model, args.warmup_adapter, is_trainable=True)
+        expose_head_bias(model)  # an adapter that trains the tool-call tags' rows keeps training them here
     elif args.lora_r > 0:
         from agents.tool_warmup import lora_config
 

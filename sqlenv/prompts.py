@@ -38,8 +38,8 @@ __all__ = [
     "agent_result_message", "build_agent_messages",
     # the stacks' default prompt
     "DEFAULT_SYSTEM_PROMPT", "DEFAULT_AGENT_SYSTEM_PROMPT", "USER_TEMPLATE", "TOOLS_AGENT_SYSTEM_PROMPT",
-    "TOOLS_ANSWER_SYSTEM_PROMPT", "TOOL_CALL_EXAMPLE", "tool_call_text", "user_message", "default_messages",
-    "fenced_prompt", "agent_messages", "messages_for", "latest_turn",
+    "TOOLS_ANSWER_SYSTEM_PROMPT", "TOOL_CALL_EXAMPLE", "TOOL_CALL_TAGS", "tool_call_text", "user_message",
+    "default_messages", "fenced_prompt", "agent_messages", "messages_for", "latest_turn",
 ]
 
 # =========================================================================== the trainer's prompt
@@ -310,10 +310,16 @@ DEFAULT_AGENT_SYSTEM_PROMPT = (
 )
 
 
+#: The tags around a tool call in Qwen2.5's chat template and TRL's parser (one special token each in Qwen2.5's
+#: vocabulary, plain text in SmolLM2's).
+TOOL_CALL_TAGS = ("<tool_call>", "</tool_call>")
+
+
 def tool_call_text(name: str, arguments: dict) -> str:
     """One tool call as Qwen2.5's chat template writes it and TRL's parser reads it (Hermes style):
     ``<tool_call>``, a line of JSON with the tool's name and arguments, ``</tool_call>``."""
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+    opening, closing = TOOL_CALL_TAGS
+    return opening + "\n" + json.dumps({"name": name, "arguments": arguments}) + "\n" + closing
 
 
 #: The worked call of the tool prompts: schema-neutral (``sqlite_master`` exists in every SQLite

@@ -111,3 +111,86 @@ def test_warmup_fits_an_adapter_that_the_trl_example_loads(tmp_path):
     assert refused.returncode == 2 and "trained with schema='tables'" in refused.stderr, refused.stderr
     missing = run("examples/trl_environment.py", "--warmup-adapter", str(tmp_path))
     assert missing.returncode == 2 and "no adapter_config.json there" in missing.stderr
+
+
+def twin_tag_model(tokenizer):
+    """A tiny random Llama whose tool-call tag rows equal an unused special token's, in the input embedding and the
+    output layer: Qwen2.5-Coder-0.5B-Instruct's ``<tool_call>``/``</tool_call>`` as shipped."""
+    import torch
+    from tests.test_policy import tiny_model
+
+    model = tiny_model(tokenizer)
+    twin, *tags = tokenizer.convert_tokens_to_ids(["<|box_start|>", "<tool_call>", "</tool_call>"])
+    with torch.no_grad():
+        for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            weight[tags] = weight[twin].clone()
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train_tags", [True, False])
+def test_tool_tag_rows_are_trained_where_the_tags_are_tokens(tmp_path, train_tags):
+    """Where the tags are one special token each and their rows are a twin's, only the trained rows let the adapted
+    model prefer <tool_call> over the twin as the assistant's first token; an attention LoRA leaves them tied."""
+    import torch
+    from peft import PeftModel
+    from tests.test_policy import tiny_tokenizer
+
+    from agents.tool_warmup import tool_tag_ids, train
+    from sqlenv.integrations.trl_env import ensure_tool_chat_template
+
+    tokenizer = tiny_tokenizer()
+    assert tool_tag_ids(tokenizer) == []  # plain text there: nothing to train
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<tool_call>", "</tool_call>", "<|box_start|>"]})
+    twin, opening, closing = tokenizer.convert_tokens_to_ids(["<|box_start|>", "<tool_call>", "</tool_call>"])
+    assert tool_tag_ids(tokenizer) == [opening, closing]
+    cfg = Config(examples=2, max_turns=2, epochs=3, learning_rate=1e-2, seed=1, train_tool_tags=train_tags,
+                 output_dir=str(tmp_path / "w"))
+    summary = train(cfg, model=twin_tag_model(tokenizer), tokenizer=tokenizer)
+    rows = ["<tool_call>", "</tool_call>"]
+    assert summary["trained_token_rows"] == ({"embed_tokens": rows, "lm_head": rows} if train_tags else {})
+
+    ensure_tool_chat_template(tokenizer)
+    episode = json.loads((tmp_path / "w" / "transcripts.jsonl").read_text().splitlines()[0])
+    prompt = tokenizer.apply_chat_template(episode["messages"][:2], add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)["input_ids"]
+    base = twin_tag_model(tokenizer)
+    with torch.no_grad():
+        before = base(prompt).logits[0, -1]
+        tuned = PeftModel.from_pretrained(twin_tag_model(tokenizer), str(tmp_path / "w" / "adapter")).eval()
+        after = tuned(prompt).logits[0, -1]
+    assert before[opening] == before[twin]
+    if train_tags:
+        assert after[opening] > after[twin] and after[opening] != after[closing]
+    else:
+        assert after[opening] == after[twin]
+
+
+@pytest.mark.slow
+def test_trl_example_trains_on_from_a_warmup_with_tag_rows(tmp_path):
+    """examples/trl_environment.py, as a process, runs a GRPO step from a warm-up that trained the tags' rows
+    (TRL's fused LM head reads the PEFT-wrapped output layer) and saves an adapter that still carries them."""
+    from safetensors import safe_open
+    from tests.test_policy import tiny_tokenizer
+
+    from agents.tool_warmup import train
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<tool_call>", "</tool_call>", "<|box_start|>"]})
+    base = tmp_path / "base"
+    twin_tag_model(tokenizer).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    warm = tmp_path / "warm"
+    train(Config(model=str(base), examples=2, max_turns=2, epochs=1, seed=1, output_dir=str(warm)),
+          model=twin_tag_model(tokenizer), tokenizer=tokenizer)
+    out = tmp_path / "grpo"
+    proc = run("examples/trl_environment.py", "--model", str(base), "--warmup-adapter", str(warm / "adapter"),
+               "--max-turns", "2", "--max-steps", "1", "--max-completion-length", "16", "--limit", "2",
+               "--threads", "1", "--save", "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "result.json").read_text())["steps"] == 1
+    saved = json.loads((out / "adapter_config.json").read_text())["trainable_token_indices"]
+    ids = tokenizer.convert_tokens_to_ids(["<tool_call>", "</tool_call>"])
+    assert saved == {"embed_tokens": ids, "lm_head": ids}
+    with safe_open(out / "adapter_model.safetensors", "pt") as tensors:
+        assert sum("trainable_tokens_delta" in key for key in tensors.keys()) == 2
