@@ -78,8 +78,9 @@ class Config:
     train_tool_tags: bool = True
     """Also train the input and output rows of the tool-call tags where each is one token of the vocabulary
     (Qwen2.5's <tool_call> and </tool_call>; SmolLM2 writes them as text). In Qwen2.5-Coder-0.5B-Instruct those
-    rows are untrained, equal to 11 unused special tokens' rows, so a LoRA on attention alone cannot make the model
-    write them. --no-train-tool-tags: the attention LoRA only (the warm-up before 2026-12-06)."""
+    rows are untrained, pointing the same way as ~2,200 unused tokens' rows (benchmarks/tag_rows.py), so a LoRA on
+    attention alone cannot make the model write them. --no-train-tool-tags: the attention LoRA only (the warm-up
+    before 2026-12-06)."""
     one_line_sql: bool = True
     """Write each call's query on one line (whitespace outside quotes made one space), so the JSON argument has
     no \\n escapes; --no-one-line-sql keeps the gold SQL's line breaks (the warm-up before 2026-12-06)."""

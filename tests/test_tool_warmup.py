@@ -166,23 +166,32 @@ def test_tool_tag_rows_are_trained_where_the_tags_are_tokens(tmp_path, train_tag
         assert after[opening] == after[twin]
 
 
-@pytest.mark.slow
-def test_trl_example_trains_on_from_a_warmup_with_tag_rows(tmp_path):
-    """examples/trl_environment.py, as a process, runs a GRPO step from a warm-up that trained the tags' rows
-    (TRL's fused LM head reads the PEFT-wrapped output layer) and saves an adapter that still carries them."""
-    from safetensors import safe_open
+@pytest.fixture(scope="module")
+def tag_warmup(tmp_path_factory):
+    """A tiny twin-tag model saved as a model folder, and a warm-up on it that trains the tag rows."""
     from tests.test_policy import tiny_tokenizer
 
     from agents.tool_warmup import train
 
+    tmp = tmp_path_factory.mktemp("tag_warmup")
     tokenizer = tiny_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": ["<tool_call>", "</tool_call>", "<|box_start|>"]})
-    base = tmp_path / "base"
+    base = tmp / "base"
     twin_tag_model(tokenizer).save_pretrained(base)
     tokenizer.save_pretrained(base)
-    warm = tmp_path / "warm"
-    train(Config(model=str(base), examples=2, max_turns=2, epochs=1, seed=1, output_dir=str(warm)),
+    warm = tmp / "warm"
+    train(Config(model=str(base), examples=2, max_turns=2, epochs=3, learning_rate=1e-2, seed=1, output_dir=str(warm)),
           model=twin_tag_model(tokenizer), tokenizer=tokenizer)
+    return base, warm, tokenizer
+
+
+@pytest.mark.slow
+def test_trl_example_trains_on_from_a_warmup_with_tag_rows(tag_warmup, tmp_path):
+    """examples/trl_environment.py, as a process, runs a GRPO step from a warm-up that trained the tags' rows
+    (TRL's fused LM head reads the PEFT-wrapped output layer) and saves an adapter that still carries them."""
+    from safetensors import safe_open
+
+    base, warm, tokenizer = tag_warmup
     out = tmp_path / "grpo"
     proc = run("examples/trl_environment.py", "--model", str(base), "--warmup-adapter", str(warm / "adapter"),
                "--max-turns", "2", "--max-steps", "1", "--max-completion-length", "16", "--limit", "2",
@@ -194,3 +203,26 @@ def test_trl_example_trains_on_from_a_warmup_with_tag_rows(tmp_path):
     assert saved == {"embed_tokens": ids, "lm_head": ids}
     with safe_open(out / "adapter_model.safetensors", "pt") as tensors:
         assert sum("trainable_tokens_delta" in key for key in tensors.keys()) == 2
+
+
+@pytest.mark.slow
+def test_tag_rows_reports_twins_until_the_rows_are_trained(tag_warmup, tmp_path):
+    """benchmarks/tag_rows.py, as a process: the base model's tag rows are twins of each other and of the unused
+    <|box_start|> in both layers; merged with the warm-up's adapter, no row is <|box_start|>'s twin any more."""
+    base, warm, _ = tag_warmup
+    for adapter in (None, warm / "adapter"):
+        out = tmp_path / "rows.json"
+        proc = run("benchmarks/tag_rows.py", "--model", str(base), *(["--adapter", str(adapter)] if adapter else []),
+                   "--json", str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "| `<tool_call>` | output layer |" in proc.stdout
+        rows = json.loads(out.read_text())["rows"]
+        assert set(rows) == {"<tool_call>", "</tool_call>"}
+        for tag, layers in rows.items():
+            assert set(layers) == {"input embedding", "output layer"}
+            for row in layers.values():
+                if adapter is None:
+                    other = "</tool_call>" if tag == "<tool_call>" else "<tool_call>"
+                    assert row["twins"] == 2 and sorted(row["twin_tokens"]) == sorted([other, "<|box_start|>"])
+                else:
+                    assert "<|box_start|>" not in row["twin_tokens"], (tag, row)
