@@ -119,6 +119,9 @@ class Config:
     episodes on TextToSQLAgent-v0 (explore with <sql>, see the result, submit with <answer>; at most N
     moves, each of at most max_completion_length tokens), whose loss covers only the policy's own tokens
     (agents/multiturn.py, docs/agent_env.md)."""
+    filter_hints: bool = False
+    """Multi-turn only: an exploration whose result is empty, 0 or NULL also names each text value it filters on
+    that matches no row of its column, with that column's values, closest first (sqlenv/filter_hints.py)."""
     literal_answers: str = "unanswered"
     """An answer that reads no table of the database (SELECT '16', SELECT 0; sqlenv/literal.py): "score"
     rewards it like any other, "unanswered" as no answer (the preset's error reward, error "literal";
@@ -180,7 +183,8 @@ class Config:
     resume: str | None = None
     """Checkpoint folder to continue from, or a run folder (its latest checkpoint). The run must stay the same:
     its env (dataset, split, schema, sample_rows, column_values, reward, query_timeout, max_instructions, max_turns,
-    literal_answers), few_shot, model, lora_r and lora_alpha (a difference is an error naming its flag)."""
+    literal_answers, filter_hints), few_shot, model, lora_r and lora_alpha (a difference is an error naming its
+    flag)."""
     seed: int = 0
     """Seed of question sampling, LoRA initialisation and token sampling."""
     threads: int | None = 1
@@ -244,6 +248,8 @@ class Config:
         if isinstance(self.max_turns, bool) or not isinstance(self.max_turns, int) or self.max_turns < 1:
             bad("max_turns", self.max_turns, "must be an integer >= 1 (1 = single-step; N > 1 = multi-turn "
                 "episodes of at most N moves)")
+        if self.filter_hints and self.max_turns < 2:
+            bad("filter_hints", self.filter_hints, "needs --max-turns N > 1 (hints come with exploration results)")
         if not self.dataset:
             bad("dataset", self.dataset, "must name a dataset, e.g. temptabqa-c or generated")
 

@@ -42,14 +42,14 @@ A stochastic policy draws other samples than separate runs would; ``--compare-to
 A trained adapter (``--policy <folder>``, or ``--adapter``) is evaluated on the environment it was trained
 on: its ``env_config.json`` (``agents/adapter_card.py``) gives the defaults of ``--dataset``, ``--split``
 (its held-out split), ``--data-dir``, ``--schema``, ``--sample-rows``, ``--column-values``, ``--reward``, the
-query budget
-``--timeout`` and ``--max-instructions`` (a run trained under an instruction budget is evaluated under
-it), ``--max-turns`` (an adapter trained in multi-turn episodes is evaluated in them) and
-``--literal-answers``; a flag that differs is honoured with a notice. Without a flag or an adapter, every
-env setting has the default of ``sqlenv.spec.EnvSpec``; the report's config records the query budget and
-the literal-answer option the env had. A policy or model that cannot be used, or the oracle on questions without
-gold SQL, stops the script at once with exit status 2 and a message naming the flag. The report records
-the command so that it runs again as written (``SQLENV_DATA_DIR=...`` in front when the data folder came
+query budget ``--timeout`` and ``--max-instructions`` (a run trained under an instruction budget is evaluated
+under it), ``--max-turns`` (an adapter trained in multi-turn episodes is evaluated in them),
+``--literal-answers`` and ``--filter-hints``; a flag that differs is honoured with a notice. Without a flag
+or an adapter, every env setting has the default of ``sqlenv.spec.EnvSpec``; the report's config records the
+query budget, the literal-answer option and the filter hints the env had. A policy or model that cannot be
+used, or the oracle on questions without gold SQL, stops the script at once with exit status 2 and a message
+naming the flag. The report records the command so that it runs again as written (``SQLENV_DATA_DIR=...`` in
+front when the data folder came
 from that variable).
 
 The core, :func:`evaluate`, takes a policy (anything with ``act``/``act_batch``, see
@@ -319,6 +319,7 @@ def run_config(policy, base, records: Sequence[dict], started: float, **settings
         **query_budget(base),
         "literal_answers": getattr(base, "literal_answers", None),
         "column_values": getattr(base, "column_values", 0),
+        "filter_hints": getattr(base, "filter_hints", None) is not None,
         "num_questions_in_split": len(dataset),
         **settings,
         "elapsed_s": round(elapsed, 2),
@@ -554,7 +555,7 @@ def _slug(text: str) -> str:
 
 
 def result_stem(result: dict) -> str:
-    """``<policy>_<dataset>_<split>_<schema>[_n<limit>][_k<samples>]`` for the result files."""
+    """``<policy>_<dataset>_<split>_<schema>[_n<limit>][_k<samples>][_t<turns>][_hints]`` for the result files."""
     c = result["config"]
     stem = "_".join(_slug(c[k]) for k in ("policy", "dataset", "split", "schema"))
     if c["limit"] is not None and result["metrics"]["n"] < c["num_questions_in_split"]:
@@ -563,6 +564,8 @@ def result_stem(result: dict) -> str:
         stem += f"_k{c['samples']}"
     if c.get("max_turns", 1) > 1:
         stem += f"_t{c['max_turns']}"
+    if c.get("filter_hints"):
+        stem += "_hints"
     return stem
 
 
@@ -716,7 +719,7 @@ def split_result(shared: dict, dataset, chosen: Sequence[int], positions: Sequen
 # ---------------------------------------------------------------------------------------- CLI
 # The env settings a flag or the adapter's env_config.json gives, else EnvSpec's default (sqlenv/spec.py).
 ENV_FLAGS = ("dataset", "schema", "sample_rows", "column_values", "reward", "timeout", "max_instructions", "max_turns",
-             "literal_answers")
+             "literal_answers", "filter_hints")
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
 PROG = "benchmarks/evaluate.py"
 
@@ -778,6 +781,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "other, or as no answer, error 'literal' (docs/env.md, \"Literal answers\"); the collapse "
                         f"table's literal share counts them either way (default: the adapter's, else "
                         f"{default('literal_answers')})")
+    g.add_argument("--filter-hints", default=None, action=argparse.BooleanOptionalAction,
+                   help="multi-turn: an exploration whose result is empty, 0 or NULL also names each text value it "
+                        "filters on that matches no row, with that column's values (sqlenv/filter_hints.py) "
+                        f"(default: the adapter's, else {default('filter_hints')})")
     m = parser.add_argument_group("language-model policies")
     m.add_argument("--model", default=None, help="model name or folder (default: the adapter's, else smollm2-135m)")
     m.add_argument("--adapter", default=None, help="LoRA adapter folder to load into a zero-shot/few-shot policy")
@@ -862,6 +869,8 @@ def env_settings(args, adapter: Path | None) -> tuple[dict[str, Any], list[str]]
         trained.get("eval_split") if same_dataset and not args.gold_sql else None)
     settings["data_dir"] = args.data_dir or (None if os.environ.get(DATA_DIR_ENV) else
                                              trained.get("data_dir") if same_dataset else None)
+    if settings["max_turns"] < 2 and args.filter_hints is None:
+        settings["filter_hints"] = False  # an adapter's hints come with its explorations; one query has none
     if adapter is not None and not trained:
         notices.append(f"notice: {adapter} records no training environment (no env_config.json: saved before it "
                        f"existed); evaluating on the {settings['schema']!r} schema with {settings['sample_rows']} "

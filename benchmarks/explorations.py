@@ -27,7 +27,7 @@ from sqlenv.datasets import DatasetError  # noqa: E402
 from sqlenv.spec import EnvSpec  # noqa: E402
 
 SETTINGS = ("dataset", "schema", "column_values", "reward", "timeout", "max_instructions", "max_turns",
-            "literal_answers")
+            "literal_answers", "filter_hints")
 
 
 class ResultError(ValueError):

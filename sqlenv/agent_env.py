@@ -19,7 +19,8 @@ from gymnasium import spaces
 
 from sqlenv.env import ACTION_CHARSET, TextToSQLEnv, _cut, _format_table, _one_line
 from sqlenv.executor import ExecutionResult, Executor, ExecutorConfig
-from sqlenv.matching import is_floor_answer
+from sqlenv.filter_hints import FilterHints
+from sqlenv.matching import is_floor_answer, result_to_answer
 from sqlenv.spaces import UnicodeText
 
 __all__ = ["TextToSQLAgentEnv", "MOVE_ERRORS", "NO_ANSWER", "Explorations", "kept_a_floor"]
@@ -113,7 +114,9 @@ class TextToSQLAgentEnv(TextToSQLEnv):
     (each exploration query's time budget; ``None``: ``timeout``), ``explore_max_instructions=None``
     (each exploration query's instruction budget; ``None``: ``max_instructions``),
     ``explore_seconds=5.0`` (total exploration query time per episode), ``turn_cost=0.0``,
-    ``exploration_error_penalty=0.0``.
+    ``exploration_error_penalty=0.0``, ``filter_hints=False`` (an exploration whose result reads as a floor
+    answer, empty, ``0`` or ``NULL``, also gets one line per text value it filters on that matches no row of
+    its column, with that column's values, closest first: :mod:`sqlenv.filter_hints`).
 
     ## Version History
     * v0: initial version.
@@ -131,6 +134,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         explore_seconds: float = 5.0,
         turn_cost: float = 0.0,
         exploration_error_penalty: float = 0.0,
+        filter_hints: bool = False,
         **kwargs,
     ):
         self.max_turns = _positive_int("max_turns", max_turns)
@@ -149,6 +153,9 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         self.explore_seconds = _non_negative_float("explore_seconds", explore_seconds)
         self.turn_cost = _non_negative_float("turn_cost", turn_cost)
         self.exploration_error_penalty = _non_negative_float("exploration_error_penalty", exploration_error_penalty)
+        if not isinstance(filter_hints, bool):
+            raise ValueError(f"filter_hints={filter_hints!r} must be True or False")
+        self.filter_hints = FilterHints() if filter_hints else None
         super().__init__(*args, **kwargs)
         config = self.executor.config
         self.explore_executor = Executor(ExecutorConfig(
@@ -322,10 +329,17 @@ class TextToSQLAgentEnv(TextToSQLEnv):
             return "budget", (f"Not run: the episode's {self.explore_seconds:g} s of exploration query time "
                               "is spent. Submit an <answer>.")
         executor = self.explore_executor
-        result = executor._execute(self._database(example).path, query, min(executor.config.timeout, left))
+        path = self._database(example).path
+        result = executor._execute(path, query, min(executor.config.timeout, left))
         started = time.perf_counter()
         try:
-            return self._result_text(result)
+            error, text = self._result_text(result)
+            if error is None and self.filter_hints is not None \
+                    and is_floor_answer(result_to_answer(result.rows[:2], limit=8)):
+                hints = self.filter_hints.hints(path, query)
+                if hints:
+                    text = self._clip(text + "\n" + "\n".join(hints))
+            return error, text
         finally:  # formatting the result counts against the exploration budget too
             self._explore_spent += result.elapsed + (time.perf_counter() - started)
 

@@ -19,9 +19,9 @@ from typing import Any, Mapping
 
 #: Fields added after env_config.json and checkpoints existed, with the value every run before them had:
 #: a file that lacks one was trained that way (wall clock only, 1 s a query, one query per question,
-#: literal answers scored like any other, no column values).
+#: literal answers scored like any other, no column values, no filter hints).
 LEGACY_VALUES: dict[str, Any] = {"timeout": 1.0, "max_instructions": None, "max_turns": 1, "literal_answers": "score",
-                                 "column_values": 0}
+                                 "column_values": 0, "filter_hints": False}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class EnvSpec:
     literal_answers: str = "score"
     """An answer that reads no table (``SELECT '16'``, :mod:`sqlenv.literal`): "score" scores it like any
     other; "unanswered" scores it as no answer (the preset's execution-error reward, error "literal")."""
+    filter_hints: bool = False
+    """Multi-turn only: an exploration whose result is empty, 0 or NULL also names each text value it filters
+    on that matches no row, with that column's values (:mod:`sqlenv.filter_hints`)."""
 
     def __post_init__(self):
         from sqlenv.infobox import SCHEMAS
@@ -77,6 +80,10 @@ class EnvSpec:
         if not _is_int(self.max_turns) or self.max_turns < 1:
             _bad("max_turns", self.max_turns, "must be an integer >= 1 (1: one query per question)")
         literal_answers_option(self.literal_answers)
+        if not isinstance(self.filter_hints, bool):
+            _bad("filter_hints", self.filter_hints, "must be true or false")
+        if self.filter_hints and self.max_turns < 2:
+            _bad("filter_hints", self.filter_hints, "needs max_turns > 1 (hints come with exploration results)")
 
     def make(self, split: str | None = None, workers: int = 0, *, dataset=None, render_mode: str | None = None):
         """The env: ``TextToSQLEnv``, or ``TextToSQLAgentEnv`` when ``max_turns`` > 1. ``split`` replaces the
@@ -92,7 +99,7 @@ class EnvSpec:
         if self.max_turns > 1:
             from sqlenv.agent_env import TextToSQLAgentEnv
 
-            return TextToSQLAgentEnv(**kwargs, max_turns=self.max_turns)
+            return TextToSQLAgentEnv(**kwargs, max_turns=self.max_turns, filter_hints=self.filter_hints)
         from sqlenv.env import TextToSQLEnv
 
         return TextToSQLEnv(**kwargs)

@@ -28,8 +28,11 @@ def test_defaults_are_the_envs():
     """The spec's defaults are TextToSQLEnv's (one query per question: max_turns 1; the env's schema=None is
     "tables" when it loads the dataset by name, as a spec does)."""
     params = inspect.signature(TextToSQLEnv.__init__).parameters
+    agent_params = inspect.signature(TextToSQLAgentEnv.__init__).parameters
     for name in field_names():
-        if name not in ("max_turns", "schema"):
+        if name == "filter_hints":  # a setting of the multi-turn env only
+            assert EnvSpec().filter_hints is agent_params[name].default is False
+        elif name not in ("max_turns", "schema"):
             assert EnvSpec().to_dict()[name] == params[name].default, name
     assert EnvSpec().max_turns == 1 and params["schema"].default is None and EnvSpec().schema == "tables"
     assert TextToSQLEnv().schema_variant == "tables"

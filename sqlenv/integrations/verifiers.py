@@ -29,7 +29,7 @@ through :func:`sqlenv.completion.extract_sql`, the extractor every path uses.
 ``limit`` and the env's arguments ``dataset``, ``split``, ``data_dir``, ``reward``, ``schema``,
 ``sample_rows``, ``timeout``, ``max_rows``, ``max_instructions``; for ``TextToSQLAgent-v0`` also
 ``max_turns``, ``result_rows``, ``result_chars``, ``transcript_chars``, ``explore_timeout``,
-``explore_max_instructions``, ``explore_seconds``, ``turn_cost``, ``exploration_error_penalty``
+``explore_max_instructions``, ``explore_seconds``, ``turn_cost``, ``exploration_error_penalty``, ``filter_hints``
 (``None``: the env's default). ``task.env_kwargs`` passes any other keyword.
 """
 
@@ -258,6 +258,8 @@ class SQLTasksetConfig(vf.TasksetConfig):
     explore_seconds: float | None = None
     turn_cost: float | None = None
     exploration_error_penalty: float | None = None
+    filter_hints: bool | None = None
+    """An empty, 0 or NULL exploration result also names the filter values that match no row."""
     limit: int | None = None
     """The first ``limit`` questions (default: all)."""
     task: SQLTaskConfig = SQLTaskConfig()
@@ -268,7 +270,7 @@ _ENV_FIELDS = ("dataset", "split", "data_dir", "reward", "schema", "sample_rows"
                "max_rows", "max_instructions", "literal_answers")
 _AGENT_FIELDS = ("max_turns", "result_rows", "result_chars", "transcript_chars", "explore_timeout",
                  "explore_max_instructions", "explore_seconds", "turn_cost",
-                 "exploration_error_penalty")
+                 "exploration_error_penalty", "filter_hints")
 
 
 def env_kwargs(config: SQLTasksetConfig) -> dict[str, Any]:
