@@ -55,6 +55,9 @@ class Args:
     """Only the submit_answer tool (TextToSQL-v0) instead of run_sql + submit_answer (TextToSQLAgent-v0)."""
     max_turns: int = 5
     """Moves per episode, the answer included (multi-turn only)."""
+    filter_hints: bool = False
+    """run_sql: a result that is empty, 0 or NULL also names each text value the query filters on that matches no
+    row, with that column's values (multi-turn only; sqlenv/filter_hints.py)."""
     schema: str = "tables"
     """How the prompt shows the database: "tables" (the five tables) or "flat" (one joined view, as our trainer)."""
     column_values: int = 0
@@ -168,7 +171,7 @@ def environment_factory(args: Args):
     dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema)
     if args.limit:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
-    turns = {} if args.single_step else {"max_turns": args.max_turns}
+    turns = {} if args.single_step else {"max_turns": args.max_turns, "filter_hints": args.filter_hints}
     return SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
                                  max_instructions=args.max_instructions, schema=args.schema,
                                  column_values=args.column_values, **turns)

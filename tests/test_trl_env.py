@@ -296,6 +296,19 @@ def test_example_sampling_flags_reach_trls_config(tmp_path):
 
 
 
+def test_example_filter_hints_reach_run_sql(cities):
+    """--filter-hints: run_sql's result of a query that matched nothing names the value and the column's values."""
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_hints")
+    assert example.environment_factory(example.parse_args(["--filter-hints", "--limit", "2"])).env_kwargs[
+        "filter_hints"] is True
+    env = SQLEnvironmentFactory(**cities, max_turns=3, filter_hints=True)()
+    env.reset(index=0, id="q-count", prompt=[{"role": "user", "content": ""}])
+    assert env.run_sql("SELECT COUNT(*) FROM city WHERE country = 'Swiss'") == (
+        "Turn 1/3 <sql>SELECT COUNT(*) FROM city WHERE country = 'Swiss'</sql>\n1 row\n| COUNT(*) |\n"
+        "|----------|\n| 0        |\nNo row of city has country = 'Swiss'; country's values, closest first: "
+        "'Schweiz', 'ASCII', 'Polska'.")
+
+
 # ---------------------------------------------------------------------- the chat template TRL needs
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
