@@ -8,6 +8,10 @@ column, and names each miss with that column's values, closest first::
 
     No row of Medals has medal = 'MedalSingles'; medal's values, closest first: 'MedalSilver',
     'MedalGold', 'MedalBronze'.
+    No row of Medals has location = 'World Championships'; 'World Championships' is a value of tournament.
+
+A value that another column of the query's tables holds is named with that column instead (the value was put in
+the wrong column).
 
 ``TextToSQLAgentEnv(filter_hints=True)`` appends these lines to an exploration's result when the result reads
 as a floor answer. What it does not do: it cannot tell a value that exists but is combined wrongly with
@@ -205,16 +209,34 @@ class FilterHints:
             if any(test(v) for _, _, values in known for v in values):
                 continue
             table, column, values = known[0]
+            where = f"{column} LIKE {_literal(value)}" if item.op == "LIKE" else f"{column} = {_literal(value)}"
+            elsewhere = self._elsewhere(conn, path, candidates, places, test)
+            if elsewhere:
+                what = "matches values of" if item.op == "LIKE" else "is a value of"
+                return f"No row of {table} has {where}; {_literal(value)} {what} {', '.join(elsewhere)}."
             shown = [v for v in values if len(v) <= MAX_VALUE_CHARS and v.isprintable()]
             target = (value.replace("%", "").replace("_", "") if item.op == "LIKE" else value).lower()
             shown.sort(key=lambda v: -difflib.SequenceMatcher(None, target, v.lower()).ratio())
-            where = f"{column} LIKE {_literal(value)}" if item.op == "LIKE" else f"{column} = {_literal(value)}"
             if not shown:
                 return f"No row of {table} has {where}; {column} holds no text values."
             more = f" (+{len(shown) - SHOWN_VALUES} more)" if len(shown) > SHOWN_VALUES else ""
             return (f"No row of {table} has {where}; {column}'s values, closest first: "
                     + ", ".join(_literal(v) for v in shown[:SHOWN_VALUES]) + more + ".")
         return None
+
+    def _elsewhere(self, conn, path: str, candidates, places, test) -> list[str]:
+        """The other columns of the filter's tables holding a value ``test`` accepts (a value in the wrong column:
+        ``location = 'World Championships'`` where that is a tournament), as ``column`` or ``table.column``."""
+        several = len(candidates) > 1
+        found = []
+        for table, names in candidates:
+            for column in names:
+                if (table, column) in places:
+                    continue
+                values = self._distinct(conn, path, table, column)
+                if values and any(test(v) for v in values):
+                    found.append(f"{table}.{column}" if several else column)
+        return found
 
     def _distinct(self, conn, path: str, table: str, column: str) -> tuple[str, ...] | None:
         """The distinct text values of ``table.column``, or None when the table has more than SCAN_ROWS rows."""
