@@ -323,7 +323,8 @@ def test_the_adapter_card_records_max_turns(tmp_path):
                reward="binary")
     write_env_config(tmp_path, **env, max_turns=3)
     legacy = {"timeout": 1.0, "max_instructions": None,  # the query budget every run before it had,
-              "literal_answers": "score", "column_values": 0}  # literal answers scored, no column values
+              "literal_answers": "score", "column_values": 0,  # literal answers scored, no column values,
+              "filter_hints": False}  # no filter hints
     assert json.loads((tmp_path / "env_config.json").read_text()) == {**env, **legacy, "max_turns": 3}
     write_env_config(tmp_path, **env)  # a single-step writer (the warm-up stage) may leave it out
     assert read_env_config(tmp_path)["max_turns"] == 1
