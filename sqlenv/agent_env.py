@@ -116,7 +116,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
     ``explore_seconds=5.0`` (total exploration query time per episode), ``turn_cost=0.0``,
     ``exploration_error_penalty=0.0``, ``filter_hints=False`` (an exploration whose result reads as a floor
     answer, empty, ``0`` or ``NULL``, also gets one line per text value it filters on that matches no row of
-    its column, with that column's values, closest first: :mod:`sqlenv.filter_hints`).
+    its column, naming the column that holds it or else the column's values: :mod:`sqlenv.filter_hints`).
 
     ## Version History
     * v0: initial version.
