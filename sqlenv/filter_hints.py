@@ -39,6 +39,7 @@ import sqlglot
 from sqlglot import exp
 
 from sqlenv.connections import connect_readonly
+from sqlenv.schema import MAX_VALUE_CHARS, _literal, _quote  # values longer are not listed: a cut one would mislead
 
 __all__ = ["CACHED_COLUMNS", "MAX_FILTERS", "MAX_SQL_CHARS", "SCAN_ROWS", "SHOWN_VALUES", "Filter", "FilterHints",
            "literal_filters"]
@@ -53,8 +54,6 @@ SCAN_ROWS = 10_000
 SHOWN_VALUES = 8
 #: Columns whose distinct values are remembered (per process, least recently used dropped first).
 CACHED_COLUMNS = 512
-#: Values longer than this are not listed (a cut value would mislead).
-MAX_VALUE_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -138,14 +137,6 @@ def _like(pattern: str) -> re.Pattern:
     """SQLite's LIKE (no ESCAPE) as a regular expression: ``%`` any run, ``_`` one character, ASCII case folded."""
     parts = [".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern]
     return re.compile("".join(parts), re.DOTALL | re.IGNORECASE | re.ASCII)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class FilterHints:
