@@ -76,6 +76,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: make `agents` im
 
 from agents.monitors import LABELS, collapse_monitors  # noqa: E402  (no torch)
 from sqlenv.agent_env import kept_a_floor  # noqa: E402
+from sqlenv.datasets import select_indices  # noqa: E402
 from sqlenv.executor import ERROR_KINDS  # noqa: E402
 from sqlenv.literal import LITERAL_ANSWERS  # noqa: E402
 from sqlenv.rewards import preset_help  # noqa: E402
@@ -185,17 +186,6 @@ def compute_metrics(records: Sequence[dict], samples: int = 1) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------- the loop
-def select_indices(num_questions: int, limit: int | None = None, seed: int = 0) -> list[int]:
-    """All question indices, or a seeded random subset of ``limit`` of them, in dataset order."""
-    if limit is None or limit >= num_questions:
-        return list(range(num_questions))
-    if limit < 0:
-        raise ValueError(f"limit={limit!r} must be >= 0")
-    import numpy as np
-
-    return sorted(int(i) for i in np.random.default_rng(seed).permutation(num_questions)[:limit])
-
-
 def database_order(db_keys: Sequence[str]) -> list[int]:
     """Positions ``0..len(db_keys)-1`` with equal database keys made adjacent: the databases in the order of
     their first question, each database's questions in their own order (a stable sort by database)."""

@@ -7,7 +7,8 @@ env's ``score_sqls`` for that question, on the env the result names), and the re
 episodes where an exploration was a right answer, those of them answered wrong (found, then lost), answers
 that resubmit an exploration, and episodes where an exploration's result was a floor answer (0, empty, None)
 and those of them answered with a wrong floor all the same; then whether episodes explore a second time,
-and after what (:func:`second_looks`: exploring twice, the second a repeat, after a floor or not). Results
+and after what (:func:`second_looks`: exploring twice, the second a repeat, after a floor or not), and the
+episodes whose floor exploration got filter hints (or would have, without ``--filter-hints``). Results
 from ``evaluate.py`` since this was added carry these already; this scores older ones too. ``--out DIR``
 writes each result again, with the new fields, into DIR (same file names).
 """
@@ -34,9 +35,10 @@ class ResultError(ValueError):
     """A result file that cannot be rescored (not multi-turn, or not the questions of its dataset)."""
 
 
-def rescore(result: dict, data_dir: str | None, name: str = "result") -> dict:
+def rescore(result: dict, data_dir: str | None, name: str = "result") -> tuple[dict, int]:
     """``result`` with each record's ``explore_correct`` / ``explore_floor`` / ``answer_explored`` and the
-    multi-turn metrics redone."""
+    multi-turn metrics redone, and the number of its episodes with a floor exploration that filter hints name a
+    missing value for (``TextToSQLAgentEnv.hinted_explorations``)."""
     config = result.get("config", {})
     if config.get("max_turns", 1) < 2 or not result.get("records"):
         raise ResultError(f"{name}: not a multi-turn result (config.max_turns {config.get('max_turns', 1)}); "
@@ -51,15 +53,17 @@ def rescore(result: dict, data_dir: str | None, name: str = "result") -> dict:
     env = EnvSpec(**settings, data_dir=data_dir).make(dataset=dataset)
     try:
         records = [dict(r) for r in result["records"]]
+        hinted = 0
         for record in records:
             found = env.unwrapped.score_explorations(
                 record["index"], record["moves"], record["move_kinds"], record["move_errors"])
             record.update(explore_correct=found.correct, explore_floor=found.floor,
                           answer_explored=found.answer_explored)
+            hinted += any(env.unwrapped.hinted_explorations(record["index"], record["moves"], found.floor))
     finally:
         env.close()
     metrics = dict(result["metrics"], multi_turn=turn_metrics(records, config["max_turns"]))
-    return dict(result, records=records, metrics=metrics)
+    return dict(result, records=records, metrics=metrics), hinted
 
 
 def second_looks(records: list[dict]) -> dict[str, float | int]:
@@ -109,12 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.results:
         try:
             result = json.loads(Path(path).read_text())
-            rescored = rescore(result, data_dir, path)
+            rescored, hinted = rescore(result, data_dir, path)
         except (OSError, json.JSONDecodeError, KeyError, DatasetError, ResultError) as exc:
             parser.error(f"{path}: {exc}" if not isinstance(exc, ResultError) else str(exc))
         print(f"{path} ({len(rescored['records'])} episodes):")
         print(turn_table(rescored["metrics"]["multi_turn"]))
         print(second_looks_table(second_looks(rescored["records"])))
+        shown = "got" if rescored["config"].get("filter_hints") else "would have got (with --filter-hints)"
+        print(f"Episodes whose floor exploration {shown} a filter hint: {hinted} of {len(rescored['records'])}")
         if args.out:
             json_path, _ = write_result(rescored, args.out, result.get("command"))
             print(f"wrote {json_path}")

@@ -6,6 +6,8 @@ Each line of ``rollouts.jsonl`` is one rollout (``SQLEnvReward(rollout_log=...)`
 reward calls, one per generation batch (one per optimizer step with the example's settings). Prints a
 table per step (mean reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers
 submitted, correct) and, with ``--png``, plots the mean reward and the mean tool calls per rollout.
+Rollouts of the held-out questions (``--eval-split``; environment ``eval``) are not steps: they get a
+table of their own, one row per evaluation (after ``global_step`` optimizer steps), and their own line.
 """
 
 from __future__ import annotations
@@ -15,31 +17,49 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from sqlenv.integrations.trl_env import EVAL_ENVIRONMENT
 
-def per_step(path: str | Path) -> list[dict]:
-    """One row per reward call: means over its rollouts."""
-    calls: dict[int, list[dict]] = defaultdict(list)
+
+def read_rollouts(path: str | Path) -> list[dict]:
+    """The lines of a ``rollouts.jsonl``; a line that is not JSON is an error naming it."""
+    rows = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number} is not a JSON line: {exc}") from exc
-        calls[row["call"]].append(row)
-    rows = []
-    for call in sorted(calls):
-        rollouts = calls[call]
-        n = len(rollouts)
-        rows.append({
-            "step": call,
-            "rollouts": n,
-            "reward": sum(r["reward"] for r in rollouts) / n,
-            "with_tool_call": sum(sum(r["tool_calls"].values()) > 0 for r in rollouts) / n,
-            "run_sql": sum(r["tool_calls"].get("run_sql", 0) for r in rollouts) / n,
-            "submit_answer": sum(r["tool_calls"].get("submit_answer", 0) for r in rollouts) / n,
-            "submitted": sum(bool(r["submitted"]) for r in rollouts) / n,
-            "correct": sum(bool(r["correct"]) for r in rollouts) / n,
-        })
     return rows
+
+
+def per_step(path: str | Path) -> list[dict]:
+    """One row per training reward call (step 1, 2, ...): means over its rollouts."""
+    calls: dict[int, list[dict]] = defaultdict(list)
+    for row in read_rollouts(path):
+        if row.get("environment") != EVAL_ENVIRONMENT:
+            calls[row["call"]].append(row)
+    return [{"step": step, **_means(calls[call])} for step, call in enumerate(sorted(calls), start=1)]
+
+
+def per_eval(path: str | Path) -> list[dict]:
+    """One row per held-out evaluation, keyed by the optimizer steps taken before it: means over its rollouts."""
+    evals: dict[int, list[dict]] = defaultdict(list)
+    for row in read_rollouts(path):
+        if row.get("environment") == EVAL_ENVIRONMENT:
+            evals[row.get("global_step", 0)].append(row)
+    return [{"step": step, **_means(evals[step])} for step in sorted(evals)]
+
+
+def _means(rollouts: list[dict]) -> dict:
+    n = len(rollouts)
+    return {
+        "rollouts": n,
+        "reward": sum(r["reward"] for r in rollouts) / n,
+        "with_tool_call": sum(sum(r["tool_calls"].values()) > 0 for r in rollouts) / n,
+        "run_sql": sum(r["tool_calls"].get("run_sql", 0) for r in rollouts) / n,
+        "submit_answer": sum(r["tool_calls"].get("submit_answer", 0) for r in rollouts) / n,
+        "submitted": sum(bool(r["submitted"]) for r in rollouts) / n,
+        "correct": sum(bool(r["correct"]) for r in rollouts) / n,
+    }
 
 
 def main(argv=None) -> list[dict]:
@@ -48,11 +68,15 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--png", help="write the plot here (needs matplotlib)")
     parser.add_argument("--title", default="TRL environment_factory run", help="plot title")
     args = parser.parse_args(argv)
-    rows = per_step(args.rollouts)
+    rows, evals = per_step(args.rollouts), per_eval(args.rollouts)
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "correct"]
-    print(" ".join(f"{k:>14}" for k in keys))
-    for row in rows:
-        print(" ".join(f"{row[k]:>14}" if isinstance(row[k], int) else f"{row[k]:>14.3f}" for k in keys))
+    for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
+        if not table:
+            continue
+        print(title)
+        print(" ".join(f"{k:>14}" for k in keys))
+        for row in table:
+            print(" ".join(f"{row[k]:>14}" if isinstance(row[k], int) else f"{row[k]:>14.3f}" for k in keys))
     if args.png:
         import matplotlib
 
@@ -63,6 +87,9 @@ def main(argv=None) -> list[dict]:
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
         top.plot(steps, [r["reward"] for r in rows], marker="o", label="mean reward")
         top.plot(steps, [r["correct"] for r in rows], marker="x", linestyle=":", label="correct share")
+        if evals:
+            top.plot([r["step"] for r in evals], [r["reward"] for r in evals], marker="D", color="black",
+                     label=f"held-out mean reward ({evals[0]['rollouts']} rollouts)")
         top.set_ylabel("per step")
         top.legend()
         top.set_title(args.title)

@@ -6,6 +6,7 @@
     python examples/trl_environment.py --dataset spider --data-dir ~/data/spider --model qwen2.5-coder-0.5b
     python agents/tool_warmup.py --output-dir runs/tool_warmup && \
         python examples/trl_environment.py --warmup-adapter runs/tool_warmup/adapter   # calls tools from step 1
+    python examples/trl_environment.py --max-steps 20 --eval-split dev --eval-limit 32   # held-out reward before/after
 
 What sqlenv provides: the environment TRL instantiates once per rollout
 (``SQLEnvironmentFactory``: ``reset`` pins the row's question and returns its schema, sample rows
@@ -51,6 +52,15 @@ class Args:
     """Split to train on."""
     limit: int | None = None
     """Use only the first N questions."""
+    eval_split: str | None = None
+    """Held-out split played through TRL's own tool loop (GRPOTrainer.evaluate: TRL's eval_reward and our
+    eval_sqlenv_env/* metrics) before training, every --eval-steps and after the last step (none: no evaluation)."""
+    eval_limit: int | None = 32
+    """Questions of --eval-split: a seeded subset (--seed; benchmarks/evaluate.py --limit's subsets) or, none, all."""
+    eval_steps: int = 0
+    """Evaluate every N optimizer steps too (0: only before and after training)."""
+    eval_generations: int = 1
+    """Rollouts per held-out question, sampled at --temperature as in training."""
     single_step: bool = False
     """Only the submit_answer tool (TextToSQL-v0) instead of run_sql + submit_answer (TextToSQLAgent-v0)."""
     max_turns: int = 5
@@ -116,6 +126,12 @@ def parse_args(argv=None) -> Args:
     were played with other env settings than this run's is refused (its config.json says which)."""
     parser = build_parser()
     args = Args(**vars(parser.parse_args(argv)))
+    for name in ("eval_limit", "eval_generations"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} {value}: must be >= 1")
+    if args.eval_steps < 0:
+        parser.error(f"--eval-steps {args.eval_steps}: must be >= 0 (0: before and after training only)")
     if not args.repetition_penalty > 0:
         parser.error(f"--repetition-penalty {args.repetition_penalty}: must be > 0 (1.0: off)")
     if args.warmup_adapter:
@@ -139,6 +155,13 @@ def grpo_config(args: Args):
     from trl import GRPOConfig
 
     cuda = torch.cuda.is_available()
+    evaluation = {} if not args.eval_split else {
+        "eval_strategy": "steps",
+        "eval_steps": args.eval_steps or args.max_steps,  # after the last step; before the first: eval_on_start
+        "eval_on_start": True,
+        "num_generations_eval": args.eval_generations,
+        "per_device_eval_batch_size": args.eval_generations * max(1, args.batch_size // args.eval_generations),
+    }
     return GRPOConfig(
         output_dir=args.output_dir,
         # generation
@@ -160,16 +183,20 @@ def grpo_config(args: Args):
         report_to="none",
         save_strategy="no",
         dataloader_num_workers=0,
+        **evaluation,
     )
 
 
-def environment_factory(args: Args):
-    """The factory TRL calls, over the dataset loaded with ``--schema`` (its databases are built for it)."""
-    from sqlenv.datasets import load_dataset
+def environment_factory(args: Args, eval_split: str | None = None):
+    """The factory TRL calls, over ``--split`` (its first ``--limit`` questions) or ``eval_split`` (a seeded subset
+    of ``--eval-limit``), loaded with ``--schema`` (its databases are built for it)."""
+    from sqlenv.datasets import load_dataset, select_indices
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory
 
-    dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema)
-    if args.limit:
+    dataset = load_dataset(args.dataset, split=eval_split or args.split, data_dir=args.data_dir, schema=args.schema)
+    if eval_split:
+        dataset = dataset.subset(select_indices(len(dataset), args.eval_limit, args.seed))
+    elif args.limit:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
     turns = {} if args.single_step else {"max_turns": args.max_turns, "filter_hints": args.filter_hints}
     return SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
@@ -181,7 +208,12 @@ def main(args: Args) -> dict:
     from trl import GRPOTrainer
 
     from agents.models import load_model_and_tokenizer
-    from sqlenv.integrations.trl_env import SQLEnvReward, accept_json_tool_calls, ensure_tool_chat_template
+    from sqlenv.integrations.trl_env import (
+        EVAL_ENVIRONMENT,
+        SQLEnvReward,
+        accept_json_tool_calls,
+        ensure_tool_chat_template,
+    )
 
     start = time.time()
     factory = environment_factory(args)
@@ -209,14 +241,20 @@ def main(args: Args) -> dict:
 
         peft_config = lora_config(args.lora_r)
     config = grpo_config(args)
+    data = {"train_dataset": factory.train_dataset(), "environment_factory": factory}
+    if args.eval_split:  # TRL's multi-environment mode: each row's "environment" names its split's factory
+        held_out = environment_factory(args, args.eval_split)
+        print(f"held out: {len(held_out.dataset)} questions of {args.dataset}/{args.eval_split}")
+        data = {"train_dataset": factory.train_dataset(environment="train"),
+                "eval_dataset": held_out.train_dataset(environment=EVAL_ENVIRONMENT),
+                "environment_factory": {"train": factory, EVAL_ENVIRONMENT: held_out}}
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,
         reward_funcs=reward,
-        train_dataset=factory.train_dataset(),
-        environment_factory=factory,
         args=config,
         peft_config=peft_config,
+        **data,
     )
     trainer.train()
     if args.save:
@@ -229,6 +267,8 @@ def main(args: Args) -> dict:
         "last_reward": last.get("reward"),
         "tool_call_frequency": last.get("tools/call_frequency"),
         "rewards": [h["reward"] for h in history],
+        "eval": [{"step": h["step"], "reward": h["eval_reward"], "correct": h.get("eval_sqlenv_env/correct")}
+                 for h in trainer.state.log_history if "eval_reward" in h],
         "tool_calls_per_rollout": [h.get("sqlenv_env/tool_calls") for h in history],
         "rollouts": reward.last_infos,
         "reward_call": reward.summary(),

@@ -304,6 +304,15 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         explored = {_same_query(self.parse(move)[1]) for move, kind in zip(moves, move_kinds) if kind == "sql"}
         return Explorations(correct, floor, _same_query(self.parse(moves[-1])[1]) in explored)
 
+    def hinted_explorations(self, index: int, moves: Sequence[str], floor: Sequence[bool]) -> list[bool]:
+        """Per move of an episode of question ``index``: an exploration whose result was a ``floor``
+        (:meth:`score_explorations`) that filter hints name a missing value for, i.e. one that got (with
+        ``filter_hints=True``) or would have got (without) hint lines; they depend only on the database and
+        the query."""
+        hints = self.filter_hints or FilterHints()
+        path = self._database(self.dataset[index]).path
+        return [bool(is_floor and hints.hints(path, self.parse(move)[1])) for move, is_floor in zip(moves, floor)]
+
     # ------------------------------------------------------------------ helpers
     def observation_for(self, index: int) -> dict[str, str]:
         """The first observation of question ``index`` (empty transcript), without resetting."""

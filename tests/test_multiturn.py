@@ -548,6 +548,8 @@ def test_explorations_script_rescores_an_older_result(tiny_model, agent_env, mon
     assert [r["explore_floor"] for r in result["records"]] == [[False, True, False]] * 2  # SELECT 0
     assert "| 3 | 3.00 | 0.00 | 0.00 | 2.00 | 0.00 | 0.00 | 50.00 | 0.00 | 100.00 | 100.00 | 0.00 |" in out.stdout
     assert "| 100.00 | 0.00 | 0 | 0 | 2 | 2 |" in out.stdout  # both explored twice, the first no floor
+    # SELECT 0 is a floor but filters on nothing: no hint
+    assert "Episodes whose floor exploration would have got (with --filter-hints) a filter hint: 0 of 2" in out.stdout
     rescored = json.loads((tmp_path / "new" / old_json.name).read_text())
     assert rescored["records"] == json.loads(json.dumps(result["records"]))
     assert rescored["metrics"]["multi_turn"] == result["metrics"]["multi_turn"]
@@ -557,6 +559,19 @@ def test_explorations_script_rescores_an_older_result(tiny_model, agent_env, mon
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "explorations.py"), str(single_json)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not a multi-turn result (config.max_turns 1)" in out.stderr, out.stderr
+
+
+def test_hinted_explorations_are_the_floors_filter_hints_name(agent_env):
+    """A floor exploration filtering on a value no row holds is one the hints would name; a floor without a text
+    filter, a result that is no floor and a non-exploration are not."""
+    env = agent_env.unwrapped
+    moves = ["<sql>SELECT name FROM Athlete WHERE name = 'Nobody'</sql>", "<sql>SELECT 0</sql>",
+             "<sql>SELECT name FROM Athlete</sql>", "<answer>SELECT name FROM Athlete WHERE name = 'Nobody'</answer>"]
+    kinds, errors = ["sql", "sql", "sql", "answer"], [None] * 4
+    floor = env.score_explorations(2, moves, kinds, errors).floor
+    assert floor == [True, True, False, False]
+    assert env.hinted_explorations(2, moves, floor) == [True, False, False, False]
+    assert env.filter_hints is None  # counted without the env showing hints
 
 
 def test_second_looks_count_what_came_before_a_second_exploration():

@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import help_options, load_script, write_city_dataset
@@ -17,6 +18,7 @@ from sqlenv.integrations.trl_env import (
     AGENT_SYSTEM_PROMPT,
     ANSWER_SYSTEM_PROMPT,
     ENDED,
+    EVAL_ENVIRONMENT,
     SQLEnvironmentFactory,
     SQLEnvReward,
     TextToSQLAgentTools,
@@ -193,6 +195,9 @@ def test_train_dataset(cities):
     assert single["index"] == [1] and single[0]["prompt"][0]["content"] == ANSWER_SYSTEM_PROMPT
     custom = to_trl_env_dataset(SQLEnvironmentFactory(**cities).dataset, system_prompt="Be brief.")
     assert custom[1]["prompt"][0] == {"role": "system", "content": "Be brief."}
+    routed = SQLEnvironmentFactory(**cities).train_dataset(environment=EVAL_ENVIRONMENT)
+    assert routed.column_names == ["prompt", "index", "id", "question", "environment"]
+    assert routed["environment"] == ["eval", "eval"]
 
 
 def test_reward_function_reads_the_environments(cities, tmp_path):
@@ -214,10 +219,13 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     assert [i["tool_calls"] for i in reward.last_infos] == [
         {"run_sql": 1, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 2},
         {"run_sql": 0, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 0}]
-    reward(["c"] * 4, environments=envs)
+    reward(["c"] * 4, environments=envs, environment=["eval"] * 4, trainer_state=SimpleNamespace(global_step=7))
     lines = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert [(line["call"], line["index"], line["reward"]) for line in lines] == [
         (call, 0, r) for call in (1, 2) for r in (1.0, 0.0, -1.0, -1.0)]
+    assert {(line["split"], line["id"]) for line in lines} == {(envs[0].env.unwrapped.dataset.split, "q-count")}
+    assert "environment" not in lines[0] and "global_step" not in lines[0]
+    assert (lines[4]["environment"], lines[4]["global_step"]) == ("eval", 7)
     assert lines[1]["tool_calls"] == {"run_sql": 0, "submit_answer": 2} and lines[3]["error"] == "no_answer"
     assert [line["completion"] for line in lines] == ["c"] * 8
     envs[0].reset(index=1)
@@ -294,6 +302,63 @@ def test_example_sampling_flags_reach_trls_config(tmp_path):
                          check=False, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--repetition-penalty 0.0: must be > 0" in bad.stderr
 
+
+
+def test_example_eval_flags_hold_out_a_seeded_subset(tmp_path):
+    """--eval-split: the held-out factory plays evaluate.py's seeded subset of that split, and TRL's config
+    evaluates before training (eval_on_start) and after the last step (or every --eval-steps); bad values are
+    refused naming the flag."""
+    pytest.importorskip("trl")
+    from sqlenv.datasets import select_indices
+
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_eval")
+    args = example.parse_args(["--eval-split", "dev", "--eval-limit", "5", "--seed", "3", "--max-steps", "12",
+                               "--output-dir", str(tmp_path)])
+    held_out = example.environment_factory(args, args.eval_split)
+    dev = load_dataset("generated", split="dev")
+    assert [e.id for e in held_out.dataset] == [dev[i].id for i in select_indices(len(dev), 5, seed=3)]
+    assert held_out.dataset.split == "dev" and len(example.environment_factory(args).dataset) == 2000
+    config = example.grpo_config(args)
+    assert (config.eval_strategy, config.eval_steps, config.eval_on_start) == ("steps", 12, True)
+    assert (config.num_generations_eval, config.per_device_eval_batch_size) == (1, 4)
+    every = example.grpo_config(example.parse_args(["--eval-split", "dev", "--eval-steps", "4", "--max-steps", "12",
+                                                    "--eval-generations", "2", "--output-dir", str(tmp_path)]))
+    assert (every.eval_steps, every.num_generations_eval, every.per_device_eval_batch_size) == (4, 2, 4)
+    assert example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)])).eval_strategy == "no"
+    for flag, value, message in [("--eval-limit", "0", "--eval-limit 0: must be >= 1"),
+                                 ("--eval-generations", "0", "--eval-generations 0: must be >= 1"),
+                                 ("--eval-steps", "-1", "--eval-steps -1: must be >= 0")]:
+        bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), flag, value],
+                             check=False, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr, (flag, bad.stderr)
+
+
+def test_plot_reads_evaluations_apart_from_steps(cities, tmp_path):
+    """benchmarks/plot_trl_env.py: rollouts of the held-out environment are evaluations keyed by the steps taken
+    before them, not training steps (a log written by SQLEnvReward as TRL calls it in multi-environment mode)."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env")
+    factory = SQLEnvironmentFactory(**cities)
+    envs = [factory() for _ in range(2)]
+    reward = SQLEnvReward(rollout_log=tmp_path / "rollouts.jsonl")
+
+    def play(answers, environment, step):
+        for env, sql in zip(envs, answers):
+            env.reset(index=0)
+            env.submit_answer(sql)
+        reward(environments=envs, environment=[environment] * 2, trainer_state=SimpleNamespace(global_step=step))
+
+    right, wrong = "SELECT COUNT(*) FROM city", "SELECT 2"
+    play([wrong, wrong], EVAL_ENVIRONMENT, 0)
+    play([right, wrong], "train", 0)
+    play([right, right], "train", 1)
+    play([right, wrong], EVAL_ENVIRONMENT, 2)
+    steps, evals = plot.per_step(tmp_path / "rollouts.jsonl"), plot.per_eval(tmp_path / "rollouts.jsonl")
+    assert [(r["step"], r["rollouts"], r["reward"], r["correct"]) for r in steps] == [(1, 2, 0.5, 0.5),
+                                                                                       (2, 2, 1.0, 1.0)]
+    assert [(r["step"], r["reward"], r["correct"]) for r in evals] == [(0, 0.0, 0.0), (2, 0.5, 0.5)]
+    (tmp_path / "bad.jsonl").write_text('{"call": 1}\nnot json\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2 is not a JSON line"):
+        plot.per_step(tmp_path / "bad.jsonl")
 
 
 def test_example_filter_hints_reach_run_sql(cities):
@@ -449,8 +514,9 @@ def tail_ids(tokenizer, messages, needle):
 
 @pytest.mark.slow
 def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeypatch):
-    """One real GRPOTrainer step on SmolLM2 with sqlenv as the environment. SmolLM2 never calls tools by
-    itself, so decoding is biased (``sequence_bias``, a standard generation option) to make it call
+    """One real GRPOTrainer step on SmolLM2 with sqlenv as the environment, and a held-out evaluation before and
+    after it (TRL's multi-environment mode, as ``examples/trl_environment.py --eval-split``). SmolLM2 never calls
+    tools by itself, so decoding is biased (``sequence_bias``, a standard generation option) to make it call
     run_sql, then submit_answer, then stop: TRL's own loop parses the calls, runs our tools, feeds the
     results back, and the reward comes from the env."""
     pytest.importorskip("trl")
@@ -484,29 +550,38 @@ def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeyp
                                       (submitted, "Done.<|im_end|>")])
 
     factory = SQLEnvironmentFactory(**cities, max_turns=3)
-    reward = SQLEnvReward()
+    reward = SQLEnvReward(rollout_log=tmp_path / "rollouts.jsonl")
     config = GRPOConfig(
         output_dir=str(tmp_path / "run"), num_generations=2, max_completion_length=256,
         max_tool_calling_iterations=3, temperature=1.0, generation_kwargs={"sequence_bias": bias},
         max_steps=1, per_device_train_batch_size=4, learning_rate=1e-4, beta=0.0, seed=0, use_cpu=True,
         logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0, shuffle_dataset=False,
+        eval_strategy="steps", eval_steps=1, eval_on_start=True, num_generations_eval=1, per_device_eval_batch_size=1,
     )
     trainer = GRPOTrainer(
-        model=model, processing_class=tokenizer, reward_funcs=reward, train_dataset=factory.train_dataset(),
-        environment_factory=factory, args=config,
+        model=model, processing_class=tokenizer, reward_funcs=reward, args=config,
+        train_dataset=factory.train_dataset(environment="train"),
+        eval_dataset=factory.train_dataset(indices=[0], environment=EVAL_ENVIRONMENT),
+        environment_factory={"train": factory, EVAL_ENVIRONMENT: factory},
         peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
                                target_modules=["q_proj", "v_proj"]),
     )
-    assert sorted(t.__name__ for t in trainer.tools) == ["run_sql", "submit_answer"]
+    assert {t.__name__ for t in trainer.tools} == {"run_sql", "submit_answer"}  # each environment's, listed
     trainer.train()
     assert trainer.state.global_step == 1
-    # two questions x two rollouts, each: run_sql, then submit_answer with the same query
-    infos = sorted(reward.last_infos, key=lambda i: i["index"])
-    assert [(i["index"], i["sql_calls"], i["submitted"], i["correct"], i["reward"]) for i in infos] == [
-        (0, 1, True, True, 1.0), (0, 1, True, True, 1.0), (1, 1, True, False, 0.0), (1, 1, True, False, 0.0)]
+    # two questions x two rollouts, each: run_sql, then submit_answer with the same query; the held-out
+    # question (the first) played once before the step and once after it
+    lines = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    played = [(i["environment"], i["global_step"], i["index"], i["sql_calls"], i["submitted"], i["correct"],
+               i["reward"]) for i in lines]
+    assert played[0] == ("eval", 0, 0, 1, True, True, 1.0) and played[-1] == ("eval", 1, 0, 1, True, True, 1.0)
+    assert sorted(played[1:-1]) == ([("train", 0, 0, 1, True, True, 1.0)] * 2
+                                    + [("train", 0, 1, 1, True, False, 0.0)] * 2)
     logged = next(h for h in trainer.state.log_history if "reward" in h)
     assert logged["reward"] == 0.5 and logged["tools/call_frequency"] == 2.0
     assert logged["tools/failure_frequency"] == 0.0
+    assert [(h["step"], h["eval_reward"], h["eval_sqlenv_env/correct"])
+            for h in trainer.state.log_history if "eval_reward" in h] == [(0, 1.0, 1.0), (1, 1.0, 1.0)]
 
 
 # ---------------------------------------------------------------------- lenient tool-call parsing (issue 24)

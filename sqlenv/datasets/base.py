@@ -15,6 +15,18 @@ from sqlenv.matching import match_answer
 DATA_DIR_ENV = "SQLENV_DATA_DIR"
 
 
+def select_indices(num_questions: int, limit: int | None = None, seed: int = 0) -> list[int]:
+    """All question indices, or a seeded random subset of ``limit`` of them, in dataset order (a split's
+    subsets of one seed are nested: the first 32 of seed 0 are among its first 100)."""
+    if limit is None or limit >= num_questions:
+        return list(range(num_questions))
+    if limit < 0:
+        raise ValueError(f"limit={limit!r} must be >= 0")
+    import numpy as np
+
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(num_questions)[:limit])
+
+
 class DatasetError(ValueError):
     """A dataset could not be found or read; the message names the file, row or field."""
 

@@ -59,6 +59,7 @@ from sqlenv.rewards import reward as compute_reward
 __all__ = [
     "AGENT_SYSTEM_PROMPT",
     "ANSWER_SYSTEM_PROMPT",
+    "EVAL_ENVIRONMENT",
     "SQLEnvReward",
     "SQLEnvironmentFactory",
     "TextToSQLAgentTools",
@@ -75,6 +76,9 @@ __all__ = [
 #: What ``submit_answer`` returns in single-step mode (the agent env's own text for its answer move).
 SUBMITTED = "Answer submitted."
 ENDED = "The episode has ended: an answer was already submitted or the turns ran out. Stop here."
+#: The ``environment`` name of held-out rows in a dict ``environment_factory`` (``examples/trl_environment.py
+#: --eval-split``; ``benchmarks/plot_trl_env.py`` reads rollouts under it as evaluations, not training steps).
+EVAL_ENVIRONMENT = "eval"
 
 
 # ---------------------------------------------------------------------- the environments
@@ -267,10 +271,12 @@ class SQLEnvironmentFactory:
         env = self._env_class(dataset=self.dataset, **self.env_kwargs)
         return TextToSQLAgentTools(env) if self.multi_turn else TextToSQLTools(env)
 
-    def train_dataset(self, indices: Sequence[int] | None = None, system_prompt: str | None = None):
-        """TRL's ``train_dataset`` for this factory's questions and mode (see :func:`to_trl_env_dataset`)."""
+    def train_dataset(self, indices: Sequence[int] | None = None, system_prompt: str | None = None,
+                      environment: str | None = None):
+        """TRL's ``train_dataset`` (or ``eval_dataset``) for this factory's questions and mode (see
+        :func:`to_trl_env_dataset`; ``environment`` names this factory in a dict ``environment_factory``)."""
         return to_trl_env_dataset(self.dataset, multi_turn=self.multi_turn, indices=indices,
-                                  system_prompt=system_prompt)
+                                  system_prompt=system_prompt, environment=environment)
 
 
 def _env_arguments(env_class: type) -> set[str]:
@@ -285,12 +291,14 @@ def _env_arguments(env_class: type) -> set[str]:
 
 # ---------------------------------------------------------------------- the prompt dataset
 def to_trl_env_dataset(dataset: Dataset, *, multi_turn: bool = True, indices: Sequence[int] | None = None,
-                       system_prompt: str | None = None):
+                       system_prompt: str | None = None, environment: str | None = None):
     """A ``datasets.Dataset`` for ``environment_factory`` training, one row per question.
 
     Columns: ``prompt`` (a system turn with the tool instructions and an empty user turn, which
     ``reset`` fills with the schema, sample rows and question), ``index`` (pins the question in
-    ``reset``), ``id`` (checked against it) and ``question`` (for logs).
+    ``reset``), ``id`` (checked against it) and ``question`` (for logs); with ``environment``, also
+    that column, which routes each row to its factory when ``environment_factory`` is a dict (TRL's
+    multi-environment mode: e.g. ``{"train": ..., "dev": ...}`` for a held-out ``eval_dataset``).
     """
     try:
         import datasets as hf_datasets
@@ -307,6 +315,8 @@ def to_trl_env_dataset(dataset: Dataset, *, multi_turn: bool = True, indices: Se
         rows["index"].append(i)
         rows["id"].append(example.id)
         rows["question"].append(example.question)
+    if environment is not None:
+        rows["environment"] = [environment] * len(rows["index"])
     return hf_datasets.Dataset.from_dict(rows)
 
 
@@ -319,7 +329,9 @@ class SQLEnvReward:
     mean number of ``run_sql`` queries run (``<name>/sql_calls``) and of tool calls of either tool,
     refused ones included (``<name>/tool_calls``). ``last_infos`` holds the latest call's per-rollout
     details; with ``rollout_log``, every call appends them to that file, one JSON line per rollout
-    (``call``: the reward call's number from 1, then ``index``, ``tool_calls`` by tool, ``reward``, ...,
+    (``call``: the reward call's number from 1; ``environment``, the row's factory name in TRL's
+    multi-environment mode, e.g. :data:`EVAL_ENVIRONMENT`; ``global_step``, the optimizer steps taken before it;
+    then the question's ``split``, ``index`` and ``id``, ``tool_calls`` by tool, ``reward``, ...,
     and the ``completion`` TRL passed: the model's messages, tool calls and results).
     """
 
@@ -345,10 +357,14 @@ class SQLEnvReward:
                 log_metric(f"{self.__name__}/{key}", sum(float(i[key]) for i in self.last_infos) / n)
             log_metric(f"{self.__name__}/tool_calls", sum(sum(i["tool_calls"].values()) for i in self.last_infos) / n)
         if self.rollout_log is not None:
+            names = kwargs.get("environment")  # TRL's multi-environment column: the factory each rollout played
+            step = getattr(kwargs.get("trainer_state"), "global_step", None)
             with open(self.rollout_log, "a", encoding="utf-8") as fh:
                 for i, info in enumerate(self.last_infos):
+                    where = {"environment": names[i]} if names else {}
+                    when = {"global_step": step} if step is not None else {}
                     text = {"completion": completions[i]} if completions else {}
-                    fh.write(json.dumps({"call": self.calls, **info, **text}, default=str) + "\n")
+                    fh.write(json.dumps({"call": self.calls, **where, **when, **info, **text}, default=str) + "\n")
         return [i["reward"] for i in self.last_infos]
 
     def summary(self) -> dict[str, float]:
@@ -361,8 +377,11 @@ class SQLEnvReward:
 def _rollout_info(env: _SQLTools) -> dict[str, Any]:
     info = env.info or {}
     submitted = env.info is not None and info.get("error") != NO_ANSWER
+    dataset = env.env.unwrapped.dataset
     return {
+        "split": dataset.split,
         "index": env.index,
+        "id": dataset[env.index].id if env.index is not None else None,
         "reward": env.reward,
         "submitted": submitted,
         "executed": submitted and bool(info.get("executed")),
