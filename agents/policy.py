@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from agents.models import LORA_TARGETS
 from agents.prompt_cache import DEFAULT_MAX_TOKENS
 from agents.sampling import Chooser, DecodeRows
 from sqlenv import prompts as prompt_texts
@@ -97,7 +98,7 @@ class PolicyConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    target_modules: tuple[str, ...] = LORA_TARGETS
     device: str = "auto"
     dtype: str = "auto"
     threads: int | None = None

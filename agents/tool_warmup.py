@@ -43,10 +43,9 @@ from agents.cli import ConfigError, bad, dataclass_parser, exit_with
 from agents.grpo_config import SCHEMAS
 from agents.preflight import check_model
 from agents.sft_warmup import DATASET, SPLIT
+from agents.trl_setup import lora_config
 
 PROG = "python agents/tool_warmup.py"
-#: What the LoRA adapts, here and in ``examples/trl_environment.py`` (its warm-up must fit its GRPO run).
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 @dataclass(frozen=True)
@@ -127,15 +126,6 @@ _SQL_PIECE = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])|(
 def one_line(sql: str) -> str:
     """``sql`` on one line: each run of whitespace and comments outside quotes made one space."""
     return _SQL_PIECE.sub(lambda match: match.group(1) or " ", sql).strip()
-
-
-def lora_config(r: int, token_rows: dict[str, list[int]] | None = None):
-    """The LoRA of the tool warm-up and of ``examples/trl_environment.py``: rank ``r``, alpha ``2r``, attention;
-    ``token_rows`` (module name -> token ids, from ``tool_tag_rows``) are trained as whole rows besides."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=list(LORA_TARGETS),
-                      trainable_token_indices=token_rows or None)
 
 
 def tool_tag_ids(tokenizer) -> list[int]:

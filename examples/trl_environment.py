@@ -150,11 +150,10 @@ def parse_args(argv=None) -> Args:
 
 
 def grpo_config(args: Args):
-    """TRL's ``GRPOConfig`` for this run: our flags, no KL term, CPU unless CUDA is there, no checkpoints."""
-    import torch
-    from trl import GRPOConfig
+    """TRL's ``GRPOConfig`` for this run (``agents.trl_setup.grpo_config``): our flags, no KL term, tool calls,
+    the held-out evaluation where ``--eval-split`` asks for one."""
+    from agents.trl_setup import grpo_config as trl_grpo_config
 
-    cuda = torch.cuda.is_available()
     evaluation = {} if not args.eval_split else {
         "eval_strategy": "steps",
         "eval_steps": args.eval_steps or args.max_steps,  # after the last step; before the first: eval_on_start
@@ -162,29 +161,11 @@ def grpo_config(args: Args):
         "num_generations_eval": args.eval_generations,
         "per_device_eval_batch_size": args.eval_generations * max(1, args.batch_size // args.eval_generations),
     }
-    return GRPOConfig(
-        output_dir=args.output_dir,
-        # generation
-        num_generations=args.num_generations,
-        max_completion_length=args.max_completion_length,
-        max_tool_calling_iterations=args.max_tool_calls,
-        temperature=args.temperature,
-        repetition_penalty=args.repetition_penalty,
-        # training
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        beta=0.0,
-        seed=args.seed,
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        # logging
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        dataloader_num_workers=0,
-        **evaluation,
-    )
+    return trl_grpo_config(args.output_dir, num_generations=args.num_generations,
+                           max_completion_length=args.max_completion_length, temperature=args.temperature,
+                           max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           seed=args.seed, max_tool_calling_iterations=args.max_tool_calls,
+                           repetition_penalty=args.repetition_penalty, **evaluation)
 
 
 def environment_factory(args: Args, eval_split: str | None = None):
@@ -237,7 +218,7 @@ def main(args: Args) -> dict:
         model = PeftModel.from_pretrained(model, args.warmup_adapter, is_trainable=True)
         expose_head_bias(model)  # an adapter that trains the tool-call tags' rows keeps training them here
     elif args.lora_r > 0:
-        from agents.tool_warmup import lora_config
+        from agents.trl_setup import lora_config
 
         peft_config = lora_config(args.lora_r)
     config = grpo_config(args)

@@ -111,9 +111,9 @@ def tiny_random_model():
 
 
 def main(args: Args) -> dict:
-    import torch
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
+    from agents.trl_setup import grpo_config, lora_config
     from sqlenv.datasets import load_dataset
     from sqlenv.integrations.trl import SQLReward, to_trl_dataset
 
@@ -132,38 +132,11 @@ def main(args: Args) -> dict:
 
         model, tokenizer = load_model_and_tokenizer(args.model)
         model.train()
-    peft_config = None
-    if args.lora_r > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=2 * args.lora_r,
-            lora_dropout=0.0,
-            task_type="CAUSAL_LM",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        )
-    cuda = torch.cuda.is_available()
-    config = GRPOConfig(
-        output_dir=args.output_dir,
-        # generation
-        num_generations=args.num_generations,
-        max_completion_length=args.max_completion_length,
-        temperature=args.temperature,
-        # training
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        beta=args.beta,
-        seed=args.seed,
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        # logging
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        dataloader_num_workers=0,
-    )
+    peft_config = lora_config(args.lora_r) if args.lora_r > 0 else None
+    config = grpo_config(args.output_dir, num_generations=args.num_generations,
+                         max_completion_length=args.max_completion_length, temperature=args.temperature,
+                         max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         beta=args.beta, seed=args.seed)
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,
