@@ -94,6 +94,17 @@ def dataclass_parser(cls: type, prog: str, description: str, usage: str | None =
     return parser
 
 
+def registry_help() -> dict[str, str]:
+    """``extra_help`` for the ``dataset``, ``model`` and ``reward`` fields: the registered datasets, models and
+    reward presets as they are when the parser is built."""
+    from agents.models import MODEL_NAMES
+    from sqlenv.datasets import available_datasets
+    from sqlenv.rewards import preset_help
+
+    names = {"dataset": ", ".join(available_datasets()), "model": ", ".join(MODEL_NAMES), "reward": preset_help()}
+    return {field: text + "." for field, text in names.items()}
+
+
 def exit_with(prog: str, error: Exception, status: int = 2) -> NoReturn:
     """End the script as argparse ends it on a bad flag: "<prog>: error: <message>" and status 2."""
     print(f"{prog}: error: {error}", file=sys.stderr, flush=True)

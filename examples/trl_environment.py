@@ -36,10 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.cli import dataclass_parser
-from agents.models import MODEL_NAMES
-from sqlenv.datasets import available_datasets
-from sqlenv.rewards import preset_help
+from agents.cli import dataclass_parser, registry_help
 
 
 @dataclass
@@ -116,9 +113,8 @@ class Args:
 def build_parser():
     """The command line of ``Args`` (``agents.cli``, the trainer's builder): a field's docstring is its
     help, followed by the registered datasets, models and reward presets as they are now."""
-    names = {"dataset": ", ".join(available_datasets()), "model": ", ".join(MODEL_NAMES), "reward": preset_help()}
     return dataclass_parser(Args, prog="python examples/trl_environment.py", description=__doc__.split("\n\n")[0],
-                            extra_help={field: text + "." for field, text in names.items()})
+                            extra_help=registry_help())
 
 
 def parse_args(argv=None) -> Args:
