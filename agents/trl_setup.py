@@ -1,4 +1,4 @@
-"""What sqlenv hands TRL besides the env: the LoRA and the ``GRPOConfig`` its TRL paths share.
+"""What sqlenv hands TRL besides the env: the LoRA, the ``GRPOConfig`` and the ``GRPOTrainer`` its TRL paths share.
 
 ``examples/trl_grpo.py``, ``examples/trl_environment.py`` and ``agents/tool_warmup.py`` (whose adapter
 ``trl_environment.py --warmup-adapter`` goes on training) build these here, so a run and its warm-up
@@ -52,3 +52,43 @@ def grpo_config(output_dir: str, *, num_generations: int, max_completion_length:
         dataloader_num_workers=0,
         **trl_fields,
     )
+
+
+def eval_generation_kwargs(generation_kwargs: dict[str, Any], temperature: float) -> dict[str, Any]:
+    """TRL's ``generation_kwargs`` for an evaluation at ``temperature``: greedy at 0 (the sampling settings
+    dropped), else sampled at that temperature; the other settings (token budget, ``sequence_bias``) kept."""
+    if temperature < 0:
+        raise ValueError(f"eval temperature {temperature}: must be >= 0 (0: greedy)")
+    if temperature > 0:
+        return {**generation_kwargs, "do_sample": True, "temperature": temperature}
+    sampling = ("temperature", "top_p", "top_k", "min_p")
+    return {**{k: v for k, v in generation_kwargs.items() if k not in sampling}, "do_sample": False}
+
+
+def grpo_trainer(eval_temperature: float | None = None, **trainer_kwargs):
+    """TRL's ``GRPOTrainer(**trainer_kwargs)`` whose evaluations decode at ``eval_temperature`` (0: greedy;
+    None: at the training temperature, as TRL does). Greedy evaluations score the policy, not one draw of it:
+    the same questions give the same rollouts, before and after training alike. Training samples as configured.
+    transformers generation only (``use_vllm`` is refused with an eval temperature)."""
+    from transformers import GenerationConfig
+    from trl import GRPOTrainer
+
+    class EvalTemperatureGRPOTrainer(GRPOTrainer):
+        def evaluate(self, *args, **kwargs):
+            if eval_temperature is None:
+                return super().evaluate(*args, **kwargs)
+            saved = self.generation_config, self.generation_kwargs
+            self.generation_kwargs = eval_generation_kwargs(saved[1], eval_temperature)
+            self.generation_config = GenerationConfig(**self.generation_kwargs, disable_compile=True)
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self.generation_config, self.generation_kwargs = saved
+
+    args = trainer_kwargs.get("args")
+    if eval_temperature is not None and getattr(args, "use_vllm", False):
+        raise ValueError("eval_temperature needs transformers generation; with use_vllm, TRL's vLLM client "
+                         "samples at the training temperature")
+    if eval_temperature is not None and eval_temperature < 0:
+        raise ValueError(f"eval_temperature {eval_temperature}: must be >= 0 (0: greedy)")
+    return EvalTemperatureGRPOTrainer(**trainer_kwargs)

@@ -7,6 +7,8 @@
     python agents/tool_warmup.py --output-dir runs/tool_warmup && \
         python examples/trl_environment.py --warmup-adapter runs/tool_warmup/adapter   # calls tools from step 1
     python examples/trl_environment.py --max-steps 20 --eval-split dev --eval-limit 32   # held-out reward before/after
+    python examples/trl_environment.py --eval-only --eval-split dev --eval-temperature 0 \
+        --warmup-adapter runs/trl_environment --output-dir runs/trl_eval   # a saved adapter, greedy, held out
 
 What sqlenv provides: the environment TRL instantiates once per rollout
 (``SQLEnvironmentFactory``: ``reset`` pins the row's question and returns its schema, sample rows
@@ -57,7 +59,13 @@ class Args:
     eval_steps: int = 0
     """Evaluate every N optimizer steps too (0: only before and after training)."""
     eval_generations: int = 1
-    """Rollouts per held-out question, sampled at --temperature as in training."""
+    """Rollouts per held-out question (1 with --eval-temperature 0: greedy rollouts are all the same)."""
+    eval_temperature: float | None = None
+    """Temperature of the held-out rollouts (0: greedy, so the same questions give the same rollouts before and
+    after training; none: --temperature, as TRL does)."""
+    eval_only: bool = False
+    """Only play --eval-split with the starting policy (--warmup-adapter, else the base model) and train nothing:
+    a trained adapter's held-out figures, or its start's, from saved adapters."""
     single_step: bool = False
     """Only the submit_answer tool (TextToSQL-v0) instead of run_sql + submit_answer (TextToSQLAgent-v0)."""
     max_turns: int = 5
@@ -126,6 +134,13 @@ def parse_args(argv=None) -> Args:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} {value}: must be >= 1")
+    if args.eval_temperature is not None and args.eval_temperature < 0:
+        parser.error(f"--eval-temperature {args.eval_temperature}: must be >= 0 (0: greedy)")
+    if args.eval_temperature == 0 and args.eval_generations > 1:
+        parser.error(f"--eval-generations {args.eval_generations} with --eval-temperature 0: greedy rollouts of one "
+                     "question are all the same; pass 1")
+    if args.eval_only and not args.eval_split:
+        parser.error("--eval-only needs --eval-split (the split to evaluate on)")
     if args.eval_steps < 0:
         parser.error(f"--eval-steps {args.eval_steps}: must be >= 0 (0: before and after training only)")
     if not args.repetition_penalty > 0:
@@ -182,9 +197,8 @@ def environment_factory(args: Args, eval_split: str | None = None):
 
 
 def main(args: Args) -> dict:
-    from trl import GRPOTrainer
-
     from agents.models import load_model_and_tokenizer
+    from agents.trl_setup import grpo_trainer
     from sqlenv.integrations.trl_env import (
         EVAL_ENVIRONMENT,
         SQLEnvReward,
@@ -225,7 +239,8 @@ def main(args: Args) -> dict:
         data = {"train_dataset": factory.train_dataset(environment="train"),
                 "eval_dataset": held_out.train_dataset(environment=EVAL_ENVIRONMENT),
                 "environment_factory": {"train": factory, EVAL_ENVIRONMENT: held_out}}
-    trainer = GRPOTrainer(
+    trainer = grpo_trainer(
+        eval_temperature=args.eval_temperature,
         model=model,
         processing_class=tokenizer,
         reward_funcs=reward,
@@ -233,8 +248,11 @@ def main(args: Args) -> dict:
         peft_config=peft_config,
         **data,
     )
-    trainer.train()
-    if args.save:
+    if args.eval_only:
+        trainer.evaluate()
+    else:
+        trainer.train()
+    if args.save and not args.eval_only:
         trainer.save_model(args.output_dir)
     history = [h for h in trainer.state.log_history if "reward" in h]
     last = history[-1] if history else {}
@@ -246,6 +264,8 @@ def main(args: Args) -> dict:
         "rewards": [h["reward"] for h in history],
         "eval": [{"step": h["step"], "reward": h["eval_reward"], "correct": h.get("eval_sqlenv_env/correct")}
                  for h in trainer.state.log_history if "eval_reward" in h],
+        "eval_temperature": None if not args.eval_split else (
+            args.temperature if args.eval_temperature is None else args.eval_temperature),
         "tool_calls_per_rollout": [h.get("sqlenv_env/tool_calls") for h in history],
         "rollouts": reward.last_infos,
         "reward_call": reward.summary(),

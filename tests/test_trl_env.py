@@ -325,12 +325,32 @@ def test_example_eval_flags_hold_out_a_seeded_subset(tmp_path):
                                                     "--eval-generations", "2", "--output-dir", str(tmp_path)]))
     assert (every.eval_steps, every.num_generations_eval, every.per_device_eval_batch_size) == (4, 2, 4)
     assert example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)])).eval_strategy == "no"
-    for flag, value, message in [("--eval-limit", "0", "--eval-limit 0: must be >= 1"),
-                                 ("--eval-generations", "0", "--eval-generations 0: must be >= 1"),
-                                 ("--eval-steps", "-1", "--eval-steps -1: must be >= 0")]:
-        bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), flag, value],
+    for flags, message in [(["--eval-limit", "0"], "--eval-limit 0: must be >= 1"),
+                           (["--eval-generations", "0"], "--eval-generations 0: must be >= 1"),
+                           (["--eval-steps", "-1"], "--eval-steps -1: must be >= 0"),
+                           (["--eval-temperature", "-0.5"], "--eval-temperature -0.5: must be >= 0 (0: greedy)"),
+                           (["--eval-temperature", "0", "--eval-generations", "3"],
+                            "--eval-generations 3 with --eval-temperature 0: greedy rollouts of one question are all "
+                            "the same"),
+                           (["--eval-only"], "--eval-only needs --eval-split")]:
+        bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), *flags],
                              check=False, capture_output=True, text=True, timeout=120)
-        assert bad.returncode == 2 and message in bad.stderr, (flag, bad.stderr)
+        assert bad.returncode == 2 and message in bad.stderr, (flags, bad.stderr)
+
+
+def test_eval_generation_kwargs_greedy_or_at_the_eval_temperature():
+    """The evaluation's generation settings: greedy drops the sampling ones, a temperature replaces training's;
+    the rest (token budget, sequence_bias) is kept, and the training settings are left as they were."""
+    from agents.trl_setup import eval_generation_kwargs
+
+    training = {"max_new_tokens": 64, "do_sample": True, "temperature": 1.0, "top_p": 0.9, "top_k": 0, "min_p": None,
+                "sequence_bias": {(5,): 2.0}}
+    assert eval_generation_kwargs(training, 0) == {"max_new_tokens": 64, "do_sample": False,
+                                                   "sequence_bias": {(5,): 2.0}}
+    assert eval_generation_kwargs(training, 0.3) == {**training, "temperature": 0.3}
+    assert training["temperature"] == 1.0 and training["do_sample"] is True
+    with pytest.raises(ValueError, match="must be >= 0"):
+        eval_generation_kwargs(training, -1)
 
 
 def test_plot_reads_evaluations_apart_from_steps(cities, tmp_path):
@@ -582,6 +602,52 @@ def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeyp
     assert logged["tools/failure_frequency"] == 0.0
     assert [(h["step"], h["eval_reward"], h["eval_sqlenv_env/correct"])
             for h in trainer.state.log_history if "eval_reward" in h] == [(0, 1.0, 1.0), (1, 1.0, 1.0)]
+
+
+@pytest.mark.slow
+def test_greedy_evaluation_scores_the_policy_not_a_draw(cities, tmp_path, monkeypatch):
+    """``agents.trl_setup.grpo_trainer(eval_temperature=0)``: two evaluations of the same policy under other
+    random seeds play the same held-out rollouts (TRL alone samples them at the training temperature), and
+    training samples at its own temperature afterwards; a high eval temperature does reach the evaluation."""
+    pytest.importorskip("trl")
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    import torch
+    from trl import GRPOConfig
+
+    from agents.models import load_model_and_tokenizer, smollm2_gguf
+    from agents.trl_setup import grpo_trainer
+    from sqlenv.integrations.trl_env import ensure_tool_chat_template
+
+    try:
+        smollm2_gguf()
+    except Exception as exc:
+        pytest.skip(f"SmolLM2 unavailable: {exc}")
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m", device="cpu", dtype="float32")
+    ensure_tool_chat_template(tokenizer)
+    factory = SQLEnvironmentFactory(**cities, max_turns=3)
+
+    def completions(eval_temperature, log):
+        reward = SQLEnvReward(rollout_log=log)
+        config = GRPOConfig(
+            output_dir=str(tmp_path / "run"), num_generations=2, max_completion_length=24, max_tool_calling_iterations=1,
+            temperature=1.0, max_steps=1, per_device_train_batch_size=2, learning_rate=1e-5, beta=0.0, seed=0,
+            use_cpu=True, report_to="none", save_strategy="no", dataloader_num_workers=0, eval_strategy="steps",
+            num_generations_eval=1, per_device_eval_batch_size=1)
+        trainer = grpo_trainer(
+            eval_temperature=eval_temperature, model=model, processing_class=tokenizer, reward_funcs=reward,
+            args=config, train_dataset=factory.train_dataset(environment="train"),
+            eval_dataset=factory.train_dataset(indices=[0], environment=EVAL_ENVIRONMENT),
+            environment_factory={"train": factory, EVAL_ENVIRONMENT: factory})
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            trainer.evaluate()
+        assert (trainer.generation_config.do_sample, trainer.generation_config.temperature) == (True, 1.0)
+        return [json.loads(line)["completion"] for line in log.read_text().splitlines()]
+
+    greedy = completions(0, tmp_path / "greedy.jsonl")
+    assert len(greedy) == 2 and greedy[0] == greedy[1]
+    hot = completions(50.0, tmp_path / "hot.jsonl")
+    assert len(hot) == 2 and hot[0] != hot[1]
 
 
 # ---------------------------------------------------------------------- lenient tool-call parsing (issue 24)
