@@ -7,7 +7,10 @@ reward calls, one per generation batch (one per optimizer step with the example'
 table per step (mean reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers
 submitted, correct) and, with ``--png``, plots the mean reward and the mean tool calls per rollout.
 Rollouts of the held-out questions (``--eval-split``; environment ``eval``) are not steps: they get a
-table of their own, one row per evaluation (after ``global_step`` optimizer steps), and their own line.
+table of their own, one row per evaluation (after ``global_step`` optimizer steps), and their own line;
+the first and the last evaluation are compared question by question (``agents.paired``: the difference
+with its paired-bootstrap interval and McNemar's exact p), where each played a question once
+(``--eval-generations 1``; with ``--eval-temperature 0`` the pairs are the policy's, not one draw's).
 """
 
 from __future__ import annotations
@@ -49,6 +52,36 @@ def per_eval(path: str | Path) -> list[dict]:
     return [{"step": step, **_means(evals[step])} for step in sorted(evals)]
 
 
+def paired_evals(path: str | Path) -> dict | None:
+    """The first and the last held-out evaluation side by side by question ``id``: right before, right after,
+    gained, lost, the difference in points with its paired-bootstrap 95 % interval and McNemar's exact p. None
+    with fewer than two evaluations; an evaluation that played a question more than once, or other questions
+    than the first, is an error naming the step."""
+    from agents.paired import mcnemar_exact, paired_bootstrap
+
+    evals: dict[int, dict[str, bool]] = defaultdict(dict)
+    for row in read_rollouts(path):
+        if row.get("environment") == EVAL_ENVIRONMENT:
+            step, question = row.get("global_step", 0), row.get("id", row.get("index"))
+            if question in evals[step]:
+                raise ValueError(f"{path}: the evaluation after step {step} played {question} more than once; "
+                                 "pairing needs one rollout a question (--eval-generations 1)")
+            evals[step][question] = bool(row["correct"])
+    if len(evals) < 2:
+        return None
+    first, last = min(evals), max(evals)
+    if set(evals[first]) != set(evals[last]):
+        raise ValueError(f"{path}: the evaluations after steps {first} and {last} played other questions")
+    ids = sorted(evals[first])
+    before, after = [evals[first][i] for i in ids], [evals[last][i] for i in ids]
+    low, high = paired_bootstrap(before, after)
+    gained = sum(b and not a for a, b in zip(before, after))
+    lost = sum(a and not b for a, b in zip(before, after))
+    return {"first_step": first, "last_step": last, "questions": len(ids), "right_before": sum(before),
+            "right_after": sum(after), "gained": gained, "lost": lost,
+            "diff": 100 * (sum(after) - sum(before)) / len(ids), "ci": (low, high), "p": mcnemar_exact(lost, gained)}
+
+
 def _means(rollouts: list[dict]) -> dict:
     n = len(rollouts)
     return {
@@ -77,6 +110,14 @@ def main(argv=None) -> list[dict]:
         print(" ".join(f"{k:>14}" for k in keys))
         for row in table:
             print(" ".join(f"{row[k]:>14}" if isinstance(row[k], int) else f"{row[k]:>14.3f}" for k in keys))
+    paired = paired_evals(args.rollouts)
+    if paired:
+        from agents.paired import format_p
+
+        print(f"held-out, after step {paired['first_step']} against after step {paired['last_step']} "
+              f"({paired['questions']} questions, paired): right {paired['right_before']} -> {paired['right_after']}, "
+              f"gained {paired['gained']}, lost {paired['lost']}, {paired['diff']:+.2f} points "
+              f"({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), McNemar p = {format_p(paired['p'])}")
     if args.png:
         import matplotlib
 

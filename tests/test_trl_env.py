@@ -381,6 +381,39 @@ def test_plot_reads_evaluations_apart_from_steps(cities, tmp_path):
         plot.per_step(tmp_path / "bad.jsonl")
 
 
+def test_plot_pairs_the_first_and_last_evaluation_by_question(cities, tmp_path, capsys):
+    """benchmarks/plot_trl_env.py: the held-out questions right before and after training, paired by id (what
+    was gained and lost, McNemar's p); a question played twice in one evaluation cannot be paired."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_paired")
+    factory = SQLEnvironmentFactory(**cities)
+    envs = [factory() for _ in range(2)]
+    log = tmp_path / "rollouts.jsonl"
+    reward = SQLEnvReward(rollout_log=log)
+    count, largest = QUESTIONS[0]["sql"], QUESTIONS[1]["sql"]
+
+    def play(answers, environment, step, indices=(0, 1)):
+        for env, index, sql in zip(envs, indices, answers):
+            env.reset(index=index)
+            env.submit_answer(sql)
+        reward(environments=envs, environment=[environment] * 2, trainer_state=SimpleNamespace(global_step=step))
+
+    play([count, "SELECT 1"], EVAL_ENVIRONMENT, 0)  # q-count right, q-largest wrong
+    play([count, count], "train", 0)
+    play(["SELECT 1", largest], EVAL_ENVIRONMENT, 1)  # lost q-count, gained q-largest
+    play([count, largest], EVAL_ENVIRONMENT, 2)  # both right
+    paired = plot.paired_evals(log)
+    assert {k: paired[k] for k in ("first_step", "last_step", "questions", "right_before", "right_after", "gained",
+                                   "lost", "diff", "p")} == {"first_step": 0, "last_step": 2, "questions": 2,
+                                                             "right_before": 1, "right_after": 2, "gained": 1,
+                                                             "lost": 0, "diff": 50.0, "p": 1.0}
+    plot.main([str(log)])
+    assert ("held-out, after step 0 against after step 2 (2 questions, paired): right 1 -> 2, gained 1, lost 0, "
+            "+50.00 points") in capsys.readouterr().out
+    play([count, count], EVAL_ENVIRONMENT, 3, indices=(0, 0))
+    with pytest.raises(ValueError, match="after step 3 played q-count more than once"):
+        plot.paired_evals(log)
+
+
 def test_example_filter_hints_reach_run_sql(cities):
     """--filter-hints: run_sql's result of a query that matched nothing names the value and the column's values."""
     example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_hints")
@@ -629,10 +662,10 @@ def test_greedy_evaluation_scores_the_policy_not_a_draw(cities, tmp_path, monkey
     def completions(eval_temperature, log):
         reward = SQLEnvReward(rollout_log=log)
         config = GRPOConfig(
-            output_dir=str(tmp_path / "run"), num_generations=2, max_completion_length=24, max_tool_calling_iterations=1,
-            temperature=1.0, max_steps=1, per_device_train_batch_size=2, learning_rate=1e-5, beta=0.0, seed=0,
-            use_cpu=True, report_to="none", save_strategy="no", dataloader_num_workers=0, eval_strategy="steps",
-            num_generations_eval=1, per_device_eval_batch_size=1)
+            output_dir=str(tmp_path / "run"), num_generations=2, max_completion_length=24,
+            max_tool_calling_iterations=1, temperature=1.0, max_steps=1, per_device_train_batch_size=2,
+            learning_rate=1e-5, beta=0.0, seed=0, use_cpu=True, report_to="none", save_strategy="no",
+            dataloader_num_workers=0, eval_strategy="steps", num_generations_eval=1, per_device_eval_batch_size=1)
         trainer = grpo_trainer(
             eval_temperature=eval_temperature, model=model, processing_class=tokenizer, reward_funcs=reward,
             args=config, train_dataset=factory.train_dataset(environment="train"),
