@@ -203,6 +203,17 @@ def test_trl_example_trains_on_from_a_warmup_with_tag_rows(tag_warmup, tmp_path)
     assert saved == {"embed_tokens": ids, "lm_head": ids}
     with safe_open(out / "adapter_model.safetensors", "pt") as tensors:
         assert sum("trainable_tokens_delta" in key for key in tensors.keys()) == 2
+    # the saved adapter's greedy held-out figures, without training: two dev questions played once each
+    evaluated = tmp_path / "eval"
+    proc = run("examples/trl_environment.py", "--model", str(base), "--warmup-adapter", str(out), "--max-turns", "2",
+               "--max-completion-length", "16", "--eval-only", "--eval-split", "dev", "--eval-limit", "2",
+               "--eval-temperature", "0", "--threads", "1", "--output-dir", str(evaluated))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((evaluated / "result.json").read_text())
+    assert (result["steps"], [e["step"] for e in result["eval"]], result["eval_temperature"]) == (0, [0], 0.0)
+    played = [json.loads(line) for line in (evaluated / "rollouts.jsonl").read_text().splitlines()]
+    assert sorted((r["environment"], r["split"], r["global_step"]) for r in played) == [("eval", "dev", 0)] * 2
+    assert not (evaluated / "adapter_model.safetensors").exists()
 
 
 @pytest.mark.slow
