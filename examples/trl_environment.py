@@ -63,6 +63,9 @@ class Args:
     eval_temperature: float | None = None
     """Temperature of the held-out rollouts (0: greedy, so the same questions give the same rollouts before and
     after training; none: --temperature, as TRL does)."""
+    eval_before: bool = True
+    """Evaluate before the first step too (TRL's eval_on_start); --no-eval-before skips it when the start's greedy
+    figures are already measured (an --eval-only run, or an earlier run's evaluation before training)."""
     eval_only: bool = False
     """Only play --eval-split with the starting policy (--warmup-adapter, else the base model) and train nothing:
     a trained adapter's held-out figures, or its start's, from saved adapters."""
@@ -168,7 +171,7 @@ def grpo_config(args: Args):
     evaluation = {} if not args.eval_split else {
         "eval_strategy": "steps",
         "eval_steps": args.eval_steps or args.max_steps,  # after the last step; before the first: eval_on_start
-        "eval_on_start": True,
+        "eval_on_start": args.eval_before,
         "num_generations_eval": args.eval_generations,
         "per_device_eval_batch_size": args.eval_generations * max(1, args.batch_size // args.eval_generations),
     }

@@ -325,6 +325,9 @@ def test_example_eval_flags_hold_out_a_seeded_subset(tmp_path):
                                                     "--eval-generations", "2", "--output-dir", str(tmp_path)]))
     assert (every.eval_steps, every.num_generations_eval, every.per_device_eval_batch_size) == (4, 2, 4)
     assert example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)])).eval_strategy == "no"
+    after_only = example.grpo_config(example.parse_args(["--eval-split", "dev", "--no-eval-before", "--max-steps", "5",
+                                                         "--output-dir", str(tmp_path)]))
+    assert (after_only.eval_strategy, after_only.eval_steps, after_only.eval_on_start) == ("steps", 5, False)
     for flags, message in [(["--eval-limit", "0"], "--eval-limit 0: must be >= 1"),
                            (["--eval-generations", "0"], "--eval-generations 0: must be >= 1"),
                            (["--eval-steps", "-1"], "--eval-steps -1: must be >= 0"),
