@@ -65,15 +65,23 @@ def eval_generation_kwargs(generation_kwargs: dict[str, Any], temperature: float
     return {**{k: v for k, v in generation_kwargs.items() if k not in sampling}, "do_sample": False}
 
 
-def grpo_trainer(eval_temperature: float | None = None, **trainer_kwargs):
+def grpo_trainer(eval_temperature: float | None = None, eval_seed: int | None = None, **trainer_kwargs):
     """TRL's ``GRPOTrainer(**trainer_kwargs)`` whose evaluations decode at ``eval_temperature`` (0: greedy;
-    None: at the training temperature, as TRL does). Greedy evaluations score the policy, not one draw of it:
-    the same questions give the same rollouts, before and after training alike. Training samples as configured.
-    transformers generation only (``use_vllm`` is refused with an eval temperature)."""
+    None: at the training temperature, as TRL does) and play the held-out rows in the order ``eval_seed`` shuffles
+    them to (None: the config's seed, as TRL does). Greedy evaluations score the policy, not one draw of it: the
+    same questions give the same rollouts, before and after training alike, and with one ``eval_seed`` in runs of
+    other seeds too (the same rows batched together). Training samples as configured. transformers generation
+    only (``use_vllm`` is refused with an eval temperature)."""
     from transformers import GenerationConfig
     from trl import GRPOTrainer
+    from trl.trainer.utils import RepeatSampler
 
     class EvalTemperatureGRPOTrainer(GRPOTrainer):
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_seed is None:
+                return super()._get_eval_sampler(eval_dataset)
+            return RepeatSampler(data_source=eval_dataset, mini_repeat_count=self.num_generations_eval, seed=eval_seed)
+
         def evaluate(self, *args, **kwargs):
             if eval_temperature is None:
                 return super().evaluate(*args, **kwargs)

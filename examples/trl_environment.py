@@ -55,7 +55,11 @@ class Args:
     """Held-out split played through TRL's own tool loop (GRPOTrainer.evaluate: TRL's eval_reward and our
     eval_sqlenv_env/* metrics) before training, every --eval-steps and after the last step (none: no evaluation)."""
     eval_limit: int | None = 32
-    """Questions of --eval-split: a seeded subset (--seed; benchmarks/evaluate.py --limit's subsets) or, none, all."""
+    """Questions of --eval-split: a seeded subset (--eval-seed; benchmarks/evaluate.py --limit's subsets) or, none,
+    all."""
+    eval_seed: int | None = None
+    """Seed of the held-out subset and of the order TRL plays it in (none: --seed): runs of other seeds, or a run
+    that goes on from another's adapter under a new --seed, are evaluated on the same questions in the same batches."""
     eval_steps: int = 0
     """Evaluate every N optimizer steps too (0: only before and after training)."""
     eval_generations: int = 1
@@ -182,15 +186,20 @@ def grpo_config(args: Args):
                            repetition_penalty=args.repetition_penalty, **evaluation)
 
 
+def eval_seed(args: Args) -> int:
+    """The seed of the held-out questions and their order: ``--eval-seed``, else ``--seed``."""
+    return args.seed if args.eval_seed is None else args.eval_seed
+
+
 def environment_factory(args: Args, eval_split: str | None = None):
-    """The factory TRL calls, over ``--split`` (its first ``--limit`` questions) or ``eval_split`` (a seeded subset
-    of ``--eval-limit``), loaded with ``--schema`` (its databases are built for it)."""
+    """The factory TRL calls, over ``--split`` (its first ``--limit`` questions) or ``eval_split`` (a subset of
+    ``--eval-limit`` seeded by ``--eval-seed``), loaded with ``--schema`` (its databases are built for it)."""
     from sqlenv.datasets import load_dataset, select_indices
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory
 
     dataset = load_dataset(args.dataset, split=eval_split or args.split, data_dir=args.data_dir, schema=args.schema)
     if eval_split:
-        dataset = dataset.subset(select_indices(len(dataset), args.eval_limit, args.seed))
+        dataset = dataset.subset(select_indices(len(dataset), args.eval_limit, eval_seed(args)))
     elif args.limit:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
     turns = {} if args.single_step else {"max_turns": args.max_turns, "filter_hints": args.filter_hints}
@@ -244,6 +253,7 @@ def main(args: Args) -> dict:
                 "environment_factory": {"train": factory, EVAL_ENVIRONMENT: held_out}}
     trainer = grpo_trainer(
         eval_temperature=args.eval_temperature,
+        eval_seed=eval_seed(args),
         model=model,
         processing_class=tokenizer,
         reward_funcs=reward,
@@ -267,6 +277,7 @@ def main(args: Args) -> dict:
         "rewards": [h["reward"] for h in history],
         "eval": [{"step": h["step"], "reward": h["eval_reward"], "correct": h.get("eval_sqlenv_env/correct")}
                  for h in trainer.state.log_history if "eval_reward" in h],
+        "eval_seed": eval_seed(args) if args.eval_split else None,
         "eval_temperature": None if not args.eval_split else (
             args.temperature if args.eval_temperature is None else args.eval_temperature),
         "tool_calls_per_rollout": [h.get("sqlenv_env/tool_calls") for h in history],

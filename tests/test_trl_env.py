@@ -305,9 +305,9 @@ def test_example_sampling_flags_reach_trls_config(tmp_path):
 
 
 def test_example_eval_flags_hold_out_a_seeded_subset(tmp_path):
-    """--eval-split: the held-out factory plays evaluate.py's seeded subset of that split, and TRL's config
-    evaluates before training (eval_on_start) and after the last step (or every --eval-steps); bad values are
-    refused naming the flag."""
+    """--eval-split: the held-out factory plays evaluate.py's subset of that split seeded by --eval-seed (else
+    --seed), and TRL's config evaluates before training (eval_on_start) and after the last step (or every
+    --eval-steps); bad values are refused naming the flag."""
     pytest.importorskip("trl")
     from sqlenv.datasets import select_indices
 
@@ -318,6 +318,9 @@ def test_example_eval_flags_hold_out_a_seeded_subset(tmp_path):
     dev = load_dataset("generated", split="dev")
     assert [e.id for e in held_out.dataset] == [dev[i].id for i in select_indices(len(dev), 5, seed=3)]
     assert held_out.dataset.split == "dev" and len(example.environment_factory(args).dataset) == 2000
+    other_seed = example.parse_args(["--eval-split", "dev", "--eval-limit", "5", "--seed", "1", "--eval-seed", "3",
+                                     "--output-dir", str(tmp_path)])  # a new training seed, the same questions
+    assert [e.id for e in example.environment_factory(other_seed, "dev").dataset] == [e.id for e in held_out.dataset]
     config = example.grpo_config(args)
     assert (config.eval_strategy, config.eval_steps, config.eval_on_start) == ("steps", 12, True)
     assert (config.num_generations_eval, config.per_device_eval_batch_size) == (1, 4)
@@ -568,19 +571,12 @@ def tail_ids(tokenizer, messages, needle):
     raise AssertionError(f"{needle!r} not in the rendered chat")
 
 
-@pytest.mark.slow
-def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeypatch):
-    """One real GRPOTrainer step on SmolLM2 with sqlenv as the environment, and a held-out evaluation before and
-    after it (TRL's multi-environment mode, as ``examples/trl_environment.py --eval-split``). SmolLM2 never calls
-    tools by itself, so decoding is biased (``sequence_bias``, a standard generation option) to make it call
-    run_sql, then submit_answer, then stop: TRL's own loop parses the calls, runs our tools, feeds the
-    results back, and the reward comes from the env."""
+@pytest.fixture
+def smollm2_tool_policy(monkeypatch):
+    """A fresh float32 SmolLM2-135M on the CPU and its tokenizer with the ChatML tool template (TRL's
+    experimental-feature warning silenced); skips where trl or the model is missing."""
     pytest.importorskip("trl")
-    pytest.importorskip("peft")
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
-    from peft import LoraConfig
-    from trl import GRPOConfig, GRPOTrainer
-
     from agents.models import load_model_and_tokenizer, smollm2_gguf
     from sqlenv.integrations.trl_env import ensure_tool_chat_template
 
@@ -589,8 +585,23 @@ def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeyp
     except Exception as exc:
         pytest.skip(f"SmolLM2 unavailable: {exc}")
     model, tokenizer = load_model_and_tokenizer("smollm2-135m", device="cpu", dtype="float32")
-    model.train()
     ensure_tool_chat_template(tokenizer)
+    return model, tokenizer
+
+
+@pytest.mark.slow
+def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, smollm2_tool_policy):
+    """One real GRPOTrainer step on SmolLM2 with sqlenv as the environment, and a held-out evaluation before and
+    after it (TRL's multi-environment mode, as ``examples/trl_environment.py --eval-split``). SmolLM2 never calls
+    tools by itself, so decoding is biased (``sequence_bias``, a standard generation option) to make it call
+    run_sql, then submit_answer, then stop: TRL's own loop parses the calls, runs our tools, feeds the
+    results back, and the reward comes from the env."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tokenizer = smollm2_tool_policy
+    model.train()
     sql = "SELECT COUNT(*) FROM city"
     call = '<tool_call>\n{{"name": "{}", "arguments": {{"query": "{}"}}}}\n</tool_call><|im_end|>'
     question_end = tokenizer.encode("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
@@ -640,50 +651,70 @@ def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, monkeyp
             for h in trainer.state.log_history if "eval_reward" in h] == [(0, 1.0, 1.0), (1, 1.0, 1.0)]
 
 
+def evaluation_trainer(policy, factory, log, *, seed=0, eval_indices=(0,), **grpo_trainer_kwargs):
+    """``agents.trl_setup.grpo_trainer`` over ``factory`` with config seed ``seed``, whose held-out rows (the
+    questions ``eval_indices``) are played one at a time, one rollout each, their rewards logged to ``log``."""
+    from trl import GRPOConfig
+
+    from agents.trl_setup import grpo_trainer
+
+    model, tokenizer = policy
+    config = GRPOConfig(
+        output_dir=str(log.parent / "run"), num_generations=2, max_completion_length=24,
+        max_tool_calling_iterations=1, temperature=1.0, max_steps=1, per_device_train_batch_size=2,
+        learning_rate=1e-5, beta=0.0, seed=seed, use_cpu=True, report_to="none", save_strategy="no",
+        dataloader_num_workers=0, eval_strategy="steps", num_generations_eval=1, per_device_eval_batch_size=1)
+    return grpo_trainer(
+        model=model, processing_class=tokenizer, reward_funcs=SQLEnvReward(rollout_log=log), args=config,
+        train_dataset=factory.train_dataset(environment="train"),
+        eval_dataset=factory.train_dataset(indices=list(eval_indices), environment=EVAL_ENVIRONMENT),
+        environment_factory={"train": factory, EVAL_ENVIRONMENT: factory}, **grpo_trainer_kwargs)
+
+
+def logged(log, field):
+    return [json.loads(line)[field] for line in log.read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_greedy_evaluation_scores_the_policy_not_a_draw(cities, tmp_path, monkeypatch):
+def test_greedy_evaluation_scores_the_policy_not_a_draw(cities, tmp_path, smollm2_tool_policy):
     """``agents.trl_setup.grpo_trainer(eval_temperature=0)``: two evaluations of the same policy under other
     random seeds play the same held-out rollouts (TRL alone samples them at the training temperature), and
     training samples at its own temperature afterwards; a high eval temperature does reach the evaluation."""
-    pytest.importorskip("trl")
-    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     import torch
-    from trl import GRPOConfig
 
-    from agents.models import load_model_and_tokenizer, smollm2_gguf
-    from agents.trl_setup import grpo_trainer
-    from sqlenv.integrations.trl_env import ensure_tool_chat_template
-
-    try:
-        smollm2_gguf()
-    except Exception as exc:
-        pytest.skip(f"SmolLM2 unavailable: {exc}")
-    model, tokenizer = load_model_and_tokenizer("smollm2-135m", device="cpu", dtype="float32")
-    ensure_tool_chat_template(tokenizer)
     factory = SQLEnvironmentFactory(**cities, max_turns=3)
 
     def completions(eval_temperature, log):
-        reward = SQLEnvReward(rollout_log=log)
-        config = GRPOConfig(
-            output_dir=str(tmp_path / "run"), num_generations=2, max_completion_length=24,
-            max_tool_calling_iterations=1, temperature=1.0, max_steps=1, per_device_train_batch_size=2,
-            learning_rate=1e-5, beta=0.0, seed=0, use_cpu=True, report_to="none", save_strategy="no",
-            dataloader_num_workers=0, eval_strategy="steps", num_generations_eval=1, per_device_eval_batch_size=1)
-        trainer = grpo_trainer(
-            eval_temperature=eval_temperature, model=model, processing_class=tokenizer, reward_funcs=reward,
-            args=config, train_dataset=factory.train_dataset(environment="train"),
-            eval_dataset=factory.train_dataset(indices=[0], environment=EVAL_ENVIRONMENT),
-            environment_factory={"train": factory, EVAL_ENVIRONMENT: factory})
+        trainer = evaluation_trainer(smollm2_tool_policy, factory, log, eval_temperature=eval_temperature)
         for seed in (1, 2):
             torch.manual_seed(seed)
             trainer.evaluate()
         assert (trainer.generation_config.do_sample, trainer.generation_config.temperature) == (True, 1.0)
-        return [json.loads(line)["completion"] for line in log.read_text().splitlines()]
+        return logged(log, "completion")
 
     greedy = completions(0, tmp_path / "greedy.jsonl")
     assert len(greedy) == 2 and greedy[0] == greedy[1]
     hot = completions(50.0, tmp_path / "hot.jsonl")
     assert len(hot) == 2 and hot[0] != hot[1]
+
+
+@pytest.mark.slow
+def test_eval_seed_keeps_the_held_out_order_across_training_seeds(cities, tmp_path, smollm2_tool_policy):
+    """``grpo_trainer(eval_seed=...)``: TRL shuffles the held-out rows with the training seed, so a run under
+    another ``--seed`` (or going on from another run's adapter) would play them in other batches; with an eval
+    seed they come in that seed's order whatever the training seed."""
+    factory = SQLEnvironmentFactory(**cities, max_turns=3)
+    rows = (0, 1, 0, 1)  # seed 0 shuffles them to rows 0, 1, 3, 2; seed 1 to rows 1, 3, 2, 0
+
+    def order(name, **kwargs):
+        log = tmp_path / f"{name}.jsonl"
+        trainer = evaluation_trainer(smollm2_tool_policy, factory, log, eval_indices=rows, eval_temperature=0, **kwargs)
+        trainer.evaluate()
+        return logged(log, "index")
+
+    assert order("seed0", seed=0) == [0, 1, 1, 0]
+    assert order("seed1", seed=1) == [1, 1, 0, 0]
+    assert order("seed1_eval_seed0", seed=1, eval_seed=0) == [0, 1, 1, 0]
 
 
 # ---------------------------------------------------------------------- lenient tool-call parsing (issue 24)
