@@ -1,6 +1,7 @@
 """Reward and tool calls per step of an ``examples/trl_environment.py`` run, from its ``rollouts.jsonl``.
 
     python benchmarks/plot_trl_env.py /tmp/run/rollouts.jsonl --png docs/img/trl_env_qwen.png
+    python benchmarks/plot_trl_env.py run1/rollouts.jsonl run2/rollouts.jsonl   # run2 went on from run1's adapter
 
 Each line of ``rollouts.jsonl`` is one rollout (``SQLEnvReward(rollout_log=...)``); ``call`` numbers the
 reward calls, one per generation batch (one per optimizer step with the example's settings). Prints a
@@ -10,7 +11,10 @@ Rollouts of the held-out questions (``--eval-split``; environment ``eval``) are 
 table of their own, one row per evaluation (after ``global_step`` optimizer steps), and their own line;
 the first and the last evaluation are compared question by question (``agents.paired``: the difference
 with its paired-bootstrap interval and McNemar's exact p), where each played a question once
-(``--eval-generations 1``; with ``--eval-temperature 0`` the pairs are the policy's, not one draw's).
+(``--eval-generations 1``; with ``--eval-temperature 0`` the pairs are the policy's, not one draw's), and
+with more than two evaluations the last against the one before it too. Several logs are read as one run, in
+the order given: each later one went on from the earlier one's adapter (``--warmup-adapter``), so its steps
+and evaluations are counted after the earlier one's (with ``--eval-seed``, its evaluations pair with theirs).
 """
 
 from __future__ import annotations
@@ -23,55 +27,69 @@ from pathlib import Path
 from sqlenv.integrations.trl_env import EVAL_ENVIRONMENT
 
 
-def read_rollouts(path: str | Path) -> list[dict]:
-    """The lines of a ``rollouts.jsonl``; a line that is not JSON is an error naming it."""
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number} is not a JSON line: {exc}") from exc
+def read_rollouts(*paths: str | Path) -> list[dict]:
+    """The lines of one run's ``rollouts.jsonl`` files, in order, a later file's ``call`` and ``global_step``
+    counted on from the earlier ones' (it went on from their adapter); a line that is not JSON is an error
+    naming it."""
+    rows: list[dict] = []
+    calls = steps = 0
+    for path in paths:
+        log = []
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                log.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number} is not a JSON line: {exc}") from exc
+        rows += [{**row, "call": row["call"] + calls, "global_step": row.get("global_step", 0) + steps}
+                 for row in log]
+        calls = max([calls] + [row["call"] for row in rows])
+        # optimizer steps taken by the end of this log: after a training call at global_step s, s + 1
+        steps = max([steps] + [row["global_step"] + (row.get("environment") != EVAL_ENVIRONMENT) for row in rows])
     return rows
 
 
-def per_step(path: str | Path) -> list[dict]:
+def per_step(*paths: str | Path) -> list[dict]:
     """One row per training reward call (step 1, 2, ...): means over its rollouts."""
     calls: dict[int, list[dict]] = defaultdict(list)
-    for row in read_rollouts(path):
+    for row in read_rollouts(*paths):
         if row.get("environment") != EVAL_ENVIRONMENT:
             calls[row["call"]].append(row)
     return [{"step": step, **_means(calls[call])} for step, call in enumerate(sorted(calls), start=1)]
 
 
-def per_eval(path: str | Path) -> list[dict]:
+def per_eval(*paths: str | Path) -> list[dict]:
     """One row per held-out evaluation, keyed by the optimizer steps taken before it: means over its rollouts."""
     evals: dict[int, list[dict]] = defaultdict(list)
-    for row in read_rollouts(path):
+    for row in read_rollouts(*paths):
         if row.get("environment") == EVAL_ENVIRONMENT:
-            evals[row.get("global_step", 0)].append(row)
+            evals[row["global_step"]].append(row)
     return [{"step": step, **_means(evals[step])} for step in sorted(evals)]
 
 
-def paired_evals(path: str | Path) -> dict | None:
-    """The first and the last held-out evaluation side by side by question ``id``: right before, right after,
-    gained, lost, the difference in points with its paired-bootstrap 95 % interval and McNemar's exact p. None
-    with fewer than two evaluations; an evaluation that played a question more than once, or other questions
-    than the first, is an error naming the step."""
+def paired_evals(*paths: str | Path, first: int | None = None, last: int | None = None) -> dict | None:
+    """Two held-out evaluations side by side by question ``id``, those after ``first`` and ``last`` steps (by
+    default the first and the last): right before, right after, gained, lost, the difference in points with its
+    paired-bootstrap 95 % interval and McNemar's exact p. None with fewer than two evaluations; an evaluation
+    that played a question more than once, or other questions than the other, is an error naming the step."""
     from agents.paired import mcnemar_exact, paired_bootstrap
 
+    where = ", ".join(str(p) for p in paths)
     evals: dict[int, dict[str, bool]] = defaultdict(dict)
-    for row in read_rollouts(path):
+    for row in read_rollouts(*paths):
         if row.get("environment") == EVAL_ENVIRONMENT:
-            step, question = row.get("global_step", 0), row.get("id", row.get("index"))
+            step, question = row["global_step"], row.get("id", row.get("index"))
             if question in evals[step]:
-                raise ValueError(f"{path}: the evaluation after step {step} played {question} more than once; "
+                raise ValueError(f"{where}: the evaluation after step {step} played {question} more than once; "
                                  "pairing needs one rollout a question (--eval-generations 1)")
             evals[step][question] = bool(row["correct"])
     if len(evals) < 2:
         return None
-    first, last = min(evals), max(evals)
+    first, last = min(evals) if first is None else first, max(evals) if last is None else last
+    for step in (first, last):
+        if step not in evals:
+            raise ValueError(f"{where}: no evaluation after step {step} (there are after {sorted(evals)})")
     if set(evals[first]) != set(evals[last]):
-        raise ValueError(f"{path}: the evaluations after steps {first} and {last} played other questions")
+        raise ValueError(f"{where}: the evaluations after steps {first} and {last} played other questions")
     ids = sorted(evals[first])
     before, after = [evals[first][i] for i in ids], [evals[last][i] for i in ids]
     low, high = paired_bootstrap(before, after)
@@ -97,11 +115,13 @@ def _means(rollouts: list[dict]) -> dict:
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python benchmarks/plot_trl_env.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("rollouts", help="rollouts.jsonl of a run (in its --output-dir)")
+    parser.add_argument("rollouts", nargs="+",
+                        help="rollouts.jsonl of a run (in its --output-dir); more than one: a run and the runs that "
+                             "went on from its adapter, in order")
     parser.add_argument("--png", help="write the plot here (needs matplotlib)")
     parser.add_argument("--title", default="TRL environment_factory run", help="plot title")
     args = parser.parse_args(argv)
-    rows, evals = per_step(args.rollouts), per_eval(args.rollouts)
+    rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts)
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "correct"]
     for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
         if not table:
@@ -110,14 +130,17 @@ def main(argv=None) -> list[dict]:
         print(" ".join(f"{k:>14}" for k in keys))
         for row in table:
             print(" ".join(f"{row[k]:>14}" if isinstance(row[k], int) else f"{row[k]:>14.3f}" for k in keys))
-    paired = paired_evals(args.rollouts)
-    if paired:
-        from agents.paired import format_p
+    pairs = [(None, None)] + ([(evals[-2]["step"], None)] if len(evals) > 2 else [])
+    for first, last in pairs:
+        paired = paired_evals(*args.rollouts, first=first, last=last)
+        if paired:
+            from agents.paired import format_p
 
-        print(f"held-out, after step {paired['first_step']} against after step {paired['last_step']} "
-              f"({paired['questions']} questions, paired): right {paired['right_before']} -> {paired['right_after']}, "
-              f"gained {paired['gained']}, lost {paired['lost']}, {paired['diff']:+.2f} points "
-              f"({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), McNemar p = {format_p(paired['p'])}")
+            print(f"held-out, after step {paired['first_step']} against after step {paired['last_step']} "
+                  f"({paired['questions']} questions, paired): right {paired['right_before']} -> "
+                  f"{paired['right_after']}, gained {paired['gained']}, lost {paired['lost']}, "
+                  f"{paired['diff']:+.2f} points ({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), "
+                  f"McNemar p = {format_p(paired['p'])}")
     if args.png:
         import matplotlib
 

@@ -420,6 +420,40 @@ def test_plot_pairs_the_first_and_last_evaluation_by_question(cities, tmp_path, 
         plot.paired_evals(log)
 
 
+def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
+    """benchmarks/plot_trl_env.py with two logs: the second run went on from the first's adapter, so its steps
+    and evaluations come after the first's, and its last evaluation pairs with the first run's evaluations."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_continued")
+    factory = SQLEnvironmentFactory(**cities)
+    envs = [factory() for _ in range(2)]
+    count, largest = QUESTIONS[0]["sql"], QUESTIONS[1]["sql"]
+
+    def play(reward, answers, environment, step):
+        for env, index, sql in zip(envs, (0, 1), answers):
+            env.reset(index=index)
+            env.submit_answer(sql)
+        reward(environments=envs, environment=[environment] * 2, trainer_state=SimpleNamespace(global_step=step))
+
+    first, second = SQLEnvReward(rollout_log=tmp_path / "run1.jsonl"), SQLEnvReward(rollout_log=tmp_path / "run2.jsonl")
+    play(first, ["SELECT 1", "SELECT 1"], EVAL_ENVIRONMENT, 0)
+    play(first, [count, "SELECT 1"], "train", 0)
+    play(first, [count, "SELECT 1"], "train", 1)
+    play(first, [count, "SELECT 1"], EVAL_ENVIRONMENT, 2)  # gained q-count
+    play(second, [count, largest], "train", 0)  # the continuation's own steps and evaluation count from 0
+    play(second, [count, largest], EVAL_ENVIRONMENT, 1)  # gained q-largest
+    logs = (tmp_path / "run1.jsonl", tmp_path / "run2.jsonl")
+    assert [(r["step"], r["reward"]) for r in plot.per_step(*logs)] == [(1, 0.5), (2, 0.5), (3, 1.0)]
+    assert [(r["step"], r["correct"]) for r in plot.per_eval(*logs)] == [(0, 0.0), (2, 0.5), (3, 1.0)]
+    overall = plot.paired_evals(*logs)
+    assert (overall["first_step"], overall["last_step"], overall["gained"], overall["lost"]) == (0, 3, 2, 0)
+    plot.main([str(log) for log in logs])
+    out = capsys.readouterr().out
+    assert "after step 0 against after step 3 (2 questions, paired): right 0 -> 2, gained 2, lost 0" in out
+    assert "after step 2 against after step 3 (2 questions, paired): right 1 -> 2, gained 1, lost 0" in out
+    with pytest.raises(ValueError, match=r"no evaluation after step 1 \(there are after \[0, 2, 3\]\)"):
+        plot.paired_evals(*logs, first=1)
+
+
 def test_example_filter_hints_reach_run_sql(cities):
     """--filter-hints: run_sql's result of a query that matched nothing names the value and the column's values."""
     example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_hints")
