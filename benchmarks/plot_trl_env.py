@@ -6,7 +6,9 @@
 Each line of ``rollouts.jsonl`` is one rollout (``SQLEnvReward(rollout_log=...)``); ``call`` numbers the
 reward calls, one per generation batch (one per optimizer step with the example's settings). Prints a
 table per step (mean reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers
-submitted, correct) and, with ``--png``, plots the mean reward and the mean tool calls per rollout.
+submitted, correct), then the same means over blocks of ``--window`` steps (one step's group is often one
+question, so its mean is mostly that question's difficulty) and, with ``--png``, plots the mean reward (and
+its mean over the last ``--window`` steps) and the mean tool calls per rollout.
 Rollouts of the held-out questions (``--eval-split``; environment ``eval``) are not steps: they get a
 table of their own, one row per evaluation (after ``global_step`` optimizer steps), and their own line;
 the first and the last evaluation are compared question by question (``agents.paired``: the difference
@@ -100,6 +102,19 @@ def paired_evals(*paths: str | Path, first: int | None = None, last: int | None 
             "diff": 100 * (sum(after) - sum(before)) / len(ids), "ci": (low, high), "p": mcnemar_exact(lost, gained)}
 
 
+def per_window(*paths: str | Path, window: int = 5) -> list[dict]:
+    """The training steps in blocks of ``window`` (1-5, 6-10, ...; the last may be shorter): means over the
+    block's rollouts, with its ``first`` and ``last`` step."""
+    calls: dict[int, list[dict]] = defaultdict(list)
+    for row in read_rollouts(*paths):
+        if row.get("environment") != EVAL_ENVIRONMENT:
+            calls[row["call"]].append(row)
+    steps = [calls[call] for call in sorted(calls)]
+    return [{"first": start + 1, "last": min(start + window, len(steps)),
+             **_means([r for step in steps[start:start + window] for r in step])}
+            for start in range(0, len(steps), window)]
+
+
 def _means(rollouts: list[dict]) -> dict:
     n = len(rollouts)
     return {
@@ -120,7 +135,11 @@ def main(argv=None) -> list[dict]:
                              "went on from its adapter, in order")
     parser.add_argument("--png", help="write the plot here (needs matplotlib)")
     parser.add_argument("--title", default="TRL environment_factory run", help="plot title")
+    parser.add_argument("--window", type=int, default=5, help="training steps per block of the block means, and "
+                                                                 "of the plot's running mean")
     args = parser.parse_args(argv)
+    if args.window < 1:
+        parser.error(f"--window {args.window}: must be >= 1")
     rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts)
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "correct"]
     for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
@@ -130,6 +149,9 @@ def main(argv=None) -> list[dict]:
         print(" ".join(f"{k:>14}" for k in keys))
         for row in table:
             print(" ".join(f"{row[k]:>14}" if isinstance(row[k], int) else f"{row[k]:>14.3f}" for k in keys))
+    for block in per_window(*args.rollouts, window=args.window):
+        print(f"training steps {block['first']}-{block['last']}: {block['rollouts']} rollouts, mean reward "
+              f"{block['reward']:.3f}, correct {block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}")
     pairs = [(None, None)] + ([(evals[-2]["step"], None)] if len(evals) > 2 else [])
     for first, last in pairs:
         paired = paired_evals(*args.rollouts, first=first, last=last)
@@ -151,6 +173,10 @@ def main(argv=None) -> list[dict]:
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
         top.plot(steps, [r["reward"] for r in rows], marker="o", label="mean reward")
         top.plot(steps, [r["correct"] for r in rows], marker="x", linestyle=":", label="correct share")
+        running = [sum(r["reward"] for r in rows[max(0, i + 1 - args.window):i + 1]) / min(i + 1, args.window)
+                   for i in range(len(rows))]
+        top.plot(steps, running, color="tab:blue", linewidth=2.5, alpha=0.5,
+                 label=f"mean reward, last {args.window} steps")
         if evals:
             top.plot([r["step"] for r in evals], [r["reward"] for r in evals], marker="D", color="black",
                      label=f"held-out mean reward ({evals[0]['rollouts']} rollouts)")

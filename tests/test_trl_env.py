@@ -444,12 +444,15 @@ def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
     logs = (tmp_path / "run1.jsonl", tmp_path / "run2.jsonl")
     assert [(r["step"], r["reward"]) for r in plot.per_step(*logs)] == [(1, 0.5), (2, 0.5), (3, 1.0)]
     assert [(r["step"], r["correct"]) for r in plot.per_eval(*logs)] == [(0, 0.0), (2, 0.5), (3, 1.0)]
+    assert [(b["first"], b["last"], b["rollouts"], b["reward"]) for b in plot.per_window(*logs, window=2)] == [
+        (1, 2, 4, 0.5), (3, 3, 2, 1.0)]
     overall = plot.paired_evals(*logs)
     assert (overall["first_step"], overall["last_step"], overall["gained"], overall["lost"]) == (0, 3, 2, 0)
     plot.main([str(log) for log in logs])
     out = capsys.readouterr().out
     assert "after step 0 against after step 3 (2 questions, paired): right 0 -> 2, gained 2, lost 0" in out
     assert "after step 2 against after step 3 (2 questions, paired): right 1 -> 2, gained 1, lost 0" in out
+    assert "training steps 1-3: 6 rollouts, mean reward 0.667, correct 0.667" in out
     with pytest.raises(ValueError, match=r"no evaluation after step 1 \(there are after \[0, 2, 3\]\)"):
         plot.paired_evals(*logs, first=1)
 
