@@ -23,9 +23,10 @@ def lora_config(r: int, token_rows: dict[str, list[int]] | None = None):
 
 def grpo_config(output_dir: str, *, num_generations: int, max_completion_length: int, temperature: float,
                 max_steps: int, batch_size: int, learning_rate: float, seed: int, beta: float = 0.0,
-                **trl_fields: Any):
+                save_steps: int = 0, **trl_fields: Any):
     """TRL's ``GRPOConfig`` with these settings, on the GPU where CUDA is there (bf16 where supported) and on the
-    CPU otherwise, a log line every step, no checkpoints, no reporting service; ``trl_fields`` (tool calls,
+    CPU otherwise, a log line every step, a checkpoint every ``save_steps`` (adapter, optimizer, schedule and
+    random states, for ``resume_from_checkpoint``; 0: none), no reporting service; ``trl_fields`` (tool calls,
     evaluation, sampling) are passed to it as they are."""
     import torch
     from trl import GRPOConfig
@@ -48,7 +49,8 @@ def grpo_config(output_dir: str, *, num_generations: int, max_completion_length:
         # logging
         logging_steps=1,
         report_to="none",
-        save_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        **({"save_steps": save_steps} if save_steps else {}),
         dataloader_num_workers=0,
         **trl_fields,
     )

@@ -9,6 +9,7 @@
     python examples/trl_environment.py --max-steps 20 --eval-split dev --eval-limit 32   # held-out reward before/after
     python examples/trl_environment.py --eval-only --eval-split dev --eval-temperature 0 \
         --warmup-adapter runs/trl_environment --output-dir runs/trl_eval   # a saved adapter, greedy, held out
+    python examples/trl_environment.py --max-steps 40 --save-steps 5   # stopped? the same command + --resume last
 
 What sqlenv provides: the environment TRL instantiates once per rollout
 (``SQLEnvironmentFactory``: ``reset`` pins the row's question and returns its schema, sample rows
@@ -123,6 +124,13 @@ class Args:
     """Torch CPU threads (none = torch's choice; on a busy CPU, 1 is often fastest)."""
     save: bool = False
     """Save the trained adapter to output_dir at the end."""
+    save_steps: int = 0
+    """Also save a checkpoint every N steps (output_dir/checkpoint-N: the adapter, optimizer, learning-rate
+    schedule and random states; 0: none), so a stopped run can go on with --resume."""
+    resume: str | None = None
+    """Go on from a checkpoint of this run (a checkpoint-N folder, or last: the latest in --output-dir) with its
+    optimizer, schedule and random states, the other flags as the run had them; rollouts.jsonl keeps the
+    checkpoint's steps and drops the rest, and the evaluation before the first step is not played again."""
 
 
 def build_parser():
@@ -150,6 +158,15 @@ def parse_args(argv=None) -> Args:
         parser.error("--eval-only needs --eval-split (the split to evaluate on)")
     if args.eval_steps < 0:
         parser.error(f"--eval-steps {args.eval_steps}: must be >= 0 (0: before and after training only)")
+    if args.save_steps < 0:
+        parser.error(f"--save-steps {args.save_steps}: must be >= 0 (0: no checkpoints)")
+    if args.resume and args.eval_only:
+        parser.error("--resume with --eval-only: an evaluation trains nothing to go on with")
+    if args.resume:
+        try:
+            resume_checkpoint(args)
+        except ValueError as exc:
+            parser.error(str(exc))
     if not args.repetition_penalty > 0:
         parser.error(f"--repetition-penalty {args.repetition_penalty}: must be > 0 (1.0: off)")
     if args.warmup_adapter:
@@ -167,6 +184,25 @@ def parse_args(argv=None) -> Args:
     return args
 
 
+def resume_checkpoint(args: Args) -> Path | None:
+    """The checkpoint ``--resume`` names (``last``: the highest ``checkpoint-N`` in ``--output-dir``), or None;
+    a folder that is not a checkpoint TRL wrote is an error naming it."""
+    if not args.resume:
+        return None
+    if args.resume == "last":
+        steps = {int(p.name.removeprefix("checkpoint-")): p for p in Path(args.output_dir).glob("checkpoint-*")
+                 if p.name.removeprefix("checkpoint-").isdigit()}
+        if not steps:
+            raise ValueError(f"--resume last: no checkpoint-N folder in --output-dir {args.output_dir} "
+                             "(a run writes them with --save-steps)")
+        return steps[max(steps)]
+    checkpoint = Path(args.resume)
+    if not (checkpoint / "trainer_state.json").is_file():
+        raise ValueError(f"--resume {args.resume}: no trainer_state.json there (pass a checkpoint-N folder a run "
+                         "wrote with --save-steps, or last)")
+    return checkpoint
+
+
 def grpo_config(args: Args):
     """TRL's ``GRPOConfig`` for this run (``agents.trl_setup.grpo_config``): our flags, no KL term, tool calls,
     the held-out evaluation where ``--eval-split`` asks for one."""
@@ -175,7 +211,7 @@ def grpo_config(args: Args):
     evaluation = {} if not args.eval_split else {
         "eval_strategy": "steps",
         "eval_steps": args.eval_steps or args.max_steps,  # after the last step; before the first: eval_on_start
-        "eval_on_start": args.eval_before,
+        "eval_on_start": args.eval_before and not args.resume,  # a resumed run's start was evaluated, or skipped
         "num_generations_eval": args.eval_generations,
         "per_device_eval_batch_size": args.eval_generations * max(1, args.batch_size // args.eval_generations),
     }
@@ -183,7 +219,7 @@ def grpo_config(args: Args):
                            max_completion_length=args.max_completion_length, temperature=args.temperature,
                            max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            seed=args.seed, max_tool_calling_iterations=args.max_tool_calls,
-                           repetition_penalty=args.repetition_penalty, **evaluation)
+                           repetition_penalty=args.repetition_penalty, save_steps=args.save_steps, **evaluation)
 
 
 def eval_seed(args: Args) -> int:
@@ -223,8 +259,13 @@ def main(args: Args) -> dict:
     print(getattr(factory.dataset, "summary", factory.dataset))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     rollout_log = Path(args.output_dir) / "rollouts.jsonl"
-    rollout_log.unlink(missing_ok=True)
     reward = SQLEnvReward(rollout_log=rollout_log)
+    checkpoint = resume_checkpoint(args)
+    if checkpoint:
+        step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        print(f"resuming from {checkpoint} (after step {step}); {reward.resume(step)} rollouts of {rollout_log} kept")
+    else:
+        rollout_log.unlink(missing_ok=True)
 
     model, tokenizer = load_model_and_tokenizer(args.model, threads=args.threads)
     model.train()
@@ -264,7 +305,7 @@ def main(args: Args) -> dict:
     if args.eval_only:
         trainer.evaluate()
     else:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if args.save and not args.eval_only:
         trainer.save_model(args.output_dir)
     history = [h for h in trainer.state.log_history if "reward" in h]

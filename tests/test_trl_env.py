@@ -4,6 +4,7 @@ import inspect
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -455,6 +456,64 @@ def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
     assert "training steps 1-3: 6 rollouts, mean reward 0.667, correct 0.667" in out
     with pytest.raises(ValueError, match=r"no evaluation after step 1 \(there are after \[0, 2, 3\]\)"):
         plot.paired_evals(*logs, first=1)
+
+
+def test_reward_log_resumes_after_the_checkpoint_step(cities, tmp_path):
+    """SQLEnvReward.resume(step): a run resumed from its checkpoint after ``step`` steps keeps the rollouts of
+    the steps before it and the evaluation after it, drops those it will play again, and numbers on."""
+    factory = SQLEnvironmentFactory(**cities)
+    envs = [factory() for _ in range(2)]
+    log = tmp_path / "rollouts.jsonl"
+    reward = SQLEnvReward(rollout_log=log)
+
+    def play(environment, step):
+        for env in envs:
+            env.reset(index=0)
+            env.submit_answer("SELECT COUNT(*) FROM city")
+        reward(environments=envs, environment=[environment] * 2, trainer_state=SimpleNamespace(global_step=step))
+
+    for environment, step in [(EVAL_ENVIRONMENT, 0), ("train", 0), ("train", 1), (EVAL_ENVIRONMENT, 2),
+                              ("train", 2), ("train", 3)]:  # stopped during step 4, the checkpoint after step 2
+        play(environment, step)
+    resumed = SQLEnvReward(rollout_log=log)
+    assert resumed.resume(2) == 8 and resumed.calls == 4
+    assert [(r["call"], r["environment"], r["global_step"]) for r in map(json.loads, log.read_text().splitlines())
+            ][::2] == [(1, "eval", 0), (2, "train", 0), (3, "train", 1), (4, "eval", 2)]
+    resumed(environments=envs, environment=["train"] * 2, trainer_state=SimpleNamespace(global_step=2))
+    assert json.loads(log.read_text().splitlines()[-1])["call"] == 5
+    assert SQLEnvReward(rollout_log=tmp_path / "none.jsonl").resume(3) == 0
+
+
+@pytest.mark.slow
+def test_a_stopped_run_goes_on_from_its_checkpoint(tmp_path):
+    """examples/trl_environment.py --save-steps, then --resume last after the run lost its last checkpoint: it
+    goes on from the one before (TRL's optimizer, schedule and random states), replays the lost step, and its
+    rollouts.jsonl and result.json hold each step once."""
+    pytest.importorskip("trl")
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "examples" / "trl_environment.py"), "--limit", "2", "--max-steps", "2",
+               "--save-steps", "1", "--num-generations", "2", "--batch-size", "2", "--max-completion-length", "12",
+               "--threads", "1", "--output-dir", str(out)]
+    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=1200, env=env)
+    if first.returncode and "SmolLM2" in first.stderr:
+        pytest.skip("SmolLM2 unavailable")
+    assert first.returncode == 0, first.stderr[-3000:]
+    played = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert [(r["call"], r["global_step"]) for r in played] == [(1, 0), (1, 0), (2, 1), (2, 1)]
+    shutil.rmtree(out / "checkpoint-2")  # as if stopped during step 2's save
+    second = subprocess.run(command + ["--resume", "last"], check=False, capture_output=True, text=True,
+                            timeout=1200, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming from {out / 'checkpoint-1'} (after step 1); 2 rollouts of" in second.stdout
+    replayed = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert replayed[:2] == played[:2]
+    # the random states came back too: step 2 is sampled again as it was before the stop
+    assert [r["completion"] for r in replayed[2:]] == [r["completion"] for r in played[2:]]
+    assert [(r["call"], r["global_step"]) for r in replayed] == [(1, 0), (1, 0), (2, 1), (2, 1)]
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 2 and len(result["rewards"]) == 2
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
 
 
 def test_example_filter_hints_reach_run_sql(cities):

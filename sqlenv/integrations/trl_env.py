@@ -341,6 +341,28 @@ class SQLEnvReward:
         self.rollout_log = rollout_log
         self.calls = 0
 
+    def resume(self, step: int) -> int:
+        """Go on with ``rollout_log`` from a checkpoint taken after ``step`` optimizer steps (a run resumed with
+        TRL's ``resume_from_checkpoint``): the rows of the steps that will be played again (training rollouts
+        at ``global_step >= step``, evaluations after more than ``step`` steps) are dropped, the rest kept, and
+        call numbers go on from the last kept. Returns the number of rows kept (0 without a log)."""
+        if self.rollout_log is None or not os.path.exists(self.rollout_log):
+            return 0
+        kept = []
+        with open(self.rollout_log, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{self.rollout_log}:{number} is not a JSON line: {exc}") from exc
+                played = row.get("global_step", 0)
+                if played < step or (played == step and row.get("environment") == EVAL_ENVIRONMENT):
+                    kept.append(row)
+        with open(self.rollout_log, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row, default=str) + "\n" for row in kept)
+        self.calls = max((row["call"] for row in kept), default=0)
+        return len(kept)
+
     def __call__(self, completions: Sequence[Any] = (), environments: Sequence[_SQLTools] | None = None,
                  **kwargs) -> list[float]:
         if environments is None:
