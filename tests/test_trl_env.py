@@ -458,6 +458,32 @@ def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
         plot.paired_evals(*logs, first=1)
 
 
+def test_example_checkpoint_flags_are_checked(tmp_path, capsys):
+    """--save-steps reaches TRL's config as checkpoints every N steps; --resume names a checkpoint that is there
+    (last: the highest checkpoint-N of --output-dir), and a bad value is refused naming the flag."""
+    pytest.importorskip("trl")
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_resume")
+    config = example.grpo_config(example.parse_args(["--save-steps", "5", "--output-dir", str(tmp_path)]))
+    assert (config.save_strategy, config.save_steps) == ("steps", 5)
+    assert example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)])).save_strategy == "no"
+    for step in (2, 10, 9):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-latest").mkdir()
+    args = example.parse_args(["--resume", "last", "--output-dir", str(tmp_path), "--eval-split", "dev"])
+    assert example.resume_checkpoint(args) == tmp_path / "checkpoint-10"
+    assert example.grpo_config(args).eval_on_start is False  # the start was evaluated before the stop
+    for flags, message in [(["--save-steps", "-1"], "--save-steps -1: must be >= 0"),
+                           (["--resume", "last", "--output-dir", str(tmp_path / "empty")],
+                            "--resume last: no checkpoint-N folder in --output-dir"),
+                           (["--resume", str(tmp_path)], f"--resume {tmp_path}: no trainer_state.json there"),
+                           (["--resume", "last", "--eval-only", "--eval-split", "dev", "--output-dir", str(tmp_path)],
+                            "--resume with --eval-only")]:
+        with pytest.raises(SystemExit):
+            example.parse_args(flags)
+        assert message in capsys.readouterr().err, flags
+
+
 def test_reward_log_resumes_after_the_checkpoint_step(cities, tmp_path):
     """SQLEnvReward.resume(step): a run resumed from its checkpoint after ``step`` steps keeps the rollouts of
     the steps before it and the evaluation after it, drops those it will play again, and numbers on."""
