@@ -52,11 +52,16 @@ def read_rollouts(*paths: str | Path) -> list[dict]:
 
 def per_step(*paths: str | Path) -> list[dict]:
     """One row per training reward call (step 1, 2, ...): means over its rollouts."""
+    return [{"step": step, **_means(rollouts)} for step, rollouts in enumerate(_training_steps(*paths), start=1)]
+
+
+def _training_steps(*paths: str | Path) -> list[list[dict]]:
+    """The training rollouts grouped by reward call, in call order (one group a step)."""
     calls: dict[int, list[dict]] = defaultdict(list)
     for row in read_rollouts(*paths):
         if row.get("environment") != EVAL_ENVIRONMENT:
             calls[row["call"]].append(row)
-    return [{"step": step, **_means(calls[call])} for step, call in enumerate(sorted(calls), start=1)]
+    return [calls[call] for call in sorted(calls)]
 
 
 def per_eval(*paths: str | Path) -> list[dict]:
@@ -105,11 +110,7 @@ def paired_evals(*paths: str | Path, first: int | None = None, last: int | None 
 def per_window(*paths: str | Path, window: int = 5) -> list[dict]:
     """The training steps in blocks of ``window`` (1-5, 6-10, ...; the last may be shorter): means over the
     block's rollouts, with its ``first`` and ``last`` step."""
-    calls: dict[int, list[dict]] = defaultdict(list)
-    for row in read_rollouts(*paths):
-        if row.get("environment") != EVAL_ENVIRONMENT:
-            calls[row["call"]].append(row)
-    steps = [calls[call] for call in sorted(calls)]
+    steps = _training_steps(*paths)
     return [{"first": start + 1, "last": min(start + window, len(steps)),
              **_means([r for step in steps[start:start + window] for r in step])}
             for start in range(0, len(steps), window)]
