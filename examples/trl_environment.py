@@ -10,6 +10,7 @@
     python examples/trl_environment.py --eval-only --eval-split dev --eval-temperature 0 \
         --warmup-adapter runs/trl_environment --output-dir runs/trl_eval   # a saved adapter, greedy, held out
     python examples/trl_environment.py --max-steps 40 --save-steps 5   # stopped? the same command + --resume last
+    python examples/trl_environment.py --num-generations 4 --gradient-accumulation-steps 4   # 4 questions a step
 
 What sqlenv provides: the environment TRL instantiates once per rollout
 (``SQLEnvironmentFactory``: ``reset`` pins the row's question and returns its schema, sample rows
@@ -102,6 +103,9 @@ class Args:
     """Rollouts per question (the GRPO group size G)."""
     batch_size: int = 4
     """Rollouts per device step (a multiple of num_generations)."""
+    gradient_accumulation_steps: int = 1
+    """Batches of --batch-size rollouts per optimizer step (TRL's; it samples them as one generation batch): a step
+    sees N x batch_size / num_generations questions at the update memory of one batch."""
     max_completion_length: int = 64
     """Tokens per rollout, tool results included."""
     max_tool_calls: int = 4
@@ -145,7 +149,7 @@ def parse_args(argv=None) -> Args:
     were played with other env settings than this run's is refused (its config.json says which)."""
     parser = build_parser()
     args = Args(**vars(parser.parse_args(argv)))
-    for name in ("eval_limit", "eval_generations"):
+    for name in ("eval_limit", "eval_generations", "gradient_accumulation_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} {value}: must be >= 1")
@@ -218,7 +222,8 @@ def grpo_config(args: Args):
     return trl_grpo_config(args.output_dir, num_generations=args.num_generations,
                            max_completion_length=args.max_completion_length, temperature=args.temperature,
                            max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           seed=args.seed, max_tool_calling_iterations=args.max_tool_calls,
+                           seed=args.seed, gradient_accumulation_steps=args.gradient_accumulation_steps,
+                           max_tool_calling_iterations=args.max_tool_calls,
                            repetition_penalty=args.repetition_penalty, save_steps=args.save_steps, **evaluation)
 
 

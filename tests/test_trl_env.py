@@ -542,6 +542,43 @@ def test_a_stopped_run_goes_on_from_its_checkpoint(tmp_path):
     assert (out / "checkpoint-2" / "trainer_state.json").is_file()
 
 
+def test_example_gradient_accumulation_reaches_trls_config(tmp_path):
+    """--gradient-accumulation-steps N: TRL samples N batches as one generation batch and steps once after N
+    micro-batches; below 1 it is refused naming the flag."""
+    pytest.importorskip("trl")
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_accumulation")
+    args = example.parse_args(["--batch-size", "4", "--num-generations", "4", "--gradient-accumulation-steps", "3",
+                               "--output-dir", str(tmp_path)])
+    config = example.grpo_config(args)
+    assert (config.gradient_accumulation_steps, config.steps_per_generation, config.generation_batch_size) == (3, 3, 12)
+    assert example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)])).gradient_accumulation_steps == 1
+    script = str(REPO / "examples" / "trl_environment.py")
+    bad = subprocess.run([sys.executable, script, "--gradient-accumulation-steps", "0"], check=False,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--gradient-accumulation-steps 0: must be >= 1" in bad.stderr
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_plays_several_questions_in_one_step(tmp_path):
+    """examples/trl_environment.py --gradient-accumulation-steps 2 with 2 rollouts a batch and G = 2: its one
+    optimizer step plays two questions, two rollouts each, in one reward call logged before step 1."""
+    pytest.importorskip("trl")
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "examples" / "trl_environment.py"), "--limit", "2", "--max-steps", "1",
+               "--num-generations", "2", "--batch-size", "2", "--gradient-accumulation-steps", "2",
+               "--max-completion-length", "12", "--threads", "1", "--output-dir", str(out)]
+    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=1200, env=env)
+    if run.returncode and "SmolLM2" in run.stderr:
+        pytest.skip("SmolLM2 unavailable")
+    assert run.returncode == 0, run.stderr[-3000:]
+    played = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert [(r["call"], r["global_step"]) for r in played] == [(1, 0)] * 4
+    assert sorted(r["index"] for r in played) == [0, 0, 1, 1]
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 1 and len(result["rewards"]) == 1 and len(result["rollouts"]) == 4
+
+
 def test_example_filter_hints_reach_run_sql(cities):
     """--filter-hints: run_sql's result of a query that matched nothing names the value and the column's values."""
     example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_hints")
