@@ -510,27 +510,32 @@ def test_reward_log_resumes_after_the_checkpoint_step(cities, tmp_path):
     assert SQLEnvReward(rollout_log=tmp_path / "none.jsonl").resume(3) == 0
 
 
+def run_tiny_example(*flags):
+    """examples/trl_environment.py as a process on SmolLM2 with 2 questions, G = 2, 2 rollouts a batch, 12 new
+    tokens, one thread, and ``flags``; its finished process (it exits 0), or a skip where trl or SmolLM2 is missing."""
+    pytest.importorskip("trl")
+    command = [sys.executable, str(REPO / "examples" / "trl_environment.py"), "--limit", "2", "--num-generations", "2",
+               "--batch-size", "2", "--max-completion-length", "12", "--threads", "1", *flags]
+    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=1200, env=env)
+    if run.returncode and "SmolLM2" in run.stderr:
+        pytest.skip("SmolLM2 unavailable")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
 @pytest.mark.slow
 def test_a_stopped_run_goes_on_from_its_checkpoint(tmp_path):
     """examples/trl_environment.py --save-steps, then --resume last after the run lost its last checkpoint: it
     goes on from the one before (TRL's optimizer, schedule and random states), replays the lost step, and its
     rollouts.jsonl and result.json hold each step once."""
-    pytest.importorskip("trl")
     out = tmp_path / "run"
-    command = [sys.executable, str(REPO / "examples" / "trl_environment.py"), "--limit", "2", "--max-steps", "2",
-               "--save-steps", "1", "--num-generations", "2", "--batch-size", "2", "--max-completion-length", "12",
-               "--threads", "1", "--output-dir", str(out)]
-    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
-    first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=1200, env=env)
-    if first.returncode and "SmolLM2" in first.stderr:
-        pytest.skip("SmolLM2 unavailable")
-    assert first.returncode == 0, first.stderr[-3000:]
+    flags = ["--max-steps", "2", "--save-steps", "1", "--output-dir", str(out)]
+    run_tiny_example(*flags)
     played = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert [(r["call"], r["global_step"]) for r in played] == [(1, 0), (1, 0), (2, 1), (2, 1)]
     shutil.rmtree(out / "checkpoint-2")  # as if stopped during step 2's save
-    second = subprocess.run(command + ["--resume", "last"], check=False, capture_output=True, text=True,
-                            timeout=1200, env=env)
-    assert second.returncode == 0, second.stderr[-3000:]
+    second = run_tiny_example(*flags, "--resume", "last")
     assert f"resuming from {out / 'checkpoint-1'} (after step 1); 2 rollouts of" in second.stdout
     replayed = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert replayed[:2] == played[:2]
@@ -562,16 +567,8 @@ def test_example_gradient_accumulation_reaches_trls_config(tmp_path):
 def test_gradient_accumulation_plays_several_questions_in_one_step(tmp_path):
     """examples/trl_environment.py --gradient-accumulation-steps 2 with 2 rollouts a batch and G = 2: its one
     optimizer step plays two questions, two rollouts each, in one reward call logged before step 1."""
-    pytest.importorskip("trl")
     out = tmp_path / "run"
-    command = [sys.executable, str(REPO / "examples" / "trl_environment.py"), "--limit", "2", "--max-steps", "1",
-               "--num-generations", "2", "--batch-size", "2", "--gradient-accumulation-steps", "2",
-               "--max-completion-length", "12", "--threads", "1", "--output-dir", str(out)]
-    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=1200, env=env)
-    if run.returncode and "SmolLM2" in run.stderr:
-        pytest.skip("SmolLM2 unavailable")
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_tiny_example("--max-steps", "1", "--gradient-accumulation-steps", "2", "--output-dir", str(out))
     played = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert [(r["call"], r["global_step"]) for r in played] == [(1, 0)] * 4
     assert sorted(r["index"] for r in played) == [0, 0, 1, 1]
