@@ -17,6 +17,8 @@ with its paired-bootstrap interval and McNemar's exact p), where each played a q
 with more than two evaluations the last against the one before it too. Several logs are read as one run, in
 the order given: each later one went on from the earlier one's adapter (``--warmup-adapter``), so its steps
 and evaluations are counted after the earlier one's (with ``--eval-seed``, its evaluations pair with theirs).
+A run that skipped the evaluation before its first step (``--no-eval-before``) takes it from another run of the
+same start with ``--start-eval``.
 """
 
 from __future__ import annotations
@@ -29,24 +31,40 @@ from pathlib import Path
 from sqlenv.integrations.trl_env import EVAL_ENVIRONMENT
 
 
-def read_rollouts(*paths: str | Path) -> list[dict]:
+def read_rollouts(*paths: str | Path, start: str | Path | None = None) -> list[dict]:
     """The lines of one run's ``rollouts.jsonl`` files, in order, a later file's ``call`` and ``global_step``
     counted on from the earlier ones' (it went on from their adapter); a line that is not JSON is an error
-    naming it."""
+    naming it. ``start``: another run's log whose evaluation before its first step is this run's start (the same
+    starting adapter and ``--eval-seed``), read as this run's evaluation before step 1, which it skipped
+    (``--no-eval-before``)."""
     rows: list[dict] = []
     calls = steps = 0
     for path in paths:
-        log = []
-        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-            try:
-                log.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number} is not a JSON line: {exc}") from exc
         rows += [{**row, "call": row["call"] + calls, "global_step": row.get("global_step", 0) + steps}
-                 for row in log]
+                 for row in _log(path)]
         calls = max([calls] + [row["call"] for row in rows])
         # optimizer steps taken by the end of this log: after a training call at global_step s, s + 1
         steps = max([steps] + [row["global_step"] + (row.get("environment") != EVAL_ENVIRONMENT) for row in rows])
+    if start is None:
+        return rows
+    if any(row.get("environment") == EVAL_ENVIRONMENT and row["global_step"] == 0 for row in rows):
+        raise ValueError(f"{paths[0]} has its own evaluation before step 1; a start evaluation ({start}) is for a "
+                         "run that skipped it (--no-eval-before)")
+    before = [{**row, "call": 0, "global_step": 0} for row in _log(start)
+              if row.get("environment") == EVAL_ENVIRONMENT and row.get("global_step", 0) == 0]
+    if not before:
+        raise ValueError(f"{start}: no evaluation before the first step to start from (a run with --eval-split and "
+                         "its evaluation before training, or an --eval-only run)")
+    return before + rows
+
+
+def _log(path: str | Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number} is not a JSON line: {exc}") from exc
     return rows
 
 
@@ -64,25 +82,28 @@ def _training_steps(*paths: str | Path) -> list[list[dict]]:
     return [calls[call] for call in sorted(calls)]
 
 
-def per_eval(*paths: str | Path) -> list[dict]:
-    """One row per held-out evaluation, keyed by the optimizer steps taken before it: means over its rollouts."""
+def per_eval(*paths: str | Path, start: str | Path | None = None) -> list[dict]:
+    """One row per held-out evaluation, keyed by the optimizer steps taken before it: means over its rollouts
+    (``start``: as in ``read_rollouts``)."""
     evals: dict[int, list[dict]] = defaultdict(list)
-    for row in read_rollouts(*paths):
+    for row in read_rollouts(*paths, start=start):
         if row.get("environment") == EVAL_ENVIRONMENT:
             evals[row["global_step"]].append(row)
     return [{"step": step, **_means(evals[step])} for step in sorted(evals)]
 
 
-def paired_evals(*paths: str | Path, first: int | None = None, last: int | None = None) -> dict | None:
+def paired_evals(*paths: str | Path, first: int | None = None, last: int | None = None,
+                 start: str | Path | None = None) -> dict | None:
     """Two held-out evaluations side by side by question ``id``, those after ``first`` and ``last`` steps (by
     default the first and the last): right before, right after, gained, lost, the difference in points with its
     paired-bootstrap 95 % interval and McNemar's exact p. None with fewer than two evaluations; an evaluation
-    that played a question more than once, or other questions than the other, is an error naming the step."""
+    that played a question more than once, or other questions than the other, is an error naming the step.
+    ``start``: as in ``read_rollouts``."""
     from agents.paired import mcnemar_exact, paired_bootstrap
 
     where = ", ".join(str(p) for p in paths)
     evals: dict[int, dict[str, bool]] = defaultdict(dict)
-    for row in read_rollouts(*paths):
+    for row in read_rollouts(*paths, start=start):
         if row.get("environment") == EVAL_ENVIRONMENT:
             step, question = row["global_step"], row.get("id", row.get("index"))
             if question in evals[step]:
@@ -134,6 +155,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("rollouts", nargs="+",
                         help="rollouts.jsonl of a run (in its --output-dir); more than one: a run and the runs that "
                              "went on from its adapter, in order")
+    parser.add_argument("--start-eval", metavar="ROLLOUTS",
+                        help="rollouts.jsonl of another run from the same adapter with the same --eval-seed: its "
+                             "evaluation before training is this run's (which skipped it with --no-eval-before)")
     parser.add_argument("--png", help="write the plot here (needs matplotlib)")
     parser.add_argument("--title", default="TRL environment_factory run", help="plot title")
     parser.add_argument("--window", type=int, default=5, help="training steps per block of the block means, and "
@@ -141,7 +165,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.window < 1:
         parser.error(f"--window {args.window}: must be >= 1")
-    rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts)
+    rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts, start=args.start_eval)
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "correct"]
     for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
         if not table:
@@ -155,7 +179,7 @@ def main(argv=None) -> list[dict]:
               f"{block['reward']:.3f}, correct {block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}")
     pairs = [(None, None)] + ([(evals[-2]["step"], None)] if len(evals) > 2 else [])
     for first, last in pairs:
-        paired = paired_evals(*args.rollouts, first=first, last=last)
+        paired = paired_evals(*args.rollouts, first=first, last=last, start=args.start_eval)
         if paired:
             from agents.paired import format_p
 

@@ -458,6 +458,41 @@ def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
         plot.paired_evals(*logs, first=1)
 
 
+def test_plot_takes_the_start_evaluation_from_a_run_of_the_same_start(cities, tmp_path, capsys):
+    """benchmarks/plot_trl_env.py --start-eval: a run that skipped its evaluation before step 1 (--no-eval-before)
+    pairs its evaluations with another run's evaluation of the same start; a run with its own, or a start log
+    without one, is refused naming the file."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_start")
+    factory = SQLEnvironmentFactory(**cities)
+    envs = [factory() for _ in range(2)]
+    count, largest = QUESTIONS[0]["sql"], QUESTIONS[1]["sql"]
+
+    def play(reward, answers, environment, step):
+        for env, index, sql in zip(envs, (0, 1), answers):
+            env.reset(index=index)
+            env.submit_answer(sql)
+        reward(environments=envs, environment=[environment] * 2, trainer_state=SimpleNamespace(global_step=step))
+
+    earlier, later = tmp_path / "earlier.jsonl", tmp_path / "later.jsonl"
+    play(SQLEnvReward(rollout_log=earlier), [count, "SELECT 1"], EVAL_ENVIRONMENT, 0)  # the start: q-count right
+    reward = SQLEnvReward(rollout_log=later)
+    play(reward, [count, count], "train", 0)
+    play(reward, [count, largest], "train", 1)
+    play(reward, ["SELECT 1", largest], EVAL_ENVIRONMENT, 2)  # lost q-count, gained q-largest
+    assert plot.paired_evals(later) is None
+    paired = plot.paired_evals(later, start=earlier)
+    assert (paired["first_step"], paired["last_step"], paired["gained"], paired["lost"]) == (0, 2, 1, 1)
+    assert [(r["step"], r["correct"]) for r in plot.per_eval(later, start=earlier)] == [(0, 0.5), (2, 0.5)]
+    assert [r["step"] for r in plot.per_step(later)] == [1, 2]
+    plot.main([str(later), "--start-eval", str(earlier)])
+    assert ("held-out, after step 0 against after step 2 (2 questions, paired): right 1 -> 1, gained 1, lost 1"
+            in capsys.readouterr().out)
+    with pytest.raises(ValueError, match="earlier.jsonl has its own evaluation before step 1"):
+        plot.paired_evals(earlier, start=earlier)
+    with pytest.raises(ValueError, match="later.jsonl: no evaluation before the first step"):
+        plot.paired_evals(later, start=later)
+
+
 def test_example_checkpoint_flags_are_checked(tmp_path, capsys):
     """--save-steps reaches TRL's config as checkpoints every N steps; --resume names a checkpoint that is there
     (last: the highest checkpoint-N of --output-dir), and a bad value is refused naming the flag."""
