@@ -165,7 +165,13 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.window < 1:
         parser.error(f"--window {args.window}: must be >= 1")
-    rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts, start=args.start_eval)
+    for path in [*args.rollouts, *([args.start_eval] if args.start_eval else [])]:
+        if not Path(path).is_file():
+            parser.error(f"{path}: no such file (pass the rollouts.jsonl in a run's --output-dir)")
+    try:
+        rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts, start=args.start_eval)
+    except ValueError as exc:
+        parser.error(str(exc))
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "correct"]
     for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
         if not table:

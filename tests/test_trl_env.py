@@ -491,6 +491,11 @@ def test_plot_takes_the_start_evaluation_from_a_run_of_the_same_start(cities, tm
         plot.paired_evals(earlier, start=earlier)
     with pytest.raises(ValueError, match="later.jsonl: no evaluation before the first step"):
         plot.paired_evals(later, start=later)
+    for argv in ([str(later), "--start-eval", str(later)], [str(tmp_path / "missing.jsonl")]):
+        with pytest.raises(SystemExit):
+            plot.main(argv)
+    err = capsys.readouterr().err
+    assert "later.jsonl: no evaluation before the first step" in err and "missing.jsonl: no such file" in err
 
 
 def test_example_checkpoint_flags_are_checked(tmp_path, capsys):
