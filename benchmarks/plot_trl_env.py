@@ -170,6 +170,9 @@ def main(argv=None) -> list[dict]:
             parser.error(f"{path}: no such file (pass the rollouts.jsonl in a run's --output-dir)")
     try:
         rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts, start=args.start_eval)
+        comparisons = [(None, None)] + ([(evals[-2]["step"], None)] if len(evals) > 2 else [])
+        pairs = [paired_evals(*args.rollouts, first=first, last=last, start=args.start_eval)
+                 for first, last in comparisons]
     except ValueError as exc:
         parser.error(str(exc))
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "correct"]
@@ -183,9 +186,7 @@ def main(argv=None) -> list[dict]:
     for block in per_window(*args.rollouts, window=args.window):
         print(f"training steps {block['first']}-{block['last']}: {block['rollouts']} rollouts, mean reward "
               f"{block['reward']:.3f}, correct {block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}")
-    pairs = [(None, None)] + ([(evals[-2]["step"], None)] if len(evals) > 2 else [])
-    for first, last in pairs:
-        paired = paired_evals(*args.rollouts, first=first, last=last, start=args.start_eval)
+    for paired in pairs:
         if paired:
             from agents.paired import format_p
 
