@@ -421,19 +421,26 @@ def test_plot_pairs_the_first_and_last_evaluation_by_question(cities, tmp_path, 
         plot.paired_evals(log)
 
 
-def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
-    """benchmarks/plot_trl_env.py with two logs: the second run went on from the first's adapter, so its steps
-    and evaluations come after the first's, and its last evaluation pairs with the first run's evaluations."""
-    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_continued")
-    factory = SQLEnvironmentFactory(**cities)
+def two_rollouts(factory):
+    """``play(reward, answers, environment, step)``: two envs of ``factory`` answer questions 0 and 1 with
+    ``answers``, and ``reward`` scores them as TRL calls it in multi-environment mode after ``step`` steps."""
     envs = [factory() for _ in range(2)]
-    count, largest = QUESTIONS[0]["sql"], QUESTIONS[1]["sql"]
 
     def play(reward, answers, environment, step):
         for env, index, sql in zip(envs, (0, 1), answers):
             env.reset(index=index)
             env.submit_answer(sql)
         reward(environments=envs, environment=[environment] * 2, trainer_state=SimpleNamespace(global_step=step))
+
+    return play
+
+
+def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
+    """benchmarks/plot_trl_env.py with two logs: the second run went on from the first's adapter, so its steps
+    and evaluations come after the first's, and its last evaluation pairs with the first run's evaluations."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_continued")
+    play = two_rollouts(SQLEnvironmentFactory(**cities))
+    count, largest = QUESTIONS[0]["sql"], QUESTIONS[1]["sql"]
 
     first, second = SQLEnvReward(rollout_log=tmp_path / "run1.jsonl"), SQLEnvReward(rollout_log=tmp_path / "run2.jsonl")
     play(first, ["SELECT 1", "SELECT 1"], EVAL_ENVIRONMENT, 0)
@@ -463,15 +470,8 @@ def test_plot_takes_the_start_evaluation_from_a_run_of_the_same_start(cities, tm
     pairs its evaluations with another run's evaluation of the same start; a run with its own, or a start log
     without one, is refused naming the file."""
     plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_start")
-    factory = SQLEnvironmentFactory(**cities)
-    envs = [factory() for _ in range(2)]
+    play = two_rollouts(SQLEnvironmentFactory(**cities))
     count, largest = QUESTIONS[0]["sql"], QUESTIONS[1]["sql"]
-
-    def play(reward, answers, environment, step):
-        for env, index, sql in zip(envs, (0, 1), answers):
-            env.reset(index=index)
-            env.submit_answer(sql)
-        reward(environments=envs, environment=[environment] * 2, trainer_state=SimpleNamespace(global_step=step))
 
     earlier, later = tmp_path / "earlier.jsonl", tmp_path / "later.jsonl"
     play(SQLEnvReward(rollout_log=earlier), [count, "SELECT 1"], EVAL_ENVIRONMENT, 0)  # the start: q-count right
