@@ -59,6 +59,7 @@ def read_rollouts(*paths: str | Path, start: str | Path | None = None) -> list[d
 
 
 def _log(path: str | Path) -> list[dict]:
+    """One ``rollouts.jsonl`` as it is, a line that is not JSON an error naming it."""
     rows = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         try:
