@@ -56,17 +56,40 @@ def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], resamples: int = RESA
         raise ValueError(f"need two equal-length 1-D outcome lists, got {a_arr.shape} and {b_arr.shape}")
     if not a_arr.size:
         return 0.0, 0.0
+    diff = b_arr - a_arr
+    low, high = _percentiles(lambda rng, count: diff[rng.integers(0, diff.size, size=(count, diff.size))].mean(axis=1),
+                             resamples, seed, level)
+    return 100.0 * low, 100.0 * high
+
+
+def bootstrap_difference(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(b) - mean(a) for two independent samples (other questions in each, e.g. the
+    first and the last training steps), each resampled with replacement on its own; in the values' units."""
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_arr.ndim != 1 or b_arr.ndim != 1 or not a_arr.size or not b_arr.size:
+        raise ValueError(f"need two non-empty 1-D samples, got shapes {a_arr.shape} and {b_arr.shape}")
+
+    def draw(rng, count):
+        return (b_arr[rng.integers(0, b_arr.size, size=(count, b_arr.size))].mean(axis=1)
+                - a_arr[rng.integers(0, a_arr.size, size=(count, a_arr.size))].mean(axis=1))
+
+    return _percentiles(draw, resamples, seed, level)
+
+
+def _percentiles(draw, resamples: int, seed: int, level: float) -> tuple[float, float]:
+    """The ``level`` percentile interval of ``resamples`` statistics, ``draw(rng, count)`` making ``count`` of them
+    at a time (bounded memory: 1000 x n indices at once)."""
     if resamples < 1:
         raise ValueError(f"resamples={resamples!r} must be >= 1")
-    diff = b_arr - a_arr
     rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 1000):  # bounded memory: 1000 x n indices at a time
+    stats = np.empty(resamples)
+    for start in range(0, resamples, 1000):
         count = min(1000, resamples - start)
-        means[start:start + count] = diff[rng.integers(0, diff.size, size=(count, diff.size))].mean(axis=1)
+        stats[start:start + count] = draw(rng, count)
     tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return 100.0 * float(low), 100.0 * float(high)
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 # ---------------------------------------------------------------------------------------- pairing

@@ -3,22 +3,22 @@
     python benchmarks/plot_trl_env.py /tmp/run/rollouts.jsonl --png docs/img/trl_env_qwen.png
     python benchmarks/plot_trl_env.py run1/rollouts.jsonl run2/rollouts.jsonl   # run2 went on from run1's adapter
 
-Each line of ``rollouts.jsonl`` is one rollout (``SQLEnvReward(rollout_log=...)``); ``call`` numbers the
-reward calls, one per generation batch (one per optimizer step with the example's settings). Prints a
-table per step (mean reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers
-submitted, correct), then the same means over blocks of ``--window`` steps (one step's group is often one
-question, so its mean is mostly that question's difficulty) and, with ``--png``, plots the mean reward (and
-its mean over the last ``--window`` steps) and the mean tool calls per rollout.
-Rollouts of the held-out questions (``--eval-split``; environment ``eval``) are not steps: they get a
-table of their own, one row per evaluation (after ``global_step`` optimizer steps), and their own line;
-the first and the last evaluation are compared question by question (``agents.paired``: the difference
-with its paired-bootstrap interval and McNemar's exact p), where each played a question once
-(``--eval-generations 1``; with ``--eval-temperature 0`` the pairs are the policy's, not one draw's), and
-with more than two evaluations the last against the one before it too. Several logs are read as one run, in
-the order given: each later one went on from the earlier one's adapter (``--warmup-adapter``), so its steps
-and evaluations are counted after the earlier one's (with ``--eval-seed``, its evaluations pair with theirs).
-A run that skipped the evaluation before its first step (``--no-eval-before``) takes it from another run of the
-same start with ``--start-eval``.
+Each line of ``rollouts.jsonl`` is one rollout (``SQLEnvReward(rollout_log=...)``); ``call`` numbers the reward
+calls, one per generation batch (one per optimizer step with the example's settings). Prints a table per step (mean
+reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers submitted, run, correct), then the
+same means over blocks of ``--window`` steps (one step's group is often one question, so its mean is mostly that
+question's difficulty), the last block's reward against the first's with a bootstrap interval over their questions
+(is the rise more than which questions came up?) and, with ``--png``, plots the mean reward (and its mean over the
+last ``--window`` steps) and the mean tool calls per rollout. Rollouts of the held-out questions (``--eval-split``;
+environment ``eval``) are not steps: they get a table of their own, one row per evaluation (after ``global_step``
+optimizer steps), and their own line; the first and the last evaluation are compared question by question
+(``agents.paired``: the difference with its paired-bootstrap interval and McNemar's exact p; the mean reward, with
+its paired interval), where each played a question once (``--eval-generations 1``; with ``--eval-temperature 0``
+the pairs are the policy's, not one draw's), and with more than two evaluations the last against the one before it
+too. Several logs are read as one run, in the order given: each later one went on from the earlier one's adapter
+(``--warmup-adapter``), so its steps and evaluations are counted after the earlier one's (with ``--eval-seed``, its
+evaluations pair with theirs). A run that skipped the evaluation before its first step (``--no-eval-before``) takes
+it from another run of the same start with ``--start-eval``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def paired_evals(*paths: str | Path, first: int | None = None, last: int | None 
             if question in evals[step]:
                 raise ValueError(f"{where}: the evaluation after step {step} played {question} more than once; "
                                  "pairing needs one rollout a question (--eval-generations 1)")
-            evals[step][question] = bool(row["correct"])
+            evals[step][question] = (bool(row["correct"]), float(row["reward"]))
     if len(evals) < 2:
         return None
     first, last = min(evals) if first is None else first, max(evals) if last is None else last
@@ -120,13 +120,17 @@ def paired_evals(*paths: str | Path, first: int | None = None, last: int | None 
     if set(evals[first]) != set(evals[last]):
         raise ValueError(f"{where}: the evaluations after steps {first} and {last} played other questions")
     ids = sorted(evals[first])
-    before, after = [evals[first][i] for i in ids], [evals[last][i] for i in ids]
+    before, after = [evals[first][i][0] for i in ids], [evals[last][i][0] for i in ids]
+    reward_before, reward_after = [evals[first][i][1] for i in ids], [evals[last][i][1] for i in ids]
     low, high = paired_bootstrap(before, after)
+    reward_low, reward_high = (x / 100 for x in paired_bootstrap(reward_before, reward_after))  # points -> reward
     gained = sum(b and not a for a, b in zip(before, after))
     lost = sum(a and not b for a, b in zip(before, after))
     return {"first_step": first, "last_step": last, "questions": len(ids), "right_before": sum(before),
             "right_after": sum(after), "gained": gained, "lost": lost,
-            "diff": 100 * (sum(after) - sum(before)) / len(ids), "ci": (low, high), "p": mcnemar_exact(lost, gained)}
+            "diff": 100 * (sum(after) - sum(before)) / len(ids), "ci": (low, high), "p": mcnemar_exact(lost, gained),
+            "reward_before": sum(reward_before) / len(ids), "reward_after": sum(reward_after) / len(ids),
+            "reward_ci": (reward_low, reward_high)}
 
 
 def per_window(*paths: str | Path, window: int = 5) -> list[dict]:
@@ -138,6 +142,32 @@ def per_window(*paths: str | Path, window: int = 5) -> list[dict]:
             for start in range(0, len(steps), window)]
 
 
+def reward_trend(*paths: str | Path, window: int = 5) -> dict | None:
+    """The training reward of the last block of ``window`` steps against the first block's (``per_window``'s
+    blocks): each block's questions (one group of rollouts of a question in a step) as the units, the difference of
+    their mean rewards with a bootstrap 95 % interval that resamples each block's questions (other questions in
+    each, so unpaired). None with fewer than two blocks."""
+    from agents.paired import bootstrap_difference
+
+    steps = _training_steps(*paths)
+    if len(steps) <= window:
+        return None
+    first, last = (_question_rewards(block) for block in (steps[:window], steps[(len(steps) - 1) // window * window:]))
+    low, high = bootstrap_difference(first, last)
+    return {"first": (1, window), "last": ((len(steps) - 1) // window * window + 1, len(steps)),
+            "questions": (len(first), len(last)), "reward": (sum(first) / len(first), sum(last) / len(last)),
+            "diff": sum(last) / len(last) - sum(first) / len(first), "ci": (low, high)}
+
+
+def _question_rewards(steps: list[list[dict]]) -> list[float]:
+    """The mean reward of each question's group of rollouts in each of ``steps``."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for number, step in enumerate(steps):
+        for row in step:
+            groups[number, row.get("id", row.get("index"))].append(row["reward"])
+    return [sum(rewards) / len(rewards) for rewards in groups.values()]
+
+
 def _means(rollouts: list[dict]) -> dict:
     n = len(rollouts)
     return {
@@ -147,6 +177,7 @@ def _means(rollouts: list[dict]) -> dict:
         "run_sql": sum(r["tool_calls"].get("run_sql", 0) for r in rollouts) / n,
         "submit_answer": sum(r["tool_calls"].get("submit_answer", 0) for r in rollouts) / n,
         "submitted": sum(bool(r["submitted"]) for r in rollouts) / n,
+        "executed": sum(bool(r["executed"]) for r in rollouts) / n,
         "correct": sum(bool(r["correct"]) for r in rollouts) / n,
     }
 
@@ -176,7 +207,8 @@ def main(argv=None) -> list[dict]:
                  for first, last in comparisons]
     except ValueError as exc:
         parser.error(str(exc))
-    keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "correct"]
+    keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "executed",
+            "correct"]
     for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
         if not table:
             continue
@@ -186,7 +218,14 @@ def main(argv=None) -> list[dict]:
             print(" ".join(f"{row[k]:>14}" if isinstance(row[k], int) else f"{row[k]:>14.3f}" for k in keys))
     for block in per_window(*args.rollouts, window=args.window):
         print(f"training steps {block['first']}-{block['last']}: {block['rollouts']} rollouts, mean reward "
-              f"{block['reward']:.3f}, correct {block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}")
+              f"{block['reward']:.3f}, submitted {block['submitted']:.3f}, ran {block['executed']:.3f}, correct "
+              f"{block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}")
+    trend = reward_trend(*args.rollouts, window=args.window)
+    if trend:
+        (a, b), (c, d) = trend["first"], trend["last"]
+        print(f"training reward, steps {c}-{d} against steps {a}-{b} ({trend['questions'][1]} and "
+              f"{trend['questions'][0]} questions): {trend['reward'][0]:.3f} -> {trend['reward'][1]:.3f}, "
+              f"{trend['diff']:+.3f} (95 % CI {trend['ci'][0]:+.3f} to {trend['ci'][1]:+.3f})")
     for paired in pairs:
         if paired:
             from agents.paired import format_p
@@ -195,7 +234,8 @@ def main(argv=None) -> list[dict]:
                   f"({paired['questions']} questions, paired): right {paired['right_before']} -> "
                   f"{paired['right_after']}, gained {paired['gained']}, lost {paired['lost']}, "
                   f"{paired['diff']:+.2f} points ({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), "
-                  f"McNemar p = {format_p(paired['p'])}")
+                  f"McNemar p = {format_p(paired['p'])}; mean reward {paired['reward_before']:.3f} -> "
+                  f"{paired['reward_after']:.3f} ({paired['reward_ci'][0]:+.3f} to {paired['reward_ci'][1]:+.3f})")
     if args.png:
         import matplotlib
 

@@ -413,9 +413,12 @@ def test_plot_pairs_the_first_and_last_evaluation_by_question(cities, tmp_path, 
                                    "lost", "diff", "p")} == {"first_step": 0, "last_step": 2, "questions": 2,
                                                              "right_before": 1, "right_after": 2, "gained": 1,
                                                              "lost": 0, "diff": 50.0, "p": 1.0}
+    assert (paired["reward_before"], paired["reward_after"]) == (0.5, 1.0)
     plot.main([str(log)])
+    out = capsys.readouterr().out
     assert ("held-out, after step 0 against after step 2 (2 questions, paired): right 1 -> 2, gained 1, lost 0, "
-            "+50.00 points") in capsys.readouterr().out
+            "+50.00 points") in out
+    assert "mean reward 0.500 -> 1.000 (+0.000 to +1.000)" in out
     play([count, count], EVAL_ENVIRONMENT, 3, indices=(0, 0))
     with pytest.raises(ValueError, match="after step 3 played q-count more than once"):
         plot.paired_evals(log)
@@ -460,9 +463,30 @@ def test_plot_reads_a_run_and_its_continuation_as_one(cities, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "after step 0 against after step 3 (2 questions, paired): right 0 -> 2, gained 2, lost 0" in out
     assert "after step 2 against after step 3 (2 questions, paired): right 1 -> 2, gained 1, lost 0" in out
-    assert "training steps 1-3: 6 rollouts, mean reward 0.667, correct 0.667" in out
+    assert "training steps 1-3: 6 rollouts, mean reward 0.667, submitted 1.000, ran 1.000, correct 0.667" in out
     with pytest.raises(ValueError, match=r"no evaluation after step 1 \(there are after \[0, 2, 3\]\)"):
         plot.paired_evals(*logs, first=1)
+
+
+def test_plot_tells_a_rising_training_reward_from_noise(cities, tmp_path, capsys):
+    """benchmarks/plot_trl_env.py: the last block of steps against the first, each question's group a unit, with a
+    bootstrap interval over the blocks' questions; the blocks' shares of answers submitted and run."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_trend")
+    play = two_rollouts(SQLEnvironmentFactory(**cities))
+    log = tmp_path / "rollouts.jsonl"
+    reward = SQLEnvReward(rollout_log=log)
+    play(reward, ["SELECT nope FROM city", "SELECT 1"], "train", 0)  # failed (-1), ran and wrong (0)
+    play(reward, [QUESTIONS[0]["sql"], QUESTIONS[1]["sql"]], "train", 1)  # both right (1)
+    trend = plot.reward_trend(log, window=1)
+    assert {k: trend[k] for k in ("first", "last", "questions", "reward", "diff", "ci")} == {
+        "first": (1, 1), "last": (2, 2), "questions": (2, 2), "reward": (-0.5, 1.0), "diff": 1.5, "ci": (1.0, 2.0)}
+    assert plot.reward_trend(log, window=2) is None  # one block: nothing to compare
+    assert [(b["submitted"], b["executed"]) for b in plot.per_window(log, window=1)] == [(1.0, 0.5), (1.0, 1.0)]
+    plot.main([str(log), "--window", "1"])
+    out = capsys.readouterr().out
+    assert "training steps 1-1: 2 rollouts, mean reward -0.500, submitted 1.000, ran 0.500, correct 0.000" in out
+    assert ("training reward, steps 2-2 against steps 1-1 (2 and 2 questions): -0.500 -> 1.000, +1.500 "
+            "(95 % CI +1.000 to +2.000)") in out
 
 
 def test_plot_takes_the_start_evaluation_from_a_run_of_the_same_start(cities, tmp_path, capsys):
