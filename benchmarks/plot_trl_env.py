@@ -245,6 +245,7 @@ def main(argv=None) -> list[dict]:
         steps = [r["step"] for r in rows]
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
         top.plot(steps, [r["reward"] for r in rows], marker="o", label="mean reward")
+        top.plot(steps, [r["executed"] for r in rows], marker=".", linestyle="--", label="answer ran (share)")
         top.plot(steps, [r["correct"] for r in rows], marker="x", linestyle=":", label="correct share")
         running = [sum(r["reward"] for r in rows[max(0, i + 1 - args.window):i + 1]) / min(i + 1, args.window)
                    for i in range(len(rows))]
