@@ -152,11 +152,11 @@ def reward_trend(*paths: str | Path, window: int = 5) -> dict | None:
     steps = _training_steps(*paths)
     if len(steps) <= window:
         return None
-    first, last = (_question_rewards(block) for block in (steps[:window], steps[(len(steps) - 1) // window * window:]))
-    low, high = bootstrap_difference(first, last)
-    return {"first": (1, window), "last": ((len(steps) - 1) // window * window + 1, len(steps)),
-            "questions": (len(first), len(last)), "reward": (sum(first) / len(first), sum(last) / len(last)),
-            "diff": sum(last) / len(last) - sum(first) / len(first), "ci": (low, high)}
+    last_start = (len(steps) - 1) // window * window  # per_window's last block
+    first, last = _question_rewards(steps[:window]), _question_rewards(steps[last_start:])
+    before, after = sum(first) / len(first), sum(last) / len(last)
+    return {"first": (1, window), "last": (last_start + 1, len(steps)), "questions": (len(first), len(last)),
+            "reward": (before, after), "diff": after - before, "ci": bootstrap_difference(first, last)}
 
 
 def _question_rewards(steps: list[list[dict]]) -> list[float]:
