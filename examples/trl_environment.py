@@ -25,7 +25,9 @@ them, ``<tool_call>`` + one JSON line + ``</tool_call>``, so the system prompt
 Qwen2.5-Coder-0.5B writes its calls as a ```json fence that TRL does not parse
 (``benchmarks/tool_call_check.py`` counts both). So the example also makes TRL's parser accept a fenced
 or bare one-line JSON call naming one of the tools (``accept_json_tool_calls``, which sets the tokenizer's
-``response_template`` before ``GRPOTrainer`` is built; ``--strict-tool-calls`` keeps TRL's parser).
+``response_template`` before ``GRPOTrainer`` is built; ``--strict-tool-calls`` keeps TRL's parser), and
+stop TRL's tool loop for a rollout whose episode is over (``end_tool_loop_at_episode_end``: a call after the
+answer would cost a generation round and change nothing; ``--calls-after-end`` runs them as TRL does).
 SmolLM2's own chat template cannot show tools, so
 ``ensure_tool_chat_template`` swaps in a ChatML tool template (see docs/integrations.md). The tiny
 defaults (1 step, 2 questions x 2 completions, 64 new tokens) run on a laptop CPU; raise them for
@@ -113,6 +115,9 @@ class Args:
     strict_tool_calls: bool = False
     """Run only <tool_call>-tagged calls (TRL's parser); by default a fenced or bare one-line JSON call naming a
     tool runs too (accept_json_tool_calls)."""
+    calls_after_end: bool = False
+    """Let TRL run the tool calls a rollout writes after its episode ended (each costs a generation round, changes
+    no reward; runs before 2026-12-07 did); by default its loop stops there (end_tool_loop_at_episode_end)."""
     learning_rate: float = 1e-5
     """AdamW learning rate."""
     temperature: float = 0.8
@@ -256,6 +261,7 @@ def main(args: Args) -> dict:
         EVAL_ENVIRONMENT,
         SQLEnvReward,
         accept_json_tool_calls,
+        end_tool_loop_at_episode_end,
         ensure_tool_chat_template,
     )
 
@@ -277,6 +283,8 @@ def main(args: Args) -> dict:
     ensure_tool_chat_template(tokenizer)
     if not args.strict_tool_calls:  # before GRPOTrainer, which then keeps this response_template
         accept_json_tool_calls(tokenizer, ["submit_answer"] if args.single_step else ["run_sql", "submit_answer"])
+    if not args.calls_after_end:
+        end_tool_loop_at_episode_end(tokenizer)
     peft_config = None
     if args.warmup_adapter:
         from peft import PeftModel

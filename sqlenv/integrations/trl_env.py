@@ -29,6 +29,8 @@ What maps to what:
 * :func:`accept_json_tool_calls` (optional, before ``GRPOTrainer``) sets the tokenizer's
   ``response_template`` to TRL's Qwen ``<tool_call>`` parser plus a fenced or bare one-line JSON call
   naming a tool, the forms Qwen2.5-Coder-0.5B writes; ``GRPOTrainer`` keeps a template already set.
+* :func:`end_tool_loop_at_episode_end` (optional, before ``GRPOTrainer``) stops TRL's tool loop for a
+  rollout whose episode is over, instead of a generation round for each call after the answer.
 
 The adapter keeps no SQL, budget or scoring logic: it formats the env's observation as the user turn
 (:func:`sqlenv.prompts.user_message`, the other stacks' user turn; the system prompts are
@@ -65,6 +67,8 @@ __all__ = [
     "TextToSQLAgentTools",
     "TextToSQLTools",
     "accept_json_tool_calls",
+    "end_tool_loop_at_episode_end",
+    "ends_episode",
     "ensure_tool_chat_template",
     "environment_tools",
     "first_turn_messages",
@@ -76,6 +80,8 @@ __all__ = [
 #: What ``submit_answer`` returns in single-step mode (the agent env's own text for its answer move).
 SUBMITTED = "Answer submitted."
 ENDED = "The episode has ended: an answer was already submitted or the turns ran out. Stop here."
+#: What ``run_sql`` adds to its last turn's result: the turns ran out without an answer.
+NO_TURNS_LEFT = "No turns left: the episode ended without an answer."
 #: The ``environment`` name of held-out rows in a dict ``environment_factory`` (``examples/trl_environment.py
 #: --eval-split``; ``benchmarks/plot_trl_env.py`` reads rollouts under it as evaluations, not training steps).
 EVAL_ENVIRONMENT = "eval"
@@ -101,6 +107,7 @@ class _SQLTools:
         self.info: dict[str, Any] | None = None  # the scored answer's info once the episode has ended
         self.sql_calls = 0
         self.tool_calls: Counter = Counter()  # every tool call of the episode by tool name, refused ones too
+        self.calls_after_end = 0  # calls refused because the episode had ended
         self._return = 0.0
         self._done = False
         self._index: int | None = None
@@ -123,7 +130,7 @@ class _SQLTools:
             )
         observation, _ = self.env.reset(options={"index": index})
         self.info, self.sql_calls, self._return, self._done, self._index = None, 0, 0.0, False, index
-        self.tool_calls = Counter()
+        self.tool_calls, self.calls_after_end = Counter(), 0
         return user_message(observation)
 
     # Properties, not methods: TRL turns every public method into a tool.
@@ -161,6 +168,7 @@ class _SQLTools:
         if self._index is None:
             return "Error: the episode has not started (TRL calls reset first)."
         if self._done:
+            self.calls_after_end += 1
             return ENDED
         if not isinstance(query, str):
             return f"Error: query must be a string of SQL, got {type(query).__name__}."
@@ -213,7 +221,7 @@ class TextToSQLAgentTools(_SQLTools):
         observation, _, truncated, info = self._step(f"<sql>{_sql(query)}</sql>")
         text = info["result"]  # the transcript entry this move appended
         if truncated:
-            text += "\nNo turns left: the episode ended without an answer."
+            text += "\n" + NO_TURNS_LEFT
         return text
 
     def submit_answer(self, query: str) -> str:
@@ -326,8 +334,10 @@ class SQLEnvReward:
 
     When TRL passes ``log_metric``, logs the fraction of rollouts that submitted an answer, whose answer
     executed and whose answer was correct (``<name>/submitted``, ``/executed``, ``/correct``), the
-    mean number of ``run_sql`` queries run (``<name>/sql_calls``) and of tool calls of either tool,
-    refused ones included (``<name>/tool_calls``). ``last_infos`` holds the latest call's per-rollout
+    mean number of ``run_sql`` queries run (``<name>/sql_calls``), of tool calls of either tool,
+    refused ones included (``<name>/tool_calls``), and of calls written after the episode ended
+    (``<name>/calls_after_end``: refused with :data:`ENDED`, or left unrun by
+    :func:`end_tool_loop_at_episode_end`). ``last_infos`` holds the latest call's per-rollout
     details; with ``rollout_log``, every call appends them to that file, one JSON line per rollout
     (``call``: the reward call's number from 1; ``environment``, the row's factory name in TRL's
     multi-environment mode, e.g. :data:`EVAL_ENVIRONMENT`; ``global_step``, the optimizer steps taken before it;
@@ -371,11 +381,13 @@ class SQLEnvReward:
         if completions and len(completions) != len(environments):
             raise ValueError(f"got {len(completions)} completions but {len(environments)} environments")
         self.last_infos = [_rollout_info(env) for env in environments]
+        for info, completion in zip(self.last_infos, completions):
+            info["calls_after_end"] += _ignored_calls(completion)
         self.calls += 1
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and self.last_infos:
             n = len(self.last_infos)
-            for key in ("submitted", "executed", "correct", "sql_calls"):
+            for key in ("submitted", "executed", "correct", "sql_calls", "calls_after_end"):
                 log_metric(f"{self.__name__}/{key}", sum(float(i[key]) for i in self.last_infos) / n)
             log_metric(f"{self.__name__}/tool_calls", sum(sum(i["tool_calls"].values()) for i in self.last_infos) / n)
         if self.rollout_log is not None:
@@ -411,7 +423,15 @@ def _rollout_info(env: _SQLTools) -> dict[str, Any]:
         "error": info.get("error") if submitted else NO_ANSWER,
         "sql_calls": env.sql_calls,
         "tool_calls": {name: env.tool_calls[name] for name in _tool_names(env)},
+        "calls_after_end": env.calls_after_end,
     }
+
+
+def _ignored_calls(completion: Any) -> int:
+    """The tool calls of a TRL completion (its messages) that :func:`end_tool_loop_at_episode_end` left unrun."""
+    if not isinstance(completion, list):
+        return 0
+    return sum(len(m.get(IGNORED_TOOL_CALLS) or ()) for m in completion if isinstance(m, dict))
 
 
 def _tool_names(env: _SQLTools) -> tuple[str, ...]:
@@ -581,4 +601,76 @@ def accept_json_tool_calls(processing_class, tools: Sequence[Any] = TOOL_NAMES):
                          "is not one TRL parses that way (call ensure_tool_chat_template first)")
     names = [t if isinstance(t, str) else t.__name__ for t in tools]
     tokenizer.response_template = json_tool_call_template(names)
+    return processing_class
+
+
+# ---------------------------------------------------------------------- no generation rounds after the episode
+#: The key of a parsed reply under which :func:`end_tool_loop_at_episode_end` keeps the calls it did not run.
+IGNORED_TOOL_CALLS = "ignored_tool_calls"
+_LAST_TURN = re.compile(r"Turn (\d+)/(\d+) ")
+_ANSWER_TURN = re.compile(r"Turn \d+/\d+ <answer>")
+
+
+def ends_episode(reply: str) -> bool:
+    """Whether ``reply``, the text one of this module's tools returned, shows the episode over: an answer was
+    scored (``submit_answer``'s reply, single-step or multi-turn), the turns ran out (the reply of the last
+    turn, ``Turn N/N``), or a call came after the end (:data:`ENDED`). It reads the env-written head of a move's
+    reply (``Turn t/N <answer>``), never the query's result, so no SQL can make a reply look final."""
+    reply = reply.strip()
+    if reply in (SUBMITTED, ENDED) or _ANSWER_TURN.match(reply):
+        return True
+    turn = _LAST_TURN.match(reply)
+    return turn is not None and turn[1] == turn[2]
+
+
+def _last_tool_reply(text: str) -> str | None:
+    """The content of the last ``<tool_response>`` block of a rendered Qwen2.5 ChatML chat (the template
+    :func:`ensure_tool_chat_template` sets and Qwen2.5's own), or None when it has none."""
+    start = text.rfind("<tool_response>")
+    if start < 0:
+        return None
+    body = text[start + len("<tool_response>"):]
+    end = body.find("</tool_response>")
+    return body if end < 0 else body[:end]
+
+
+class _EndAtEpisodeEnd:
+    """``tokenizer.parse_response`` that, for a reply generated after a tool reply ending the episode, moves its
+    tool calls to :data:`IGNORED_TOOL_CALLS`: TRL's tool loop then stops for that rollout."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, response, schema=None, *, prefix=None, tools=None):
+        parsed = type(self.tokenizer).parse_response(self.tokenizer, response, schema, prefix=prefix, tools=tools)
+        if isinstance(parsed, dict) and parsed.get("tool_calls") and prefix is not None and self.ended(prefix):
+            parsed = {**parsed}
+            parsed[IGNORED_TOOL_CALLS] = parsed.pop("tool_calls")
+        return parsed
+
+    def ended(self, prefix) -> bool:
+        text = prefix if isinstance(prefix, str) else self.tokenizer.decode(prefix)
+        reply = _last_tool_reply(text)
+        return reply is not None and ends_episode(reply)
+
+
+def end_tool_loop_at_episode_end(processing_class):
+    """Stop TRL's tool loop for a rollout once its episode is over.
+
+    TRL's ``GRPOTrainer`` (1.16) generates again after every reply that calls a tool, up to
+    ``max_tool_calling_iterations``; an environment cannot end that loop. A policy that goes on calling
+    ``submit_answer`` after its answer costs a generation round per call, though only the first answer counts.
+    With this, the reply generated after a tool reply that ended the episode (:func:`ends_episode`) is parsed
+    with its calls kept under ``"ignored_tool_calls"`` instead of ``"tool_calls"``: TRL runs none of them and
+    generates no more for that rollout. Rewards are unchanged (the env scores the first answer); the reply's
+    tokens stay in the completion and are trained as before. Rollouts still playing are untouched.
+
+    It wraps the tokenizer's ``parse_response``, which TRL's ``parse_response`` calls with the rendered chat so
+    far as ``prefix``, so it needs the Qwen2.5 ChatML tool template (:func:`ensure_tool_chat_template`) and a
+    ``response_template`` (:func:`accept_json_tool_calls`, or the one ``GRPOTrainer`` adds). Returns
+    ``processing_class`` (changed in place; calling it again changes nothing).
+    """
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if not isinstance(tokenizer.__dict__.get("parse_response"), _EndAtEpisodeEnd):
+        tokenizer.parse_response = _EndAtEpisodeEnd(tokenizer)
     return processing_class
