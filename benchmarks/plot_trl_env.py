@@ -5,7 +5,8 @@
 
 Each line of ``rollouts.jsonl`` is one rollout (``SQLEnvReward(rollout_log=...)``); ``call`` numbers the reward
 calls, one per generation batch (one per optimizer step with the example's settings). Prints a table per step (mean
-reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers submitted, run, correct), then the
+reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers submitted, run, correct, calls
+after the episode ended), then the
 same means over blocks of ``--window`` steps (one step's group is often one question, so its mean is mostly that
 question's difficulty), the last block's reward against the first's with a bootstrap interval over their questions
 (is the rise more than which questions came up?) and, with ``--png``, plots the mean reward (and its mean over the
@@ -179,6 +180,9 @@ def _means(rollouts: list[dict]) -> dict:
         "submitted": sum(bool(r["submitted"]) for r in rollouts) / n,
         "executed": sum(bool(r["executed"]) for r in rollouts) / n,
         "correct": sum(bool(r["correct"]) for r in rollouts) / n,
+        # tool calls after the episode ended (logged since 2026-12-07; NaN for an older log)
+        "after_end": (sum(r["calls_after_end"] for r in rollouts) / n
+                      if all("calls_after_end" in r for r in rollouts) else float("nan")),
     }
 
 
@@ -208,7 +212,7 @@ def main(argv=None) -> list[dict]:
     except ValueError as exc:
         parser.error(str(exc))
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "executed",
-            "correct"]
+            "correct", "after_end"]
     for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
         if not table:
             continue
@@ -219,7 +223,8 @@ def main(argv=None) -> list[dict]:
     for block in per_window(*args.rollouts, window=args.window):
         print(f"training steps {block['first']}-{block['last']}: {block['rollouts']} rollouts, mean reward "
               f"{block['reward']:.3f}, submitted {block['submitted']:.3f}, ran {block['executed']:.3f}, correct "
-              f"{block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}")
+              f"{block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}, calls after the end "
+              f"{block['after_end']:.3f}")
     trend = reward_trend(*args.rollouts, window=args.window)
     if trend:
         (a, b), (c, d) = trend["first"], trend["last"]

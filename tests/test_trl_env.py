@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import math
 import os
 import pickle
 import shutil
@@ -275,6 +276,7 @@ def test_example_help():
     lines = help_options(proc.stdout)
     assert "--no-single-step" in lines["--single-step"] and "(default: 4)" in lines["--max-tool-calls"]
     assert "agents/tool_warmup.py" in lines["--warmup-adapter"] and "(default: tables)" in lines["--schema"]
+    assert "end_tool_loop_at_episode_end" in lines["--calls-after-end"]
     assert all(name in lines["--dataset"] for name in available_datasets())
     assert "(default: generated)" in lines["--dataset"]
     assert all(name in lines["--model"] for name in MODEL_NAMES)
@@ -491,7 +493,13 @@ def test_plot_tells_a_rising_training_reward_from_noise(cities, tmp_path, capsys
     assert [(b["submitted"], b["executed"]) for b in plot.per_window(log, window=1)] == [(1.0, 0.5), (1.0, 1.0)]
     plot.main([str(log), "--window", "1"])
     out = capsys.readouterr().out
-    assert "training steps 1-1: 2 rollouts, mean reward -0.500, submitted 1.000, ran 0.500, correct 0.000" in out
+    assert ("training steps 1-1: 2 rollouts, mean reward -0.500, submitted 1.000, ran 0.500, correct 0.000, "
+            "run_sql calls a rollout 0.000, calls after the end 0.000") in out
+    late = [dict(json.loads(line), calls_after_end=1) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps(row) + "\n" for row in late[:2] + [
+        {k: v for k, v in row.items() if k != "calls_after_end"} for row in late[2:]]))  # step 2: an older log's
+    assert [b["after_end"] for b in plot.per_window(log, window=1)][0] == 1.0
+    assert math.isnan(plot.per_window(log, window=1)[1]["after_end"])
     assert ("training reward, steps 2-2 against steps 1-1 (2 and 2 questions): -0.500 -> 1.000, +1.500 "
             "(95 % CI +1.000 to +2.000)") in out
 
