@@ -1198,3 +1198,11 @@ def test_end_tool_loop_is_idempotent_and_keeps_other_parsing(chatml_tokenizers):
     assert end_tool_loop_at_episode_end(tokenizer) is tokenizer and tokenizer.parse_response is wrapper
     text = '<tool_call>\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\n</tool_call><|im_end|>'
     assert tokenizer.parse_response(text, prefix="")["tool_calls"]  # no tool reply yet: calls run
+
+
+def test_end_check_benchmark_parses_both_ways(chatml_tokenizers):
+    """benchmarks/bench_end_check.py times the parse without and with the check (it asserts that the check moved the
+    call to ignored_tool_calls) and reports the prefix it parsed after."""
+    bench = load_script(REPO / "benchmarks" / "bench_end_check.py", "bench_end_check")
+    result = bench.main(["--prefix-tokens", "300", "--repeats", "2"])
+    assert 280 <= result["prefix_tokens"] <= 360 and result["parse_ms"] > 0 and result["parse_with_end_check_ms"] > 0
