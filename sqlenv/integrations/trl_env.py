@@ -663,7 +663,10 @@ def end_tool_loop_at_episode_end(processing_class):
     With this, the reply generated after a tool reply that ended the episode (:func:`ends_episode`) is parsed
     with its calls kept under ``"ignored_tool_calls"`` instead of ``"tool_calls"``: TRL runs none of them and
     generates no more for that rollout. Rewards are unchanged (the env scores the first answer); the reply's
-    tokens stay in the completion and are trained as before. Rollouts still playing are untouched.
+    tokens stay in the completion and are trained as before. Rollouts still playing are untouched, but for one
+    case: the last tool reply is read from the rendered text, so a query whose result or error spells out
+    ``<tool_response>`` followed by a final head (``Turn N/N ``) ends its own rollout's loop, unanswered: the
+    reward of an episode without an answer, never more.
 
     It wraps the tokenizer's ``parse_response``, which TRL's ``parse_response`` calls with the rendered chat so
     far as ``prefix``, so it needs the Qwen2.5 ChatML tool template (:func:`ensure_tool_chat_template`) and a
