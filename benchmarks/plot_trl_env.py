@@ -6,7 +6,8 @@
 Each line of ``rollouts.jsonl`` is one rollout (``SQLEnvReward(rollout_log=...)``); ``call`` numbers the reward
 calls, one per generation batch (one per optimizer step with the example's settings). Prints a table per step (mean
 reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers submitted, run, correct, calls
-after the episode ended), then the
+after the episode ended, and the collapse monitors of ``agents.monitors`` over the step's answers: floor answers,
+the most frequent query template across questions, queries repeated across questions), then the
 same means over blocks of ``--window`` steps (one step's group is often one question, so its mean is mostly that
 question's difficulty), the last block's reward against the first's with a bootstrap interval over their questions
 (is the rise more than which questions came up?) and, with ``--png``, plots the mean reward (and its mean over the
@@ -19,7 +20,11 @@ the pairs are the policy's, not one draw's), and with more than two evaluations 
 too. Several logs are read as one run, in the order given: each later one went on from the earlier one's adapter
 (``--warmup-adapter``), so its steps and evaluations are counted after the earlier one's (with ``--eval-seed``, its
 evaluations pair with theirs). A run that skipped the evaluation before its first step (``--no-eval-before``) takes
-it from another run of the same start with ``--start-eval``.
+it from another run of the same start with ``--start-eval``. A log written before its lines carried the answer's
+record (the submitted query as run, its result, the question and its gold; 2026-12-07) has NaN monitors unless
+``--rescore DATASET`` (with the run's ``--schema``) runs each submitted query again in the env (the query read
+from the completion; a result that does not give the logged ``executed`` and ``correct`` is an error naming the
+line).
 """
 
 from __future__ import annotations
@@ -27,22 +32,28 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
-from sqlenv.integrations.trl_env import EVAL_ENVIRONMENT
+from sqlenv.integrations.trl_env import ANSWER_RECORD_FIELDS, EVAL_ENVIRONMENT, submitted_query
+
+#: The collapse monitors (``agents.monitors``) a table shows, beside the outcome shares.
+MONITORS = ("floor", "top_template", "repeated")
 
 
-def read_rollouts(*paths: str | Path, start: str | Path | None = None) -> list[dict]:
+def read_rollouts(*paths: str | Path, start: str | Path | None = None, rescore: str | None = None,
+                  data_dir: str | None = None, schema: str | None = None) -> list[dict]:
     """The lines of one run's ``rollouts.jsonl`` files, in order, a later file's ``call`` and ``global_step``
     counted on from the earlier ones' (it went on from their adapter); a line that is not JSON is an error
     naming it. ``start``: another run's log whose evaluation before its first step is this run's start (the same
     starting adapter and ``--eval-seed``), read as this run's evaluation before step 1, which it skipped
-    (``--no-eval-before``)."""
+    (``--no-eval-before``). ``rescore``: the dataset the run played, to fill the answer records of lines logged
+    without them (``rescored``, with ``data_dir`` and ``schema``)."""
     rows: list[dict] = []
     calls = steps = 0
     for path in paths:
         rows += [{**row, "call": row["call"] + calls, "global_step": row.get("global_step", 0) + steps}
-                 for row in _log(path)]
+                 for row in _log(path, rescore, data_dir, schema)]
         calls = max([calls] + [row["call"] for row in rows])
         # optimizer steps taken by the end of this log: after a training call at global_step s, s + 1
         steps = max([steps] + [row["global_step"] + (row.get("environment") != EVAL_ENVIRONMENT) for row in rows])
@@ -51,7 +62,7 @@ def read_rollouts(*paths: str | Path, start: str | Path | None = None) -> list[d
     if any(row.get("environment") == EVAL_ENVIRONMENT and row["global_step"] == 0 for row in rows):
         raise ValueError(f"{paths[0]} has its own evaluation before step 1; a start evaluation ({start}) is for a "
                          "run that skipped it (--no-eval-before)")
-    before = [{**row, "call": 0, "global_step": 0} for row in _log(start)
+    before = [{**row, "call": 0, "global_step": 0} for row in _log(start, rescore, data_dir, schema)
               if row.get("environment") == EVAL_ENVIRONMENT and row.get("global_step", 0) == 0]
     if not before:
         raise ValueError(f"{start}: no evaluation before the first step to start from (a run with --eval-split and "
@@ -59,53 +70,107 @@ def read_rollouts(*paths: str | Path, start: str | Path | None = None) -> list[d
     return before + rows
 
 
-def _log(path: str | Path) -> list[dict]:
-    """One ``rollouts.jsonl`` as it is, a line that is not JSON an error naming it."""
+def _log(path: str | Path, rescore: str | None = None, data_dir: str | None = None,
+         schema: str | None = None) -> list[dict]:
+    """One ``rollouts.jsonl`` as it is, a line that is not JSON an error naming it (``rescore``: see
+    ``rescored``)."""
+    return list(_read_log(str(path), Path(path).stat().st_mtime_ns, rescore, data_dir, schema))
+
+
+@lru_cache(maxsize=8)
+def _read_log(path: str, mtime_ns: int, rescore: str | None, data_dir: str | None,
+              schema: str | None) -> tuple[dict, ...]:
+    """``_log``'s lines, read (and rescored) once per file version: every table reads the run again."""
     rows = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number} is not a JSON line: {exc}") from exc
-    return rows
+    return tuple(rescored(rows, rescore, data_dir, schema, where=path) if rescore else rows)
 
 
-def per_step(*paths: str | Path) -> list[dict]:
-    """One row per training reward call (step 1, 2, ...): means over its rollouts."""
-    return [{"step": step, **_means(rollouts)} for step, rollouts in enumerate(_training_steps(*paths), start=1)]
+def rescored(rows: list[dict], dataset: str, data_dir: str | None = None, schema: str | None = None,
+             where: str = "rollouts") -> list[dict]:
+    """``rows`` with the answer record (``ANSWER_RECORD_FIELDS``) of each line that lacks one: its submitted query
+    (``submitted_query`` of its completion) run again in a ``TextToSQLEnv`` of ``dataset`` and ``schema`` on the
+    line's question. A line whose question is not ``dataset``'s, or whose query now gives another ``executed`` or
+    ``correct`` than logged, is an error naming it: the log is not of this dataset and schema (or these files)."""
+    from sqlenv.datasets import load_dataset
+    from sqlenv.env import TextToSQLEnv
+
+    envs: dict[str, tuple[TextToSQLEnv, dict[str, int]]] = {}
+    out = []
+    for number, row in enumerate(rows, start=1):
+        if all(field in row for field in ANSWER_RECORD_FIELDS):
+            out.append(row)
+            continue
+        if row["split"] not in envs:  # by id: a held-out subset (--eval-limit) numbers its questions anew
+            split = load_dataset(dataset, row["split"], data_dir=data_dir, **({"schema": schema} if schema else {}))
+            envs[row["split"]] = TextToSQLEnv(split), {example.id: i for i, example in enumerate(split)}
+        env, positions = envs[row["split"]]
+        if row.get("id") not in positions:
+            raise ValueError(f"{where}:{number}: question {row.get('id')!r} is not in {dataset}/{row['split']} "
+                             "(--rescore names the dataset the run played)")
+        index = positions[row["id"]]
+        example = env.dataset[index]
+        record = {"dataset": dataset, "question": example.question, "answer": example.answer, "sql": "",
+                  "prediction": None, "reads_table": None}
+        query = submitted_query(row.get("completion")) if row["submitted"] else None
+        if row["submitted"] and query is None:
+            raise ValueError(f"{where}:{number}: submitted, but its completion has no submit_answer call")
+        if query is not None:
+            env.reset(options={"index": index})
+            info = env.step(query)[-1]
+            if (bool(info["executed"]), bool(info["correct"])) != (bool(row["executed"]), bool(row["correct"])):
+                raise ValueError(f"{where}:{number}: {query!r} now gives executed={info['executed']}, "
+                                 f"correct={info['correct']}; the log says {row['executed']}, {row['correct']} "
+                                 "(--rescore and --schema name the dataset and schema the run played)")
+            record.update(sql=info["sql"], prediction=info["prediction"], reads_table=info["reads_table"])
+        out.append({**row, **record})
+    for env, _ in envs.values():
+        env.close()
+    return out
 
 
-def _training_steps(*paths: str | Path) -> list[list[dict]]:
+def per_step(*paths: str | Path, **read) -> list[dict]:
+    """One row per training reward call (step 1, 2, ...): means over its rollouts (``read``: ``read_rollouts``'s
+    ``rescore`` and ``data_dir``)."""
+    return [{"step": step, **_means(rollouts)} for step, rollouts in enumerate(_training_steps(*paths, **read),
+                                                                               start=1)]
+
+
+def _training_steps(*paths: str | Path, **read) -> list[list[dict]]:
     """The training rollouts grouped by reward call, in call order (one group a step)."""
     calls: dict[int, list[dict]] = defaultdict(list)
-    for row in read_rollouts(*paths):
+    for row in read_rollouts(*paths, **read):
         if row.get("environment") != EVAL_ENVIRONMENT:
             calls[row["call"]].append(row)
     return [calls[call] for call in sorted(calls)]
 
 
-def per_eval(*paths: str | Path, start: str | Path | None = None) -> list[dict]:
+def per_eval(*paths: str | Path, start: str | Path | None = None, **read) -> list[dict]:
     """One row per held-out evaluation, keyed by the optimizer steps taken before it: means over its rollouts
-    (``start``: as in ``read_rollouts``)."""
+    (``start``, ``read``: as in ``read_rollouts``)."""
     evals: dict[int, list[dict]] = defaultdict(list)
-    for row in read_rollouts(*paths, start=start):
+    for row in read_rollouts(*paths, start=start, **read):
         if row.get("environment") == EVAL_ENVIRONMENT:
             evals[row["global_step"]].append(row)
     return [{"step": step, **_means(evals[step])} for step in sorted(evals)]
 
 
 def paired_evals(*paths: str | Path, first: int | None = None, last: int | None = None,
-                 start: str | Path | None = None) -> dict | None:
+                 start: str | Path | None = None, **read) -> dict | None:
     """Two held-out evaluations side by side by question ``id``, those after ``first`` and ``last`` steps (by
     default the first and the last): right before, right after, gained, lost, the difference in points with its
     paired-bootstrap 95 % interval and McNemar's exact p. None with fewer than two evaluations; an evaluation
     that played a question more than once, or other questions than the other, is an error naming the step.
-    ``start``: as in ``read_rollouts``."""
+    ``start``, ``read``: as in ``read_rollouts``."""
     from agents.paired import mcnemar_exact, paired_bootstrap
 
     where = ", ".join(str(p) for p in paths)
     evals: dict[int, dict[str, bool]] = defaultdict(dict)
-    for row in read_rollouts(*paths, start=start):
+    for row in read_rollouts(*paths, start=start, **read):
         if row.get("environment") == EVAL_ENVIRONMENT:
             step, question = row["global_step"], row.get("id", row.get("index"))
             if question in evals[step]:
@@ -134,23 +199,26 @@ def paired_evals(*paths: str | Path, first: int | None = None, last: int | None 
             "reward_ci": (reward_low, reward_high)}
 
 
-def per_window(*paths: str | Path, window: int = 5) -> list[dict]:
+def per_window(*paths: str | Path, window: int = 5, **read) -> list[dict]:
     """The training steps in blocks of ``window`` (1-5, 6-10, ...; the last may be shorter): means over the
-    block's rollouts, with its ``first`` and ``last`` step."""
-    steps = _training_steps(*paths)
+    block's rollouts, with its ``first`` and ``last`` step; the monitors are the means of the steps' own (a query
+    repeated in another step is no repeat)."""
+    steps = _training_steps(*paths, **read)
     return [{"first": start + 1, "last": min(start + window, len(steps)),
-             **_means([r for step in steps[start:start + window] for r in step])}
+             **_means([r for step in steps[start:start + window] for r in step]),
+             **{name: sum(_monitors(step)[name] for step in steps[start:start + window])
+                / len(steps[start:start + window]) for name in MONITORS}}
             for start in range(0, len(steps), window)]
 
 
-def reward_trend(*paths: str | Path, window: int = 5) -> dict | None:
+def reward_trend(*paths: str | Path, window: int = 5, **read) -> dict | None:
     """The training reward of the last block of ``window`` steps against the first block's (``per_window``'s
     blocks): each block's questions (one group of rollouts of a question in a step) as the units, the difference of
     their mean rewards with a bootstrap 95 % interval that resamples each block's questions (other questions in
     each, so unpaired). None with fewer than two blocks."""
     from agents.paired import bootstrap_difference
 
-    steps = _training_steps(*paths)
+    steps = _training_steps(*paths, **read)
     if len(steps) <= window:
         return None
     last_start = (len(steps) - 1) // window * window  # per_window's last block
@@ -183,7 +251,19 @@ def _means(rollouts: list[dict]) -> dict:
         # tool calls after the episode ended (logged since 2026-12-07; NaN for an older log)
         "after_end": (sum(r["calls_after_end"] for r in rollouts) / n
                       if all("calls_after_end" in r for r in rollouts) else float("nan")),
+        **_monitors(rollouts),
     }
+
+
+def _monitors(rollouts: list[dict]) -> dict:
+    """``agents.monitors.collapse_monitors`` of the rollouts' answers (``MONITORS`` and ``top_template_sql``);
+    NaN where a line carries no answer record (an older log not ``--rescore``d)."""
+    from agents.monitors import collapse_monitors
+
+    if not all("sql" in r for r in rollouts):
+        return {**{name: float("nan") for name in MONITORS}, "top_template_sql": ""}
+    found = collapse_monitors(rollouts)
+    return {**{name: found[name] for name in MONITORS}, "top_template_sql": found["top_template_sql"]}
 
 
 def main(argv=None) -> list[dict]:
@@ -194,6 +274,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--start-eval", metavar="ROLLOUTS",
                         help="rollouts.jsonl of another run from the same adapter with the same --eval-seed: its "
                              "evaluation before training is this run's (which skipped it with --no-eval-before)")
+    parser.add_argument("--rescore", metavar="DATASET",
+                        help="the dataset the run played (e.g. temptabqa-c): fill the answer records of a log written "
+                             "without them by running each submitted query again, for the collapse monitors")
+    parser.add_argument("--data-dir", help="the dataset's files, with --rescore (default: as load_dataset finds them, "
+                                           "e.g. SQLENV_DATA_DIR)")
+    parser.add_argument("--schema", help="the run's --schema, with --rescore (default: the env's)")
     parser.add_argument("--png", help="write the plot here (needs matplotlib)")
     parser.add_argument("--title", default="TRL environment_factory run", help="plot title")
     parser.add_argument("--window", type=int, default=5, help="training steps per block of the block means, and "
@@ -205,14 +291,16 @@ def main(argv=None) -> list[dict]:
         if not Path(path).is_file():
             parser.error(f"{path}: no such file (pass the rollouts.jsonl in a run's --output-dir)")
     try:
-        rows, evals = per_step(*args.rollouts), per_eval(*args.rollouts, start=args.start_eval)
+        read = {"rescore": args.rescore, "data_dir": args.data_dir, "schema": args.schema}
+        rows, evals = per_step(*args.rollouts, **read), per_eval(*args.rollouts, start=args.start_eval, **read)
         comparisons = [(None, None)] + ([(evals[-2]["step"], None)] if len(evals) > 2 else [])
-        pairs = [paired_evals(*args.rollouts, first=first, last=last, start=args.start_eval)
+        pairs = [paired_evals(*args.rollouts, first=first, last=last, start=args.start_eval, **read)
                  for first, last in comparisons]
+        blocks = per_window(*args.rollouts, window=args.window, **read)
     except ValueError as exc:
         parser.error(str(exc))
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "executed",
-            "correct", "after_end"]
+            "correct", "after_end", *MONITORS]
     for title, table in (("training", rows), ("held-out evaluations (after step)", evals)):
         if not table:
             continue
@@ -220,12 +308,17 @@ def main(argv=None) -> list[dict]:
         print(" ".join(f"{k:>14}" for k in keys))
         for row in table:
             print(" ".join(f"{row[k]:>14}" if isinstance(row[k], int) else f"{row[k]:>14.3f}" for k in keys))
-    for block in per_window(*args.rollouts, window=args.window):
+    for row in evals:
+        if row["top_template_sql"]:
+            print(f"most frequent template after step {row['step']} ({row['top_template']:.3f} of the answers): "
+                  f"{row['top_template_sql']}")
+    for block in blocks:
         print(f"training steps {block['first']}-{block['last']}: {block['rollouts']} rollouts, mean reward "
               f"{block['reward']:.3f}, submitted {block['submitted']:.3f}, ran {block['executed']:.3f}, correct "
               f"{block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}, calls after the end "
-              f"{block['after_end']:.3f}")
-    trend = reward_trend(*args.rollouts, window=args.window)
+              f"{block['after_end']:.3f}, floor answers {block['floor']:.3f}, top template "
+              f"{block['top_template']:.3f}, repeated {block['repeated']:.3f}")
+    trend = reward_trend(*args.rollouts, window=args.window, **read)
     if trend:
         (a, b), (c, d) = trend["first"], trend["last"]
         print(f"training reward, steps {c}-{d} against steps {a}-{b} ({trend['questions'][1]} and "
@@ -248,7 +341,7 @@ def main(argv=None) -> list[dict]:
         import matplotlib.pyplot as plt
 
         steps = [r["step"] for r in rows]
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+        fig, (top, bottom, collapse) = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
         top.plot(steps, [r["reward"] for r in rows], marker="o", label="mean reward")
         top.plot(steps, [r["executed"] for r in rows], marker=".", linestyle="--", label="answer ran (share)")
         top.plot(steps, [r["correct"] for r in rows], marker="x", linestyle=":", label="correct share")
@@ -264,8 +357,17 @@ def main(argv=None) -> list[dict]:
         top.set_title(args.title)
         bottom.plot(steps, [r["run_sql"] for r in rows], marker="o", label="run_sql calls / rollout")
         bottom.plot(steps, [r["submit_answer"] for r in rows], marker="s", label="submit_answer calls / rollout")
-        bottom.set_xlabel("step (reward call)")
         bottom.legend()
+        for name, marker, label in (("floor", "o", "floor answers (0, empty, None)"),
+                                    ("top_template", "s", "most frequent query template"),
+                                    ("repeated", "^", "query repeated across questions")):
+            line, = collapse.plot(steps, [r[name] for r in rows], marker=marker, label=f"{label}, training")
+            if evals:
+                collapse.plot([r["step"] for r in evals], [r[name] for r in evals], marker=marker, linestyle="--",
+                              color=line.get_color(), markerfacecolor="none", label="held-out")
+        collapse.set_ylabel("share of answers")
+        collapse.set_xlabel("step (reward call)")
+        collapse.legend(fontsize="small")
         fig.tight_layout()
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.png, dpi=110)

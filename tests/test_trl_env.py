@@ -236,6 +236,11 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     assert "environment" not in lines[0] and "global_step" not in lines[0]
     assert (lines[4]["environment"], lines[4]["global_step"]) == ("eval", 7)
     assert lines[1]["tool_calls"] == {"run_sql": 0, "submit_answer": 2} and lines[3]["error"] == "no_answer"
+    # each line says what was answered, as the env ran it, and the question's gold: what agents.monitors reads
+    assert [(line["sql"], line["prediction"], line["reads_table"]) for line in lines[:4]] == [
+        ("SELECT COUNT(*) FROM city", "3", True), ("SELECT 2", "2", False), ("SELEC", "", False), ("", None, None)]
+    assert {(line["dataset"], line["question"], line["answer"]) for line in lines} == {
+        ("jsonl", "How many cities are listed?", "3")}
     assert [line["completion"] for line in lines] == ["c"] * 4 + completions
     envs[1].reset(index=1)
     assert envs[1].tool_calls == {} and envs[1].calls_after_end == 0  # a new episode counts from zero
@@ -431,6 +436,52 @@ def test_plot_pairs_the_first_and_last_evaluation_by_question(cities, tmp_path, 
     play([count, count], EVAL_ENVIRONMENT, 3, indices=(0, 0))
     with pytest.raises(ValueError, match="after step 3 played q-count more than once"):
         plot.paired_evals(log)
+
+
+def test_plot_monitors_the_answers_and_rescores_an_older_log(tmp_path, capsys):
+    """benchmarks/plot_trl_env.py: the collapse monitors (agents.monitors) of each step's and evaluation's answers,
+    read from the answer records SQLEnvReward logs; a log written without them gets them with --rescore, which runs
+    each submitted query (read from the completion) again, and refuses a log its env does not reproduce."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_monitors")
+    factory = SQLEnvironmentFactory("generated", split="train", multi_turn=False)
+    envs = [factory() for _ in range(4)]
+    log = tmp_path / "rollouts.jsonl"
+    reward = SQLEnvReward(rollout_log=log)
+    nobody = "SELECT COUNT(*) FROM Athlete WHERE name = 'Nobody'"  # runs, counts 0: a floor answer
+    answers = [nobody, "SELECT COUNT(*) FROM Athlete WHERE name = 'Somebody'",
+               envs[2].env.unwrapped.dataset[2].gold_sql, nobody]  # the first query again for question 3
+
+    def call(sql):
+        function = {"name": "submit_answer", "arguments": {"query": sql}}
+        return [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": function}]},
+                {"role": "tool", "name": "submit_answer", "content": "Answer submitted."}]
+
+    for environment, step in (("train", 0), (EVAL_ENVIRONMENT, 1)):
+        for index, (env, sql) in enumerate(zip(envs, answers)):
+            env.reset(index=index)
+            env.submit_answer(sql)
+        reward([call(sql) for sql in answers], environments=envs, environment=[environment] * 4,
+               trainer_state=SimpleNamespace(global_step=step))
+    (step,), (evaluation,) = plot.per_step(log), plot.per_eval(log)
+    expected = {"correct": 0.25, "floor": 0.75, "top_template": 0.75, "repeated": 0.5,
+                "top_template_sql": "select count(*) from athlete where name = ?"}
+    assert {k: step[k] for k in expected} == expected and {k: evaluation[k] for k in expected} == expected
+
+    older = tmp_path / "older.jsonl"  # the same log as written before lines carried the answer record
+    older.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k not in
+                                         plot.ANSWER_RECORD_FIELDS}) + "\n" for line in log.read_text().splitlines()))
+    assert all(math.isnan(plot.per_step(older)[0][name]) for name in plot.MONITORS)
+    assert plot.per_step(older, rescore="generated") == [step]
+    plot.main([str(older), "--rescore", "generated"])
+    assert ("most frequent template after step 1 (0.750 of the answers): select count(*) from athlete where name = ?"
+            in capsys.readouterr().out)
+    lines = older.read_text().splitlines()
+    tampered = tmp_path / "tampered.jsonl"  # a log whose first answer was scored right: not what the env gives
+    tampered.write_text("\n".join([json.dumps({**json.loads(lines[0]), "correct": True})] + lines[1:]) + "\n")
+    with pytest.raises(ValueError, match=r"tampered.jsonl:1: .*'Nobody'.* now gives executed=True, correct=False"):
+        plot.per_step(tampered, rescore="generated")
+    with pytest.raises(ValueError, match="older.jsonl:1: question 'generated-train-0-00000' is not in generated/dev"):
+        plot.rescored([{**json.loads(lines[0]), "split": "dev"}], "generated", where=str(older))
 
 
 def two_rollouts(factory):

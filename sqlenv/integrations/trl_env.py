@@ -424,7 +424,42 @@ def _rollout_info(env: _SQLTools) -> dict[str, Any]:
         "sql_calls": env.sql_calls,
         "tool_calls": {name: env.tool_calls[name] for name in _tool_names(env)},
         "calls_after_end": env.calls_after_end,
+        **_answer_record(env, info if submitted else None),
     }
+
+
+#: What a rollout's log line says of its answer, beside the outcome: the fields ``agents.monitors`` reads.
+ANSWER_RECORD_FIELDS = ("dataset", "question", "answer", "sql", "prediction", "reads_table")
+
+
+def _answer_record(env: _SQLTools, info: dict | None) -> dict[str, Any]:
+    """The question, its gold answer and the submitted query as the env ran it, with its result as an answer
+    string (``sql`` empty and ``prediction`` None without an answer)."""
+    dataset = env.env.unwrapped.dataset
+    example = dataset[env.index] if env.index is not None else None
+    info = info or {}
+    return {"dataset": getattr(dataset, "name", None), "question": example.question if example else None,
+            "answer": example.answer if example else None, "sql": info.get("sql") or "",
+            "prediction": info.get("prediction"), "reads_table": info.get("reads_table")}
+
+
+def submitted_query(completion: Any) -> str | None:
+    """The SQL a rollout submitted, read from its TRL ``completion`` (the model's messages): the first
+    ``submit_answer`` call with a string ``query``, through the extractor the tool uses; None without one.
+    (The env ran it only where the rollout's log says ``submitted``: a call after the last turn was refused.)"""
+    for message in completion if isinstance(completion, list) else ():
+        for call in (message.get("tool_calls") or ()) if isinstance(message, dict) else ():
+            function = call.get("function", call) if isinstance(call, dict) else {}
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except json.JSONDecodeError:
+                    continue
+            if function.get("name") == "submit_answer" and isinstance(arguments, dict) \
+                    and isinstance(arguments.get("query"), str):
+                return _sql(arguments["query"])
+    return None
 
 
 def _ignored_calls(completion: Any) -> int:
