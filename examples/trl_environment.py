@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.cli import dataclass_parser, registry_help
+from agents.grpo_choices import SCALE_REWARDS
 
 
 @dataclass
@@ -120,6 +121,10 @@ class Args:
     no reward; runs before 2026-12-07 did); by default its loop stops there (end_tool_loop_at_episode_end)."""
     learning_rate: float = 1e-5
     """AdamW learning rate."""
+    scale_rewards: str = "group"
+    """How TRL divides the advantages: by each group's reward std ("group", TRL's default), by the batch's ("batch",
+    our trainer's default) or not at all ("none"). Under "group" a group with no right answer that tells a query that
+    ran from one that failed pushes toward running as hard as a solved group pushes toward the answer."""
     temperature: float = 0.8
     """Sampling temperature."""
     repetition_penalty: float = 1.0
@@ -165,6 +170,8 @@ def parse_args(argv=None) -> Args:
                      "question are all the same; pass 1")
     if args.eval_only and not args.eval_split:
         parser.error("--eval-only needs --eval-split (the split to evaluate on)")
+    if args.scale_rewards not in SCALE_REWARDS:
+        parser.error(f"--scale-rewards {args.scale_rewards!r}: choose one of {', '.join(SCALE_REWARDS)}")
     if args.eval_steps < 0:
         parser.error(f"--eval-steps {args.eval_steps}: must be >= 0 (0: before and after training only)")
     if args.save_steps < 0:
@@ -229,7 +236,8 @@ def grpo_config(args: Args):
                            max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            seed=args.seed, gradient_accumulation_steps=args.gradient_accumulation_steps,
                            max_tool_calling_iterations=args.max_tool_calls,
-                           repetition_penalty=args.repetition_penalty, save_steps=args.save_steps, **evaluation)
+                           repetition_penalty=args.repetition_penalty, scale_rewards=args.scale_rewards,
+                           save_steps=args.save_steps, **evaluation)
 
 
 def eval_seed(args: Args) -> int:

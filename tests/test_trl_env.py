@@ -305,17 +305,23 @@ def test_example_schema_flag_reaches_the_prompt():
 
 
 def test_example_sampling_flags_reach_trls_config(tmp_path):
-    """--temperature and --repetition-penalty are what GRPOTrainer generates with (its GRPOConfig); a penalty
-    that is not positive is refused naming the flag."""
+    """--temperature and --repetition-penalty are what GRPOTrainer generates with (its GRPOConfig), --scale-rewards
+    how it divides the advantages; a penalty that is not positive, or a scaling TRL does not have, is refused naming
+    the flag."""
     pytest.importorskip("trl")
     example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_flags")
     args = example.parse_args(["--repetition-penalty", "1.2", "--temperature", "0.7", "--output-dir", str(tmp_path)])
     config = example.grpo_config(args)
     assert (config.repetition_penalty, config.temperature, config.beta) == (1.2, 0.7, 0.0)
-    assert example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)])).repetition_penalty == 1.0
-    bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), "--repetition-penalty", "0"],
-                         check=False, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--repetition-penalty 0.0: must be > 0" in bad.stderr
+    default = example.grpo_config(example.parse_args(["--output-dir", str(tmp_path)]))
+    assert (default.repetition_penalty, default.scale_rewards) == (1.0, "group")
+    batch = example.parse_args(["--scale-rewards", "batch", "--output-dir", str(tmp_path)])
+    assert example.grpo_config(batch).scale_rewards == "batch"
+    for flags, message in ((["--repetition-penalty", "0"], "--repetition-penalty 0.0: must be > 0"),
+                           (["--scale-rewards", "std"], "--scale-rewards 'std': choose one of group, batch, none")):
+        bad = subprocess.run([sys.executable, str(REPO / "examples" / "trl_environment.py"), *flags],
+                             check=False, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr
 
 
 
