@@ -135,7 +135,7 @@ def rescored(rows: list[dict], dataset: str, data_dir: str | None = None, schema
 
 def per_step(*paths: str | Path, **read) -> list[dict]:
     """One row per training reward call (step 1, 2, ...): means over its rollouts (``read``: ``read_rollouts``'s
-    ``rescore`` and ``data_dir``)."""
+    ``rescore``, ``data_dir`` and ``schema``)."""
     return [{"step": step, **_means(rollouts)} for step, rollouts in enumerate(_training_steps(*paths, **read),
                                                                                start=1)]
 
