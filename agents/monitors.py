@@ -151,9 +151,10 @@ def collapse_monitors(records: Sequence[dict], entities: Iterable[str] | None = 
 
 
 def monitor_metrics(prefix: str, records: Sequence[dict], entities: Iterable[str] | None = None) -> dict[str, float]:
-    """:func:`collapse_monitors` as flat metrics ``<prefix>/collapse/<name>`` (the shares only)."""
+    """:func:`collapse_monitors` as flat metrics ``<prefix>/collapse/<name>`` (the shares only; an empty
+    ``prefix``: ``collapse/<name>``, for a logger that adds its own)."""
     found = collapse_monitors(records, entities)
-    return {f"{prefix}/collapse/{name}": float(found[name]) for name in LABELS}
+    return {f"{prefix}/collapse/{name}".lstrip("/"): float(found[name]) for name in LABELS}
 
 
 def with_questions(infos: Sequence[dict], env) -> list[dict]:

@@ -263,7 +263,10 @@ def environment_factory(args: Args, eval_split: str | None = None):
 
 
 def main(args: Args) -> dict:
+    from functools import partial
+
     from agents.models import load_model_and_tokenizer
+    from agents.monitors import monitor_metrics
     from agents.trl_setup import grpo_trainer
     from sqlenv.integrations.trl_env import (
         EVAL_ENVIRONMENT,
@@ -278,7 +281,7 @@ def main(args: Args) -> dict:
     print(getattr(factory.dataset, "summary", factory.dataset))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     rollout_log = Path(args.output_dir) / "rollouts.jsonl"
-    reward = SQLEnvReward(rollout_log=rollout_log)
+    reward = SQLEnvReward(rollout_log=rollout_log, monitors=partial(monitor_metrics, ""))
     checkpoint = resume_checkpoint(args)
     if checkpoint:
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]

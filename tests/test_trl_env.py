@@ -241,6 +241,19 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
         ("SELECT COUNT(*) FROM city", "3", True), ("SELECT 2", "2", False), ("SELEC", "", False), ("", None, None)]
     assert {(line["dataset"], line["question"], line["answer"]) for line in lines} == {
         ("jsonl", "How many cities are listed?", "3")}
+    # with our trainer's collapse monitors as more metrics, each logged under the reward's name
+    from functools import partial
+
+    from agents.monitors import collapse_monitors, monitor_metrics
+
+    watched, logged = SQLEnvReward(name="sql", monitors=partial(monitor_metrics, "")), {}
+    watched(environments=envs, log_metric=logged.__setitem__)
+    found = collapse_monitors(watched.last_infos)
+    assert {k: v for k, v in logged.items() if "/collapse/" in k} == {
+        f"sql/collapse/{name}": found[name] for name in ("floor", "floor_text", "floor_gold", "repeated",
+                                                           "top_template", "example_entity", "list_for_one", "literal")}
+    # SELECT 2 read no table; all four played one question, so no template is shared across questions
+    assert (logged["sql/collapse/literal"], logged["sql/collapse/top_template"]) == (0.25, 0.0)
     assert [line["completion"] for line in lines] == ["c"] * 4 + completions
     envs[1].reset(index=1)
     assert envs[1].tool_calls == {} and envs[1].calls_after_end == 0  # a new episode counts from zero

@@ -46,7 +46,7 @@ import json
 import os
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sqlenv.agent_env import NO_ANSWER, TextToSQLAgentEnv
 from sqlenv.completion import extract_sql
@@ -341,14 +341,19 @@ class SQLEnvReward:
     details; with ``rollout_log``, every call appends them to that file, one JSON line per rollout
     (``call``: the reward call's number from 1; ``environment``, the row's factory name in TRL's
     multi-environment mode, e.g. :data:`EVAL_ENVIRONMENT`; ``global_step``, the optimizer steps taken before it;
-    then the question's ``split``, ``index`` and ``id``, ``tool_calls`` by tool, ``reward``, ...,
-    and the ``completion`` TRL passed: the model's messages, tool calls and results).
+    then the question's ``split``, ``index`` and ``id``, ``tool_calls`` by tool, ``reward``, ..., the answer's
+    record (``ANSWER_RECORD_FIELDS``) and the ``completion`` TRL passed: the model's messages, tool calls and
+    results). ``monitors``: a function of the call's per-rollout details returning more metrics to log under
+    ``<name>/`` (``functools.partial(agents.monitors.monitor_metrics, "")``: the trainer's collapse monitors,
+    ``<name>/collapse/floor``, ...).
     """
 
-    def __init__(self, name: str = "sqlenv_env", rollout_log: str | os.PathLike | None = None):
+    def __init__(self, name: str = "sqlenv_env", rollout_log: str | os.PathLike | None = None,
+                 monitors: Callable[[list[dict]], dict[str, float]] | None = None):
         self.__name__ = name
         self.last_infos: list[dict] = []
         self.rollout_log = rollout_log
+        self.monitors = monitors
         self.calls = 0
 
     def resume(self, step: int) -> int:
@@ -390,6 +395,8 @@ class SQLEnvReward:
             for key in ("submitted", "executed", "correct", "sql_calls", "calls_after_end"):
                 log_metric(f"{self.__name__}/{key}", sum(float(i[key]) for i in self.last_infos) / n)
             log_metric(f"{self.__name__}/tool_calls", sum(sum(i["tool_calls"].values()) for i in self.last_infos) / n)
+            for key, value in (self.monitors(self.last_infos) if self.monitors else {}).items():
+                log_metric(f"{self.__name__}/{key}", value)
         if self.rollout_log is not None:
             names = kwargs.get("environment")  # TRL's multi-environment column: the factory each rollout played
             step = getattr(kwargs.get("trainer_state"), "global_step", None)
