@@ -198,6 +198,7 @@ def test_trl_example_trains_on_from_a_warmup_with_tag_rows(tag_warmup, tmp_path)
                "--threads", "1", "--save", "--output-dir", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "result.json").read_text())["steps"] == 1
+    assert "'sqlenv_env/collapse/top_template':" in proc.stdout  # our trainer's monitors, in TRL's step log
     saved = json.loads((out / "adapter_config.json").read_text())["trainable_token_indices"]
     ids = tokenizer.convert_tokens_to_ids(["<tool_call>", "</tool_call>"])
     assert saved == {"embed_tokens": ids, "lm_head": ids}
