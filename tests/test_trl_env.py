@@ -26,6 +26,7 @@ from sqlenv.integrations.trl_env import (
     TextToSQLAgentTools,
     TextToSQLTools,
     first_turn_messages,
+    submitted_query,
     to_trl_env_dataset,
     tool_transcript,
 )
@@ -485,6 +486,15 @@ def test_plot_monitors_the_answers_and_rescores_an_older_log(tmp_path, capsys):
     expected = {"correct": 0.25, "floor": 0.75, "top_template": 0.75, "repeated": 0.5,
                 "top_template_sql": "select count(*) from athlete where name = ?"}
     assert {k: step[k] for k in expected} == expected and {k: evaluation[k] for k in expected} == expected
+
+    # a call TRL could not make (an argument the tool lacks; it errs before the env sees it) was not the answer
+    unmade = {"name": "submit_answer", "arguments": {"query": "SELECT 1", "return": "string"}}
+    made = {"name": "submit_answer", "arguments": json.dumps({"query": "```sql\nSELECT 2\n```"})}  # JSON text, fenced
+    completion = [{"role": "assistant", "tool_calls": [{"type": "function", "function": unmade}]},
+                  {"role": "tool", "name": "submit_answer", "content": "{'error': 'unexpected keyword'}"},
+                  {"role": "assistant", "tool_calls": [{"type": "function", "function": made}]}]
+    assert submitted_query(completion) == "SELECT 2"
+    assert submitted_query("text") is None and submitted_query(call(nobody)[1:]) is None
 
     older = tmp_path / "older.jsonl"  # the same log as written before lines carried the answer record
     older.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k not in

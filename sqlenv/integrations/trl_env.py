@@ -452,8 +452,9 @@ def _answer_record(env: _SQLTools, info: dict | None) -> dict[str, Any]:
 
 def submitted_query(completion: Any) -> str | None:
     """The SQL a rollout submitted, read from its TRL ``completion`` (the model's messages): the first
-    ``submit_answer`` call with a string ``query``, through the extractor the tool uses; None without one.
-    (The env ran it only where the rollout's log says ``submitted``: a call after the last turn was refused.)"""
+    ``submit_answer`` call whose arguments are a string ``query`` alone (TRL fails a call with other arguments
+    before the tool sees it), through the extractor the tool uses; None without one. (The env ran it only where
+    the rollout's log says ``submitted``: a call after the last turn was refused.)"""
     for message in completion if isinstance(completion, list) else ():
         for call in (message.get("tool_calls") or ()) if isinstance(message, dict) else ():
             function = call.get("function", call) if isinstance(call, dict) else {}
@@ -463,8 +464,8 @@ def submitted_query(completion: Any) -> str | None:
                     arguments = json.loads(arguments)
                 except json.JSONDecodeError:
                     continue
-            if function.get("name") == "submit_answer" and isinstance(arguments, dict) \
-                    and isinstance(arguments.get("query"), str):
+            if function.get("name") == "submit_answer" and isinstance(arguments, dict) and set(arguments) == {"query"} \
+                    and isinstance(arguments["query"], str):
                 return _sql(arguments["query"])
     return None
 
