@@ -204,11 +204,14 @@ def per_window(*paths: str | Path, window: int = 5, **read) -> list[dict]:
     block's rollouts, with its ``first`` and ``last`` step; the monitors are the means of the steps' own (a query
     repeated in another step is no repeat)."""
     steps = _training_steps(*paths, **read)
-    return [{"first": start + 1, "last": min(start + window, len(steps)),
-             **_means([r for step in steps[start:start + window] for r in step]),
-             **{name: sum(_monitors(step)[name] for step in steps[start:start + window])
-                / len(steps[start:start + window]) for name in MONITORS}}
-            for start in range(0, len(steps), window)]
+    monitors = [_monitors(step) for step in steps]
+    blocks = []
+    for start in range(0, len(steps), window):
+        block = slice(start, start + window)
+        blocks.append({"first": start + 1, "last": min(start + window, len(steps)),
+                       **_outcomes([r for step in steps[block] for r in step]),
+                       **{name: sum(m[name] for m in monitors[block]) / len(monitors[block]) for name in MONITORS}})
+    return blocks
 
 
 def reward_trend(*paths: str | Path, window: int = 5, **read) -> dict | None:
@@ -238,6 +241,11 @@ def _question_rewards(steps: list[list[dict]]) -> list[float]:
 
 
 def _means(rollouts: list[dict]) -> dict:
+    """The outcome shares and the collapse monitors of ``rollouts``."""
+    return {**_outcomes(rollouts), **_monitors(rollouts)}
+
+
+def _outcomes(rollouts: list[dict]) -> dict:
     n = len(rollouts)
     return {
         "rollouts": n,
@@ -251,7 +259,6 @@ def _means(rollouts: list[dict]) -> dict:
         # tool calls after the episode ended (logged since 2026-12-07; NaN for an older log)
         "after_end": (sum(r["calls_after_end"] for r in rollouts) / n
                       if all("calls_after_end" in r for r in rollouts) else float("nan")),
-        **_monitors(rollouts),
     }
 
 
