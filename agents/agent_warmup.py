@@ -20,7 +20,7 @@ episode is played through ``TextToSQLAgentEnv`` (``TextToSQLAgent-v0``) on a gen
 3. The moves are played through a fresh episode of the env, and the episode is laid out exactly as
    ``agents.multiturn.run_episodes`` lays out a sampled one: the prompt ``policy.agent_prompt``, each move
    tokenised on its own (``<sql>QUERY</sql>``, as the prompt's worked episodes write it), then the env's
-   answer to it as ``policy.agent_feedback(move_result(info), turns_left)``. ``loss_mask`` is 1 on the
+   answer to it as ``policy.agent_feedback(info["reply"], turns_left)``. ``loss_mask`` is 1 on the
    moves' tokens only, so the loss (``agents.grpo_update.loss_weights``) covers what the policy writes and
    never the env's text.
 
@@ -37,7 +37,7 @@ import sqlglot
 import torch
 from sqlglot import exp
 
-from agents.multiturn import Episode, move_result
+from agents.multiturn import Episode
 
 __all__ = ["exploration_candidates", "recovery_candidates", "mistaken_literal", "play_episode", "build_episodes",
            "choose_explorations", "gold_answer", "new_counts", "MAX_EXPLORATIONS"]
@@ -150,7 +150,7 @@ def play_episode(policy, env, index: int, moves: Sequence[str], unlearned: Seque
         _, reward, terminated, truncated, info = env.step(move)
         if episode.record(move, len(move_ids), reward, terminated or truncated, info):
             break
-        feedback = policy.agent_feedback(move_result(info), info["turns_left"])
+        feedback = policy.agent_feedback(info["reply"], info["turns_left"])
         feedback_ids = policy.encode(feedback)
         ids.append(feedback_ids)
         mask.append(torch.zeros(len(feedback_ids)))

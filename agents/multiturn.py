@@ -29,7 +29,7 @@ import torch
 
 from sqlenv.agent_env import kept_a_floor
 
-__all__ = ["Episode", "EnvPool", "move_finished", "move_result", "run_episodes", "episode_metrics"]
+__all__ = ["Episode", "EnvPool", "move_finished", "run_episodes", "episode_metrics"]
 
 _CLOSE = re.compile(r"</(sql|answer)>", re.IGNORECASE)
 
@@ -111,15 +111,6 @@ class EnvPool:
         self.copies = []
 
 
-def move_result(info: dict) -> str:
-    """What the env answered to a move: its transcript entry (``info["result"]``) without the head that
-    echoes the move (``Turn t/N <sql>QUERY</sql>``, the query possibly on several lines, or one line for
-    a malformed move)."""
-    entry = info["result"]
-    end = "</sql>\n" if info["move"] == "sql" else "\n"
-    return entry.split(end, 1)[1] if end in entry else entry
-
-
 def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int, *,
                  greedy: bool = False) -> list[Episode]:
     """``group_size`` episodes of each question in ``indices`` (grouped by question), in lockstep."""
@@ -161,7 +152,7 @@ def run_episodes(policy, pool: EnvPool, indices: Sequence[int], group_size: int,
                 if episode.record(text, len(ids), reward, terminated or truncated, info):
                     continue
                 ended_on_eos = len(ids) > 0 and int(ids[-1]) in eos_ids
-                feedback = policy.agent_feedback(move_result(info), info["turns_left"], after_eos=ended_on_eos)
+                feedback = policy.agent_feedback(info["reply"], info["turns_left"], after_eos=ended_on_eos)
                 feedback_ids = policy.encode(feedback)
                 piece["ids"].append(feedback_ids)
                 piece["mask"].append(torch.zeros(len(feedback_ids)))

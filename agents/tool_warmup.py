@@ -60,6 +60,8 @@ class Config:
     """How the prompt shows the database: the TRL run's --schema."""
     column_values: int = 0
     """Distinct values listed per text column in the prompt (0: none): the TRL run's --column-values."""
+    echo_moves: bool = True
+    """Tool results start with the call's query: the TRL run's --echo-moves / --no-echo-moves."""
     epochs: int = 1
     """Passes over the episodes."""
     batch_size: int = 2
@@ -163,7 +165,7 @@ def build_factory(cfg: Config):
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory
 
     return SQLEnvironmentFactory(DATASET, split=SPLIT, multi_turn=True, max_turns=cfg.max_turns, schema=cfg.schema,
-                                 column_values=cfg.column_values)
+                                 column_values=cfg.column_values, echo_moves=cfg.echo_moves)
 
 
 def build_transcripts(cfg: Config, factory=None) -> tuple[list[dict], dict[str, int]]:

@@ -82,6 +82,10 @@ class Args:
     """Only the submit_answer tool (TextToSQL-v0) instead of run_sql + submit_answer (TextToSQLAgent-v0)."""
     max_turns: int = 5
     """Moves per episode, the answer included (multi-turn only)."""
+    echo_moves: bool = True
+    """run_sql/submit_answer results start with the move's query (the env's transcript entry); --no-echo-moves:
+    "Turn t/N" and the result alone, since the tool call already holds the query: fewer of --max-completion-length's
+    tokens spent on tool results (multi-turn only; the warm-up's --no-echo-moves shows the model that form)."""
     filter_hints: bool = False
     """run_sql: a result that is empty, 0 or NULL also names each text value the query filters on that matches no
     row, with that column's values (multi-turn only; sqlenv/filter_hints.py)."""
@@ -192,11 +196,14 @@ def parse_args(argv=None) -> Args:
                          "(pass the adapter/ folder agents/tool_warmup.py wrote)")
         if config.is_file():
             warmup = json.loads(config.read_text())
-            for name in ("model", "schema", "column_values", "max_turns"):
+            warmup = {"echo_moves": True, **warmup}  # warm-ups before the setting echoed the moves
+            for name in ("model", "schema", "column_values", "max_turns", "echo_moves"):
                 if name in warmup and warmup[name] != getattr(args, name):
+                    flag = name.replace("_", "-")
+                    flag = (f"--{flag}" if warmup[name] else f"--no-{flag}") if isinstance(warmup[name], bool) \
+                        else f"--{flag} {warmup[name]}"
                     parser.error(f"--warmup-adapter was trained with {name}={warmup[name]!r} ({config}), "
-                                 f"this run has {name}={getattr(args, name)!r}: pass --{name.replace('_', '-')} "
-                                 f"{warmup[name]}")
+                                 f"this run has {name}={getattr(args, name)!r}: pass {flag}")
     return args
 
 
@@ -256,7 +263,8 @@ def environment_factory(args: Args, eval_split: str | None = None):
         dataset = dataset.subset(select_indices(len(dataset), args.eval_limit, eval_seed(args)))
     elif args.limit:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
-    turns = {} if args.single_step else {"max_turns": args.max_turns, "filter_hints": args.filter_hints}
+    turns = {} if args.single_step else {"max_turns": args.max_turns, "filter_hints": args.filter_hints,
+                                         "echo_moves": args.echo_moves}
     return SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, reward=args.reward,
                                  max_instructions=args.max_instructions, schema=args.schema,
                                  column_values=args.column_values, **turns)

@@ -90,8 +90,9 @@ class TextToSQLAgentEnv(TextToSQLEnv):
     ``explore_seconds``. Each step's ``info`` has ``turn``, ``turns_left``, ``move_errors``,
     ``move`` (``sql``, ``answer`` or ``malformed``) and ``result``: the transcript entry that move
     appended (the line ``Turn t/N`` echoing the move, then what the env answered), whole even when
-    the transcript is cut. Text fields of ``info`` are bounded as ``TextToSQL-v0``'s are
-    (``MAX_INFO_CHARS``).
+    the transcript is cut, and ``reply``: what the env answered alone (the result table or error,
+    ``Answer submitted.``), for a chat that already holds the move. Text fields of ``info`` are bounded
+    as ``TextToSQL-v0``'s are (``MAX_INFO_CHARS``).
 
     ## Rewards
     The ``<answer>`` query is scored exactly as ``TextToSQL-v0`` scores its step (the same ``reward``
@@ -179,7 +180,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
 
     # ------------------------------------------------------------------ episode API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self._entries, self._move_errors = [], []
+        self._entries, self._move_errors, self._reply = [], [], ""
         self._explore_spent, self._done, self._final = 0.0, False, None
         return super().reset(seed=seed, options=options)
 
@@ -196,8 +197,8 @@ class TextToSQLAgentEnv(TextToSQLEnv):
             result = self.executor.execute(self._database(example).path, query)
             reward, info = self._score(example, query, result)
             self._move_errors.append(info["error"])  # the executor's, or "literal" (literal_answers="unanswered")
-            self._entries.append(f"Turn {turn}/{self.max_turns} <answer>{self._clip(query)}</answer>\n"
-                                 "Answer submitted.")
+            self._reply = "Answer submitted."
+            self._entries.append(f"Turn {turn}/{self.max_turns} <answer>{self._clip(query)}</answer>\n{self._reply}")
             self._done = True
             self._final = info
             info = {**info, **self._turn_info("answer")}
@@ -209,6 +210,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
             error, text = problem
             head = f"Turn {turn}/{self.max_turns} (malformed move) {self._clip(_one_line(action, 200))}"
         self._move_errors.append(error)
+        self._reply = text
         self._entries.append(head + "\n" + text)
         reward = 0.0 - self.turn_cost - (self.exploration_error_penalty if error is not None else 0.0)
         info = {"index": self._index, **self._turn_info(kind)}
@@ -330,6 +332,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         if move is not None:  # a step: the move and its transcript entry, whole even when the transcript is cut
             info["move"] = move
             info["result"] = self._entries[-1]
+            info["reply"] = self._reply
         return info
 
     def _explore(self, example, query: str) -> tuple[str | None, str]:

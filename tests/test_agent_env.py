@@ -133,7 +133,7 @@ def test_exploration_shows_the_result_the_row_count_and_errors(make):
         "| Kraków | 779        |\n"
         "| Zürich | 421        |")
     assert info == {"index": 0, "turn": 1, "turns_left": 4, "move_errors": [None], "move": "sql",
-                    "result": obs["transcript"]}
+                    "result": obs["transcript"], "reply": obs["transcript"].split("</sql>\n", 1)[1]}
     obs, reward, *_, info = env.step("<sql>SELECT * FROM town</sql>")
     assert last_entry(obs) == "Turn 2/5 <sql>SELECT * FROM town</sql>\nError (no_such_table): no such table: town"
     assert info["result"] == last_entry(obs)
@@ -164,7 +164,7 @@ def test_malformed_moves_cost_a_turn_and_say_why(make, action, kind, text):
     assert obs["transcript"].startswith("Turn 1/5 (malformed move) ")
     assert (reward, terminated, truncated) == (0.0, False, False)
     assert info == {"index": 0, "turn": 1, "turns_left": 4, "move_errors": [kind], "move": "malformed",
-                    "result": obs["transcript"]}
+                    "result": obs["transcript"], "reply": text}
     penalised = make(exploration_error_penalty=0.5, turn_cost=0.1)
     penalised.reset(options={"index": 0})
     assert penalised.step(action)[1] == pytest.approx(-0.6)
@@ -237,7 +237,7 @@ def test_the_answer_is_scored_exactly_as_text_to_sql_v0_scores_it(kwargs, preset
             _, reward, terminated, truncated, info = agent.step(f"<answer>{sql}</answer>")
             assert (reward, terminated, truncated) == (want_reward, True, False)
             extra = {"turn": 2, "turns_left": 3, "move_errors": [None, want["error"]], "move": "answer",
-                     "result": f"Turn 2/5 <answer>{sql}</answer>\nAnswer submitted."}
+                     "result": f"Turn 2/5 <answer>{sql}</answer>\nAnswer submitted.", "reply": "Answer submitted."}
             assert info == {**want, **extra}
             with pytest.raises(RuntimeError, match="episode has ended"):
                 agent.step("<answer>SELECT 1</answer>")
@@ -451,7 +451,7 @@ def test_no_gold_before_the_episode_ends(make):
         assert set(info) == {"index", "id", "question_type", "difficulty", "turn", "turns_left", "move_errors"}
         for move in ["<sql>SELECT 1</sql>", "nonsense"]:
             obs, _, _, _, info = env.step(move)
-            assert set(info) == {"index", "turn", "turns_left", "move_errors", "move", "result"}
+            assert set(info) == {"index", "turn", "turns_left", "move_errors", "move", "result", "reply"}
             assert example.gold_sql not in obs["transcript"] and example.gold_sql not in info["result"]
     env.close()
     exposed = make(expose_gold=True)

@@ -16,7 +16,7 @@ from agents import grpo_train, metrics_log  # noqa: E402
 from agents import grpo_update as update  # noqa: E402
 from agents.cli import ConfigError  # noqa: E402
 from agents.grpo_config import make_config, parse_config  # noqa: E402
-from agents.multiturn import EnvPool, episode_metrics, move_finished, move_result, run_episodes  # noqa: E402
+from agents.multiturn import EnvPool, episode_metrics, move_finished, run_episodes  # noqa: E402
 from agents.policy import LoRAPolicy, PolicyConfig  # noqa: E402
 from sqlenv import prompts  # noqa: E402
 from sqlenv.spec import EnvSpec  # noqa: E402
@@ -59,19 +59,20 @@ class Scripted:
         return [[(ids.clone(), torch.full((len(ids),), -0.5))] * num_generations for _ in prompt_ids_list]
 
 
-def test_move_finished_and_move_result(agent_env):
+def test_move_finished_and_the_envs_reply(agent_env):
     assert move_finished("think <sql>SELECT 1</sql>") and move_finished("<ANSWER>x</Answer>")
     assert not move_finished("<sql>SELECT 1") and not move_finished("SELECT 1;")
-    assert move_result({"move": "sql", "result": "Turn 1/3 <sql>SELECT a\nFROM t</sql>\n1 row\n| a |\n|---|\n| 1 |"}) \
-        == "1 row\n| a |\n|---|\n| 1 |"
-    malformed = "Malformed move: no <sql> or <answer> block."
-    assert move_result({"move": "malformed", "result": f"Turn 2/3 (malformed move) oops\n{malformed}"}) == malformed
-    agent_env.reset(options={"index": 0})  # the env's own entries
+    agent_env.reset(options={"index": 0})  # the reply is the entry without the head echoing the move
     info = agent_env.step("<sql>SELECT COUNT(*)\nFROM Athlete</sql>")[4]
-    assert move_result(info) == "1 row\n| COUNT(*) |\n|----------|\n| 1        |"  # one athlete per database
-    info = agent_env.step("SELECT 1")[4]
-    assert move_result(info) == ("Malformed move: no <sql> or <answer> block. Write exactly one <sql>QUERY</sql> "
-                                 "(explore) or <answer>QUERY</answer> (submit).")
+    table = "1 row\n| COUNT(*) |\n|----------|\n| 1        |"  # one athlete per database
+    assert (info["reply"], info["result"]) == (table, f"Turn 1/3 <sql>SELECT COUNT(*)\nFROM Athlete</sql>\n{table}")
+    info = agent_env.step("SELECT 1 </sql>\n")[4]  # a move whose text looks like the end of an echo
+    malformed = ("Malformed move: no <sql> or <answer> block. Write exactly one <sql>QUERY</sql> "
+                 "(explore) or <answer>QUERY</answer> (submit).")
+    assert info["reply"] == malformed and info["result"].endswith("\n" + malformed)
+    info = agent_env.step("<answer>SELECT 1</answer>")[4]
+    assert (info["reply"], info["result"]) == ("Answer submitted.",
+                                               "Turn 3/3 <answer>SELECT 1</answer>\nAnswer submitted.")
 
 
 def test_agent_prompt_explains_both_tags_with_a_worked_episode(agent_env):

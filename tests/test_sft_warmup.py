@@ -296,8 +296,8 @@ def test_the_env_text_is_what_the_env_returns_for_those_moves(episodes):
             for move, (start, end) in zip(episode.moves, env_runs):
                 _, _, _, _, info = fresh.step(move)
                 text = policy.tokenizer.decode(item["target_ids"][start:end])
-                assert text == policy.agent_feedback(multiturn.move_result(info), info["turns_left"])
-                assert multiturn.move_result(info).strip() in text  # the result table itself, as the env wrote it
+                assert text == policy.agent_feedback(info["reply"], info["turns_left"])
+                assert info["reply"].strip() in text  # the result table itself, as the env wrote it
     finally:
         fresh.close()
 

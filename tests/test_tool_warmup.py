@@ -84,6 +84,36 @@ def test_no_one_line_sql_keeps_the_gold_as_written(transcripts):
     assert [row["index"] for row in as_written] == [row["index"] for row in rows]
 
 
+def test_no_echo_moves_shows_the_results_without_the_queries(transcripts, tmp_path):
+    """--no-echo-moves: the same episodes, each tool result the turn and the env's answer without the call's query;
+    the TRL example refuses an adapter warmed up in the other form, naming the flag to pass."""
+    cfg, _, rows, _ = transcripts
+    bare_cfg = replace(cfg, echo_moves=False)
+    bare, _ = build_transcripts(bare_cfg, build_factory(bare_cfg))
+    assert [r["index"] for r in bare] == [r["index"] for r in rows]
+    for echoed, plain in zip(rows, bare):
+        assert [m.get("tool_calls") for m in plain["messages"]] == [m.get("tool_calls") for m in echoed["messages"]]
+        results = [(e["content"], p["content"]) for e, p in zip(echoed["messages"], plain["messages"])
+                   if e["role"] == "tool"]
+        for turn, (with_echo, without) in enumerate(results, 1):
+            head, reply = with_echo.split("\n", 1) if turn < len(results) else with_echo.rsplit("\n", 1)
+            assert head.startswith(f"Turn {turn}/3 <") and without == f"Turn {turn}/3\n{reply}"
+
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_echo")
+    assert example.environment_factory(example.parse_args(["--no-echo-moves", "--limit", "2"]))().echo_moves is False
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    settings = {"model": "smollm2-135m", "schema": "tables", "column_values": 0, "max_turns": 5}
+    for trained, argv, flag in [({**settings, "echo_moves": False}, [], "--no-echo-moves"),
+                                (settings, ["--no-echo-moves"], "--echo-moves")]:  # older warm-ups echoed
+        (tmp_path / "config.json").write_text(json.dumps(trained))
+        refused = run("examples/trl_environment.py", "--warmup-adapter", str(adapter), *argv)
+        assert refused.returncode == 2 and f"echo_moves={trained.get('echo_moves', True)}" in refused.stderr \
+            and f"pass {flag}" in refused.stderr, refused.stderr
+    assert example.parse_args(["--warmup-adapter", str(adapter)]).echo_moves is True
+
+
 @pytest.mark.slow
 def test_warmup_fits_an_adapter_that_the_trl_example_loads(tmp_path):
     """The whole warm-up on a tiny random Llama: SFTTrainer's loss falls over three passes of two episodes, the

@@ -86,6 +86,29 @@ def test_agent_tools_explore_then_answer(cities):
     assert env.reward == 0.0  # executed, wrong under "binary"
 
 
+def test_agent_tools_without_the_echoed_moves(cities):
+    """echo_moves=False: each tool result is the turn and what the env answered, never the query again; the
+    episode is scored as with the echo, and the transcript the env keeps is the same."""
+    factory = SQLEnvironmentFactory(**cities, max_turns=3, echo_moves=False)
+    env = factory()
+    assert tools_of(env) == ["run_sql", "submit_answer"]  # the setting is no tool
+    env.reset(index=0)
+    assert env.run_sql("SELECT name FROM city WHERE population > 400 ORDER BY name") == (
+        "Turn 1/3\n2 rows\n| name   |\n|--------|\n| Kraków |\n| Zürich |")
+    assert env.run_sql("SELECT nope FROM city") == "Turn 2/3\nError (no_such_column): no such column: nope"
+    assert env.submit_answer("SELECT COUNT(*) FROM city") == "Turn 3/3\nAnswer submitted."
+    assert (env.done, env.reward, env.info["correct"]) == (True, 1.0, True)
+    assert env.env.unwrapped._transcript().startswith("Turn 1/3 <sql>SELECT name FROM city")
+    short = SQLEnvironmentFactory(**cities, max_turns=2, echo_moves=False)()
+    short.reset(index=0)
+    short.run_sql("SELECT 1")
+    assert short.run_sql("") == (
+        "Turn 2/2\nMalformed move: the <sql> block is empty. Write exactly one <sql>QUERY</sql> (explore) or "
+        "<answer>QUERY</answer> (submit).\nNo turns left: the episode ended without an answer.")
+    assert SQLEnvironmentFactory(**cities, max_turns=3)().echo_moves  # the default keeps the echo
+    assert pickle.loads(pickle.dumps(factory))().echo_moves is False  # TRL's async worker gets the setting
+
+
 def test_turns_run_out_without_an_answer(cities):
     env = SQLEnvironmentFactory(**cities, max_turns=2, reward="paper")()
     env.reset(index=0)
@@ -511,6 +534,48 @@ def test_plot_monitors_the_answers_and_rescores_an_older_log(tmp_path, capsys):
         plot.per_step(tampered, rescore="generated")
     with pytest.raises(ValueError, match="older.jsonl:1: question 'generated-train-0-00000' is not in generated/dev"):
         plot.rescored([{**json.loads(lines[0]), "split": "dev"}], "generated", where=str(older))
+
+
+def test_tool_result_tokens_replays_a_log_without_the_echo(tmp_path, smollm2_tokenizer):
+    """benchmarks/tool_result_tokens.py: each logged call replayed without the echo; the tokens per rollout of both
+    forms (here two calls each: an exploration and the answer), and a log the env does not reproduce is refused."""
+    bench = load_script(REPO / "benchmarks" / "tool_result_tokens.py", "tool_result_tokens")
+    factory, bare = (SQLEnvironmentFactory("generated", split="train", echo_moves=echo) for echo in (True, False))
+    envs, plain = [factory() for _ in range(2)], [bare() for _ in range(2)]
+    log = tmp_path / "rollouts.jsonl"
+    completions, results = [], []
+    for index, (env, other) in enumerate(zip(envs, plain)):
+        env.reset(index=index)
+        other.reset(index=index)
+        messages, texts = [], []
+        for name, query in [("run_sql", "SELECT name FROM Athlete"), ("submit_answer", "SELECT COUNT(*) FROM Medals")]:
+            function = {"name": name, "arguments": {"query": query}}
+            messages += [{"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+                                                                              "function": function}]},
+                         {"role": "tool", "name": name, "content": getattr(env, name)(query)}]
+            texts.append((messages[-1]["content"], getattr(other, name)(query)))
+        completions.append(messages)
+        results.append(texts)
+    SQLEnvReward(rollout_log=log)(completions, environments=envs, trainer_state=SimpleNamespace(global_step=0))
+    figures = bench.main([str(log), "--dataset", "generated", "--max-completion-length", "100",
+                          "--json", str(tmp_path / "tokens.json")])
+
+    def count(text):
+        return len(smollm2_tokenizer(text, add_special_tokens=False).input_ids)
+    echoed = sum(count(a) for texts in results for a, _ in texts) / 2
+    without = sum(count(b) for texts in results for _, b in texts) / 2
+    assert results[0][0][1].startswith("Turn 1/5\n1 row") and "SELECT" not in results[0][0][1]
+    assert figures["all"] == {"rollouts": 2, "calls": 2, "with_echo": round(echoed, 1), "without_echo":
+                              round(without, 1), "saved": round(echoed - without, 1),
+                              "saved_share_of_budget": round((echoed - without) / 100, 3)}
+    assert echoed > without and figures["never_answered"] == {"rollouts": 0}
+    assert json.loads((tmp_path / "tokens.json").read_text()) == figures
+    lines = log.read_text().splitlines()
+    row = json.loads(lines[1])
+    row["completion"][1]["content"] = row["completion"][1]["content"].replace("1 row", "2 rows")
+    (tmp_path / "edited.jsonl").write_text(lines[0] + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=r"edited.jsonl:2: run_sql\('SELECT name FROM Athlete'\) now returns"):
+        bench.main([str(tmp_path / "edited.jsonl"), "--dataset", "generated"])
 
 
 def two_rollouts(factory):

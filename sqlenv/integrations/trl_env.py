@@ -19,8 +19,9 @@ What maps to what:
 * :class:`TextToSQLAgentTools` wraps one :class:`~sqlenv.agent_env.TextToSQLAgentEnv`
   (``TextToSQLAgent-v0``): ``reset(index=i)`` is ``env.reset(options={"index": i})``; the tool
   ``run_sql(query)`` is the move ``<sql>query</sql>`` and returns that move's transcript entry (the
-  result table or the error, cut to ``result_chars``; the episode's turn and exploration-time budgets
-  apply); ``submit_answer(query)`` is the move ``<answer>query</answer>``, scored by the env's preset.
+  result table or the error, cut to ``result_chars``, after the move's query unless ``echo_moves=False``;
+  the episode's turn and exploration-time budgets apply); ``submit_answer(query)`` is the move
+  ``<answer>query</answer>``, scored by the env's preset.
 * :class:`TextToSQLTools` wraps one :class:`~sqlenv.env.TextToSQLEnv` (``TextToSQL-v0``): the
   only tool is ``submit_answer(query)``, the env's one step.
 * :class:`SQLEnvReward` (for ``reward_funcs``) reads each instance's ``reward``: the episode's return,
@@ -201,9 +202,22 @@ class TextToSQLTools(_SQLTools):
 
 
 class TextToSQLAgentTools(_SQLTools):
-    """``TextToSQLAgent-v0`` for TRL: ``run_sql`` explores, ``submit_answer`` ends the episode."""
+    """``TextToSQLAgent-v0`` for TRL: ``run_sql`` explores, ``submit_answer`` ends the episode.
+
+    A tool's result is the move's transcript entry (``Turn t/N <sql>QUERY</sql>``, then the result table or
+    error); ``echo_moves=False`` drops the echoed query, which the model's tool call already holds
+    (``Turn t/N``, then the result): fewer tokens of ``max_completion_length`` spent on tool results."""
 
     _env_type = TextToSQLAgentEnv
+
+    def __init__(self, env: TextToSQLAgentEnv, echo_moves: bool = True):
+        super().__init__(env)
+        self.echo_moves = bool(echo_moves)
+
+    def _result(self, info: dict) -> str:
+        if self.echo_moves:
+            return info["result"]  # the transcript entry this move appended
+        return f"Turn {info['turn']}/{self.env.unwrapped.max_turns}\n{info['reply']}"
 
     def run_sql(self, query: str) -> str:
         """Run one read-only SQLite query on the database and see its result (not scored).
@@ -219,7 +233,7 @@ class TextToSQLAgentTools(_SQLTools):
             return problem
         self.sql_calls += 1
         observation, _, truncated, info = self._step(f"<sql>{_sql(query)}</sql>")
-        text = info["result"]  # the transcript entry this move appended
+        text = self._result(info)
         if truncated:
             text += "\n" + NO_TURNS_LEFT
         return text
@@ -237,7 +251,7 @@ class TextToSQLAgentTools(_SQLTools):
         if problem is not None:
             return problem
         _, _, _, info = self._step(f"<answer>{_sql(query)}</answer>")
-        return info["result"]
+        return self._result(info)
 
 
 # ---------------------------------------------------------------------- the factory TRL calls
@@ -250,6 +264,8 @@ class SQLEnvironmentFactory:
             naming another is a ValueError (load it with ``sqlenv.load_dataset(..., schema=)``).
         multi_turn: ``True`` for :class:`TextToSQLAgentTools` (run_sql + submit_answer), ``False`` for
             :class:`TextToSQLTools` (submit_answer only).
+        echo_moves: multi-turn tool results start with the move's query (the transcript entry, the default);
+            ``False``: ``Turn t/N`` and the result alone (:class:`TextToSQLAgentTools`).
         env_kwargs: the env's arguments (``reward``, ``timeout``, ``max_instructions``, ``sample_rows``,
             ``column_values``; multi-turn: ``max_turns``, ``result_rows``, ``result_chars``, ``explore_seconds``, ...).
 
@@ -257,8 +273,9 @@ class SQLEnvironmentFactory:
     """
 
     def __init__(self, dataset: str | Dataset = "generated", *, multi_turn: bool = True,
-                 split: str | None = None, data_dir: str | None = None, **env_kwargs):
+                 split: str | None = None, data_dir: str | None = None, echo_moves: bool = True, **env_kwargs):
         self.multi_turn = bool(multi_turn)
+        self.echo_moves = bool(echo_moves)
         self.env_kwargs = env_kwargs
         if isinstance(dataset, Dataset):
             if split is not None or data_dir is not None:
@@ -277,7 +294,7 @@ class SQLEnvironmentFactory:
 
     def __call__(self) -> TextToSQLAgentTools | TextToSQLTools:
         env = self._env_class(dataset=self.dataset, **self.env_kwargs)
-        return TextToSQLAgentTools(env) if self.multi_turn else TextToSQLTools(env)
+        return TextToSQLAgentTools(env, echo_moves=self.echo_moves) if self.multi_turn else TextToSQLTools(env)
 
     def train_dataset(self, indices: Sequence[int] | None = None, system_prompt: str | None = None,
                       environment: str | None = None):
