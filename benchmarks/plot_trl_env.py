@@ -24,7 +24,8 @@ it from another run of the same start with ``--start-eval``. A log written befor
 record (the submitted query as run, its result, the question and its gold; 2026-12-07) has NaN monitors unless
 ``--rescore DATASET`` (with the run's ``--schema``) runs each submitted query again in the env (the query read
 from the completion; a result that does not give the logged ``executed`` and ``correct`` is an error naming the
-line).
+line). ``--against ROLLOUTS`` pairs this run's evaluations with another run's on the same held-out questions, after
+each step both evaluated at (two settings from one start, or two ``--eval-only`` runs of saved adapters).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 from sqlenv.integrations.trl_env import ANSWER_RECORD_FIELDS, EVAL_ENVIRONMENT, submitted_query
 
@@ -159,6 +161,38 @@ def per_eval(*paths: str | Path, start: str | Path | None = None, **read) -> lis
     return [{"step": step, **_means(evals[step])} for step in sorted(evals)]
 
 
+def _evaluations(rows: list[dict], where: str) -> dict[int, dict]:
+    """Each held-out evaluation of ``rows`` by the steps before it: question ``id`` -> (right, reward)."""
+    evals: dict[int, dict] = defaultdict(dict)
+    for row in rows:
+        if row.get("environment") == EVAL_ENVIRONMENT:
+            step, question = row["global_step"], row.get("id", row.get("index"))
+            if question in evals[step]:
+                raise ValueError(f"{where}: the evaluation after step {step} played {question} more than once; "
+                                 "pairing needs one rollout a question (--eval-generations 1)")
+            evals[step][question] = (bool(row["correct"]), float(row["reward"]))
+    return evals
+
+
+def _paired(before: dict, after: dict) -> dict:
+    """Two evaluations of the same questions side by side (``_evaluations``' values): right before and after,
+    gained, lost, the difference in points with its paired-bootstrap 95 % interval, McNemar's exact p, the mean
+    rewards with their paired interval."""
+    from agents.paired import mcnemar_exact, paired_bootstrap
+
+    ids = sorted(before)
+    right_before, right_after = [before[i][0] for i in ids], [after[i][0] for i in ids]
+    reward_before, reward_after = [before[i][1] for i in ids], [after[i][1] for i in ids]
+    low, high = paired_bootstrap(right_before, right_after)
+    reward_low, reward_high = (x / 100 for x in paired_bootstrap(reward_before, reward_after))  # points -> reward
+    gained = sum(b and not a for a, b in zip(right_before, right_after))
+    lost = sum(a and not b for a, b in zip(right_before, right_after))
+    return {"questions": len(ids), "right_before": sum(right_before), "right_after": sum(right_after),
+            "gained": gained, "lost": lost, "diff": 100 * (sum(right_after) - sum(right_before)) / len(ids),
+            "ci": (low, high), "p": mcnemar_exact(lost, gained), "reward_before": sum(reward_before) / len(ids),
+            "reward_after": sum(reward_after) / len(ids), "reward_ci": (reward_low, reward_high)}
+
+
 def paired_evals(*paths: str | Path, first: int | None = None, last: int | None = None,
                  start: str | Path | None = None, **read) -> dict | None:
     """Two held-out evaluations side by side by question ``id``, those after ``first`` and ``last`` steps (by
@@ -166,17 +200,8 @@ def paired_evals(*paths: str | Path, first: int | None = None, last: int | None 
     paired-bootstrap 95 % interval and McNemar's exact p. None with fewer than two evaluations; an evaluation
     that played a question more than once, or other questions than the other, is an error naming the step.
     ``start``, ``read``: as in ``read_rollouts``."""
-    from agents.paired import mcnemar_exact, paired_bootstrap
-
     where = ", ".join(str(p) for p in paths)
-    evals: dict[int, dict[str, bool]] = defaultdict(dict)
-    for row in read_rollouts(*paths, start=start, **read):
-        if row.get("environment") == EVAL_ENVIRONMENT:
-            step, question = row["global_step"], row.get("id", row.get("index"))
-            if question in evals[step]:
-                raise ValueError(f"{where}: the evaluation after step {step} played {question} more than once; "
-                                 "pairing needs one rollout a question (--eval-generations 1)")
-            evals[step][question] = (bool(row["correct"]), float(row["reward"]))
+    evals = _evaluations(read_rollouts(*paths, start=start, **read), where)
     if len(evals) < 2:
         return None
     first, last = min(evals) if first is None else first, max(evals) if last is None else last
@@ -185,18 +210,26 @@ def paired_evals(*paths: str | Path, first: int | None = None, last: int | None 
             raise ValueError(f"{where}: no evaluation after step {step} (there are after {sorted(evals)})")
     if set(evals[first]) != set(evals[last]):
         raise ValueError(f"{where}: the evaluations after steps {first} and {last} played other questions")
-    ids = sorted(evals[first])
-    before, after = [evals[first][i][0] for i in ids], [evals[last][i][0] for i in ids]
-    reward_before, reward_after = [evals[first][i][1] for i in ids], [evals[last][i][1] for i in ids]
-    low, high = paired_bootstrap(before, after)
-    reward_low, reward_high = (x / 100 for x in paired_bootstrap(reward_before, reward_after))  # points -> reward
-    gained = sum(b and not a for a, b in zip(before, after))
-    lost = sum(a and not b for a, b in zip(before, after))
-    return {"first_step": first, "last_step": last, "questions": len(ids), "right_before": sum(before),
-            "right_after": sum(after), "gained": gained, "lost": lost,
-            "diff": 100 * (sum(after) - sum(before)) / len(ids), "ci": (low, high), "p": mcnemar_exact(lost, gained),
-            "reward_before": sum(reward_before) / len(ids), "reward_after": sum(reward_after) / len(ids),
-            "reward_ci": (reward_low, reward_high)}
+    return {"first_step": first, "last_step": last, **_paired(evals[first], evals[last])}
+
+
+def paired_runs(paths: Sequence[str | Path], against: Sequence[str | Path], **read) -> list[dict]:
+    """This run's held-out evaluations (``paths``) against another run's (``against``: the same held-out questions,
+    ``--eval-limit`` and ``--eval-seed``) after each step both evaluated at, by question: ``right_before`` is the
+    other run's, ``right_after`` this one's (``_paired``'s figures, plus ``step``). Other questions at a step, or no
+    step in common, is an error naming both."""
+    where, other = ", ".join(str(p) for p in paths), ", ".join(str(p) for p in against)
+    mine = _evaluations(read_rollouts(*paths, **read), where)
+    theirs = _evaluations(read_rollouts(*against, **read), other)
+    steps = sorted(set(mine) & set(theirs))
+    if not steps:
+        raise ValueError(f"{where} (evaluations after steps {sorted(mine)}) and {other} (after {sorted(theirs)}) "
+                         "have no evaluation after the same step")
+    for step in steps:
+        if set(mine[step]) != set(theirs[step]):
+            raise ValueError(f"{where} and {other} played other held-out questions after step {step} (the runs' "
+                             "--eval-split, --eval-limit and --eval-seed must be the same)")
+    return [{"step": step, **_paired(theirs[step], mine[step])} for step in steps]
 
 
 def per_window(*paths: str | Path, window: int = 5, **read) -> list[dict]:
@@ -273,6 +306,15 @@ def _monitors(rollouts: list[dict]) -> dict:
     return {**{name: found[name] for name in MONITORS}, "top_template_sql": found["top_template_sql"]}
 
 
+def _pair_text(paired: dict) -> str:
+    from agents.paired import format_p
+
+    return (f"right {paired['right_before']} -> {paired['right_after']}, gained {paired['gained']}, lost "
+            f"{paired['lost']}, {paired['diff']:+.2f} points ({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), "
+            f"McNemar p = {format_p(paired['p'])}; mean reward {paired['reward_before']:.3f} -> "
+            f"{paired['reward_after']:.3f} ({paired['reward_ci'][0]:+.3f} to {paired['reward_ci'][1]:+.3f})")
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python benchmarks/plot_trl_env.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("rollouts", nargs="+",
@@ -281,6 +323,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--start-eval", metavar="ROLLOUTS",
                         help="rollouts.jsonl of another run from the same adapter with the same --eval-seed: its "
                              "evaluation before training is this run's (which skipped it with --no-eval-before)")
+    parser.add_argument("--against", metavar="ROLLOUTS", nargs="+",
+                        help="rollouts.jsonl of another run evaluated on the same held-out questions (--eval-split, "
+                             "--eval-limit, --eval-seed): this run's evaluations against its own after each step "
+                             "both evaluated at, question by question (an --eval-only run's is after step 0)")
     parser.add_argument("--rescore", metavar="DATASET",
                         help="the dataset the run played (e.g. temptabqa-c): fill the answer records of a log written "
                              "without them by running each submitted query again, for the collapse monitors")
@@ -294,7 +340,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.window < 1:
         parser.error(f"--window {args.window}: must be >= 1")
-    for path in [*args.rollouts, *([args.start_eval] if args.start_eval else [])]:
+    for path in [*args.rollouts, *([args.start_eval] if args.start_eval else []), *(args.against or [])]:
         if not Path(path).is_file():
             parser.error(f"{path}: no such file (pass the rollouts.jsonl in a run's --output-dir)")
     try:
@@ -304,6 +350,7 @@ def main(argv=None) -> list[dict]:
         pairs = [paired_evals(*args.rollouts, first=first, last=last, start=args.start_eval, **read)
                  for first, last in comparisons]
         blocks = per_window(*args.rollouts, window=args.window, **read)
+        runs = paired_runs(args.rollouts, args.against, **read) if args.against else []
     except ValueError as exc:
         parser.error(str(exc))
     keys = ["step", "rollouts", "reward", "with_tool_call", "run_sql", "submit_answer", "submitted", "executed",
@@ -333,14 +380,11 @@ def main(argv=None) -> list[dict]:
               f"{trend['diff']:+.3f} (95 % CI {trend['ci'][0]:+.3f} to {trend['ci'][1]:+.3f})")
     for paired in pairs:
         if paired:
-            from agents.paired import format_p
-
             print(f"held-out, after step {paired['first_step']} against after step {paired['last_step']} "
-                  f"({paired['questions']} questions, paired): right {paired['right_before']} -> "
-                  f"{paired['right_after']}, gained {paired['gained']}, lost {paired['lost']}, "
-                  f"{paired['diff']:+.2f} points ({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), "
-                  f"McNemar p = {format_p(paired['p'])}; mean reward {paired['reward_before']:.3f} -> "
-                  f"{paired['reward_after']:.3f} ({paired['reward_ci'][0]:+.3f} to {paired['reward_ci'][1]:+.3f})")
+                  f"({paired['questions']} questions, paired): {_pair_text(paired)}")
+    for paired in runs:
+        print(f"held-out after step {paired['step']}, this run against {' '.join(args.against)} "
+              f"({paired['questions']} questions, paired; theirs -> this run's): {_pair_text(paired)}")
     if args.png:
         import matplotlib
 

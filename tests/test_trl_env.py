@@ -536,6 +536,42 @@ def test_plot_monitors_the_answers_and_rescores_an_older_log(tmp_path, capsys):
         plot.rescored([{**json.loads(lines[0]), "split": "dev"}], "generated", where=str(older))
 
 
+def test_plot_pairs_two_runs_evaluations_question_by_question(tmp_path, capsys):
+    """plot_trl_env.py --against: two runs' held-out evaluations after the same step, by question id (the other
+    run's first); another question set, or no step in common, is refused naming the logs."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_against")
+    factory = SQLEnvironmentFactory("generated", split="train", multi_turn=False)
+    envs = [factory() for _ in range(4)]
+    golds = [envs[0].env.unwrapped.dataset[i].gold_sql for i in range(5)]
+
+    def evaluation(path, right, step=0, indices=range(4)):
+        answers = [golds[i] if r else "SELECT 1" for i, r in zip(indices, right)]
+        for env, index, sql in zip(envs, indices, answers):
+            env.reset(index=index)
+            env.submit_answer(sql)
+        SQLEnvReward(rollout_log=path)([[]] * 4, environments=envs, environment=[EVAL_ENVIRONMENT] * 4,
+                                       trainer_state=SimpleNamespace(global_step=step))
+    ours, theirs, later, other = (tmp_path / f"{name}.jsonl" for name in ("ours", "theirs", "later", "other"))
+    evaluation(ours, [True, True, True, False])
+    evaluation(ours, [True, True, True, True], step=5)
+    evaluation(theirs, [True, False, False, True])
+    (one,) = plot.paired_runs([ours], [theirs])
+    assert {k: one[k] for k in ("step", "questions", "right_before", "right_after", "gained", "lost")} == {
+        "step": 0, "questions": 4, "right_before": 2, "right_after": 3, "gained": 2, "lost": 1}
+    assert one["diff"] == 25.0 and one["p"] == 1.0
+    plot.main([str(ours), "--against", str(theirs)])
+    assert (f"held-out after step 0, this run against {theirs} (4 questions, paired; theirs -> this run's): "
+            "right 2 -> 3, gained 2, lost 1, +25.00 points" in capsys.readouterr().out)
+    evaluation(later, [False] * 4, step=3)
+    with pytest.raises(ValueError, match=r"ours.jsonl \(evaluations after steps \[0, 5\]\) and .*later.jsonl "
+                                         r"\(after \[3\]\) have no evaluation after the same step"):
+        plot.paired_runs([ours], [later])
+    evaluation(other, [True] * 4, indices=[0, 1, 2, 4])
+    with pytest.raises(SystemExit):
+        plot.main([str(ours), "--against", str(other)])
+    assert "played other held-out questions after step 0" in capsys.readouterr().err
+
+
 def test_tool_result_tokens_replays_a_log_without_the_echo(tmp_path, smollm2_tokenizer):
     """benchmarks/tool_result_tokens.py: each logged call replayed without the echo; the tokens per rollout of both
     forms (here two calls each: an exploration and the answer), and a log the env does not reproduce is refused."""
