@@ -576,6 +576,10 @@ def test_tool_result_tokens_replays_a_log_without_the_echo(tmp_path, smollm2_tok
     """benchmarks/tool_result_tokens.py: each logged call replayed without the echo; the tokens per rollout of both
     forms (here two calls each: an exploration and the answer), and a log the env does not reproduce is refused."""
     bench = load_script(REPO / "benchmarks" / "tool_result_tokens.py", "tool_result_tokens")
+    usage = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tool_result_tokens.py"), "--help"],
+                           check=False, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "COLUMNS": "2000"})
+    assert usage.returncode == 0 and "--max-completion-length" in usage.stdout and "--no-echo-moves" in usage.stdout
     factory, bare = (SQLEnvironmentFactory("generated", split="train", echo_moves=echo) for echo in (True, False))
     envs, plain = [factory() for _ in range(2)], [bare() for _ in range(2)]
     log = tmp_path / "rollouts.jsonl"
