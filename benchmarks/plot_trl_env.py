@@ -25,7 +25,8 @@ record (the submitted query as run, its result, the question and its gold; 2026-
 ``--rescore DATASET`` (with the run's ``--schema``) runs each submitted query again in the env (the query read
 from the completion; a result that does not give the logged ``executed`` and ``correct`` is an error naming the
 line). ``--against ROLLOUTS`` pairs this run's evaluations with another run's on the same held-out questions, after
-each step both evaluated at (two settings from one start, or two ``--eval-only`` runs of saved adapters).
+each step both evaluated at (two settings from one start, or two ``--eval-only`` runs of saved adapters); mean
+rewards are compared only where both were scored under one reward preset.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def per_eval(*paths: str | Path, start: str | Path | None = None, **read) -> lis
 
 
 def _evaluations(rows: list[dict], where: str) -> dict[int, dict]:
-    """Each held-out evaluation of ``rows`` by the steps before it: question ``id`` -> (right, reward)."""
+    """Each held-out evaluation of ``rows`` by the steps before it: question ``id`` -> (right, reward, the reward
+    preset that scored it: None in a log written before lines named it)."""
     evals: dict[int, dict] = defaultdict(dict)
     for row in rows:
         if row.get("environment") == EVAL_ENVIRONMENT:
@@ -170,27 +172,33 @@ def _evaluations(rows: list[dict], where: str) -> dict[int, dict]:
             if question in evals[step]:
                 raise ValueError(f"{where}: the evaluation after step {step} played {question} more than once; "
                                  "pairing needs one rollout a question (--eval-generations 1)")
-            evals[step][question] = (bool(row["correct"]), float(row["reward"]))
+            evals[step][question] = (bool(row["correct"]), float(row["reward"]), row.get("reward_preset"))
     return evals
 
 
 def _paired(before: dict, after: dict) -> dict:
     """Two evaluations of the same questions side by side (``_evaluations``' values): right before and after,
     gained, lost, the difference in points with its paired-bootstrap 95 % interval, McNemar's exact p, the mean
-    rewards with their paired interval."""
+    rewards with their paired interval (NaN where the two were scored under other reward presets: ``presets``)."""
     from agents.paired import mcnemar_exact, paired_bootstrap
 
     ids = sorted(before)
     right_before, right_after = [before[i][0] for i in ids], [after[i][0] for i in ids]
     reward_before, reward_after = [before[i][1] for i in ids], [after[i][1] for i in ids]
+    presets = tuple(sorted({str(e[i][2]) for i in ids}) for e in (before, after))
     low, high = paired_bootstrap(right_before, right_after)
-    reward_low, reward_high = (x / 100 for x in paired_bootstrap(reward_before, reward_after))  # points -> reward
     gained = sum(b and not a for a, b in zip(right_before, right_after))
     lost = sum(a and not b for a, b in zip(right_before, right_after))
-    return {"questions": len(ids), "right_before": sum(right_before), "right_after": sum(right_after),
-            "gained": gained, "lost": lost, "diff": 100 * (sum(right_after) - sum(right_before)) / len(ids),
-            "ci": (low, high), "p": mcnemar_exact(lost, gained), "reward_before": sum(reward_before) / len(ids),
-            "reward_after": sum(reward_after) / len(ids), "reward_ci": (reward_low, reward_high)}
+    out = {"questions": len(ids), "right_before": sum(right_before), "right_after": sum(right_after),
+           "gained": gained, "lost": lost, "diff": 100 * (sum(right_after) - sum(right_before)) / len(ids),
+           "ci": (low, high), "p": mcnemar_exact(lost, gained), "presets": presets}
+    known = "None" not in presets[0] + presets[1]
+    if known and presets[0] != presets[1]:  # rewards of two presets are not on one scale
+        nan = float("nan")
+        return {**out, "reward_before": nan, "reward_after": nan, "reward_ci": (nan, nan)}
+    reward_low, reward_high = (x / 100 for x in paired_bootstrap(reward_before, reward_after))  # points -> reward
+    return {**out, "reward_before": sum(reward_before) / len(ids), "reward_after": sum(reward_after) / len(ids),
+            "reward_ci": (reward_low, reward_high)}
 
 
 def paired_evals(*paths: str | Path, first: int | None = None, last: int | None = None,
@@ -309,10 +317,14 @@ def _monitors(rollouts: list[dict]) -> dict:
 def _pair_text(paired: dict) -> str:
     from agents.paired import format_p
 
-    return (f"right {paired['right_before']} -> {paired['right_after']}, gained {paired['gained']}, lost "
-            f"{paired['lost']}, {paired['diff']:+.2f} points ({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), "
-            f"McNemar p = {format_p(paired['p'])}; mean reward {paired['reward_before']:.3f} -> "
-            f"{paired['reward_after']:.3f} ({paired['reward_ci'][0]:+.3f} to {paired['reward_ci'][1]:+.3f})")
+    right = (f"right {paired['right_before']} -> {paired['right_after']}, gained {paired['gained']}, lost "
+             f"{paired['lost']}, {paired['diff']:+.2f} points ({paired['ci'][0]:+.1f} to {paired['ci'][1]:+.1f}), "
+             f"McNemar p = {format_p(paired['p'])}")
+    if paired["reward_before"] != paired["reward_before"]:  # NaN: two presets
+        before, after = ("/".join(p) for p in paired["presets"])
+        return f"{right}; mean reward not compared (scored under {before} and {after})"
+    return (f"{right}; mean reward {paired['reward_before']:.3f} -> {paired['reward_after']:.3f} "
+            f"({paired['reward_ci'][0]:+.3f} to {paired['reward_ci'][1]:+.3f})")
 
 
 def main(argv=None) -> list[dict]:

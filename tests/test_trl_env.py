@@ -257,6 +257,7 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     assert [(line["call"], line["index"], line["reward"]) for line in lines] == [
         (call, 0, r) for call in (1, 2) for r in (1.0, 0.0, -1.0, -1.0)]
     assert {(line["split"], line["id"]) for line in lines} == {(envs[0].env.unwrapped.dataset.split, "q-count")}
+    assert {line["reward_preset"] for line in lines} == {envs[0].env.unwrapped.reward_preset}
     assert "environment" not in lines[0] and "global_step" not in lines[0]
     assert (lines[4]["environment"], lines[4]["global_step"]) == ("eval", 7)
     assert lines[1]["tool_calls"] == {"run_sql": 0, "submit_answer": 2} and lines[3]["error"] == "no_answer"
@@ -566,6 +567,16 @@ def test_plot_pairs_two_runs_evaluations_question_by_question(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"ours.jsonl \(evaluations after steps \[0, 5\]\) and .*later.jsonl "
                                          r"\(after \[3\]\) have no evaluation after the same step"):
         plot.paired_runs([ours], [later])
+    partial = tmp_path / "partial.jsonl"  # rewards of another preset: right answers compared, rewards not
+    envs[:] = [SQLEnvironmentFactory("generated", split="train", multi_turn=False, reward="partial")()
+               for _ in range(4)]
+    evaluation(partial, [True, False, False, True])
+    (one,) = plot.paired_runs([ours], [partial])
+    assert (one["right_before"], one["right_after"], one["presets"]) == (2, 3, (["partial"], ["binary"]))
+    assert math.isnan(one["reward_before"]) and math.isnan(one["reward_after"])
+    plot.main([str(ours), "--against", str(partial)])
+    assert "right 2 -> 3, gained 2, lost 1, +25.00 points" in (out := capsys.readouterr().out) and \
+        "mean reward not compared (scored under partial and binary)" in out
     evaluation(other, [True] * 4, indices=[0, 1, 2, 4])
     with pytest.raises(SystemExit):
         plot.main([str(ours), "--against", str(other)])

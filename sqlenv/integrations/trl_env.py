@@ -441,6 +441,7 @@ def _rollout_info(env: _SQLTools) -> dict[str, Any]:
         "index": env.index,
         "id": dataset[env.index].id if env.index is not None else None,
         "reward": env.reward,
+        "reward_preset": env.env.unwrapped.reward_preset,
         "submitted": submitted,
         "executed": submitted and bool(info.get("executed")),
         "correct": submitted and bool(info.get("correct")),
