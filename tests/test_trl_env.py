@@ -1327,10 +1327,11 @@ def test_the_strict_default_is_untouched(chatml_tokenizers):
 
 
 # ---------------------------------------------------------------------- the tool loop ends with the episode (issue 24)
-def test_ends_episode_reads_the_replies_of_the_tools(cities):
+@pytest.mark.parametrize("echo_moves", [True, False])
+def test_ends_episode_reads_the_replies_of_the_tools(cities, echo_moves):
     from sqlenv.integrations.trl_env import NO_TURNS_LEFT, ends_episode
 
-    env = SQLEnvironmentFactory(**cities, max_turns=4)()
+    env = SQLEnvironmentFactory(**cities, max_turns=4, echo_moves=echo_moves)()
     env.reset(index=0)
     going_on = [env.run_sql("SELECT COUNT(*) FROM city"),
                 env.run_sql('SELECT "x"."Answer submitted."'),  # an error ending like the answer's reply
@@ -1338,11 +1339,13 @@ def test_ends_episode_reads_the_replies_of_the_tools(cities):
     assert going_on[1].endswith("Answer submitted.") and "Turn 4/4 <answer>" in going_on[2]
     answered = env.submit_answer("SELECT COUNT(*) FROM city")
     assert [ends_episode(r) for r in going_on] == [False] * 3
-    assert answered == "Turn 4/4 <answer>SELECT COUNT(*) FROM city</answer>\nAnswer submitted."
+    head = "Turn 4/4 <answer>SELECT COUNT(*) FROM city</answer>" if echo_moves else "Turn 4/4"
+    assert answered == f"{head}\nAnswer submitted."
     assert ends_episode(answered) and ends_episode(env.submit_answer("SELECT 1")) and ends_episode(ENDED)
     env.reset(index=1)
-    assert ends_episode(env.submit_answer("SELECT 1"))  # an early answer
-    short = SQLEnvironmentFactory(**cities, max_turns=2)()
+    early = env.submit_answer("SELECT 1")
+    assert ends_episode(early) and early.startswith("Turn 1/4")  # an early answer
+    short = SQLEnvironmentFactory(**cities, max_turns=2, echo_moves=echo_moves)()
     short.reset(index=0)
     assert not ends_episode(short.run_sql("SELECT 1"))
     out_of_turns = short.run_sql("SELECT 2")

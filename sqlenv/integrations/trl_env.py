@@ -668,15 +668,16 @@ def accept_json_tool_calls(processing_class, tools: Sequence[Any] = TOOL_NAMES):
 # ---------------------------------------------------------------------- no generation rounds after the episode
 #: The key of a parsed reply under which :func:`end_tool_loop_at_episode_end` keeps the calls it did not run.
 IGNORED_TOOL_CALLS = "ignored_tool_calls"
-_LAST_TURN = re.compile(r"Turn (\d+)/(\d+) ")
-_ANSWER_TURN = re.compile(r"Turn \d+/\d+ <answer>")
+_LAST_TURN = re.compile(r"Turn (\d+)/(\d+)[ \n]")  # the head, echoing the move or not (echo_moves=False)
+_ANSWER_TURN = re.compile(r"Turn \d+/\d+ <answer>|Turn \d+/\d+\n" + re.escape(SUBMITTED) + r"$")
 
 
 def ends_episode(reply: str) -> bool:
     """Whether ``reply``, the text one of this module's tools returned, shows the episode over: an answer was
     scored (``submit_answer``'s reply, single-step or multi-turn), the turns ran out (the reply of the last
     turn, ``Turn N/N``), or a call came after the end (:data:`ENDED`). It reads the env-written head of a move's
-    reply (``Turn t/N <answer>``), never the query's result, so no SQL can make a reply look final."""
+    reply (``Turn t/N <answer>``; without the echo, ``Turn t/N`` and exactly ``Answer submitted.``, which no
+    result or error reads as), never the query's result, so no SQL can make a reply look final."""
     reply = reply.strip()
     if reply in (SUBMITTED, ENDED) or _ANSWER_TURN.match(reply):
         return True
