@@ -1,6 +1,6 @@
 """Tokens a TRL run's tool results spend of each rollout's ``--max-completion-length``, with the echoed query
 (the default) and without it (``--no-echo-moves``): every logged tool call replayed in ``TextToSQLAgentTools`` of
-both forms on its question; a replay with the echo must give the logged text back.
+both forms on its question; the replay in the run's form must give the logged text back.
 
     python benchmarks/tool_result_tokens.py docs/runs/trl-smol-tool-warmup/grpo_arctic_batch_steps1-7/rollouts.jsonl \
         --dataset temptabqa-c --schema flat --max-completion-length 384
@@ -28,8 +28,9 @@ def tool_calls(completion: list[dict]) -> list[tuple[str, object, str]]:
 
 def replayed(rows: list[dict], dataset: str, schema: str, max_turns: int, data_dir: str | None = None,
              where: str = "rollouts") -> list[dict]:
-    """Per rollout: the logged tool results and the same calls' results without the echo. A call TRL could not make
-    (arguments other than a string ``query``) keeps its logged message in both forms."""
+    """Per rollout: the same calls' results with the echo (``logged``) and without it (``without``), the log written
+    in either form. A call TRL could not make (arguments other than a string ``query``) keeps its logged message in
+    both forms."""
     from sqlenv.datasets import load_dataset
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory
 
@@ -47,16 +48,18 @@ def replayed(rows: list[dict], dataset: str, schema: str, max_turns: int, data_d
             tools.reset(index=positions[row["id"]])
         logged, without = [], []
         for name, arguments, message in tool_calls(row.get("completion")):
-            logged.append(message)
             if not (isinstance(arguments, dict) and set(arguments) == {"query"} and isinstance(arguments["query"], str)
                     and name in ("run_sql", "submit_answer")):
+                logged.append(message)
                 without.append(message)
                 continue
-            again = getattr(echoed, name)(arguments["query"])
-            if again != message:
-                raise ValueError(f"{where}:{number}: {name}({arguments['query']!r}) now returns {again!r}, the log "
-                                 f"has {message!r} (--dataset, --schema and --max-turns name the run's)")
-            without.append(getattr(bare, name)(arguments["query"]))
+            again = getattr(echoed, name)(arguments["query"]), getattr(bare, name)(arguments["query"])
+            if message not in again:
+                raise ValueError(f"{where}:{number}: {name}({arguments['query']!r}) now returns {again[0]!r} "
+                                 f"(without the echo {again[1]!r}), the log has {message!r} (--dataset, --schema and "
+                                 "--max-turns name the run's)")
+            logged.append(again[0])
+            without.append(again[1])
         out.append({"submitted": bool(row.get("submitted")), "logged": logged, "without": without})
     return out
 

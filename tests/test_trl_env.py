@@ -627,6 +627,13 @@ def test_tool_result_tokens_replays_a_log_without_the_echo(tmp_path, smollm2_tok
     (tmp_path / "edited.jsonl").write_text(lines[0] + "\n" + json.dumps(row) + "\n")
     with pytest.raises(ValueError, match=r"edited.jsonl:2: run_sql\('SELECT name FROM Athlete'\) now returns"):
         bench.main([str(tmp_path / "edited.jsonl"), "--dataset", "generated"])
+    bare_log = tmp_path / "bare.jsonl"  # a run without the echo: the same figures
+    rows = [json.loads(line) for line in lines]
+    for row, texts in zip(rows, results):
+        for message, (_, without) in zip(row["completion"][1::2], texts):
+            message["content"] = without
+    bare_log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert bench.main([str(bare_log), "--dataset", "generated", "--max-completion-length", "100"]) == figures
 
 
 def two_rollouts(factory):
