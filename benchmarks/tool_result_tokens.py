@@ -14,25 +14,25 @@ import statistics
 from pathlib import Path
 
 
-def tool_calls(completion: list[dict]) -> list[tuple[str, object, str]]:
-    """``(tool name, arguments, the tool message TRL appended)`` for each call of a rollout, in order."""
+def tool_calls(completion: list[dict]) -> list[tuple[str, dict, str]]:
+    """``(tool name, the call's function, the tool message TRL appended)`` for each call of a rollout, in order."""
     pending, calls = [], []
     for message in completion or []:
         if message.get("role") == "assistant":
             pending += [call["function"] for call in message.get("tool_calls") or []]
         elif message.get("role") == "tool" and pending:
             call = pending.pop(0)
-            calls.append((call["name"], call.get("arguments"), message.get("content") or ""))
+            calls.append((call["name"], call, message.get("content") or ""))
     return calls
 
 
 def replayed(rows: list[dict], dataset: str, schema: str, max_turns: int, data_dir: str | None = None,
              where: str = "rollouts") -> list[dict]:
-    """Per rollout: the same calls' results with the echo (``logged``) and without it (``without``), the log written
-    in either form. A call TRL could not make (arguments other than a string ``query``) keeps its logged message in
-    both forms."""
+    """Per rollout: the same calls' results with the echo (``echoed``) and without it (``without``), the log written
+    in either form. A call TRL could not make (``call_query`` finds no query) keeps its logged message in both
+    forms."""
     from sqlenv.datasets import load_dataset
-    from sqlenv.integrations.trl_env import SQLEnvironmentFactory
+    from sqlenv.integrations.trl_env import SQLEnvironmentFactory, call_query
 
     factories, out = {}, []
     for number, row in enumerate(rows, start=1):
@@ -46,21 +46,21 @@ def replayed(rows: list[dict], dataset: str, schema: str, max_turns: int, data_d
             raise ValueError(f"{where}:{number}: question {row.get('id')!r} is not in {dataset}/{row['split']}")
         for tools in (echoed, bare):
             tools.reset(index=positions[row["id"]])
-        logged, without = [], []
-        for name, arguments, message in tool_calls(row.get("completion")):
-            if not (isinstance(arguments, dict) and set(arguments) == {"query"} and isinstance(arguments["query"], str)
-                    and name in ("run_sql", "submit_answer")):
-                logged.append(message)
+        with_echo, without = [], []
+        for name, function, message in tool_calls(row.get("completion")):
+            query = call_query(function)
+            if query is None or name not in ("run_sql", "submit_answer"):
+                with_echo.append(message)
                 without.append(message)
                 continue
-            again = getattr(echoed, name)(arguments["query"]), getattr(bare, name)(arguments["query"])
+            again = getattr(echoed, name)(query), getattr(bare, name)(query)
             if message not in again:
-                raise ValueError(f"{where}:{number}: {name}({arguments['query']!r}) now returns {again[0]!r} "
-                                 f"(without the echo {again[1]!r}), the log has {message!r} (--dataset, --schema and "
-                                 "--max-turns name the run's)")
-            logged.append(again[0])
+                raise ValueError(f"{where}:{number}: {name}({query!r}) now returns {again[0]!r} (without the echo "
+                                 f"{again[1]!r}), the log has {message!r} (--dataset, --schema and --max-turns name "
+                                 "the run's)")
+            with_echo.append(again[0])
             without.append(again[1])
-        out.append({"submitted": bool(row.get("submitted")), "logged": logged, "without": without})
+        out.append({"submitted": bool(row.get("submitted")), "echoed": with_echo, "without": without})
     return out
 
 
@@ -72,9 +72,9 @@ def summary(rollouts: list[dict], count, budget: int) -> dict:
     def means(group):
         if not group:
             return {"rollouts": 0}
-        echoed = statistics.fmean(tokens(r["logged"]) for r in group)
+        echoed = statistics.fmean(tokens(r["echoed"]) for r in group)
         bare = statistics.fmean(tokens(r["without"]) for r in group)
-        return {"rollouts": len(group), "calls": round(statistics.fmean(len(r["logged"]) for r in group), 2),
+        return {"rollouts": len(group), "calls": round(statistics.fmean(len(r["echoed"]) for r in group), 2),
                 "with_echo": round(echoed, 1), "without_echo": round(bare, 1), "saved": round(echoed - bare, 1),
                 "saved_share_of_budget": round((echoed - bare) / budget, 3)}
 

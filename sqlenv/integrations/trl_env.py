@@ -476,15 +476,23 @@ def submitted_query(completion: Any) -> str | None:
     for message in completion if isinstance(completion, list) else ():
         for call in (message.get("tool_calls") or ()) if isinstance(message, dict) else ():
             function = call.get("function", call) if isinstance(call, dict) else {}
-            arguments = function.get("arguments")
-            if isinstance(arguments, str):
-                try:
-                    arguments = json.loads(arguments)
-                except json.JSONDecodeError:
-                    continue
-            if function.get("name") == "submit_answer" and isinstance(arguments, dict) and set(arguments) == {"query"} \
-                    and isinstance(arguments["query"], str):
-                return _sql(arguments["query"])
+            query = call_query(function)
+            if function.get("name") == "submit_answer" and query is not None:
+                return _sql(query)
+    return None
+
+
+def call_query(function: Any) -> str | None:
+    """The ``query`` of a logged tool call (``{"name": ..., "arguments": ...}``, arguments a dict or JSON text) that
+    TRL could make: arguments a string ``query`` alone (TRL fails a call with others before the tool sees it)."""
+    arguments = function.get("arguments") if isinstance(function, dict) else None
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(arguments, dict) and set(arguments) == {"query"} and isinstance(arguments["query"], str):
+        return arguments["query"]
     return None
 
 
