@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--single-step", action="store_true",
                         help="the submit_answer-only prompt and tool (TextToSQL-v0) instead of run_sql + submit_answer")
     parser.add_argument("--max-turns", type=int, default=5, help="moves per episode (multi-turn)")
+    parser.add_argument("--no-echo-moves", dest="echo_moves", action="store_false",
+                        help="multi-turn tool results without the echoed query (as examples/trl_environment.py's flag)")
     parser.add_argument("--schema", default="tables", help="how the prompt shows the database (tables, flat)")
     parser.add_argument("--column-values", type=int, default=0, help="distinct values listed per text column")
     parser.add_argument("--adapter", default=None,
@@ -163,7 +165,7 @@ def main(argv=None) -> dict:
     dataset = load_dataset(args.dataset, split=args.split, data_dir=args.data_dir, schema=args.schema)
     turns = {} if args.single_step else {"max_turns": args.max_turns}
     factory = SQLEnvironmentFactory(dataset, multi_turn=not args.single_step, schema=args.schema,
-                                    column_values=args.column_values, **turns)
+                                    column_values=args.column_values, echo_moves=args.echo_moves, **turns)
     indices = list(range(min(args.limit, len(dataset))))
     environment = factory()
     scorer = environment.env.unwrapped
@@ -191,7 +193,7 @@ def main(argv=None) -> dict:
     for variant in chosen:
         system, demo = variants[variant]
         rows = factory.train_dataset(indices=indices, system_prompt=system)
-        demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns) if demo else []
+        demo_turns = prompts.tools_demo_messages(not args.single_step, args.max_turns, args.echo_moves) if demo else []
         opened_n = parsed_n = valid_n = lenient_n = runs_n = right_n = 0
         tool_call_p = []
         for row in rows:

@@ -356,22 +356,24 @@ def _tool_call_turn(name: str, query: str) -> dict:
             "tool_calls": [{"type": "function", "function": {"name": name, "arguments": {"query": query}}}]}
 
 
-def tools_demo_messages(multi_turn: bool = True, max_turns: int = 5) -> list[dict]:
+def tools_demo_messages(multi_turn: bool = True, max_turns: int = 5, echo_moves: bool = True) -> list[dict]:
     """The worked episode's turns: the question, then (multi-turn) a ``run_sql`` call and its result, then
-    the ``submit_answer`` call and its result, each result as the env returns it (tests/test_prompts.py)."""
+    the ``submit_answer`` call and its result, each result as the env returns it (``echo_moves``: as
+    ``TextToSQLAgentTools(echo_moves=)`` writes it; tests/test_prompts.py)."""
     query = TOOLS_DEMO_QUERY
     messages: list[dict] = [{"role": "user", "content": user_message(TOOLS_DEMO_OBSERVATION)}]
     if not multi_turn:
         return messages + [_tool_call_turn("submit_answer", query),
                            {"role": "tool", "name": "submit_answer", "content": "Answer submitted."}]
+    sql, answer = (f" <sql>{query}</sql>", f" <answer>{query}</answer>") if echo_moves else ("", "")
     return messages + [
         _tool_call_turn("run_sql", query),
         {"role": "tool", "name": "run_sql",
-         "content": f"Turn 1/{max_turns} <sql>{query}</sql>\n1 row\n| COUNT(*) |\n|----------|\n| 1        |"},
+         "content": f"Turn 1/{max_turns}{sql}\n1 row\n| COUNT(*) |\n|----------|\n| 1        |"},
         _tool_call_turn("submit_answer", query),
-        {"role": "tool", "name": "submit_answer",
-         "content": f"Turn 2/{max_turns} <answer>{query}</answer>\nAnswer submitted."},
+        {"role": "tool", "name": "submit_answer", "content": f"Turn 2/{max_turns}{answer}\nAnswer submitted."},
     ]
+
 
 
 

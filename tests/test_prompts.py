@@ -276,14 +276,15 @@ def test_the_worked_exploration_runs_on_any_database(city_db):
     assert env.run_sql(WORKED_CALLS[0][3]).endswith("1 row\n| name |\n|------|\n| city |")
 
 
-@pytest.mark.parametrize("multi_turn", [True, False])
-def test_the_worked_tool_episode_is_what_the_env_returns(city_db, multi_turn):
-    """tools_demo_messages: its question turn is reset's text and each tool result is what the tool returns,
-    on the demo's database built for real; the answer it submits is correct."""
+@pytest.mark.parametrize("multi_turn, echo_moves", [(True, True), (True, False), (False, True)])
+def test_the_worked_tool_episode_is_what_the_env_returns(city_db, multi_turn, echo_moves):
+    """tools_demo_messages: its question turn is reset's text and each tool result is what the tool returns
+    (with the echoed query or without), on the demo's database built for real; the answer it submits is correct."""
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory, SQLEnvReward
 
-    env = SQLEnvironmentFactory(**city_db, multi_turn=multi_turn, **({"max_turns": 4} if multi_turn else {}))()
-    demo = prompts.tools_demo_messages(multi_turn, max_turns=4)
+    turns = {"max_turns": 4, "echo_moves": echo_moves} if multi_turn else {}
+    env = SQLEnvironmentFactory(**city_db, multi_turn=multi_turn, **turns)()
+    demo = prompts.tools_demo_messages(multi_turn, max_turns=4, echo_moves=echo_moves)
     assert [m["role"] for m in demo] == ["user"] + ["assistant", "tool"] * (2 if multi_turn else 1)
     assert demo[0]["content"] == env.reset(index=0)
     for call, result in zip(demo[1::2], demo[2::2]):

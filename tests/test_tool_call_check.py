@@ -18,7 +18,8 @@ def load_tool_call_check():
 def test_help_lists_the_options():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
     options = help_options(out)
-    for flag in ("--limit", "--model", "--max-new-tokens", "--threads", "--single-step", "--json", "--lenient"):
+    for flag in ("--limit", "--model", "--max-new-tokens", "--threads", "--single-step", "--json", "--lenient",
+                 "--no-echo-moves"):
         assert flag in options, flag
     assert "qwen2.5-coder-0.5b" in options["--model"] and "(default: 8)" in options["--limit"]
 
