@@ -34,7 +34,10 @@ MOVE_ERRORS = ("not_text", "too_long", "no_tag", "both_tags", "several_tags", "e
 NO_ANSWER = "no_answer"
 
 _TAGS = {name: (f"<{name}>".encode(), f"</{name}>".encode()) for name in ("sql", "answer")}
-_HINT = "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit)."
+#: How a reply tells the policy to move, in the text protocol's tags (``sqlenv.integrations.trl_env``'s tools
+#: say it in their own terms).
+MOVE_HINT = "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit)."
+SUBMIT_HINT = "Submit an <answer>."
 _TAG_ROOM = 10_000  # characters an action may hold besides its query (tags, reasoning text)
 
 
@@ -237,22 +240,22 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         limit = self.action_space.max_length
         if len(action) > limit:
             return _malformed("too_long", f"Malformed move: it is {len(action)} characters long; "
-                                          f"the limit is {limit}. {_HINT}")
+                                          f"the limit is {limit}. {MOVE_HINT}")
         blocks, opened = _blocks(action)
         if not blocks:
             what = f"the {opened} tag is not closed" if opened else "no <sql> or <answer> block"
-            return _malformed("no_tag", f"Malformed move: {what}. {_HINT}")
+            return _malformed("no_tag", f"Malformed move: {what}. {MOVE_HINT}")
         kinds = {name for name, _ in blocks}
         if len(kinds) > 1:
             return _malformed("both_tags",
-                              f"Malformed move: both <sql> and <answer> blocks. {_HINT}")
+                              f"Malformed move: both <sql> and <answer> blocks. {MOVE_HINT}")
         name, query = blocks[0]
         if len(blocks) > 1:
             count = len(blocks)
-            return _malformed("several_tags", f"Malformed move: {count} <{name}> blocks. {_HINT}")
+            return _malformed("several_tags", f"Malformed move: {count} <{name}> blocks. {MOVE_HINT}")
         query = query.strip()
         if not query:
-            return _malformed("empty", f"Malformed move: the <{name}> block is empty. {_HINT}")
+            return _malformed("empty", f"Malformed move: the <{name}> block is empty. {MOVE_HINT}")
         return name, query, None
 
     def render(self):
@@ -339,7 +342,7 @@ class TextToSQLAgentEnv(TextToSQLEnv):
         left = self.explore_seconds - self._explore_spent
         if left <= 0:
             return "budget", (f"Not run: the episode's {self.explore_seconds:g} s of exploration query time "
-                              "is spent. Submit an <answer>.")
+                              f"is spent. {SUBMIT_HINT}")
         executor = self.explore_executor
         path = self._database(example).path
         result = executor._execute(path, query, min(executor.config.timeout, left))

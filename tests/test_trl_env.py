@@ -102,9 +102,8 @@ def test_agent_tools_without_the_echoed_moves(cities):
     short = SQLEnvironmentFactory(**cities, max_turns=2, echo_moves=False)()
     short.reset(index=0)
     short.run_sql("SELECT 1")
-    assert short.run_sql("") == (
-        "Turn 2/2\nMalformed move: the <sql> block is empty. Write exactly one <sql>QUERY</sql> (explore) or "
-        "<answer>QUERY</answer> (submit).\nNo turns left: the episode ended without an answer.")
+    assert short.run_sql("SELECT nope FROM city") == (
+        "Turn 2/2\nError (no_such_column): no such column: nope\nNo turns left: the episode ended without an answer.")
     assert SQLEnvironmentFactory(**cities, max_turns=3)().echo_moves  # the default keeps the echo
     assert pickle.loads(pickle.dumps(factory))().echo_moves is False  # TRL's async worker gets the setting
 
@@ -113,13 +112,34 @@ def test_turns_run_out_without_an_answer(cities):
     env = SQLEnvironmentFactory(**cities, max_turns=2, reward="paper")()
     env.reset(index=0)
     env.run_sql("SELECT 1")
-    assert env.run_sql("") == (
-        "Turn 2/2 (malformed move) <sql></sql>\nMalformed move: the <sql> block is empty. "
-        "Write exactly one <sql>QUERY</sql> (explore) or <answer>QUERY</answer> (submit).\n"
+    assert env.run_sql("SELECT nope FROM city") == (
+        "Turn 2/2 <sql>SELECT nope FROM city</sql>\nError (no_such_column): no such column: nope\n"
         "No turns left: the episode ended without an answer."
     )
     assert env.done and env.reward == -100.0 and env.info["error"] == "no_answer"  # counted once
     assert env.submit_answer("SELECT COUNT(*) FROM city") == ENDED and env.reward == -100.0
+
+
+@pytest.mark.parametrize("echo_moves", [True, False])
+def test_tool_replies_speak_of_tools_not_tags(cities, echo_moves):
+    """A blank query is refused without using a turn; the env's hints in its text protocol's tags (a move too
+    long to read, the exploration time spent) reach a tool user as calls of the tools."""
+    env = SQLEnvironmentFactory(**cities, max_turns=3, echo_moves=echo_moves)()
+    env.reset(index=0)
+    for blank in ("", "  \n"):
+        refused = "Error: query is empty; pass one SQLite SELECT statement."
+        assert env.run_sql(blank) == env.submit_answer(blank) == refused
+    limit = env.env.unwrapped.action_space.max_length
+    long = env.run_sql("x" * limit)
+    assert long.startswith("Turn 1/3") and long.endswith(
+        f"\nMalformed move: it is {limit + 11} characters long; the limit is {limit}. "
+        "Call run_sql (explore) or submit_answer (submit) with one SQLite query.")
+    spent = SQLEnvironmentFactory(**cities, max_turns=3, explore_seconds=0, echo_moves=echo_moves)()
+    spent.reset(index=0)
+    head = "Turn 1/3 <sql>SELECT 1</sql>" if echo_moves else "Turn 1/3"
+    assert spent.run_sql("SELECT 1") == (
+        f"{head}\nNot run: the episode's 0 s of exploration query time is spent. Call submit_answer.")
+    assert "<answer>" in spent.env.unwrapped._transcript()  # the env's own text keeps its protocol's words
 
 
 def test_tools_never_raise(cities):

@@ -49,7 +49,7 @@ import re
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from sqlenv.agent_env import NO_ANSWER, TextToSQLAgentEnv
+from sqlenv.agent_env import MOVE_HINT, NO_ANSWER, SUBMIT_HINT, TextToSQLAgentEnv
 from sqlenv.completion import extract_sql
 from sqlenv.datasets import Dataset
 from sqlenv.env import TextToSQLEnv
@@ -83,6 +83,10 @@ SUBMITTED = "Answer submitted."
 ENDED = "The episode has ended: an answer was already submitted or the turns ran out. Stop here."
 #: What ``run_sql`` adds to its last turn's result: the turns ran out without an answer.
 NO_TURNS_LEFT = "No turns left: the episode ended without an answer."
+#: The env's hints in its text protocol's tags, as the tools say them (a reply never tells a tool user to
+#: write ``<answer>`` tags).
+TOOL_HINTS = {MOVE_HINT: "Call run_sql (explore) or submit_answer (submit) with one SQLite query.",
+              SUBMIT_HINT: "Call submit_answer."}
 #: The ``environment`` name of held-out rows in a dict ``environment_factory`` (``examples/trl_environment.py
 #: --eval-split``; ``benchmarks/plot_trl_env.py`` reads rollouts under it as evaluations, not training steps).
 EVAL_ENVIRONMENT = "eval"
@@ -173,6 +177,8 @@ class _SQLTools:
             return ENDED
         if not isinstance(query, str):
             return f"Error: query must be a string of SQL, got {type(query).__name__}."
+        if not query.strip():
+            return "Error: query is empty; pass one SQLite SELECT statement."
         return None
 
 
@@ -215,9 +221,12 @@ class TextToSQLAgentTools(_SQLTools):
         self.echo_moves = bool(echo_moves)
 
     def _result(self, info: dict) -> str:
-        if self.echo_moves:
-            return info["result"]  # the transcript entry this move appended
-        return f"Turn {info['turn']}/{self.env.unwrapped.max_turns}\n{info['reply']}"
+        reply = info["reply"]
+        for hint, said in TOOL_HINTS.items():
+            reply = reply.replace(hint, said)
+        if self.echo_moves:  # the transcript entry this move appended: its head, then the reply
+            return info["result"][: len(info["result"]) - len(info["reply"])] + reply
+        return f"Turn {info['turn']}/{self.env.unwrapped.max_turns}\n{reply}"
 
     def run_sql(self, query: str) -> str:
         """Run one read-only SQLite query on the database and see its result (not scored).
