@@ -67,18 +67,42 @@ def eval_generation_kwargs(generation_kwargs: dict[str, Any], temperature: float
     return {**{k: v for k, v in generation_kwargs.items() if k not in sampling}, "do_sample": False}
 
 
+def resume_learning_rate(optimizer, scheduler) -> list[float] | None:
+    """Set ``optimizer``'s learning rates to what ``scheduler``'s schedule gives at the step it was loaded at; return
+    them (None: not a ``LambdaLR``, left as loaded). A checkpoint's optimizer holds the rate its own schedule set
+    after its last step: a finished run gone on with a larger ``max_steps`` had decayed it to 0 (linear), so its
+    first resumed step would not learn. transformers' schedules are ``LambdaLR``s whose lambdas the checkpoint
+    does not hold, so this run's lambda at the loaded step gives the rate (the same one when ``max_steps`` is)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
+    if not isinstance(scheduler, LambdaLR):
+        return None
+    rates = [base * rate(scheduler.last_epoch) for base, rate in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, rates):
+        group["lr"] = lr
+    scheduler._last_lr = list(rates)  # what the trainer logs as the step's learning rate
+    return rates
+
+
 def grpo_trainer(eval_temperature: float | None = None, eval_seed: int | None = None, **trainer_kwargs):
-    """TRL's ``GRPOTrainer(**trainer_kwargs)`` whose evaluations decode at ``eval_temperature`` (0: greedy;
-    None: at the training temperature, as TRL does) and play the held-out rows in the order ``eval_seed`` shuffles
-    them to (None: the config's seed, as TRL does). Greedy evaluations score the policy, not one draw of it: the
-    same questions give the same rollouts, before and after training alike, and with one ``eval_seed`` in runs of
-    other seeds too (the same rows batched together). Training samples as configured. transformers generation
-    only (``use_vllm`` is refused with an eval temperature)."""
+    """TRL's ``GRPOTrainer(**trainer_kwargs)``, resumed at its schedule's learning rate (:func:`resume_learning_rate`),
+    whose evaluations decode at ``eval_temperature`` (0: greedy; None: at the training temperature, as TRL does) and
+    play the held-out rows in the order ``eval_seed`` shuffles them to (None: the config's seed, as TRL does). Greedy
+    evaluations score the policy, not one draw of it: the same questions give the same rollouts, before and after
+    training alike, and with one ``eval_seed`` in runs of other seeds too (the same rows batched together).
+    Training samples as configured. transformers generation only (``use_vllm`` is refused with an eval
+    temperature)."""
     from transformers import GenerationConfig
     from trl import GRPOTrainer
     from trl.trainer.utils import RepeatSampler
 
     class EvalTemperatureGRPOTrainer(GRPOTrainer):
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if checkpoint is not None:
+                resume_learning_rate(self.optimizer, self.lr_scheduler)
+
         def _get_eval_sampler(self, eval_dataset):
             if eval_seed is None:
                 return super()._get_eval_sampler(eval_dataset)

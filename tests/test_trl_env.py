@@ -849,6 +849,49 @@ def test_a_stopped_run_goes_on_from_its_checkpoint(tmp_path):
     assert (out / "checkpoint-2" / "trainer_state.json").is_file()
 
 
+def test_a_resumed_schedule_sets_the_rate_of_its_step():
+    """resume_learning_rate: a linear schedule loaded from a finished 10-step run into a 20-step one gives step 11
+    the 20-step schedule's rate (5e-5), not the 0 the checkpoint's optimizer holds; a resume with the same
+    max_steps keeps the rate it had; a schedule that is not a LambdaLR is left as loaded."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from agents.trl_setup import resume_learning_rate
+
+    def run(total):
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-4)
+        return optimizer, get_linear_schedule_with_warmup(optimizer, 0, total)
+
+    optimizer, schedule = run(10)
+    for _ in range(10):
+        optimizer.step()
+        schedule.step()
+    saved = optimizer.state_dict(), schedule.state_dict()
+    assert saved[0]["param_groups"][0]["lr"] == 0.0  # the finished run's last rate
+    for total, rate in [(20, 5e-5), (10, 0.0)]:
+        optimizer, schedule = run(total)
+        optimizer.load_state_dict(saved[0])
+        schedule.load_state_dict(saved[1])
+        assert resume_learning_rate(optimizer, schedule) == pytest.approx([rate])
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(rate)
+        assert schedule.get_last_lr() == pytest.approx([rate])  # what the trainer logs
+    step = torch.optim.lr_scheduler.StepLR(optimizer, 5)
+    assert resume_learning_rate(optimizer, step) is None and optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_a_finished_run_goes_on_learning_with_more_steps(tmp_path):
+    """examples/trl_environment.py --max-steps 1, then --max-steps 2 --resume last: the resumed step trains at the
+    2-step schedule's rate (half the learning rate), not at the 0 the finished run decayed to."""
+    out = tmp_path / "run"
+    run_tiny_example("--max-steps", "1", "--save-steps", "1", "--learning-rate", "1e-4", "--output-dir", str(out))
+    run_tiny_example("--max-steps", "2", "--save-steps", "1", "--learning-rate", "1e-4", "--output-dir", str(out),
+                     "--resume", "last")
+    history = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    rates = {h["step"]: h["learning_rate"] for h in history if "learning_rate" in h}
+    assert rates == pytest.approx({1: 1e-4, 2: 5e-5})
+
+
 def test_example_gradient_accumulation_reaches_trls_config(tmp_path):
     """--gradient-accumulation-steps N: TRL samples N batches as one generation batch and steps once after N
     micro-batches; below 1 it is refused naming the flag."""
