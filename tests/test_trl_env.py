@@ -129,6 +129,9 @@ def test_tool_replies_speak_of_tools_not_tags(cities, echo_moves):
     for blank in ("", "  \n"):
         refused = "Error: query is empty; pass one SQLite SELECT statement."
         assert env.run_sql(blank) == env.submit_answer(blank) == refused
+    single = SQLEnvironmentFactory(**cities, multi_turn=False)()  # the single-step tool is the env's scored step
+    single.reset(index=0)
+    assert single.submit_answer("") == "Answer submitted." and single.done and single.info["executed"] is False
     limit = env.env.unwrapped.action_space.max_length
     long = env.run_sql("x" * limit)
     assert long.startswith("Turn 1/3") and long.endswith(

@@ -83,6 +83,8 @@ SUBMITTED = "Answer submitted."
 ENDED = "The episode has ended: an answer was already submitted or the turns ran out. Stop here."
 #: What ``run_sql`` adds to its last turn's result: the turns ran out without an answer.
 NO_TURNS_LEFT = "No turns left: the episode ended without an answer."
+#: What a multi-turn tool returns for a blank ``query`` (no turn used).
+EMPTY_QUERY = "Error: query is empty; pass one SQLite SELECT statement."
 #: The env's hints in its text protocol's tags, as the tools say them (a reply never tells a tool user to
 #: write ``<answer>`` tags).
 TOOL_HINTS = {MOVE_HINT: "Call run_sql (explore) or submit_answer (submit) with one SQLite query.",
@@ -177,8 +179,6 @@ class _SQLTools:
             return ENDED
         if not isinstance(query, str):
             return f"Error: query must be a string of SQL, got {type(query).__name__}."
-        if not query.strip():
-            return "Error: query is empty; pass one SQLite SELECT statement."
         return None
 
 
@@ -219,6 +219,14 @@ class TextToSQLAgentTools(_SQLTools):
     def __init__(self, env: TextToSQLAgentEnv, echo_moves: bool = True):
         super().__init__(env)
         self.echo_moves = bool(echo_moves)
+
+    def _check(self, query: Any, tool: str) -> str | None:
+        """As every tool's check, and a blank query is refused without using a turn (the single-step tool scores
+        it, as the env's step does: an answer that fails)."""
+        problem = super()._check(query, tool)
+        if problem is None and not query.strip():
+            return EMPTY_QUERY
+        return problem
 
     def _result(self, info: dict) -> str:
         reply = info["reply"]
