@@ -8,7 +8,8 @@ calls, one per generation batch (one per optimizer step with the example's setti
 reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers submitted, run, correct, calls
 after the episode ended, and the collapse monitors of ``agents.monitors`` over the step's answers: floor answers,
 the most frequent query template across questions, queries repeated across questions), then the
-same means over blocks of ``--window`` steps (one step's group is often one question, so its mean is mostly that
+same means over blocks of ``--window`` steps (with the shares of rollouts that ended without an answer, by why:
+``sqlenv.integrations.trl_env.no_answer_reason``) (one step's group is often one question, so its mean is mostly that
 question's difficulty), the last block's reward against the first's with a bootstrap interval over their questions
 (is the rise more than which questions came up?) and, with ``--png``, plots the mean reward (and its mean over the
 last ``--window`` steps) and the mean tool calls per rollout. Rollouts of the held-out questions (``--eval-split``;
@@ -38,7 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-from sqlenv.integrations.trl_env import ANSWER_RECORD_FIELDS, EVAL_ENVIRONMENT, submitted_query
+from sqlenv.integrations.trl_env import ANSWER_RECORD_FIELDS, EVAL_ENVIRONMENT, NO_ANSWER_REASONS, submitted_query
 
 #: The collapse monitors (``agents.monitors``) a table shows, beside the outcome shares.
 MONITORS = ("floor", "top_template", "repeated")
@@ -300,7 +301,16 @@ def _outcomes(rollouts: list[dict]) -> dict:
         # tool calls after the episode ended (logged since 2026-12-07; NaN for an older log)
         "after_end": (sum(r["calls_after_end"] for r in rollouts) / n
                       if all("calls_after_end" in r for r in rollouts) else float("nan")),
+        # why rollouts ended without an answer, as shares of all (logged since 2026-12-07; NaN for an older log)
+        **{f"no_answer_{reason}": (sum(r["no_answer"] == reason for r in rollouts) / n
+                                   if all("no_answer" in r for r in rollouts) else float("nan"))
+           for reason in NO_ANSWER_REASONS},
     }
+
+
+def _no_answer_text(means: dict) -> str:
+    """The shares of rollouts without an answer by reason (``_outcomes``), as a phrase."""
+    return ", ".join(f"{reason} {means[f'no_answer_{reason}']:.3f}" for reason in NO_ANSWER_REASONS)
 
 
 def _monitors(rollouts: list[dict]) -> dict:
@@ -383,7 +393,10 @@ def main(argv=None) -> list[dict]:
               f"{block['reward']:.3f}, submitted {block['submitted']:.3f}, ran {block['executed']:.3f}, correct "
               f"{block['correct']:.3f}, run_sql calls a rollout {block['run_sql']:.3f}, calls after the end "
               f"{block['after_end']:.3f}, floor answers {block['floor']:.3f}, top template "
-              f"{block['top_template']:.3f}, repeated {block['repeated']:.3f}")
+              f"{block['top_template']:.3f}, repeated {block['repeated']:.3f}; without an answer: "
+              f"{_no_answer_text(block)}")
+    for row in evals:
+        print(f"held-out after step {row['step']}, without an answer: {_no_answer_text(row)}")
     trend = reward_trend(*args.rollouts, window=args.window, **read)
     if trend:
         (a, b), (c, d) = trend["first"], trend["last"]

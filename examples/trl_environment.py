@@ -289,7 +289,8 @@ def main(args: Args) -> dict:
     print(getattr(factory.dataset, "summary", factory.dataset))
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     rollout_log = Path(args.output_dir) / "rollouts.jsonl"
-    reward = SQLEnvReward(rollout_log=rollout_log, monitors=partial(monitor_metrics, ""))
+    reward = SQLEnvReward(rollout_log=rollout_log, monitors=partial(monitor_metrics, ""),
+                          max_completion_length=args.max_completion_length, max_tool_calls=args.max_tool_calls)
     checkpoint = resume_checkpoint(args)
     if checkpoint:
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]

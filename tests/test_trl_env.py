@@ -21,11 +21,14 @@ from sqlenv.integrations.trl_env import (
     ANSWER_SYSTEM_PROMPT,
     ENDED,
     EVAL_ENVIRONMENT,
+    NO_ANSWER_REASONS,
+    NO_TURNS_LEFT,
     SQLEnvironmentFactory,
     SQLEnvReward,
     TextToSQLAgentTools,
     TextToSQLTools,
     first_turn_messages,
+    no_answer_reason,
     submitted_query,
     to_trl_env_dataset,
     tool_transcript,
@@ -264,7 +267,10 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     reward = SQLEnvReward(name="sql", rollout_log=tmp_path / "rollouts.jsonl")
     assert reward(["c"] * 4, environments=envs, log_metric=logged.__setitem__) == [1.0, 0.0, -1.0, -1.0]
     assert logged == {"sql/submitted": 0.75, "sql/executed": 0.5, "sql/correct": 0.25, "sql/sql_calls": 0.25,
-                      "sql/tool_calls": 1.25, "sql/calls_after_end": 0.25}
+                      "sql/tool_calls": 1.25, "sql/calls_after_end": 0.25, "sql/no_answer/turns": 0.0,
+                      "sql/no_answer/budget": 0.0, "sql/no_answer/call_limit": 0.0,
+                      "sql/no_answer/malformed_call": 0.0, "sql/no_answer/no_call": 0.25}
+    assert [i["no_answer"] for i in reward.last_infos] == [None, None, None, "no_call"]  # "c": prose
     assert [i["tool_calls"] for i in reward.last_infos] == [
         {"run_sql": 1, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 2},
         {"run_sql": 0, "submit_answer": 1}, {"run_sql": 0, "submit_answer": 0}]
@@ -276,6 +282,12 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     completions = ["c", unrun, "c", "c"]
     reward(completions, environments=envs, environment=["eval"] * 4, trainer_state=SimpleNamespace(global_step=7))
     assert [i["calls_after_end"] for i in reward.last_infos] == [0, 3, 0, 0]
+    assert [i["completion_tokens"] for i in reward.last_infos] == [None] * 4  # TRL passed no completion_ids
+    # told the run's token budget, a rollout whose completion reached it ran out of budget
+    budgeted = SQLEnvReward(max_completion_length=8, max_tool_calls=4)
+    budgeted(["c"] * 4, environments=envs, completion_ids=[[1] * 5, [1] * 8, [1] * 3, [1] * 8])
+    assert [(i["completion_tokens"], i["no_answer"]) for i in budgeted.last_infos] == [
+        (5, None), (8, None), (3, None), (8, "budget")]
     lines = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert [(line["call"], line["index"], line["reward"]) for line in lines] == [
         (call, 0, r) for call in (1, 2) for r in (1.0, 0.0, -1.0, -1.0)]
@@ -312,6 +324,45 @@ def test_reward_function_reads_the_environments(cities, tmp_path):
     with pytest.raises(ValueError, match="4 environments"):
         reward(["c"], environments=envs)
 
+
+
+def _call(name, query):
+    return {"type": "function", "function": {"name": name, "arguments": {"query": query}}}
+
+
+def test_no_answer_reason_reads_how_a_rollout_ended(cities):
+    """Why rollouts ended unanswered, on completions shaped as TRL's tool loop leaves them (the last three are
+    endings recorded in a real run's log)."""
+    sql = "SELECT COUNT(*) FROM city"
+    explored = [{"role": "assistant", "content": "", "tool_calls": [_call("run_sql", sql)]},
+                {"role": "tool", "name": "run_sql", "content": "Turn 1/2 <sql>...</sql>\n| 3 |"}]
+    last_turn = [{"role": "assistant", "content": "", "tool_calls": [_call("run_sql", sql)]},
+                 {"role": "tool", "name": "run_sql", "content": f"Turn 2/2 <sql>...</sql>\n| 3 |\n{NO_TURNS_LEFT}"},
+                 {"role": "assistant", "content": "Done."}]
+    unrun = explored + [{"role": "assistant", "content": "", "tool_calls": [_call("run_sql", sql)]}]
+    cut = explored + [{"role": "assistant", "content": '<tool_call>\n{"name": "submit_answer", "'}]
+    bad_json = [{"role": "assistant", "content": '<tool_call>\n{"name": "submit_answer", "arguments": {"query": '
+                                                 '"SELECT COUNT(*) FROM city WHERE name="Plain""}}\n</tool_call>'}]
+    prose = [{"role": "assistant", "content": "The answer is 3."}]
+    assert no_answer_reason(explored + last_turn) == "turns"
+    assert no_answer_reason(unrun, 300, 384, max_tool_calls=4) == "budget"  # its reply would not fit
+    assert no_answer_reason(unrun, 300, 384, max_tool_calls=1) == "call_limit"  # one round was all TRL allowed
+    assert no_answer_reason(unrun) == "budget"  # the limit unknown
+    assert no_answer_reason(cut, 384, 384, 4) == "budget"
+    assert no_answer_reason(cut) == "malformed_call"  # its length unknown: what its text shows
+    assert no_answer_reason(bad_json, 90, 384, 4) == "malformed_call"
+    assert no_answer_reason(prose, 9, 384, 4) == "no_call"
+    assert no_answer_reason([{"role": "assistant", "content": ""}]) == "no_call"
+    assert no_answer_reason("plain text, not messages") == "no_call"
+    assert set(NO_ANSWER_REASONS) == {"turns", "budget", "call_limit", "malformed_call", "no_call"}
+    # the same through the real tools: the env's turns ran out
+    env = SQLEnvironmentFactory(**cities, max_turns=1)()
+    env.reset(index=0)
+    reply = env.run_sql(sql)
+    reward = SQLEnvReward()
+    reward([[{"role": "assistant", "content": "", "tool_calls": [_call("run_sql", sql)]},
+             {"role": "tool", "name": "run_sql", "content": reply}]], environments=[env])
+    assert reply.endswith(NO_TURNS_LEFT) and reward.last_infos[0]["no_answer"] == "turns"
 
 
 @pytest.mark.parametrize("multi_turn", [True, False])
@@ -503,6 +554,36 @@ def test_plot_pairs_the_first_and_last_evaluation_by_question(cities, tmp_path, 
     play([count, count], EVAL_ENVIRONMENT, 3, indices=(0, 0))
     with pytest.raises(ValueError, match="after step 3 played q-count more than once"):
         plot.paired_evals(log)
+
+
+def test_plot_says_why_rollouts_ended_without_an_answer(cities, tmp_path, capsys):
+    """benchmarks/plot_trl_env.py: the shares of a block's rollouts without an answer by why (the reasons
+    SQLEnvReward logged); NaN for a log written before it logged them."""
+    plot = load_script(REPO / "benchmarks" / "plot_trl_env.py", "plot_trl_env_no_answer")
+    envs = [SQLEnvironmentFactory(**cities)() for _ in range(4)]
+    sql = QUESTIONS[0]["sql"]
+    for env in envs:
+        env.reset(index=0)
+    envs[0].submit_answer(sql)
+    completions = [[{"role": "assistant", "content": "", "tool_calls": [_call("submit_answer", sql)]},
+                    {"role": "tool", "name": "submit_answer", "content": "Turn 1/5 <answer>...</answer>"}],
+                   [{"role": "assistant", "content": "I think it is 3."}],
+                   [{"role": "assistant", "content": '<tool_call>\n{"name": "run_sql", "arguments": {"query": "SEL'}],
+                   [{"role": "assistant", "content": '<tool_call>\n{"name": "run_sql", "arguments": {"query": '
+                                                     '"SELECT "x""}}\n</tool_call>'}]]
+    log = tmp_path / "rollouts.jsonl"
+    SQLEnvReward(rollout_log=log, max_completion_length=16, max_tool_calls=4)(
+        completions, environments=envs, completion_ids=[[1] * 12, [1] * 9, [1] * 16, [1] * 15])
+    block = plot.per_window(log)[0]
+    assert {reason: block[f"no_answer_{reason}"] for reason in NO_ANSWER_REASONS} == {
+        "turns": 0.0, "budget": 0.25, "call_limit": 0.0, "malformed_call": 0.25, "no_call": 0.25}
+    plot.main([str(log)])
+    assert ("without an answer: turns 0.000, budget 0.250, call_limit 0.000, malformed_call 0.250, no_call 0.250"
+            in capsys.readouterr().out)
+    older = tmp_path / "older.jsonl"
+    older.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "no_answer"}) + "\n"
+                             for line in log.read_text().splitlines()))
+    assert math.isnan(plot.per_window(older)[0]["no_answer_budget"])
 
 
 def test_plot_monitors_the_answers_and_rescores_an_older_log(tmp_path, capsys):
@@ -1148,6 +1229,8 @@ def test_grpo_step_with_environment_factory_on_smollm2(cities, tmp_path, smollm2
     assert played[0] == ("eval", 0, 0, 1, True, True, 1.0) and played[-1] == ("eval", 1, 0, 1, True, True, 1.0)
     assert sorted(played[1:-1]) == ([("train", 0, 0, 1, True, True, 1.0)] * 2
                                     + [("train", 0, 1, 1, True, False, 0.0)] * 2)
+    # TRL passed each completion's tokens (tool results included) to the reward; every rollout answered
+    assert all(0 < i["completion_tokens"] < 256 and i["no_answer"] is None for i in lines)
     logged = next(h for h in trainer.state.log_history if "reward" in h)
     assert logged["reward"] == 0.5 and logged["tools/call_frequency"] == 2.0
     assert logged["tools/failure_frequency"] == 0.0

@@ -74,6 +74,7 @@ __all__ = [
     "environment_tools",
     "first_turn_messages",
     "json_tool_call_template",
+    "no_answer_reason",
     "to_trl_env_dataset",
     "tool_transcript",
 ]
@@ -379,15 +380,22 @@ class SQLEnvReward:
     record (``ANSWER_RECORD_FIELDS``) and the ``completion`` TRL passed: the model's messages, tool calls and
     results). ``monitors``: a function of the call's per-rollout details returning more metrics to log under
     ``<name>/`` (``functools.partial(agents.monitors.monitor_metrics, "")``: the trainer's collapse monitors,
-    ``<name>/collapse/floor``, ...).
+    ``<name>/collapse/floor``, ...). Each rollout's details also say how many tokens its completion took
+    (``completion_tokens``, tool results included: TRL's ``completion_ids``) and, for one without an answer, why
+    (``no_answer``: :func:`no_answer_reason`, told the run's ``max_completion_length`` and ``max_tool_calls``,
+    TRL's ``max_tool_calling_iterations``), logged as the share of all rollouts per reason
+    (``<name>/no_answer/budget``, ...).
     """
 
     def __init__(self, name: str = "sqlenv_env", rollout_log: str | os.PathLike | None = None,
-                 monitors: Callable[[list[dict]], dict[str, float]] | None = None):
+                 monitors: Callable[[list[dict]], dict[str, float]] | None = None,
+                 max_completion_length: int | None = None, max_tool_calls: int | None = None):
         self.__name__ = name
         self.last_infos: list[dict] = []
         self.rollout_log = rollout_log
         self.monitors = monitors
+        self.max_completion_length = max_completion_length
+        self.max_tool_calls = max_tool_calls
         self.calls = 0
 
     def resume(self, step: int) -> int:
@@ -420,8 +428,13 @@ class SQLEnvReward:
         if completions and len(completions) != len(environments):
             raise ValueError(f"got {len(completions)} completions but {len(environments)} environments")
         self.last_infos = [_rollout_info(env) for env in environments]
-        for info, completion in zip(self.last_infos, completions):
+        completion_ids = kwargs.get("completion_ids") or [None] * len(self.last_infos)
+        for info, completion, ids in zip(self.last_infos, completions or [None] * len(self.last_infos),
+                                         completion_ids):
             info["calls_after_end"] += _ignored_calls(completion)
+            info["completion_tokens"] = len(ids) if ids is not None else None
+            info["no_answer"] = None if info["submitted"] else no_answer_reason(
+                completion, info["completion_tokens"], self.max_completion_length, self.max_tool_calls)
         self.calls += 1
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and self.last_infos:
@@ -429,6 +442,9 @@ class SQLEnvReward:
             for key in ("submitted", "executed", "correct", "sql_calls", "calls_after_end"):
                 log_metric(f"{self.__name__}/{key}", sum(float(i[key]) for i in self.last_infos) / n)
             log_metric(f"{self.__name__}/tool_calls", sum(sum(i["tool_calls"].values()) for i in self.last_infos) / n)
+            for reason in NO_ANSWER_REASONS:
+                log_metric(f"{self.__name__}/no_answer/{reason}",
+                           sum(i["no_answer"] == reason for i in self.last_infos) / n)
             for key, value in (self.monitors(self.last_infos) if self.monitors else {}).items():
                 log_metric(f"{self.__name__}/{key}", value)
         if self.rollout_log is not None:
@@ -511,6 +527,41 @@ def call_query(function: Any) -> str | None:
     if isinstance(arguments, dict) and set(arguments) == {"query"} and isinstance(arguments["query"], str):
         return arguments["query"]
     return None
+
+
+#: Why a rollout ended without an answer (:func:`no_answer_reason`), in the order they are checked.
+NO_ANSWER_REASONS = ("turns", "budget", "call_limit", "malformed_call", "no_call")
+_CALL_TEXT = re.compile(r"<tool_call>|\"name\"\s*:")  # what a tool call the parser missed still shows
+
+
+def no_answer_reason(completion: Any, completion_tokens: int | None = None, max_completion_length: int | None = None,
+                     max_tool_calls: int | None = None) -> str:
+    """Why a rollout that submitted no answer ended (one of :data:`NO_ANSWER_REASONS`), from its TRL
+    ``completion`` (the model's messages) and, where known, its length in tokens (tool results included,
+    TRL's ``completion_ids``) and the run's ``max_completion_length`` and ``max_tool_calling_iterations``:
+
+    * ``turns``: the env's turns ran out (a ``run_sql`` reply says :data:`NO_TURNS_LEFT`);
+    * ``budget``: the token budget ran out: the completion reached ``max_completion_length`` (cut mid-turn), or it
+      ends on a tool call whose reply TRL dropped because it would not fit (fewer rounds than ``max_tool_calls``);
+    * ``call_limit``: it ends on a tool call left unrun after ``max_tool_calls`` rounds;
+    * ``malformed_call``: the model ended its turn on text that looks like a tool call (``<tool_call>`` or a JSON
+      ``"name"``) that the parser could not read;
+    * ``no_call``: the model ended its turn with prose, or nothing.
+
+    A completion ending on an unrun call when ``max_tool_calls`` is unknown counts as ``budget``; one cut
+    mid-turn whose length is unknown counts as what its text shows."""
+    messages = [m for m in completion if isinstance(m, dict)] if isinstance(completion, list) else []
+    if any(m.get("role") == "tool" and NO_TURNS_LEFT in str(m.get("content", "")) for m in messages):
+        return "turns"
+    if None not in (completion_tokens, max_completion_length) and completion_tokens >= max_completion_length:
+        return "budget"
+    last = messages[-1] if messages else {}
+    if last.get("role") == "assistant" and last.get("tool_calls"):
+        rounds = sum(1 for m, after in zip(messages, messages[1:])
+                     if m.get("role") == "assistant" and m.get("tool_calls") and after.get("role") == "tool")
+        return "call_limit" if max_tool_calls is not None and rounds >= max_tool_calls else "budget"
+    text = last.get("content") if isinstance(completion, list) else completion
+    return "malformed_call" if _CALL_TEXT.search(str(text or "")) else "no_call"
 
 
 def _ignored_calls(completion: Any) -> int:
