@@ -301,7 +301,7 @@ def _outcomes(rollouts: list[dict]) -> dict:
         # tool calls after the episode ended (logged since 2026-12-07; NaN for an older log)
         "after_end": (sum(r["calls_after_end"] for r in rollouts) / n
                       if all("calls_after_end" in r for r in rollouts) else float("nan")),
-        # why rollouts ended without an answer, as shares of all (logged since 2026-12-07; NaN for an older log)
+        # why rollouts ended without an answer, as shares of all (NaN for a log written before they were logged)
         **{f"no_answer_{reason}": (sum(r["no_answer"] == reason for r in rollouts) / n
                                    if all("no_answer" in r for r in rollouts) else float("nan"))
            for reason in NO_ANSWER_REASONS},
