@@ -8,10 +8,11 @@ calls, one per generation batch (one per optimizer step with the example's setti
 reward, rollouts with a tool call, mean run_sql and submit_answer calls, answers submitted, run, correct, calls
 after the episode ended, and the collapse monitors of ``agents.monitors`` over the step's answers: floor answers,
 the most frequent query template across questions, queries repeated across questions), then the
-same means over blocks of ``--window`` steps (with the shares of rollouts that ended without an answer, by why:
-``sqlenv.integrations.trl_env.no_answer_reason``) (one step's group is often one question, so its mean is mostly that
-question's difficulty), the last block's reward against the first's with a bootstrap interval over their questions
-(is the rise more than which questions came up?) and, with ``--png``, plots the mean reward (and its mean over the
+same means over blocks of ``--window`` steps (one step's group is often one question, so its mean is mostly that
+question's difficulty), with the shares of rollouts that ended without an answer by why
+(``sqlenv.integrations.trl_env.no_answer_reason``; per evaluation too), the last block's reward against the
+first's with a bootstrap interval over their questions (is the rise more than which questions came up?) and, with
+``--png``, plots the mean reward (and its mean over the
 last ``--window`` steps) and the mean tool calls per rollout. Rollouts of the held-out questions (``--eval-split``;
 environment ``eval``) are not steps: they get a table of their own, one row per evaluation (after ``global_step``
 optimizer steps), and their own line; the first and the last evaluation are compared question by question
