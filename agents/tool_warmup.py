@@ -97,7 +97,7 @@ class Config:
     def __post_init__(self):
         if self.examples < 1:
             bad("examples", self.examples, "must be at least 1")
-        if self.max_turns < 2:
+        if not self.single_step and self.max_turns < 2:
             bad("max_turns", self.max_turns, "must be at least 2 (an exploration and the answer); "
                 "--single-step warms up the single-step tool env instead")
         if self.schema not in SCHEMAS:
@@ -168,11 +168,9 @@ def build_factory(cfg: Config):
     """The tool environments the episodes are played in: the TRL run's, on the generated train split."""
     from sqlenv.integrations.trl_env import SQLEnvironmentFactory
 
-    if cfg.single_step:
-        return SQLEnvironmentFactory(DATASET, split=SPLIT, multi_turn=False, schema=cfg.schema,
-                                     column_values=cfg.column_values)
-    return SQLEnvironmentFactory(DATASET, split=SPLIT, multi_turn=True, max_turns=cfg.max_turns, schema=cfg.schema,
-                                 column_values=cfg.column_values, echo_moves=cfg.echo_moves)
+    turns = {} if cfg.single_step else {"max_turns": cfg.max_turns, "echo_moves": cfg.echo_moves}
+    return SQLEnvironmentFactory(DATASET, split=SPLIT, multi_turn=not cfg.single_step, schema=cfg.schema,
+                                 column_values=cfg.column_values, **turns)
 
 
 def build_transcripts(cfg: Config, factory=None) -> tuple[list[dict], dict[str, int]]:

@@ -116,9 +116,10 @@ def test_no_echo_moves_shows_the_results_without_the_queries(transcripts, tmp_pa
 
 
 def test_single_step_episodes_submit_the_gold_alone(tmp_path):
-    """--single-step: each episode is the single-step tool env's: one submit_answer call with the gold, scored right;
-    the TRL example takes that warm-up with --single-step only, and a multi-turn warm-up not with it."""
-    cfg = Config(examples=6, single_step=True, schema="flat", column_values=2, seed=3)
+    """--single-step (--max-turns unused, so not checked): each episode is the single-step tool env's: one
+    submit_answer call with the gold, scored right; the TRL example takes that warm-up with --single-step only,
+    and a multi-turn warm-up not with it."""
+    cfg = Config(examples=6, single_step=True, max_turns=1, schema="flat", column_values=2, seed=3)
     factory = build_factory(cfg)
     rows, counts = build_transcripts(cfg, factory)
     env = factory().env.unwrapped
@@ -131,7 +132,8 @@ def test_single_step_episodes_submit_the_gold_alone(tmp_path):
         assert call == {"name": "submit_answer", "arguments": {"query": one_line(gold_answer(env, row["index"]))}}
         assert messages[3] == {"role": "tool", "name": "submit_answer", "content": SUBMITTED}
     assert [t["function"]["name"] for t in json.loads(rows[0]["tools"])] == ["submit_answer"]
-    multi, _ = build_transcripts(replace(cfg, single_step=False), build_factory(replace(cfg, single_step=False)))
+    multi_cfg = replace(cfg, single_step=False, max_turns=3)
+    multi, _ = build_transcripts(multi_cfg, build_factory(multi_cfg))
     assert [r["index"] for r in multi] == [r["index"] for r in rows]  # the same questions drawn
 
     example = load_script(REPO / "examples" / "trl_environment.py", "trl_environment_single")
